@@ -1,0 +1,23 @@
+"""qmtik: train small neural networks with int8 fake quantization, run them in integers.
+
+    import qmtik
+    config = qmtik.load_config("digits.toml")            # or qmtik.Config(...)
+    (x, y), (x_test, y_test) = qmtik.load_dataset("digits")
+    net = qmtik.Network(config).fit(x, y, verbose=True)
+    print(net.score(x_test, y_test))                     # on the int8 arithmetic
+    net.save("digits.ckpt.npz"); net = qmtik.Network.load("digits.ckpt.npz")
+"""
+from .config import (Config, DataConfig, NetworkConfig, QuantizationConfig, TrainingConfig,
+                     load_config)
+from .data import load_arrays, load_digits, named_dataset as load_dataset
+from .errors import CheckpointError, ConfigError, DataError, QmtikError, QuantizationError, TrainingError
+from .network import Network, NotFittedError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config", "NetworkConfig", "QuantizationConfig", "TrainingConfig", "DataConfig", "load_config",
+    "Network", "load_dataset", "load_digits", "load_arrays",
+    "QmtikError", "ConfigError", "DataError", "CheckpointError", "TrainingError", "QuantizationError",
+    "NotFittedError", "__version__",
+]

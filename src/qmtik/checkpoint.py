@@ -1,0 +1,132 @@
+"""Training checkpoints: float weights, observed ranges, optimizer state, history; no pickle.
+
+A checkpoint is an .npz (read with allow_pickle=False) of named arrays; text (the config, the
+history) is stored as JSON strings. It holds the kept network ("model.*") and, while training
+runs, the state to resume from ("resume.*", "optimizer.*"). Files are written to a temporary
+name and renamed, so a crash never leaves half a file in place of a good one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config
+from .errors import CheckpointError, ConfigError
+from .layers import Layer
+
+FORMAT = "qmtik-checkpoint"
+VERSION = 1
+
+
+def write_atomic(path, write) -> None:
+    """Call write(file) on a temporary file beside path, then rename it over path."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path, data) -> None:
+    """Write data as indented JSON, atomically."""
+    write_atomic(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+
+
+def _layer_arrays(prefix: str, layers) -> dict:
+    out = {}
+    for i, layer in enumerate(layers):
+        out[f"{prefix}.{i}.weight"] = layer.weight
+        out[f"{prefix}.{i}.bias"] = layer.bias
+        out[f"{prefix}.{i}.observed"] = layer.observed
+    return out
+
+
+def save(path, config: Config, input_range, layers, quantized: bool, history: dict,
+         resume: dict | None = None) -> None:
+    """Write a checkpoint; resume = {'epoch', 'layers', 'optimizer'} keeps the state to go on from."""
+    arrays = {"format": np.array(FORMAT), "version": np.array(VERSION),
+              "config": np.array(config.to_json()), "history": np.array(json.dumps(history)),
+              "input_range": np.asarray(input_range, dtype=np.float64), "quantized": np.array(bool(quantized)),
+              **_layer_arrays("model", layers)}
+    if resume is not None:
+        arrays["resume.epoch"] = np.array(resume["epoch"])
+        arrays.update(_layer_arrays("resume", resume["layers"]))
+        arrays.update({f"optimizer.{k}": v for k, v in resume["optimizer"].items()})
+    write_atomic(path, lambda f: np.savez(f, **arrays))
+
+
+def load(path) -> dict:
+    """Read and check a checkpoint: {'config', 'input_range', 'layers', 'quantized', 'history', 'resume'}."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path}: not found") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise CheckpointError(f"checkpoint {path}: not a readable qmtik checkpoint ({exc})") from None
+    return _check(path, arrays)
+
+
+def _check(path, arrays: dict) -> dict:
+    def need(key):
+        if key not in arrays:
+            raise CheckpointError(f"checkpoint {path}: missing {key!r}; not a qmtik checkpoint or damaged")
+        return arrays[key]
+
+    if str(need("format")) != FORMAT:
+        raise CheckpointError(f"checkpoint {path}: format {str(arrays['format'])!r}, expected {FORMAT!r}")
+    version = int(need("version"))
+    if version > VERSION:
+        raise CheckpointError(f"checkpoint {path}: version {version} is newer than this qmtik reads "
+                              f"({VERSION}); upgrade qmtik")
+    try:
+        config = Config.from_dict(json.loads(str(need("config"))))
+        history = json.loads(str(need("history")))
+    except (ConfigError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {path}: its config is invalid ({exc})") from None
+    input_range = need("input_range").astype(np.float64)
+    if input_range.shape != (2,) or not np.isfinite(input_range).all() or input_range[0] >= input_range[1]:
+        raise CheckpointError(f"checkpoint {path}: input_range {input_range.tolist()} is not [low, high]")
+    out = {"config": config, "input_range": tuple(input_range.tolist()), "history": history,
+           "quantized": bool(need("quantized")), "layers": _check_layers(path, arrays, "model", config),
+           "resume": None}
+    if "resume.epoch" in arrays:
+        out["resume"] = {"epoch": int(arrays["resume.epoch"]),
+                         "layers": _check_layers(path, arrays, "resume", config),
+                         "optimizer": {k[len("optimizer."):]: v for k, v in arrays.items()
+                                       if k.startswith("optimizer.")}}
+    return out
+
+
+def _check_layers(path, arrays, prefix: str, config: Config) -> list[Layer]:
+    widths = config.network.widths
+    layers = []
+    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+        kind = config.network.activation if i < len(widths) - 2 else "linear"
+        expected = {"weight": (fan_out, fan_in), "bias": (fan_out,), "observed": (2,)}
+        parts = {}
+        for name, shape in expected.items():
+            key = f"{prefix}.{i}.{name}"
+            if key not in arrays:
+                raise CheckpointError(f"checkpoint {path}: missing {key!r} for a {'-'.join(map(str, widths))} network")
+            value = arrays[key]
+            if value.shape != shape or value.dtype.kind != "f":
+                raise CheckpointError(f"checkpoint {path}: {key} has shape {value.shape} ({value.dtype}), "
+                                      f"expected {shape} floats")
+            if name != "observed" and not np.isfinite(value).all():
+                raise CheckpointError(f"checkpoint {path}: {key} holds NaN or infinite values")
+            parts[name] = value
+        layers.append(Layer(parts["weight"].astype(np.float32), parts["bias"].astype(np.float32), kind,
+                            parts["observed"].astype(np.float64)))
+    return layers

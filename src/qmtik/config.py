@@ -1,0 +1,441 @@
+"""The network description: a TOML file and the same structure as frozen dataclasses.
+
+Every field has a default and a help text; the starter config (`qmtik init`) and the config
+reference (docs/config.md) are generated from them. Every value is checked when a section is
+built, so a Config that exists is a Config that can be trained; a bad one raises ConfigError
+naming the key, the value given and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+from .functions import COSTS, HIDDEN_ACTIVATIONS, OUTPUTS, TASKS, combination_problem
+from .quantization import MAX_FAN_IN
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES = ("constant", "step", "cosine")
+GRANULARITIES = ("channel", "tensor")
+NAMED_DATASETS = ("digits", "fashion-mnist")
+
+
+def _field(default, help: str, allowed: str):
+    """A dataclass field with the help text and allowed values the docs and starter config show."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: tuple(default), metadata={"help": help, "allowed": allowed})
+    return field(default=default, metadata={"help": help, "allowed": allowed})
+
+
+# --- value checks: each returns the value (normalised) or raises ConfigError -----------------
+
+def _describe(value) -> str:
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", tuple: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+    return f"{value!r} ({kind})"
+
+
+def _refuse(key: str, value, allowed: str):
+    raise ConfigError(f"config key {key}: got {_describe(value)}; allowed: {allowed}")
+
+
+def _integer(key, value, lo=None, hi=None):
+    allowed = "an integer" + (f" >= {lo}" if lo is not None else "") + (f" and <= {hi}" if hi is not None else "")
+    if isinstance(value, bool) or not isinstance(value, int):
+        _refuse(key, value, allowed)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        _refuse(key, value, allowed)
+    return value
+
+
+def _number(key, value, lo=None, hi=None, lo_open=False, hi_open=False):
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if lo_open else '>='} {lo}")
+    if hi is not None:
+        parts.append(f"{'<' if hi_open else '<='} {hi}")
+    allowed = "a number" + (" " + " and ".join(parts) if parts else "")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
+        _refuse(key, value, allowed)
+    value = float(value)
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        _refuse(key, value, allowed)
+    if hi is not None and (value >= hi if hi_open else value > hi):
+        _refuse(key, value, allowed)
+    return value
+
+
+def _choice(key, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        hint = ""
+        if isinstance(value, str):
+            close = difflib.get_close_matches(value, choices, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+        _refuse(key, value, ", ".join(repr(c) for c in choices) + hint)
+    return value
+
+
+def _boolean(key, value):
+    if not isinstance(value, bool):
+        _refuse(key, value, "true or false")
+    return value
+
+
+def _auto_or_positive(key, value):
+    if value == "auto":
+        return value
+    if isinstance(value, (str, bool)) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        _refuse(key, value, "'auto' or a number > 0")
+    return float(value)
+
+
+def _text(key, value):
+    if not isinstance(value, str):
+        _refuse(key, value, "a string")
+    return value
+
+
+# --- the sections ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Topology and the functions of the network."""
+    inputs: int = _field(64, "number of input features", "an integer >= 1")
+    hidden: tuple = _field([32], "widths of the hidden layers, input side first (any depth, [] for none)",
+                           "a list of integers >= 1")
+    outputs: int = _field(10, "number of outputs (classes, or regression targets)", "an integer >= 1")
+    activation: str = _field("relu", "activation of the hidden layers", " | ".join(HIDDEN_ACTIVATIONS))
+    leaky_slope: float = _field(0.01, "slope of leaky_relu for negative inputs", "a number > 0 and < 1")
+    output: str = _field("softmax", "output processing applied to the final scores", " | ".join(OUTPUTS))
+    cost: str = _field("cross_entropy", "training cost", " | ".join(COSTS))
+
+    def __post_init__(self):
+        _integer("network.inputs", self.inputs, 1, MAX_FAN_IN)
+        if isinstance(self.hidden, (str, bytes)) or not isinstance(self.hidden, (list, tuple)):
+            _refuse("network.hidden", self.hidden, "a list of integers >= 1, such as [256, 256]")
+        for width in self.hidden:
+            if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= MAX_FAN_IN:
+                _refuse("network.hidden", list(self.hidden), f"a list of integers from 1 to {MAX_FAN_IN}")
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        _integer("network.outputs", self.outputs, 1, MAX_FAN_IN)
+        _choice("network.activation", self.activation, HIDDEN_ACTIVATIONS)
+        object.__setattr__(self, "leaky_slope", _number("network.leaky_slope", self.leaky_slope, 0, 1, True, True))
+        _choice("network.output", self.output, OUTPUTS)
+        _choice("network.cost", self.cost, COSTS)
+
+    @property
+    def widths(self) -> tuple:
+        """All layer widths, inputs first, outputs last."""
+        return (self.inputs, *self.hidden, self.outputs)
+
+
+@dataclass(frozen=True)
+class QuantizationConfig:
+    """How weights and activations become int8 (the C library's W_SCALE and A_SCALE)."""
+    weight_scale: object = _field("auto", "scale of one int8 weight step: 'auto' maps each channel's "
+                                  "largest |w| to 127; a number fixes it (per tensor) and may clip",
+                                  "'auto' or a number > 0")
+    activation_scale: object = _field("auto", "scale of one int8 activation step: 'auto' calibrates "
+                                      "each layer's range during training; a number fixes it for every layer",
+                                      "'auto' or a number > 0")
+    weight_granularity: str = _field("channel", "automatic weight scales per output channel or one per "
+                                     "tensor (a fixed weight_scale is always per tensor)", "channel | tensor")
+    bits: int = _field(8, "bits of weights and activations", "8")
+
+    def __post_init__(self):
+        object.__setattr__(self, "weight_scale", _auto_or_positive("quantization.weight_scale", self.weight_scale))
+        object.__setattr__(self, "activation_scale",
+                           _auto_or_positive("quantization.activation_scale", self.activation_scale))
+        _choice("quantization.weight_granularity", self.weight_granularity, GRANULARITIES)
+        _integer("quantization.bits", self.bits, 8, 8)
+
+    @property
+    def per_channel(self) -> bool:
+        """True when each output channel has its own weight scale."""
+        return self.weight_scale == "auto" and self.weight_granularity == "channel"
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The optimizer, its schedule, and how fake quantization enters training."""
+    epochs: int = _field(30, "passes over the training data", "an integer >= 1")
+    batch_size: int = _field(32, "samples per gradient step", "an integer >= 1")
+    optimizer: str = _field("adam", "sgd (with momentum and nesterov), adam, adamw or rmsprop",
+                            " | ".join(OPTIMIZERS))
+    learning_rate: float = _field(0.003, "peak learning rate", "a number > 0")
+    momentum: float = _field(0.9, "momentum of sgd (0 for plain sgd)", "a number >= 0 and < 1")
+    nesterov: bool = _field(False, "Nesterov momentum for sgd", "true or false")
+    beta1: float = _field(0.9, "adam / adamw first-moment decay", "a number >= 0 and < 1")
+    beta2: float = _field(0.999, "adam / adamw second-moment decay", "a number >= 0 and < 1")
+    rho: float = _field(0.99, "rmsprop squared-gradient decay", "a number >= 0 and < 1")
+    eps: float = _field(1e-8, "added to denominators of adam, adamw and rmsprop", "a number > 0")
+    weight_decay: float = _field(0.0, "L2 penalty on weights (not biases); decoupled for adamw",
+                                 "a number >= 0")
+    schedule: str = _field("cosine", "learning-rate schedule after warm-up", " | ".join(SCHEDULES))
+    warmup_epochs: float = _field(0.0, "epochs of linear warm-up from 0 to learning_rate",
+                                  "a number >= 0 and < epochs")
+    step_size: int = _field(10, "step schedule: epochs between learning-rate drops", "an integer >= 1")
+    gamma: float = _field(0.1, "step schedule: factor of each drop", "a number > 0 and <= 1")
+    min_learning_rate: float = _field(0.0, "cosine schedule: the learning rate it ends at",
+                                      "a number >= 0 and <= learning_rate")
+    float_epochs: int = _field(0, "epochs trained in float before fake quantization starts",
+                               "an integer >= 0 and <= epochs")
+    validation_split: float = _field(0.1, "share of the training data held out for validation "
+                                     "(0: none; then the last epoch is kept)", "a number >= 0 and < 1")
+    seed: int = _field(0, "random seed of initialisation, shuffling and the validation split",
+                       "an integer >= 0")
+
+    def __post_init__(self):
+        k = "training."
+        _integer(k + "epochs", self.epochs, 1)
+        _integer(k + "batch_size", self.batch_size, 1)
+        _choice(k + "optimizer", self.optimizer, OPTIMIZERS)
+        for name, lo, hi, lo_open, hi_open in [
+            ("learning_rate", 0, None, True, False), ("momentum", 0, 1, False, True),
+            ("beta1", 0, 1, False, True), ("beta2", 0, 1, False, True), ("rho", 0, 1, False, True),
+            ("eps", 0, None, True, False), ("weight_decay", 0, None, False, False),
+            ("gamma", 0, 1, True, False), ("min_learning_rate", 0, self.learning_rate, False, False),
+            ("validation_split", 0, 1, False, True),
+        ]:
+            object.__setattr__(self, name, _number(k + name, getattr(self, name), lo, hi, lo_open, hi_open))
+        object.__setattr__(self, "warmup_epochs",
+                           _number(k + "warmup_epochs", self.warmup_epochs, 0, self.epochs, False, True))
+        _boolean(k + "nesterov", self.nesterov)
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            _refuse(k + "nesterov", self.nesterov, "true only with optimizer = 'sgd' and momentum > 0")
+        _integer(k + "step_size", self.step_size, 1)
+        _integer(k + "float_epochs", self.float_epochs, 0, self.epochs)
+        _integer(k + "seed", self.seed, 0)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and how raw inputs become int8."""
+    dataset: str = _field("digits", "a named data set (digits: bundled 8x8 handwritten digits; "
+                          "fashion-mnist: from Debian's dataset-fashion-mnist), or '' when train is a path",
+                          " | ".join(NAMED_DATASETS) + " | ''")
+    train: str = _field("", "training data: an .npz with arrays x and y, or an .npy of inputs "
+                        "(with train_labels); relative to the config file", "a path or ''")
+    train_labels: str = _field("", "labels (or regression targets) .npy when train is an .npy", "a path or ''")
+    test: str = _field("", "test data, as train (a named data set brings its own)", "a path or ''")
+    test_labels: str = _field("", "test labels .npy when test is an .npy", "a path or ''")
+    input_range: object = _field("auto", "raw input values mapped to the int8 codes -128..127: "
+                                 "'auto' takes the training data's min and max; [0, 255] gives the "
+                                 "C library's pixel - 128", "'auto' or [low, high] with low < high")
+
+    def __post_init__(self):
+        for name in ("dataset", "train", "train_labels", "test", "test_labels"):
+            _text("data." + name, getattr(self, name))
+        if self.dataset and self.train:
+            _refuse("data.train", self.train, "'' when data.dataset is set (set dataset = '' to use paths)")
+        if not self.dataset and not self.train:
+            _refuse("data.dataset", self.dataset, " | ".join(NAMED_DATASETS) + ", or set data.train to a path")
+        if self.dataset:
+            _choice("data.dataset", self.dataset, NAMED_DATASETS)
+        for data, labels in (("train", "train_labels"), ("test", "test_labels")):
+            path, label_path = getattr(self, data), getattr(self, labels)
+            if path.endswith(".npy") and not label_path:
+                _refuse("data." + labels, label_path, f"a labels .npy path when data.{data} is an .npy")
+            if path and not path.endswith((".npy", ".npz")):
+                _refuse("data." + data, path, "a path ending in .npz or .npy")
+        rng = self.input_range
+        if rng != "auto":
+            ok = (isinstance(rng, (list, tuple)) and len(rng) == 2
+                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)
+                  and float(rng[0]) < float(rng[1]))
+            if not ok:
+                _refuse("data.input_range", rng, "'auto' or [low, high] with low < high")
+            object.__setattr__(self, "input_range", (float(rng[0]), float(rng[1])))
+
+    def paths(self):
+        """The data file paths this section names, as (key, path) pairs."""
+        keys = ("train", "train_labels", "test", "test_labels")
+        return [("data." + k, getattr(self, k)) for k in keys if getattr(self, k)]
+
+
+SECTIONS = {"network": NetworkConfig, "quantization": QuantizationConfig,
+            "training": TrainingConfig, "data": DataConfig}
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole network description: the task and the four sections."""
+    task: str = _field("classification", "what the outputs mean: classes or real values",
+                       " | ".join(TASKS))
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def __post_init__(self):
+        _choice("task", self.task, TASKS)
+        for name, cls in SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                _refuse(name, getattr(self, name), f"a {cls.__name__}")
+        net = self.network
+        problem = combination_problem(self.task, net.output, net.cost, net.outputs)
+        if problem:
+            raise ConfigError(f"config: task = {self.task!r}, network.output = {net.output!r}, "
+                              f"network.cost = {net.cost!r}, network.outputs = {net.outputs}: {problem}")
+
+    # --- conversions ---
+
+    def to_dict(self) -> dict:
+        """Plain data (lists, numbers, strings) that from_dict and TOML both read back."""
+        out = {"task": self.task}
+        for name in SECTIONS:
+            section = dataclasses.asdict(getattr(self, name))
+            out[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in section.items()}
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Config":
+        """Build and check a Config from nested plain data, refusing unknown keys by name."""
+        if not isinstance(data, dict):
+            _refuse("config", data, "a table of keys")
+        allowed_top = ["task", *SECTIONS]
+        for key in data:
+            if key not in allowed_top:
+                _unknown(key, allowed_top)
+        sections = {}
+        for name, section_cls in SECTIONS.items():
+            values = data.get(name, {})
+            if not isinstance(values, dict):
+                _refuse(name, values, f"a table [{name}]")
+            known = [f.name for f in dataclasses.fields(section_cls)]
+            for key in values:
+                if key not in known:
+                    _unknown(f"{name}.{key}", known, prefix=f"{name}.")
+            sections[name] = section_cls(**values)
+        return cls(task=data.get("task", "classification"), **sections)
+
+    def replace(self, key: str, value) -> "Config":
+        """A copy with one dotted key (such as 'training.epochs') set to value, checked."""
+        data = self.to_dict()
+        section, _, name = key.rpartition(".")
+        target = data[section] if section else data
+        if section and section not in SECTIONS:
+            _unknown(key, [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)])
+        target[name] = value
+        return Config.from_dict(data)
+
+
+def _unknown(key: str, allowed, prefix: str = ""):
+    name = key[len(prefix):] if prefix else key
+    close = difflib.get_close_matches(name, allowed, n=1)
+    hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
+    raise ConfigError(f"config key {key}: unknown key{hint} (allowed: {', '.join(allowed)})")
+
+
+# --- files -------------------------------------------------------------------------------------
+
+def load_config(path, overrides=None) -> Config:
+    """Read a TOML config, apply 'section.key' overrides, resolve data paths next to the file.
+
+    Raises ConfigError for a missing or unreadable file, bad TOML, unknown keys, bad values,
+    combinations that make no sense, and data files that do not exist.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path}: cannot be read ({exc})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML ({exc})") from None
+    config = Config.from_dict(data)
+    for key, value in (overrides or {}).items():
+        config = config.replace(key, value)
+    return resolve_paths(config, path.parent)
+
+
+def resolve_paths(config: Config, base: Path) -> Config:
+    """Make the data paths absolute (relative ones count from base) and check the files exist."""
+    updates = {}
+    for key, value in config.data.paths():
+        resolved = Path(value) if Path(value).is_absolute() else Path(base) / value
+        if not resolved.is_file():
+            raise ConfigError(f"config key {key}: file {str(resolved)!r} does not exist")
+        updates[key.split(".")[1]] = str(resolved)
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, **updates)) if updates else config
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """'training.epochs=5' to ('training.epochs', 5); values are TOML (bare words are strings)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, such as training.epochs=5")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.strip(), value
+
+
+# --- generated text ----------------------------------------------------------------------------
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def _documented_fields():
+    """(section or '', field) for every config field, in file order."""
+    yield "", next(f for f in dataclasses.fields(Config) if f.name == "task")
+    for name, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            yield name, f
+
+
+def starter_toml(config: Config | None = None) -> str:
+    """A commented config file with every key (the values of config, or the defaults)."""
+    values = (config or Config()).to_dict()
+    lines = ["# qmtik network description. Every key is shown with its default; delete what you",
+             "# do not change. Reference: docs/config.md", ""]
+    current = ""
+    for section, f in _documented_fields():
+        if section != current:
+            lines += ["", f"[{section}]"]
+            current = section
+        value = values[section][f.name] if section else values[f.name]
+        lines.append(f"# {f.metadata['help']} ({f.metadata['allowed']})")
+        lines.append(f"{f.name} = {_toml_value(value)}")
+    return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
+
+
+def reference_markdown() -> str:
+    """The config reference page: every key, its type, default and meaning."""
+    defaults = Config().to_dict()
+    lines = ["# Config reference", "",
+             "Generated from `qmtik/config.py` (`python -m qmtik.config > docs/config.md`); a test keeps it current.",
+             "Keys outside a table go at the top of the file; the rest belong to the table named.", "",
+             "| key | allowed | default | meaning |", "| --- | --- | --- | --- |"]
+    for section, f in _documented_fields():
+        key = f"{section}.{f.name}" if section else f.name
+        default = defaults[section][f.name] if section else defaults[f.name]
+        lines.append(f"| `{key}` | {f.metadata['allowed']} | `{_toml_value(default)}` | {f.metadata['help']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(reference_markdown(), end="")

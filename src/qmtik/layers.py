@@ -1,0 +1,188 @@
+"""Layers and their passes: float weights, forward and backward, in float or fake-quantized.
+
+In fake-quantized mode the forward pass *is* the integer model's arithmetic: each layer's
+weights and bias become int8/int32 codes, the accumulator is computed exactly, and the int8
+output comes from the same requantization and activation functions the deployed model uses
+(quantization.py). The backward pass then treats that rounding as the identity (the
+straight-through estimator), zero where a value was clamped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import quantization as q
+from .config import Config
+from .functions import activation, activation_derivative
+
+OBSERVER_MOMENTUM = 0.01   # weight of each new batch in the moving min/max of activations
+PREDICT_CHUNK = 4096       # samples per forward pass when predicting, to bound memory
+
+
+@dataclass
+class Layer:
+    """One fully connected layer: float weights (outputs x inputs), bias, activation, observed range."""
+    weight: np.ndarray
+    bias: np.ndarray
+    activation: str
+    observed: np.ndarray    # moving [min, max] of the output (of the pre-activation for tables)
+
+    def copy(self) -> "Layer":
+        return Layer(self.weight.copy(), self.bias.copy(), self.activation, self.observed.copy())
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """The quantization choices of a config, in the form the layers need them."""
+    per_channel: bool
+    weight_scale: float | None
+    activation_scale: float | None
+    slope: float
+
+    @classmethod
+    def from_config(cls, config: Config) -> "QuantSpec":
+        qc = config.quantization
+        fixed = lambda v: None if v == "auto" else float(v)   # noqa: E731
+        return cls(qc.per_channel, fixed(qc.weight_scale), fixed(qc.activation_scale),
+                   config.network.leaky_slope)
+
+
+def init_layers(config: Config, rng: np.random.Generator, dtype=np.float32) -> list[Layer]:
+    """Random layers: He-normal before relu and leaky relu, Glorot-normal otherwise; zero biases."""
+    net = config.network
+    widths = net.widths
+    layers = []
+    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+        kind = net.activation if i < len(widths) - 2 else "linear"
+        std = np.sqrt(2.0 / fan_in) if kind in ("relu", "leaky_relu") else np.sqrt(2.0 / (fan_in + fan_out))
+        weight = (rng.standard_normal((fan_out, fan_in)) * std).astype(dtype)
+        layers.append(Layer(weight, np.zeros(fan_out, dtype), kind, np.full(2, np.nan)))
+    return layers
+
+
+def observe(layer: Layer, values) -> None:
+    """Move the layer's observed [min, max] toward this batch's (the first batch sets it)."""
+    batch = np.array([values.min(), values.max()], dtype=np.float64)
+    if np.isnan(layer.observed).any():
+        layer.observed = batch
+    else:
+        layer.observed += OBSERVER_MOMENTUM * (batch - layer.observed)
+
+
+# --- float ------------------------------------------------------------------------------------
+
+def float_layer_forward(layer: Layer, a_in, spec: QuantSpec, training: bool):
+    """Float pre-activation and activation; observes the range the layer will be quantized to."""
+    z = a_in @ layer.weight.T + layer.bias
+    a = activation(layer.activation, z, spec.slope)
+    if training:
+        observe(layer, z if layer.activation in q.TABLE_ACTIVATIONS else a)
+    return a, (a_in, layer.weight, z, None, None)
+
+
+# --- fake-quantized ---------------------------------------------------------------------------
+
+def quantized_layer_forward(layer: Layer, q_in, in_scale: float, in_zero: int, spec: QuantSpec,
+                            training: bool):
+    """The integer layer's int8 output for int8 input codes, and what backward needs.
+
+    Returns (codes, integer_layer, cache). The observed range is updated from the float value
+    of this very accumulator before the output scale is chosen, so the first step is calibrated.
+    """
+    codes, w_scale = q.quantize_weights(layer.weight, spec.per_channel, spec.weight_scale)
+    bias = q.quantize_bias(layer.bias, in_scale, in_zero, codes, w_scale)
+    acc = q.accumulate(q_in, codes, bias)
+    dtype = layer.weight.dtype
+    z = (acc * (in_scale * w_scale)).astype(dtype)          # the real pre-activation acc stands for
+    a = activation(layer.activation, z, spec.slope)
+    table = layer.activation in q.TABLE_ACTIVATIONS
+    if training:
+        observe(layer, z if table else a)
+    out_scale, out_zero, pre_scale = q.output_quantization(layer.activation, layer.observed,
+                                                           spec.activation_scale)
+    integer = q.build_layer(codes, bias, w_scale, in_scale, in_zero, layer.activation,
+                            out_scale, out_zero, pre_scale, spec.slope)
+    out = q.activate(acc, integer)
+    if not training:
+        return out, integer, None
+    # straight-through: gradient passes where the value was inside the representable range
+    value, scale, zero = (z, pre_scale, 0) if table else (a, out_scale, out_zero)
+    inside = (value >= scale * (q.QMIN - zero)) & (value <= scale * (q.QMAX - zero))
+    clipped_weights = None
+    if spec.weight_scale is not None:
+        clipped_weights = np.abs(layer.weight) <= q.WMAX * spec.weight_scale
+    a_in = (in_scale * (np.asarray(q_in, dtype) - in_zero)).astype(dtype)
+    w_eff = (codes * w_scale[:, None]).astype(dtype)
+    return out, integer, (a_in, w_eff, z, inside.astype(dtype), clipped_weights)
+
+
+# --- whole network ----------------------------------------------------------------------------
+
+def forward(layers: list[Layer], q_inputs, spec: QuantSpec, quantized: bool, training: bool):
+    """Final scores (dequantized when quantized) and per-layer caches for backward.
+
+    q_inputs are the int8 input codes; in float mode the network sees their real values.
+    """
+    dtype = layers[0].weight.dtype
+    caches = []
+    if not quantized:
+        a = (q.INPUT_SCALE * (np.asarray(q_inputs, dtype) - q.INPUT_ZERO)).astype(dtype)
+        for layer in layers:
+            a, cache = float_layer_forward(layer, a, spec, training)
+            caches.append(cache)
+        return a, caches
+    codes, scale, zero = q_inputs, q.INPUT_SCALE, q.INPUT_ZERO
+    for layer in layers:
+        codes, integer, cache = quantized_layer_forward(layer, codes, scale, zero, spec, training)
+        scale, zero = integer.out_scale, integer.out_zero
+        caches.append(cache)
+    return (scale * (codes - zero)).astype(dtype), caches
+
+
+def backward(layers: list[Layer], caches, grad_scores, spec: QuantSpec):
+    """Gradients (d weight, d bias) of every layer, from d cost / d final scores."""
+    grads = [None] * len(layers)
+    grad = grad_scores
+    for i in reversed(range(len(layers))):
+        a_in, w_eff, z, inside, clipped_weights = caches[i]
+        g = grad * activation_derivative(layers[i].activation, z, spec.slope)
+        if inside is not None:
+            g = g * inside
+        d_weight = g.T @ a_in
+        if clipped_weights is not None:
+            d_weight = d_weight * clipped_weights
+        grads[i] = (d_weight, g.sum(axis=0))
+        if i > 0:
+            grad = g @ w_eff
+    return grads
+
+
+def integer_layers(layers: list[Layer], spec: QuantSpec) -> list[q.IntegerLayer]:
+    """The integer layers a trained network stands for (the input to the integer model)."""
+    out, scale, zero = [], q.INPUT_SCALE, q.INPUT_ZERO
+    for layer in layers:
+        codes, w_scale = q.quantize_weights(layer.weight, spec.per_channel, spec.weight_scale)
+        bias = q.quantize_bias(layer.bias, scale, zero, codes, w_scale)
+        out_scale, out_zero, pre_scale = q.output_quantization(layer.activation, layer.observed,
+                                                               spec.activation_scale)
+        out.append(q.build_layer(codes, bias, w_scale, scale, zero, layer.activation,
+                                 out_scale, out_zero, pre_scale, spec.slope))
+        scale, zero = out_scale, out_zero
+    return out
+
+
+def predict_scores(layers: list[Layer], q_inputs, spec: QuantSpec, quantized: bool):
+    """Final scores for many samples, in chunks: int8 arithmetic when quantized, else float."""
+    chunks = []
+    integer = integer_layers(layers, spec) if quantized else None
+    for start in range(0, len(q_inputs), PREDICT_CHUNK):
+        part = q_inputs[start:start + PREDICT_CHUNK]
+        if quantized:
+            for layer in integer:
+                part = q.integer_forward(part, layer)
+            last = integer[-1]
+            chunks.append((last.out_scale * (part - last.out_zero)).astype(np.float32))
+        else:
+            chunks.append(forward(layers, part, spec, quantized=False, training=False)[0])
+    return np.concatenate(chunks) if chunks else np.zeros((0, layers[-1].weight.shape[0]), np.float32)

@@ -1,0 +1,133 @@
+"""Network: the quantization-aware multilayer perceptron, with a scikit-learn style API.
+
+    net = Network(load_config("digits.toml")).fit(x, y)
+    net.predict(x_test); net.score(x_test, y_test); net.save("digits.ckpt.npz")
+
+The constructor only stores the config; what training learns ends in an underscore.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import checkpoint as ckpt
+from .config import Config
+from .data import check_inputs, encode_targets
+from .errors import QmtikError
+from .functions import cost, predicted_classes, process_output
+from .layers import QuantSpec, integer_layers, predict_scores
+from .progress import Reporter
+from .quantization import quantize_inputs
+from .training import Split, metric, split_validation, train
+
+
+class NotFittedError(QmtikError, AttributeError):
+    """The network has not been trained (or loaded) yet."""
+
+
+class Network:
+    """A multilayer perceptron trained with int8 fake quantization (see the config for what)."""
+
+    def __init__(self, config: Config | None = None):
+        self.config = config if config is not None else Config()
+
+    # --- training ---
+
+    def fit(self, x, y, *, validation_data=None, checkpoint=None, resume: bool = False,
+            verbose: bool = False, reporter: Reporter | None = None) -> "Network":
+        """Train on inputs x and labels y; returns self.
+
+        validation_data=(x, y) replaces the config's validation split. checkpoint names a file
+        saved after every epoch; resume=True goes on from it. verbose prints a line per epoch.
+        """
+        if reporter is None and verbose:
+            reporter = Reporter(task=self.config.task)
+        x = check_inputs(x, self.config.network.inputs, "training inputs")
+        targets = encode_targets(y, self.config, len(x), "training labels")
+        self.input_range_ = self._input_range(x)
+        data = Split(quantize_inputs(x, self.input_range_), targets)
+        if validation_data is not None:
+            vx = check_inputs(validation_data[0], self.config.network.inputs, "validation inputs")
+            val = Split(quantize_inputs(vx, self.input_range_),
+                        encode_targets(validation_data[1], self.config, len(vx), "validation labels"))
+        else:
+            data, val = split_validation(data, self.config.training.validation_split, self.config.training.seed)
+        self.layers_, self.quantized_, self.history_ = train(
+            self.config, self.input_range_, data, val, checkpoint=checkpoint, resume=resume, reporter=reporter)
+        return self
+
+    def _input_range(self, x) -> tuple[float, float]:
+        """The configured input range, or the training data's min and max."""
+        if self.config.data.input_range != "auto":
+            return tuple(self.config.data.input_range)
+        low, high = float(x.min()), float(x.max())
+        return (low, high) if high > low else (low, low + 1.0)
+
+    # --- using it ---
+
+    def _fitted(self):
+        if not hasattr(self, "layers_"):
+            raise NotFittedError("this Network is not trained yet: call fit() or Network.load() first")
+
+    def input_codes(self, x) -> np.ndarray:
+        """Raw inputs to the int8 codes the network (and the device) computes with."""
+        self._fitted()
+        return quantize_inputs(check_inputs(x, self.config.network.inputs), self.input_range_)
+
+    def decision_function(self, x) -> np.ndarray:
+        """Final scores: dequantized int8 scores when the network runs in int8, else float."""
+        spec = QuantSpec.from_config(self.config)
+        return predict_scores(self.layers_, self.input_codes(x), spec, self.quantized_)
+
+    def predict_proba(self, x) -> np.ndarray:
+        """Softmax or sigmoid of the final scores (the scores themselves for a linear output)."""
+        return process_output(self.config.network.output, self.decision_function(x))
+
+    def predict(self, x) -> np.ndarray:
+        """Classes (classification) or output values (regression)."""
+        scores = self.decision_function(x)
+        if self.config.task == "classification":
+            return predicted_classes(scores)
+        values = process_output(self.config.network.output, scores)
+        return values[:, 0] if values.shape[1] == 1 else values
+
+    def evaluate(self, x, y) -> dict:
+        """{'loss', 'accuracy'} for classification, {'loss', 'mse', 'mae'} for regression."""
+        scores = self.decision_function(x)
+        targets = encode_targets(y, self.config, len(scores))
+        loss, _ = cost(self.config.network.cost, self.config.network.output, scores, targets)
+        out = {"loss": float(loss), "samples": len(scores), "int8": bool(self.quantized_)}
+        if self.config.task == "classification":
+            out["accuracy"] = metric(self.config, scores, targets)
+        else:
+            err = process_output(self.config.network.output, scores) - targets
+            out["mse"], out["mae"] = float((err**2).mean()), float(np.abs(err).mean())
+        return out
+
+    def score(self, x, y) -> float:
+        """Accuracy for classification; the coefficient of determination R^2 for regression."""
+        if self.config.task == "classification":
+            return self.evaluate(x, y)["accuracy"]
+        targets = encode_targets(y, self.config, len(np.asarray(x)))
+        pred = self.predict(x).reshape(targets.shape)
+        return float(1 - ((targets - pred) ** 2).sum() / ((targets - targets.mean(axis=0)) ** 2).sum())
+
+    def integer_layers(self):
+        """The integer layers (int8 weights, int32 biases, multipliers) this network runs as."""
+        self._fitted()
+        return integer_layers(self.layers_, QuantSpec.from_config(self.config))
+
+    # --- files ---
+
+    def save(self, path) -> None:
+        """Write the trained network as a checkpoint (.npz, no pickle), atomically."""
+        self._fitted()
+        ckpt.save(path, self.config, self.input_range_, self.layers_, self.quantized_, self.history_)
+
+    @classmethod
+    def load(cls, path) -> "Network":
+        """A trained network from a checkpoint written by save() or by training."""
+        state = ckpt.load(path)
+        net = cls(state["config"])
+        net.layers_, net.quantized_ = state["layers"], state["quantized"]
+        net.input_range_, net.history_ = state["input_range"], state["history"]
+        return net

@@ -1,0 +1,296 @@
+"""The int8 arithmetic: one definition of rounding, clamping, scales and requantization.
+
+Fake quantization during training and the integer model both call these functions, so the
+numbers a network is trained with are the numbers it runs with. docs/quantization.md is the
+contract; this module is its executable form.
+
+Conventions (the contract in short):
+- A real value r and its int8 code q are related by r = scale * (q - zero_point).
+- Every rounding is half away from zero (C's ``roundf``), never numpy's half-to-even.
+- Codes are clamped to [-128, 127]; weights to [-127, 127] (symmetric).
+- A layer's int32 accumulator plus its bias stays inside (-2**30, 2**30); the bias is clamped
+  so that this holds for every input.
+- Requantization multiplies by an integer multiplier below 2**23 and divides by 2**shift,
+  rounding half away from zero; the product fits in int64 and, exactly, in a float64.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import QuantizationError
+
+QMIN, QMAX = -128, 127          # int8 activation codes
+WMAX = 127                      # int8 weight codes are symmetric: [-127, 127]
+MULTIPLIER_BITS = 23            # requantization multipliers lie in [2**22, 2**23)
+MAX_SHIFT = 62                  # beyond this the product rounds to 0 for every accumulator
+ACC_LIMIT = 2**30               # |accumulator + bias| < ACC_LIMIT, always
+MAX_FAN_IN = 65536              # keeps fan_in * 128 * 127 below ACC_LIMIT
+SIGMOID_PRE_RANGE = 8.0         # sigmoid saturates to the last int8 code beyond |x| = 8
+TANH_PRE_RANGE = 4.0            # tanh does so beyond |x| = 4
+SIGMOID_SCALE, SIGMOID_ZERO = 1.0 / 256.0, -128   # sigmoid table output: [0, 1)
+TANH_SCALE, TANH_ZERO = 1.0 / 128.0, 0            # tanh table output: [-1, 1)
+TABLE_ACTIVATIONS = ("sigmoid", "tanh")
+
+
+def round_half_away(x):
+    """Round to the nearest integer, halves away from zero, exactly, in the input's precision.
+
+    ``floor(|x| + 0.5)`` is wrong for the float just below 0.5 (the sum rounds up to 1.0);
+    subtracting the truncated part is exact, so this matches C's ``roundf``/``round``.
+    """
+    x = np.asarray(x)
+    whole = np.trunc(x)
+    return whole + np.where(np.abs(x - whole) >= 0.5, np.sign(x), 0).astype(x.dtype)
+
+
+def clamp_codes(q, lo: int = QMIN, hi: int = QMAX):
+    """Saturate integer codes to [lo, hi]."""
+    return np.clip(q, lo, hi)
+
+
+def quantize(x, scale, zero_point=0, lo: int = QMIN, hi: int = QMAX):
+    """Real values to integer codes: clamp(round_half_away(x / scale) + zero_point, lo, hi)."""
+    return clamp_codes(round_half_away(np.asarray(x, dtype=np.float64) / scale) + zero_point, lo, hi)
+
+
+def dequantize(q, scale, zero_point=0):
+    """Integer codes to the real values they stand for."""
+    return scale * (np.asarray(q, dtype=np.float64) - zero_point)
+
+
+def fake_quantize(x, scale, zero_point=0, lo: int = QMIN, hi: int = QMAX):
+    """Quantize then dequantize: the value the integer model will see in place of x."""
+    return dequantize(quantize(x, scale, zero_point, lo, hi), scale, zero_point)
+
+
+# --- scales ------------------------------------------------------------------------------------
+
+def weight_scales(weight, per_channel: bool, fixed=None) -> np.ndarray:
+    """The scale of each output channel's int8 weights (one repeated value when per tensor).
+
+    Automatic scales map the largest |w| of the channel (or tensor) to 127, so no weight clips.
+    A fixed scale (the C library's W_SCALE) is per tensor and may clip.
+    """
+    rows = weight.shape[0]
+    if fixed is not None:
+        return np.full(rows, float(fixed))
+    absmax = np.abs(weight).max(axis=1) if per_channel else np.full(rows, np.abs(weight).max())
+    return np.maximum(absmax.astype(np.float64), 1e-8) / WMAX
+
+
+def affine_params(lo: float, hi: float) -> tuple[float, int]:
+    """Scale and zero point that map the real range [lo, hi] (widened to hold 0) onto [-128, 127].
+
+    Zero is exactly representable, so a relu's floor is a code and padding costs nothing.
+    A range with lo >= 0 gets zero point -128: non-negative values use all 256 codes.
+    """
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if hi - lo < 1e-8:
+        hi = lo + 1e-8
+    scale = (hi - lo) / (QMAX - QMIN)
+    zero_point = int(np.clip(QMIN - round_half_away(np.float64(lo / scale)), QMIN, QMAX))
+    return scale, zero_point
+
+
+def symmetric_scale(absmax: float, cap: float | None = None) -> float:
+    """Scale that maps [-absmax, absmax] (capped, for table inputs) onto [-127, 127]."""
+    absmax = float(absmax)
+    if cap is not None:
+        absmax = min(absmax, cap)
+    return max(absmax, 1e-8) / WMAX
+
+
+# --- requantization ----------------------------------------------------------------------------
+
+def quantize_multiplier(real) -> tuple[np.ndarray, np.ndarray]:
+    """Split positive real multipliers into (multiplier, shift) with real ~= multiplier / 2**shift.
+
+    The multiplier lies in [2**22, 2**23), so multiplier * (accumulator + bias) < 2**53: exact in
+    int64 and in float64. A real multiplier too small to move any accumulator becomes (0, 0).
+    """
+    real = np.atleast_1d(np.asarray(real, dtype=np.float64))
+    if np.any(~np.isfinite(real)) or np.any(real < 0):
+        raise QuantizationError(f"requantization multiplier must be finite and >= 0, got {real.min()!r}")
+    mantissa, exponent = np.frexp(real)                      # real = mantissa * 2**exponent
+    mult = round_half_away(mantissa * 2.0**MULTIPLIER_BITS).astype(np.int64)
+    carry = mult == 2**MULTIPLIER_BITS                       # mantissa rounded up to 1.0
+    mult = np.where(carry, mult // 2, mult)
+    exponent = exponent + carry
+    shift = MULTIPLIER_BITS - exponent.astype(np.int64)
+    if np.any((shift < 0) & (mult > 0)):
+        raise QuantizationError(f"requantization multiplier {real.max():.3g} is too large (at most 2**22)")
+    vanishing = (shift > MAX_SHIFT) | (real == 0)
+    return np.where(vanishing, 0, mult), np.where(vanishing, 0, shift)
+
+
+def rounding_shift(product, shift):
+    """product / 2**shift rounded half away from zero, on int64, without shifting a negative."""
+    product = np.asarray(product, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    half = (np.int64(1) << shift) >> 1
+    magnitude = (np.abs(product) + half) >> shift
+    return np.where(product < 0, -magnitude, magnitude)
+
+
+def requantize(acc, multiplier, shift):
+    """Scale an int32 accumulator by multiplier / 2**shift: the int64 product, rounded."""
+    return rounding_shift(np.asarray(acc, dtype=np.int64) * multiplier, shift)
+
+
+def accumulator_bound(fan_in: int) -> int:
+    """The largest |sum of weight * input codes| a layer can produce: fan_in * 128 * 127."""
+    return fan_in * (-QMIN) * WMAX
+
+
+def bias_limit(fan_in: int) -> int:
+    """How large |bias| may be so that accumulator plus bias stays inside (-2**30, 2**30)."""
+    limit = ACC_LIMIT - 1 - accumulator_bound(fan_in)
+    if limit <= 0:
+        raise QuantizationError(f"fan-in {fan_in} is too large for int32 accumulators (at most {MAX_FAN_IN})")
+    return limit
+
+
+# --- activation tables -------------------------------------------------------------------------
+
+def activation_table(kind: str, pre_scale: float) -> np.ndarray:
+    """The 256-entry int8 table of sigmoid or tanh, indexed by pre-activation code + 128."""
+    pre = pre_scale * np.arange(QMIN, QMAX + 1, dtype=np.float64)
+    if kind == "sigmoid":
+        out = quantize(1.0 / (1.0 + np.exp(-pre)), SIGMOID_SCALE, SIGMOID_ZERO)
+    elif kind == "tanh":
+        out = quantize(np.tanh(pre), TANH_SCALE, TANH_ZERO)
+    else:
+        raise QuantizationError(f"activation {kind!r} has no table (only sigmoid and tanh)")
+    return out.astype(np.int8)
+
+
+def table_output_params(kind: str) -> tuple[float, int]:
+    """The fixed (scale, zero point) of a table's int8 output."""
+    return (SIGMOID_SCALE, SIGMOID_ZERO) if kind == "sigmoid" else (TANH_SCALE, TANH_ZERO)
+
+
+# --- an integer layer --------------------------------------------------------------------------
+
+@dataclass
+class IntegerLayer:
+    """One fully connected layer in integer arithmetic: int8 in, int8 out.
+
+    acc = weight @ (q_in) + bias                (int32; bias holds the input zero point)
+    relu / linear:  q = clamp(requant(acc) + out_zero, floor, 127)
+    leaky_relu:     q = clamp(requant(acc, negative multiplier if acc < 0) + out_zero, -128, 127)
+    sigmoid / tanh: q = table[clamp(requant(acc), -128, 127) + 128]
+    """
+    weight: np.ndarray          # int8 codes, (outputs, inputs)
+    bias: np.ndarray            # int32, (outputs,)
+    multiplier: np.ndarray      # int64 < 2**23, (outputs,)
+    shift: np.ndarray           # int64, (outputs,)
+    activation: str             # relu, leaky_relu, sigmoid, tanh, linear
+    in_scale: float
+    in_zero: int
+    weight_scale: np.ndarray    # float64, (outputs,)
+    out_scale: float            # scale of the layer's int8 output
+    out_zero: int
+    neg_multiplier: np.ndarray | None = None    # leaky_relu only
+    neg_shift: np.ndarray | None = None
+    table: np.ndarray | None = None             # sigmoid / tanh only: 256 int8 entries
+    pre_scale: float | None = None              # sigmoid / tanh only: scale of the table index
+
+
+def quantize_weights(weight, per_channel: bool, fixed=None) -> tuple[np.ndarray, np.ndarray]:
+    """Float weights to int8 codes in [-127, 127] and the scale of each output channel."""
+    scales = weight_scales(weight, per_channel, fixed)
+    codes = quantize(weight, scales[:, None], 0, -WMAX, WMAX).astype(np.int8)
+    return codes, scales
+
+
+def output_quantization(activation: str, observed, fixed=None) -> tuple[float, int, float | None]:
+    """(out_scale, out_zero, pre_scale) of a layer from its observed range or a fixed scale.
+
+    observed is [min, max] of the layer's output, or of its pre-activation for sigmoid and
+    tanh, whose outputs have the tables' fixed scales and whose inputs are capped at the range
+    beyond which the function no longer changes by one int8 step.
+    """
+    if activation in TABLE_ACTIVATIONS:
+        cap = SIGMOID_PRE_RANGE if activation == "sigmoid" else TANH_PRE_RANGE
+        pre = float(fixed) if fixed is not None else symmetric_scale(np.abs(observed).max(), cap)
+        return (*table_output_params(activation), pre)
+    if fixed is not None:
+        return float(fixed), (QMIN if activation == "relu" else 0), None
+    scale, zero = affine_params(*observed)
+    return scale, zero, None
+
+
+def build_layer(weight_codes, bias_codes, weight_scale, in_scale, in_zero, activation,
+                out_scale, out_zero, pre_scale=None, slope=0.01) -> IntegerLayer:
+    """Assemble an IntegerLayer: the requantization multipliers and, for sigmoid/tanh, the table."""
+    target = pre_scale if activation in TABLE_ACTIVATIONS else out_scale
+    real = in_scale * np.asarray(weight_scale, dtype=np.float64) / target
+    multiplier, shift = quantize_multiplier(real)
+    layer = IntegerLayer(weight_codes, bias_codes, multiplier, shift, activation, float(in_scale),
+                         int(in_zero), np.asarray(weight_scale, dtype=np.float64), float(out_scale),
+                         int(out_zero))
+    if activation == "leaky_relu":
+        layer.neg_multiplier, layer.neg_shift = quantize_multiplier(real * slope)
+    if activation in TABLE_ACTIVATIONS:
+        layer.table, layer.pre_scale = activation_table(activation, pre_scale), float(pre_scale)
+    return layer
+
+
+def quantize_bias(bias, in_scale: float, in_zero: int, weight_codes, weight_scale) -> np.ndarray:
+    """int32 bias at scale in_scale * weight_scale, with the input zero point folded in.
+
+    sum_j w_j (q_j - z) = sum_j w_j q_j - z * sum_j w_j, so the second term joins the bias.
+    The result is clamped so that accumulator plus bias never leaves (-2**30, 2**30).
+    """
+    codes = round_half_away(np.asarray(bias, dtype=np.float64) / (in_scale * weight_scale))
+    codes = codes - in_zero * weight_codes.astype(np.int64).sum(axis=1)
+    limit = bias_limit(weight_codes.shape[1])
+    return np.clip(codes, -limit, limit).astype(np.int64)
+
+
+def accumulate(q_in, weight_codes, bias):
+    """The int32 accumulator of every output: weight codes times input codes, plus the bias.
+
+    A float32 product of int8 codes is exact while every partial sum stays below 2**24
+    (fan-in up to 1032); larger fan-ins use float64, exact below 2**53.
+    """
+    fan_in = weight_codes.shape[1]
+    dtype = np.float32 if accumulator_bound(fan_in) < 2**24 else np.float64
+    acc = np.asarray(q_in, dtype=dtype) @ weight_codes.astype(dtype).T
+    return acc.astype(np.int64) + bias
+
+
+def activate(acc, layer: IntegerLayer):
+    """Requantize accumulators to the layer's int8 output, applying its activation."""
+    if layer.activation in TABLE_ACTIVATIONS:
+        index = clamp_codes(requantize(acc, layer.multiplier, layer.shift)) - QMIN
+        return layer.table.astype(np.int64)[index]
+    scaled = requantize(acc, layer.multiplier, layer.shift)
+    if layer.activation == "leaky_relu":
+        scaled = np.where(acc < 0, requantize(acc, layer.neg_multiplier, layer.neg_shift), scaled)
+    floor = layer.out_zero if layer.activation == "relu" else QMIN   # relu is this clamp
+    return clamp_codes(scaled + layer.out_zero, floor, QMAX)
+
+
+def integer_forward(q_in, layer: IntegerLayer):
+    """int8 codes in, int8 codes out (as int64 arrays), the way the device computes them."""
+    return activate(accumulate(q_in, layer.weight, layer.bias), layer)
+
+
+# --- inputs ------------------------------------------------------------------------------------
+
+INPUT_SCALE, INPUT_ZERO = 1.0 / 255.0, -128   # network inputs live in [0, 1]: code = 255 x - 128
+
+
+def quantize_inputs(x, input_range) -> np.ndarray:
+    """Raw inputs to int8 codes, in float32 exactly as the C helper computes them.
+
+    code = clamp(round_half_away((x - low) * gain) - 128, -128, 127) with
+    gain = float32(255 / (high - low)); for pixels with range [0, 255] this is pixel - 128.
+    """
+    low, high = input_range
+    gain = np.float32(255.0 / (float(high) - float(low)))
+    unit = (np.asarray(x, dtype=np.float32) - np.float32(low)) * gain
+    return clamp_codes(round_half_away(unit) + INPUT_ZERO).astype(np.int8)

@@ -1,0 +1,148 @@
+"""The training loop: mini-batches, fake quantization after the float epochs, validation on
+the integer arithmetic, the best epoch kept, checkpoints to resume from, divergence stopped."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint as ckpt
+from .config import Config
+from .errors import CheckpointError, TrainingError
+from .functions import cost, predicted_classes
+from .layers import QuantSpec, backward, forward, init_layers, predict_scores
+from .optimizers import learning_rate, make_optimizer
+from .progress import Reporter, Silent
+
+
+@dataclass
+class Split:
+    """Int8 input codes and float targets of one part of the data."""
+    codes: np.ndarray
+    targets: np.ndarray
+
+    def __len__(self):
+        return len(self.codes)
+
+
+def split_validation(data: Split, share: float, seed: int) -> tuple[Split, Split | None]:
+    """Hold out a seeded random share of the samples for validation (none when share is 0)."""
+    n_val = int(round(len(data) * share))
+    if share == 0 or n_val == 0:
+        return data, None
+    if n_val >= len(data):
+        raise TrainingError(f"training.validation_split = {share} leaves no training samples "
+                            f"out of {len(data)}")
+    order = np.random.default_rng([seed, 0x5EED]).permutation(len(data))
+    train, val = np.sort(order[n_val:]), np.sort(order[:n_val])
+    return (Split(data.codes[train], data.targets[train]), Split(data.codes[val], data.targets[val]))
+
+
+def metric(config: Config, scores, targets) -> float:
+    """Accuracy for classification, mean squared error of the outputs for regression."""
+    net = config.network
+    if config.task == "classification":
+        truth = targets[:, 0] if net.outputs == 1 else targets.argmax(axis=1)
+        return float((predicted_classes(scores) == truth).mean())
+    from .functions import process_output
+    return float(((process_output(net.output, scores) - targets) ** 2).mean())
+
+
+def is_better(config: Config, record: dict, best: dict | None) -> bool:
+    """Higher validation accuracy (then lower loss) wins for classes, lower loss for regression."""
+    if best is None:
+        return True
+    if config.task == "classification":
+        return (record["val_metric"], -record["val_loss"]) > (best["val_metric"], -best["val_loss"])
+    return record["val_loss"] < best["val_loss"]
+
+
+def evaluate_split(config, layers, spec, data: Split, quantized: bool) -> tuple[float, float]:
+    """(loss, metric) of the network on data, on the integer arithmetic when quantized."""
+    scores = predict_scores(layers, data.codes, spec, quantized)
+    loss, _ = cost(config.network.cost, config.network.output, scores, data.targets)
+    return float(loss), metric(config, scores, data.targets)
+
+
+def run_epoch(config, layers, optimizer, spec, data: Split, epoch: int, quantized: bool,
+              reporter) -> tuple[float, float, float]:
+    """One pass over data in a seeded order; returns (mean loss, metric, last learning rate)."""
+    tc = config.training
+    steps = -(-len(data) // tc.batch_size)
+    order = np.random.default_rng([tc.seed, epoch]).permutation(len(data))
+    total_loss, hits, lr = 0.0, 0.0, tc.learning_rate
+    reporter.start_epoch(epoch + 1, tc.epochs, steps)
+    for step in range(steps):
+        batch = order[step * tc.batch_size:(step + 1) * tc.batch_size]
+        targets = data.targets[batch]
+        scores, caches = forward(layers, data.codes[batch], spec, quantized, training=True)
+        loss, grad = cost(config.network.cost, config.network.output, scores, targets)
+        if not np.isfinite(loss):
+            raise TrainingError(f"training diverged at epoch {epoch + 1}, step {step + 1}: the loss became "
+                                f"{loss}; lower training.learning_rate (now {tc.learning_rate:g})")
+        grads = backward(layers, caches, grad.astype(scores.dtype, copy=False), spec)
+        lr = learning_rate(tc, epoch * steps + step, steps)
+        optimizer.step([g for pair in grads for g in pair], lr)
+        total_loss += float(loss) * len(batch)
+        hits += metric(config, scores, targets) * len(batch)
+        reporter.step(step + 1)
+    return total_loss / len(data), hits / len(data), lr
+
+
+def parameters(layers):
+    """The arrays the optimizer updates, weights and biases interleaved, and which decay."""
+    params = [p for layer in layers for p in (layer.weight, layer.bias)]
+    return params, [i % 2 == 0 for i in range(len(params))]
+
+
+def train(config: Config, input_range, train_data: Split, val_data: Split | None = None, *,
+          checkpoint=None, resume: bool = False, reporter: Reporter | None = None):
+    """Train a network; returns (kept layers, whether they ran fake-quantized, history).
+
+    The kept epoch is the best by validation among the epochs trained in the final mode (with
+    fake quantization when any epoch uses it), or the last when there is no validation data.
+    With a checkpoint path, the state is saved after every epoch; resume goes on from it.
+    """
+    reporter = reporter or Silent()
+    tc = config.training
+    spec = QuantSpec.from_config(config)
+    layers = init_layers(config, np.random.default_rng(tc.seed))
+    params, decay = parameters(layers)
+    optimizer = make_optimizer(tc, params, decay)
+    history, best, kept, start = {"epochs": [], "best_epoch": None}, None, None, 0
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        state = ckpt.load(checkpoint)
+        if state["resume"] is None or state["config"].network != config.network:
+            raise CheckpointError(f"checkpoint {checkpoint}: cannot resume it with this config "
+                                  "(a different network, or a finished run)")
+        for layer, saved in zip(layers, state["resume"]["layers"]):
+            layer.weight[...], layer.bias[...], layer.observed = saved.weight, saved.bias, saved.observed
+        optimizer.load_state_arrays(state["resume"]["optimizer"])
+        history, start = state["history"], state["resume"]["epoch"]
+        kept = (state["layers"], state["quantized"])
+        if history["best_epoch"] is not None:
+            best = history["epochs"][history["best_epoch"] - 1]
+        reporter.message(f"resuming after epoch {start} from {checkpoint}")
+    for epoch in range(start, tc.epochs):
+        quantized = epoch >= tc.float_epochs
+        began = time.perf_counter()
+        loss, train_metric, lr = run_epoch(config, layers, optimizer, spec, train_data, epoch, quantized, reporter)
+        record = {"epoch": epoch + 1, "loss": loss, "train_metric": train_metric, "val_loss": None,
+                  "val_metric": None, "quantized": quantized, "learning_rate": lr}
+        if val_data is not None:
+            record["val_loss"], record["val_metric"] = evaluate_split(config, layers, spec, val_data, quantized)
+        record["seconds"] = time.perf_counter() - began
+        history["epochs"].append(record)
+        final_mode = quantized == (tc.float_epochs < tc.epochs)
+        if final_mode and (val_data is None or is_better(config, record, best)):
+            best, kept = record, ([layer.copy() for layer in layers], quantized)
+            history["best_epoch"] = epoch + 1
+        if checkpoint is not None:
+            resume_state = None if epoch + 1 == tc.epochs else {
+                "epoch": epoch + 1, "layers": layers, "optimizer": optimizer.state_arrays()}
+            chosen = kept or ([layer.copy() for layer in layers], quantized)
+            ckpt.save(checkpoint, config, input_range, chosen[0], chosen[1], history, resume_state)
+        reporter.end_epoch(record)
+    return kept[0], kept[1], history
