@@ -16,7 +16,7 @@ from .config import Config
 from .errors import DataError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-DIGITS_TEST_SIZE = 360      # the bundled digits' last 360 samples are their test part
+DIGITS_TEST_EVERY = 5       # every 5th bundled digit (index 4, 9, ...) is in its test part
 
 
 # --- named data sets ---------------------------------------------------------------------------
@@ -71,8 +71,8 @@ def named_dataset(name: str):
     """A named data set's ((train inputs, labels), (test inputs, labels))."""
     if name == "digits":
         x, y = load_digits()
-        cut = len(x) - DIGITS_TEST_SIZE
-        return (x[:cut], y[:cut]), (x[cut:], y[cut:])
+        test = np.arange(len(x)) % DIGITS_TEST_EVERY == DIGITS_TEST_EVERY - 1
+        return (x[~test], y[~test]), (x[test], y[test])
     if name == "fashion-mnist":
         return load_fashion_mnist()
     raise DataError(f"data set {name!r}: unknown (known: digits, fashion-mnist)")

@@ -19,12 +19,14 @@ def format_epoch(record: dict, epochs: int, task: str) -> str:
 
 
 class Reporter:
-    """Prints epoch lines to a stream; draws a bar within the epoch when the stream is a terminal."""
+    """Prints epoch lines to stream (stdout); draws a bar within the epoch on bar_stream (stderr)
+    when that is a terminal."""
 
-    def __init__(self, stream=None, quiet: bool = False, task: str = "classification"):
-        self.stream = stream if stream is not None else sys.stderr
+    def __init__(self, stream=None, quiet: bool = False, task: str = "classification", bar_stream=None):
+        self.stream = stream if stream is not None else sys.stdout
+        self.bar_stream = bar_stream if bar_stream is not None else sys.stderr
         self.quiet, self.task = quiet, task
-        self.bar = not quiet and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.bar = not quiet and hasattr(self.bar_stream, "isatty") and self.bar_stream.isatty()
         self._last = 0.0
 
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
@@ -37,14 +39,17 @@ class Reporter:
         self._last = now
         width = 30
         filled = width * done // self.steps
-        self.stream.write(f"\repoch {self.epoch}/{self.epochs} [{'#' * filled}{'.' * (width - filled)}] "
-                          f"{done}/{self.steps}")
-        self.stream.flush()
+        self.bar_stream.write(f"\repoch {self.epoch}/{self.epochs} [{'#' * filled}{'.' * (width - filled)}] "
+                              f"{done}/{self.steps}")
+        self.bar_stream.flush()
 
     def end_epoch(self, record: dict) -> None:
         if self.quiet:
             return
-        self.stream.write(("\r\033[K" if self.bar else "") + format_epoch(record, self.epochs, self.task) + "\n")
+        if self.bar:
+            self.bar_stream.write("\r\033[K")
+            self.bar_stream.flush()
+        self.stream.write(format_epoch(record, self.epochs, self.task) + "\n")
         self.stream.flush()
 
     def message(self, text: str) -> None:

@@ -66,9 +66,24 @@ def evaluate_split(config, layers, spec, data: Split, quantized: bool) -> tuple[
     return float(loss), metric(config, scores, data.targets)
 
 
+DIVERGENCE_FACTOR = 1e4    # a batch loss this many times the first epoch's first one has diverged
+
+
+def check_divergence(loss: float, reference: float, epoch: int, step: int, config: Config) -> None:
+    """Stop with TrainingError when the loss is NaN or infinite or has exploded."""
+    if np.isfinite(loss) and loss <= DIVERGENCE_FACTOR * max(reference, 1.0):
+        return
+    what = f"became {loss}" if not np.isfinite(loss) else f"grew to {loss:.3g} from {reference:.3g}"
+    raise TrainingError(f"training diverged at epoch {epoch + 1}, step {step + 1}: the loss {what}; "
+                        f"lower training.learning_rate (now {config.training.learning_rate:g})")
+
+
 def run_epoch(config, layers, optimizer, spec, data: Split, epoch: int, quantized: bool,
-              reporter) -> tuple[float, float, float]:
-    """One pass over data in a seeded order; returns (mean loss, metric, last learning rate)."""
+              reporter, reference: list) -> tuple[float, float, float]:
+    """One pass over data in a seeded order; returns (mean loss, metric, last learning rate).
+
+    reference holds the first batch loss of the run (set by the first step), for divergence.
+    """
     tc = config.training
     steps = -(-len(data) // tc.batch_size)
     order = np.random.default_rng([tc.seed, epoch]).permutation(len(data))
@@ -79,9 +94,9 @@ def run_epoch(config, layers, optimizer, spec, data: Split, epoch: int, quantize
         targets = data.targets[batch]
         scores, caches = forward(layers, data.codes[batch], spec, quantized, training=True)
         loss, grad = cost(config.network.cost, config.network.output, scores, targets)
-        if not np.isfinite(loss):
-            raise TrainingError(f"training diverged at epoch {epoch + 1}, step {step + 1}: the loss became "
-                                f"{loss}; lower training.learning_rate (now {tc.learning_rate:g})")
+        if not reference:
+            reference.append(float(loss))
+        check_divergence(float(loss), reference[0], epoch, step, config)
         grads = backward(layers, caches, grad.astype(scores.dtype, copy=False), spec)
         lr = learning_rate(tc, epoch * steps + step, steps)
         optimizer.step([g for pair in grads for g in pair], lr)
@@ -111,7 +126,7 @@ def train(config: Config, input_range, train_data: Split, val_data: Split | None
     layers = init_layers(config, np.random.default_rng(tc.seed))
     params, decay = parameters(layers)
     optimizer = make_optimizer(tc, params, decay)
-    history, best, kept, start = {"epochs": [], "best_epoch": None}, None, None, 0
+    history, best, kept, start, reference = {"epochs": [], "best_epoch": None, "first_loss": None}, None, None, 0, []
     if resume and checkpoint is not None and Path(checkpoint).exists():
         state = ckpt.load(checkpoint)
         if state["resume"] is None or state["config"].network != config.network:
@@ -121,6 +136,7 @@ def train(config: Config, input_range, train_data: Split, val_data: Split | None
             layer.weight[...], layer.bias[...], layer.observed = saved.weight, saved.bias, saved.observed
         optimizer.load_state_arrays(state["resume"]["optimizer"])
         history, start = state["history"], state["resume"]["epoch"]
+        reference.append(history["first_loss"])
         kept = (state["layers"], state["quantized"])
         if history["best_epoch"] is not None:
             best = history["epochs"][history["best_epoch"] - 1]
@@ -128,7 +144,9 @@ def train(config: Config, input_range, train_data: Split, val_data: Split | None
     for epoch in range(start, tc.epochs):
         quantized = epoch >= tc.float_epochs
         began = time.perf_counter()
-        loss, train_metric, lr = run_epoch(config, layers, optimizer, spec, train_data, epoch, quantized, reporter)
+        loss, train_metric, lr = run_epoch(config, layers, optimizer, spec, train_data, epoch, quantized,
+                                           reporter, reference)
+        history["first_loss"] = reference[0]
         record = {"epoch": epoch + 1, "loss": loss, "train_metric": train_metric, "val_loss": None,
                   "val_metric": None, "quantized": quantized, "learning_rate": lr}
         if val_data is not None:

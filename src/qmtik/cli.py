@@ -1,0 +1,152 @@
+"""The command line: a thin shell over the library. Errors print one line on stderr and exit
+2 (usage and config) or 1 (everything else), never a traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .checkpoint import write_atomic, write_json
+from .config import load_config, parse_override, starter_toml
+from .data import load_data, load_named_or_path
+from .errors import ConfigError, QmtikError
+from .network import Network
+from .progress import Reporter
+
+TRAIN_FLAGS = {  # command-line flag -> config key
+    "epochs": "training.epochs", "batch_size": "training.batch_size",
+    "learning_rate": "training.learning_rate", "optimizer": "training.optimizer",
+    "float_epochs": "training.float_epochs", "seed": "training.seed",
+}
+
+
+class UsageError(QmtikError):
+    """A command line that asks for something impossible (exit code 2)."""
+
+
+def default_checkpoint(config_path) -> Path:
+    """digits.toml -> digits.ckpt.npz, beside the config."""
+    return Path(config_path).with_suffix(".ckpt.npz")
+
+
+def history_path(checkpoint) -> Path:
+    """digits.ckpt.npz -> digits.history.json, beside the checkpoint."""
+    name = Path(checkpoint).name
+    for suffix in (".npz", ".ckpt"):
+        name = name[: -len(suffix)] if name.endswith(suffix) else name
+    return Path(checkpoint).with_name(name + ".history.json")
+
+
+def describe(result: dict, task: str) -> str:
+    """One line of evaluation figures."""
+    arithmetic = "int8 arithmetic" if result["int8"] else "float arithmetic"
+    if task == "classification":
+        return f"accuracy {100 * result['accuracy']:.2f}% on {result['samples']} samples ({arithmetic}), loss {result['loss']:.4f}"
+    return f"mse {result['mse']:.6g}, mae {result['mae']:.6g} on {result['samples']} samples ({arithmetic})"
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+def cmd_init(args) -> int:
+    path = Path(args.path)
+    if path.exists() and not args.force:
+        raise UsageError(f"{path} already exists; pass --force to overwrite it")
+    write_atomic(path, lambda f: f.write(starter_toml().encode()))
+    print(f"wrote {path}; train with: qmtik train {path}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    overrides = dict(parse_override(text) for text in args.set)
+    overrides.update({key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items()
+                      if getattr(args, flag) is not None})
+    config = load_config(args.config, overrides)
+    out = Path(args.out) if args.out else default_checkpoint(args.config)
+    if not out.parent.is_dir():
+        raise UsageError(f"output directory {out.parent} does not exist")
+    (x, y), test = load_data(config)
+    reporter = Reporter(quiet=args.quiet, task=config.task)
+    net = Network(config).fit(x, y, checkpoint=out, resume=args.resume, reporter=reporter)
+    history = history_path(out)
+    write_json(history, net.history_)
+    best = net.history_["best_epoch"]
+    if best is not None and not args.quiet:
+        print(f"kept epoch {best} of {config.training.epochs}")
+    if test is not None:
+        print("test " + describe(net.evaluate(*test), config.task))
+    print(f"wrote {out} and {history}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    net = Network.load(args.checkpoint)
+    if args.data:
+        x, y = load_named_or_path(args.data, args.labels or "")
+    else:
+        d = net.config.data
+        if not (d.dataset or d.test):
+            raise UsageError("the checkpoint's config names no test data; pass --data PATH")
+        _, test = load_data(net.config)
+        x, y = test
+    result = net.evaluate(x, y)
+    print(json.dumps(result) if args.json else describe(result, net.config.task))
+    return 0
+
+
+# --- parser ------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qmtik", description="Train small networks with int8 fake "
+                                     "quantization and run them in integer arithmetic.")
+    parser.add_argument("--version", action="version", version=f"qmtik {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", help="write a commented starter config")
+    p.add_argument("path", nargs="?", default="qmtik.toml", help="where to write it (default: qmtik.toml)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("train", help="train a network with fake quantization; writes a checkpoint")
+    p.add_argument("config", help="the network's TOML config")
+    p.add_argument("-o", "--out", help="checkpoint path (default: beside the config, CONFIG.ckpt.npz)")
+    p.add_argument("--epochs", type=int, help="override training.epochs")
+    p.add_argument("--batch-size", type=int, help="override training.batch_size")
+    p.add_argument("--learning-rate", type=float, help="override training.learning_rate")
+    p.add_argument("--optimizer", help="override training.optimizer")
+    p.add_argument("--float-epochs", type=int, help="override training.float_epochs")
+    p.add_argument("--seed", type=int, help="override training.seed")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, such as --set network.hidden=[64,32] (repeatable)")
+    p.add_argument("--resume", action="store_true", help="go on from the checkpoint of an interrupted run")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="accuracy (classification) or error (regression) of a checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint written by qmtik train")
+    p.add_argument("--data", help="'digits', 'digits:train', 'fashion-mnist', an .npz (x, y) or an .npy "
+                   "of inputs (default: the config's test data)")
+    p.add_argument("--labels", help="labels .npy when --data is an .npy of inputs")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, UsageError) as exc:
+        print(f"qmtik: error: {exc}", file=sys.stderr)
+        return 2
+    except QmtikError as exc:
+        print(f"qmtik: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"qmtik: error: {exc.filename or ''}: {exc.strerror or exc}".replace(": : ", ": "), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("qmtik: interrupted (qmtik train --resume goes on from the last checkpoint)", file=sys.stderr)
+        return 130
