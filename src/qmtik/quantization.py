@@ -42,7 +42,7 @@ def round_half_away(x):
     """
     x = np.asarray(x)
     whole = np.trunc(x)
-    return whole + np.where(np.abs(x - whole) >= 0.5, np.sign(x), 0).astype(x.dtype)
+    return whole + np.copysign(np.abs(x - whole) >= 0.5, x, dtype=whole.dtype)
 
 
 def clamp_codes(q, lo: int = QMIN, hi: int = QMAX):
@@ -51,8 +51,14 @@ def clamp_codes(q, lo: int = QMIN, hi: int = QMAX):
 
 
 def quantize(x, scale, zero_point=0, lo: int = QMIN, hi: int = QMAX):
-    """Real values to integer codes: clamp(round_half_away(x / scale) + zero_point, lo, hi)."""
-    return clamp_codes(round_half_away(np.asarray(x, dtype=np.float64) / scale) + zero_point, lo, hi)
+    """Real values to integer codes: clamp(round_half_away(x / scale) + zero_point, lo, hi).
+
+    Computed in the precision of x when it is a float array (float32 weights stay float32).
+    """
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        x = x.astype(np.float64)
+    return clamp_codes(round_half_away(x / np.asarray(scale, dtype=x.dtype)) + zero_point, lo, hi)
 
 
 def dequantize(q, scale, zero_point=0):
@@ -201,7 +207,7 @@ class IntegerLayer:
 def quantize_weights(weight, per_channel: bool, fixed=None) -> tuple[np.ndarray, np.ndarray]:
     """Float weights to int8 codes in [-127, 127] and the scale of each output channel."""
     scales = weight_scales(weight, per_channel, fixed)
-    codes = quantize(weight, scales[:, None], 0, -WMAX, WMAX).astype(np.int8)
+    codes = quantize(weight, scales[:, None].astype(weight.dtype), 0, -WMAX, WMAX).astype(np.int8)
     return codes, scales
 
 
@@ -292,5 +298,10 @@ def quantize_inputs(x, input_range) -> np.ndarray:
     """
     low, high = input_range
     gain = np.float32(255.0 / (float(high) - float(low)))
-    unit = (np.asarray(x, dtype=np.float32) - np.float32(low)) * gain
-    return clamp_codes(round_half_away(unit) + INPUT_ZERO).astype(np.int8)
+    x = np.asarray(x)
+    codes = np.empty(x.shape, dtype=np.int8)
+    rows = max(1, 2**16 // max(1, x[0].size if x.ndim > 1 and len(x) else 1))  # work in cache-sized pieces
+    for start in range(0, len(x), rows):
+        unit = (x[start:start + rows].astype(np.float32) - np.float32(low)) * gain
+        codes[start:start + rows] = clamp_codes(round_half_away(unit) + INPUT_ZERO)
+    return codes
