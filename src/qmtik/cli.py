@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .checkpoint import write_atomic, write_json
-from .config import load_config, parse_override, starter_toml
+from .config import DIGITS_STARTER, load_config, parse_override, starter_toml
 from .data import load_data, load_named_or_path
 from .errors import ConfigError, QmtikError
 from .network import Network
@@ -53,7 +53,7 @@ def cmd_init(args) -> int:
     path = Path(args.path)
     if path.exists() and not args.force:
         raise UsageError(f"{path} already exists; pass --force to overwrite it")
-    write_atomic(path, lambda f: f.write(starter_toml().encode()))
+    write_atomic(path, lambda f: f.write(starter_toml(DIGITS_STARTER).encode()))
     print(f"wrote {path}; train with: qmtik train {path}")
     return 0
 

@@ -110,7 +110,7 @@ def _text(key, value):
 class NetworkConfig:
     """Topology and the functions of the network."""
     inputs: int = _field(64, "number of input features", "an integer >= 1")
-    hidden: tuple = _field([32], "widths of the hidden layers, input side first (any depth, [] for none)",
+    hidden: tuple = _field([64], "widths of the hidden layers, input side first (any depth, [] for none)",
                            "a list of integers >= 1")
     outputs: int = _field(10, "number of outputs (classes, or regression targets)", "an integer >= 1")
     activation: str = _field("relu", "activation of the hidden layers", " | ".join(HIDDEN_ACTIVATIONS))
@@ -167,11 +167,11 @@ class QuantizationConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     """The optimizer, its schedule, and how fake quantization enters training."""
-    epochs: int = _field(30, "passes over the training data", "an integer >= 1")
-    batch_size: int = _field(32, "samples per gradient step", "an integer >= 1")
+    epochs: int = _field(10, "passes over the training data", "an integer >= 1")
+    batch_size: int = _field(128, "samples per gradient step", "an integer >= 1")
     optimizer: str = _field("adam", "sgd (with momentum and nesterov), adam, adamw or rmsprop",
                             " | ".join(OPTIMIZERS))
-    learning_rate: float = _field(0.003, "peak learning rate", "a number > 0")
+    learning_rate: float = _field(0.002, "peak learning rate", "a number > 0")
     momentum: float = _field(0.9, "momentum of sgd (0 for plain sgd)", "a number >= 0 and < 1")
     nesterov: bool = _field(False, "Nesterov momentum for sgd", "true or false")
     beta1: float = _field(0.9, "adam / adamw first-moment decay", "a number >= 0 and < 1")
@@ -407,20 +407,33 @@ def _documented_fields():
             yield name, f
 
 
-def starter_toml(config: Config | None = None) -> str:
-    """A commented config file with every key (the values of config, or the defaults)."""
-    values = (config or Config()).to_dict()
-    lines = ["# qmtik network description. Every key is shown with its default; delete what you",
-             "# do not change. Reference: docs/config.md", ""]
+# The starter config trains the bundled digits (1438 samples): smaller batches, more epochs.
+DIGITS_STARTER = {"training.epochs": 30, "training.batch_size": 32, "training.learning_rate": 0.003}
+
+
+def starter_toml(changes: dict | None = None) -> str:
+    """A commented config file with every key: the defaults, with `changes` ('section.key':
+    value) applied and marked as such."""
+    changes = changes or {}
+    config = Config()
+    for key, value in changes.items():
+        config = config.replace(key, value)
+    values, defaults = config.to_dict(), Config().to_dict()
+    lines = ["# qmtik network description: every key, with its default unless marked. Delete what",
+             "# you do not change. Reference: docs/config.md", ""]
     current = ""
     for section, f in _documented_fields():
         if section != current:
             lines += ["", f"[{section}]"]
             current = section
         value = values[section][f.name] if section else values[f.name]
-        lines.append(f"# {f.metadata['help']} ({f.metadata['allowed']})")
+        key = f"{section}.{f.name}" if section else f.name
+        note = ""
+        if key in changes:
+            note = f" [default {_toml_value(defaults[section][f.name] if section else defaults[f.name])}]"
+        lines.append(f"# {f.metadata['help']} ({f.metadata['allowed']}){note}")
         lines.append(f"{f.name} = {_toml_value(value)}")
-    return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
+    return "\n".join(lines) + "\n"
 
 
 def reference_markdown() -> str:
