@@ -16,7 +16,7 @@ from . import quantization as q
 from .config import Config
 from .functions import activation, activation_derivative
 
-OBSERVER_MOMENTUM = 0.01   # weight of each new batch in the moving min/max of activations
+OBSERVER_MOMENTUM = 0.05   # weight of each new batch in the moving min/max of activations
 PREDICT_CHUNK = 4096       # samples per forward pass when predicting, to bound memory
 
 

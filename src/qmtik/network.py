@@ -75,8 +75,8 @@ class Network:
 
     def decision_function(self, x) -> np.ndarray:
         """Final scores: dequantized int8 scores when the network runs in int8, else float."""
-        spec = QuantSpec.from_config(self.config)
-        return predict_scores(self.layers_, self.input_codes(x), spec, self.quantized_)
+        codes = self.input_codes(x)
+        return predict_scores(self.layers_, codes, QuantSpec.from_config(self.config), self.quantized_)
 
     def predict_proba(self, x) -> np.ndarray:
         """Softmax or sigmoid of the final scores (the scores themselves for a linear output)."""
