@@ -1,0 +1,178 @@
+"""qmtik's benchmark: accuracy, training time and memory on Fashion-MNIST, printed as a table.
+
+    python benchmarks/run.py            # 784-256-256-10, 8 epochs, 3 seeds, int8 QAT and float
+    python benchmarks/run.py --quick    # 1 seed, 2 epochs, 10000 training samples: a smoke run
+    python benchmarks/run.py --profile  # where one epoch's time goes
+
+Every training run is its own process, so that its peak resident memory is its own. Times are
+medians over the seeds. Needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import qmtik
+from qmtik.data import load_fashion_mnist
+
+HIDDEN = [256, 256]
+
+
+def benchmark_config(epochs: int, float_epochs: int, seed: int) -> qmtik.Config:
+    """784-256-256-10 with qmtik's defaults for everything the issue does not fix."""
+    config = qmtik.Config(network=qmtik.NetworkConfig(inputs=784, hidden=HIDDEN, outputs=10),
+                          data=qmtik.DataConfig(input_range=[0, 255]))
+    for key, value in {"training.epochs": epochs, "training.float_epochs": float_epochs,
+                       "training.seed": seed}.items():
+        config = config.replace(key, value)
+    return config
+
+
+def one_run(mode: str, seed: int, epochs: int, samples: int | None) -> dict:
+    """Train once in this process and return its figures."""
+    began = time.perf_counter()
+    (x, y), (x_test, y_test) = load_fashion_mnist()
+    if samples:
+        x, y = x[:samples], y[:samples]
+    loaded = time.perf_counter()
+    config = benchmark_config(epochs, 0 if mode == "int8" else epochs, seed)
+    net = qmtik.Network(config).fit(x, y)
+    trained = time.perf_counter()
+    accuracy = net.score(x_test, y_test)
+    return {"mode": mode, "seed": seed, "test_accuracy": accuracy, "train_seconds": trained - began - (loaded - began),
+            "load_seconds": loaded - began, "epoch_seconds": [r["seconds"] for r in net.history_["epochs"]],
+            "samples": len(x), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_in_child(mode: str, seed: int, epochs: int, samples: int | None) -> dict:
+    cmd = [sys.executable, __file__, "--one", mode, "--seed", str(seed), "--epochs", str(epochs)]
+    if samples:
+        cmd += ["--samples", str(samples)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def machine() -> dict:
+    """CPU model, core count, Python, NumPy and its BLAS."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    blas = "unknown"
+    try:
+        config = np.show_config(mode="dicts")
+        info = config["Build Dependencies"]["blas"]
+        blas = f"{info.get('name')} {info.get('version')}"
+    except Exception:   # noqa: BLE001 - the description is best effort
+        pass
+    import os
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "blas": blas, "qmtik": qmtik.__version__}
+
+
+def table(results: list[dict]) -> str:
+    """Markdown table of medians per mode."""
+    lines = ["| arithmetic | test accuracy (median) | accuracies | training time (median) | per epoch (median) "
+             "| per sample | peak RSS |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for mode in ("int8", "float"):
+        runs = [r for r in results if r["mode"] == mode]
+        if not runs:
+            continue
+        acc = statistics.median(r["test_accuracy"] for r in runs)
+        secs = statistics.median(r["train_seconds"] for r in runs)
+        epoch = statistics.median(s for r in runs for s in r["epoch_seconds"])
+        per_sample = epoch / runs[0]["samples"] * 1e6
+        rss = max(r["peak_rss_mb"] for r in runs)
+        accs = ", ".join(f"{100 * r['test_accuracy']:.2f}" for r in runs)
+        lines.append(f"| {mode} | {100 * acc:.2f}% | {accs} | {secs:.1f} s | {epoch:.2f} s | {per_sample:.1f} µs "
+                     f"| {rss:.0f} MB |")
+    return "\n".join(lines)
+
+
+PHASES = {  # function name -> phase, for --profile
+    "accumulate": "matrix products", "backward": "matrix products",
+    "update": "optimizer", "step": "optimizer",
+    "round_half_away": "quantization", "quantize": "quantization", "rounding_shift": "quantization",
+    "requantize": "quantization", "activate": "quantization", "quantize_multiplier": "quantization",
+    "weight_scales": "quantization", "quantize_bias": "quantization", "build_layer": "quantization",
+    "output_quantization": "quantization", "activation_table": "quantization", "_clip": "quantization",
+}
+
+
+def profile(samples: int | None) -> str:
+    """Share of one int8 epoch's time by phase (cProfile, so approximate)."""
+    import cProfile
+    import pstats
+    (x, y), _ = load_fashion_mnist()
+    if samples:
+        x, y = x[:samples], y[:samples]
+    config = benchmark_config(1, 0, 0)
+    profiler = cProfile.Profile()
+    profiler.runcall(qmtik.Network(config).fit, x, y)
+    stats = pstats.Stats(profiler).stats
+    phases: dict[str, float] = {}
+    total = 0.0
+    for (_, _, name), (_, _, tottime, _, _) in stats.items():
+        total += tottime
+        phase = PHASES.get(name, "other (data, activations, cost, bookkeeping)")
+        phases[phase] = phases.get(phase, 0.0) + tottime
+    lines = ["| phase | seconds | share |", "| --- | --- | --- |"]
+    for phase, secs in sorted(phases.items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {phase} | {secs:.2f} | {100 * secs / total:.0f}% |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, 10000 samples")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=None, help="use only this many training samples")
+    parser.add_argument("--json", default="benchmarks/results.json", help="where to write the figures")
+    parser.add_argument("--profile", action="store_true", help="where one int8 epoch's time goes")
+    parser.add_argument("--one", choices=["int8", "float"], help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    try:
+        if args.one:
+            print(json.dumps(one_run(args.one, args.seed, args.epochs, args.samples)))
+            return 0
+        if args.quick:
+            args.seeds, args.epochs, args.samples = 1, 2, args.samples or 10000
+        if args.profile:
+            print(profile(args.samples))
+            return 0
+        results = [run_in_child(mode, seed, args.epochs, args.samples)
+                   for seed in range(args.seeds) for mode in ("int8", "float")]
+    except qmtik.QmtikError as exc:
+        print(f"benchmark: {exc}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as exc:
+        print(f"benchmark: a training run failed:\n{exc.stderr}", file=sys.stderr)
+        return 1
+    info = machine()
+    print(f"Fashion-MNIST, 784-{'-'.join(map(str, HIDDEN))}-10, {args.epochs} epochs, {args.seeds} seed(s), "
+          f"qmtik defaults (adam, cosine, batch 128)")
+    print(f"machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, NumPy {info['numpy']} "
+          f"({info['blas']})\n")
+    print(table(results))
+    Path(args.json).write_text(json.dumps({"machine": info, "epochs": args.epochs, "runs": results}, indent=2) + "\n")
+    print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
