@@ -447,6 +447,25 @@ def reference_markdown() -> str:
         key = f"{section}.{f.name}" if section else f.name
         default = defaults[section][f.name] if section else defaults[f.name]
         lines.append(f"| `{key}` | {f.metadata['allowed']} | `{_toml_value(default)}` | {f.metadata['help']} |")
+    return "\n".join(lines) + "\n\n" + combinations_markdown()
+
+
+def combinations_markdown() -> str:
+    """Which task x output x cost combinations train, and why the others are refused.
+
+    Every hidden activation works with every combination that does, so it is not a column.
+    """
+    lines = ["## Output and cost combinations", "",
+             "Every hidden activation (" + ", ".join(HIDDEN_ACTIVATIONS) + ") works with every "
+             "combination marked as working; the others are refused with the reason shown.", "",
+             "| task | output | cost | |", "| --- | --- | --- | --- |"]
+    for task in TASKS:
+        for output in OUTPUTS:
+            for cost in COSTS:
+                problem = combination_problem(task, output, cost, outputs=10)
+                lines.append(f"| {task} | {output} | {cost} | {'works' if problem is None else 'refused: ' + problem} |")
+    lines += ["", "A classifier with a single output must use `output = \"sigmoid\"` (a yes/no class: "
+              "class 1 when the probability is at least 0.5); softmax needs at least 2 outputs."]
     return "\n".join(lines) + "\n"
 
 
