@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from .config import Config
 from .errors import CheckpointError, ConfigError
 from .layers import Layer
+from .optimizers import OPTIMIZERS
 
 FORMAT = "qmtik-checkpoint"
 VERSION = 1
@@ -73,7 +75,7 @@ def load(path) -> dict:
             arrays = {k: archive[k] for k in archive.files}
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path}: not found") from None
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"checkpoint {path}: not a readable qmtik checkpoint ({exc})") from None
     return _check(path, arrays)
 
@@ -86,7 +88,11 @@ def _check(path, arrays: dict) -> dict:
 
     if str(need("format")) != FORMAT:
         raise CheckpointError(f"checkpoint {path}: format {str(arrays['format'])!r}, expected {FORMAT!r}")
-    version = int(need("version"))
+    version = need("version")
+    try:
+        version = int(version)
+    except (TypeError, ValueError):
+        raise CheckpointError(f"checkpoint {path}: version {str(version)!r} is not a number") from None
     if version > VERSION:
         raise CheckpointError(f"checkpoint {path}: version {version} is newer than this qmtik reads "
                               f"({VERSION}); upgrade qmtik")
@@ -102,11 +108,28 @@ def _check(path, arrays: dict) -> dict:
            "quantized": bool(need("quantized")), "layers": _check_layers(path, arrays, "model", config),
            "resume": None}
     if "resume.epoch" in arrays:
-        out["resume"] = {"epoch": int(arrays["resume.epoch"]),
-                         "layers": _check_layers(path, arrays, "resume", config),
-                         "optimizer": {k[len("optimizer."):]: v for k, v in arrays.items()
-                                       if k.startswith("optimizer.")}}
+        layers = _check_layers(path, arrays, "resume", config)
+        out["resume"] = {"epoch": int(arrays["resume.epoch"]), "layers": layers,
+                         "optimizer": _check_optimizer(path, arrays, config, layers)}
     return out
+
+
+def _check_optimizer(path, arrays: dict, config: Config, layers) -> dict:
+    """The optimizer state arrays, each present with its parameter's shape."""
+    shapes = [a.shape for layer in layers for a in (layer.weight, layer.bias)]
+    expected = {"steps": ()}
+    for slot in OPTIMIZERS[config.training.optimizer].slots:
+        expected.update({f"{slot}.{i}": shape for i, shape in enumerate(shapes)})
+    state = {}
+    for name, shape in expected.items():
+        key = f"optimizer.{name}"
+        if key not in arrays:
+            raise CheckpointError(f"checkpoint {path}: missing {key!r} of the {config.training.optimizer} optimizer")
+        if arrays[key].shape != shape or not np.isfinite(arrays[key]).all():
+            raise CheckpointError(f"checkpoint {path}: {key} has shape {arrays[key].shape}, expected {shape} "
+                                  "finite values")
+        state[name] = arrays[key]
+    return state
 
 
 def _check_layers(path, arrays, prefix: str, config: Config) -> list[Layer]:

@@ -230,7 +230,7 @@ class DataConfig:
     test_labels: str = _field("", "test labels .npy when test is an .npy", "a path or ''")
     input_range: object = _field("auto", "raw input values mapped to the int8 codes -128..127: "
                                  "'auto' takes the training data's min and max; [0, 255] gives the "
-                                 "C library's pixel - 128", "'auto' or [low, high] with low < high")
+                                 "C library's pixel - 128", "'auto' or [low, high], finite, with low < high")
 
     def __post_init__(self):
         for name in ("dataset", "train", "train_labels", "test", "test_labels"):
@@ -251,9 +251,9 @@ class DataConfig:
         if rng != "auto":
             ok = (isinstance(rng, (list, tuple)) and len(rng) == 2
                   and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)
-                  and float(rng[0]) < float(rng[1]))
+                  and -float("inf") < float(rng[0]) < float(rng[1]) < float("inf"))
             if not ok:
-                _refuse("data.input_range", rng, "'auto' or [low, high] with low < high")
+                _refuse("data.input_range", rng, "'auto' or [low, high], finite, with low < high")
             object.__setattr__(self, "input_range", (float(rng[0]), float(rng[1])))
 
     def paths(self):
@@ -325,10 +325,9 @@ class Config:
         """A copy with one dotted key (such as 'training.epochs') set to value, checked."""
         data = self.to_dict()
         section, _, name = key.rpartition(".")
-        target = data[section] if section else data
         if section and section not in SECTIONS:
             _unknown(key, [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)])
-        target[name] = value
+        (data[section] if section else data)[name] = value
         return Config.from_dict(data)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import zipfile
 from importlib import resources
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def load_arrays(path, labels_path=""):
         raise
     except FileNotFoundError as exc:
         raise DataError(f"data file {exc.filename or path}: not found") from None
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"data file {path}: cannot be read as NumPy data ({exc})") from None
 
 
@@ -132,12 +133,12 @@ def check_inputs(x, inputs: int, name: str = "inputs") -> np.ndarray:
     x = np.asarray(x)
     if x.dtype.kind not in "biuf":
         raise DataError(f"{name}: expected numbers, got an array of {x.dtype}")
+    if x.ndim == 0 or len(x) == 0:
+        raise DataError(f"{name}: no samples")
     if x.ndim > 2:
         x = x.reshape(len(x), -1)
     if x.ndim != 2:
         raise DataError(f"{name}: expected a 2-D array (samples x features), got shape {x.shape}")
-    if len(x) == 0:
-        raise DataError(f"{name}: no samples")
     if x.shape[1] != inputs:
         raise DataError(f"{name}: {x.shape[1]} features per sample, the network has {inputs} inputs")
     if x.dtype.kind == "f" and not np.isfinite(x).all():
@@ -166,7 +167,7 @@ def encode_targets(y, config: Config, samples: int, name: str = "labels") -> np.
         raise DataError(f"{name}: class labels must be a 1-D array of integers")
     if y.min() < 0 or y.max() >= classes:
         bad = int(np.argmax((y < 0) | (y >= classes)))
-        raise DataError(f"{name}: label {y[bad]!r} of sample {bad} is out of range 0..{classes - 1}")
+        raise DataError(f"{name}: label {y[bad].item()!r} of sample {bad} is out of range 0..{classes - 1}")
     labels = y.astype(np.int64)
     if outputs == 1:
         return labels.astype(np.float32)[:, None]

@@ -40,7 +40,7 @@ class Optimizer:
         return out
 
     def load_state_arrays(self, arrays: dict) -> None:
-        """Restore state written by state_arrays (shapes already checked by the checkpoint)."""
+        """Restore state written by state_arrays (checked by checkpoint.load)."""
         self.steps = int(arrays["steps"])
         for slot, values in self.state.items():
             for i in range(len(values)):

@@ -129,9 +129,13 @@ def train(config: Config, input_range, train_data: Split, val_data: Split | None
     history, best, kept, start, reference = {"epochs": [], "best_epoch": None, "first_loss": None}, None, None, 0, []
     if resume and checkpoint is not None and Path(checkpoint).exists():
         state = ckpt.load(checkpoint)
-        if state["resume"] is None or state["config"].network != config.network:
-            raise CheckpointError(f"checkpoint {checkpoint}: cannot resume it with this config "
-                                  "(a different network, or a finished run)")
+        saved = state["config"]
+        if state["resume"] is None:
+            raise CheckpointError(f"checkpoint {checkpoint}: its run finished; nothing to resume")
+        if (saved.network, saved.quantization, saved.training.optimizer) != (
+                config.network, config.quantization, config.training.optimizer):
+            raise CheckpointError(f"checkpoint {checkpoint}: cannot resume it with this config (another "
+                                  "network, quantization or optimizer)")
         for layer, saved in zip(layers, state["resume"]["layers"]):
             layer.weight[...], layer.bias[...], layer.observed = saved.weight, saved.bias, saved.observed
         optimizer.load_state_arrays(state["resume"]["optimizer"])

@@ -1,0 +1,305 @@
+"""The command line, run in-process through main(argv): outputs, files, exit codes, one-line errors."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import qmtik
+from qmtik import Config, load_config
+from qmtik.cli import main
+from qmtik.progress import Reporter
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+TINY = ["--set", "network.hidden=[8]", "-q"]
+
+
+def fails(capsys, argv, code: int) -> str:
+    """Run main(argv), expect exit code `code` and one error line on stderr; return that line."""
+    capsys.readouterr()
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("qmtik: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def arrays_of(path) -> dict:
+    with np.load(path, allow_pickle=False) as archive:
+        return {k: archive[k] for k in archive.files}
+
+
+@pytest.fixture
+def config(tmp_path, monkeypatch, capsys):
+    """A starter config (digits) written by `qmtik init` in a fresh working directory."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "net.toml"]) == 0
+    capsys.readouterr()
+    return tmp_path / "net.toml"
+
+
+@pytest.fixture
+def trained(config, capsys):
+    assert main(["train", "net.toml", "--epochs", "2", *TINY]) == 0
+    capsys.readouterr()
+    return config.with_name("net.ckpt.npz")
+
+
+# --- init --------------------------------------------------------------------------------------
+
+def test_init_writes_a_config_that_loads(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["init"]) == 0
+    assert "qmtik.toml" in capsys.readouterr().out
+    config = load_config(tmp_path / "qmtik.toml")
+    assert config.training.epochs == 30 and config.data.dataset == "digits"
+    assert config.network == Config().network
+
+
+def test_init_refuses_to_overwrite_without_force(config, capsys):
+    config.write_text("# mine\n")
+    line = fails(capsys, ["init", "net.toml"], 2)
+    assert "net.toml" in line and "--force" in line
+    assert config.read_text() == "# mine\n"
+    assert main(["init", "net.toml", "--force"]) == 0
+    assert load_config(config).training.epochs == 30
+
+
+# --- train -------------------------------------------------------------------------------------
+
+def test_train_writes_checkpoint_and_history_beside_the_config(config, capsys):
+    assert main(["train", "net.toml", "--epochs", "2", *TINY]) == 0
+    out = capsys.readouterr().out
+    ckpt, history = config.with_name("net.ckpt.npz"), config.with_name("net.history.json")
+    assert ckpt.is_file() and history.is_file()
+    assert "net.ckpt.npz" in out and "test accuracy" in out
+    assert "epoch 1/2" not in out                      # -q: no epoch lines
+    records = json.loads(history.read_text())
+    assert [r["epoch"] for r in records["epochs"]] == [1, 2]
+    assert records["best_epoch"] in (1, 2)
+    net = qmtik.Network.load(ckpt)
+    assert net.config.network.hidden == (8,) and net.config.training.epochs == 2
+    assert net.history_["best_epoch"] == records["best_epoch"]
+    assert not [p for p in config.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_train_prints_epoch_lines_unless_quiet(config, capsys):
+    assert main(["train", "net.toml", "--epochs", "2", "--set", "network.hidden=[8]"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 1/2" in out and "epoch 2/2" in out and "kept epoch" in out
+
+
+def test_train_out_puts_the_files_there(config, capsys):
+    (config.parent / "models").mkdir()
+    assert main(["train", "net.toml", "--epochs", "2", "-o", "models/m.ckpt.npz", *TINY]) == 0
+    assert (config.parent / "models" / "m.ckpt.npz").is_file()
+    assert (config.parent / "models" / "m.history.json").is_file()
+    assert not config.with_name("net.ckpt.npz").exists()
+
+
+def test_train_out_into_a_missing_directory_is_a_usage_error(config, capsys):
+    line = fails(capsys, ["train", "net.toml", "--epochs", "2", "-o", "nowhere/m.ckpt.npz", *TINY], 2)
+    assert "nowhere" in line
+
+
+def test_train_flags_override_the_config(config, capsys):
+    argv = ["train", "net.toml", "--epochs", "2", "--batch-size", "64", "--optimizer", "sgd",
+            "--learning-rate", "0.05", "--seed", "3", "--float-epochs", "1", *TINY]
+    assert main(argv) == 0
+    tc = qmtik.Network.load(config.with_name("net.ckpt.npz")).config.training
+    assert (tc.epochs, tc.batch_size, tc.optimizer, tc.learning_rate, tc.seed, tc.float_epochs) == \
+        (2, 64, "sgd", 0.05, 3, 1)
+
+
+# --- eval --------------------------------------------------------------------------------------
+
+def test_eval_prints_the_accuracy(trained, capsys):
+    assert main(["eval", str(trained)]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("accuracy ") and "% on 359 samples" in out and "int8 arithmetic" in out
+
+
+def test_eval_json(trained, capsys):
+    assert main(["eval", str(trained), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 0 <= result["accuracy"] <= 1 and result["samples"] == 359 and result["int8"] is True
+    # the same figure as the library's
+    (_, _), (x, y) = qmtik.load_dataset("digits")
+    assert result["accuracy"] == qmtik.Network.load(trained).score(x, y)
+
+
+def test_eval_on_other_data(trained, capsys):
+    assert main(["eval", str(trained), "--data", "digits:train", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == 1438
+
+
+def test_a_config_with_data_paths_trains_and_evaluates(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (x, y), (x_test, y_test) = qmtik.load_dataset("digits")
+    np.savez(tmp_path / "train.npz", x=x, y=y)
+    np.save(tmp_path / "test_x.npy", x_test)
+    np.save(tmp_path / "test_y.npy", y_test)
+    (tmp_path / "p.toml").write_text("[data]\ndataset = ''\ntrain = 'train.npz'\n")
+    assert main(["train", "p.toml", "--epochs", "2", *TINY]) == 0
+    assert "test accuracy" not in capsys.readouterr().out
+    line = fails(capsys, ["eval", "p.ckpt.npz"], 2)              # no test data named anywhere
+    assert "--data" in line
+    assert main(["eval", "p.ckpt.npz", "--data", "test_x.npy", "--labels", "test_y.npy"]) == 0
+    assert "on 359 samples" in capsys.readouterr().out
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+def test_an_unknown_key_via_set_exits_2(config, capsys):
+    line = fails(capsys, ["train", "net.toml", "--set", "training.epoch=2", "-q"], 2)
+    assert "training.epoch" in line and "did you mean 'training.epochs'" in line
+
+
+def test_an_unknown_section_via_set_exits_2(config, capsys):
+    line = fails(capsys, ["train", "net.toml", "--set", "trainig.epochs=2", "-q"], 2)
+    assert "trainig.epochs" in line
+
+
+def test_a_missing_config_exits_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    line = fails(capsys, ["train", "nope.toml", "-q"], 2)
+    assert "nope.toml" in line and "not found" in line
+
+
+@pytest.mark.parametrize("argv, key", [(["--epochs", "0"], "training.epochs"),
+                                       (["--set", "training.optimizer=adamm"], "training.optimizer"),
+                                       (["--set", "network.hidden=8"], "network.hidden"),
+                                       (["--set", "epochs"], "KEY=VALUE")])
+def test_a_bad_value_exits_2(config, capsys, argv, key):
+    assert key in fails(capsys, ["train", "net.toml", *argv, "-q"], 2)
+    assert not config.with_name("net.ckpt.npz").exists()
+
+
+def test_eval_of_a_missing_checkpoint_exits_1(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    line = fails(capsys, ["eval", "nope.ckpt.npz"], 1)
+    assert "nope.ckpt.npz" in line and "not found" in line
+
+
+def test_eval_of_a_damaged_checkpoint_exits_1(trained, capsys):
+    blob = trained.read_bytes()
+    trained.write_bytes(blob[: len(blob) // 2])
+    assert str(trained.name) in fails(capsys, ["eval", str(trained)], 1)
+
+
+def test_divergence_exits_1_and_writes_no_checkpoint(config, capsys):
+    line = fails(capsys, ["train", "net.toml", "--epochs", "2", "--learning-rate", "1e6", *TINY], 1)
+    assert "diverged" in line and "learning_rate" in line
+    assert sorted(p.name for p in config.parent.iterdir()) == ["net.toml"]
+
+
+def test_divergence_keeps_the_previous_checkpoint(trained, capsys):
+    before = trained.read_bytes()
+    fails(capsys, ["train", "net.toml", "--epochs", "2", "--learning-rate", "1e6", *TINY], 1)
+    assert trained.read_bytes() == before
+
+
+@pytest.mark.parametrize("argv", [["train", "net.toml", "--bogus"], [], ["fly"], ["train"],
+                                  ["train", "net.toml", "--epochs", "two"]])
+def test_usage_errors_exit_2_through_argparse(tmp_path, monkeypatch, capsys, argv):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: qmtik" in err and "Traceback" not in err
+
+
+def test_version_through_python_m(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    done = subprocess.run([sys.executable, "-m", "qmtik", "--version"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"qmtik {qmtik.__version__}"
+
+
+# --- interrupt and resume ----------------------------------------------------------------------
+
+def interrupt_at(monkeypatch, epoch: int):
+    """Make training stop with KeyboardInterrupt when epoch `epoch` ends (after its checkpoint)."""
+    original = Reporter.end_epoch
+
+    def end_epoch(self, record):
+        if record["epoch"] == epoch:
+            raise KeyboardInterrupt
+        original(self, record)
+
+    monkeypatch.setattr(Reporter, "end_epoch", end_epoch)
+
+
+@pytest.mark.parametrize("stop_after", [1, 2])
+def test_resume_finishes_with_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch, capsys, stop_after):
+    argv = ["train", "net.toml", "--epochs", "3", *TINY]
+    for name in ("whole", "resumed"):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        assert main(["init", "net.toml"]) == 0
+
+    monkeypatch.chdir(tmp_path / "whole")
+    assert main(argv) == 0
+
+    monkeypatch.chdir(tmp_path / "resumed")
+    with monkeypatch.context() as m:
+        interrupt_at(m, stop_after)
+        capsys.readouterr()
+        assert main(argv) == 130
+        err = capsys.readouterr().err
+    assert "--resume" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    partial = arrays_of(tmp_path / "resumed" / "net.ckpt.npz")
+    assert int(partial["resume.epoch"]) == stop_after
+    assert main([*argv, "--resume"]) == 0
+
+    whole, resumed = arrays_of(tmp_path / "whole" / "net.ckpt.npz"), arrays_of(tmp_path / "resumed" / "net.ckpt.npz")
+    assert sorted(whole) == sorted(resumed)
+    assert not any(k.startswith(("resume.", "optimizer.")) for k in resumed)    # a finished run
+    for key in whole:
+        if key != "history":
+            assert np.array_equal(whole[key], resumed[key]), key
+    h_whole, h_resumed = json.loads(str(whole["history"])), json.loads(str(resumed["history"]))
+    assert h_whole["best_epoch"] == h_resumed["best_epoch"]
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h["epochs"]]   # noqa: E731
+    assert strip(h_whole) == strip(h_resumed) and len(strip(h_whole)) == 3
+
+
+def test_resume_without_a_checkpoint_trains_from_the_start(config, capsys):
+    assert main(["train", "net.toml", "--epochs", "2", "--resume", *TINY]) == 0
+    assert len(qmtik.Network.load(config.with_name("net.ckpt.npz")).history_["epochs"]) == 2
+
+
+@pytest.mark.parametrize("damage", ["missing", "scalar"])
+def test_resume_with_a_damaged_optimizer_state_exits_1(config, monkeypatch, capsys, damage):
+    argv = ["train", "net.toml", "--epochs", "3", *TINY]
+    with monkeypatch.context() as m:
+        interrupt_at(m, 1)
+        assert main(argv) == 130
+    path = config.with_name("net.ckpt.npz")
+    arrays = arrays_of(path)
+    key = sorted(k for k in arrays if k.startswith("optimizer.") and k != "optimizer.steps")[0]
+    if damage == "missing":
+        del arrays[key]
+    else:
+        arrays[key] = np.array(0.5, dtype=arrays[key].dtype)      # would broadcast silently
+    path.unlink()
+    np.savez(path, **arrays)
+    line = fails(capsys, [*argv, "--resume"], 1)
+    assert "net.ckpt.npz" in line and key in line
+
+
+def test_resume_of_a_different_network_exits_1(config, monkeypatch, capsys):
+    argv = ["train", "net.toml", "--epochs", "3", *TINY]
+    with monkeypatch.context() as m:
+        interrupt_at(m, 1)
+        assert main(argv) == 130
+    line = fails(capsys, ["train", "net.toml", "--epochs", "3", "--set", "network.hidden=[9]", "-q",
+                          "--resume"], 1)
+    assert "cannot resume" in line

@@ -1,0 +1,360 @@
+"""The config: defaults, TOML round trips, overrides, and every refusal as one informative line."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import qmtik
+from qmtik import Config, ConfigError, NetworkConfig
+from qmtik.config import (DIGITS_STARTER, load_config, parse_override, reference_markdown,
+                          starter_toml, tomllib)
+from qmtik.functions import HIDDEN_ACTIVATIONS
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+
+
+def refusal(data) -> str:
+    """The message of the ConfigError that Config.from_dict(data) raises; it must be one line."""
+    with pytest.raises(ConfigError) as info:
+        Config.from_dict(data)
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --- building and round trips -----------------------------------------------------------------
+
+def test_defaults_build():
+    config = Config()
+    assert config.task == "classification"
+    assert config.network.widths == (64, 64, 10)
+    assert (config.network.output, config.network.cost) == ("softmax", "cross_entropy")
+    assert config.quantization.bits == 8 and config.quantization.per_channel
+    assert config.data.dataset == "digits"
+
+
+def test_the_starter_toml_is_the_defaults():
+    assert Config.from_dict(tomllib.loads(starter_toml())) == Config()
+
+
+def test_the_starter_toml_with_changes_applies_and_marks_them():
+    text = starter_toml(DIGITS_STARTER)
+    config = Config.from_dict(tomllib.loads(text))
+    assert config.training.epochs == 30 and config.training.batch_size == 32
+    assert config.training.learning_rate == 0.003
+    assert config.network == Config().network
+    assert "[default 10]" in text and "[default 128]" in text
+
+
+def test_to_dict_from_dict_round_trip():
+    config = Config.from_dict({
+        "task": "regression",
+        "network": {"inputs": 5, "hidden": [7, 3], "outputs": 2, "activation": "tanh",
+                    "output": "linear", "cost": "mse"},
+        "quantization": {"weight_scale": 0.01, "weight_granularity": "tensor"},
+        "training": {"epochs": 4, "optimizer": "sgd", "nesterov": True, "float_epochs": 4,
+                     "validation_split": 0.0, "seed": 3},
+        "data": {"input_range": [0, 255]},
+    })
+    assert config.network.hidden == (7, 3)
+    assert config.data.input_range == (0.0, 255.0)
+    assert Config.from_dict(config.to_dict()) == config
+    assert Config.from_dict(json.loads(config.to_json())) == config
+
+
+def test_load_config_reads_a_toml_file(tmp_path):
+    path = write(tmp_path / "net.toml", "task = 'classification'\n"
+                 "[network]\nhidden = [16, 8]\nactivation = 'leaky_relu'\n"
+                 "[training]\nepochs = 3\nlearning_rate = 1\n")
+    config = load_config(path)
+    assert config.network.hidden == (16, 8)
+    assert config.network.activation == "leaky_relu"
+    assert config.training.epochs == 3
+    assert config.training.learning_rate == 1.0 and isinstance(config.training.learning_rate, float)
+    assert config.training.batch_size == Config().training.batch_size   # untouched keys keep defaults
+
+
+def test_load_config_applies_overrides(tmp_path):
+    path = write(tmp_path / "net.toml", "[training]\nepochs = 3\n")
+    config = load_config(path, {"training.epochs": 7, "network.hidden": [4]})
+    assert config.training.epochs == 7 and config.network.hidden == (4,)
+
+
+# --- refusals: one line naming the key, the value and what is allowed ------------------------
+
+def test_unknown_key_names_it_and_suggests_the_close_one():
+    message = refusal({"training": {"epoch": 3}})
+    assert "training.epoch" in message
+    assert "did you mean 'training.epochs'" in message
+    assert "batch_size" in message          # the allowed keys are listed
+
+
+def test_unknown_section_names_it_and_suggests_the_close_one():
+    message = refusal({"netwrok": {"hidden": [8]}})
+    assert "netwrok" in message
+    assert "did you mean 'network'" in message
+    assert "quantization" in message
+
+
+def test_unknown_key_in_a_file_is_refused(tmp_path):
+    path = write(tmp_path / "net.toml", "[network]\nhiden = [8]\n")
+    with pytest.raises(ConfigError, match=r"network\.hiden.*did you mean 'network\.hidden'"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("value, shown", [("10", "'10' (a string)"), (True, "True (a boolean)"),
+                                          (10.0, "10.0 (a number)"), (0, "0 (an integer)")])
+def test_epochs_must_be_an_integer_of_at_least_one(value, shown):
+    message = refusal({"training": {"epochs": value}})
+    assert "training.epochs" in message and shown in message
+    assert "an integer >= 1" in message
+
+
+def test_a_string_for_a_number_is_refused():
+    message = refusal({"training": {"learning_rate": "fast"}})
+    assert "training.learning_rate" in message and "'fast'" in message and "a number > 0" in message
+
+
+def test_a_zero_width_hidden_layer_is_refused():
+    message = refusal({"network": {"hidden": [64, 0]}})
+    assert "network.hidden" in message and "[64, 0]" in message
+    assert "integers from 1 to" in message
+
+
+@pytest.mark.parametrize("value", [64, "64", {"a": 1}])
+def test_hidden_must_be_a_list(value):
+    message = refusal({"network": {"hidden": value}})
+    assert "network.hidden" in message and repr(value) in message and "a list of integers" in message
+
+
+def test_hidden_may_be_empty():
+    assert Config.from_dict({"network": {"hidden": []}}).network.widths == (64, 10)
+
+
+def test_an_unknown_activation_is_refused_with_a_hint():
+    message = refusal({"network": {"activation": "rellu"}})
+    assert "network.activation" in message and "'rellu'" in message
+    assert "did you mean 'relu'" in message
+    for name in HIDDEN_ACTIVATIONS:
+        assert repr(name) in message
+
+
+@pytest.mark.parametrize("output, cost, outputs, task, reason", [
+    ("linear", "cross_entropy", 10, "classification", "cross_entropy is the cost of softmax outputs"),
+    ("softmax", "binary_cross_entropy", 10, "classification", "binary_cross_entropy is the cost of sigmoid"),
+    ("softmax", "cross_entropy", 1, "classification", "softmax over a single output"),
+    ("softmax", "mse", 3, "regression", "suits classes, not regression"),
+    ("linear", "cross_entropy", 3, "regression", "cross_entropy is the cost of softmax outputs"),
+    ("softmax", "cross_entropy", 3, "regression", "suits classes, not regression"),
+    ("linear", "mse", 1, "classification", "single-output classifier needs output = 'sigmoid'"),
+])
+def test_combinations_that_make_no_sense_are_refused_with_the_reason(output, cost, outputs, task, reason):
+    message = refusal({"task": task, "network": {"output": output, "cost": cost, "outputs": outputs}})
+    assert reason in message
+    assert repr(output) in message and repr(cost) in message and repr(task) in message
+
+
+@pytest.mark.parametrize("training", [{"optimizer": "adam", "nesterov": True},
+                                      {"optimizer": "sgd", "momentum": 0.0, "nesterov": True}])
+def test_nesterov_needs_sgd_with_momentum(training):
+    message = refusal({"training": training})
+    assert "training.nesterov" in message and "True" in message
+    assert "optimizer = 'sgd' and momentum > 0" in message
+
+
+def test_nesterov_with_sgd_and_momentum_builds():
+    config = Config.from_dict({"training": {"optimizer": "sgd", "momentum": 0.9, "nesterov": True}})
+    assert config.training.nesterov is True
+
+
+def test_float_epochs_may_not_exceed_epochs():
+    message = refusal({"training": {"epochs": 3, "float_epochs": 4}})
+    assert "training.float_epochs" in message and "4" in message and "<= 3" in message
+    assert Config.from_dict({"training": {"epochs": 3, "float_epochs": 3}}).training.float_epochs == 3
+
+
+@pytest.mark.parametrize("share", [1, 1.0, -0.1])
+def test_validation_split_must_be_below_one(share):
+    message = refusal({"training": {"validation_split": share}})
+    assert "training.validation_split" in message and "< 1" in message and repr(share) in message
+
+
+@pytest.mark.parametrize("rng", [[1, 1], [5, 0], [0], "wide", [0, "255"]])
+def test_input_range_needs_low_below_high(rng):
+    message = refusal({"data": {"input_range": rng}})
+    assert "data.input_range" in message and repr(rng) in message and "low < high" in message
+
+
+@pytest.mark.parametrize("rng", [[0, float("inf")], [float("-inf"), 0], [float("nan"), 1]])
+def test_input_range_must_be_finite(rng):
+    refusal({"data": {"input_range": rng}})
+
+
+@pytest.mark.parametrize("bits", [4, 16, 8.0])
+def test_bits_must_be_8(bits):
+    message = refusal({"quantization": {"bits": bits}})
+    assert "quantization.bits" in message and repr(bits) in message and "8" in message
+
+
+def test_weight_scale_is_auto_or_positive():
+    assert Config.from_dict({"quantization": {"weight_scale": 0.5}}).quantization.weight_scale == 0.5
+    message = refusal({"quantization": {"weight_scale": -1}})
+    assert "quantization.weight_scale" in message and "-1" in message and "'auto' or a number > 0" in message
+
+
+def test_a_section_that_is_not_a_table_is_refused():
+    message = refusal({"training": 5})
+    assert "training" in message and "5" in message and "a table" in message
+
+
+def test_a_missing_data_file_is_refused(tmp_path):
+    path = write(tmp_path / "net.toml", "[data]\ndataset = ''\ntrain = 'missing.npz'\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "data.train" in message and "missing.npz" in message and "does not exist" in message
+    assert str(tmp_path) in message          # the path it looked at, next to the config
+
+
+def test_a_path_together_with_a_named_dataset_is_refused():
+    message = refusal({"data": {"train": "x.npz"}})
+    assert "data.train" in message and "'x.npz'" in message and "dataset = ''" in message
+
+
+def test_bad_toml_is_refused_naming_the_file(tmp_path):
+    path = write(tmp_path / "net.toml", "[network\nhidden = [8]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(path) in message and "not valid TOML" in message
+
+
+def test_a_missing_config_file_is_refused(tmp_path):
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match="not found") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+# --- every valid combination of functions builds, and trains --------------------------------
+
+VALID_PAIRS = [("linear", "mse"), ("softmax", "cross_entropy"), ("softmax", "mse"),
+               ("sigmoid", "binary_cross_entropy"), ("sigmoid", "mse")]
+
+
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+@pytest.mark.parametrize("output, cost", VALID_PAIRS)
+def test_every_valid_combination_builds_and_trains(activation, output, cost):
+    config = Config.from_dict({"network": {"inputs": 4, "hidden": [5], "outputs": 3, "activation": activation,
+                                           "output": output, "cost": cost},
+                               "training": {"epochs": 1, "batch_size": 8, "validation_split": 0.0}})
+    assert (config.network.activation, config.network.output, config.network.cost) == (activation, output, cost)
+    assert Config.from_dict(config.to_dict()) == config
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(24, 4)), np.arange(24) % 3
+    net = qmtik.Network(config).fit(x, y)
+    assert net.predict(x).shape == (24,)
+    if output != "softmax":      # a regression task accepts every output but softmax
+        Config.from_dict({"task": "regression", "network": {"output": output, "cost": "mse", "outputs": 1}})
+
+
+# --- data paths --------------------------------------------------------------------------------
+
+def test_relative_data_paths_resolve_against_the_config_directory(tmp_path, monkeypatch):
+    conf_dir, elsewhere = tmp_path / "conf", tmp_path / "elsewhere"
+    (conf_dir / "data").mkdir(parents=True)
+    elsewhere.mkdir()
+    np.savez(conf_dir / "data" / "train.npz", x=np.zeros((3, 64)), y=np.zeros(3, int))
+    np.save(conf_dir / "test.npy", np.zeros((3, 64)))
+    np.save(conf_dir / "test_labels.npy", np.zeros(3, int))
+    path = write(conf_dir / "net.toml", "[data]\ndataset = ''\ntrain = 'data/train.npz'\n"
+                 "test = 'test.npy'\ntest_labels = 'test_labels.npy'\n")
+    monkeypatch.chdir(elsewhere)
+    config = load_config(Path("..") / "conf" / "net.toml")
+    assert Path(config.data.train).resolve() == (conf_dir / "data" / "train.npz").resolve()
+    assert Path(config.data.test).resolve() == (conf_dir / "test.npy").resolve()
+    assert Path(config.data.test_labels).resolve() == (conf_dir / "test_labels.npy").resolve()
+    # the same relative path next to the working directory is not what is read
+    write(elsewhere / "net.toml", (conf_dir / "net.toml").read_text())
+    with pytest.raises(ConfigError, match="data.train"):
+        load_config(elsewhere / "net.toml")
+
+
+def test_absolute_data_paths_are_kept(tmp_path):
+    data = tmp_path / "d" / "train.npz"
+    data.parent.mkdir()
+    np.savez(data, x=np.zeros((3, 64)), y=np.zeros(3, int))
+    (tmp_path / "c").mkdir()
+    path = write(tmp_path / "c" / "net.toml", f"[data]\ndataset = ''\ntrain = {str(data)!r}\n")
+    assert load_config(path).data.train == str(data)
+
+
+# --- overrides ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("training.epochs=5", ("training.epochs", 5)),
+    ("network.hidden=[64,32]", ("network.hidden", [64, 32])),
+    ("optimizer=sgd", ("optimizer", "sgd")),
+    (" training.learning_rate = 0.01 ", ("training.learning_rate", 0.01)),
+    ("training.nesterov=true", ("training.nesterov", True)),
+    ("data.train=a/b.npz", ("data.train", "a/b.npz")),
+    ("data.dataset=''", ("data.dataset", "")),
+])
+def test_parse_override(text, expected):
+    key, value = parse_override(text)
+    assert (key, value) == expected
+    assert type(value) is type(expected[1])
+
+
+@pytest.mark.parametrize("text", ["training.epochs", "=5", ""])
+def test_parse_override_needs_key_equals_value(text):
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_override(text)
+
+
+def test_replace_sets_one_key_and_checks_it():
+    config = Config()
+    changed = config.replace("training.epochs", 5)
+    assert changed.training.epochs == 5 and config.training.epochs == 10
+    assert changed.replace("network.hidden", [64, 32]).network.hidden == (64, 32)
+    assert config.replace("task", "classification") == config
+    with pytest.raises(ConfigError, match="training.epochs"):
+        config.replace("training.epochs", 0)
+    with pytest.raises(ConfigError, match="did you mean 'training.epochs'"):
+        config.replace("training.epoch", 5)
+
+
+@pytest.mark.parametrize("key", ["trainig.epochs", "a.b.c"])
+def test_replace_refuses_an_unknown_section_with_a_config_error(key):
+    with pytest.raises(ConfigError) as info:
+        Config().replace(key, 5)
+    assert key in str(info.value)
+
+
+def test_configs_are_frozen():
+    with pytest.raises(Exception):
+        Config().training.epochs = 3      # type: ignore[misc]
+    assert NetworkConfig(hidden=[3, 2]).hidden == (3, 2)
+
+
+# --- the generated reference -------------------------------------------------------------------
+
+def test_docs_config_md_is_the_generated_reference():
+    assert DOCS.is_file(), "generate it: PYTHONPATH=src python -m qmtik.config > docs/config.md"
+    assert DOCS.read_text(encoding="utf-8") == reference_markdown()
+
+
+def test_the_reference_lists_every_key():
+    text = reference_markdown()
+    for section, values in Config().to_dict().items():
+        keys = [section] if not isinstance(values, dict) else [f"{section}.{k}" for k in values]
+        for key in keys:
+            assert f"| `{key}` |" in text

@@ -1,0 +1,357 @@
+"""Data: the bundled digits, IDX files, NumPy files (never unpickled), input and label checks."""
+import gzip
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from qmtik import Config, DataError
+from qmtik.data import (check_inputs, encode_targets, load_arrays, load_digits, load_fashion_mnist,
+                        named_dataset, read_idx)
+
+
+def one_line(info) -> str:
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
+
+
+# --- the bundled digits ------------------------------------------------------------------------
+
+def test_load_digits():
+    x, y = load_digits()
+    assert x.shape == (1797, 64) and y.shape == (1797,)
+    assert x.min() == 0 and x.max() == 16
+    np.testing.assert_array_equal(x, np.round(x))            # whole pixel counts
+    assert y.dtype.kind == "i"
+    assert sorted(set(y.tolist())) == list(range(10))
+    assert min(Counter(y.tolist()).values()) > 150           # every class well represented
+
+
+def test_the_digits_split_is_a_partition():
+    x, y = load_digits()
+    (x_train, y_train), (x_test, y_test) = named_dataset("digits")
+    assert len(x_train) == len(y_train) == 1438
+    assert len(x_test) == len(y_test) == 359
+    # each sample of the bundled set is in exactly one part: the rows (with labels) are the same multiset
+    def rows(a, b):
+        return Counter(row.tobytes() for row in np.column_stack([a, b]).astype(np.int64))
+    assert rows(x, y) == rows(x_train, y_train) + rows(x_test, y_test)
+    assert set(y_test.tolist()) == set(range(10))
+
+
+def test_an_unknown_named_dataset_is_refused():
+    with pytest.raises(DataError, match="'mnist'"):
+        named_dataset("mnist")
+
+
+# --- IDX files ---------------------------------------------------------------------------------
+
+def idx_bytes(array: np.ndarray, magic=(0, 0, 8)) -> bytes:
+    header = bytes([*magic, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+@pytest.fixture
+def images():
+    return (np.arange(2 * 3 * 5) * 7 % 256).astype(np.uint8).reshape(2, 3, 5)   # odd, asymmetric shape
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_idx_reads_a_good_file(tmp_path, images, gz):
+    blob = idx_bytes(images)
+    path = tmp_path / ("images.idx.gz" if gz else "images.idx")
+    path.write_bytes(gzip.compress(blob) if gz else blob)
+    out = read_idx(path)
+    assert out.dtype == np.uint8 and out.shape == (2, 3, 5)
+    np.testing.assert_array_equal(out, images)
+
+
+def test_read_idx_reads_one_dimensional_labels(tmp_path):
+    labels = np.array([3, 0, 9, 1], dtype=np.uint8)
+    path = tmp_path / "labels.idx"
+    path.write_bytes(idx_bytes(labels))
+    np.testing.assert_array_equal(read_idx(path), labels)
+
+
+@pytest.mark.parametrize("magic", [(1, 0, 8), (0, 0, 0x0D), (0, 1, 8)])
+def test_read_idx_refuses_a_bad_magic_number(tmp_path, images, magic):
+    path = tmp_path / "bad.idx"
+    path.write_bytes(idx_bytes(images, magic))
+    with pytest.raises(DataError) as info:
+        read_idx(path)
+    message = one_line(info)
+    assert str(path) in message and "magic" in message
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_idx_refuses_a_truncated_file(tmp_path, images, gz):
+    blob = idx_bytes(images)[:-4]                     # header 16 bytes + 30 - 4 = 42 bytes
+    path = tmp_path / ("cut.idx.gz" if gz else "cut.idx")
+    path.write_bytes(gzip.compress(blob) if gz else blob)
+    with pytest.raises(DataError) as info:
+        read_idx(path)
+    message = one_line(info)
+    assert str(path) in message
+    assert "46" in message and "42" in message         # bytes needed, bytes there
+    assert "(2, 3, 5)" in message
+
+
+def test_read_idx_refuses_dimensions_that_do_not_match_the_data(tmp_path, images):
+    blob = bytearray(idx_bytes(images))
+    blob[4:8] = (3).to_bytes(4, "big")                 # claims 3 images, holds 2
+    path = tmp_path / "dims.idx"
+    path.write_bytes(bytes(blob))
+    with pytest.raises(DataError) as info:
+        read_idx(path)
+    message = one_line(info)
+    assert "(3, 3, 5)" in message and "61" in message and "46" in message
+
+
+def test_read_idx_refuses_a_truncated_header(tmp_path):
+    path = tmp_path / "head.idx"
+    path.write_bytes(bytes([0, 0, 8, 3, 0, 0, 0, 2]))
+    with pytest.raises(DataError, match="truncated header"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("name, blob", [("missing.idx", None), ("broken.idx.gz", b"\x1f\x8b not gzip")])
+def test_read_idx_refuses_unreadable_files(tmp_path, name, blob):
+    path = tmp_path / name
+    if blob is not None:
+        path.write_bytes(blob)
+    with pytest.raises(DataError) as info:
+        read_idx(path)
+    assert str(path) in one_line(info)
+
+
+def test_load_fashion_mnist_without_the_package_says_how_to_install_it(tmp_path):
+    with pytest.raises(DataError) as info:
+        load_fashion_mnist(tmp_path / "fashion-mnist")
+    message = one_line(info)
+    assert str(tmp_path / "fashion-mnist") in message
+    assert "apt-get install dataset-fashion-mnist" in message
+
+
+def test_load_fashion_mnist_reads_the_four_files(tmp_path):
+    rng = np.random.default_rng(1)
+    parts = {"train": 5, "t10k": 3}
+    for prefix, n in parts.items():
+        (tmp_path / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
+            gzip.compress(idx_bytes(rng.integers(0, 256, (n, 28, 28)))))
+        (tmp_path / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(
+            gzip.compress(idx_bytes(np.arange(n) % 10)))
+    (x, y), (x_test, y_test) = load_fashion_mnist(tmp_path)
+    assert x.shape == (5, 784) and x_test.shape == (3, 784) and x.dtype == np.uint8
+    np.testing.assert_array_equal(y, [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(y_test, [0, 1, 2])
+
+
+# --- NumPy files -------------------------------------------------------------------------------
+
+def test_load_arrays_reads_an_npz(tmp_path):
+    x, y = np.arange(12.0).reshape(4, 3), np.array([1, 0, 1, 1])
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    got_x, got_y = load_arrays(tmp_path / "d.npz")
+    np.testing.assert_array_equal(got_x, x)
+    np.testing.assert_array_equal(got_y, y)
+
+
+def test_load_arrays_refuses_an_npz_without_y(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 3)), labels=np.zeros(2))
+    with pytest.raises(DataError) as info:
+        load_arrays(tmp_path / "d.npz")
+    message = one_line(info)
+    assert str(tmp_path / "d.npz") in message and "'y'" in message and "labels" in message
+
+
+def test_load_arrays_reads_an_npy_pair(tmp_path):
+    x, y = np.arange(6, dtype=np.uint8).reshape(2, 3), np.array([0.5, -1.5])
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    got_x, got_y = load_arrays(tmp_path / "x.npy", tmp_path / "y.npy")
+    np.testing.assert_array_equal(got_x, x)
+    np.testing.assert_array_equal(got_y, y)
+    assert got_x.dtype == np.uint8
+
+
+def test_load_arrays_needs_labels_for_an_npy(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((2, 3)))
+    with pytest.raises(DataError, match="labels"):
+        load_arrays(tmp_path / "x.npy")
+
+
+class Trap:
+    """Unpickling this creates the marker file: proof that a loader unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz"])
+def test_pickled_object_arrays_are_refused_unopened(tmp_path, kind):
+    marker = tmp_path / "unpickled"
+    trap = np.empty(2, dtype=object)
+    trap[0], trap[1] = Trap(marker), Trap(marker)
+    if kind == "npy":
+        np.save(tmp_path / "x.npy", trap, allow_pickle=True)
+        np.save(tmp_path / "y.npy", np.zeros(2))
+        call = lambda: load_arrays(tmp_path / "x.npy", tmp_path / "y.npy")
+    else:
+        np.savez(tmp_path / "d.npz", x=trap, y=np.zeros(2))
+        call = lambda: load_arrays(tmp_path / "d.npz")
+    assert not marker.exists()
+    with pytest.raises(DataError) as info:
+        call()
+    one_line(info)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("which", ["x", "labels"])
+def test_load_arrays_refuses_a_missing_file(tmp_path, which):
+    np.save(tmp_path / "x.npy", np.zeros((2, 3)))
+    x_path = tmp_path / ("x.npy" if which == "labels" else "nope.npy")
+    labels = tmp_path / "nolabels.npy"
+    with pytest.raises(DataError) as info:
+        load_arrays(x_path, labels)
+    message = one_line(info)
+    assert "not found" in message
+    assert str(labels if which == "labels" else x_path) in message
+
+
+def test_load_arrays_refuses_a_missing_npz(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_arrays(tmp_path / "nope.npz")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_load_arrays_refuses_a_damaged_npz(tmp_path, damage):
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.arange(400.0).reshape(100, 4), y=np.zeros(100))
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) // 2] if damage == "truncated" else b"PK\x03\x04" + bytes(300))
+    with pytest.raises(DataError) as info:
+        load_arrays(path)
+    assert str(path) in one_line(info)
+
+
+# --- input checks ------------------------------------------------------------------------------
+
+def test_check_inputs_passes_good_inputs_through():
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    out = check_inputs(x, 4)
+    np.testing.assert_array_equal(out, x)
+    assert check_inputs([[1, 2], [3, 4]], 2).shape == (2, 2)
+
+
+def test_check_inputs_refuses_the_wrong_feature_count():
+    with pytest.raises(DataError) as info:
+        check_inputs(np.zeros((3, 63)), 64, "test inputs")
+    message = one_line(info)
+    assert message.startswith("test inputs:") and "63" in message and "64" in message
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_check_inputs_names_the_sample_with_a_non_finite_value(bad):
+    x = np.zeros((6, 4))
+    x[4, 2] = bad
+    with pytest.raises(DataError) as info:
+        check_inputs(x, 4)
+    assert "sample 4" in one_line(info)
+
+
+@pytest.mark.parametrize("x", [np.zeros((0, 4)), np.zeros((0, 2, 2)), np.array([])])
+def test_check_inputs_refuses_no_samples(x):
+    with pytest.raises(DataError) as info:
+        check_inputs(x, 4)
+    one_line(info)
+
+
+def test_check_inputs_flattens_images():
+    images = np.arange(5 * 8 * 8).reshape(5, 8, 8)
+    out = check_inputs(images, 64)
+    assert out.shape == (5, 64)
+    np.testing.assert_array_equal(out[3], images[3].ravel())
+
+
+@pytest.mark.parametrize("x", [np.array([["a", "b"]]), np.array([[None, 1]], dtype=object),
+                               np.array([[1 + 2j, 0]])])
+def test_check_inputs_refuses_non_numbers(x):
+    with pytest.raises(DataError) as info:
+        check_inputs(x, 2)
+    assert "expected numbers" in one_line(info)
+
+
+def test_check_inputs_refuses_a_single_vector():
+    with pytest.raises(DataError, match="2-D"):
+        check_inputs(np.zeros(64), 64)
+
+
+# --- targets -----------------------------------------------------------------------------------
+
+CLASSES = Config()
+BINARY = Config.from_dict({"network": {"outputs": 1, "output": "sigmoid", "cost": "binary_cross_entropy"}})
+
+
+def regression(outputs):
+    return Config.from_dict({"task": "regression", "network": {"outputs": outputs, "output": "linear", "cost": "mse"}})
+
+
+def test_encode_targets_one_hot():
+    out = encode_targets(np.array([3, 0, 9]), CLASSES, 3)
+    expected = np.zeros((3, 10), np.float32)
+    expected[0, 3] = expected[1, 0] = expected[2, 9] = 1
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(encode_targets(np.array([3.0, 0.0]), CLASSES, 2), expected[:2])
+
+
+@pytest.mark.parametrize("label", [10, -1])
+def test_encode_targets_names_the_label_out_of_range_and_its_sample(label):
+    with pytest.raises(DataError) as info:
+        encode_targets(np.array([0, 1, label, 2]), CLASSES, 4)
+    message = one_line(info)
+    assert f"label {label} of sample 2" in message and "0..9" in message
+
+
+@pytest.mark.parametrize("y", [np.array([0, 1.5, 2]), np.array([[0], [1], [2]])])
+def test_encode_targets_refuses_labels_that_are_not_integers(y):
+    with pytest.raises(DataError, match="integers"):
+        encode_targets(y, CLASSES, 3)
+
+
+def test_encode_targets_refuses_the_wrong_count():
+    with pytest.raises(DataError) as info:
+        encode_targets(np.array([0, 1]), CLASSES, 3, "test labels")
+    message = one_line(info)
+    assert message.startswith("test labels:") and "2 labels for 3 samples" in message
+
+
+def test_encode_targets_refuses_nan_and_text():
+    with pytest.raises(DataError, match="label 1"):
+        encode_targets(np.array([0.0, np.nan]), CLASSES, 2)
+    with pytest.raises(DataError, match="expected numbers"):
+        encode_targets(np.array(["0", "1"]), CLASSES, 2)
+
+
+def test_encode_targets_for_regression():
+    out = encode_targets(np.array([0.5, -2.0, 3.25]), regression(1), 3)
+    assert out.dtype == np.float32 and out.shape == (3, 1)
+    np.testing.assert_array_equal(out[:, 0], [0.5, -2.0, 3.25])
+    y = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(encode_targets(y, regression(3), 2), y)
+    with pytest.raises(DataError) as info:
+        encode_targets(np.zeros((2, 2)), regression(3), 2)
+    message = one_line(info)
+    assert "2 targets per sample" in message and "3 outputs" in message
+
+
+def test_encode_targets_single_sigmoid_output_gives_a_column():
+    out = encode_targets(np.array([0, 1, 1, 0]), BINARY, 4)
+    assert out.shape == (4, 1) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:, 0], [0, 1, 1, 0])
+    with pytest.raises(DataError, match="label 2 of sample 1"):
+        encode_targets(np.array([0, 2]), BINARY, 2)
