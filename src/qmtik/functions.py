@@ -125,8 +125,6 @@ def combination_problem(task: str, output: str, cost_kind: str, outputs: int) ->
         return "softmax over a single output is always 1; use output = 'sigmoid' for a yes/no class"
     if task == "regression" and output == "softmax":
         return "softmax makes outputs that sum to 1, which suits classes, not regression; use 'linear' or 'sigmoid'"
-    if task == "regression" and cost_kind == "cross_entropy":
-        return "cross_entropy needs class labels; regression uses 'mse' (or 'binary_cross_entropy' for targets in [0, 1])"
     if task == "classification" and outputs == 1 and output != "sigmoid":
         return "a single-output classifier needs output = 'sigmoid' (class 1 when the probability is at least 0.5)"
     return None

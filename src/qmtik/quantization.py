@@ -126,7 +126,7 @@ def quantize_multiplier(real) -> tuple[np.ndarray, np.ndarray]:
     exponent = exponent + carry
     shift = MULTIPLIER_BITS - exponent.astype(np.int64)
     if np.any((shift < 0) & (mult > 0)):
-        raise QuantizationError(f"requantization multiplier {real.max():.3g} is too large (at most 2**22)")
+        raise QuantizationError(f"requantization multiplier {real.max():.3g} is too large (below 2**23 allowed)")
     vanishing = (shift > MAX_SHIFT) | (real == 0)
     return np.where(vanishing, 0, mult), np.where(vanishing, 0, shift)
 
@@ -153,7 +153,7 @@ def accumulator_bound(fan_in: int) -> int:
 def bias_limit(fan_in: int) -> int:
     """How large |bias| may be so that accumulator plus bias stays inside (-2**30, 2**30)."""
     limit = ACC_LIMIT - 1 - accumulator_bound(fan_in)
-    if limit <= 0:
+    if fan_in > MAX_FAN_IN:
         raise QuantizationError(f"fan-in {fan_in} is too large for int32 accumulators (at most {MAX_FAN_IN})")
     return limit
 

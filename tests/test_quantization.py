@@ -1,0 +1,552 @@
+"""The int8 arithmetic of quantization.py against hand-checked goldens and exact oracles.
+
+Integers are compared exactly. The oracles are independent of the code under test: rounding
+is done on fractions.Fraction (the exact value of a float), sums in Python or numpy int64.
+"""
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import qmtik
+from qmtik import quantization as q
+
+
+def exact_round(value) -> int:
+    """Round half away from zero of the exact value of a float, int or Fraction."""
+    f = Fraction(value)
+    magnitude = math.floor(abs(f) + Fraction(1, 2))
+    return -magnitude if f < 0 else magnitude
+
+
+def as_ints(a):
+    return [int(v) for v in np.asarray(a).ravel()]
+
+
+# --- round_half_away -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_round_half_away_ties_go_away_from_zero(dtype):
+    x = np.array([0.5, -0.5, 1.5, 2.5, -2.5, -1.5, 3.5, 0.49, -0.51, 0.0, 7.0, -7.25], dtype=dtype)
+    out = q.round_half_away(x)
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, np.array([1, -1, 2, 3, -3, -2, 4, 0, -1, 0, 7, -7], dtype=dtype))
+    # np.round would round 0.5 -> 0, 2.5 -> 2, -2.5 -> -2: the test above can tell them apart
+    assert not np.array_equal(np.round(x), out)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_round_half_away_float_just_below_half(dtype):
+    below = np.nextafter(dtype(0.5), dtype(0))
+    assert below < 0.5
+    assert float(below + dtype(0.5)) == 1.0          # why floor(|x| + 0.5) is wrong here
+    np.testing.assert_array_equal(q.round_half_away(np.array([below, -below], dtype=dtype)),
+                                  np.array([0, 0], dtype=dtype))
+    # and the float just above 0.5 goes up
+    above = np.nextafter(dtype(0.5), dtype(1))
+    np.testing.assert_array_equal(q.round_half_away(np.array([above, -above])), [1, -1])
+
+
+def test_round_half_away_large_float32_integers_unchanged():
+    odd = np.array([2**23 + 1, 2**23 + 3, 2**24 - 1, -(2**23 + 1), -(2**24 - 1)], dtype=np.float32)
+    assert as_ints(odd) == [2**23 + 1, 2**23 + 3, 2**24 - 1, -(2**23 + 1), -(2**24 - 1)]
+    out = q.round_half_away(odd)
+    assert out.dtype == np.float32
+    assert as_ints(out) == [2**23 + 1, 2**23 + 3, 2**24 - 1, -(2**23 + 1), -(2**24 - 1)]
+    # the largest float32 half-integer: 2**23 - 0.5
+    np.testing.assert_array_equal(q.round_half_away(np.float32(2**23 - 0.5)), np.float32(2**23))
+
+
+def test_round_half_away_large_float64_integers_unchanged():
+    odd = np.array([2.0**52 + 1, 2.0**53 - 1, -(2.0**52 + 1), 2.0**52 - 0.5], dtype=np.float64)
+    assert as_ints(q.round_half_away(odd)) == [2**52 + 1, 2**53 - 1, -(2**52 + 1), 2**52]
+
+
+def test_round_half_away_scalar():
+    assert float(q.round_half_away(2.5)) == 3.0
+    assert float(q.round_half_away(-2.5)) == -3.0
+
+
+def _floats(width):
+    limit = 2.0**(24 if width == 32 else 53)
+    halves = st.integers(-(2**(22 if width == 32 else 51)), 2**(22 if width == 32 else 51)).map(lambda k: k + 0.5)
+    return st.one_of(st.floats(-limit * 4, limit * 4, width=width), halves,
+                     st.floats(-3, 3, width=width))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_floats(32), min_size=1, max_size=20))
+def test_round_half_away_float32_matches_exact_oracle(values):
+    x = np.array(values, dtype=np.float32)
+    out = q.round_half_away(x)
+    assert out.dtype == np.float32
+    assert as_ints(out) == [exact_round(float(v)) for v in x]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_floats(64), min_size=1, max_size=20))
+def test_round_half_away_float64_matches_exact_oracle(values):
+    x = np.array(values, dtype=np.float64)
+    assert as_ints(q.round_half_away(x)) == [exact_round(float(v)) for v in x]
+
+
+# --- quantize / dequantize / fake_quantize -----------------------------------------------------------
+
+def test_quantize_rounds_half_away_and_clamps():
+    x = np.array([0.25, -0.75, 1.25, 0.0, 63.5, 64.0, -64.0, -64.25, 1000.0, -1000.0])
+    # x / 0.5 = 0.5, -1.5, 2.5, 0, 127, 128, -128, -128.5, 2000, -2000
+    np.testing.assert_array_equal(q.quantize(x, 0.5), [1, -2, 3, 0, 127, 127, -128, -128, 127, -128])
+
+
+def test_quantize_weights_range_is_symmetric():
+    x = np.array([-1000.0, -12.75, 12.75, 1000.0], dtype=np.float32)
+    codes = q.quantize(x, np.float32(0.1), 0, -q.WMAX, q.WMAX)
+    # -127.5 -> -128 -> clamped to -127; 127.5 -> 128 -> 127
+    np.testing.assert_array_equal(codes, [-127, -127, 127, 127])
+
+
+def test_quantize_with_zero_point():
+    # r = s * (q - z):  q = round(r / s) + z
+    x = np.array([0.0, 1.0, -1.0, 0.05, 30.0, -30.0])
+    np.testing.assert_array_equal(q.quantize(x, 0.1, 5), [5, 15, -5, 6, 127, -128])
+    np.testing.assert_array_equal(q.quantize(x, 0.1, -128), [-128, -118, -128, -127, 127, -128])
+
+
+def test_quantize_integer_input():
+    np.testing.assert_array_equal(q.quantize(np.array([3, -3, 5]), 2), [2, -2, 3])
+
+
+def test_dequantize_and_fake_quantize():
+    np.testing.assert_array_equal(q.dequantize(np.array([-128, 0, 5, 127], dtype=np.int8), 0.5, 5),
+                                  [-66.5, -2.5, 0.0, 61.0])
+    # 0.3 / 0.25 = 1.2 -> 1; 0.375 / 0.25 = 1.5 -> 2; clamps at -128 and 127 steps
+    np.testing.assert_array_equal(q.fake_quantize(np.array([0.3, 0.375, -0.375, 100.0, -100.0]), 0.25),
+                                  [0.25, 0.5, -0.5, 31.75, -32.0])
+    np.testing.assert_array_equal(q.fake_quantize(np.array([100.0, -100.0]), 0.25, 0, -127, 127),
+                                  [31.75, -31.75])
+    # with a zero point the clamp moves: codes [-128, 127] stand for [0, 255 * s]
+    np.testing.assert_array_equal(q.fake_quantize(np.array([-1.0, 0.0, 2.0, 100.0]), 0.25, -128),
+                                  [0.0, 0.0, 2.0, 63.75])
+
+
+# --- scales ----------------------------------------------------------------------------------------
+
+def test_affine_params_non_negative_range_uses_all_codes():
+    scale, zero = q.affine_params(0.0, 2.55)
+    assert zero == -128
+    assert scale == 2.55 / 255
+    assert int(q.quantize(2.55, scale, zero)) == 127
+    assert int(q.quantize(0.0, scale, zero)) == -128
+
+
+def test_affine_params_symmetric_range():
+    scale, zero = q.affine_params(-1.0, 1.0)
+    # lo / s = -127.5 -> -128, zero = -128 - (-128) = 0
+    assert (scale, zero) == (2.0 / 255, 0)
+
+
+def test_affine_params_widens_to_contain_zero():
+    assert q.affine_params(2.0, 5.0) == q.affine_params(0.0, 5.0) == (5.0 / 255, -128)
+    assert q.affine_params(-5.0, -2.0) == q.affine_params(-5.0, 0.0) == (5.0 / 255, 127)
+
+
+def test_affine_params_degenerate_range():
+    scale, zero = q.affine_params(0.0, 0.0)
+    assert scale > 0 and zero == -128
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(-1e4, 0), st.floats(0, 1e4))
+def test_affine_params_zero_exact_and_range_covered(lo, hi):
+    scale, zero = q.affine_params(lo, hi)
+    assert isinstance(zero, int) and -128 <= zero <= 127
+    assert int(q.quantize(0.0, scale, zero)) == zero
+    assert float(q.dequantize(zero, scale, zero)) == 0.0
+    if hi - lo >= 1e-6:
+        # the end codes stand for lo and hi within half a step
+        assert abs(float(q.dequantize(-128, scale, zero)) - lo) <= scale * 0.5 * (1 + 1e-9)
+        assert abs(float(q.dequantize(127, scale, zero)) - hi) <= scale * 0.5 * (1 + 1e-9)
+
+
+def test_weight_scales_and_codes():
+    w = np.array([[0.5, -1.25, 0.0], [0.0625, 0.25, -0.1875]], dtype=np.float32)   # exact in float32
+    codes, scales = q.quantize_weights(w, per_channel=True)
+    np.testing.assert_array_equal(scales, [1.25 / 127, 0.25 / 127])
+    assert codes.dtype == np.int8
+    # row 0: 0.5 * 127 / 1.25 = 50.8 -> 51, -127, 0; row 1: 31.75 -> 32, 127, -95.25 -> -95
+    np.testing.assert_array_equal(codes, [[51, -127, 0], [32, 127, -95]])
+    codes, scales = q.quantize_weights(w, per_channel=False)
+    np.testing.assert_array_equal(scales, [1.25 / 127] * 2)
+    # row 1 at the tensor scale: 6.35 -> 6, 25.4 -> 25, -19.05 -> -19
+    np.testing.assert_array_equal(codes, [[51, -127, 0], [6, 25, -19]])
+    codes, scales = q.quantize_weights(w, per_channel=True, fixed=0.007)
+    np.testing.assert_array_equal(scales, [0.007, 0.007])
+    # 71.4 -> 71, -178.6 clips to -127; 8.93 -> 9, 35.7 -> 36, -26.8 -> -27
+    np.testing.assert_array_equal(codes, [[71, -127, 0], [9, 36, -27]])
+    # a channel of zeros gets a tiny positive scale and zero codes
+    codes, scales = q.quantize_weights(np.zeros((1, 3), np.float32), per_channel=True)
+    np.testing.assert_array_equal(scales, [1e-8 / 127])
+    np.testing.assert_array_equal(codes, [[0, 0, 0]])
+
+
+# --- quantize_multiplier ------------------------------------------------------------------------
+
+def test_quantize_multiplier_goldens():
+    m, s = q.quantize_multiplier([0.75, 1.0, 0.5, 2.0**21, 0.001])
+    # 0.75 = 0.75 * 2**0 -> 0.75 * 2**23 = 6291456, shift 23
+    # 1.0 = 0.5 * 2**1 -> 2**22, shift 22;  0.5 -> 2**22, shift 23;  2**21 -> 2**22, shift 1
+    # 0.001 = 0.512 * 2**-9 -> round(4294967.296) = 4294967, shift 32
+    assert as_ints(m) == [6291456, 4194304, 4194304, 4194304, 4294967]
+    assert as_ints(s) == [23, 22, 23, 1, 32]
+    assert abs(Fraction(4294967, 2**32) - Fraction(0.001)) <= Fraction(0.001) * Fraction(1, 2**22)
+
+
+def test_quantize_multiplier_carry():
+    # mantissa 1 - 2**-25: times 2**23 is 2**23 - 0.25, which rounds up to 2**23
+    m, s = q.quantize_multiplier([1 - 2.0**-25, 2.0**-10 * (1 - 2.0**-26)])
+    assert as_ints(m) == [2**22, 2**22]
+    assert as_ints(s) == [22, 32]
+
+
+def test_quantize_multiplier_zero_and_vanishing():
+    m, s = q.quantize_multiplier([0.0, 1e-30, 2.0**-40, 2.0**-39])
+    # 2**-40 = 0.5 * 2**-39 -> shift 62 (kept); 2**-40 / 2 would need 63
+    assert as_ints(m) == [0, 0, 2**22, 2**22]
+    assert as_ints(s) == [0, 0, 62, 61]
+    m, s = q.quantize_multiplier(2.0**-41)
+    assert as_ints(m) == [0] and as_ints(s) == [0]
+
+
+@pytest.mark.parametrize("bad", [2.0**24, 2.0**23, 2.0**23 - 0.25, 1e10])
+def test_quantize_multiplier_too_large(bad):
+    with pytest.raises(qmtik.QuantizationError):
+        q.quantize_multiplier(bad)
+
+
+@pytest.mark.parametrize("bad", [-0.5, -1e-30, float("nan"), float("inf")])
+def test_quantize_multiplier_negative_or_not_finite(bad):
+    with pytest.raises(qmtik.QuantizationError):
+        q.quantize_multiplier([0.5, bad])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(1e-12, 1e3))
+def test_quantize_multiplier_property(real):
+    m, s = q.quantize_multiplier(real)
+    m, s = int(m[0]), int(s[0])
+    assert 2**22 <= m < 2**23
+    assert 0 <= s <= q.MAX_SHIFT
+    assert abs(Fraction(m, 2**s) - Fraction(real)) <= Fraction(real) / 2**23
+
+
+# --- rounding_shift / requantize -----------------------------------------------------------------
+
+def test_rounding_shift_goldens():
+    p = np.array([5, -5, 6, -6, 7, -7, 1, -1, 0, 4, -4])
+    np.testing.assert_array_equal(q.rounding_shift(p[:2], 1), [3, -3])
+    np.testing.assert_array_equal(q.rounding_shift(p, 2), [1, -1, 2, -2, 2, -2, 0, 0, 0, 1, -1])
+    np.testing.assert_array_equal(q.rounding_shift(np.array([1, -1, 3, -3]), 1), [1, -1, 2, -2])
+    np.testing.assert_array_equal(q.rounding_shift(p, 0), p)
+    big = np.array([2**53 - 1, -(2**53 - 1), 2**62 - 1])
+    np.testing.assert_array_equal(q.rounding_shift(big, 0), big)
+
+
+def test_requantize_goldens():
+    # 3 * 3 / 2 = 4.5 -> 5;  -4.5 -> -5;  6 * 1 / 4 -> 2 (1.5);  -6 / 4 -> -2
+    np.testing.assert_array_equal(q.requantize([3, -3], 3, 1), [5, -5])
+    np.testing.assert_array_equal(q.requantize([6, -6], 1, 2), [2, -2])
+    # per output channel multipliers broadcast along the last axis
+    acc = np.array([[10, 10], [-10, -10]])
+    np.testing.assert_array_equal(q.requantize(acc, np.array([3, 5]), np.array([2, 3])),
+                                  [[8, 6], [-8, -6]])   # 30/4 = 7.5 -> 8, 50/8 = 6.25 -> 6
+    # the largest product: (2**30 - 1) * (2**23 - 1) is exact in int64
+    np.testing.assert_array_equal(q.requantize([2**30 - 1], 2**23 - 1, 53),
+                                  [exact_round(Fraction((2**30 - 1) * (2**23 - 1), 2**53))])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(-(2**30) + 1, 2**30 - 1), st.integers(0, 2**23 - 1), st.integers(0, 62))
+def test_requantize_matches_exact_fraction(acc, multiplier, shift):
+    got = q.requantize(np.array([acc]), multiplier, shift)
+    assert as_ints(got) == [exact_round(Fraction(acc * multiplier, 2**shift))]
+    got = q.rounding_shift(np.array([acc * multiplier]), np.array([shift]))
+    assert as_ints(got) == [exact_round(Fraction(acc * multiplier, 2**shift))]
+
+
+# --- accumulators at their extremes ---------------------------------------------------------------
+
+def test_accumulator_bound_and_bias_limit():
+    assert q.accumulator_bound(1) == 128 * 127 == 16256
+    assert q.accumulator_bound(1032) == 16776192 < 2**24
+    assert q.accumulator_bound(1033) == 16792448 > 2**24
+    assert q.bias_limit(1) == 2**30 - 1 - 16256 == 1073725567
+    assert q.bias_limit(65536) == 2**23 - 1
+    with pytest.raises(qmtik.QuantizationError):
+        q.bias_limit(70000)
+
+
+@pytest.mark.parametrize("fan_in", [1, 1032, 1033, 5000])
+@pytest.mark.parametrize("weight", [-127, 127])
+def test_accumulate_exact_at_the_extremes(fan_in, weight):
+    codes = np.full((3, fan_in), weight, dtype=np.int8)
+    x = np.full((3, fan_in), -128, dtype=np.int8)
+    # one input of -127 makes the sum odd: beyond 2**24 (fan-in 1033 and up) float32 cannot hold it
+    x[2, fan_in // 2] = -127
+    expected = x.astype(np.int64) @ codes.astype(np.int64).T
+    assert int(expected[0, 0]) == -128 * weight * fan_in
+    if fan_in > 1032:
+        assert int(np.float32(expected[2, 0])) != int(expected[2, 0])   # float32 would be caught
+    got = q.accumulate(x, codes, np.zeros(3, np.int64))
+    np.testing.assert_array_equal(got, expected)
+    # the bias limit brings the accumulator to 2**30 - 1 and no further
+    limit = q.bias_limit(fan_in)
+    bias = np.full(3, limit if weight < 0 else -limit, dtype=np.int64)
+    got = q.accumulate(x, codes, bias)
+    np.testing.assert_array_equal(got[:2], np.full((2, 3), (2**30 - 1) * (1 if weight < 0 else -1)))
+    # the odd row: 127 * 128 less in magnitude, plus 127 * 127
+    np.testing.assert_array_equal(got[2], np.full(3, (2**30 - 1 - 16256 + 16129) * (1 if weight < 0 else -1)))
+
+
+@pytest.mark.parametrize("fan_in", [1032, 1033, 5000])
+def test_accumulate_exact_with_odd_products(fan_in):
+    # 127 * 127 is odd: partial sums beyond 2**24 would not be exact in float32
+    rng = np.random.default_rng(fan_in)
+    codes = rng.choice(np.array([-127, 127], dtype=np.int8), (4, fan_in))
+    codes[0] = 127
+    x = rng.choice(np.array([-128, 127], dtype=np.int8), (3, fan_in))
+    x[0] = 127
+    x[0, 0] = -128                 # row 0 against codes row 0: an odd sum, beyond 2**24 from fan-in 1041
+    expected = x.astype(np.int64) @ codes.astype(np.int64).T
+    got = q.accumulate(x, codes, np.array([1, -1, 0, 7]))
+    np.testing.assert_array_equal(got, expected + np.array([1, -1, 0, 7]))
+    assert got.dtype == np.int64
+
+
+def test_quantize_bias_golden():
+    # b / (s_in * s_w) = 0.3 / (0.5 * 0.1) = 6;  -0.125 / 0.05 = -2.5 -> -3
+    # minus z_in * sum(W): z_in = -128, sums 3 and -1
+    codes = np.array([[1, 2], [-3, 2]], dtype=np.int8)
+    bias = q.quantize_bias(np.array([0.3, -0.125]), 0.5, -128, codes, np.array([0.1, 0.1]))
+    np.testing.assert_array_equal(bias, [6 + 128 * 3, -3 - 128])
+    assert bias.dtype == np.int64
+    # huge biases clamp to the limit
+    bias = q.quantize_bias(np.array([1e12, -1e12]), 0.5, 0, codes, np.array([0.1, 0.1]))
+    np.testing.assert_array_equal(bias, [q.bias_limit(2), -q.bias_limit(2)])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_quantize_bias_folds_the_input_zero_point(seed):
+    rng = np.random.default_rng(seed)
+    outputs, inputs, n = rng.integers(1, 6), rng.integers(1, 9), rng.integers(1, 5)
+    codes = rng.integers(-127, 128, (outputs, inputs)).astype(np.int8)
+    w_scale = rng.uniform(0.001, 0.1, outputs)
+    in_scale = float(rng.uniform(0.001, 0.1))
+    in_zero = int(rng.integers(-128, 128))
+    b = rng.normal(0, 0.05, outputs)
+    x = rng.integers(-128, 128, (n, inputs)).astype(np.int8)
+    got = q.accumulate(x, codes, q.quantize_bias(b, in_scale, in_zero, codes, w_scale))
+    expected = [[sum(int(codes[i, j]) * (int(x[k, j]) - in_zero) for j in range(inputs))
+                 + exact_round(float(b[i]) / (in_scale * float(w_scale[i])))
+                 for i in range(outputs)] for k in range(n)]
+    np.testing.assert_array_equal(got, np.array(expected, dtype=np.int64))
+
+
+# --- activation tables ---------------------------------------------------------------------------
+
+def test_sigmoid_table():
+    t = q.activation_table("sigmoid", 8 / 127)
+    assert t.dtype == np.int8 and t.shape == (256,)
+    assert int(t[128]) == 0                  # round(0.5 * 256) - 128
+    assert int(t[255]) == 127                # 256 * sigmoid(8) = 255.91 -> 256 -> 128, clamped
+    assert int(t[0]) == -128                 # 256 * sigmoid(-8.06) = 0.08 -> 0 -> -128
+    assert np.all(np.diff(t.astype(np.int64)) >= 0)
+    # 256 * sigmoid(1 * 8/127) = 132.03 -> 132 -> 4
+    assert int(t[129]) == 4
+
+
+def test_tanh_table():
+    t = q.activation_table("tanh", 4 / 127)
+    assert t.dtype == np.int8 and t.shape == (256,)
+    assert int(t[128]) == 0
+    assert int(t[0]) == -128                 # 128 * tanh(-4.03) = -127.92 -> -128
+    assert int(t[255]) == 127                # 128 * tanh(4) = 127.91 -> 128, clamped
+    assert np.all(np.diff(t.astype(np.int64)) >= 0)
+    # 128 * tanh(4/127) = 4.03 -> 4
+    assert int(t[129]) == 4 and int(t[127]) == -4
+
+
+def test_tables_match_oracle():
+    for kind, pre, fn, s, z in (("sigmoid", 0.03, lambda v: 1 / (1 + math.exp(-v)), 256, -128),
+                                ("tanh", 0.021, math.tanh, 128, 0)):
+        expected = [max(-128, min(127, exact_round(s * fn(pre * k)) + z)) for k in range(-128, 128)]
+        assert as_ints(q.activation_table(kind, pre)) == expected
+
+
+def test_activation_table_unknown_kind():
+    with pytest.raises(qmtik.QuantizationError):
+        q.activation_table("relu", 0.1)
+
+
+# --- a hand-computed integer layer ----------------------------------------------------------------
+
+# in_scale 0.5, weight scale 0.25, out_scale 0.5: M = 0.5 * 0.25 / 0.5 = 0.25 = 2**22 / 2**24,
+# so requant(acc) = round(acc / 4), halves away from zero.
+W = np.array([[2, -3], [1, 4]], dtype=np.int8)
+B = np.array([5, -2], dtype=np.int64)
+X = np.array([[10, -6], [-20, 7], [0, 0], [127, -128]], dtype=np.int8)
+# acc = W @ x + B:
+#   [10, -6]:    2*10 + (-3)(-6) + 5 = 43;      10 + 4*(-6) - 2 = -16
+#   [-20, 7]:   -40 - 21 + 5 = -56;            -20 + 28 - 2 = 6
+#   [0, 0]:      5;                             -2
+#   [127,-128]: 254 + 384 + 5 = 643;           127 - 512 - 2 = -387
+ACC = np.array([[43, -16], [-56, 6], [5, -2], [643, -387]])
+# round(acc / 4): 10.75 -> 11, -4, -14, 1.5 -> 2, 1.25 -> 1, -0.5 -> -1, 160.75 -> 161, -96.75 -> -97
+REQ = np.array([[11, -4], [-14, 2], [1, -1], [161, -97]])
+
+
+def layer_of(activation, out_zero, **kw):
+    return q.build_layer(W, B, np.array([0.25, 0.25]), 0.5, -128, activation, 0.5, out_zero, **kw)
+
+
+def test_hand_layer_accumulator_and_multiplier():
+    layer = layer_of("linear", 10)
+    assert as_ints(layer.multiplier) == [2**22, 2**22] and as_ints(layer.shift) == [24, 24]
+    np.testing.assert_array_equal(q.accumulate(X, layer.weight, layer.bias), ACC)
+    np.testing.assert_array_equal(q.requantize(ACC, layer.multiplier, layer.shift), REQ)
+
+
+def test_hand_layer_linear():
+    # REQ + 10, clamped to [-128, 127]: 161 + 10 = 171 -> 127
+    np.testing.assert_array_equal(q.integer_forward(X, layer_of("linear", 10)),
+                                  [[21, 6], [-4, 12], [11, 9], [127, -87]])
+    # with zero point -128 the negative side clamps at -128 but is not floored at the zero point
+    np.testing.assert_array_equal(q.integer_forward(X, layer_of("linear", -120)),
+                                  [[-109, -124], [-128, -118], [-119, -121], [41, -128]])
+
+
+def test_hand_layer_relu():
+    # REQ - 128, floored at the zero point -128: -117, -132 -> -128, ...
+    out = q.integer_forward(X, layer_of("relu", -128))
+    np.testing.assert_array_equal(out, [[-117, -128], [-128, -126], [-127, -128], [33, -128]])
+    # relu with zero point 0 (a fixed scale elsewhere): floor at 0, not at -128
+    out = q.integer_forward(X, layer_of("relu", 0))
+    np.testing.assert_array_equal(out, [[11, 0], [0, 2], [1, 0], [127, 0]])
+    assert out.min() >= 0
+
+
+def test_hand_layer_leaky_relu():
+    # slope 0.25: negative multiplier 0.0625 = 2**22 / 2**26, so acc < 0 gives round(acc / 16)
+    layer = layer_of("leaky_relu", -20, slope=0.25)
+    assert as_ints(layer.neg_multiplier) == [2**22, 2**22] and as_ints(layer.neg_shift) == [26, 26]
+    # positive acc: round(acc / 4) - 20: 11 - 20 = -9, 2 - 20 = -18, 1 - 20 = -19, 161 - 20 = 141 -> 127
+    # negative acc: round(acc / 16) - 20: -16/16 = -1 -> -21, -56/16 = -3.5 -> -4 -> -24,
+    #               -2/16 = -0.125 -> 0 -> -20, -387/16 = -24.19 -> -24 -> -44
+    np.testing.assert_array_equal(q.integer_forward(X, layer),
+                                  [[-9, -21], [-24, -18], [-19, -20], [127, -44]])
+
+
+def test_hand_layer_tables():
+    # pre_scale 0.5: M = 0.5 * 0.25 / 0.5 = 0.25 again, table index = clamp(round(acc / 4)) + 128
+    # sigmoid: 256 * sigmoid(0.5 * 11) = 254.96 -> 255 -> 127;  256 * sigmoid(-2) = 30.52 -> 31 -> -97
+    layer = layer_of("sigmoid", -128, pre_scale=0.5)
+    assert layer.out_scale == 0.5 and layer.pre_scale == 0.5
+    np.testing.assert_array_equal(q.integer_forward(X[:1], layer), [[127, -97]])
+    # tanh: 128 * tanh(5.5) = 127.996 -> 128 -> 127;  128 * tanh(-2) = -123.40 -> -123
+    layer = layer_of("tanh", 0, pre_scale=0.5)
+    np.testing.assert_array_equal(q.integer_forward(X[:1], layer), [[127, -123]])
+
+
+# --- inputs --------------------------------------------------------------------------------------
+
+def test_quantize_inputs_pixels():
+    pixels = np.arange(256, dtype=np.uint8).reshape(4, 64)
+    codes = q.quantize_inputs(pixels, (0, 255))
+    assert codes.dtype == np.int8
+    np.testing.assert_array_equal(codes, pixels.astype(np.int64) - 128)
+    codes = q.quantize_inputs(np.arange(256, dtype=np.float64), (0.0, 255.0))
+    np.testing.assert_array_equal(codes, np.arange(256) - 128)
+
+
+def test_quantize_inputs_clamp():
+    x = np.array([[-50.0, -0.4, 255.4, 300.0, 1e9, -1e9]])
+    np.testing.assert_array_equal(q.quantize_inputs(x, (0, 255)), [[-128, -128, 127, 127, 127, -128]])
+
+
+def test_quantize_inputs_many_rows():
+    # more rows than one working piece: every piece is written
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (5000, 64))
+    np.testing.assert_array_equal(q.quantize_inputs(pixels, (0, 255)), pixels - 128)
+    flat = rng.integers(0, 256, 70000)
+    np.testing.assert_array_equal(q.quantize_inputs(flat, (0, 255)), flat - 128)
+
+
+def input_oracle(x, low, high):
+    gain = np.float32(255.0 / (float(high) - float(low)))
+    out = []
+    for v in np.asarray(x, dtype=np.float64).ravel():
+        u = np.float32(np.float32(v) - np.float32(low))
+        u = np.float32(u * gain)
+        assert type(u) is np.float32
+        out.append(max(-128, min(127, exact_round(float(u)) - 128)))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(-1e3, 1e3), st.floats(1e-3, 1e3),
+       st.lists(st.floats(-2e3, 2e3), min_size=1, max_size=30))
+def test_quantize_inputs_matches_float32_oracle(low, width, values):
+    high = low + width
+    x = np.array(values).reshape(1, -1)
+    codes = q.quantize_inputs(x, (low, high))
+    assert codes.dtype == np.int8
+    assert as_ints(codes) == input_oracle(x, low, high)
+
+
+def test_quantize_inputs_ties_round_away():
+    # range [0, 510]: gain = float32(0.5) exactly, so odd x land on halves
+    x = np.array([[1.0, 3.0, 5.0, -1.0, 255.0, 509.0]])
+    # 0.5 -> 1 -> -127; 1.5 -> 2 -> -126; 2.5 -> 3 -> -125; -0.5 -> -1 -> -129 -> -128;
+    # 127.5 -> 128 -> 0; 254.5 -> 255 -> 127
+    np.testing.assert_array_equal(q.quantize_inputs(x, (0, 510)), [[-127, -126, -125, -128, 0, 127]])
+    x = np.arange(-3, 1021, dtype=np.float64).reshape(8, -1)
+    assert as_ints(q.quantize_inputs(x, (0, 510))) == input_oracle(x, 0, 510)
+
+
+def test_quantize_inputs_is_float32_near_ties():
+    # x = -1 + 2.5 / 127.5 with range [-1, 1]: in float64 (x + 1) * 127.5 = 2.5000000000000053 -> 3,
+    # but float32(x) = -0.98039215803, u = 0.01960784197, u * 127.5 = 2.4999998 -> 2: code -126
+    x = np.array([[-1 + 2.5 / 127.5]])
+    np.testing.assert_array_equal(q.quantize_inputs(x, (-1.0, 1.0)), [[-126]])
+    for low, high in ((-1.0, 1.0), (0.1, 0.7)):
+        x = low + (np.arange(256) + 0.5) / (255 / (high - low))     # every half-step
+        x = np.concatenate([x, np.nextafter(x, -np.inf), np.nextafter(x, np.inf)]).reshape(3, -1)
+        codes = q.quantize_inputs(x, (low, high))
+        expected = input_oracle(x, low, high)
+        assert as_ints(codes) == expected
+        in_float64 = np.clip(q.round_half_away((x - low) * (255 / (high - low))) - 128, -128, 127)
+        assert as_ints(in_float64) != expected          # float64 arithmetic would be caught
+
+
+# --- output quantization ------------------------------------------------------------------------
+
+def test_output_quantization_tables_capped():
+    assert q.output_quantization("sigmoid", np.array([-100.0, 100.0])) == (1 / 256, -128, 8 / 127)
+    assert q.output_quantization("tanh", np.array([-3.0, 100.0])) == (1 / 128, 0, 4 / 127)
+    # below the cap: the observed range itself
+    assert q.output_quantization("sigmoid", np.array([-2.0, 3.0])) == (1 / 256, -128, 3 / 127)
+    assert q.output_quantization("tanh", np.array([-2.0, 1.0])) == (1 / 128, 0, 2 / 127)
+    # fixed scale sets the table input scale
+    assert q.output_quantization("tanh", np.array([-2.0, 1.0]), 0.01) == (1 / 128, 0, 0.01)
+
+
+def test_output_quantization_fixed_and_observed():
+    assert q.output_quantization("relu", np.array([0.0, 5.0]), 0.05) == (0.05, -128, None)
+    assert q.output_quantization("linear", np.array([0.0, 5.0]), 0.05) == (0.05, 0, None)
+    assert q.output_quantization("leaky_relu", np.array([0.0, 5.0]), 0.05) == (0.05, 0, None)
+    assert q.output_quantization("relu", np.array([0.0, 2.55])) == (2.55 / 255, -128, None)
+    assert q.output_quantization("linear", np.array([-1.0, 1.0])) == (2 / 255, 0, None)
