@@ -15,11 +15,6 @@ TINY = Config.from_dict({"network": {"hidden": [8]}, "training": {"epochs": 2}})
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return qmtik.load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
 def net(digits):
     (x, y), _ = digits
     return qmtik.Network(TINY).fit(x, y)

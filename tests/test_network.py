@@ -7,11 +7,6 @@ from qmtik import Config, NetworkConfig, TrainingConfig
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return qmtik.load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
 def net(digits):
     (x, y), _ = digits
     config = Config(training=TrainingConfig(epochs=6, batch_size=32, learning_rate=0.003))

@@ -25,11 +25,6 @@ def digits_config(**changes):
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return qmtik.load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
 def trained(digits):
     (x, y), _ = digits
     return qmtik.Network(digits_config()).fit(x, y)

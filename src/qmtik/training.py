@@ -11,7 +11,7 @@ import numpy as np
 from . import checkpoint as ckpt
 from .config import Config
 from .errors import CheckpointError, TrainingError
-from .functions import cost, predicted_classes
+from .functions import cost, predicted_classes, process_output
 from .layers import QuantSpec, backward, forward, init_layers, predict_scores
 from .optimizers import learning_rate, make_optimizer
 from .progress import Reporter, Silent
@@ -46,7 +46,6 @@ def metric(config: Config, scores, targets) -> float:
     if config.task == "classification":
         truth = targets[:, 0] if net.outputs == 1 else targets.argmax(axis=1)
         return float((predicted_classes(scores) == truth).mean())
-    from .functions import process_output
     return float(((process_output(net.output, scores) - targets) ** 2).mean())
 
 
