@@ -195,32 +195,32 @@ def test_weight_scales_and_codes():
 # --- quantize_multiplier ------------------------------------------------------------------------
 
 def test_quantize_multiplier_goldens():
-    m, s = q.quantize_multiplier([0.75, 1.0, 0.5, 2.0**21, 0.001])
-    # 0.75 = 0.75 * 2**0 -> 0.75 * 2**23 = 6291456, shift 23
-    # 1.0 = 0.5 * 2**1 -> 2**22, shift 22;  0.5 -> 2**22, shift 23;  2**21 -> 2**22, shift 1
-    # 0.001 = 0.512 * 2**-9 -> round(4294967.296) = 4294967, shift 32
-    assert as_ints(m) == [6291456, 4194304, 4194304, 4194304, 4294967]
-    assert as_ints(s) == [23, 22, 23, 1, 32]
-    assert abs(Fraction(4294967, 2**32) - Fraction(0.001)) <= Fraction(0.001) * Fraction(1, 2**22)
+    m, s = q.quantize_multiplier([0.75, 1.0, 0.5, 2.0**20, 0.001])
+    # 0.75 = 0.75 * 2**0 -> 0.75 * 2**22 = 3145728, shift 22
+    # 1.0 = 0.5 * 2**1 -> 2**21, shift 21;  0.5 -> 2**21, shift 22;  2**20 -> 2**21, shift 1
+    # 0.001 = 0.512 * 2**-9 -> round(2147483.648) = 2147484, shift 31
+    assert as_ints(m) == [3145728, 2097152, 2097152, 2097152, 2147484]
+    assert as_ints(s) == [22, 21, 22, 1, 31]
+    assert abs(Fraction(2147484, 2**31) - Fraction(0.001)) <= Fraction(0.001) * Fraction(1, 2**21)
 
 
 def test_quantize_multiplier_carry():
-    # mantissa 1 - 2**-25: times 2**23 is 2**23 - 0.25, which rounds up to 2**23
-    m, s = q.quantize_multiplier([1 - 2.0**-25, 2.0**-10 * (1 - 2.0**-26)])
-    assert as_ints(m) == [2**22, 2**22]
-    assert as_ints(s) == [22, 32]
+    # mantissa 1 - 2**-24: times 2**22 is 2**22 - 0.25, which rounds up to 2**22
+    m, s = q.quantize_multiplier([1 - 2.0**-24, 2.0**-10 * (1 - 2.0**-25)])
+    assert as_ints(m) == [2**21, 2**21]
+    assert as_ints(s) == [21, 31]
 
 
 def test_quantize_multiplier_zero_and_vanishing():
-    m, s = q.quantize_multiplier([0.0, 1e-30, 2.0**-40, 2.0**-39])
-    # 2**-40 = 0.5 * 2**-39 -> shift 62 (kept); 2**-40 / 2 would need 63
-    assert as_ints(m) == [0, 0, 2**22, 2**22]
+    m, s = q.quantize_multiplier([0.0, 1e-30, 2.0**-41, 2.0**-40])
+    # 2**-41 = 0.5 * 2**-40 -> shift 62 (kept); 2**-41 / 2 would need 63
+    assert as_ints(m) == [0, 0, 2**21, 2**21]
     assert as_ints(s) == [0, 0, 62, 61]
-    m, s = q.quantize_multiplier(2.0**-41)
+    m, s = q.quantize_multiplier(2.0**-42)
     assert as_ints(m) == [0] and as_ints(s) == [0]
 
 
-@pytest.mark.parametrize("bad", [2.0**24, 2.0**23, 2.0**23 - 0.25, 1e10])
+@pytest.mark.parametrize("bad", [2.0**23, 2.0**22, 2.0**22 - 0.25, 1e10])
 def test_quantize_multiplier_too_large(bad):
     with pytest.raises(qmtik.QuantizationError):
         q.quantize_multiplier(bad)
@@ -237,9 +237,9 @@ def test_quantize_multiplier_negative_or_not_finite(bad):
 def test_quantize_multiplier_property(real):
     m, s = q.quantize_multiplier(real)
     m, s = int(m[0]), int(s[0])
-    assert 2**22 <= m < 2**23
+    assert 2**21 <= m < 2**22
     assert 0 <= s <= q.MAX_SHIFT
-    assert abs(Fraction(m, 2**s) - Fraction(real)) <= Fraction(real) / 2**23
+    assert abs(Fraction(m, 2**s) - Fraction(real)) <= Fraction(real) / 2**22
 
 
 # --- rounding_shift / requantize -----------------------------------------------------------------
@@ -262,13 +262,13 @@ def test_requantize_goldens():
     acc = np.array([[10, 10], [-10, -10]])
     np.testing.assert_array_equal(q.requantize(acc, np.array([3, 5]), np.array([2, 3])),
                                   [[8, 6], [-8, -6]])   # 30/4 = 7.5 -> 8, 50/8 = 6.25 -> 6
-    # the largest product: (2**30 - 1) * (2**23 - 1) is exact in int64
-    np.testing.assert_array_equal(q.requantize([2**30 - 1], 2**23 - 1, 53),
-                                  [exact_round(Fraction((2**30 - 1) * (2**23 - 1), 2**53))])
+    # the largest product: (2**30 - 1) * (2**22 - 1) is exact in int64
+    np.testing.assert_array_equal(q.requantize([2**30 - 1], 2**22 - 1, 52),
+                                  [exact_round(Fraction((2**30 - 1) * (2**22 - 1), 2**52))])
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.integers(-(2**30) + 1, 2**30 - 1), st.integers(0, 2**23 - 1), st.integers(0, 62))
+@given(st.integers(-(2**30) + 1, 2**30 - 1), st.integers(0, 2**22 - 1), st.integers(0, 62))
 def test_requantize_matches_exact_fraction(acc, multiplier, shift):
     got = q.requantize(np.array([acc]), multiplier, shift)
     assert as_ints(got) == [exact_round(Fraction(acc * multiplier, 2**shift))]
@@ -393,7 +393,7 @@ def test_activation_table_unknown_kind():
 
 # --- a hand-computed integer layer ----------------------------------------------------------------
 
-# in_scale 0.5, weight scale 0.25, out_scale 0.5: M = 0.5 * 0.25 / 0.5 = 0.25 = 2**22 / 2**24,
+# in_scale 0.5, weight scale 0.25, out_scale 0.5: M = 0.5 * 0.25 / 0.5 = 0.25 = 2**21 / 2**23,
 # so requant(acc) = round(acc / 4), halves away from zero.
 W = np.array([[2, -3], [1, 4]], dtype=np.int8)
 B = np.array([5, -2], dtype=np.int64)
@@ -414,7 +414,7 @@ def layer_of(activation, out_zero, **kw):
 
 def test_hand_layer_accumulator_and_multiplier():
     layer = layer_of("linear", 10)
-    assert as_ints(layer.multiplier) == [2**22, 2**22] and as_ints(layer.shift) == [24, 24]
+    assert as_ints(layer.multiplier) == [2**21, 2**21] and as_ints(layer.shift) == [23, 23]
     np.testing.assert_array_equal(q.accumulate(X, layer.weight, layer.bias), ACC)
     np.testing.assert_array_equal(q.requantize(ACC, layer.multiplier, layer.shift), REQ)
 
@@ -439,9 +439,9 @@ def test_hand_layer_relu():
 
 
 def test_hand_layer_leaky_relu():
-    # slope 0.25: negative multiplier 0.0625 = 2**22 / 2**26, so acc < 0 gives round(acc / 16)
+    # slope 0.25: negative multiplier 0.0625 = 2**21 / 2**25, so acc < 0 gives round(acc / 16)
     layer = layer_of("leaky_relu", -20, slope=0.25)
-    assert as_ints(layer.neg_multiplier) == [2**22, 2**22] and as_ints(layer.neg_shift) == [26, 26]
+    assert as_ints(layer.neg_multiplier) == [2**21, 2**21] and as_ints(layer.neg_shift) == [25, 25]
     # positive acc: round(acc / 4) - 20: 11 - 20 = -9, 2 - 20 = -18, 1 - 20 = -19, 161 - 20 = 141 -> 127
     # negative acc: round(acc / 16) - 20: -16/16 = -1 -> -21, -56/16 = -3.5 -> -4 -> -24,
     #               -2/16 = -0.125 -> 0 -> -20, -387/16 = -24.19 -> -24 -> -44

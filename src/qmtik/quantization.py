@@ -10,8 +10,9 @@ Conventions (the contract in short):
 - Codes are clamped to [-128, 127]; weights to [-127, 127] (symmetric).
 - A layer's int32 accumulator plus its bias stays inside (-2**30, 2**30); the bias is clamped
   so that this holds for every input.
-- Requantization multiplies by an integer multiplier below 2**23 and divides by 2**shift,
-  rounding half away from zero; the product fits in int64 and, exactly, in a float64.
+- Requantization multiplies by an integer multiplier below 2**22 and divides by 2**shift,
+  rounding half away from zero; the product stays below 2**52, so it is exact in int64 and in
+  float64, and so is adding the half that rounds it.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from .errors import QuantizationError
 
 QMIN, QMAX = -128, 127          # int8 activation codes
 WMAX = 127                      # int8 weight codes are symmetric: [-127, 127]
-MULTIPLIER_BITS = 23            # requantization multipliers lie in [2**22, 2**23)
+MULTIPLIER_BITS = 22            # requantization multipliers lie in [2**21, 2**22)
 MAX_SHIFT = 62                  # beyond this the product rounds to 0 for every accumulator
 ACC_LIMIT = 2**30               # |accumulator + bias| < ACC_LIMIT, always
 MAX_FAN_IN = 65536              # keeps fan_in * 128 * 127 below ACC_LIMIT
@@ -113,8 +114,8 @@ def symmetric_scale(absmax: float, cap: float | None = None) -> float:
 def quantize_multiplier(real) -> tuple[np.ndarray, np.ndarray]:
     """Split positive real multipliers into (multiplier, shift) with real ~= multiplier / 2**shift.
 
-    The multiplier lies in [2**22, 2**23), so multiplier * (accumulator + bias) < 2**53: exact in
-    int64 and in float64. A real multiplier too small to move any accumulator becomes (0, 0).
+    The multiplier lies in [2**21, 2**22), so multiplier * (accumulator + bias) < 2**52: exact in
+    int64 and in float64, with room to add the rounding half exactly. A real multiplier too small to move any accumulator becomes (0, 0).
     """
     real = np.atleast_1d(np.asarray(real, dtype=np.float64))
     if np.any(~np.isfinite(real)) or np.any(real < 0):
@@ -126,7 +127,7 @@ def quantize_multiplier(real) -> tuple[np.ndarray, np.ndarray]:
     exponent = exponent + carry
     shift = MULTIPLIER_BITS - exponent.astype(np.int64)
     if np.any((shift < 0) & (mult > 0)):
-        raise QuantizationError(f"requantization multiplier {real.max():.3g} is too large (below 2**23 allowed)")
+        raise QuantizationError(f"requantization multiplier {real.max():.3g} is too large (below 2**22 allowed)")
     vanishing = (shift > MAX_SHIFT) | (real == 0)
     return np.where(vanishing, 0, mult), np.where(vanishing, 0, shift)
 
@@ -190,7 +191,7 @@ class IntegerLayer:
     """
     weight: np.ndarray          # int8 codes, (outputs, inputs)
     bias: np.ndarray            # int32, (outputs,)
-    multiplier: np.ndarray      # int64 < 2**23, (outputs,)
+    multiplier: np.ndarray      # int64 < 2**22, (outputs,)
     shift: np.ndarray           # int64, (outputs,)
     activation: str             # relu, leaky_relu, sigmoid, tanh, linear
     in_scale: float
