@@ -301,18 +301,18 @@ def regression(outputs):
 
 
 def test_encode_targets_one_hot():
-    out = encode_targets(np.array([3, 0, 9]), CLASSES, 3)
+    out = encode_targets(np.array([3, 0, 9]), CLASSES.task, CLASSES.network.outputs, 3)
     expected = np.zeros((3, 10), np.float32)
     expected[0, 3] = expected[1, 0] = expected[2, 9] = 1
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, expected)
-    np.testing.assert_array_equal(encode_targets(np.array([3.0, 0.0]), CLASSES, 2), expected[:2])
+    np.testing.assert_array_equal(encode_targets(np.array([3.0, 0.0]), CLASSES.task, CLASSES.network.outputs, 2), expected[:2])
 
 
 @pytest.mark.parametrize("label", [10, -1])
 def test_encode_targets_names_the_label_out_of_range_and_its_sample(label):
     with pytest.raises(DataError) as info:
-        encode_targets(np.array([0, 1, label, 2]), CLASSES, 4)
+        encode_targets(np.array([0, 1, label, 2]), CLASSES.task, CLASSES.network.outputs, 4)
     message = one_line(info)
     assert f"label {label} of sample 2" in message and "0..9" in message
 
@@ -320,38 +320,38 @@ def test_encode_targets_names_the_label_out_of_range_and_its_sample(label):
 @pytest.mark.parametrize("y", [np.array([0, 1.5, 2]), np.array([[0], [1], [2]])])
 def test_encode_targets_refuses_labels_that_are_not_integers(y):
     with pytest.raises(DataError, match="integers"):
-        encode_targets(y, CLASSES, 3)
+        encode_targets(y, CLASSES.task, CLASSES.network.outputs, 3)
 
 
 def test_encode_targets_refuses_the_wrong_count():
     with pytest.raises(DataError) as info:
-        encode_targets(np.array([0, 1]), CLASSES, 3, "test labels")
+        encode_targets(np.array([0, 1]), CLASSES.task, CLASSES.network.outputs, 3, "test labels")
     message = one_line(info)
     assert message.startswith("test labels:") and "2 labels for 3 samples" in message
 
 
 def test_encode_targets_refuses_nan_and_text():
     with pytest.raises(DataError, match="label 1"):
-        encode_targets(np.array([0.0, np.nan]), CLASSES, 2)
+        encode_targets(np.array([0.0, np.nan]), CLASSES.task, CLASSES.network.outputs, 2)
     with pytest.raises(DataError, match="expected numbers"):
-        encode_targets(np.array(["0", "1"]), CLASSES, 2)
+        encode_targets(np.array(["0", "1"]), CLASSES.task, CLASSES.network.outputs, 2)
 
 
 def test_encode_targets_for_regression():
-    out = encode_targets(np.array([0.5, -2.0, 3.25]), regression(1), 3)
+    out = encode_targets(np.array([0.5, -2.0, 3.25]), regression(1).task, regression(1).network.outputs, 3)
     assert out.dtype == np.float32 and out.shape == (3, 1)
     np.testing.assert_array_equal(out[:, 0], [0.5, -2.0, 3.25])
     y = np.arange(6.0).reshape(2, 3)
-    np.testing.assert_array_equal(encode_targets(y, regression(3), 2), y)
+    np.testing.assert_array_equal(encode_targets(y, regression(3).task, regression(3).network.outputs, 2), y)
     with pytest.raises(DataError) as info:
-        encode_targets(np.zeros((2, 2)), regression(3), 2)
+        encode_targets(np.zeros((2, 2)), regression(3).task, regression(3).network.outputs, 2)
     message = one_line(info)
     assert "2 targets per sample" in message and "3 outputs" in message
 
 
 def test_encode_targets_single_sigmoid_output_gives_a_column():
-    out = encode_targets(np.array([0, 1, 1, 0]), BINARY, 4)
+    out = encode_targets(np.array([0, 1, 1, 0]), BINARY.task, BINARY.network.outputs, 4)
     assert out.shape == (4, 1) and out.dtype == np.float32
     np.testing.assert_array_equal(out[:, 0], [0, 1, 1, 0])
     with pytest.raises(DataError, match="label 2 of sample 1"):
-        encode_targets(np.array([0, 2]), BINARY, 2)
+        encode_targets(np.array([0, 2]), BINARY.task, BINARY.network.outputs, 2)

@@ -147,17 +147,16 @@ def check_inputs(x, inputs: int, name: str = "inputs") -> np.ndarray:
     return x
 
 
-def encode_targets(y, config: Config, samples: int, name: str = "labels") -> np.ndarray:
+def encode_targets(y, task: str, outputs: int, samples: int, name: str = "labels") -> np.ndarray:
     """Labels as the float32 targets the cost compares with (one-hot for classes)."""
     y = np.asarray(y)
-    outputs = config.network.outputs
     if y.dtype.kind not in "biuf":
         raise DataError(f"{name}: expected numbers, got an array of {y.dtype}")
     if len(y) != samples:
         raise DataError(f"{name}: {len(y)} labels for {samples} samples")
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise DataError(f"{name}: NaN or infinite value in label {int(np.argwhere(~np.isfinite(y))[0][0])}")
-    if config.task == "regression":
+    if task == "regression":
         y = y.reshape(samples, -1) if y.ndim > 1 else y.reshape(samples, 1)
         if y.shape[1] != outputs:
             raise DataError(f"{name}: {y.shape[1]} targets per sample, the network has {outputs} outputs")

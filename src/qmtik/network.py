@@ -42,18 +42,21 @@ class Network:
         if reporter is None and verbose:
             reporter = Reporter(task=self.config.task)
         x = check_inputs(x, self.config.network.inputs, "training inputs")
-        targets = encode_targets(y, self.config, len(x), "training labels")
+        targets = self._targets(y, len(x), "training labels")
         self.input_range_ = self._input_range(x)
         data = Split(quantize_inputs(x, self.input_range_), targets)
         if validation_data is not None:
             vx = check_inputs(validation_data[0], self.config.network.inputs, "validation inputs")
             val = Split(quantize_inputs(vx, self.input_range_),
-                        encode_targets(validation_data[1], self.config, len(vx), "validation labels"))
+                        self._targets(validation_data[1], len(vx), "validation labels"))
         else:
             data, val = split_validation(data, self.config.training.validation_split, self.config.training.seed)
         self.layers_, self.quantized_, self.history_ = train(
             self.config, self.input_range_, data, val, checkpoint=checkpoint, resume=resume, reporter=reporter)
         return self
+
+    def _targets(self, y, samples: int, name: str = "labels"):
+        return encode_targets(y, self.config.task, self.config.network.outputs, samples, name)
 
     def _input_range(self, x) -> tuple[float, float]:
         """The configured input range, or the training data's min and max."""
@@ -93,7 +96,7 @@ class Network:
     def evaluate(self, x, y) -> dict:
         """{'loss', 'accuracy'} for classification, {'loss', 'mse', 'mae'} for regression."""
         scores = self.decision_function(x)
-        targets = encode_targets(y, self.config, len(scores))
+        targets = self._targets(y, len(scores))
         loss, _ = cost(self.config.network.cost, self.config.network.output, scores, targets)
         out = {"loss": float(loss), "samples": len(scores), "int8": bool(self.quantized_)}
         if self.config.task == "classification":
@@ -107,7 +110,7 @@ class Network:
         """Accuracy for classification; the coefficient of determination R^2 for regression."""
         if self.config.task == "classification":
             return self.evaluate(x, y)["accuracy"]
-        targets = encode_targets(y, self.config, len(np.asarray(x)))
+        targets = self._targets(y, len(np.asarray(x)))
         pred = self.predict(x).reshape(targets.shape)
         return float(1 - ((targets - pred) ** 2).sum() / ((targets - targets.mean(axis=0)) ** 2).sum())
 
