@@ -10,7 +10,8 @@
 from .config import (Config, DataConfig, NetworkConfig, QuantizationConfig, TrainingConfig,
                      load_config)
 from .data import load_arrays, load_digits, named_dataset as load_dataset
-from .errors import CheckpointError, ConfigError, DataError, QmtikError, QuantizationError, TrainingError
+from .errors import (CheckpointError, ConfigError, DataError, ModelFormatError, QmtikError,
+                     QuantizationError, TrainingError)
 from .network import Network, NotFittedError
 
 __version__ = "0.1.0"
@@ -19,5 +20,6 @@ __all__ = [
     "Config", "NetworkConfig", "QuantizationConfig", "TrainingConfig", "DataConfig", "load_config",
     "Network", "load_dataset", "load_digits", "load_arrays",
     "QmtikError", "ConfigError", "DataError", "CheckpointError", "TrainingError", "QuantizationError",
+    "ModelFormatError",
     "NotFittedError", "__version__",
 ]

@@ -23,3 +23,7 @@ class TrainingError(QmtikError, RuntimeError):
 
 class QuantizationError(QmtikError, ValueError):
     """Scales or values that the integer arithmetic cannot represent."""
+
+
+class ModelFormatError(QmtikError, ValueError):
+    """A .qmt model file that is truncated, corrupted, of another version or not a model."""
