@@ -54,10 +54,11 @@ def _layer_arrays(prefix: str, layers) -> dict:
 
 
 def save(path, config: Config, input_range, layers, quantized: bool, history: dict,
-         resume: dict | None = None) -> None:
+         resume: dict | None = None, class_names=None) -> None:
     """Write a checkpoint; resume = {'epoch', 'layers', 'optimizer'} keeps the state to go on from."""
     arrays = {"format": np.array(FORMAT), "version": np.array(VERSION),
               "config": np.array(config.to_json()), "history": np.array(json.dumps(history)),
+              "class_names": np.array(json.dumps(list(class_names) if class_names else None)),
               "input_range": np.asarray(input_range, dtype=np.float64), "quantized": np.array(bool(quantized)),
               **_layer_arrays("model", layers)}
     if resume is not None:
@@ -99,12 +100,17 @@ def _check(path, arrays: dict) -> dict:
     try:
         config = Config.from_dict(json.loads(str(need("config"))))
         history = json.loads(str(need("history")))
+        names = json.loads(str(arrays.get("class_names", "null")))
     except (ConfigError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"checkpoint {path}: its config is invalid ({exc})") from None
+    if names is not None and (not isinstance(names, list) or len(names) != max(config.network.outputs, 2)
+                              or not all(isinstance(n, str) and n for n in names)):
+        raise CheckpointError(f"checkpoint {path}: class_names must be one non-empty string per class")
     input_range = need("input_range").astype(np.float64)
     if input_range.shape != (2,) or not np.isfinite(input_range).all() or input_range[0] >= input_range[1]:
         raise CheckpointError(f"checkpoint {path}: input_range {input_range.tolist()} is not [low, high]")
     out = {"config": config, "input_range": tuple(input_range.tolist()), "history": history,
+           "class_names": tuple(names) if names else None,
            "quantized": bool(need("quantized")), "layers": _check_layers(path, arrays, "model", config),
            "resume": None}
     if "resume.epoch" in arrays:

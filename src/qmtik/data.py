@@ -17,6 +17,8 @@ from .config import Config
 from .errors import DataError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot")
 DIGITS_TEST_EVERY = 5       # every 5th bundled digit (index 4, 9, ...) is in its test part
 
 
@@ -113,6 +115,36 @@ def load_data(config: Config):
     train = load_arrays(d.train, d.train_labels)
     test = load_arrays(d.test, d.test_labels) if d.test else None
     return train, test
+
+
+def class_names_of(config: Config):
+    """The class names the config's data brings: a named set's, or an .npz's 'class_names'."""
+    d = config.data
+    if d.dataset == "fashion-mnist":
+        return FASHION_MNIST_CLASSES
+    if d.train.endswith(".npz"):
+        try:
+            with np.load(d.train, allow_pickle=False) as archive:
+                if "class_names" in archive.files:
+                    return tuple(str(n) for n in archive["class_names"].reshape(-1))
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(f"data file {d.train}: cannot be read as NumPy data ({exc})") from None
+    return None
+
+
+def check_class_names(names, config: Config):
+    """Class names as a tuple of strings, one per class, or None; refused otherwise."""
+    if names is None:
+        return None
+    names = tuple(str(n) for n in names)
+    classes = max(config.network.outputs, 2)
+    if config.task != "classification":
+        raise DataError("class names: a regression network has no classes")
+    if len(names) != classes:
+        raise DataError(f"class names: {len(names)} given, the network has {classes} classes")
+    if any(not n or len(n.encode()) > 255 for n in names):
+        raise DataError("class names: each must be 1 to 255 bytes of text")
+    return names
 
 
 def load_named_or_path(spec: str, labels: str = ""):

@@ -15,6 +15,7 @@ import numpy as np
 from . import quantization as q
 from .config import Config
 from .functions import activation, activation_derivative
+from .model import LayerKernel, integer_scores
 
 OBSERVER_MOMENTUM = 0.05   # weight of each new batch in the moving min/max of activations
 PREDICT_CHUNK = 4096       # samples per forward pass when predicting, to bound memory
@@ -173,16 +174,12 @@ def integer_layers(layers: list[Layer], spec: QuantSpec) -> list[q.IntegerLayer]
 
 
 def predict_scores(layers: list[Layer], q_inputs, spec: QuantSpec, quantized: bool):
-    """Final scores for many samples, in chunks: int8 arithmetic when quantized, else float."""
-    chunks = []
-    integer = integer_layers(layers, spec) if quantized else None
-    for start in range(0, len(q_inputs), PREDICT_CHUNK):
-        part = q_inputs[start:start + PREDICT_CHUNK]
-        if quantized:
-            for layer in integer:
-                part = q.integer_forward(part, layer)
-            last = integer[-1]
-            chunks.append((last.out_scale * (part - last.out_zero)).astype(np.float32))
-        else:
-            chunks.append(forward(layers, part, spec, quantized=False, training=False)[0])
+    """Final scores of many samples: the integer model's when quantized, else float's."""
+    if quantized:
+        integer = integer_layers(layers, spec)
+        codes = integer_scores([LayerKernel.prepare(layer) for layer in integer], q_inputs)
+        last = integer[-1]
+        return (last.out_scale * (codes.astype(np.float64) - last.out_zero)).astype(np.float32)
+    chunks = [forward(layers, q_inputs[start:start + PREDICT_CHUNK], spec, quantized=False, training=False)[0]
+              for start in range(0, len(q_inputs), PREDICT_CHUNK)]
     return np.concatenate(chunks) if chunks else np.zeros((0, layers[-1].weight.shape[0]), np.float32)

@@ -2,7 +2,7 @@
 
 int8 codes in, int8 scores out, int32 accumulators between: nothing else. It computes exactly
 what docs/quantization.md says, vectorised over the batch, with the fastest representation
-that is provably exact (see `_LayerKernel`); tests compare it with the int64 reference in
+that is provably exact (see `LayerKernel`); tests compare it with the int64 reference in
 quantization.py on extreme values.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ CHUNK = 1024          # samples per pass through the layers: keeps temporaries i
 
 
 @dataclass
-class _LayerKernel:
+class LayerKernel:
     """One layer prepared for fast exact inference.
 
     acc = codes @ weight_t is exact in float32 while fan_in * 128 * 127 < 2**24, else in
@@ -37,7 +37,7 @@ class _LayerKernel:
     layer: q.IntegerLayer
 
     @classmethod
-    def prepare(cls, layer: q.IntegerLayer) -> "_LayerKernel":
+    def prepare(cls, layer: q.IntegerLayer) -> "LayerKernel":
         fan_in = layer.weight.shape[1]
         dtype = np.float32 if q.accumulator_bound(fan_in) < 2**24 else np.float64
         weight_t = np.ascontiguousarray(layer.weight.T, dtype=dtype)
@@ -75,6 +75,17 @@ class _LayerKernel:
             return layer.table.astype(np.float32)[index]
         r += layer.out_zero
         return np.clip(r, q.QMIN, q.QMAX).astype(np.float32)
+
+
+def integer_scores(kernels, codes) -> np.ndarray:
+    """int8 scores of int8 input codes through prepared layers, a cache-sized chunk at a time."""
+    out = np.empty((len(codes), kernels[-1].layer.weight.shape[0]), dtype=np.int8)
+    for start in range(0, len(codes), CHUNK):
+        x = codes[start:start + CHUNK].astype(kernels[0].weight_t.dtype)
+        for kernel in kernels:
+            x = kernel(x)
+        out[start:start + CHUNK] = x
+    return out
 
 
 def _round_half_away_exact(y):
@@ -133,14 +144,8 @@ class QuantizedModel:
         if codes.ndim != 2 or codes.shape[1] != self.inputs:
             raise DataError(f"input codes: expected shape (samples, {self.inputs}), got {codes.shape}")
         if self._kernels is None:
-            self._kernels = [_LayerKernel.prepare(layer) for layer in self.layers]
-        out = np.empty((len(codes), self.outputs), dtype=np.int8)
-        for start in range(0, len(codes), CHUNK):
-            x = codes[start:start + CHUNK].astype(self._kernels[0].weight_t.dtype)
-            for kernel in self._kernels:
-                x = kernel(x)
-            out[start:start + CHUNK] = x
-        return out
+            self._kernels = [LayerKernel.prepare(layer) for layer in self.layers]
+        return integer_scores(self._kernels, codes)
 
     def decision_function(self, x) -> np.ndarray:
         """The real values of the int8 scores: out_scale * (score - out_zero)."""

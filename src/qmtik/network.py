@@ -11,10 +11,11 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from .config import Config
-from .data import check_inputs, encode_targets
+from .data import check_class_names, check_inputs, encode_targets
 from .errors import QmtikError
 from .functions import cost, predicted_classes, process_output
 from .layers import QuantSpec, integer_layers, predict_scores
+from .model import QuantizedModel
 from .progress import Reporter
 from .quantization import quantize_inputs
 from .training import Split, metric, split_validation, train
@@ -32,15 +33,17 @@ class Network:
 
     # --- training ---
 
-    def fit(self, x, y, *, validation_data=None, checkpoint=None, resume: bool = False,
+    def fit(self, x, y, *, validation_data=None, class_names=None, checkpoint=None, resume: bool = False,
             verbose: bool = False, reporter: Reporter | None = None) -> "Network":
-        """Train on inputs x and labels y; returns self.
+        """Train on inputs x and labels y (class indices, or regression targets); returns self.
 
-        validation_data=(x, y) replaces the config's validation split. checkpoint names a file
-        saved after every epoch; resume=True goes on from it. verbose prints a line per epoch.
+        validation_data=(x, y) replaces the config's validation split. class_names, one per
+        class, are what predict returns. checkpoint names a file saved after every epoch;
+        resume=True goes on from it. verbose prints a line per epoch.
         """
         if reporter is None and verbose:
             reporter = Reporter(task=self.config.task)
+        self.class_names_ = check_class_names(class_names, self.config)
         x = check_inputs(x, self.config.network.inputs, "training inputs")
         targets = self._targets(y, len(x), "training labels")
         self.input_range_ = self._input_range(x)
@@ -52,7 +55,8 @@ class Network:
         else:
             data, val = split_validation(data, self.config.training.validation_split, self.config.training.seed)
         self.layers_, self.quantized_, self.history_ = train(
-            self.config, self.input_range_, data, val, checkpoint=checkpoint, resume=resume, reporter=reporter)
+            self.config, self.input_range_, data, val, checkpoint=checkpoint, resume=resume, reporter=reporter,
+            class_names=self.class_names_)
         return self
 
     def _targets(self, y, samples: int, name: str = "labels"):
@@ -86,10 +90,11 @@ class Network:
         return process_output(self.config.network.output, self.decision_function(x))
 
     def predict(self, x) -> np.ndarray:
-        """Classes (classification) or output values (regression)."""
+        """Class indices (names, when fit was given them) or output values (regression)."""
         scores = self.decision_function(x)
         if self.config.task == "classification":
-            return predicted_classes(scores)
+            classes = predicted_classes(scores)
+            return np.asarray(self.class_names_)[classes] if self.class_names_ else classes
         values = process_output(self.config.network.output, scores)
         return values[:, 0] if values.shape[1] == 1 else values
 
@@ -124,7 +129,8 @@ class Network:
     def save(self, path) -> None:
         """Write the trained network as a checkpoint (.npz, no pickle), atomically."""
         self._fitted()
-        ckpt.save(path, self.config, self.input_range_, self.layers_, self.quantized_, self.history_)
+        ckpt.save(path, self.config, self.input_range_, self.layers_, self.quantized_, self.history_,
+                  class_names=self.class_names_)
 
     @classmethod
     def load(cls, path) -> "Network":
@@ -133,4 +139,16 @@ class Network:
         net = cls(state["config"])
         net.layers_, net.quantized_ = state["layers"], state["quantized"]
         net.input_range_, net.history_ = state["input_range"], state["history"]
+        net.class_names_ = state["class_names"]
         return net
+
+    def quantize(self) -> QuantizedModel:
+        """The integer-only model this network stands for.
+
+        For a network trained with fake quantization it predicts exactly what the network
+        does; for one trained in float it is post-training quantization with the ranges
+        observed in training.
+        """
+        self._fitted()
+        return QuantizedModel(self.config.task, self.config.network.output, self.input_range_,
+                              self.integer_layers(), self.class_names_)

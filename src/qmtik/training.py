@@ -112,7 +112,7 @@ def parameters(layers):
 
 
 def train(config: Config, input_range, train_data: Split, val_data: Split | None = None, *,
-          checkpoint=None, resume: bool = False, reporter: Reporter | None = None):
+          checkpoint=None, resume: bool = False, reporter: Reporter | None = None, class_names=None):
     """Train a network; returns (kept layers, whether they ran fake-quantized, history).
 
     The kept epoch is the best by validation among the epochs trained in the final mode (with
@@ -164,6 +164,6 @@ def train(config: Config, input_range, train_data: Split, val_data: Split | None
             resume_state = None if epoch + 1 == tc.epochs else {
                 "epoch": epoch + 1, "layers": layers, "optimizer": optimizer.state_arrays()}
             chosen = kept or ([layer.copy() for layer in layers], quantized)
-            ckpt.save(checkpoint, config, input_range, chosen[0], chosen[1], history, resume_state)
+            ckpt.save(checkpoint, config, input_range, chosen[0], chosen[1], history, resume_state, class_names)
         reporter.end_epoch(record)
     return kept[0], kept[1], history

@@ -1,0 +1,151 @@
+"""The integer model: its fast exact kernels against the int64 reference, and its API."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import qmtik
+from qmtik import quantization as q
+from qmtik.model import QuantizedModel, LayerKernel
+
+
+def reference(codes, layers):
+    """The int64 reference of quantization.py, layer by layer."""
+    for layer in layers:
+        codes = q.integer_forward(codes, layer)
+    return codes
+
+
+def random_layer(rng, fan_in, fan_out, activation, in_zero=-128, extreme=False):
+    """An integer layer with random codes; extreme=True drives weights, biases, multipliers
+    and shifts to the edges of their ranges."""
+    if extreme:
+        weight = rng.choice([-127, 127, 0, 1, -1], size=(fan_out, fan_in)).astype(np.int8)
+        limit = q.bias_limit(fan_in)
+        bias = rng.choice([-limit, limit, 0, rng.integers(-limit, limit)], size=fan_out).astype(np.int64)
+        multiplier = rng.choice([2**21, 2**22 - 1, rng.integers(2**21, 2**22)], size=fan_out).astype(np.int64)
+        shift = rng.integers(0, 63, size=fan_out).astype(np.int64)
+    else:
+        weight = rng.integers(-127, 128, size=(fan_out, fan_in)).astype(np.int8)
+        bias = rng.integers(-2**16, 2**16, size=fan_out).astype(np.int64)
+        multiplier = rng.integers(2**21, 2**22, size=fan_out).astype(np.int64)
+        shift = rng.integers(28, 40, size=fan_out).astype(np.int64)
+    out_zero = -128 if activation == "relu" else int(rng.integers(-20, 20))
+    layer = q.IntegerLayer(weight, bias, multiplier, shift, activation, 0.01, in_zero,
+                           np.full(fan_out, 0.01), 0.05, out_zero)
+    if activation == "leaky_relu":
+        layer.neg_multiplier = rng.integers(2**21, 2**22, size=fan_out).astype(np.int64)
+        layer.neg_shift = np.minimum(shift + 6, 62)
+    if activation in q.TABLE_ACTIVATIONS:
+        layer.pre_scale = 0.03
+        layer.table = q.activation_table(activation, 0.03)
+        layer.out_scale, layer.out_zero = q.table_output_params(activation)
+    return layer
+
+
+ACTIVATIONS = ["relu", "leaky_relu", "sigmoid", "tanh", "linear"]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("fan_in", [1, 3, 784, 1032, 1033])
+def test_kernel_equals_the_int64_reference_at_the_extremes(activation, fan_in):
+    rng = np.random.default_rng(fan_in)
+    layer = random_layer(rng, fan_in, 17, activation, extreme=True)
+    codes = rng.choice([-128, 127, 0, -1, 1], size=(300, fan_in)).astype(np.int8)
+    codes[0], codes[1] = -128, 127            # the largest sums of both signs
+    kernel = LayerKernel.prepare(layer)
+    got = kernel(codes.astype(kernel.weight_t.dtype))
+    np.testing.assert_array_equal(got.astype(np.int64), q.integer_forward(codes, layer))
+
+
+@settings(max_examples=300, deadline=None)
+@given(acc=st.lists(st.integers(-(2**30) + 1, 2**30 - 1), min_size=1, max_size=8),
+       multiplier=st.integers(0, 2**22 - 1), shift=st.integers(0, 62),
+       activation=st.sampled_from(["relu", "linear", "leaky_relu"]))
+def test_kernel_rounding_equals_the_reference_for_any_accumulator(acc, multiplier, shift, activation):
+    """Every accumulator + bias below 2**30, every multiplier and shift: the same integers."""
+    acc = np.array(acc, dtype=np.int64)
+    n = len(acc)
+    # one input of value 1 and weight 1: the accumulator is the bias plus 1
+    layer = q.IntegerLayer(np.ones((n, 1), np.int8), acc - 1, np.full(n, multiplier), np.full(n, shift),
+                           activation, 1.0, 0, np.ones(n), 1.0, 0 if activation != "relu" else -128)
+    if activation == "leaky_relu":
+        layer.neg_multiplier, layer.neg_shift = np.full(n, multiplier // 3), np.full(n, min(shift + 1, 62))
+    kernel = LayerKernel.prepare(layer)
+    got = kernel(np.ones((1, 1), np.float32))
+    want = q.activate(acc[None, :], layer)
+    np.testing.assert_array_equal(got.astype(np.int64), want)
+
+
+def test_ties_round_away_from_zero_in_the_kernel():
+    # multiplier 2**21 / 2**22 = 0.5: accumulators 1, 3, -1, -3 are the ties 0.5, 1.5, -0.5, -1.5
+    acc = np.array([1, 3, -1, -3, 5, -5])
+    layer = q.IntegerLayer(np.ones((6, 1), np.int8), acc - 1, np.full(6, 2**21), np.full(6, 22), "linear",
+                           1.0, 0, np.ones(6), 1.0, 0)
+    got = LayerKernel.prepare(layer)(np.ones((1, 1), np.float32))
+    np.testing.assert_array_equal(got[0], [1, 2, -1, -2, 3, -3])
+
+
+def test_model_scores_equal_the_reference_through_many_layers():
+    rng = np.random.default_rng(7)
+    widths = [20, 17, 3, 9, 5]
+    kinds = ["relu", "leaky_relu", "tanh", "sigmoid"]
+    layers, zero = [], -128
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        kind = kinds[i] if i < len(widths) - 2 else "linear"
+        layer = random_layer(rng, a, b, kind, in_zero=zero)
+        layers.append(layer)
+        zero = layer.out_zero
+    model = QuantizedModel("classification", "softmax", (0.0, 1.0), layers)
+    codes = rng.integers(-128, 128, size=(5000, 20)).astype(np.int8)
+    scores = model.scores(codes)
+    assert scores.dtype == np.int8 and scores.shape == (5000, 5)
+    np.testing.assert_array_equal(scores, reference(codes, layers))
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    (x, y), _ = digits
+    config = qmtik.Config(training=qmtik.TrainingConfig(epochs=5, batch_size=32, learning_rate=0.003))
+    return qmtik.Network(config).fit(x, y)
+
+
+def test_quantize_gives_the_networks_predictions_exactly(trained, digits):
+    _, (x, y) = digits
+    model = trained.quantize()
+    np.testing.assert_array_equal(model.predict(x), trained.predict(x))
+    np.testing.assert_array_equal(model.decision_function(x), trained.decision_function(x))
+    assert model.score(x, y) == trained.score(x, y)
+    assert model.evaluate(x, y)["accuracy"] == trained.evaluate(x, y)["accuracy"]
+
+
+def test_predict_proba_and_classes(trained, digits):
+    _, (x, _) = digits
+    model = trained.quantize()
+    proba = model.predict_proba(x)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+    np.testing.assert_array_equal(proba.argmax(axis=1), model.predict(x))
+
+
+def test_class_names_are_what_predict_returns(trained, digits):
+    _, (x, _) = digits
+    model = trained.quantize()
+    names = [f"digit {i}" for i in range(10)]
+    named = QuantizedModel(model.task, model.output, model.input_range, model.layers, names)
+    np.testing.assert_array_equal(named.predict(x[:5]), np.array(names)[model.predict(x[:5])])
+
+
+def test_ties_between_scores_go_to_the_first_class():
+    layer = q.IntegerLayer(np.zeros((3, 2), np.int8), np.array([0, 0, 0]), np.full(3, 2**21),
+                           np.full(3, 22), "linear", 1.0, -128, np.ones(3), 1.0, 5)
+    model = QuantizedModel("classification", "softmax", (0.0, 1.0), [layer])
+    np.testing.assert_array_equal(model.scores(np.zeros((2, 2), np.int8)), [[5, 5, 5], [5, 5, 5]])
+    np.testing.assert_array_equal(model.predict(np.zeros((2, 2))), [0, 0])
+
+
+def test_bad_input_is_refused(trained):
+    model = trained.quantize()
+    with pytest.raises(qmtik.DataError, match="features"):
+        model.predict(np.zeros((1, 5)))
+    with pytest.raises(qmtik.DataError, match="input codes"):
+        model.scores(np.zeros((1, 5), np.int8))
