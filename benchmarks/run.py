@@ -61,6 +61,74 @@ def run_in_child(mode: str, seed: int, epochs: int, samples: int | None) -> dict
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def median_seconds(fn, repeats: int) -> float:
+    """Median wall time of fn() over repeats calls."""
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def inference(epochs: int, samples: int | None) -> dict:
+    """Train one int8 network, quantize it, and measure the integer model on the test set."""
+    import tempfile
+
+    from qmtik.layers import QuantSpec, forward
+    (x, y), (x_test, y_test) = load_fashion_mnist()
+    if samples:
+        x, y = x[:samples], y[:samples]
+    net = qmtik.Network(benchmark_config(epochs, 0, 0)).fit(x, y)
+    model = net.quantize()
+    codes = model.quantize_inputs(x_test)
+    # fidelity: the integer model against training's own fake-quantized forward pass
+    spec = QuantSpec.from_config(net.config)
+    fake = np.concatenate([forward(net.layers_, codes[i:i + 1000], spec, quantized=True, training=False)[0]
+                           for i in range(0, len(codes), 1000)])
+    agree = float((fake.argmax(axis=1) == model.predict_index(x_test)).mean())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.qmt"
+        model.save(path)
+        file_bytes = path.stat().st_size
+    batch = median_seconds(lambda: model.scores(codes), 9)
+    quantize = median_seconds(lambda: model.quantize_inputs(x_test), 9)
+    one = x_test[:1]
+    model.predict(one)
+    single = median_seconds(lambda: model.predict(one), 2000)
+    kernels = model._kernels
+    layer_times = []
+    for i, kernel in enumerate(kernels):
+        inputs = codes.astype(kernel.weight_t.dtype)
+        for previous in kernels[:i]:
+            inputs = np.concatenate([previous(inputs[j:j + 1024]) for j in range(0, len(inputs), 1024)])
+        chunks = [inputs[j:j + 1024] for j in range(0, len(inputs), 1024)]
+        product = median_seconds(lambda: [c @ kernel.weight_t for c in chunks], 7)
+        whole = median_seconds(lambda: [kernel(c) for c in chunks], 7)
+        layer_times.append((product, whole - product))
+    return {"test_accuracy": model.score(x_test, y_test), "agreement": agree, "file_bytes": file_bytes,
+            "float32_bytes": 4 * sum(l.weight.size + l.bias.size for l in model.layers),
+            "batch_seconds": batch, "samples_per_second": len(codes) / batch,
+            "quantize_inputs_seconds": quantize, "single_predict_us": single * 1e6,
+            "layer_seconds": layer_times, "test_samples": len(codes)}
+
+
+def inference_table(r: dict) -> str:
+    lines = ["| integer model (784-256-256-10) | figure |", "| --- | --- |",
+             f"| test accuracy | {100 * r['test_accuracy']:.2f}% |",
+             f"| predictions equal to training's fake-quantized forward pass | {100 * r['agreement']:.2f}% "
+             f"of {r['test_samples']} |",
+             f"| .qmt file | {r['file_bytes']:,} bytes (float32: {r['float32_bytes']:,}) |",
+             f"| batch of {r['test_samples']}, int8 inputs to int8 scores (median of 9) | "
+             f"{1e3 * r['batch_seconds']:.1f} ms, {r['samples_per_second']:,.0f} samples/s |",
+             f"| quantizing the float inputs of that batch (median of 9) | {1e3 * r['quantize_inputs_seconds']:.1f} ms |",
+             f"| one sample, predict from raw inputs to class (median of 2000) | {r['single_predict_us']:.1f} µs |"]
+    for i, (product, rest) in enumerate(r["layer_seconds"], 1):
+        lines.append(f"| layer {i}: matrix product / requantization and activation | "
+                     f"{1e3 * product:.1f} ms / {1e3 * rest:.1f} ms |")
+    return "\n".join(lines)
+
+
 def machine() -> dict:
     """CPU model, core count, Python, NumPy and its BLAS."""
     cpu = "unknown"
@@ -143,6 +211,7 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=None, help="use only this many training samples")
     parser.add_argument("--json", default="benchmarks/results.json", help="where to write the figures")
     parser.add_argument("--profile", action="store_true", help="where one int8 epoch's time goes")
+    parser.add_argument("--inference", action="store_true", help="only the integer model's figures")
     parser.add_argument("--one", choices=["int8", "float"], help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -155,8 +224,9 @@ def main() -> int:
         if args.profile:
             print(profile(args.samples))
             return 0
-        results = [run_in_child(mode, seed, args.epochs, args.samples)
-                   for seed in range(args.seeds) for mode in ("int8", "float")]
+        results = [] if args.inference else [run_in_child(mode, seed, args.epochs, args.samples)
+                                             for seed in range(args.seeds) for mode in ("int8", "float")]
+        integer = inference(args.epochs, args.samples)
     except qmtik.QmtikError as exc:
         print(f"benchmark: {exc}", file=sys.stderr)
         return 1
@@ -168,8 +238,11 @@ def main() -> int:
           f"qmtik defaults (adam, cosine, batch 128)")
     print(f"machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, NumPy {info['numpy']} "
           f"({info['blas']})\n")
-    print(table(results))
-    Path(args.json).write_text(json.dumps({"machine": info, "epochs": args.epochs, "runs": results}, indent=2) + "\n")
+    if results:
+        print(table(results) + "\n")
+    print(inference_table(integer))
+    Path(args.json).write_text(json.dumps({"machine": info, "epochs": args.epochs, "runs": results,
+                                           "integer_model": integer}, indent=2) + "\n")
     print(f"\nwrote {args.json}")
     return 0
 

@@ -149,3 +149,13 @@ def test_bad_input_is_refused(trained):
         model.predict(np.zeros((1, 5)))
     with pytest.raises(qmtik.DataError, match="input codes"):
         model.scores(np.zeros((1, 5), np.int8))
+
+
+@pytest.mark.parametrize("n", [1, 2, 64, 65, 1024, 1025, 2100])
+def test_small_and_chunked_batches_give_the_same_scores(n):
+    """Batches up to SMALL skip the buffers, larger ones go through chunks: same integers."""
+    rng = np.random.default_rng(n)
+    layers = [random_layer(rng, 30, 12, "relu"), random_layer(rng, 12, 4, "linear")]
+    model = QuantizedModel("classification", "softmax", (0.0, 1.0), layers)
+    codes = rng.integers(-128, 128, size=(n, 30)).astype(np.int8)
+    np.testing.assert_array_equal(model.scores(codes), reference(codes, layers))

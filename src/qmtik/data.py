@@ -158,6 +158,44 @@ def load_named_or_path(spec: str, labels: str = ""):
     return load_arrays(spec, labels)
 
 
+def read_inputs(path) -> np.ndarray:
+    """Samples to predict: an .npy array, or a .csv of numbers (a header row is skipped)."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise DataError(f"input file {path}: not found") from None
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataError(f"input file {path}: cannot be read as NumPy data ({exc})") from None
+    if path.suffix != ".csv":
+        raise DataError(f"input file {path}: expected an .npy or a .csv")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"input file {path}: not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"input file {path}: cannot be read ({exc})") from None
+    rows, width = [], None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        cells = line.split(",")
+        try:
+            values = [float(c) for c in cells]
+        except ValueError:
+            if number == 1:
+                continue                      # a header row
+            raise DataError(f"input file {path}, line {number}: not a row of numbers") from None
+        if width is not None and len(values) != width:
+            raise DataError(f"input file {path}, line {number}: {len(values)} columns, expected {width}")
+        width = len(values)
+        rows.append(values)
+    if not rows:
+        raise DataError(f"input file {path}: no samples")
+    return np.array(rows, dtype=np.float64)
+
+
 # --- checks ------------------------------------------------------------------------------------
 
 def check_inputs(x, inputs: int, name: str = "inputs") -> np.ndarray:

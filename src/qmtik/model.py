@@ -17,6 +17,7 @@ from .errors import DataError
 from .functions import TASKS, cost, predicted_classes, process_output
 
 CHUNK = 1024          # samples per pass through the layers: keeps temporaries in cache
+SMALL = 64            # batches up to this size skip the chunking buffers (single-sample latency)
 
 
 @dataclass
@@ -24,77 +25,111 @@ class LayerKernel:
     """One layer prepared for fast exact inference.
 
     acc = codes @ weight_t is exact in float32 while fan_in * 128 * 127 < 2**24, else in
-    float64. y = acc * scale + bias_scaled, with scale = multiplier * 2**-shift, is the exact
-    real value (acc + bias) * multiplier / 2**shift, since its numerator stays below 2**52;
-    floor(y + 0.5) is then exact too (docs/quantization.md), and negative ties are moved one
-    down, which makes the rounding half away from zero.
+    float64. With scale = multiplier * 2**-shift, y = acc * scale + bias * scale is the exact
+    real value (acc + bias) * multiplier / 2**shift: every numerator stays below 2**52
+    (docs/quantization.md). Adding 0.5 and the output zero point keeps the sum exact while
+    shift <= 44 (below 2**53), so floor gives round(y) + zero point in one step, the rounding
+    half up; negative ties are then moved down one, which makes it half away from zero.
+    Larger shifts (multipliers below 2**-22) add the zero point after the floor instead.
     """
     weight_t: np.ndarray
     scale: np.ndarray
-    bias_scaled: np.ndarray
+    offset: np.ndarray          # bias * scale + 0.5 + folded_zero
+    folded_zero: int            # the output zero point when folded into offset, else 0
+    zero_after: int             # the output zero point still to add after the floor
     neg_scale: np.ndarray | None
-    neg_bias_scaled: np.ndarray | None
+    neg_offset: np.ndarray | None
+    negative_below: np.ndarray | None   # -bias: acc below it means acc + bias < 0 (leaky relu)
     layer: q.IntegerLayer
+
+    FOLD_SHIFT = 44
 
     @classmethod
     def prepare(cls, layer: q.IntegerLayer) -> "LayerKernel":
         fan_in = layer.weight.shape[1]
         dtype = np.float32 if q.accumulator_bound(fan_in) < 2**24 else np.float64
         weight_t = np.ascontiguousarray(layer.weight.T, dtype=dtype)
+        shifts = [layer.shift] + ([layer.neg_shift] if layer.neg_shift is not None else [])
+        # a table's index has zero point 0; other layers add their output zero point
+        zero = 0 if layer.activation in q.TABLE_ACTIVATIONS else layer.out_zero
+        fold = max(int(s.max()) for s in shifts) <= cls.FOLD_SHIFT
+        folded = zero if fold else 0
 
         def scaled(multiplier, shift):
-            s = multiplier.astype(np.float64) * np.exp2(-shift.astype(np.float64))
-            return s, layer.bias.astype(np.float64) * s
+            scale = multiplier.astype(np.float64) * np.exp2(-shift.astype(np.float64))
+            return scale, layer.bias.astype(np.float64) * scale + 0.5 + folded
 
-        scale, bias_scaled = scaled(layer.multiplier, layer.shift)
-        neg_scale = neg_bias = None
+        scale, offset = scaled(layer.multiplier, layer.shift)
+        neg_scale = neg_offset = negative_below = None
         if layer.activation == "leaky_relu":
-            neg_scale, neg_bias = scaled(layer.neg_multiplier, layer.neg_shift)
-        return cls(weight_t, scale, bias_scaled, neg_scale, neg_bias, layer)
+            neg_scale, neg_offset = scaled(layer.neg_multiplier, layer.neg_shift)
+            negative_below = -layer.bias.astype(np.float64)
+        return cls(weight_t, scale, offset, folded, zero - folded, neg_scale, neg_offset, negative_below, layer)
 
-    def __call__(self, codes):
-        """int8 codes (as floats) in, the layer's int8 output codes (as float32) out."""
-        acc = codes @ self.weight_t
+    def __call__(self, codes, out=None):
+        """int8 codes (as floats) in, the layer's int8 output codes (as float32) out.
+
+        out, when given, is a float32 buffer of the result's shape to write into.
+        """
         layer = self.layer
-        y = acc * self.scale
-        y += self.bias_scaled
-        if layer.activation == "relu":
-            # negative values clamp to the zero point, so ties below 0 need no care
-            y += 0.5
-            np.floor(y, out=y)
-            y += layer.out_zero
-            return np.clip(y, layer.out_zero, q.QMAX).astype(np.float32)
+        acc = codes @ self.weight_t
+        t = np.multiply(acc, self.scale)          # t = y + 0.5 + folded zero point, exactly
+        t += self.offset
         if layer.activation == "leaky_relu":
-            negative = y < 0
-            y_neg = acc * self.neg_scale
-            y_neg += self.neg_bias_scaled
-            y = np.where(negative, y_neg, y)
-        r = _round_half_away_exact(y)
+            t_neg = acc * self.neg_scale
+            t_neg += self.neg_offset
+            np.copyto(t, t_neg, where=acc < self.negative_below)
+        if out is None:
+            out = np.empty(t.shape, np.float32)
+        if layer.activation == "relu":            # relu clamps negatives, ties below 0 need no care
+            np.floor(t, out=t)
+            if self.zero_after:
+                t += self.zero_after
+            return _clamp(t, layer.out_zero, out)
+        r = np.floor(t)
+        r -= (r == t) & (t < 0.5 + self.folded_zero)
+        if self.zero_after:
+            r += self.zero_after
         if layer.activation in q.TABLE_ACTIVATIONS:
-            index = np.clip(r, q.QMIN, q.QMAX).astype(np.intp) - q.QMIN
-            return layer.table.astype(np.float32)[index]
-        r += layer.out_zero
-        return np.clip(r, q.QMIN, q.QMAX).astype(np.float32)
+            index = _clamp(r, q.QMIN, r).astype(np.intp) - q.QMIN
+            return np.take(self.table, index, out=out)
+        return _clamp(r, q.QMIN, out)
+
+    @property
+    def table(self) -> np.ndarray:
+        return self.layer.table.astype(np.float32)
+
+
+def _clamp(values, low, out):
+    """values clamped to [low, 127] into out (np.clip costs more on small arrays)."""
+    np.minimum(values, q.QMAX, out=values)
+    return np.maximum(values, low, out=out)
 
 
 def integer_scores(kernels, codes) -> np.ndarray:
-    """int8 scores of int8 input codes through prepared layers, a cache-sized chunk at a time."""
-    out = np.empty((len(codes), kernels[-1].layer.weight.shape[0]), dtype=np.int8)
-    for start in range(0, len(codes), CHUNK):
-        x = codes[start:start + CHUNK].astype(kernels[0].weight_t.dtype)
+    """int8 scores of int8 input codes through prepared layers, a cache-sized chunk at a time.
+
+    Buffers are allocated once per call: fresh large arrays for every chunk would cost more in
+    page faults than the arithmetic.
+    """
+    n = len(codes)
+    if n <= SMALL:
+        h = codes.astype(kernels[0].weight_t.dtype)
         for kernel in kernels:
-            x = kernel(x)
-        out[start:start + CHUNK] = x
+            h = kernel(h.astype(kernel.weight_t.dtype, copy=False))
+        return h.astype(np.int8)
+    rows = min(CHUNK, n)
+    x = np.empty((rows, kernels[0].weight_t.shape[0]), dtype=kernels[0].weight_t.dtype)
+    buffers = [np.empty((rows, k.weight_t.shape[1]), dtype=np.float32) for k in kernels]
+    out = np.empty((n, kernels[-1].weight_t.shape[1]), dtype=np.int8)
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        h = x[:stop - start]
+        np.copyto(h, codes[start:stop], casting="unsafe")
+        for kernel, buffer in zip(kernels, buffers):
+            h = kernel(h.astype(kernel.weight_t.dtype, copy=False), buffer[:stop - start])
+        out[start:stop] = h
     return out
-
-
-def _round_half_away_exact(y):
-    """Round half away from zero of y = p / 2**shift with |p| < 2**52 (exact, in place)."""
-    r = y + 0.5
-    np.floor(r, out=r)
-    tie_below = (r - y == 0.5) & (y < 0)
-    r -= tie_below
-    return r
 
 
 @dataclass
@@ -193,8 +228,69 @@ class QuantizedModel:
         pred = self.predict(x).reshape(targets.shape)
         return float(1 - ((targets - pred) ** 2).sum() / ((targets - targets.mean(axis=0)) ** 2).sum())
 
+    def info(self, file_bytes: int | None = None) -> str:
+        """A readable description: topology, sizes, scales, requantization, memory needs."""
+        return describe(self, file_bytes)
+
+    def save(self, path) -> None:
+        """Write the model as a .qmt file (atomically)."""
+        from .qmtfile import save_model   # qmtfile reads and writes QuantizedModel
+        save_model(path, self)
+
+    @classmethod
+    def load(cls, path) -> "QuantizedModel":
+        """Read and validate a .qmt file."""
+        from .qmtfile import load_model
+        return load_model(path)
+
     @property
     def cost_for_loss(self) -> str:
         """The cost reported as loss: the natural one of the output processing."""
         return {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}.get(self.output, "mse") \
             if self.task == "classification" else "mse"
+
+
+def _span(values, fmt="{:.3g}") -> str:
+    """'a' when all values are equal, else 'a..b'."""
+    lo, hi = np.min(values), np.max(values)
+    return fmt.format(lo) if lo == hi else f"{fmt.format(lo)}..{fmt.format(hi)}"
+
+
+def memory_needs(model: "QuantizedModel") -> dict:
+    """Bytes an integer inference needs: constants (weights, biases, multipliers, shifts,
+    tables) and scratch (two int8 buffers of the widest layer, used in turn)."""
+    weights = sum(layer.weight.size for layer in model.layers)
+    biases = 4 * sum(layer.bias.size for layer in model.layers)
+    requant = sum(5 * layer.multiplier.size * (2 if layer.neg_multiplier is not None else 1)
+                  for layer in model.layers)
+    tables = sum(256 for layer in model.layers if layer.table is not None)
+    return {"weights": weights, "biases": biases, "requantization": requant, "tables": tables,
+            "constants": weights + biases + requant + tables, "scratch": 2 * max(model.widths)}
+
+
+def describe(model: "QuantizedModel", file_bytes: int | None = None) -> str:
+    """What `qmtik info` prints: topology, sizes, each layer's scales and requantization, memory."""
+    params = sum(layer.weight.size + layer.bias.size for layer in model.layers)
+    need = memory_needs(model)
+    low, high = model.input_range
+    lines = [f"qmtik integer model: {model.task}, {model.output} output, "
+             f"{'-'.join(map(str, model.widths))}",
+             f"parameters: {params:,} (int8 weights {need['weights']:,}, int32 biases {params - need['weights']:,})"]
+    if file_bytes is not None:
+        lines.append(f"file: {file_bytes:,} bytes (float32 weights and biases would be {4 * params:,})")
+    lines.append(f"inputs: raw range [{low:g}, {high:g}] to int8 codes: (x - {low:g}) * 255/{high - low:g} - 128")
+    for i, layer in enumerate(model.layers, 1):
+        fan_out, fan_in = layer.weight.shape
+        granularity = "per channel" if len(np.unique(layer.weight_scale)) > 1 else "per tensor"
+        lines.append(f"layer {i}: {fan_in} -> {fan_out} {layer.activation}; weight scale {granularity} "
+                     f"{_span(layer.weight_scale)}; output scale {layer.out_scale:.4g}, zero point {layer.out_zero}")
+        lines.append(f"  requantization: multiplier {_span(layer.multiplier, '{:d}')} / 2^{_span(layer.shift, '{:d}')}"
+                     + (f"; negative side {_span(layer.neg_multiplier, '{:d}')} / 2^{_span(layer.neg_shift, '{:d}')}"
+                        if layer.neg_multiplier is not None else "")
+                     + (f"; table input scale {layer.pre_scale:.4g}" if layer.table is not None else ""))
+    lines.append(f"memory: {need['constants']:,} bytes of constants (weights {need['weights']:,}, biases "
+                 f"{need['biases']:,}, requantization {need['requantization']:,}, tables {need['tables']:,}); "
+                 f"scratch {need['scratch']:,} bytes")
+    if model.class_names:
+        lines.append("classes: " + ", ".join(model.class_names))
+    return "\n".join(lines)

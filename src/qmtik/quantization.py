@@ -296,6 +296,9 @@ def quantize_inputs(x, input_range) -> np.ndarray:
 
     code = clamp(round_half_away((x - low) * gain) - 128, -128, 127) with
     gain = float32(255 / (high - low)); for pixels with range [0, 255] this is pixel - 128.
+    Computed as floor(clip(u, 0, 255) + 0.5) - 128: clipping first changes nothing (the
+    bounds are integers), and for u >= 0 rounding half away is floor(u + 0.5), exact when the
+    float32 u is widened to float64 before adding the half.
     """
     low, high = input_range
     gain = np.float32(255.0 / (float(high) - float(low)))
@@ -303,6 +306,11 @@ def quantize_inputs(x, input_range) -> np.ndarray:
     codes = np.empty(x.shape, dtype=np.int8)
     rows = max(1, 2**16 // max(1, x[0].size if x.ndim > 1 and len(x) else 1))  # work in cache-sized pieces
     for start in range(0, len(x), rows):
-        unit = (x[start:start + rows].astype(np.float32) - np.float32(low)) * gain
-        codes[start:start + rows] = clamp_codes(round_half_away(unit) + INPUT_ZERO)
+        unit = np.subtract(x[start:start + rows], np.float32(low), dtype=np.float32)
+        unit *= gain
+        np.maximum(unit, 0, out=unit)                   # np.clip costs more on small inputs
+        np.minimum(unit, QMAX - QMIN, out=unit)
+        code = np.add(unit, 0.5 + INPUT_ZERO, dtype=np.float64)     # exact: |u| < 256 has 24 bits
+        np.floor(code, out=code)
+        codes[start:start + rows] = code
     return codes
