@@ -136,3 +136,28 @@ def predicted_classes(scores):
     if scores.shape[1] == 1:
         return (scores[:, 0] >= 0).astype(np.int64)
     return scores.argmax(axis=1)
+
+
+# --- figures of merit ----------------------------------------------------------------------------
+
+def accuracy(scores, targets) -> float:
+    """Share of rows whose predicted class is the target's (one-hot rows, or a 0/1 column)."""
+    truth = targets[:, 0] if targets.shape[1] == 1 else targets.argmax(axis=1)
+    return float((predicted_classes(scores) == truth).mean())
+
+
+def figures(task: str, output: str, cost_kind: str, scores, targets) -> dict:
+    """{'loss', 'samples', 'accuracy'} for classes, {'loss', 'samples', 'mse', 'mae'} for regression."""
+    loss, _ = cost(cost_kind, output, scores, targets)
+    out = {"loss": float(loss), "samples": len(scores)}
+    if task == "classification":
+        out["accuracy"] = accuracy(scores, targets)
+    else:
+        err = process_output(output, scores) - targets
+        out["mse"], out["mae"] = float((err**2).mean()), float(np.abs(err).mean())
+    return out
+
+
+def r_squared(targets, predicted) -> float:
+    """Coefficient of determination of predicted against targets (columns pooled)."""
+    return float(1 - ((targets - predicted) ** 2).sum() / ((targets - targets.mean(axis=0)) ** 2).sum())

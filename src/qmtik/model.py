@@ -14,7 +14,7 @@ import numpy as np
 from . import quantization as q
 from .data import check_inputs, encode_targets
 from .errors import DataError
-from .functions import TASKS, cost, predicted_classes, process_output
+from .functions import TASKS, figures, predicted_classes, process_output, r_squared
 
 CHUNK = 1024          # samples per pass through the layers: keeps temporaries in cache
 SMALL = 64            # batches up to this size skip the chunking buffers (single-sample latency)
@@ -101,7 +101,10 @@ class LayerKernel:
 
 
 def _clamp(values, low, out):
-    """values clamped to [low, 127] into out (np.clip costs more on small arrays)."""
+    """values clamped to [low, 127] into out: np.clip on large arrays, where it is fastest,
+    minimum and maximum on small ones, where np.clip's own overhead dominates."""
+    if values.size > 4096:
+        return np.clip(values, low, q.QMAX, out=out)
     np.minimum(values, q.QMAX, out=values)
     return np.maximum(values, low, out=out)
 
@@ -207,26 +210,18 @@ class QuantizedModel:
         return predicted_classes(scores)
 
     def evaluate(self, x, y) -> dict:
-        """{'loss', 'accuracy'} (classification) or {'loss', 'mse', 'mae'} (regression)."""
+        """{'loss', 'accuracy'} (classification) or {'loss', 'mse', 'mae'} (regression); the loss
+        is the natural cost of the output (the file does not record the training cost)."""
         scores = self.decision_function(x)
         targets = encode_targets(y, self.task, self.outputs, len(scores))
-        loss, _ = cost(self.cost_for_loss, self.output, scores, targets)
-        out = {"loss": float(loss), "samples": len(scores), "int8": True}
-        if self.task == "classification":
-            truth = targets[:, 0] if self.outputs == 1 else targets.argmax(axis=1)
-            out["accuracy"] = float((predicted_classes(scores) == truth).mean())
-        else:
-            err = process_output(self.output, scores) - targets
-            out["mse"], out["mae"] = float((err**2).mean()), float(np.abs(err).mean())
-        return out
+        return {**figures(self.task, self.output, self.cost_for_loss, scores, targets), "int8": True}
 
     def score(self, x, y) -> float:
         """Accuracy (classification) or R^2 (regression) on the integer arithmetic."""
         if self.task == "classification":
             return self.evaluate(x, y)["accuracy"]
         targets = encode_targets(y, self.task, self.outputs, len(np.asarray(x)))
-        pred = self.predict(x).reshape(targets.shape)
-        return float(1 - ((targets - pred) ** 2).sum() / ((targets - targets.mean(axis=0)) ** 2).sum())
+        return r_squared(targets, self.predict(x).reshape(targets.shape))
 
     def info(self, file_bytes: int | None = None) -> str:
         """A readable description: topology, sizes, scales, requantization, memory needs."""

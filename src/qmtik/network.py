@@ -13,12 +13,12 @@ from . import checkpoint as ckpt
 from .config import Config
 from .data import check_class_names, check_inputs, encode_targets
 from .errors import QmtikError
-from .functions import cost, predicted_classes, process_output
+from .functions import figures, predicted_classes, process_output, r_squared
 from .layers import QuantSpec, integer_layers, predict_scores
 from .model import QuantizedModel
 from .progress import Reporter
 from .quantization import quantize_inputs
-from .training import Split, metric, split_validation, train
+from .training import Split, split_validation, train
 
 
 class NotFittedError(QmtikError, AttributeError):
@@ -101,23 +101,16 @@ class Network:
     def evaluate(self, x, y) -> dict:
         """{'loss', 'accuracy'} for classification, {'loss', 'mse', 'mae'} for regression."""
         scores = self.decision_function(x)
-        targets = self._targets(y, len(scores))
-        loss, _ = cost(self.config.network.cost, self.config.network.output, scores, targets)
-        out = {"loss": float(loss), "samples": len(scores), "int8": bool(self.quantized_)}
-        if self.config.task == "classification":
-            out["accuracy"] = metric(self.config, scores, targets)
-        else:
-            err = process_output(self.config.network.output, scores) - targets
-            out["mse"], out["mae"] = float((err**2).mean()), float(np.abs(err).mean())
-        return out
+        net = self.config.network
+        out = figures(self.config.task, net.output, net.cost, scores, self._targets(y, len(scores)))
+        return {**out, "int8": bool(self.quantized_)}
 
     def score(self, x, y) -> float:
         """Accuracy for classification; the coefficient of determination R^2 for regression."""
         if self.config.task == "classification":
             return self.evaluate(x, y)["accuracy"]
         targets = self._targets(y, len(np.asarray(x)))
-        pred = self.predict(x).reshape(targets.shape)
-        return float(1 - ((targets - pred) ** 2).sum() / ((targets - targets.mean(axis=0)) ** 2).sum())
+        return r_squared(targets, self.predict(x).reshape(targets.shape))
 
     def integer_layers(self):
         """The integer layers (int8 weights, int32 biases, multipliers) this network runs as."""

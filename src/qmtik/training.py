@@ -11,7 +11,7 @@ import numpy as np
 from . import checkpoint as ckpt
 from .config import Config
 from .errors import CheckpointError, TrainingError
-from .functions import cost, predicted_classes, process_output
+from .functions import accuracy, cost, process_output
 from .layers import QuantSpec, backward, forward, init_layers, predict_scores
 from .optimizers import learning_rate, make_optimizer
 from .progress import Reporter, Silent
@@ -42,11 +42,9 @@ def split_validation(data: Split, share: float, seed: int) -> tuple[Split, Split
 
 def metric(config: Config, scores, targets) -> float:
     """Accuracy for classification, mean squared error of the outputs for regression."""
-    net = config.network
     if config.task == "classification":
-        truth = targets[:, 0] if net.outputs == 1 else targets.argmax(axis=1)
-        return float((predicted_classes(scores) == truth).mean())
-    return float(((process_output(net.output, scores) - targets) ** 2).mean())
+        return accuracy(scores, targets)
+    return float(((process_output(config.network.output, scores) - targets) ** 2).mean())
 
 
 def is_better(config: Config, record: dict, best: dict | None) -> bool:
