@@ -303,3 +303,70 @@ def test_resume_of_a_different_network_exits_1(config, monkeypatch, capsys):
     line = fails(capsys, ["train", "net.toml", "--epochs", "3", "--set", "network.hidden=[9]", "-q",
                           "--resume"], 1)
     assert "cannot resume" in line
+
+
+# --- the integer model: quantize, info, eval, predict, train --qmt ------------------------------
+
+@pytest.fixture
+def qmt(trained, capsys):
+    assert main(["quantize", "net.ckpt.npz"]) == 0
+    assert "net.qmt" in capsys.readouterr().out
+    return trained.with_name("net.qmt")
+
+
+def test_quantize_writes_a_model_that_predicts_as_the_checkpoint(qmt, trained):
+    model = qmtik.load_model(qmt)
+    net = qmtik.Network.load(trained)
+    _, (x, _) = qmtik.load_dataset("digits")
+    np.testing.assert_array_equal(model.predict(x), net.predict(x))
+
+
+def test_train_with_qmt_writes_the_integer_model_too(config, capsys):
+    assert main(["train", "net.toml", "--epochs", "1", "--qmt", "m.qmt", *TINY]) == 0
+    assert "m.qmt" in capsys.readouterr().out
+    assert qmtik.load_model(config.with_name("m.qmt")).widths == (64, 8, 10)
+
+
+def test_info_describes_the_model(qmt, capsys):
+    assert main(["info", "net.qmt"]) == 0
+    out = capsys.readouterr().out
+    assert "64-8-10" in out and "file:" in out and "scratch 128 bytes" in out
+    assert "layer 1: 64 -> 8 relu" in out and "layer 2: 8 -> 10 linear" in out
+
+
+def test_eval_of_a_qmt_needs_data_and_matches_the_checkpoint(qmt, capsys):
+    line = fails(capsys, ["eval", "net.qmt"], 2)
+    assert "carries no data" in line
+    assert main(["eval", "net.qmt", "digits:test", "--json"]) == 0
+    from_qmt = json.loads(capsys.readouterr().out)
+    assert main(["eval", "net.ckpt.npz", "digits:test", "--json"]) == 0
+    from_ckpt = json.loads(capsys.readouterr().out)
+    assert from_qmt["accuracy"] == from_ckpt["accuracy"] and from_qmt["samples"] == 359
+
+
+def test_predict_prints_or_writes_classes(qmt, tmp_path, capsys):
+    _, (x, _) = qmtik.load_dataset("digits")
+    np.save(tmp_path / "x.npy", x[:7])
+    (tmp_path / "x.csv").write_text(",".join(f"p{i}" for i in range(64)) + "\n"
+                                    + "\n".join(",".join(str(int(v)) for v in row) for row in x[:7]) + "\n")
+    expected = qmtik.load_model(qmt).predict(x[:7])
+    assert main(["predict", "net.qmt", "x.npy"]) == 0
+    assert capsys.readouterr().out.split() == [str(c) for c in expected]
+    assert main(["predict", "net.qmt", "x.csv", "-o", "out.npy"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
+
+
+def test_predict_refuses_bad_input_files(qmt, tmp_path, capsys):
+    (tmp_path / "bad.csv").write_text("1,2,3\n4,5\n")
+    assert "line 2: 2 columns, expected 3" in fails(capsys, ["predict", "net.qmt", "bad.csv"], 1)
+    np.save(tmp_path / "short.npy", np.zeros((2, 5)))
+    assert "5 features" in fails(capsys, ["predict", "net.qmt", "short.npy"], 1)
+    assert "expected an .npy or a .csv" in fails(capsys, ["predict", "net.qmt", "x.txt"], 1)
+
+
+def test_a_damaged_qmt_is_one_line_and_exit_1(qmt, capsys):
+    blob = bytearray(qmt.read_bytes())
+    blob[100] ^= 0xFF
+    qmt.write_bytes(bytes(blob))
+    for argv in (["info", "net.qmt"], ["eval", "net.qmt", "digits"], ["predict", "net.qmt", "x.npy"]):
+        assert "net.qmt" in fails(capsys, argv, 1)

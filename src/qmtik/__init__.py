@@ -6,19 +6,23 @@
     net = qmtik.Network(config).fit(x, y, verbose=True)
     print(net.score(x_test, y_test))                     # on the int8 arithmetic
     net.save("digits.ckpt.npz"); net = qmtik.Network.load("digits.ckpt.npz")
+    model = net.quantize()                               # integer-only: int8 in, int8 scores out
+    model.save("digits.qmt"); model = qmtik.load_model("digits.qmt")
 """
 from .config import (Config, DataConfig, NetworkConfig, QuantizationConfig, TrainingConfig,
                      load_config)
 from .data import load_arrays, load_digits, named_dataset as load_dataset
 from .errors import (CheckpointError, ConfigError, DataError, ModelFormatError, QmtikError,
                      QuantizationError, TrainingError)
+from .model import QuantizedModel
 from .network import Network, NotFittedError
+from .qmtfile import load_model, save_model
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Config", "NetworkConfig", "QuantizationConfig", "TrainingConfig", "DataConfig", "load_config",
-    "Network", "load_dataset", "load_digits", "load_arrays",
+    "Network", "QuantizedModel", "load_model", "save_model", "load_dataset", "load_digits", "load_arrays",
     "QmtikError", "ConfigError", "DataError", "CheckpointError", "TrainingError", "QuantizationError",
     "ModelFormatError",
     "NotFittedError", "__version__",

@@ -7,13 +7,17 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from . import __version__
 from .checkpoint import write_atomic, write_json
 from .config import DIGITS_STARTER, load_config, parse_override, starter_toml
-from .data import load_data, load_named_or_path
+from .data import class_names_of, load_data, load_named_or_path, read_inputs
 from .errors import ConfigError, QmtikError
+from .model import QuantizedModel
 from .network import Network
 from .progress import Reporter
+from .qmtfile import load_model, save_model
 
 TRAIN_FLAGS = {  # command-line flag -> config key
     "epochs": "training.epochs", "batch_size": "training.batch_size",
@@ -37,6 +41,16 @@ def history_path(checkpoint) -> Path:
     for suffix in (".npz", ".ckpt"):
         name = name[: -len(suffix)] if name.endswith(suffix) else name
     return Path(checkpoint).with_name(name + ".history.json")
+
+
+def qmt_path(checkpoint) -> Path:
+    """digits.ckpt.npz -> digits.qmt, beside the checkpoint."""
+    return history_path(checkpoint).with_name(history_path(checkpoint).name[:-len(".history.json")] + ".qmt")
+
+
+def load_any(path):
+    """A QuantizedModel from a .qmt file, or a Network from a training checkpoint."""
+    return load_model(path) if str(path).endswith(".qmt") else Network.load(path)
 
 
 def describe(result: dict, task: str) -> str:
@@ -68,31 +82,79 @@ def cmd_train(args) -> int:
         raise UsageError(f"output directory {out.parent} does not exist")
     (x, y), test = load_data(config)
     reporter = Reporter(quiet=args.quiet, task=config.task)
-    net = Network(config).fit(x, y, checkpoint=out, resume=args.resume, reporter=reporter)
+    net = Network(config).fit(x, y, class_names=class_names_of(config), checkpoint=out, resume=args.resume,
+                              reporter=reporter)
     history = history_path(out)
     write_json(history, net.history_)
+    written = [out, history]
+    if args.qmt:
+        save_model(args.qmt, net.quantize())
+        written.append(Path(args.qmt))
     best = net.history_["best_epoch"]
     if best is not None and not args.quiet:
         print(f"kept epoch {best} of {config.training.epochs}")
     if test is not None:
         print("test " + describe(net.evaluate(*test), config.task))
-    print(f"wrote {out} and {history}")
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    out = Path(args.out) if args.out else qmt_path(args.checkpoint)
+    model = Network.load(args.checkpoint).quantize()
+    save_model(out, model)
+    print(f"wrote {out} ({out.stat().st_size:,} bytes)")
+    return 0
+
+
+def cmd_info(args) -> int:
+    model = load_any(args.model)
+    if isinstance(model, Network):
+        model = model.quantize()
+        print(model.info())
+    else:
+        print(model.info(Path(args.model).stat().st_size))
     return 0
 
 
 def cmd_eval(args) -> int:
-    net = Network.load(args.checkpoint)
-    if args.data:
-        x, y = load_named_or_path(args.data, args.labels or "")
+    model = load_any(args.model)
+    data = args.data or args.data_option
+    if data:
+        x, y = load_named_or_path(data, args.labels or "")
+    elif isinstance(model, QuantizedModel):
+        raise UsageError(f"{args.model} is an integer model and carries no data; give DATA, such as digits:test")
     else:
-        d = net.config.data
+        d = model.config.data
         if not (d.dataset or d.test):
-            raise UsageError("the checkpoint's config names no test data; pass --data PATH")
-        _, test = load_data(net.config)
-        x, y = test
-    result = net.evaluate(x, y)
-    print(json.dumps(result) if args.json else describe(result, net.config.task))
+            raise UsageError("the checkpoint's config names no test data; give DATA (or --data DATA)")
+        _, (x, y) = load_data(model.config)
+    result = model.evaluate(x, y)
+    task = model.task if isinstance(model, QuantizedModel) else model.config.task
+    print(json.dumps(result) if args.json else describe(result, task))
     return 0
+
+
+def cmd_predict(args) -> int:
+    model = load_any(args.model)
+    predictions = model.predict(read_inputs(args.input))
+    if args.out:
+        out = Path(args.out)
+        if out.suffix == ".npy":
+            write_atomic(out, lambda f: np.save(f, predictions, allow_pickle=False))
+        else:
+            write_atomic(out, lambda f: f.write(_as_lines(predictions).encode()))
+        print(f"wrote {len(predictions)} predictions to {out}")
+    else:
+        sys.stdout.write(_as_lines(predictions))
+    return 0
+
+
+def _as_lines(predictions) -> str:
+    """One prediction per line; regression rows as comma-separated values."""
+    rows = predictions.reshape(len(predictions), -1)
+    return "".join(",".join(f"{v:.7g}" if isinstance(v, float) else str(v) for v in row.tolist()) + "\n"
+                   for row in rows)
 
 
 # --- parser ------------------------------------------------------------------------------------
@@ -120,16 +182,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, such as --set network.hidden=[64,32] (repeatable)")
     p.add_argument("--resume", action="store_true", help="go on from the checkpoint of an interrupted run")
+    p.add_argument("--qmt", metavar="PATH", help="also write the integer model (.qmt) there")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="accuracy (classification) or error (regression) of a checkpoint")
+    p = sub.add_parser("quantize", help="turn a training checkpoint into an integer model file (.qmt)")
     p.add_argument("checkpoint", help="a checkpoint written by qmtik train")
-    p.add_argument("--data", help="'digits', 'digits:train', 'fashion-mnist', an .npz (x, y) or an .npy "
-                   "of inputs (default: the config's test data)")
-    p.add_argument("--labels", help="labels .npy when --data is an .npy of inputs")
+    p.add_argument("-o", "--out", help="where to write it (default: beside the checkpoint, NAME.qmt)")
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("info", help="topology, sizes, scales and memory needs of a model")
+    p.add_argument("model", help="a .qmt model or a training checkpoint")
+    p.set_defaults(func=cmd_info)
+
+    data_help = ("'digits', 'digits:train', 'fashion-mnist', 'fashion-mnist:train', an .npz (x, y) or an .npy "
+                 "of inputs (default for a checkpoint: its config's test data)")
+    p = sub.add_parser("eval", help="accuracy (classification) or error (regression) of a model")
+    p.add_argument("model", help="a .qmt model or a training checkpoint")
+    p.add_argument("data", nargs="?", help=data_help)
+    p.add_argument("--data", dest="data_option", help=argparse.SUPPRESS)
+    p.add_argument("--labels", help="labels .npy when DATA is an .npy of inputs")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="classes (or values) of the samples in a file")
+    p.add_argument("model", help="a .qmt model or a training checkpoint")
+    p.add_argument("input", help="samples: an .npy, or a .csv of numbers (one sample per row)")
+    p.add_argument("-o", "--out", help="write the predictions to this .npy or text file instead of printing them")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 
