@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import qmtik
-from qmtik.data import load_fashion_mnist
+from qmtik.data import FASHION_MNIST_CLASSES, load_fashion_mnist
 
 HIDDEN = [256, 256]
 
@@ -79,7 +79,7 @@ def inference(epochs: int, samples: int | None) -> dict:
     (x, y), (x_test, y_test) = load_fashion_mnist()
     if samples:
         x, y = x[:samples], y[:samples]
-    net = qmtik.Network(benchmark_config(epochs, 0, 0)).fit(x, y)
+    net = qmtik.Network(benchmark_config(epochs, 0, 0)).fit(x, y, class_names=FASHION_MNIST_CLASSES)
     model = net.quantize()
     codes = model.quantize_inputs(x_test)
     # fidelity: the integer model against training's own fake-quantized forward pass

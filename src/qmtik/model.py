@@ -27,19 +27,19 @@ class LayerKernel:
     acc = codes @ weight_t is exact in float32 while fan_in * 128 * 127 < 2**24, else in
     float64. With scale = multiplier * 2**-shift, y = acc * scale + bias * scale is the exact
     real value (acc + bias) * multiplier / 2**shift: every numerator stays below 2**52
-    (docs/quantization.md). Adding 0.5 and the output zero point keeps the sum exact while
-    shift <= 44 (below 2**53), so floor gives round(y) + zero point in one step, the rounding
-    half up; negative ties are then moved down one, which makes it half away from zero.
-    Larger shifts (multipliers below 2**-22) add the zero point after the floor instead.
+    (docs/quantization.md), and so does y +- 0.5. Rounding half away from zero is then
+    trunc(y + copysign(0.5, y)), exactly. For relu, whose negative side clamps anyway, it is
+    floor(y + 0.5), with 0.5 and the output zero point folded into the offset when the sum
+    stays exact (shifts up to 44, that is, multipliers above 2**-22).
     """
     weight_t: np.ndarray
     scale: np.ndarray
-    offset: np.ndarray          # bias * scale + 0.5 + folded_zero
-    folded_zero: int            # the output zero point when folded into offset, else 0
-    zero_after: int             # the output zero point still to add after the floor
-    neg_scale: np.ndarray | None
+    offset: np.ndarray                  # bias * scale (relu: + 0.5 + folded_zero)
+    zero_after: int                     # the output zero point still to add after rounding
+    neg_scale: np.ndarray | None        # leaky relu's negative side
     neg_offset: np.ndarray | None
-    negative_below: np.ndarray | None   # -bias: acc below it means acc + bias < 0 (leaky relu)
+    negative_below: np.ndarray | None   # -bias: acc below it means acc + bias < 0
+    table: np.ndarray | None            # sigmoid / tanh table as float32
     layer: q.IntegerLayer
 
     FOLD_SHIFT = 44
@@ -49,22 +49,26 @@ class LayerKernel:
         fan_in = layer.weight.shape[1]
         dtype = np.float32 if q.accumulator_bound(fan_in) < 2**24 else np.float64
         weight_t = np.ascontiguousarray(layer.weight.T, dtype=dtype)
-        shifts = [layer.shift] + ([layer.neg_shift] if layer.neg_shift is not None else [])
-        # a table's index has zero point 0; other layers add their output zero point
-        zero = 0 if layer.activation in q.TABLE_ACTIVATIONS else layer.out_zero
-        fold = max(int(s.max()) for s in shifts) <= cls.FOLD_SHIFT
-        folded = zero if fold else 0
+        bias = layer.bias.astype(np.float64)
 
-        def scaled(multiplier, shift):
-            scale = multiplier.astype(np.float64) * np.exp2(-shift.astype(np.float64))
-            return scale, layer.bias.astype(np.float64) * scale + 0.5 + folded
+        def scale_of(multiplier, shift):
+            return multiplier.astype(np.float64) * np.exp2(-shift.astype(np.float64))
 
-        scale, offset = scaled(layer.multiplier, layer.shift)
-        neg_scale = neg_offset = negative_below = None
+        scale = scale_of(layer.multiplier, layer.shift)
+        offset, zero_after = bias * scale, layer.out_zero
+        if layer.activation == "relu" and int(layer.shift.max()) <= cls.FOLD_SHIFT:
+            offset, zero_after = offset + (0.5 + layer.out_zero), 0
+        elif layer.activation == "relu":
+            offset = offset + 0.5
+        elif layer.activation in q.TABLE_ACTIVATIONS:
+            zero_after = 0                              # a table's index has zero point 0
+        neg_scale = neg_offset = negative_below = table = None
         if layer.activation == "leaky_relu":
-            neg_scale, neg_offset = scaled(layer.neg_multiplier, layer.neg_shift)
-            negative_below = -layer.bias.astype(np.float64)
-        return cls(weight_t, scale, offset, folded, zero - folded, neg_scale, neg_offset, negative_below, layer)
+            neg_scale = scale_of(layer.neg_multiplier, layer.neg_shift)
+            neg_offset, negative_below = bias * neg_scale, -bias
+        if layer.table is not None:
+            table = layer.table.astype(np.float32)
+        return cls(weight_t, scale, offset, zero_after, neg_scale, neg_offset, negative_below, table, layer)
 
     def __call__(self, codes, out=None):
         """int8 codes (as floats) in, the layer's int8 output codes (as float32) out.
@@ -73,31 +77,25 @@ class LayerKernel:
         """
         layer = self.layer
         acc = codes @ self.weight_t
-        t = np.multiply(acc, self.scale)          # t = y + 0.5 + folded zero point, exactly
-        t += self.offset
-        if layer.activation == "leaky_relu":
-            t_neg = acc * self.neg_scale
-            t_neg += self.neg_offset
-            np.copyto(t, t_neg, where=acc < self.negative_below)
+        y = np.multiply(acc, self.scale)
+        y += self.offset
         if out is None:
-            out = np.empty(t.shape, np.float32)
-        if layer.activation == "relu":            # relu clamps negatives, ties below 0 need no care
-            np.floor(t, out=t)
-            if self.zero_after:
-                t += self.zero_after
-            return _clamp(t, layer.out_zero, out)
-        r = np.floor(t)
-        r -= (r == t) & (t < 0.5 + self.folded_zero)
+            out = np.empty(y.shape, np.float32)
+        if layer.activation == "relu":                 # y already holds + 0.5 (and the zero point)
+            np.floor(y, out=y)
+        else:
+            if layer.activation == "leaky_relu":
+                y_neg = np.multiply(acc, self.neg_scale)
+                y_neg += self.neg_offset
+                np.copyto(y, y_neg, where=acc < self.negative_below)
+            y += np.copysign(0.5, y)
+            np.trunc(y, out=y)
         if self.zero_after:
-            r += self.zero_after
-        if layer.activation in q.TABLE_ACTIVATIONS:
-            index = _clamp(r, q.QMIN, r).astype(np.intp) - q.QMIN
+            y += self.zero_after
+        if self.table is not None:
+            index = _clamp(y, q.QMIN, y).astype(np.intp) - q.QMIN
             return np.take(self.table, index, out=out)
-        return _clamp(r, q.QMIN, out)
-
-    @property
-    def table(self) -> np.ndarray:
-        return self.layer.table.astype(np.float32)
+        return _clamp(y, layer.out_zero if layer.activation == "relu" else q.QMIN, out)
 
 
 def _clamp(values, low, out):
@@ -205,9 +203,10 @@ class QuantizedModel:
 
     def predict_index(self, x) -> np.ndarray:
         """Class indices: the highest int8 score, the first on ties (classification only)."""
-        last = self.layers[-1]
-        scores = self.scores(self.quantize_inputs(x)).astype(np.int64) - last.out_zero
-        return predicted_classes(scores)
+        scores = self.scores(self.quantize_inputs(x))
+        if self.outputs > 1:
+            return scores.argmax(axis=1)                 # the first of equal scores
+        return (scores[:, 0] >= self.layers[-1].out_zero).astype(np.int64)
 
     def evaluate(self, x, y) -> dict:
         """{'loss', 'accuracy'} (classification) or {'loss', 'mse', 'mae'} (regression); the loss

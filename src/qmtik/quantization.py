@@ -303,14 +303,20 @@ def quantize_inputs(x, input_range) -> np.ndarray:
     low, high = input_range
     gain = np.float32(255.0 / (float(high) - float(low)))
     x = np.asarray(x)
+    if x.size <= 2**16:
+        return _input_codes(x, np.float32(low), gain).astype(np.int8)
     codes = np.empty(x.shape, dtype=np.int8)
-    rows = max(1, 2**16 // max(1, x[0].size if x.ndim > 1 and len(x) else 1))  # work in cache-sized pieces
+    rows = max(1, 2**16 // max(1, x[0].size))          # work in cache-sized pieces
     for start in range(0, len(x), rows):
-        unit = np.subtract(x[start:start + rows], np.float32(low), dtype=np.float32)
-        unit *= gain
-        np.maximum(unit, 0, out=unit)                   # np.clip costs more on small inputs
-        np.minimum(unit, QMAX - QMIN, out=unit)
-        code = np.add(unit, 0.5 + INPUT_ZERO, dtype=np.float64)     # exact: |u| < 256 has 24 bits
-        np.floor(code, out=code)
-        codes[start:start + rows] = code
+        codes[start:start + rows] = _input_codes(x[start:start + rows], np.float32(low), gain)
     return codes
+
+
+def _input_codes(x, low, gain):
+    """quantize_inputs on one piece, as float64 codes."""
+    unit = np.subtract(x, low, dtype=np.float32)
+    unit *= gain
+    np.maximum(unit, 0, out=unit)                       # np.clip costs more on small inputs
+    np.minimum(unit, QMAX - QMIN, out=unit)
+    code = np.add(unit, 0.5 + INPUT_ZERO, dtype=np.float64)    # exact: |u| < 256 has 24 bits
+    return np.floor(code, out=code)
