@@ -10,6 +10,7 @@ import pytest
 
 import qmtik
 from qmtik import Config, load_config
+from qmtik.c_check import find_compiler
 from qmtik.cli import main
 from qmtik.progress import Reporter
 
@@ -370,3 +371,30 @@ def test_a_damaged_qmt_is_one_line_and_exit_1(qmt, capsys):
     qmt.write_bytes(bytes(blob))
     for argv in (["info", "net.qmt"], ["eval", "net.qmt", "digits"], ["predict", "net.qmt", "x.npy"]):
         assert "net.qmt" in fails(capsys, argv, 1)
+
+
+# --- export-c ------------------------------------------------------------------------------------
+
+def test_export_c_writes_a_header_named_after_its_file(qmt, capsys):
+    assert main(["export-c", "net.qmt", "-o", "digits.h"]) == 0
+    assert "prefix digits" in capsys.readouterr().out
+    text = qmt.with_name("digits.h").read_text()
+    assert "int digits_predict(const int8_t *input, int8_t *scores, void *scratch);" in text
+
+
+def test_export_c_refuses_a_bad_prefix_as_usage(qmt, capsys):
+    assert "C identifier" in fails(capsys, ["export-c", "net.qmt", "--prefix", "9lives"], 2)
+
+
+@pytest.mark.skipif(find_compiler() is None, reason="no C compiler on this machine")
+def test_export_c_check_and_report(qmt, capsys):
+    assert main(["export-c", "net.ckpt.npz", "-o", "d.h", "--check", "digits:test", "--report"]) == 0
+    out = capsys.readouterr().out
+    assert "check: 359 samples, 0 score, 0 class and 0 input-code mismatches" in out
+    assert "flash:" in out and "scratch 16" in out
+
+
+def test_export_c_check_without_a_compiler_says_so(qmt, capsys, monkeypatch):
+    monkeypatch.setattr("qmtik.cli.find_compiler", lambda: None)
+    assert main(["export-c", "net.qmt", "--check", "digits:test"]) == 0
+    assert "no C compiler found" in capsys.readouterr().out

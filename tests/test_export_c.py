@@ -1,8 +1,5 @@
 """The C header: compiled with the local compiler (under AddressSanitizer and
 UndefinedBehaviorSanitizer where available) and compared with the Python integer model."""
-import os
-import shutil
-import struct
 import subprocess
 from pathlib import Path
 
@@ -11,82 +8,19 @@ import pytest
 
 import qmtik
 from qmtik import quantization as q
+from qmtik.c_check import STRICT, find_compiler, run_header
 from qmtik.export_c import ExportError, check_prefix, export_c
 from qmtik.model import QuantizedModel
 
-CC = shutil.which("gcc") or shutil.which("cc") or shutil.which("clang")
-needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler (gcc, cc or clang) on this machine")
-STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wconversion", "-Wshadow"]
-SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover"]
-
-DRIVER = r"""
-#define NET_IMPLEMENTATION
-#include "net.h"
-#include <stdio.h>
-#include <stdlib.h>
-
-/* stdin: int32 n, n inputs of int8 codes, int32 m, m raw float inputs.
-   stdout: per code input the int8 scores and the int32 class; per raw input its int8 codes
-   and the float probabilities of its scores. */
-int main(void)
-{
-    int32_t n, m, i, c;
-    int8_t input[NET_INPUTS], scores[NET_OUTPUTS];
-    int8_t *scratch = malloc(NET_SCRATCH_BYTES);    /* the heap, so that ASan sees overruns */
-    float raw[NET_INPUTS], probabilities[NET_OUTPUTS];
-    if (!scratch || fread(&n, 4, 1, stdin) != 1) return 2;
-    for (i = 0; i < n; ++i) {
-        if (fread(input, 1, NET_INPUTS, stdin) != NET_INPUTS) return 3;
-        c = net_predict(input, scores, scratch);
-        fwrite(scores, 1, NET_OUTPUTS, stdout);
-        fwrite(&c, 4, 1, stdout);
-    }
-    if (fread(&m, 4, 1, stdin) != 1) return 4;
-    for (i = 0; i < m; ++i) {
-        if (fread(raw, 4, NET_INPUTS, stdin) != NET_INPUTS) return 5;
-        net_quantize_input(raw, input);
-        net_predict(input, scores, scratch);
-        net_probabilities(scores, probabilities);
-        fwrite(input, 1, NET_INPUTS, stdout);
-        fwrite(probabilities, 4, NET_OUTPUTS, stdout);
-    }
-    free(scratch);
-    return 0;
-}
-"""
-
-
-def sanitizers_work(tmp: Path) -> bool:
-    """Whether this compiler can build with ASan and UBSan (libasan and libubsan present)."""
-    source = tmp / "probe.c"
-    source.write_text("int main(void) { return 0; }\n")
-    done = subprocess.run([CC, *SANITIZE, str(source), "-o", str(tmp / "probe")], capture_output=True)
-    return done.returncode == 0
+CC = find_compiler()
+needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler ($CC, gcc, cc or clang) on this machine")
 
 
 def compile_and_run(model, tmp: Path, codes, raw):
-    """Build the driver against the model's header and run it on codes and raw inputs."""
-    (tmp / "net.h").write_text(export_c(model, "net"))
-    (tmp / "driver.c").write_text(DRIVER)
-    flags = [*STRICT, "-O1", "-g"] + (SANITIZE if sanitizers_work(tmp) else [])
-    build = subprocess.run([CC, *flags, "driver.c", "-o", "driver", "-lm"], cwd=tmp, capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    stdin = (struct.pack("<i", len(codes)) + codes.astype(np.int8).tobytes()
-             + struct.pack("<i", len(raw)) + raw.astype("<f4").tobytes())
-    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1", "UBSAN_OPTIONS": "halt_on_error=1"}
-    run = subprocess.run([str(tmp / "driver")], input=stdin, capture_output=True, env=env)
-    assert run.returncode == 0, run.stderr.decode(errors="replace")
-    out = run.stdout
-    per_code = model.outputs + 4
-    scores = np.frombuffer(out, np.int8, count=len(codes) * per_code).reshape(len(codes), per_code)
-    classes = scores[:, model.outputs:].copy().view("<i4")[:, 0]
-    rest = out[len(codes) * per_code:]
-    per_raw = model.inputs + 4 * model.outputs
-    assert len(rest) == len(raw) * per_raw
-    raw_rows = [rest[i * per_raw:(i + 1) * per_raw] for i in range(len(raw))]
-    raw_codes = np.array([np.frombuffer(r[:model.inputs], np.int8) for r in raw_rows]).reshape(len(raw), -1)
-    proba = np.array([np.frombuffer(r[model.inputs:], "<f4") for r in raw_rows]).reshape(len(raw), -1)
-    return scores[:, :model.outputs], classes, raw_codes, proba
+    """The header's scores, classes, input codes and probabilities (ASan and UBSan on when
+    this compiler has them; a sanitizer report fails the run)."""
+    got = run_header(model, codes, raw, tmp, CC)
+    return got["scores"], got["classes"], got["raw_codes"], got["probabilities"]
 
 
 def build(widths, activation="relu", per_channel=True, task="classification", output="softmax", seed=0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -14,7 +15,9 @@ from .checkpoint import write_atomic, write_json
 from .config import DIGITS_STARTER, load_config, parse_override, starter_toml
 from .data import class_names_of, load_data, load_named_or_path, read_inputs
 from .errors import ConfigError, QmtikError
-from .model import QuantizedModel
+from .c_check import check, code_size, find_compiler
+from .export_c import ExportError, check_prefix, export_c
+from .model import QuantizedModel, memory_needs
 from .network import Network
 from .progress import Reporter
 from .qmtfile import load_model, save_model
@@ -28,6 +31,10 @@ TRAIN_FLAGS = {  # command-line flag -> config key
 
 class UsageError(QmtikError):
     """A command line that asks for something impossible (exit code 2)."""
+
+
+class CheckFailed(QmtikError):
+    """The compiled header and Python disagree (exit code 1)."""
 
 
 def default_checkpoint(config_path) -> Path:
@@ -114,6 +121,43 @@ def cmd_info(args) -> int:
         print(model.info())
     else:
         print(model.info(Path(args.model).stat().st_size))
+    return 0
+
+
+def cmd_export_c(args) -> int:
+    model = load_any(args.model)
+    if isinstance(model, Network):
+        model = model.quantize()
+    out = Path(args.out) if args.out else Path(Path(args.model).name.split(".")[0] + ".h")
+    prefix = args.prefix or re.sub(r"\W", "_", out.name.split(".")[0]).lstrip("0123456789") or "model"
+    try:
+        check_prefix(prefix)
+    except ExportError as exc:
+        raise UsageError(str(exc)) from None
+    text = export_c(model, prefix)
+    write_atomic(out, lambda f: f.write(text.encode()))
+    print(f"wrote {out} ({len(text.encode()):,} bytes), prefix {prefix}")
+    if args.report:
+        sizes = code_size(model)
+        if sizes is None:
+            print("report: no C compiler found, so the code size is unknown; constants "
+                  f"{memory_needs(model)['constants']:,} bytes, scratch {2 * max(model.widths[1:-1], default=1)} bytes")
+        else:
+            print(f"flash: {sizes['code'] + sizes['constants']:,} bytes (code {sizes['code']:,}, constants "
+                  f"{sizes['constants']:,}; local compiler, -Os); RAM: {sizes['scratch'] + sizes['stack']:,} bytes "
+                  f"(scratch {sizes['scratch']:,}, stack {sizes['stack']:,})")
+    if args.check:
+        x, _ = load_named_or_path(args.check, args.labels or "")
+        if find_compiler() is None:
+            print("check: no C compiler found ($CC, gcc, cc, clang); nothing was compared")
+            return 0
+        result = check(model, x)
+        bad = result["score_mismatches"] + result["class_mismatches"] + result["input_mismatches"]
+        print(f"check: {result['samples']} samples, {result['score_mismatches']} score, {result['class_mismatches']} "
+              f"class and {result['input_mismatches']} input-code mismatches between C and Python"
+              + (" (under ASan and UBSan)" if result["sanitized"] else ""))
+        if bad:
+            raise CheckFailed(f"the compiled header disagrees with Python on {bad} samples")
     return 0
 
 
@@ -204,6 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="labels .npy when DATA is an .npy of inputs")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export-c", help="write the model as one dependency-free C header")
+    p.add_argument("model", help="a .qmt model or a training checkpoint")
+    p.add_argument("-o", "--out", help="the header to write (default: MODEL's name with .h, here)")
+    p.add_argument("--prefix", help="prefix of the header's names (default: the header's file name)")
+    p.add_argument("--report", action="store_true", help="compile it and report the flash and RAM it needs")
+    p.add_argument("--check", metavar="DATA", help="compile it and confirm identical outputs on DATA")
+    p.add_argument("--labels", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_export_c)
 
     p = sub.add_parser("predict", help="classes (or values) of the samples in a file")
     p.add_argument("model", help="a .qmt model or a training checkpoint")
