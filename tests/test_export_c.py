@@ -1,5 +1,7 @@
 """The C header: compiled with the local compiler (under AddressSanitizer and
 UndefinedBehaviorSanitizer where available) and compared with the Python integer model."""
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -8,7 +10,7 @@ import pytest
 
 import qmtik
 from qmtik import quantization as q
-from qmtik.c_check import STRICT, find_compiler, run_header
+from qmtik.c_check import STRICT, find_compiler, run_header, sanitizers_work
 from qmtik.export_c import ExportError, check_prefix, export_c
 from qmtik.model import QuantizedModel
 
@@ -134,3 +136,29 @@ def test_the_header_is_deterministic_and_names_its_model():
 def test_a_bad_prefix_is_refused(bad):
     with pytest.raises(ExportError, match="C identifier"):
         check_prefix(bad)
+
+
+COMPILERS = {
+    "gcc": ["gcc", *STRICT, "-O2", "-c"],
+    "clang": ["clang", *STRICT, "-O2", "-c"],
+    "cortex-m4": ["arm-none-eabi-gcc", *STRICT, "-mcpu=cortex-m4", "-mthumb", "-Os", "-c"],
+}
+
+
+@pytest.mark.parametrize("compiler", sorted(COMPILERS))
+@pytest.mark.parametrize("name", ["sigmoid-4-layers", "leaky-tensor", "binary-sigmoid-output", "regression"])
+def test_the_header_compiles_without_a_warning(compiler, name, tmp_path):
+    command = COMPILERS[compiler]
+    if shutil.which(command[0]) is None:
+        pytest.skip(f"{command[0]} is not installed here (.ci/run installs it)")
+    (tmp_path / "net.h").write_text(export_c(MODELS[name], "net"))
+    (tmp_path / "net.c").write_text('#define NET_IMPLEMENTATION\n#include "net.h"\n')
+    build = subprocess.run([*command, "net.c", "-o", "net.o"], cwd=tmp_path, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    assert build.stderr == ""
+
+
+@needs_cc
+@pytest.mark.skipif(not os.environ.get("CI"), reason="CI installs the sanitizer runtimes; elsewhere they may be missing")
+def test_ci_runs_the_comparisons_under_sanitizers(tmp_path):
+    assert sanitizers_work(CC, tmp_path)
