@@ -162,3 +162,27 @@ def test_the_header_compiles_without_a_warning(compiler, name, tmp_path):
 @pytest.mark.skipif(not os.environ.get("CI"), reason="CI installs the sanitizer runtimes; elsewhere they may be missing")
 def test_ci_runs_the_comparisons_under_sanitizers(tmp_path):
     assert sanitizers_work(CC, tmp_path)
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits"
+
+
+@needs_cc
+def test_the_digits_example_builds_and_classifies(tmp_path, monkeypatch, capsys):
+    """The example's README commands, on a short training run."""
+    from qmtik.cli import main
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(EXAMPLE / "main.c", tmp_path / "main.c")
+    assert main(["init", "digits.toml"]) == 0
+    assert main(["train", "digits.toml", "--qmt", "digits.qmt", "--epochs", "8", "-q"]) == 0
+    assert main(["export-c", "digits.qmt", "-o", "digits.h", "--check", "digits:test"]) == 0
+    assert "0 score, 0 class and 0 input-code mismatches" in capsys.readouterr().out
+    build = subprocess.run([CC, *STRICT, "-O2", "main.c", "-o", "classify", "-lm"], cwd=tmp_path,
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(tmp_path / "classify")], capture_output=True, text=True)
+    model = qmtik.load_model(tmp_path / "digits.qmt")
+    sample = np.array([[0, 0, 0, 1, 11, 0, 0, 0, 0, 0, 0, 7, 8, 0, 0, 0, 0, 0, 1, 13, 6, 2, 2, 0, 0, 0, 7, 15,
+                        0, 9, 8, 0, 0, 5, 16, 10, 0, 16, 6, 0, 0, 4, 15, 16, 13, 16, 1, 0, 0, 0, 0, 3, 15, 10,
+                        0, 0, 0, 0, 0, 2, 16, 4, 0, 0]])
+    assert run.stdout.startswith(f"digit {model.predict(sample)[0]} (probability ")
