@@ -107,6 +107,7 @@ def inference(epochs: int, samples: int | None) -> dict:
         whole = median_seconds(lambda: [kernel(c) for c in chunks], 7)
         layer_times.append((product, whole - product))
     return {"test_accuracy": model.score(x_test, y_test), "agreement": agree, "file_bytes": file_bytes,
+            "c_latency_us": c_latency(model, codes), "cortex_m4": cortex_m4_sizes(model),
             "float32_bytes": 4 * sum(l.weight.size + l.bias.size for l in model.layers),
             "batch_seconds": batch, "samples_per_second": len(codes) / batch,
             "quantize_inputs_seconds": quantize, "single_predict_us": single * 1e6,
@@ -123,10 +124,95 @@ def inference_table(r: dict) -> str:
              f"{1e3 * r['batch_seconds']:.1f} ms, {r['samples_per_second']:,.0f} samples/s |",
              f"| quantizing the float inputs of that batch (median of 9) | {1e3 * r['quantize_inputs_seconds']:.1f} ms |",
              f"| one sample, predict from raw inputs to class (median of 2000) | {r['single_predict_us']:.1f} µs |"]
+    for build, micros in r["c_latency_us"].items():
+        lines.append(f"| C header, one sample, `{build}` (median over the test set, 3 runs) | {micros:.1f} µs |")
+    if r["cortex_m4"]:
+        m4 = r["cortex_m4"]
+        lines.append(f"| Cortex-M4 build (`arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -Os`) | flash "
+                     f"{m4['code'] + m4['constants']:,} bytes (code {m4['code']:,}, constants {m4['constants']:,}); "
+                     f"RAM {m4['scratch'] + m4['stack']:,} bytes (scratch {m4['scratch']}, stack {m4['stack']}) |")
     for i, (product, rest) in enumerate(r["layer_seconds"], 1):
         lines.append(f"| layer {i}: matrix product / requantization and activation | "
                      f"{1e3 * product:.1f} ms / {1e3 * rest:.1f} ms |")
     return "\n".join(lines)
+
+
+TIMING_DRIVER = r"""
+#define _POSIX_C_SOURCE 199309L
+#define NET_IMPLEMENTATION
+#include "net.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static int compare(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* argv[1]: a file of n int8 input rows. Prints the median microseconds of one predict. */
+int main(int argc, char **argv)
+{
+    static int8_t inputs[20000][NET_INPUTS];
+    int8_t scores[NET_OUTPUTS], scratch[NET_SCRATCH_BYTES];
+    double times[20000];
+    volatile int sink = 0;
+    size_t n, i;
+    int round;
+    FILE *f = argc > 1 ? fopen(argv[1], "rb") : NULL;
+    if (!f) return 2;
+    n = fread(inputs, NET_INPUTS, 20000, f);
+    fclose(f);
+    for (round = 0; round < 3; ++round)
+        for (i = 0; i < n; ++i) {
+            struct timespec a, b;
+            clock_gettime(CLOCK_MONOTONIC, &a);
+            sink += net_predict(inputs[i], scores, scratch);
+            clock_gettime(CLOCK_MONOTONIC, &b);
+            times[i] = (double)(b.tv_sec - a.tv_sec) * 1e6 + (double)(b.tv_nsec - a.tv_nsec) / 1e3;
+        }
+    qsort(times, n, sizeof times[0], compare);
+    printf("%.3f\n", times[n / 2]);
+    return sink < 0;
+}
+"""
+
+C_BUILDS = {"gcc -O3 -march=native": ["-O3", "-march=native"], "gcc -O2": ["-O2"]}
+
+
+def c_latency(model, codes) -> dict:
+    """Median microseconds of one predict in the compiled header, per build line."""
+    import subprocess
+    import tempfile
+
+    from qmtik.c_check import find_compiler
+    from qmtik.export_c import export_c
+    cc = find_compiler()
+    if cc is None:
+        return {}
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "net.h").write_text(export_c(model, "net"))
+        (folder / "time.c").write_text(TIMING_DRIVER)
+        (folder / "inputs.bin").write_bytes(np.asarray(codes, np.int8).tobytes())
+        for name, flags in C_BUILDS.items():
+            subprocess.run([cc, "-std=c99", *flags, "time.c", "-o", "time", "-lm"], cwd=folder, check=True)
+            runs = [float(subprocess.run([str(folder / "time"), "inputs.bin"], capture_output=True, text=True,
+                                         check=True).stdout) for _ in range(3)]
+            out[name] = statistics.median(runs)
+    return out
+
+
+def cortex_m4_sizes(model) -> dict | None:
+    """Flash and RAM of the header built for a Cortex-M4 (Debian's gcc-arm-none-eabi), or None."""
+    import shutil
+
+    from qmtik.c_check import code_size
+    if shutil.which("arm-none-eabi-gcc") is None:
+        return None
+    return code_size(model, shutil.which("arm-none-eabi-gcc"), ("-mcpu=cortex-m4", "-mthumb", "-Os"))
 
 
 def machine() -> dict:
@@ -231,7 +317,7 @@ def main() -> int:
         print(f"benchmark: {exc}", file=sys.stderr)
         return 1
     except subprocess.CalledProcessError as exc:
-        print(f"benchmark: a training run failed:\n{exc.stderr}", file=sys.stderr)
+        print(f"benchmark: {' '.join(map(str, exc.cmd[:3]))} failed:\n{exc.stderr}", file=sys.stderr)
         return 1
     info = machine()
     print(f"Fashion-MNIST, 784-{'-'.join(map(str, HIDDEN))}-10, {args.epochs} epochs, {args.seeds} seed(s), "
