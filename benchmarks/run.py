@@ -199,7 +199,7 @@ def c_latency(model, codes) -> dict:
         (folder / "inputs.bin").write_bytes(np.asarray(codes, np.int8).tobytes())
         for name, flags in C_BUILDS.items():
             subprocess.run([cc, "-std=c99", *flags, "time.c", "-o", "time", "-lm"], cwd=folder, check=True)
-            runs = [float(subprocess.run([str(folder / "time"), "inputs.bin"], capture_output=True, text=True,
+            runs = [float(subprocess.run([str(folder / "time"), "inputs.bin"], cwd=folder, capture_output=True, text=True,
                                          check=True).stdout) for _ in range(3)]
             out[name] = statistics.median(runs)
     return out

@@ -121,10 +121,11 @@ def test_without_floating_point(tmp_path):
     assert "net_quantize_input" not in symbols and "expf" not in symbols
 
 
-def test_the_header_is_deterministic_and_names_its_model():
+def test_the_header_is_deterministic_and_names_its_model(tmp_path):
     model = MODELS["relu-17-3"]
     text = export_c(model, "digits")
     assert text == export_c(model, "digits")
+    assert model.export_c(tmp_path / "d.h", "digits") == text == (tmp_path / "d.h").read_text()
     assert "#define DIGITS_INPUTS 17" in text and "#define DIGITS_SCRATCH_BYTES 6" in text
     assert f"qmtik {qmtik.__version__}" in text and "CRC-32 0x" in text
     assert "malloc(" not in text

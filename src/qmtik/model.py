@@ -231,6 +231,15 @@ class QuantizedModel:
         from .qmtfile import save_model   # qmtfile reads and writes QuantizedModel
         save_model(path, self)
 
+    def export_c(self, path=None, prefix: str = "model") -> str:
+        """The model as one dependency-free C header (written to path when given)."""
+        from .export_c import export_c   # export_c reads QuantizedModel
+        text = export_c(self, prefix)
+        if path is not None:
+            from .checkpoint import write_atomic
+            write_atomic(path, lambda f: f.write(text.encode()))
+        return text
+
     @classmethod
     def load(cls, path) -> "QuantizedModel":
         """Read and validate a .qmt file."""
