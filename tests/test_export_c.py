@@ -187,3 +187,13 @@ def test_the_digits_example_builds_and_classifies(tmp_path, monkeypatch, capsys)
                         0, 9, 8, 0, 0, 5, 16, 10, 0, 16, 6, 0, 0, 4, 15, 16, 13, 16, 1, 0, 0, 0, 0, 3, 15, 10,
                         0, 0, 0, 0, 0, 2, 16, 4, 0, 0]])
     assert run.stdout.startswith(f"digit {model.predict(sample)[0]} (probability ")
+
+
+def test_the_header_matches_the_golden_one_byte_for_byte():
+    """A change to the generated C shows here; regenerate tests/golden/tiny.h on purpose only:
+    PYTHONPATH=src python -c "import sys; sys.path.insert(0, 'tests'); import test_export_c as t;
+    open('tests/golden/tiny.h', 'w').write(t.export_c(t.build((5, 3, 2), 'leaky_relu', seed=11), 'tiny'))"
+    """
+    golden = Path(__file__).parent / "golden" / "tiny.h"
+    text = export_c(build((5, 3, 2), "leaky_relu", seed=11), "tiny").replace(qmtik.__version__, "VERSION")
+    assert text == golden.read_text().replace(qmtik.__version__, "VERSION")
