@@ -197,3 +197,31 @@ def test_the_header_matches_the_golden_one_byte_for_byte():
     golden = Path(__file__).parent / "golden" / "tiny.h"
     text = export_c(build((5, 3, 2), "leaky_relu", seed=11), "tiny").replace(qmtik.__version__, "VERSION")
     assert text == golden.read_text().replace(qmtik.__version__, "VERSION")
+
+
+@needs_cc
+@pytest.mark.parametrize("zero", [-128, -3])
+def test_a_single_output_classifier_compiles_clean_whatever_its_zero_point(zero, tmp_path):
+    model = build((5, 3, 1), output="sigmoid")
+    model.layers[-1].out_zero = zero
+    (tmp_path / "net.h").write_text(export_c(model, "net"))
+    (tmp_path / "net.c").write_text('#define NET_IMPLEMENTATION\n#include "net.h"\n')
+    build_ = subprocess.run([CC, *STRICT, "-c", "net.c"], cwd=tmp_path, capture_output=True, text=True)
+    assert build_.returncode == 0, build_.stderr
+    codes = np.random.default_rng(0).integers(-128, 128, (300, 5)).astype(np.int8)
+    scores, classes, _, _ = compile_and_run(model, tmp_path, codes, np.zeros((1, 5), np.float32))
+    np.testing.assert_array_equal(classes, (model.scores(codes)[:, 0] >= zero).astype(int))
+
+
+@needs_cc
+def test_class_names_are_escaped_for_c(tmp_path):
+    model = build((4, 3, 3))
+    model.class_names = ('say "hi"\\', "??/ trigraph\nline break", "ünïcode")
+    (tmp_path / "net.h").write_text(export_c(model, "net"))
+    (tmp_path / "m.c").write_text('#define NET_IMPLEMENTATION\n#include "net.h"\n#include <stdio.h>\n'
+                                  "static const char *names[] = NET_CLASS_NAMES;\n"
+                                  'int main(void) { int k; for (k = 0; k < 3; ++k) printf("%s|", names[k]); return 0; }\n')
+    build_ = subprocess.run([CC, *STRICT, "m.c", "-o", "m", "-lm"], cwd=tmp_path, capture_output=True, text=True)
+    assert build_.returncode == 0, build_.stderr
+    out = subprocess.run([str(tmp_path / "m")], capture_output=True).stdout.decode()
+    assert out == 'say "hi"\\|??/ trigraph\nline break|ünïcode|'

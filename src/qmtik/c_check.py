@@ -63,6 +63,12 @@ class CompilerError(QmtikError, RuntimeError):
     """No C compiler, or the header did not compile or run."""
 
 
+def first_error(stderr: str) -> str:
+    """The compiler's first 'error:' line (or its first line), for a one-line message."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return next((line for line in lines if "error:" in line), lines[0] if lines else "no message")
+
+
 def find_compiler() -> str | None:
     """The local C compiler: $CC, else gcc, cc or clang; None when there is none."""
     for name in (os.environ.get("CC"), "gcc", "cc", "clang"):
@@ -93,7 +99,7 @@ def run_header(model: QuantizedModel, codes, raw, folder: Path, cc: str | None =
     build = subprocess.run([cc, *flags, "driver.c", "-o", "driver", "-lm"], cwd=folder, capture_output=True,
                            text=True)
     if build.returncode != 0:
-        raise CompilerError(f"the header did not compile: {build.stderr.strip().splitlines()[0]}")
+        raise CompilerError(f"the header did not compile: {first_error(build.stderr)}")
     codes = np.asarray(codes, dtype=np.int8).reshape(-1, model.inputs)
     raw = np.asarray(raw, dtype="<f4").reshape(-1, model.inputs)
     stdin = struct.pack("<i", len(codes)) + codes.tobytes() + struct.pack("<i", len(raw)) + raw.tobytes()
@@ -140,7 +146,7 @@ def code_size(model: QuantizedModel, cc: str | None = None, flags=("-Os",)) -> d
         build = subprocess.run([cc, *STRICT, *flags, "-fstack-usage", "-c", "net.c", "-o", "net.o"], cwd=folder,
                                capture_output=True, text=True)
         if build.returncode != 0:
-            raise CompilerError(f"the header did not compile: {build.stderr.strip().splitlines()[0]}")
+            raise CompilerError(f"the header did not compile: {first_error(build.stderr)}")
         sizes = _section_sizes(cc, folder / "net.o")
         stack = 0
         usage = folder / "net.su"
@@ -148,7 +154,7 @@ def code_size(model: QuantizedModel, cc: str | None = None, flags=("-Os",)) -> d
             stack = sum(int(m.group(1)) for m in re.finditer(r"\t(\d+)\t", usage.read_text()))
     need = memory_needs(model)
     return {"code": sizes.get("text", 0), "constants": sizes.get("rodata", need["constants"]),
-            "stack": stack, "scratch": 2 * max(model.widths[1:-1], default=1)}
+            "stack": stack, "scratch": need["scratch"]}
 
 
 def _section_sizes(cc: str, obj: Path) -> dict:

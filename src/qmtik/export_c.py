@@ -14,7 +14,6 @@ import zlib
 import numpy as np
 
 from . import __version__
-from . import quantization as q
 from .errors import QmtikError
 from .model import QuantizedModel, memory_needs
 from .qmtfile import encode
@@ -31,6 +30,29 @@ def check_prefix(prefix: str) -> str:
     if not isinstance(prefix, str) or not PREFIX.match(prefix):
         raise ExportError(f"prefix {prefix!r}: must be a C identifier (letters, digits, _), at most 41 characters")
     return prefix
+
+
+def _c_string(text: str) -> str:
+    """A C string literal of text: printable ASCII as is (but ? and the quote characters), every
+    other byte of its UTF-8 as an octal escape, so no trigraph or newline can break it."""
+    out = []
+    for byte in text.encode("utf-8"):
+        char = chr(byte)
+        out.append(char if 32 <= byte < 127 and char not in '"\\?' else f"\\{byte:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def _classify(P: str, model) -> tuple[str, str]:
+    """predict's locals and its return: the first highest score, or a single score's threshold
+    (a test that the compiler would call always true is left out, for -Wextra)."""
+    if model.outputs > 1:
+        return ("    int k, best = 0;",
+                f"    for (k = 1; k < {P}_OUTPUTS; ++k)\n        if (scores[k] > scores[best])\n"
+                f"            best = k;\n    return best;")
+    zero = model.layers[-1].out_zero
+    if zero == -128:
+        return "", "    (void)scores;\n    return 1;                                   /* every score is >= -128 */"
+    return "", f"    return scores[0] >= {zero};"
 
 
 def _hex_float(value: float) -> str:
@@ -53,7 +75,7 @@ def export_c(model: QuantizedModel, prefix: str = "model") -> str:
     crc = zlib.crc32(encode(model))
     low, high = model.input_range
     gain = np.float32(255.0 / (high - low))
-    hidden = max(model.widths[1:-1], default=1)
+    scratch = need["scratch"]
     widths = "-".join(map(str, model.widths))
     kinds = ", ".join(layer.activation for layer in model.layers)
     names = model.class_names
@@ -71,7 +93,7 @@ def export_c(model: QuantizedModel, prefix: str = "model") -> str:
 
    Memory: {need['constants']:,} bytes of constants (flash): weights {need['weights']:,}, biases {need['biases']:,},
    requantization {need['requantization']:,}, tables {need['tables']:,}; RAM: {P}_SCRATCH_BYTES bytes of scratch
-   ({2 * hidden}) that the caller provides, and a few dozen bytes of stack. No malloc, no static
+   ({scratch}) that the caller provides, and a few dozen bytes of stack. No malloc, no static
    mutable state: {p}_predict is reentrant.
 
    Arithmetic (docs/quantization.md): int8 weights and activations, int32 accumulators, the
@@ -88,7 +110,7 @@ def export_c(model: QuantizedModel, prefix: str = "model") -> str:
 """
     classes = ""
     if names:
-        listed = ", ".join('"' + n.replace("\\", "\\\\").replace('"', '\\"') + '"' for n in names)
+        listed = ", ".join(_c_string(n) for n in names)
         classes = f"#define {P}_CLASS_NAMES {{ {listed} }}\n"
     head = f"""#ifndef {P}_H
 #define {P}_H
@@ -98,7 +120,7 @@ def export_c(model: QuantizedModel, prefix: str = "model") -> str:
 #define {P}_INPUTS {model.inputs}
 #define {P}_OUTPUTS {model.outputs}
 #define {P}_LAYERS {len(model.layers)}
-#define {P}_SCRATCH_BYTES {2 * hidden}
+#define {P}_SCRATCH_BYTES {scratch}
 #define {P}_CONSTANT_BYTES {need['constants']}
 #define {P}_CRC32 0x{crc:08x}u
 {classes}
@@ -159,16 +181,11 @@ static int32_t {p}__clamp(int32_t value, int32_t low, int32_t high)
 int {p}_predict(const int8_t *input, int8_t *scores, void *scratch)
 {{
     int8_t *buffers[2];
-    int k, best = 0;
+{{locals}}
     buffers[0] = (int8_t *)scratch;
     buffers[1] = (int8_t *)scratch + {P}_SCRATCH_BYTES / 2;
 {{calls}}
-    if ({P}_OUTPUTS == 1)
-        return scores[0] >= {last.out_zero};
-    for (k = 1; k < {P}_OUTPUTS; ++k)
-        if (scores[k] > scores[best])
-            best = k;
-    return best;
+{{classify}}
 }}
 
 #ifndef {P}_NO_FLOAT
@@ -200,7 +217,10 @@ void {p}_probabilities(const int8_t *scores, float *out)
 #endif /* {P}_IMPLEMENTATION */
 """)
     dense = "".join(_dense(p, i, layer) for i, layer in enumerate(model.layers))
-    return doc + head + "".join(impl).replace("{dense}\n", dense).replace("{calls}", _calls(p, len(model.layers)))
+    local, classify = _classify(P, model)
+    text = "".join(impl).replace("{dense}\n", dense).replace("{calls}", _calls(p, len(model.layers)))
+    text = text.replace("{locals}\n", local + "\n" if local else "").replace("{classify}", classify)
+    return doc + head + text
 
 
 def _dense(p: str, index: int, layer) -> str:

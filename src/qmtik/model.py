@@ -14,7 +14,7 @@ import numpy as np
 from . import quantization as q
 from .data import check_inputs, encode_targets
 from .errors import DataError
-from .functions import TASKS, figures, predicted_classes, process_output, r_squared
+from .functions import TASKS, figures, process_output, r_squared
 
 CHUNK = 1024          # samples per pass through the layers: keeps temporaries in cache
 SMALL = 64            # batches up to this size skip the chunking buffers (single-sample latency)
@@ -133,7 +133,7 @@ def integer_scores(kernels, codes) -> np.ndarray:
     return out
 
 
-@dataclass
+@dataclass(eq=False)
 class QuantizedModel:
     """An integer-only network: how raw inputs become int8, its integer layers, its outputs.
 
@@ -149,7 +149,7 @@ class QuantizedModel:
 
     def __post_init__(self):
         if self.task not in TASKS:
-            raise ValueError(f"task {self.task!r} is not one of {TASKS}")
+            raise DataError(f"model task {self.task!r}: allowed {', '.join(TASKS)}")
         self.input_range = (float(self.input_range[0]), float(self.input_range[1]))
         if self.class_names is not None:
             self.class_names = tuple(str(n) for n in self.class_names)
@@ -261,14 +261,16 @@ def _span(values, fmt="{:.3g}") -> str:
 
 def memory_needs(model: "QuantizedModel") -> dict:
     """Bytes an integer inference needs: constants (weights, biases, multipliers, shifts,
-    tables) and scratch (two int8 buffers of the widest layer, used in turn)."""
+    tables) and scratch (two int8 buffers of the widest hidden layer, used in turn; the input
+    and the scores are the caller's)."""
     weights = sum(layer.weight.size for layer in model.layers)
     biases = 4 * sum(layer.bias.size for layer in model.layers)
     requant = sum(5 * layer.multiplier.size * (2 if layer.neg_multiplier is not None else 1)
                   for layer in model.layers)
     tables = sum(256 for layer in model.layers if layer.table is not None)
     return {"weights": weights, "biases": biases, "requantization": requant, "tables": tables,
-            "constants": weights + biases + requant + tables, "scratch": 2 * max(model.widths)}
+            "constants": weights + biases + requant + tables,
+            "scratch": 2 * max(model.widths[1:-1], default=1)}   # two buffers for hidden layers
 
 
 def describe(model: "QuantizedModel", file_bytes: int | None = None) -> str:

@@ -161,8 +161,6 @@ int tiny_predict(const int8_t *input, int8_t *scores, void *scratch)
     buffers[1] = (int8_t *)scratch + TINY_SCRATCH_BYTES / 2;
     tiny__l0(input, buffers[0]);
     tiny__l1(buffers[0], scores);
-    if (TINY_OUTPUTS == 1)
-        return scores[0] >= -19;
     for (k = 1; k < TINY_OUTPUTS; ++k)
         if (scores[k] > scores[best])
             best = k;
