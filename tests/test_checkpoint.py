@@ -7,7 +7,6 @@ import pytest
 import qmtik
 from qmtik import CheckpointError, Config
 from qmtik import checkpoint as ckpt
-from qmtik.checkpoint import write_atomic
 from qmtik.optimizers import make_optimizer
 from qmtik.training import parameters
 
@@ -79,46 +78,6 @@ def test_the_file_loads_without_pickle(saved):
     assert Config.from_dict(json.loads(str(arrays["config"]))) == TINY
     assert arrays["model.0.weight"].shape == (8, 64) and arrays["model.1.weight"].shape == (10, 8)
     assert all(a.dtype != object for a in arrays.values())
-
-
-# --- atomic writes -----------------------------------------------------------------------------
-
-def test_write_atomic_replaces_the_file(tmp_path):
-    path = tmp_path / "f.bin"
-    path.write_bytes(b"old")
-    write_atomic(path, lambda f: f.write(b"new contents"))
-    assert path.read_bytes() == b"new contents"
-    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
-
-
-@pytest.mark.parametrize("existed", [True, False])
-def test_write_atomic_keeps_the_old_file_when_the_writer_fails(tmp_path, existed):
-    path = tmp_path / "f.bin"
-    if existed:
-        path.write_bytes(b"old")
-
-    def failing(f):
-        f.write(b"half of the new")
-        raise RuntimeError("disk on fire")
-
-    with pytest.raises(RuntimeError, match="disk on fire"):
-        write_atomic(path, failing)
-    assert [p.name for p in tmp_path.iterdir()] == (["f.bin"] if existed else [])
-    if existed:
-        assert path.read_bytes() == b"old"
-
-
-def test_write_atomic_cleans_up_on_keyboard_interrupt(tmp_path):
-    path = tmp_path / "f.bin"
-    path.write_bytes(b"old")
-
-    def interrupted(f):
-        f.write(b"x")
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        write_atomic(path, interrupted)
-    assert path.read_bytes() == b"old" and len(list(tmp_path.iterdir())) == 1
 
 
 # --- damaged and foreign files -----------------------------------------------------------------

@@ -331,7 +331,7 @@ def test_train_with_qmt_writes_the_integer_model_too(config, capsys):
 def test_info_describes_the_model(qmt, capsys):
     assert main(["info", "net.qmt"]) == 0
     out = capsys.readouterr().out
-    assert "64-8-10" in out and "file:" in out and "scratch 128 bytes" in out
+    assert "64-8-10" in out and "file:" in out and "scratch 16 bytes" in out
     assert "layer 1: 64 -> 8 relu" in out and "layer 2: 8 -> 10 linear" in out
 
 

@@ -8,8 +8,6 @@ name and renamed, so a crash never leaves half a file in place of a good one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -17,31 +15,12 @@ import numpy as np
 
 from .config import Config
 from .errors import CheckpointError, ConfigError
+from .files import write_atomic
 from .layers import Layer
 from .optimizers import OPTIMIZERS
 
 FORMAT = "qmtik-checkpoint"
 VERSION = 1
-
-
-def write_atomic(path, write) -> None:
-    """Call write(file) on a temporary file beside path, then rename it over path."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path, data) -> None:
-    """Write data as indented JSON, atomically."""
-    write_atomic(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
 
 
 def _layer_arrays(prefix: str, layers) -> dict:

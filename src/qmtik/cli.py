@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .checkpoint import write_atomic, write_json
+from .files import check_writable, write_atomic, write_json
 from .config import DIGITS_STARTER, load_config, parse_override, starter_toml
 from .data import class_names_of, load_data, load_named_or_path, read_inputs
 from .errors import ConfigError, QmtikError

@@ -236,7 +236,7 @@ class QuantizedModel:
         from .export_c import export_c   # export_c reads QuantizedModel
         text = export_c(self, prefix)
         if path is not None:
-            from .checkpoint import write_atomic
+            from .files import write_atomic
             write_atomic(path, lambda f: f.write(text.encode()))
         return text
 
