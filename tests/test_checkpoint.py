@@ -192,7 +192,8 @@ def test_load_reads_the_resume_state(net, tmp_path):
     optimizer = make_optimizer(net.config.training, params, decay)
     optimizer.steps = 7
     optimizer.state["mean"][3][...] = 0.25
-    ckpt.save(path, net.config, net.input_range_, net.layers_, True, net.history_,
+    history = {**net.history_, "epochs": net.history_["epochs"][:1], "best_epoch": 1}
+    ckpt.save(path, net.config, net.input_range_, net.layers_, True, history,
               resume={"epoch": 1, "layers": net.layers_, "optimizer": optimizer.state_arrays()})
     state = ckpt.load(path)
     assert state["resume"]["epoch"] == 1
@@ -200,3 +201,39 @@ def test_load_reads_the_resume_state(net, tmp_path):
     assert (state["resume"]["optimizer"]["mean.3"] == 0.25).all()
     for a, b in zip(state["resume"]["layers"], net.layers_):
         np.testing.assert_array_equal(a.weight, b.weight)
+
+
+# --- every field is checked before use ---------------------------------------------------------
+
+@pytest.fixture
+def interrupted(net, tmp_path):
+    """A checkpoint of a run stopped after epoch 1 of 2, with its resume state."""
+    path = tmp_path / "run.ckpt.npz"
+    params, decay = parameters(net.layers_)
+    optimizer = make_optimizer(net.config.training, params, decay)
+    history = {"epochs": net.history_["epochs"][:1], "best_epoch": 1, "first_loss": 2.3}
+    ckpt.save(path, net.config, net.input_range_, net.layers_, True, history,
+              resume={"epoch": 1, "layers": net.layers_, "optimizer": optimizer.state_arrays()})
+    assert ckpt.load(path)["resume"]["epoch"] == 1
+    return path
+
+
+@pytest.mark.parametrize("key,value,fragment", [
+    ("history", np.array("[]"), "not a record of epochs"),
+    ("history", np.array(json.dumps({"epochs": [{"epoch": 1}], "best_epoch": 99, "first_loss": 1.0})),
+     "best_epoch 99"),
+    ("resume.epoch", np.array(-5), "resume.epoch -5"),
+    ("resume.epoch", np.array(2), "resume.epoch 2"),
+    ("optimizer.steps", np.array("x"), "optimizer.steps"),
+    ("input_range", np.array(["a", "b"]), "input_range"),
+    ("quantized", np.array([True, False]), "quantized"),
+    ("quantized", np.array("no"), "quantized"),
+    ("version", np.array(-3), "version -3"),
+    ("model.0.observed", np.array([np.nan, np.nan]), "NaN"),
+    ("model.0.observed", np.array([5.0, -5.0]), "not [low, high]"),
+])
+def test_a_damaged_field_is_refused_naming_it(interrupted, key, value, fragment):
+    arrays = arrays_of(interrupted)
+    arrays[key] = value
+    rewrite(interrupted, arrays)
+    assert fragment in refused(interrupted)

@@ -398,3 +398,32 @@ def test_export_c_check_without_a_compiler_says_so(qmt, capsys, monkeypatch):
     monkeypatch.setattr("qmtik.cli.find_compiler", lambda: None)
     assert main(["export-c", "net.qmt", "--check", "digits:test"]) == 0
     assert "no C compiler found" in capsys.readouterr().out
+
+
+# --- review findings: outputs checked first, files told apart by content, test data first ------
+
+def test_outputs_in_missing_folders_are_refused_before_training(config, capsys):
+    assert "folder nowhere does not exist" in fails(capsys, ["train", "net.toml", "--qmt", "nowhere/m.qmt", *TINY], 2)
+    assert not config.with_name("net.ckpt.npz").exists()
+
+
+def test_a_qmt_given_to_quantize_is_named_for_what_it_is(qmt, capsys):
+    assert "is an integer model (.qmt)" in fails(capsys, ["quantize", "net.qmt"], 2)
+    qmt.rename(qmt.with_name("model.bin"))
+    assert main(["info", "model.bin"]) == 0                   # told apart by its magic, not its name
+
+
+def test_bad_test_data_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _, (x, y) = qmtik.load_dataset("digits")
+    np.savez(tmp_path / "train.npz", x=x, y=y)
+    np.savez(tmp_path / "test.npz", x=x, y=y.astype(float) + 0.5)
+    (tmp_path / "c.toml").write_text('[data]\ndataset = ""\ntrain = "train.npz"\ntest = "test.npz"\n'
+                                     '[network]\nhidden = [4]\n')
+    assert "test labels" in fails(capsys, ["train", "c.toml", "-q"], 1)
+    assert not (tmp_path / "c.ckpt.npz").exists()
+
+
+def test_eval_names_the_cost_of_its_loss(qmt, capsys):
+    assert main(["eval", "net.qmt", "digits:test"]) == 0
+    assert "cross entropy" in capsys.readouterr().out

@@ -17,6 +17,7 @@ from .config import Config
 from .errors import CheckpointError, ConfigError
 from .files import write_atomic
 from .layers import Layer
+from .quantization import input_range_problem
 from .optimizers import OPTIMIZERS
 
 FORMAT = "qmtik-checkpoint"
@@ -61,42 +62,66 @@ def load(path) -> dict:
 
 
 def _check(path, arrays: dict) -> dict:
-    def need(key):
-        if key not in arrays:
-            raise CheckpointError(f"checkpoint {path}: missing {key!r}; not a qmtik checkpoint or damaged")
-        return arrays[key]
+    def fail(problem):
+        raise CheckpointError(f"checkpoint {path}: {problem}")
 
-    if str(need("format")) != FORMAT:
-        raise CheckpointError(f"checkpoint {path}: format {str(arrays['format'])!r}, expected {FORMAT!r}")
-    version = need("version")
-    try:
-        version = int(version)
-    except (TypeError, ValueError):
-        raise CheckpointError(f"checkpoint {path}: version {str(version)!r} is not a number") from None
+    def need(key, kinds=None, shape=None):
+        if key not in arrays:
+            fail(f"missing {key!r}; not a qmtik checkpoint or damaged")
+        value = arrays[key]
+        if (kinds and value.dtype.kind not in kinds) or (shape is not None and value.shape != shape):
+            fail(f"{key} is {value.dtype} of shape {value.shape}, not what a checkpoint holds")
+        return value
+
+    if str(need("format", "U", ())) != FORMAT:
+        fail(f"format {str(arrays['format'])!r}, expected {FORMAT!r}")
+    version = int(need("version", "iu", ()))
     if version > VERSION:
-        raise CheckpointError(f"checkpoint {path}: version {version} is newer than this qmtik reads "
-                              f"({VERSION}); upgrade qmtik")
+        fail(f"version {version} is newer than this qmtik reads ({VERSION}); upgrade qmtik")
+    if version < 1:
+        fail(f"version {version} is not valid")
     try:
-        config = Config.from_dict(json.loads(str(need("config"))))
-        history = json.loads(str(need("history")))
-        names = json.loads(str(arrays.get("class_names", "null")))
+        config = Config.from_dict(json.loads(str(need("config", "U", ()))))
+        history = json.loads(str(need("history", "U", ())))
+        names = json.loads(str(arrays.get("class_names", np.array("null"))))
     except (ConfigError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"checkpoint {path}: its config is invalid ({exc})") from None
+        fail(f"its config or history is invalid ({exc})")
+    _check_history(history, config, fail)
     if names is not None and (not isinstance(names, list) or len(names) != max(config.network.outputs, 2)
                               or not all(isinstance(n, str) and n for n in names)):
-        raise CheckpointError(f"checkpoint {path}: class_names must be one non-empty string per class")
-    input_range = need("input_range").astype(np.float64)
-    if input_range.shape != (2,) or not np.isfinite(input_range).all() or input_range[0] >= input_range[1]:
-        raise CheckpointError(f"checkpoint {path}: input_range {input_range.tolist()} is not [low, high]")
+        fail("class_names must be one non-empty string per class")
+    input_range = need("input_range", "f", (2,)).astype(np.float64)
+    problem = input_range_problem(*input_range) if np.isfinite(input_range).all() else "not finite"
+    if problem:
+        fail(f"input_range {input_range.tolist()}: {problem}")
     out = {"config": config, "input_range": tuple(input_range.tolist()), "history": history,
            "class_names": tuple(names) if names else None,
-           "quantized": bool(need("quantized")), "layers": _check_layers(path, arrays, "model", config),
+           "quantized": bool(need("quantized", "b", ())), "layers": _check_layers(path, arrays, "model", config),
            "resume": None}
     if "resume.epoch" in arrays:
+        epoch = int(need("resume.epoch", "iu", ()))
+        if not 0 < epoch < config.training.epochs or epoch != len(history["epochs"]):
+            fail(f"resume.epoch {epoch} does not fit a run of {config.training.epochs} epochs "
+                 f"with {len(history['epochs'])} recorded")
         layers = _check_layers(path, arrays, "resume", config)
-        out["resume"] = {"epoch": int(arrays["resume.epoch"]), "layers": layers,
+        out["resume"] = {"epoch": epoch, "layers": layers,
                          "optimizer": _check_optimizer(path, arrays, config, layers)}
     return out
+
+
+def _check_history(history, config: Config, fail) -> None:
+    """A training history: per-epoch records and the kept epoch among them."""
+    if not isinstance(history, dict) or not isinstance(history.get("epochs"), list):
+        fail("history is not a record of epochs")
+    records = history["epochs"]
+    if not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in records):
+        fail("history holds an epoch record that is not one")
+    best = history.get("best_epoch")
+    if best is not None and (not isinstance(best, int) or not 1 <= best <= len(records)):
+        fail(f"history's best_epoch {best!r} is not one of its {len(records)} epochs")
+    first = history.get("first_loss")
+    if records and not isinstance(first, (int, float)):
+        fail("history's first_loss is missing")
 
 
 def _check_optimizer(path, arrays: dict, config: Config, layers) -> dict:
@@ -110,7 +135,7 @@ def _check_optimizer(path, arrays: dict, config: Config, layers) -> dict:
         key = f"optimizer.{name}"
         if key not in arrays:
             raise CheckpointError(f"checkpoint {path}: missing {key!r} of the {config.training.optimizer} optimizer")
-        if arrays[key].shape != shape or not np.isfinite(arrays[key]).all():
+        if arrays[key].shape != shape or arrays[key].dtype.kind not in "iuf" or not np.isfinite(arrays[key]).all():
             raise CheckpointError(f"checkpoint {path}: {key} has shape {arrays[key].shape}, expected {shape} "
                                   "finite values")
         state[name] = arrays[key]
@@ -120,8 +145,7 @@ def _check_optimizer(path, arrays: dict, config: Config, layers) -> dict:
 def _check_layers(path, arrays, prefix: str, config: Config) -> list[Layer]:
     widths = config.network.widths
     layers = []
-    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
-        kind = config.network.activation if i < len(widths) - 2 else "linear"
+    for i, (fan_in, fan_out, kind) in enumerate(zip(widths[:-1], widths[1:], config.network.layer_activations)):
         expected = {"weight": (fan_out, fan_in), "bias": (fan_out,), "observed": (2,)}
         parts = {}
         for name, shape in expected.items():
@@ -132,8 +156,10 @@ def _check_layers(path, arrays, prefix: str, config: Config) -> list[Layer]:
             if value.shape != shape or value.dtype.kind != "f":
                 raise CheckpointError(f"checkpoint {path}: {key} has shape {value.shape} ({value.dtype}), "
                                       f"expected {shape} floats")
-            if name != "observed" and not np.isfinite(value).all():
+            if not np.isfinite(value).all():
                 raise CheckpointError(f"checkpoint {path}: {key} holds NaN or infinite values")
+            if name == "observed" and value[0] > value[1]:
+                raise CheckpointError(f"checkpoint {path}: {key} {value.tolist()} is not [low, high]")
             parts[name] = value
         layers.append(Layer(parts["weight"].astype(np.float32), parts["bias"].astype(np.float32), kind,
                             parts["observed"].astype(np.float64)))

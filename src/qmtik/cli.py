@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .files import check_writable, write_atomic, write_json
+from .files import OutputError, check_writable, write_atomic, write_json
 from .config import DIGITS_STARTER, load_config, parse_override, starter_toml
-from .data import class_names_of, load_data, load_named_or_path, read_inputs
+from .data import check_inputs, class_names_of, encode_targets, load_data, load_named_or_path, read_inputs
 from .errors import ConfigError, QmtikError
 from .c_check import check, code_size, find_compiler
 from .export_c import ExportError, check_prefix, export_c
 from .model import QuantizedModel, memory_needs
 from .network import Network
 from .progress import Reporter
-from .qmtfile import load_model, save_model
+from .qmtfile import MAGIC, load_model, save_model
 
 TRAIN_FLAGS = {  # command-line flag -> config key
     "epochs": "training.epochs", "batch_size": "training.batch_size",
@@ -35,6 +35,14 @@ class UsageError(QmtikError):
 
 class CheckFailed(QmtikError):
     """The compiled header and Python disagree (exit code 1)."""
+
+
+def output_path(path) -> Path:
+    """An output path from the command line, refused (as usage, exit 2) before any work."""
+    try:
+        return check_writable(path)
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def default_checkpoint(config_path) -> Path:
@@ -56,15 +64,30 @@ def qmt_path(checkpoint) -> Path:
 
 
 def load_any(path):
-    """A QuantizedModel from a .qmt file, or a Network from a training checkpoint."""
-    return load_model(path) if str(path).endswith(".qmt") else Network.load(path)
+    """A QuantizedModel from a .qmt file, or a Network from a training checkpoint, told apart
+    by their first bytes (not their names)."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(len(MAGIC))
+    except OSError:
+        start = b""
+    return load_model(path) if start == MAGIC or str(path).endswith(".qmt") else Network.load(path)
+
+
+def load_checkpoint(path) -> Network:
+    """A training checkpoint; a .qmt here gets a message that says what it is."""
+    model = load_any(path)
+    if isinstance(model, QuantizedModel):
+        raise UsageError(f"{path} is an integer model (.qmt); this command needs a training checkpoint")
+    return model
 
 
 def describe(result: dict, task: str) -> str:
     """One line of evaluation figures."""
     arithmetic = "int8 arithmetic" if result["int8"] else "float arithmetic"
     if task == "classification":
-        return f"accuracy {100 * result['accuracy']:.2f}% on {result['samples']} samples ({arithmetic}), loss {result['loss']:.4f}"
+        return (f"accuracy {100 * result['accuracy']:.2f}% on {result['samples']} samples ({arithmetic}), "
+                f"{result['cost'].replace('_', ' ')} {result['loss']:.4f}")
     return f"mse {result['mse']:.6g}, mae {result['mae']:.6g} on {result['samples']} samples ({arithmetic})"
 
 
@@ -84,10 +107,13 @@ def cmd_train(args) -> int:
     overrides.update({key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items()
                       if getattr(args, flag) is not None})
     config = load_config(args.config, overrides)
-    out = Path(args.out) if args.out else default_checkpoint(args.config)
-    if not out.parent.is_dir():
-        raise UsageError(f"output directory {out.parent} does not exist")
+    out = output_path(args.out if args.out else default_checkpoint(args.config))
+    if args.qmt:
+        output_path(args.qmt)
     (x, y), test = load_data(config)
+    if test is not None:                # refuse bad test data now, not after training
+        check_inputs(test[0], config.network.inputs, "test inputs")
+        encode_targets(test[1], config.task, config.network.outputs, len(test[0]), "test labels")
     reporter = Reporter(quiet=args.quiet, task=config.task)
     net = Network(config).fit(x, y, class_names=class_names_of(config), checkpoint=out, resume=args.resume,
                               reporter=reporter)
@@ -107,8 +133,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-    out = Path(args.out) if args.out else qmt_path(args.checkpoint)
-    model = Network.load(args.checkpoint).quantize()
+    out = output_path(args.out if args.out else qmt_path(args.checkpoint))
+    model = load_checkpoint(args.checkpoint).quantize()
     save_model(out, model)
     print(f"wrote {out} ({out.stat().st_size:,} bytes)")
     return 0
@@ -128,7 +154,7 @@ def cmd_export_c(args) -> int:
     model = load_any(args.model)
     if isinstance(model, Network):
         model = model.quantize()
-    out = Path(args.out) if args.out else Path(Path(args.model).name.split(".")[0] + ".h")
+    out = output_path(args.out if args.out else Path(args.model).name.split(".")[0] + ".h")
     prefix = args.prefix or re.sub(r"\W", "_", out.name.split(".")[0]).lstrip("0123456789") or "model"
     try:
         check_prefix(prefix)

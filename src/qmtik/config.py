@@ -137,6 +137,12 @@ class NetworkConfig:
         """All layer widths, inputs first, outputs last."""
         return (self.inputs, *self.hidden, self.outputs)
 
+    @property
+    def layer_activations(self) -> tuple:
+        """Each layer's activation: the hidden activation, then linear for the output layer
+        (its scores go through the output processing instead)."""
+        return (self.activation,) * len(self.hidden) + ("linear",)
+
 
 @dataclass(frozen=True)
 class QuantizationConfig:

@@ -147,9 +147,10 @@ def accuracy(scores, targets) -> float:
 
 
 def figures(task: str, output: str, cost_kind: str, scores, targets) -> dict:
-    """{'loss', 'samples', 'accuracy'} for classes, {'loss', 'samples', 'mse', 'mae'} for regression."""
+    """{'loss', 'cost', 'samples', 'accuracy'} for classes, {'loss', 'cost', 'samples', 'mse', 'mae'}
+    for regression; 'cost' names the cost the loss is."""
     loss, _ = cost(cost_kind, output, scores, targets)
-    out = {"loss": float(loss), "samples": len(scores)}
+    out = {"loss": float(loss), "cost": cost_kind, "samples": len(scores)}
     if task == "classification":
         out["accuracy"] = accuracy(scores, targets)
     else:

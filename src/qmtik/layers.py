@@ -14,6 +14,7 @@ import numpy as np
 
 from . import quantization as q
 from .config import Config
+from .errors import QuantizationError
 from .functions import activation, activation_derivative
 from .model import LayerKernel, integer_scores
 
@@ -54,8 +55,7 @@ def init_layers(config: Config, rng: np.random.Generator, dtype=np.float32) -> l
     net = config.network
     widths = net.widths
     layers = []
-    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
-        kind = net.activation if i < len(widths) - 2 else "linear"
+    for fan_in, fan_out, kind in zip(widths[:-1], widths[1:], net.layer_activations):
         std = np.sqrt(2.0 / fan_in) if kind in ("relu", "leaky_relu") else np.sqrt(2.0 / (fan_in + fan_out))
         weight = (rng.standard_normal((fan_out, fan_in)) * std).astype(dtype)
         layers.append(Layer(weight, np.zeros(fan_out, dtype), kind, np.full(2, np.nan)))
@@ -91,8 +91,7 @@ def quantized_layer_forward(layer: Layer, q_in, in_scale: float, in_zero: int, s
     Returns (codes, integer_layer, cache). The observed range is updated from the float value
     of this very accumulator before the output scale is chosen, so the first step is calibrated.
     """
-    codes, w_scale = q.quantize_weights(layer.weight, spec.per_channel, spec.weight_scale)
-    bias = q.quantize_bias(layer.bias, in_scale, in_zero, codes, w_scale)
+    codes, w_scale, bias = integer_weights(layer, in_scale, in_zero, spec)
     acc = q.accumulate(q_in, codes, bias)
     dtype = layer.weight.dtype
     z = (acc * (in_scale * w_scale)).astype(dtype)          # the real pre-activation acc stands for
@@ -100,15 +99,12 @@ def quantized_layer_forward(layer: Layer, q_in, in_scale: float, in_zero: int, s
     table = layer.activation in q.TABLE_ACTIVATIONS
     if training:
         observe(layer, z if table else a)
-    out_scale, out_zero, pre_scale = q.output_quantization(layer.activation, layer.observed,
-                                                           spec.activation_scale)
-    integer = q.build_layer(codes, bias, w_scale, in_scale, in_zero, layer.activation,
-                            out_scale, out_zero, pre_scale, spec.slope)
+    integer = integer_layer(layer, codes, w_scale, bias, in_scale, in_zero, spec)
     out = q.activate(acc, integer)
     if not training:
         return out, integer, None
     # straight-through: gradient passes where the value was inside the representable range
-    value, scale, zero = (z, pre_scale, 0) if table else (a, out_scale, out_zero)
+    value, scale, zero = (z, integer.pre_scale, 0) if table else (a, integer.out_scale, integer.out_zero)
     inside = (value >= scale * (q.QMIN - zero)) & (value <= scale * (q.QMAX - zero))
     clipped_weights = None
     if spec.weight_scale is not None:
@@ -159,17 +155,32 @@ def backward(layers: list[Layer], caches, grad_scores, spec: QuantSpec):
     return grads
 
 
+def integer_weights(layer: Layer, in_scale: float, in_zero: int, spec: QuantSpec):
+    """A layer's int8 weight codes, their scales and its int32 bias (input zero point folded)."""
+    codes, w_scale = q.quantize_weights(layer.weight, spec.per_channel, spec.weight_scale)
+    return codes, w_scale, q.quantize_bias(layer.bias, in_scale, in_zero, codes, w_scale)
+
+
+def integer_layer(layer: Layer, codes, w_scale, bias, in_scale: float, in_zero: int,
+                  spec: QuantSpec) -> q.IntegerLayer:
+    """The integer layer of codes and bias with the output scale of the layer's observed range."""
+    out_scale, out_zero, pre_scale = q.output_quantization(layer.activation, layer.observed,
+                                                           spec.activation_scale)
+    try:
+        return q.build_layer(codes, bias, w_scale, in_scale, in_zero, layer.activation,
+                             out_scale, out_zero, pre_scale, spec.slope)
+    except QuantizationError as exc:
+        raise QuantizationError(f"{layer.activation} layer of {codes.shape[0]} outputs: {exc}; check "
+                                "quantization.weight_scale and quantization.activation_scale") from None
+
+
 def integer_layers(layers: list[Layer], spec: QuantSpec) -> list[q.IntegerLayer]:
     """The integer layers a trained network stands for (the input to the integer model)."""
     out, scale, zero = [], q.INPUT_SCALE, q.INPUT_ZERO
     for layer in layers:
-        codes, w_scale = q.quantize_weights(layer.weight, spec.per_channel, spec.weight_scale)
-        bias = q.quantize_bias(layer.bias, scale, zero, codes, w_scale)
-        out_scale, out_zero, pre_scale = q.output_quantization(layer.activation, layer.observed,
-                                                               spec.activation_scale)
-        out.append(q.build_layer(codes, bias, w_scale, scale, zero, layer.activation,
-                                 out_scale, out_zero, pre_scale, spec.slope))
-        scale, zero = out_scale, out_zero
+        integer = integer_layer(layer, *integer_weights(layer, scale, zero, spec), scale, zero, spec)
+        out.append(integer)
+        scale, zero = integer.out_scale, integer.out_zero
     return out
 
 

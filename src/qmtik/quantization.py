@@ -291,6 +291,20 @@ def integer_forward(q_in, layer: IntegerLayer):
 INPUT_SCALE, INPUT_ZERO = 1.0 / 255.0, -128   # network inputs live in [0, 1]: code = 255 x - 128
 
 
+def input_range_problem(low: float, high: float) -> str | None:
+    """Why [low, high] cannot map raw inputs to int8 codes in float32, or None when it can:
+    both bounds and the float32 gain 255 / (high - low) must be finite, the gain positive."""
+    low, high = float(low), float(high)
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        return "must be finite with low < high"
+    with np.errstate(over="ignore", divide="ignore"):
+        gain = np.float32(255.0 / (high - low))
+        bounds = np.float32([low, high])
+    if not (np.isfinite(bounds).all() and np.isfinite(gain) and gain > 0):
+        return "must stay finite in float32, with a finite non-zero gain 255 / (high - low)"
+    return None
+
+
 def quantize_inputs(x, input_range) -> np.ndarray:
     """Raw inputs to int8 codes, in float32 exactly as the C helper computes them.
 

@@ -129,10 +129,11 @@ def train(config: Config, input_range, train_data: Split, val_data: Split | None
         saved = state["config"]
         if state["resume"] is None:
             raise CheckpointError(f"checkpoint {checkpoint}: its run finished; nothing to resume")
-        if (saved.network, saved.quantization, saved.training.optimizer) != (
-                config.network, config.quantization, config.training.optimizer):
-            raise CheckpointError(f"checkpoint {checkpoint}: cannot resume it with this config (another "
-                                  "network, quantization or optimizer)")
+        changed = [name for name in ("task", "network", "quantization", "training", "data")
+                   if getattr(saved, name) != getattr(config, name)]
+        if changed or tuple(state["input_range"]) != tuple(input_range):
+            raise CheckpointError(f"checkpoint {checkpoint}: cannot resume it with another config "
+                                  f"({', '.join(changed) or 'input range'} differ); resume with the same one")
         for layer, saved in zip(layers, state["resume"]["layers"]):
             layer.weight[...], layer.bias[...], layer.observed = saved.weight, saved.bias, saved.observed
         optimizer.load_state_arrays(state["resume"]["optimizer"])
