@@ -116,3 +116,10 @@ def test_save_and_load_give_identical_predictions(net, digits, tmp_path):
     np.testing.assert_array_equal(loaded.decision_function(x), net.decision_function(x))
     assert loaded.config == net.config
     assert loaded.history_ == net.history_
+
+
+def test_inputs_whose_range_float32_cannot_hold_are_refused():
+    x = np.array([[0.0], [1e-44]] * 8)
+    with pytest.raises(qmtik.DataError, match="float32"):
+        qmtik.Network(Config(network=NetworkConfig(inputs=1, hidden=[2], outputs=2),
+                             training=TrainingConfig(epochs=1))).fit(x, [0, 1] * 8)

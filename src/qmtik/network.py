@@ -12,12 +12,12 @@ import numpy as np
 from . import checkpoint as ckpt
 from .config import Config
 from .data import check_class_names, check_inputs, encode_targets
-from .errors import QmtikError
+from .errors import DataError, QmtikError
 from .functions import figures, predicted_classes, process_output, r_squared
 from .layers import QuantSpec, integer_layers, predict_scores
 from .model import QuantizedModel
 from .progress import Reporter
-from .quantization import quantize_inputs
+from .quantization import input_range_problem, quantize_inputs
 from .training import Split, split_validation, train
 
 
@@ -67,7 +67,12 @@ class Network:
         if self.config.data.input_range != "auto":
             return tuple(self.config.data.input_range)
         low, high = float(x.min()), float(x.max())
-        return (low, high) if high > low else (low, low + 1.0)
+        low, high = (low, high) if high > low else (low, low + 1.0)
+        problem = input_range_problem(low, high)
+        if problem:
+            raise DataError(f"training inputs: their range [{low:g}, {high:g}] {problem}; rescale them or "
+                            "set data.input_range")
+        return low, high
 
     # --- using it ---
 
