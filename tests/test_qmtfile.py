@@ -1,35 +1,62 @@
-"""The .qmt file: round trips, its size, and strictness against damaged files."""
+"""The .qmt file: round trips, its size, atomic saves, and strictness against damaged files.
+
+`walk` below follows docs/format.md on its own (it does not use qmtfile), so the layout the
+writer produces is checked against the documentation, not against itself.
+"""
+import os
+import re
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import qmtik
+from qmtik import qmtfile
 from qmtik import quantization as q
 from qmtik.errors import ModelFormatError
 from qmtik.model import QuantizedModel
-from qmtik.qmtfile import HEADER, LAYER, decode, encode, load_model, save_model
+from qmtik.qmtfile import decode, encode, load_model, save_model
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "format.md"
+pytestmark = pytest.mark.filterwarnings("error")      # a RuntimeWarning from numpy is a bug here too
 
 
 def build(widths, activation="relu", per_channel=True, names=None, task="classification", output="softmax",
-          seed=0):
-    """A model with random codes, laid out as the quantizer lays one out."""
+          seed=0, input_range=(0.0, 255.0)):
+    """A model with random codes, laid out as layers.integer_layers lays one out; activation
+    is that of every hidden layer, or a list of one per hidden layer."""
     rng = np.random.default_rng(seed)
     layers, scale, zero = [], q.INPUT_SCALE, q.INPUT_ZERO
     for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
-        kind = activation if i < len(widths) - 2 else "linear"
+        kinds = [activation] * (len(widths) - 2) if isinstance(activation, str) else list(activation)
+        kind = kinds[i] if i < len(widths) - 2 else "linear"
         weight = rng.integers(-127, 128, (fan_out, fan_in)).astype(np.int8)
-        w_scale = rng.uniform(0.001, 0.01, fan_out) if per_channel else np.full(fan_out, 0.004)
-        w_scale = w_scale.astype(np.float32).astype(np.float64)          # what the file keeps
-        bias = rng.integers(-3000, 3000, fan_out)
-        observed = (-1.0, 3.0) if kind != "relu" else (0.0, 3.0)
-        out_scale, out_zero, pre = q.output_quantization(kind, np.array(observed))
+        spread = rng.uniform(0.5, 2.0, fan_out) if per_channel else np.ones(fan_out)
+        w_scale = (spread / (127 * np.sqrt(fan_in))).astype(np.float32).astype(np.float64)   # as the file keeps them
+        bias = q.quantize_bias(rng.normal(0, 0.5, fan_out), scale, zero, weight, w_scale)
+        observed = np.array([0.0 if kind == "relu" else rng.uniform(-4, -0.5), rng.uniform(0.5, 4)])
+        out_scale, out_zero, pre = q.output_quantization(kind, observed)
         layers.append(q.build_layer(weight, bias, w_scale, scale, zero, kind, out_scale, out_zero, pre, 0.1))
         scale, zero = out_scale, out_zero
-    return QuantizedModel(task, output, (0.0, 255.0), layers, names)
+    return QuantizedModel(task, output, input_range, layers, names)
+
+
+FIVE = ["ein", "zwei", "drei", "vier", "fünf"]
+MODELS = {
+    "no-hidden": build((5, 3)),
+    "width-1": build((1, 1), task="regression", output="linear"),
+    "relu-17": build((9, 17, 3), "relu", seed=1),
+    "leaky-tensor-1": build((9, 1, 4), "leaky_relu", per_channel=False, seed=2),
+    "leaky-3-hidden": build((17, 3, 1, 3, 2), "leaky_relu", seed=3, input_range=(-1.5, 2.0)),
+    "sigmoid-2-hidden": build((6, 3, 17, 2), "sigmoid", per_channel=False, seed=4),
+    "tanh-3-hidden-names": build((4, 3, 3, 17, 5), "tanh", names=FIVE, seed=5),
+    "non-ascii-names": build((3, 17, 3), "relu", names=["猫", "Ωmega", "🙂 smile"], seed=6),
+    "binary-sigmoid-names": build((7, 8, 1), output="sigmoid", names=["no", "yes"], seed=7),
+    "regression": build((7, 8, 2), "tanh", task="regression", output="linear", seed=8, input_range=(-3.0, 1e6)),
+}
 
 
 def with_crc(blob: bytes) -> bytes:
@@ -42,180 +69,528 @@ def patched(blob: bytes, offset: int, raw: bytes) -> bytes:
     return with_crc(blob[:offset] + raw + blob[offset + len(raw):])
 
 
-MODELS = [
-    build((5, 3)),
-    build((9, 17, 3), "relu"),
-    build((9, 1, 4), "leaky_relu", per_channel=False),
-    build((6, 3, 17, 2), "sigmoid"),
-    build((4, 3, 3, 3, 5), "tanh", names=["ein", "zwei", "drei", "vier", "fünf"]),
-    build((7, 8, 1), "relu", task="regression", output="linear"),
-    build((7, 8, 1), "relu", output="sigmoid", names=["no", "yes"]),
-]
+def rebuilt(blob_without_crc: bytes) -> bytes:
+    """A file of other length: its size field and its CRC made right."""
+    blob = blob_without_crc[:36] + struct.pack("<I", len(blob_without_crc) + 4) + blob_without_crc[40:]
+    return blob + struct.pack("<I", zlib.crc32(blob))
 
 
-@pytest.mark.parametrize("model", MODELS)
-def test_round_trip_gives_the_same_bytes_and_the_same_scores(model):
+def walk(blob: bytes):
+    """The offsets of the fields, found by following docs/format.md: (name offsets, layers, end)."""
+    (inputs,) = struct.unpack_from("<I", blob, 16)
+    pos, names = 42, []
+    for _ in range(struct.unpack_from("<H", blob, 40)[0]):
+        names.append(pos)
+        pos += 1 + blob[pos]
+    layers, fan_in = [], inputs
+    for _ in range(blob[14]):
+        outputs, kind, per_channel = struct.unpack_from("<IBB", blob, pos)
+        at = {"outputs": outputs, "fan_in": fan_in, "record": pos, "activation": pos + 4, "flag": pos + 5,
+              "out_zero": pos + 6, "reserved": pos + 7, "out_scale": pos + 8, "pre_scale": pos + 16}
+        sizes = [("scales", 4 * (outputs if per_channel else 1)), ("weights", outputs * fan_in),
+                 ("biases", 4 * outputs), ("multipliers", 4 * outputs), ("shifts", outputs)]
+        if kind == 2:
+            sizes += [("neg_multipliers", 4 * outputs), ("neg_shifts", outputs)]
+        if kind in (3, 4):
+            sizes.append(("table", 256))
+        pos += 24
+        for field, size in sizes:
+            at[field] = pos
+            pos += size
+        layers.append(at)
+        fan_in = outputs
+    return names, layers, pos
+
+
+# --- round trips ---------------------------------------------------------------------------------
+
+def same_layers(a: q.IntegerLayer, b: q.IntegerLayer):
+    for name in ("weight", "bias", "multiplier", "shift", "weight_scale", "neg_multiplier", "neg_shift", "table"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None) == (y is None), name
+        if x is not None:
+            np.testing.assert_array_equal(x, y, err_msg=name)
+    for name in ("activation", "in_scale", "in_zero", "out_scale", "out_zero", "pre_scale"):
+        assert getattr(a, name) == getattr(b, name), name
+
+
+@pytest.mark.parametrize("key", MODELS)
+def test_round_trip_gives_the_same_model_scores_and_bytes(key):
+    model = MODELS[key]
     blob = encode(model)
     loaded = decode(blob)
     assert encode(loaded) == blob
-    codes = np.random.default_rng(1).integers(-128, 128, (200, model.inputs)).astype(np.int8)
-    np.testing.assert_array_equal(loaded.scores(codes), model.scores(codes))
-    assert loaded.class_names == (tuple(model.class_names) if model.class_names else None)
+    assert (loaded.task, loaded.output, loaded.input_range) == (model.task, model.output, model.input_range)
+    assert loaded.class_names == model.class_names
+    assert len(loaded.layers) == len(model.layers)
     for a, b in zip(loaded.layers, model.layers):
-        for name in ("weight", "bias", "multiplier", "shift", "neg_multiplier", "neg_shift", "table"):
-            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
-        assert (a.out_scale, a.out_zero, a.in_scale, a.in_zero) == (b.out_scale, b.out_zero, b.in_scale, b.in_zero)
-        np.testing.assert_array_equal(a.weight_scale, b.weight_scale)
+        same_layers(a, b)
+    codes = np.random.default_rng(1).integers(-128, 128, (300, model.inputs)).astype(np.int8)
+    codes[0], codes[1] = -128, 127
+    np.testing.assert_array_equal(loaded.scores(codes), model.scores(codes))
+    raw = np.random.default_rng(2).uniform(*model.input_range, (20, model.inputs))
+    np.testing.assert_array_equal(loaded.predict(raw), model.predict(raw))
 
 
-def test_a_784_256_256_10_model_is_a_quarter_of_float32():
+@pytest.mark.parametrize("key", MODELS)
+def test_decoded_arrays_have_the_documented_types(key):
+    model = decode(encode(MODELS[key]))
+    scale, zero = q.INPUT_SCALE, q.INPUT_ZERO
+    for layer in model.layers:
+        outputs, fan_in = layer.weight.shape
+        assert layer.weight.dtype == np.int8 and layer.weight.flags.writeable
+        assert layer.bias.dtype == layer.multiplier.dtype == layer.shift.dtype == np.int64
+        assert layer.bias.shape == layer.multiplier.shape == layer.shift.shape == (outputs,)
+        assert layer.weight_scale.dtype == np.float64 and layer.weight_scale.shape == (outputs,)
+        assert (layer.in_scale, layer.in_zero) == (scale, zero)
+        scale, zero = layer.out_scale, layer.out_zero
+        assert (layer.neg_multiplier is not None) == (layer.activation == "leaky_relu")
+        assert (layer.table is not None) == (layer.pre_scale is not None) == (layer.activation in ("sigmoid", "tanh"))
+        if layer.table is not None:
+            assert layer.table.dtype == np.int8 and layer.table.shape == (256,)
+
+
+@pytest.mark.parametrize("key", MODELS)
+def test_the_layout_is_the_documented_one(key):
+    """An independent walk of the bytes by docs/format.md ends at the CRC; flags and values sit
+    where the page says."""
+    model = MODELS[key]
+    blob = encode(model)
+    names, layers, end = walk(blob)
+    assert blob[:8] == b"\x89QMT\r\n\x1a\n" and struct.unpack_from("<HH", blob, 8) == (1, 40)
+    assert end == len(blob) - 4 == struct.unpack_from("<I", blob, 36)[0] - 4
+    assert struct.unpack_from("<dd", blob, 20) == model.input_range
+    assert [blob[at + 1:at + 1 + blob[at]].decode() for at in names] == list(model.class_names or [])
+    for at, layer in zip(layers, model.layers):
+        per_channel = len(set(layer.weight_scale)) > 1
+        assert blob[at["flag"]] == per_channel
+        weights = np.frombuffer(blob, np.int8, at["outputs"] * at["fan_in"], at["weights"])
+        np.testing.assert_array_equal(weights, layer.weight.reshape(-1))
+        assert struct.unpack_from("<i", blob, at["biases"] + 4 * (at["outputs"] - 1))[0] == layer.bias[-1]
+
+
+def flags(blob: bytes) -> list:
+    """The weight-scale flag of every layer record."""
+    return [blob[at["flag"]] for at in walk(blob)[1]]
+
+
+def test_per_channel_and_per_tensor_scales_cost_what_the_page_says():
+    per_channel, per_tensor = build((9, 17, 3), seed=1), build((9, 17, 3), per_channel=False, seed=1)
+    assert len(encode(per_channel)) - len(encode(per_tensor)) == 4 * (17 - 1) + 4 * (3 - 1)
+    assert flags(encode(per_channel)) == [1, 1] and flags(encode(per_tensor)) == [0, 0]
+
+
+def test_a_784_256_256_10_model_has_the_size_the_page_gives():
     model = build((784, 256, 256, 10))
     size = len(encode(model))
-    assert size == 40 + 2 + 3 * LAYER.size + 522 * 4 + 268_800 + 522 * 4 + 522 * 5 + 4 == 275_704
+    header, names, records, outputs = 40, 2, 3 * 24, 256 + 256 + 10
+    weights = 784 * 256 + 256 * 256 + 256 * 10
+    expected = header + names + records + 4 * outputs + weights + 4 * outputs + 4 * outputs + outputs + 4
+    assert size == expected == 275_704
     assert size <= 277_000
-    assert size / (4 * (268_800 + 522)) < 0.26
+    assert len(encode(build((784, 256, 256, 10), per_channel=False))) == 275_704 - 4 * (outputs - 3) == 273_628
+    fashion = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+               "Ankle boot"]
+    assert len(encode(build((784, 256, 256, 10), names=fashion))) == 275_704 + 76
+    assert "275,704" in DOC.read_text() and "273,628" in DOC.read_text()
 
+
+# --- the worked example of docs/format.md ----------------------------------------------------------
+
+def tiny():
+    """The model of the page's annotated dump: 2 inputs, 2 relu, 2 softmax outputs, names."""
+    hidden = q.build_layer(np.array([[1, -2], [3, 4]], np.int8), np.array([100, -50]),
+                           np.array([2.0**-7, 2.0**-6]), q.INPUT_SCALE, q.INPUT_ZERO, "relu", 2.0**-4, -128)
+    out = q.build_layer(np.array([[5, -6], [7, 8]], np.int8), np.array([0, 10]), np.array([2.0**-5, 2.0**-5]),
+                        2.0**-4, -128, "linear", 2.0**-3, 0)
+    return QuantizedModel("classification", "softmax", (0.0, 1.0), [hidden, out], ["no", "yes"])
+
+
+def test_the_annotated_dump_of_the_page_is_what_encode_writes():
+    block = DOC.read_text().split("<!-- dump of tiny() in tests/test_qmtfile.py -->")[1].split("```")[1]
+    data, offsets = b"", []
+    for line in block.strip("\n").splitlines()[1:]:          # the first line names the columns
+        offset, hexes = line[:6], line[8:56]
+        offsets.append((int(offset), len(data)))
+        data += bytes.fromhex(hexes)
+    assert all(a == b for a, b in offsets)
+    assert data == encode(tiny())
+    assert f"{zlib.crc32(data[:-4]):08x}" in DOC.read_text()
+
+
+def test_the_crc_is_zlibs_crc32():
+    assert zlib.crc32(b"123456789") == 0xCBF43926          # the check value the page gives
+    assert "0xCBF43926" in DOC.read_text()
+
+
+# --- saving and loading ---------------------------------------------------------------------------
 
 def test_save_and_load(tmp_path):
     path = tmp_path / "m.qmt"
-    save_model(path, MODELS[1])
-    assert path.read_bytes() == encode(MODELS[1])
-    assert encode(load_model(path)) == encode(MODELS[1])
-
-
-def test_a_failed_save_leaves_the_previous_file(tmp_path, monkeypatch):
-    path = tmp_path / "m.qmt"
-    save_model(path, MODELS[0])
-    before = path.read_bytes()
-    bad = build((5, 3))
-    bad.layers[0].shift[0] = 99                         # refused while encoding
-    with pytest.raises(ModelFormatError, match="layer 1"):
-        save_model(path, bad)
-    monkeypatch.setattr("qmtik.qmtfile.encode", lambda model: b"half" + 1 / 0)  # a crash midway
-    with pytest.raises(ZeroDivisionError):
-        save_model(path, MODELS[1])
-    assert path.read_bytes() == before
+    save_model(path, MODELS["tanh-3-hidden-names"])
+    assert path.read_bytes() == encode(MODELS["tanh-3-hidden-names"])
+    assert encode(load_model(path)) == path.read_bytes()
+    save_model(str(path), MODELS["no-hidden"])                 # replaces, and takes a str
+    assert load_model(str(path)).widths == (5, 3)
     assert [p.name for p in tmp_path.iterdir()] == ["m.qmt"]
 
 
-def test_a_missing_file_is_a_format_error(tmp_path):
-    with pytest.raises(ModelFormatError, match="not found"):
+@pytest.fixture
+def saved(tmp_path):
+    path = tmp_path / "m.qmt"
+    save_model(path, MODELS["relu-17"])
+    return path, path.read_bytes()
+
+
+def unchanged(path, before):
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == [path.name]        # no temporary file left
+
+
+def test_a_save_that_fails_while_encoding_leaves_the_previous_file(saved, monkeypatch):
+    path, before = saved
+    bad = build((5, 3))
+    bad.layers[0].shift[0] = 99
+    with pytest.raises(ModelFormatError, match="layer 1 shift 99"):
+        save_model(path, bad)
+    unchanged(path, before)
+    monkeypatch.setattr(qmtfile, "encode", lambda model: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        save_model(path, MODELS["no-hidden"])
+    unchanged(path, before)
+
+
+def test_a_save_that_fails_while_writing_leaves_the_previous_file(saved, monkeypatch):
+    path, before = saved
+    real = qmtfile.write_atomic
+    seen = []
+
+    class HalfThenFail:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            self.f.write(data[:len(data) // 2])
+            self.f.flush()
+            seen.extend(p.name for p in path.parent.iterdir())
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(qmtfile, "write_atomic", lambda p, write: real(p, lambda f: write(HalfThenFail(f))))
+    with pytest.raises(OSError, match="No space"):
+        save_model(path, MODELS["no-hidden"])
+    assert any(name.endswith(".tmp") for name in seen)         # the half file was a temporary one
+    unchanged(path, before)
+
+
+def test_a_save_that_fails_at_fsync_leaves_the_previous_file(saved, monkeypatch):
+    path, before = saved
+
+    def fail(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError, match="Input/output"):
+        save_model(path, MODELS["no-hidden"])
+    unchanged(path, before)
+
+
+def test_missing_unreadable_and_foreign_files_are_format_errors(tmp_path):
+    with pytest.raises(ModelFormatError, match=r"^model file .*none\.qmt: not found$"):
         load_model(tmp_path / "none.qmt")
+    with pytest.raises(ModelFormatError, match=r"^model file .*: cannot be read \(Is a directory\)$"):
+        load_model(tmp_path)
+    (tmp_path / "notes.txt").write_text("hello, this is not a model at all, just some text")
+    with pytest.raises(ModelFormatError, match=r"^model file .*notes\.txt: not a qmtik model"):
+        load_model(tmp_path / "notes.txt")
+    with pytest.raises(TypeError):
+        decode("not bytes")
 
 
-BLOB = encode(MODELS[4])        # tanh: tables, class names, three hidden layers
+# --- strictness ----------------------------------------------------------------------------------
+
+BLOB = encode(MODELS["tanh-3-hidden-names"])        # tables, names, three hidden layers
+NAMES, LAYERS, _ = walk(BLOB)
+FIRST, LAST = LAYERS[0], LAYERS[-1]
 
 
-def refused(blob, fragment):
+def refused(blob, expected):
+    """decode refuses blob with one line "model file m.qmt: problem" that contains expected."""
     with pytest.raises(ModelFormatError) as info:
         decode(blob, "m.qmt")
     message = str(info.value)
-    assert message.startswith("model file m.qmt: ") and "\n" not in message
-    assert fragment in message, message
+    assert message.startswith("model file m.qmt: ") and "\n" not in message, message
+    assert expected in message, message
 
 
-@pytest.mark.parametrize("length", [0, 5, 8, 39, 43, 44, 100, len(BLOB) - 1])
-def test_truncated_files_are_refused(length):
-    refused(BLOB[:length], "truncated" if 0 < length else "empty")
+@pytest.mark.parametrize("length", [0, 1, 8, 39])
+def test_files_shorter_than_a_header_are_truncated(length):
+    found = f"{length} bytes" if length else "an empty file"
+    refused(BLOB[:length], f"model file m.qmt: truncated: {found}, fewer than the 44 bytes of a header and a CRC")
 
 
-def test_damage_is_refused():
-    refused(b"PK\x03\x04" + BLOB[4:], "not a qmtik model")
-    refused(BLOB + b"\x00", "bytes after the end")
-    flipped = bytearray(BLOB)
-    flipped[300] ^= 0x01
-    refused(bytes(flipped), "CRC mismatch")
-    refused(patched(BLOB, 8, struct.pack("<H", 2)), "newer than this qmtik reads (1); upgrade qmtik")
-    refused(patched(BLOB, 8, struct.pack("<H", 0)), "version 0")
+@pytest.mark.parametrize("length", [44, 100, len(BLOB) - 4, len(BLOB) - 1])
+def test_longer_truncations_are_truncated_too(length):
+    refused(BLOB[:length], f"truncated: the header gives {len(BLOB):,} bytes, the file has {length:,}")
 
 
-def layer_offset(blob, index):
-    """Offset of layer `index`'s record (0-based), walking the file as the format says."""
-    pos = HEADER.size
-    (count,) = struct.unpack_from("<H", blob, pos)
-    pos += 2
-    for _ in range(count):
-        pos += 1 + blob[pos]
-    fan_in = struct.unpack_from("<I", blob, 16)[0]
-    for _ in range(index):
-        outputs, kind, per_channel = struct.unpack_from("<IBB", blob, pos)
-        pos += LAYER.size + 4 * (outputs if per_channel else 1) + outputs * fan_in + 9 * outputs
-        pos += 5 * outputs if kind == 2 else 0
-        pos += 256 if kind in (3, 4) else 0
-        fan_in = outputs
-    return pos
+def test_trailing_bytes_are_refused():
+    refused(BLOB + b"\x00", f"trailing data: 1 bytes after the {len(BLOB):,} the header gives")
+    refused(rebuilt(BLOB[:-4] + b"\x00\x00"), "2 bytes left over between the last layer and the CRC")
 
 
-def test_values_out_of_range_are_refused_even_with_a_right_crc():
-    first = layer_offset(BLOB, 0)
-    outputs, kind, per_channel = struct.unpack_from("<IBB", BLOB, first)
-    weights = first + LAYER.size + 4 * (outputs if per_channel else 1)
-    shifts = weights + outputs * 4 + 4 * outputs + 4 * outputs
-    refused(patched(BLOB, weights, b"\x80"), "weight -128")
-    refused(patched(BLOB, shifts, b"\x3f"), "shift 63")
-    refused(patched(BLOB, shifts - 4 * outputs, struct.pack("<I", 2**22)), "multiplier 4194304")
-    refused(patched(BLOB, first + 4, b"\x09"), "activation code 9")
-    refused(patched(BLOB, first + 4, b"\x00"), "the last layer must be linear")
-    refused(patched(BLOB, 15, b"\x01"), "reserved header byte")
-    refused(patched(BLOB, first + 7, b"\x01"), "reserved or flag byte")
-    refused(patched(BLOB, HEADER.size, struct.pack("<H", 4)), "layer 1")    # the layout shifts by a name
-    refused(patched(BLOB, HEADER.size + 3, b"\xff"), "not UTF-8")
-    refused(patched(BLOB, first + 8, struct.pack("<d", float("nan"))), "output scale nan")
-    refused(patched(BLOB, 20, struct.pack("<dd", 5.0, 5.0)), "input range [5.0, 5.0]")
-    refused(patched(BLOB, 12, b"\x07"), "task code 7")
+@pytest.mark.parametrize("offset", [16, 20, 41, 300, len(BLOB) - 5, len(BLOB) - 1])
+def test_a_flipped_byte_is_a_crc_mismatch(offset):
+    blob = bytearray(BLOB)
+    blob[offset] ^= 0x10
+    refused(bytes(blob), "corrupted: CRC mismatch (stored 0x")
 
 
-def test_class_names_must_match_the_classes():
-    model = build((4, 3, 5), names=["a", "b", "c", "d", "e"])
-    blob = encode(model)
-    refused(patched(blob, 12, b"\x01"), "5 class names for a regression model")
-    names_at = HEADER.size + 2 + 2 * 4                  # the fifth name's length byte
-    shorter = blob[:names_at] + blob[names_at + 2:]     # drop the fifth name ...
-    shorter = shorter[:HEADER.size] + struct.pack("<H", 4) + shorter[HEADER.size + 2:]
-    shorter = shorter[:36] + struct.pack("<I", len(shorter)) + shorter[40:]
-    refused(with_crc(shorter), "4 class names for a classification model with 5 classes")
+def test_the_header_is_checked_in_order():
+    refused(b"PK\x03\x04" + BLOB[4:], "model file m.qmt: not a qmtik model (wrong magic bytes)")
+    refused(b"hello", "not a qmtik model")
+    refused(BLOB.replace(b"\r\n", b"\n", 1), "not a qmtik model")                # a text-mode transfer
+    refused(BLOB[:8] + struct.pack("<H", 2) + BLOB[10:],
+            "format version 2 is newer than this qmtik reads (1): upgrade qmtik")
+    refused(BLOB[:8] + struct.pack("<H", 65535) + BLOB[10:], "upgrade qmtik")
+    refused(patched(BLOB, 8, struct.pack("<H", 0)), "format version 0 is not valid")
+    refused(patched(BLOB, 10, struct.pack("<H", 48)), "header size 48, expected 40")
+    refused(BLOB[:-1] + bytes([BLOB[-1] ^ 1]), "CRC mismatch")
 
 
-SMALL = [encode(m) for m in MODELS[:5]]
+@pytest.mark.parametrize("offset, raw, expected", [
+    (12, b"\x07", "task code 7 is unknown (0 classification, 1 regression)"),
+    (13, b"\x03", "output code 3 is unknown (0 linear, 1 softmax, 2 sigmoid)"),
+    (14, b"\x00", "0 layers; a model has 1 to 255"),
+    (14, b"\x05", "layer 4: activation linear, but a hidden layer must not be linear"),
+    (14, b"\x03", "layer 3: activation tanh, but the last layer must be linear"),
+    (15, b"\x01", "reserved header byte is 1, must be 0"),
+    (16, struct.pack("<I", 0), "0 inputs, outside 1..65536"),
+    (16, struct.pack("<I", 65537), "65,537 inputs, outside 1..65536"),
+    (20, struct.pack("<dd", 5.0, 5.0), "input range [5.0, 5.0] must be finite with low < high"),
+    (20, struct.pack("<dd", 6.0, 5.0), "input range [6.0, 5.0] must be finite"),
+    (20, struct.pack("<d", float("nan")), "input range [nan, "),
+    (28, struct.pack("<d", float("inf")), "input range [0.0, inf] must be finite"),
+])
+def test_header_values_are_checked_after_the_crc(offset, raw, expected):
+    refused(patched(BLOB, offset, raw), expected)
 
 
-def decodes_or_refuses(blob):
-    try:
-        decode(blob)
-    except ModelFormatError:
-        pass
+@pytest.mark.parametrize("field, index, raw, expected", [
+    ("weights", 0, b"\x80", "layer 1 weight -128 at [0, 0] is outside -127..127"),
+    ("weights", 5, b"\x80", "layer 1 weight -128 at [1, 1] is outside -127..127"),
+    ("shifts", 0, b"\x3f", "layer 1 shift 63 at [0] is outside 0..62"),
+    ("shifts", 2, b"\xff", "layer 1 shift 255 at [2] is outside 0..62"),
+    ("multipliers", 0, struct.pack("<I", 2**22), "layer 1 multiplier 4194304 at [0] is outside 0..4194303"),
+    ("multipliers", 0, struct.pack("<I", 0), "layer 1 multiplier 0 at [0] has shift"),
+    ("biases", 0, struct.pack("<i", q.bias_limit(4) + 1), f"layer 1 bias {q.bias_limit(4) + 1} at [0] is outside"),
+    ("biases", 0, struct.pack("<i", -2**31), "layer 1 bias -2147483648 at [0] is outside"),
+    ("activation", 0, b"\x09", "layer 1: activation code 9 is unknown (0 linear, 1 relu, 2 leaky_relu, 3 sigmoid"),
+    ("activation", 0, b"\x00", "layer 1: activation linear, but a hidden layer must not be linear"),
+    ("flag", 0, b"\x02", "layer 1: weight-scale flag 2, must be 0 (per tensor) or 1 (per channel)"),
+    ("reserved", 0, b"\x01", "layer 1: reserved byte is 1, must be 0"),
+    ("out_scale", 0, struct.pack("<d", float("nan")), "layer 1 output scale nan is not a finite positive number"),
+    ("out_scale", 0, struct.pack("<d", -1.0), "layer 1 output scale -1.0 is not a finite positive number"),
+    ("pre_scale", 0, struct.pack("<d", 0.0), "layer 1 table input scale 0.0 is not a finite positive number"),
+    ("pre_scale", 0, struct.pack("<d", float("inf")), "layer 1 table input scale inf is not"),
+    ("scales", 0, struct.pack("<f", float("nan")), "layer 1 weight scale nan at [0] is not a finite positive float32"),
+    ("scales", 0, struct.pack("<I", 0x7F800001), "layer 1 weight scale nan at [0] is not"),   # signalling NaN
+    ("scales", 0, struct.pack("<f", 0.0), "layer 1 weight scale 0.0 at [0] is not a finite positive float32"),
+    ("record", 0, struct.pack("<I", 0), "layer 1: 0 outputs, outside 1..65536"),
+    ("record", 0, struct.pack("<I", 65537), "layer 1: 65,537 outputs, outside 1..65536"),
+    ("record", 0, struct.pack("<I", 65536), "layer 1 weight scales runs past the end of the data"),
+])
+def test_layer_values_are_refused_even_with_a_right_crc(field, index, raw, expected):
+    size = {"multipliers": 4, "biases": 4, "scales": 4}.get(field, 1)
+    at = FIRST[field] + (index if field == "weights" else size * index)
+    refused(patched(BLOB, at, raw), expected)
+
+
+def test_the_last_layer_must_be_linear():
+    refused(patched(BLOB, LAST["activation"], b"\x01"), "layer 4: activation relu, but the last layer must be linear")
+    refused(patched(BLOB, LAST["activation"], b"\x04"), "layer 4: activation tanh, but the last layer must be linear")
+
+
+def test_leaky_relu_checks_its_negative_side():
+    blob = encode(MODELS["leaky-tensor-1"])
+    at = walk(blob)[1][0]
+    refused(patched(blob, at["neg_shifts"], b"\x3f"), "layer 1 negative-side shift 63 at [0] is outside 0..62")
+    refused(patched(blob, at["neg_multipliers"], struct.pack("<I", 2**31)),
+            "layer 1 negative-side multiplier 2147483648 at [0] is outside 0..4194303")
+    refused(patched(blob, at["pre_scale"], struct.pack("<d", 0.5)),
+            "layer 1: table input scale 0.5 must be 0 for leaky_relu (only sigmoid and tanh have one)")
+    refused(patched(blob, at["pre_scale"], struct.pack("<d", -0.0)), "table input scale -0.0 must be 0")
+
+
+def test_class_names_are_checked():
+    refused(patched(BLOB, NAMES[0] + 1, b"\xff"), "class name 1 (b'\\xffin') is not UTF-8")
+    refused(patched(BLOB, NAMES[4] + 1, "ü".encode()[:1]), "class name 5")      # half a character
+    refused(patched(BLOB, 12, b"\x01"), "5 class names for a regression model; only classification has class names")
+    four = BLOB[:40] + struct.pack("<H", 4) + BLOB[42:NAMES[4]] + BLOB[NAMES[4] + 1 + len("fünf".encode()):-4]
+    refused(rebuilt(four), "4 class names for 5 classes (one name per class, or none)")
+    empty = BLOB[:NAMES[4]] + b"\x00" + BLOB[NAMES[4] + 1 + len("fünf".encode()):-4]
+    refused(rebuilt(empty), "class name 5 '' is 0 bytes of UTF-8; 1 to 255 are allowed")
+    none = BLOB[:40] + struct.pack("<H", 0) + BLOB[LAYERS[0]["record"]:-4]
+    assert decode(rebuilt(none)).class_names is None
+
+
+def test_a_binary_classifier_may_name_two_classes_with_one_output():
+    blob = encode(MODELS["binary-sigmoid-names"])
+    assert decode(blob).class_names == ("no", "yes")
+    names, layers, _ = walk(blob)
+    one = blob[:40] + struct.pack("<H", 1) + blob[42:names[1]] + blob[layers[0]["record"]:-4]
+    refused(rebuilt(one), "1 class names for 2 classes")
+
+
+# --- what encode refuses ----------------------------------------------------------------------------
+
+def put(number, name, value, index=None):
+    """A change to layer `number` (1-based): its field `name`, or one element of it, set to value."""
+    def change(model):
+        layer = model.layers[number - 1]
+        if index is None:
+            setattr(layer, name, value)
+        else:
+            getattr(layer, name)[index] = value
+    return change
+
+
+def model_field(name, value):
+    return lambda model: setattr(model, name, value)
+
+
+@pytest.mark.parametrize("change, expected", [
+    (put(1, "weight", -128, (0, 0)), "layer 1 weight -128 at [0, 0] is outside -127..127"),
+    (put(2, "weight", np.full((3, 3), 300, np.int16)), "layer 2 weight 300 at [0, 0] is outside -127..127"),
+    (put(1, "shift", 63, 0), "layer 1 shift 63 at [0] is outside 0..62"),
+    (put(1, "shift", -1, 2), "layer 1 shift -1 at [2] is outside 0..62"),
+    (put(1, "multiplier", 2**22, 0), "layer 1 multiplier 4194304 at [0] is outside 0..4194303"),
+    (put(1, "multiplier", -5, 0), "layer 1 multiplier -5 at [0] is outside 0..4194303"),
+    (put(1, "multiplier", 0, 1), "layer 1 multiplier 0 at [1] has shift"),
+    (put(1, "neg_shift", 70, 1), "layer 1 negative-side shift 70 at [1] is outside 0..62"),
+    (put(1, "bias", 2**31, 0), f"layer 1 bias 2147483648 at [0] is outside {-q.bias_limit(4)}..{q.bias_limit(4)}"),
+    (put(1, "weight_scale", 1e-50, 0), "layer 1 weight scale 1e-50 at [0] is not a finite positive float32"),
+    (put(1, "weight_scale", 1e300, 0), "layer 1 weight scale 1e+300 at [0] is not a finite positive float32"),
+    (put(1, "weight_scale", np.ones(2)), "layer 1 weight scales: shape (2,), expected (3,)"),
+    (put(1, "out_scale", float("nan")), "layer 1 output scale nan is not a finite positive number"),
+    (put(3, "out_scale", 0.0), "layer 3 output scale 0.0 is not a finite positive number"),
+    (put(1, "out_zero", 128), "layer 1: output zero point 128 is not an integer in -128..127"),
+    (put(1, "activation", "gelu"), "layer 1: activation 'gelu' is not one of linear, relu, leaky_relu, sigmoid, tanh"),
+    (put(3, "activation", "relu"), "layer 3: activation relu, but the last layer must be linear"),
+    (put(1, "activation", "linear"), "layer 1: activation linear, but a hidden layer must not be linear"),
+    (put(1, "neg_multiplier", None), "layer 1 negative-side multipliers: missing"),
+    (put(1, "neg_shift", np.zeros(2, np.int64)), "layer 1 negative-side shifts: shape (2,), expected (3,)"),
+    (put(1, "table", np.zeros(256, np.int8)), "layer 1: leaky_relu has a table or table input scale"),
+    (put(1, "pre_scale", 0.1), "layer 1: leaky_relu has a table or table input scale"),
+    (put(3, "neg_multiplier", np.ones(5, np.int64)), "layer 3: linear has negative-side multipliers"),
+    (put(1, "weight", np.ones((3, 4))), "layer 1 weights: dtype float64, expected integers"),
+    (put(2, "weight", np.ones((3, 5), np.int8)), "layer 2 weights: shape (3, 5), but layer 1 has 3 outputs"),
+    (put(1, "bias", np.zeros(4, np.int64)), "layer 1 bias: shape (4,), expected (3,)"),
+    (model_field("class_names", ("a", "b")), "2 class names for 5 classes (one name per class, or none)"),
+    (model_field("class_names", ("a", "b", "c", "d", "é" * 128)), "class name 5 'éééé"),
+    (model_field("class_names", ("a", "b", "c", "d", "")), "class name 5 '' is 0 bytes of UTF-8; 1 to 255"),
+    (model_field("class_names", ("a", "b", "c", "d", "\ud800")), "class name 5 '\\ud800' cannot be written as UTF-8"),
+    (model_field("task", "regression"), "5 class names for a regression model"),
+    (model_field("output", "relu"), "output 'relu' is not one of linear, softmax, sigmoid"),
+    (model_field("input_range", (1.0, 1.0)), "input range [1.0, 1.0] must be finite with low < high"),
+    (model_field("input_range", (0.0, float("inf"))), "input range [0.0, inf] must be finite with low < high"),
+    (model_field("layers", []), "0 layers; a model has 1 to 255"),
+])
+def test_encode_refuses_what_the_format_cannot_hold(change, expected):
+    model = build((4, 3, 3, 5), "leaky_relu", names=FIVE, seed=9)
+    change(model)
+    with pytest.raises(ModelFormatError) as info:
+        encode(model)
+    message = str(info.value)
+    assert message.startswith("cannot encode model: ") and "\n" not in message, message
+    assert expected in message, message
+
+
+@pytest.mark.parametrize("change, expected", [
+    (put(1, "table", np.full(256, 200, np.int16)), "layer 1 table entry 200 at [0] is outside -128..127"),
+    (put(2, "table", np.zeros(255, np.int8)), "layer 2 table: shape (255,), expected (256,)"),
+    (put(1, "table", None), "layer 1 table: missing"),
+    (put(1, "pre_scale", None), "layer 1 table input scale None is not a finite positive number"),
+    (put(2, "pre_scale", -0.5), "layer 2 table input scale -0.5 is not a finite positive number"),
+    (put(1, "neg_shift", np.zeros(3, np.int64)), "layer 1: sigmoid has negative-side multipliers"),
+])
+def test_encode_checks_the_tables(change, expected):
+    model = build((4, 3, 3, 2), "sigmoid")
+    change(model)
+    with pytest.raises(ModelFormatError, match=re.escape(expected)):
+        encode(model)
+
+
+def test_a_regression_model_or_an_unnamed_classifier_encodes_without_names():
+    model = build((4, 3, 2), task="regression", output="linear")
+    assert decode(encode(model)).class_names is None
+    assert struct.unpack_from("<H", encode(model), 40) == (0,)
+
+
+# --- properties: whatever the damage, a model or a ModelFormatError ------------------------------------
+
+@st.composite
+def small_models(draw):
+    hidden = draw(st.lists(st.integers(1, 5), max_size=3))
+    widths = (draw(st.integers(1, 6)), *hidden, draw(st.integers(1, 4)))
+    task = draw(st.sampled_from(["classification", "regression"]))
+    names = None
+    if task == "classification" and draw(st.booleans()):
+        names = [f"klasse-{i}-ä" for i in range(max(widths[-1], 2))]
+    return build(widths, draw(st.sampled_from(["relu", "leaky_relu", "sigmoid", "tanh"])), draw(st.booleans()),
+                 names, task, draw(st.sampled_from(["linear", "softmax", "sigmoid"])), draw(st.integers(0, 2**32 - 1)))
 
 
 @settings(max_examples=300, deadline=None)
-@given(which=st.integers(0, len(SMALL) - 1), data=st.data())
-def test_any_truncation_is_a_format_error(which, data):
-    blob = SMALL[which]
+@given(model=small_models(), data=st.data())
+def test_any_truncation_is_a_format_error(model, data):
+    blob = encode(model)
     cut = data.draw(st.integers(0, len(blob) - 1))
     with pytest.raises(ModelFormatError):
         decode(blob[:cut])
 
 
 @settings(max_examples=300, deadline=None)
-@given(which=st.integers(0, len(SMALL) - 1), data=st.data())
-def test_any_changed_byte_is_a_format_error(which, data):
-    blob = bytearray(SMALL[which])
-    at = data.draw(st.integers(0, len(blob) - 1))
-    blob[at] ^= data.draw(st.integers(1, 255))
+@given(model=small_models(), data=st.data())
+def test_any_changed_byte_is_a_format_error(model, data):
+    blob = bytearray(encode(model))
+    blob[data.draw(st.integers(0, len(blob) - 1))] ^= data.draw(st.integers(1, 255))
     with pytest.raises(ModelFormatError):
         decode(bytes(blob))
 
 
-@settings(max_examples=500, deadline=None)
-@given(which=st.integers(0, len(SMALL) - 1), data=st.data())
-def test_any_changed_byte_with_a_right_crc_decodes_or_is_a_format_error(which, data):
-    """Past the CRC, every field is still checked: nothing but ModelFormatError escapes, and
-    what decodes is a model that runs."""
-    blob = bytearray(SMALL[which])
-    at = data.draw(st.integers(0, len(blob) - 5))
-    blob[at] = data.draw(st.integers(0, 255))
+def decodes_or_refuses(blob: bytes):
+    """decode gives a model that runs and encodes again to a fixed point, or a ModelFormatError."""
     try:
-        model = decode(with_crc(bytes(blob)))
-    except ModelFormatError:
-        return
-    codes = np.zeros((2, model.inputs), np.int8)
-    assert model.scores(codes).shape == (2, model.outputs)
+        model = decode(blob)
+    except ModelFormatError as exc:
+        assert "\n" not in str(exc)
+        return None
+    again = encode(model)
+    assert encode(decode(again)) == again
+    scores = model.scores(np.array([[-128] * model.inputs, [127] * model.inputs], np.int8))
+    assert scores.dtype == np.int8 and scores.shape == (2, model.outputs)
+    return model
+
+
+@settings(max_examples=300, deadline=None)
+@given(model=small_models(), data=st.data())
+def test_any_changed_byte_with_a_right_crc_decodes_or_is_a_format_error(model, data):
+    blob = bytearray(encode(model))
+    blob[data.draw(st.integers(0, len(blob) - 5))] = data.draw(st.integers(0, 255))
+    decodes_or_refuses(with_crc(bytes(blob)))
+
+
+def test_every_byte_of_a_small_file_changed_with_a_right_crc():
+    """Exhaustively over positions, for a model with a table, names, a leaky layer and both
+    scale layouts: nothing but a model or a ModelFormatError comes out."""
+    model = build((3, 2, 1, 2), ("tanh", "leaky_relu"), names=["x", "ÿ"], seed=11)
+    assert flags(encode(model)) == [1, 0, 1]
+    blob = encode(model)
+    decoded = 0
+    for at in range(len(blob) - 4):
+        for value in {0x00, 0xFF, 0x80, 0x7F, blob[at] ^ 0x01}:
+            decoded += decodes_or_refuses(patched(blob, at, bytes([value]))) is not None
+    assert decoded > 0                                  # some changes (weights, tables) are valid models
+    for cut in range(len(blob)):
+        with pytest.raises(ModelFormatError):
+            decode(blob[:cut])

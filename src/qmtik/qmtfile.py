@@ -1,11 +1,17 @@
 """The .qmt file: an integer model in a small, strict, little-endian binary format.
 
-docs/format.md describes it byte by byte. Writing goes field by field (never a struct dump of
-memory) to a temporary file that is renamed into place; reading checks the magic, version,
-sizes, CRC-32 and every value's range before a model is built, and nothing is ever executed.
+docs/format.md describes it byte by byte; this module is the reference writer and reader.
+
+Writing packs every field with an explicit little-endian type (never a dump of memory) and
+saves through a temporary file that is renamed into place. Reading checks, in this order, the
+length, magic, version, header size, file size and CRC-32; then parses field by field with a
+bounds check before every read; then checks every value with the very rules `encode` applies
+before it writes; and last, that the layers end exactly at the CRC. Nothing in a file is ever
+executed, and every problem is a ModelFormatError of one line, "model file NAME: problem".
 """
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -13,66 +19,86 @@ from pathlib import Path
 import numpy as np
 
 from . import quantization as q
-from .checkpoint import write_atomic
 from .errors import ModelFormatError
+from .files import write_atomic
 from .model import QuantizedModel
 
 MAGIC = b"\x89QMT\r\n\x1a\n"
 VERSION = 1
-HEADER = struct.Struct("<8sHHBBBBIddI")          # 40 bytes
-LAYER = struct.Struct("<IBBbBdd")                # 24 bytes
-TASKS = ("classification", "regression")
-OUTPUTS = ("linear", "softmax", "sigmoid")
-ACTIVATIONS = ("linear", "relu", "leaky_relu", "sigmoid", "tanh")
-MAX_WIDTH = q.MAX_FAN_IN
+HEADER = struct.Struct("<8sHHBBBBIddI")     # 40 bytes: magic, version, header size ... file size
+COUNT = struct.Struct("<H")                 # the number of class names
+LENGTH = struct.Struct("<B")                # the byte length of one class name
+LAYER = struct.Struct("<IBBbBdd")           # 24 bytes: the fixed start of a layer record
+CRC = struct.Struct("<I")
+TASKS = ("classification", "regression")                        # codes 0, 1
+OUTPUTS = ("linear", "softmax", "sigmoid")                      # codes 0, 1, 2
+ACTIVATIONS = ("linear", "relu", "leaky_relu", "sigmoid", "tanh")   # codes 0 .. 4
+MAX_LAYERS = 255
+MAX_WIDTH = q.MAX_FAN_IN                    # inputs and every layer's outputs: 1 .. 65536
+MAX_NAME = 255                              # bytes of UTF-8 in one class name
+MAX_SIZE = 2**32 - 1                        # the file size is a u32
+
+
+def _failing(prefix: str):
+    """A function that raises ModelFormatError("prefix: problem")."""
+    def fail(problem: str):
+        raise ModelFormatError(f"{prefix}: {problem}")
+    return fail
 
 
 # --- writing -----------------------------------------------------------------------------------
 
 def encode(model: QuantizedModel) -> bytes:
-    """The .qmt bytes of a model; refuses values the format cannot hold."""
-    _check_model(model)
+    """The .qmt bytes of model.
+
+    Refuses, with a ModelFormatError naming the layer and the field, a model that the format
+    or the integer arithmetic cannot hold: whatever encode writes, decode reads back.
+    """
+    _check_model(model, _failing("cannot encode model"))
+    body = b"".join([_names_bytes(model.class_names), *map(_layer_bytes, model.layers)])
+    size = HEADER.size + len(body) + CRC.size
+    if size > MAX_SIZE:
+        raise ModelFormatError(f"cannot encode model: {size:,} bytes, more than a .qmt file holds ({MAX_SIZE:,})")
     low, high = model.input_range
-    parts = [b"", _class_names(model.class_names)]
-    for layer in model.layers:
-        parts.append(_layer_bytes(layer))
-    body = b"".join(parts)
-    size = HEADER.size + len(body) + 4
     header = HEADER.pack(MAGIC, VERSION, HEADER.size, TASKS.index(model.task), OUTPUTS.index(model.output),
                          len(model.layers), 0, model.inputs, low, high, size)
     blob = header + body
-    return blob + struct.pack("<I", zlib.crc32(blob))
+    return blob + CRC.pack(zlib.crc32(blob))
 
 
-def _class_names(names) -> bytes:
+def _names_bytes(names) -> bytes:
     names = names or ()
-    out = [struct.pack("<H", len(names))]
+    parts = [COUNT.pack(len(names))]
     for name in names:
         raw = name.encode("utf-8")
-        out.append(struct.pack("<B", len(raw)) + raw)
-    return b"".join(out)
+        parts += [LENGTH.pack(len(raw)), raw]
+    return b"".join(parts)
 
 
 def _layer_bytes(layer: q.IntegerLayer) -> bytes:
-    scales = np.asarray(layer.weight_scale, dtype=np.float32)
-    per_channel = not np.all(scales == scales[0])
-    pre = layer.pre_scale if layer.table is not None else 0.0
-    out = [LAYER.pack(layer.weight.shape[0], ACTIVATIONS.index(layer.activation), int(per_channel),
-                      layer.out_zero, 0, layer.out_scale, pre),
-           (scales if per_channel else scales[:1]).astype("<f4").tobytes(),
-           layer.weight.astype(np.int8).tobytes(),
-           layer.bias.astype("<i4").tobytes(),
-           layer.multiplier.astype("<u4").tobytes(),
-           layer.shift.astype(np.uint8).tobytes()]
+    outputs = layer.weight.shape[0]
+    scales = np.asarray(layer.weight_scale, dtype=np.float64).astype("<f4")   # checked: finite, > 0
+    per_channel = bool((scales != scales[0]).any())
+    table = layer.activation in q.TABLE_ACTIVATIONS
+    parts = [LAYER.pack(outputs, ACTIVATIONS.index(layer.activation), per_channel, int(layer.out_zero), 0,
+                        float(layer.out_scale), float(layer.pre_scale) if table else 0.0),
+             (scales if per_channel else scales[:1]).tobytes(),
+             np.asarray(layer.weight).astype("i1").tobytes(),       # C order: row by row
+             np.asarray(layer.bias).astype("<i4").tobytes(),
+             *_requant_bytes(layer.multiplier, layer.shift)]
     if layer.activation == "leaky_relu":
-        out += [layer.neg_multiplier.astype("<u4").tobytes(), layer.neg_shift.astype(np.uint8).tobytes()]
-    if layer.table is not None:
-        out.append(layer.table.astype(np.int8).tobytes())
-    return b"".join(out)
+        parts += _requant_bytes(layer.neg_multiplier, layer.neg_shift)
+    if table:
+        parts.append(np.asarray(layer.table).astype("i1").tobytes())
+    return b"".join(parts)
+
+
+def _requant_bytes(multiplier, shift) -> list:
+    return [np.asarray(multiplier).astype("<u4").tobytes(), np.asarray(shift).astype("u1").tobytes()]
 
 
 def save_model(path, model: QuantizedModel) -> None:
-    """Write model to path atomically: a failure leaves the previous file in place."""
+    """Write model to path as a .qmt file, atomically: any failure leaves the previous file."""
     blob = encode(model)
     write_atomic(path, lambda f: f.write(blob))
 
@@ -80,145 +106,139 @@ def save_model(path, model: QuantizedModel) -> None:
 # --- reading -----------------------------------------------------------------------------------
 
 class _Reader:
-    """Reads fields in order from a byte string, refusing to run past its end."""
+    """Reads fields in order from blob[pos:end], refusing to run past end."""
 
-    def __init__(self, blob: bytes, end: int, fail):
-        self.blob, self.pos, self.end, self.fail = blob, 0, end, fail
+    def __init__(self, blob: bytes, pos: int, end: int, fail):
+        self.blob, self.pos, self.end, self.fail = blob, pos, end, fail
 
     def take(self, count: int, what: str) -> bytes:
-        if count < 0 or self.pos + count > self.end:
-            self.fail(f"{what} runs past the end of the file (truncated or corrupted)")
+        if count > self.end - self.pos:
+            self.fail(f"{what} runs past the end of the data ({count:,} bytes at offset {self.pos:,}, "
+                      f"{self.end - self.pos:,} left before the CRC)")
         chunk = self.blob[self.pos:self.pos + count]
         self.pos += count
         return chunk
 
-    def unpack(self, fmt: struct.Struct, what: str):
-        return fmt.unpack(self.take(fmt.size, what))
+    def unpack(self, fields: struct.Struct, what: str) -> tuple:
+        return fields.unpack(self.take(fields.size, what))
 
     def array(self, dtype: str, count: int, what: str) -> np.ndarray:
-        size = np.dtype(dtype).itemsize
-        return np.frombuffer(self.take(size * count, what), dtype=dtype).copy()
+        """count values of a little-endian dtype, as a read-only view (callers convert)."""
+        return np.frombuffer(self.take(np.dtype(dtype).itemsize * count, what), dtype=dtype)
 
 
 def decode(blob: bytes, name: str = "<bytes>") -> QuantizedModel:
-    """A model from .qmt bytes, every field checked; ModelFormatError names what is wrong."""
-    def fail(problem):
-        raise ModelFormatError(f"model file {name}: {problem}")
-
-    if blob[:len(MAGIC)] != MAGIC[:len(blob)] or (not blob):
-        fail("not a qmtik model (bad magic)" if blob else "empty file")
-    if len(blob) < HEADER.size + 4:
-        fail(f"truncated: {len(blob)} bytes, shorter than a header and a CRC ({HEADER.size + 4})")
-    magic, version, header_size, task, output, count, reserved, inputs, low, high, size = HEADER.unpack_from(blob)
-    if magic != MAGIC:
-        fail("not a qmtik model (bad magic)")
-    if version > VERSION:
-        fail(f"format version {version} is newer than this qmtik reads ({VERSION}); upgrade qmtik")
-    if version < 1:
-        fail(f"format version {version} is not valid")
-    if header_size != HEADER.size:
-        fail(f"header size {header_size}, expected {HEADER.size}")
-    if size != len(blob):
-        fail(f"truncated: the header says {size} bytes, the file has {len(blob)}" if size > len(blob)
-             else f"{len(blob) - size} bytes after the end the header gives ({size})")
-    stored = struct.unpack_from("<I", blob, len(blob) - 4)[0]
-    if zlib.crc32(blob[:-4]) != stored:
-        fail("corrupted: CRC mismatch")
-    if task >= len(TASKS):
-        fail(f"task code {task} is unknown")
-    if output >= len(OUTPUTS):
-        fail(f"output code {output} is unknown")
-    if reserved != 0:
-        fail("reserved header byte is not 0")
-    if not 1 <= count:
-        fail("a model needs at least one layer")
-    if not 1 <= inputs <= MAX_WIDTH:
-        fail(f"inputs {inputs} out of range 1..{MAX_WIDTH}")
-    if not (np.isfinite(low) and np.isfinite(high) and low < high):
-        fail(f"input range [{low}, {high}] is not finite with low < high")
-    reader = _Reader(blob, len(blob) - 4, fail)
-    reader.pos = HEADER.size
-    names = _read_class_names(reader, fail)
+    """The model in .qmt bytes, every field checked; a ModelFormatError names the problem."""
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise TypeError(f"decode needs bytes, not {type(blob).__name__}")
+    blob = bytes(blob)
+    fail = _failing(f"model file {name}")
+    task, output, count, inputs, low, high = _read_header(blob, fail)
+    reader = _Reader(blob, HEADER.size, len(blob) - CRC.size, fail)
+    names = _read_names(reader, fail)
     layers, fan_in, in_scale, in_zero = [], inputs, q.INPUT_SCALE, q.INPUT_ZERO
-    for index in range(count):
-        layer = _read_layer(reader, fan_in, in_scale, in_zero, index + 1, index == count - 1, fail)
+    for number in range(1, count + 1):
+        layer = _read_layer(reader, number, number == count, fan_in, in_scale, in_zero, fail)
         layers.append(layer)
         fan_in, in_scale, in_zero = layer.weight.shape[0], layer.out_scale, layer.out_zero
+    model = QuantizedModel(TASKS[task], OUTPUTS[output], (low, high), layers, names or None)
+    _check_model(model, fail)
     if reader.pos != reader.end:
-        fail(f"{reader.end - reader.pos} unexpected bytes before the CRC")
-    outputs = fan_in
-    task_name = TASKS[task]
-    if names is not None:
-        expected = max(outputs, 2)
-        if task_name != "classification" or len(names) != expected:
-            fail(f"{len(names)} class names for a {task_name} model with {expected} classes")
-    return QuantizedModel(task_name, OUTPUTS[output], (low, high), layers, names)
+        fail(f"{reader.end - reader.pos:,} bytes left over between the last layer and the CRC")
+    return model
 
 
-def _read_class_names(reader: _Reader, fail):
-    (count,) = reader.unpack(struct.Struct("<H"), "the class name count")
+def _read_header(blob: bytes, fail) -> tuple:
+    """(task, output, layers, inputs, low, high) codes of a header, after the whole-file checks."""
+    least = HEADER.size + CRC.size
+    if len(blob) < least:
+        if blob[:len(MAGIC)] != MAGIC[:len(blob)]:
+            fail("not a qmtik model (wrong magic bytes)")
+        found = f"{len(blob)} bytes" if blob else "an empty file"
+        fail(f"truncated: {found}, fewer than the {least} bytes of a header and a CRC")
+    magic, version, header_size, task, output, count, reserved, inputs, low, high, size = HEADER.unpack_from(blob)
+    if magic != MAGIC:
+        fail("not a qmtik model (wrong magic bytes)")
+    if version > VERSION:
+        fail(f"format version {version} is newer than this qmtik reads ({VERSION}): upgrade qmtik")
+    if version < 1:
+        fail(f"format version {version} is not valid (versions start at 1)")
+    if header_size != HEADER.size:
+        fail(f"header size {header_size}, expected {HEADER.size}")
+    if size > len(blob):
+        fail(f"truncated: the header gives {size:,} bytes, the file has {len(blob):,}")
+    if size < len(blob):
+        fail(f"trailing data: {len(blob) - size:,} bytes after the {size:,} the header gives")
+    stored, computed = CRC.unpack_from(blob, size - CRC.size)[0], zlib.crc32(memoryview(blob)[:-CRC.size])
+    if stored != computed:
+        fail(f"corrupted: CRC mismatch (stored {stored:#010x}, computed {computed:#010x})")
+    if task >= len(TASKS):
+        fail(f"task code {task} is unknown (0 classification, 1 regression)")
+    if output >= len(OUTPUTS):
+        fail(f"output code {output} is unknown (0 linear, 1 softmax, 2 sigmoid)")
+    if count == 0:
+        fail(f"0 layers; a model has 1 to {MAX_LAYERS}")
+    if reserved != 0:
+        fail(f"reserved header byte is {reserved}, must be 0")
+    if not 1 <= inputs <= MAX_WIDTH:
+        fail(f"{inputs:,} inputs, outside 1..{MAX_WIDTH}")
+    return task, output, count, inputs, low, high
+
+
+def _read_names(reader: _Reader, fail) -> tuple:
+    (count,) = reader.unpack(COUNT, "the class name count")
     names = []
-    for i in range(count):
-        (length,) = reader.unpack(struct.Struct("<B"), f"class name {i + 1}")
-        if length == 0:
-            fail(f"class name {i + 1} is empty")
+    for number in range(1, count + 1):
+        (length,) = reader.unpack(LENGTH, f"class name {number}")
+        raw = reader.take(length, f"class name {number}")
         try:
-            names.append(reader.take(length, f"class name {i + 1}").decode("utf-8"))
+            names.append(raw.decode("utf-8"))
         except UnicodeDecodeError:
-            fail(f"class name {i + 1} is not UTF-8")
-    return tuple(names) if count else None
+            fail(f"class name {number} ({raw!r}) is not UTF-8")
+    return tuple(names)
 
 
-def _read_layer(reader: _Reader, fan_in: int, in_scale: float, in_zero: int, number: int, last: bool, fail):
+def _read_layer(reader: _Reader, number: int, last: bool, fan_in: int, in_scale: float, in_zero: int,
+                fail) -> q.IntegerLayer:
+    """One layer record; its codes and sizes are checked here, its values by _check_model."""
     where = f"layer {number}"
-    outputs, kind, per_channel, out_zero, reserved, out_scale, pre_scale = reader.unpack(LAYER, where)
+    outputs, code, per_channel, out_zero, reserved, out_scale, pre_scale = reader.unpack(LAYER, f"{where} record")
     if not 1 <= outputs <= MAX_WIDTH:
-        fail(f"{where}: {outputs} outputs, out of range 1..{MAX_WIDTH}")
-    if kind >= len(ACTIVATIONS):
-        fail(f"{where}: activation code {kind} is unknown")
-    activation = ACTIVATIONS[kind]
-    if last != (activation == "linear"):
-        fail(f"{where}: activation {activation!r}; the last layer must be linear and only the last")
-    if per_channel > 1 or reserved != 0:
-        fail(f"{where}: reserved or flag byte out of range")
+        fail(f"{where}: {outputs:,} outputs, outside 1..{MAX_WIDTH}")
+    if code >= len(ACTIVATIONS):
+        fail(f"{where}: activation code {code} is unknown "
+             f"({', '.join(f'{i} {a}' for i, a in enumerate(ACTIVATIONS))})")
+    activation = ACTIVATIONS[code]
+    _check_placement(activation, where, last, fail)
+    if per_channel > 1:
+        fail(f"{where}: weight-scale flag {per_channel}, must be 0 (per tensor) or 1 (per channel)")
+    if reserved != 0:
+        fail(f"{where}: reserved byte is {reserved}, must be 0")
     table = activation in q.TABLE_ACTIVATIONS
-    if not (np.isfinite(out_scale) and out_scale > 0):
-        fail(f"{where}: output scale {out_scale} is not a finite positive number")
-    if table != (pre_scale != 0) or not np.isfinite(pre_scale) or pre_scale < 0:
-        fail(f"{where}: table input scale {pre_scale} does not fit activation {activation!r}")
-    if table and (out_scale, out_zero) != q.table_output_params(activation):
-        fail(f"{where}: {activation} output scale and zero point must be the table's fixed ones")
-    scales = reader.array("<f4", outputs if per_channel else 1, f"{where} weight scales").astype(np.float64)
-    if not (np.isfinite(scales).all() and (scales > 0).all()):
-        fail(f"{where}: weight scales must be finite and positive")
-    weight = reader.array("i1", outputs * fan_in, f"{where} weights").reshape(outputs, fan_in)
-    if (weight == -128).any():
-        fail(f"{where}: weight -128 outside the symmetric range -127..127")
+    if not table and (pre_scale != 0 or math.copysign(1.0, pre_scale) < 0):     # +0.0 exactly
+        fail(f"{where}: table input scale {pre_scale!r} must be 0 for {activation} (only sigmoid and tanh have one)")
+    with np.errstate(invalid="ignore"):                      # a signalling NaN is refused later
+        scales = reader.array("<f4", outputs if per_channel else 1, f"{where} weight scales").astype(np.float64)
+    weight = reader.array("i1", outputs * fan_in, f"{where} weights").reshape(outputs, fan_in).astype(np.int8)
     bias = reader.array("<i4", outputs, f"{where} biases").astype(np.int64)
-    if np.abs(bias).max() > q.bias_limit(fan_in):
-        fail(f"{where}: bias beyond ±{q.bias_limit(fan_in)}, which could overflow the int32 accumulator")
-    multiplier, shift = _read_requant(reader, outputs, where, fail)
-    layer = q.IntegerLayer(weight, bias, multiplier, shift, activation, in_scale, in_zero,
+    multiplier, shift = _read_requant(reader, outputs, f"{where} ")
+    layer = q.IntegerLayer(weight, bias, multiplier, shift, activation, float(in_scale), int(in_zero),
                            np.broadcast_to(scales, (outputs,)).copy(), out_scale, out_zero)
     if activation == "leaky_relu":
-        layer.neg_multiplier, layer.neg_shift = _read_requant(reader, outputs, where + " negative side", fail)
+        layer.neg_multiplier, layer.neg_shift = _read_requant(reader, outputs, f"{where} negative-side ")
     if table:
-        layer.table, layer.pre_scale = reader.array("i1", 256, f"{where} table"), pre_scale
+        layer.table = reader.array("i1", 256, f"{where} table").astype(np.int8)
+        layer.pre_scale = pre_scale
     return layer
 
 
-def _read_requant(reader: _Reader, outputs: int, where: str, fail):
-    multiplier = reader.array("<u4", outputs, f"{where} multipliers").astype(np.int64)
-    shift = reader.array("u1", outputs, f"{where} shifts").astype(np.int64)
-    if multiplier.max() >= 2**q.MULTIPLIER_BITS:
-        fail(f"{where}: multiplier {multiplier.max()} is not below 2**{q.MULTIPLIER_BITS}")
-    if shift.max() > q.MAX_SHIFT:
-        fail(f"{where}: shift {shift.max()} is above {q.MAX_SHIFT}")
-    return multiplier, shift
+def _read_requant(reader: _Reader, outputs: int, what: str) -> tuple:
+    multiplier = reader.array("<u4", outputs, what + "multipliers").astype(np.int64)
+    return multiplier, reader.array("u1", outputs, what + "shifts").astype(np.int64)
 
 
 def load_model(path) -> QuantizedModel:
-    """Read and check a .qmt file."""
+    """Read and check a .qmt file; a missing or unreadable file is a ModelFormatError too."""
     path = Path(path)
     try:
         blob = path.read_bytes()
@@ -229,37 +249,146 @@ def load_model(path) -> QuantizedModel:
     return decode(blob, str(path))
 
 
-# --- what encode refuses ---------------------------------------------------------------------
+# --- what a model may hold: one set of rules for encode and decode -----------------------------
 
-def _check_model(model: QuantizedModel) -> None:
-    """Refuse a model whose values the format (and the arithmetic) cannot hold."""
-    def fail(problem):
-        raise ModelFormatError(f"model: {problem}")
-
-    if not 1 <= len(model.layers) <= 255:
-        fail(f"{len(model.layers)} layers; 1 to 255 are allowed")
-    if model.task not in TASKS or model.output not in OUTPUTS:
-        fail(f"task {model.task!r} or output {model.output!r} is unknown")
+def _check_model(model: QuantizedModel, fail) -> None:
+    """Refuse a model the format or the integer arithmetic cannot hold (fail names the field)."""
+    if model.task not in TASKS:
+        fail(f"task {model.task!r} is not one of {', '.join(TASKS)}")
+    if model.output not in OUTPUTS:
+        fail(f"output {model.output!r} is not one of {', '.join(OUTPUTS)}")
+    if not 1 <= len(model.layers) <= MAX_LAYERS:
+        fail(f"{len(model.layers)} layers; a model has 1 to {MAX_LAYERS}")
+    low, high = model.input_range
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        fail(f"input range [{low}, {high}] must be finite with low < high")
+    fan_in = None
     for number, layer in enumerate(model.layers, 1):
-        where = f"layer {number}"
-        outputs, fan_in = layer.weight.shape
-        if layer.activation not in ACTIVATIONS:
-            fail(f"{where}: activation {layer.activation!r} is unknown")
-        if not (1 <= outputs <= MAX_WIDTH and 1 <= fan_in <= MAX_WIDTH):
-            fail(f"{where}: shape {layer.weight.shape} out of range")
-        if np.abs(layer.weight.astype(np.int64)).max() > q.WMAX:
-            fail(f"{where}: weights outside -127..127")
-        if np.abs(layer.bias).max() > q.bias_limit(fan_in):
-            fail(f"{where}: bias beyond ±{q.bias_limit(fan_in)}")
-        pairs = [(layer.multiplier, layer.shift)]
-        if layer.activation == "leaky_relu":
-            pairs.append((layer.neg_multiplier, layer.neg_shift))
-        for multiplier, shift in pairs:
-            if multiplier.min() < 0 or multiplier.max() >= 2**q.MULTIPLIER_BITS or shift.min() < 0 \
-                    or shift.max() > q.MAX_SHIFT:
-                fail(f"{where}: requantization multiplier or shift out of range")
-        if not q.QMIN <= layer.out_zero <= q.QMAX:
-            fail(f"{where}: output zero point {layer.out_zero} out of range")
-    for name in model.class_names or ():
-        if not 1 <= len(name.encode("utf-8")) <= 255:
-            fail(f"class name {name!r} must be 1 to 255 bytes of UTF-8")
+        fan_in = _check_layer(layer, number, number == len(model.layers), fan_in, fail)
+    _check_names(model.task, model.class_names, fan_in, fail)
+
+
+def _check_placement(activation: str, where: str, last: bool, fail) -> None:
+    if last and activation != "linear":
+        fail(f"{where}: activation {activation}, but the last layer must be linear")
+    if not last and activation == "linear":
+        fail(f"{where}: activation linear, but a hidden layer must not be linear")
+
+
+def _check_layer(layer: q.IntegerLayer, number: int, last: bool, fan_in: int | None, fail) -> int:
+    """Check one layer whose input width is fan_in (None: the first layer); its outputs."""
+    where = f"layer {number}"
+    if layer.activation not in ACTIVATIONS:
+        fail(f"{where}: activation {layer.activation!r} is not one of {', '.join(ACTIVATIONS)}")
+    _check_placement(layer.activation, where, last, fail)
+    weight = _integers(layer.weight, f"{where} weights", fail)
+    if weight.ndim != 2:
+        fail(f"{where} weights: shape {weight.shape}, expected (outputs, inputs)")
+    outputs, width = weight.shape
+    if fan_in is None and not 1 <= width <= MAX_WIDTH:
+        fail(f"{where}: {width:,} inputs, outside 1..{MAX_WIDTH}")
+    if fan_in is not None and width != fan_in:
+        fail(f"{where} weights: shape {weight.shape}, but layer {number - 1} has {fan_in} outputs")
+    if not 1 <= outputs <= MAX_WIDTH:
+        fail(f"{where}: {outputs:,} outputs, outside 1..{MAX_WIDTH}")
+    _within(weight, f"{where} weight", -q.WMAX, q.WMAX, fail)
+    limit = q.bias_limit(width)
+    _within(_vector(layer.bias, outputs, f"{where} bias", fail), f"{where} bias", -limit, limit, fail)
+    _check_requant(layer.multiplier, layer.shift, outputs, f"{where} ", fail)
+    if layer.activation == "leaky_relu":
+        _check_requant(layer.neg_multiplier, layer.neg_shift, outputs, f"{where} negative-side ", fail)
+    elif layer.neg_multiplier is not None or layer.neg_shift is not None:
+        fail(f"{where}: {layer.activation} has negative-side multipliers; only leaky_relu has them")
+    scales = _reals(layer.weight_scale, f"{where} weight scales", fail)
+    if scales.shape != (outputs,):
+        fail(f"{where} weight scales: shape {scales.shape}, expected ({outputs},)")
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        stored = scales.astype(np.float32)                    # what the file holds
+    bad = np.flatnonzero(~(np.isfinite(stored) & (stored > 0)))
+    if bad.size:
+        fail(f"{where} weight scale {scales[bad[0]]} at [{bad[0]}] is not a finite positive float32")
+    _positive(layer.out_scale, f"{where} output scale", fail)
+    if isinstance(layer.out_zero, (bool, np.bool_)) or not isinstance(layer.out_zero, (int, np.integer)) \
+            or not q.QMIN <= layer.out_zero <= q.QMAX:
+        fail(f"{where}: output zero point {layer.out_zero} is not an integer in {q.QMIN}..{q.QMAX}")
+    if layer.activation in q.TABLE_ACTIVATIONS:
+        _positive(layer.pre_scale, f"{where} table input scale", fail)
+        table = _integers(layer.table, f"{where} table", fail)
+        if table.shape != (256,):
+            fail(f"{where} table: shape {table.shape}, expected (256,)")
+        _within(table, f"{where} table entry", q.QMIN, q.QMAX, fail)
+    elif layer.table is not None or layer.pre_scale is not None:
+        fail(f"{where}: {layer.activation} has a table or table input scale; only sigmoid and tanh have them")
+    return outputs
+
+
+def _check_requant(multiplier, shift, outputs: int, what: str, fail) -> None:
+    multiplier = _vector(multiplier, outputs, what + "multipliers", fail)
+    shift = _vector(shift, outputs, what + "shifts", fail)
+    _within(multiplier, what + "multiplier", 0, 2**q.MULTIPLIER_BITS - 1, fail)
+    _within(shift, what + "shift", 0, q.MAX_SHIFT, fail)
+    bad = np.flatnonzero((multiplier == 0) & (shift != 0))
+    if bad.size:
+        fail(f"{what}multiplier 0 at [{bad[0]}] has shift {shift[bad[0]]}; a zero multiplier has shift 0")
+
+
+def _check_names(task: str, names, outputs: int, fail) -> None:
+    if not names:
+        return
+    if task != "classification":
+        fail(f"{len(names)} class names for a {task} model; only classification has class names")
+    classes = max(outputs, 2)
+    if len(names) != classes:
+        fail(f"{len(names)} class names for {classes} classes (one name per class, or none)")
+    if len(names) > 2**16 - 1:
+        fail(f"{len(names):,} class names, more than the format holds ({2**16 - 1:,})")
+    for number, name in enumerate(names, 1):
+        if not isinstance(name, str):
+            fail(f"class name {number} is a {type(name).__name__}, not text")
+        try:
+            size = len(name.encode("utf-8"))
+        except UnicodeEncodeError:
+            fail(f"class name {number} {name!r} cannot be written as UTF-8")
+        if not 1 <= size <= MAX_NAME:
+            fail(f"class name {number} {name!r} is {size} bytes of UTF-8; 1 to {MAX_NAME} are allowed")
+
+
+def _integers(values, what: str, fail) -> np.ndarray:
+    if values is None:
+        fail(f"{what}: missing")
+    values = np.asarray(values)
+    if values.dtype.kind not in "iu":
+        fail(f"{what}: dtype {values.dtype}, expected integers")
+    return values
+
+
+def _vector(values, length: int, what: str, fail) -> np.ndarray:
+    values = _integers(values, what, fail)
+    if values.shape != (length,):
+        fail(f"{what}: shape {values.shape}, expected ({length},)")
+    return values
+
+
+def _within(values: np.ndarray, what: str, low: int, high: int, fail) -> None:
+    """Fail naming the first value outside [low, high] and its index."""
+    if values.dtype.kind == "u":
+        outside = values > high                     # low <= 0 here: unsigned values are never below
+    else:
+        outside = (values < low) | (values > high)
+    bad = np.flatnonzero(outside)
+    if bad.size:
+        index = [int(i) for i in np.unravel_index(bad[0], values.shape)]
+        fail(f"{what} {values.flat[bad[0]]} at {index} is outside {low}..{high}")
+
+
+def _reals(values, what: str, fail) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        fail(f"{what}: not numbers")
+
+
+def _positive(value, what: str, fail) -> None:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not (math.isfinite(value) and value > 0):
+        fail(f"{what} {value} is not a finite positive number")
