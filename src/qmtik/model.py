@@ -79,8 +79,6 @@ class LayerKernel:
         acc = codes @ self.weight_t
         y = np.multiply(acc, self.scale)
         y += self.offset
-        if out is None:
-            out = np.empty(y.shape, np.float32)
         if layer.activation == "relu":                 # y already holds + 0.5 (and the zero point)
             np.floor(y, out=y)
         else:
@@ -93,7 +91,7 @@ class LayerKernel:
         if self.zero_after:
             y += self.zero_after
         if self.table is not None:
-            index = _clamp(y, q.QMIN, y).astype(np.intp) - q.QMIN
+            index = np.clip(y, q.QMIN, q.QMAX, out=y).astype(np.intp) - q.QMIN
             return np.take(self.table, index, out=out)
         return _clamp(y, layer.out_zero if layer.activation == "relu" else q.QMIN, out)
 
@@ -104,7 +102,7 @@ def _clamp(values, low, out):
     if values.size > 4096:
         return np.clip(values, low, q.QMAX, out=out)
     np.minimum(values, q.QMAX, out=values)
-    return np.maximum(values, low, out=out)
+    return np.maximum(values, low, out=out, dtype=np.float32)   # integers: exact in float32
 
 
 def integer_scores(kernels, codes) -> np.ndarray:
@@ -146,6 +144,7 @@ class QuantizedModel:
     layers: list
     class_names: tuple | None = None
     _kernels: list = field(default=None, init=False, repr=False, compare=False)
+    _names: object = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -197,9 +196,15 @@ class QuantizedModel:
         """Class indices (names, when the model has them) or regression values."""
         if self.task == "classification":
             classes = self.predict_index(x)
-            return np.asarray(self.class_names)[classes] if self.class_names else classes
+            return self._names_array()[classes] if self.class_names else classes
         values = self.predict_proba(x)
         return values[:, 0] if values.shape[1] == 1 else values
+
+    def _names_array(self) -> np.ndarray:
+        """The class names as an array, made once per tuple of names (it costs more than a predict)."""
+        if self._names is None or self._names[0] is not self.class_names:
+            self._names = (self.class_names, np.asarray(self.class_names))
+        return self._names[1]
 
     def predict_index(self, x) -> np.ndarray:
         """Class indices: the highest int8 score, the first on ties (classification only)."""
