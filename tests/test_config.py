@@ -358,3 +358,24 @@ def test_the_reference_lists_every_key():
         keys = [section] if not isinstance(values, dict) else [f"{section}.{k}" for k in values]
         for key in keys:
             assert f"| `{key}` |" in text
+
+
+# --- review findings --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("section,key", [("training", "learning_rate"), ("quantization", "weight_scale"),
+                                         ("network", "leaky_slope")])
+def test_a_number_too_large_for_a_float_is_refused(section, key):
+    with pytest.raises(qmtik.ConfigError, match=f"config key {section}.{key}: got"):
+        Config.from_dict({section: {key: 10**400}})
+
+
+@pytest.mark.parametrize("bad", [[0, 1e-44], [1e39, 1e40], [0, 10**400]])
+def test_an_input_range_float32_cannot_hold_is_refused(bad):
+    with pytest.raises(qmtik.ConfigError, match="data.input_range: got .*finite in float32"):
+        Config.from_dict({"data": {"input_range": bad}})
+
+
+@pytest.mark.parametrize("key", ["test", "test_labels", "train_labels"])
+def test_paths_beside_a_named_data_set_are_refused(key):
+    with pytest.raises(qmtik.ConfigError, match=f"data.{key}: got .*brings its own"):
+        Config.from_dict({"data": {"dataset": "digits", key: "x.npz"}})

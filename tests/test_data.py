@@ -5,9 +5,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
+import qmtik
 from qmtik import Config, DataError
 from qmtik.data import (check_inputs, encode_targets, load_arrays, load_digits, load_fashion_mnist,
-                        named_dataset, read_idx)
+                        named_dataset, read_idx, read_inputs)
 
 
 def one_line(info) -> str:
@@ -355,3 +356,25 @@ def test_encode_targets_single_sigmoid_output_gives_a_column():
     np.testing.assert_array_equal(out[:, 0], [0, 1, 1, 0])
     with pytest.raises(DataError, match="label 2 of sample 1"):
         encode_targets(np.array([0, 2]), BINARY.task, BINARY.network.outputs, 2)
+
+
+# --- review findings --------------------------------------------------------------------------
+
+def test_a_single_label_value_is_refused():
+    with pytest.raises(qmtik.DataError, match="one label per sample, got a single value"):
+        encode_targets(np.array(3), "classification", 10, 1)
+
+
+def test_a_csv_with_a_bom_keeps_its_first_row(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"\xef\xbb\xbf1,2,3\n4,5,6\n")
+    np.testing.assert_array_equal(read_inputs(path), [[1, 2, 3], [4, 5, 6]])
+
+
+def test_only_a_first_row_without_numbers_is_a_header(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("a,b,c\n1,2,3\n")
+    np.testing.assert_array_equal(read_inputs(path), [[1, 2, 3]])
+    path.write_text("1,x,3\n4,5,6\n")
+    with pytest.raises(qmtik.DataError, match="line 1: not a row of numbers"):
+        read_inputs(path)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .functions import COSTS, HIDDEN_ACTIVATIONS, OUTPUTS, TASKS, combination_problem
-from .quantization import MAX_FAN_IN
+from .quantization import MAX_FAN_IN, input_range_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -66,7 +66,10 @@ def _number(key, value, lo=None, hi=None, lo_open=False, hi_open=False):
     allowed = "a number" + (" " + " and ".join(parts) if parts else "")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
         _refuse(key, value, allowed)
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        _refuse(key, value, allowed)
     if lo is not None and (value <= lo if lo_open else value < lo):
         _refuse(key, value, allowed)
     if hi is not None and (value >= hi if hi_open else value > hi):
@@ -95,7 +98,10 @@ def _auto_or_positive(key, value):
         return value
     if isinstance(value, (str, bool)) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         _refuse(key, value, "'auto' or a number > 0")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        _refuse(key, value, "'auto' or a number > 0")
 
 
 def _text(key, value):
@@ -241,8 +247,10 @@ class DataConfig:
     def __post_init__(self):
         for name in ("dataset", "train", "train_labels", "test", "test_labels"):
             _text("data." + name, getattr(self, name))
-        if self.dataset and self.train:
-            _refuse("data.train", self.train, "'' when data.dataset is set (set dataset = '' to use paths)")
+        for name in ("train", "train_labels", "test", "test_labels"):
+            if self.dataset and getattr(self, name):
+                _refuse("data." + name, getattr(self, name),
+                        "'' when data.dataset is set (a named data set brings its own; set dataset = '' to use paths)")
         if not self.dataset and not self.train:
             _refuse("data.dataset", self.dataset, " | ".join(NAMED_DATASETS) + ", or set data.train to a path")
         if self.dataset:
@@ -255,12 +263,17 @@ class DataConfig:
                 _refuse("data." + data, path, "a path ending in .npz or .npy")
         rng = self.input_range
         if rng != "auto":
-            ok = (isinstance(rng, (list, tuple)) and len(rng) == 2
-                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)
-                  and -float("inf") < float(rng[0]) < float(rng[1]) < float("inf"))
-            if not ok:
-                _refuse("data.input_range", rng, "'auto' or [low, high], finite, with low < high")
-            object.__setattr__(self, "input_range", (float(rng[0]), float(rng[1])))
+            allowed = "'auto' or [low, high], finite in float32, with low < high"
+            if not (isinstance(rng, (list, tuple)) and len(rng) == 2
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)):
+                _refuse("data.input_range", rng, allowed)
+            try:
+                low, high = float(rng[0]), float(rng[1])
+            except OverflowError:
+                _refuse("data.input_range", rng, allowed)
+            if input_range_problem(low, high):
+                _refuse("data.input_range", rng, allowed)
+            object.__setattr__(self, "input_range", (low, high))
 
     def paths(self):
         """The data file paths this section names, as (key, path) pairs."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import zipfile
 from importlib import resources
 from pathlib import Path
@@ -50,7 +51,7 @@ def read_idx(path) -> np.ndarray:
     if ndim == 0 or len(blob) < header:
         raise DataError(f"IDX file {path}: truncated header")
     shape = tuple(int.from_bytes(blob[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape))
+    expected = header + math.prod(shape)
     if len(blob) != expected:
         raise DataError(f"IDX file {path}: dimensions {shape} need {expected} bytes, the file has {len(blob)}")
     return np.frombuffer(blob, dtype=np.uint8, offset=header).reshape(shape)
@@ -158,6 +159,14 @@ def load_named_or_path(spec: str, labels: str = ""):
     return load_arrays(spec, labels)
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def read_inputs(path) -> np.ndarray:
     """Samples to predict: an .npy array, or a .csv of numbers (a header row is skipped)."""
     path = Path(path)
@@ -171,7 +180,7 @@ def read_inputs(path) -> np.ndarray:
     if path.suffix != ".csv":
         raise DataError(f"input file {path}: expected an .npy or a .csv")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()      # a BOM (Excel) is not data
     except FileNotFoundError:
         raise DataError(f"input file {path}: not found") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -184,8 +193,8 @@ def read_inputs(path) -> np.ndarray:
         try:
             values = [float(c) for c in cells]
         except ValueError:
-            if number == 1:
-                continue                      # a header row
+            if number == 1 and not any(_is_number(c) for c in cells):
+                continue                      # a header row: no cell is a number
             raise DataError(f"input file {path}, line {number}: not a row of numbers") from None
         if width is not None and len(values) != width:
             raise DataError(f"input file {path}, line {number}: {len(values)} columns, expected {width}")
@@ -222,6 +231,8 @@ def encode_targets(y, task: str, outputs: int, samples: int, name: str = "labels
     y = np.asarray(y)
     if y.dtype.kind not in "biuf":
         raise DataError(f"{name}: expected numbers, got an array of {y.dtype}")
+    if y.ndim == 0:
+        raise DataError(f"{name}: expected one label per sample, got a single value")
     if len(y) != samples:
         raise DataError(f"{name}: {len(y)} labels for {samples} samples")
     if y.dtype.kind == "f" and not np.isfinite(y).all():
