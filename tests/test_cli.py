@@ -427,3 +427,10 @@ def test_bad_test_data_is_refused_before_training(tmp_path, monkeypatch, capsys)
 def test_eval_names_the_cost_of_its_loss(qmt, capsys):
     assert main(["eval", "net.qmt", "digits:test"]) == 0
     assert "cross entropy" in capsys.readouterr().out
+
+
+def test_data_errors_name_the_data(qmt, tmp_path, capsys):
+    np.save(tmp_path / "short.npy", np.zeros((2, 5)))
+    assert "input file short.npy: 5 features" in fails(capsys, ["predict", "net.qmt", "short.npy"], 1)
+    np.savez(tmp_path / "bad.npz", x=np.zeros((2, 64)), y=np.array([0, 12]))
+    assert "bad.npz: labels: label 12" in fails(capsys, ["eval", "net.qmt", "bad.npz"], 1)

@@ -82,6 +82,13 @@ def load_checkpoint(path) -> Network:
     return model
 
 
+def _width(model, outputs: bool = False) -> int:
+    """Inputs (or outputs) of an integer model or a network."""
+    if isinstance(model, QuantizedModel):
+        return model.outputs if outputs else model.inputs
+    return model.config.network.outputs if outputs else model.config.network.inputs
+
+
 def describe(result: dict, task: str) -> str:
     """One line of evaluation figures."""
     arithmetic = "int8 arithmetic" if result["int8"] else "float arithmetic"
@@ -199,15 +206,19 @@ def cmd_eval(args) -> int:
         if not (d.dataset or d.test):
             raise UsageError("the checkpoint's config names no test data; give DATA (or --data DATA)")
         _, (x, y) = load_data(model.config)
-    result = model.evaluate(x, y)
     task = model.task if isinstance(model, QuantizedModel) else model.config.task
+    source = data or "the config's test data"
+    check_inputs(x, _width(model), f"{source}: inputs")                 # errors name the data
+    encode_targets(y, task, _width(model, outputs=True), len(x), f"{source}: labels")
+    result = model.evaluate(x, y)
     print(json.dumps(result) if args.json else describe(result, task))
     return 0
 
 
 def cmd_predict(args) -> int:
     model = load_any(args.model)
-    predictions = model.predict(read_inputs(args.input))
+    x = check_inputs(read_inputs(args.input), _width(model), f"input file {args.input}")
+    predictions = model.predict(x)
     if args.out:
         out = Path(args.out)
         if out.suffix == ".npy":
