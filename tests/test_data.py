@@ -378,3 +378,11 @@ def test_only_a_first_row_without_numbers_is_a_header(tmp_path):
     path.write_text("1,x,3\n4,5,6\n")
     with pytest.raises(qmtik.DataError, match="line 1: not a row of numbers"):
         read_inputs(path)
+
+
+def test_labels_are_only_for_an_npy_of_inputs_and_other_files_are_named():
+    from qmtik.data import load_named_or_path
+    with pytest.raises(DataError, match="labels y.npy: only for an .npy of inputs; digits brings its own"):
+        load_named_or_path("digits", "y.npy")
+    with pytest.raises(DataError, match="data file x.csv: expected a named data set"):
+        load_named_or_path("x.csv")

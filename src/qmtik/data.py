@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config
+from .config import NAMED_DATASETS, Config
 from .errors import DataError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -151,11 +151,16 @@ def check_class_names(names, config: Config):
 def load_named_or_path(spec: str, labels: str = ""):
     """(inputs, labels) of a data set named on the command line: 'digits', 'digits:train', a path."""
     name, _, part = spec.partition(":")
-    if name in ("digits", "fashion-mnist"):
+    if labels and not spec.endswith(".npy"):
+        raise DataError(f"labels {labels}: only for an .npy of inputs; {spec} brings its own labels")
+    if name in NAMED_DATASETS:
         if part not in ("", "train", "test"):
             raise DataError(f"data set {spec!r}: the part must be 'train' or 'test'")
         train, test = named_dataset(name)
         return train if part == "train" else test
+    if not spec.endswith((".npz", ".npy")):
+        raise DataError(f"data file {spec}: expected a named data set ({', '.join(NAMED_DATASETS)}), "
+                        "an .npz with arrays x and y, or an .npy of inputs with --labels")
     return load_arrays(spec, labels)
 
 
