@@ -1,4 +1,5 @@
 """The config: defaults, TOML round trips, overrides, and every refusal as one informative line."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pytest
 
 import qmtik
 from qmtik import Config, ConfigError, NetworkConfig
-from qmtik.config import (DIGITS_STARTER, load_config, parse_override, reference_markdown,
+from qmtik.config import (DIGITS_STARTER, DataConfig, load_config, parse_override, reference_markdown,
                           starter_toml, tomllib)
 from qmtik.functions import HIDDEN_ACTIVATIONS
 
@@ -363,16 +364,46 @@ def test_the_reference_lists_every_key():
 # --- review findings --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("section,key", [("training", "learning_rate"), ("quantization", "weight_scale"),
-                                         ("network", "leaky_slope")])
-def test_a_number_too_large_for_a_float_is_refused(section, key):
-    with pytest.raises(qmtik.ConfigError, match=f"config key {section}.{key}: got"):
-        Config.from_dict({section: {key: 10**400}})
+                                         ("quantization", "activation_scale"), ("network", "leaky_slope"),
+                                         ("training", "weight_decay")])
+@pytest.mark.parametrize("sign", [1, -1])
+def test_a_number_too_large_for_a_float_is_refused(section, key, sign):
+    message = refusal({section: {key: sign * 10**400}})
+    assert message.startswith(f"config key {section}.{key}: got ") and "allowed: " in message
 
 
-@pytest.mark.parametrize("bad", [[0, 1e-44], [1e39, 1e40], [0, 10**400]])
+@pytest.mark.parametrize("bad", [[0, 1e-44], [1e39, 1e40], [0, 10**400], [-10**400, 0], [-1e39, 0]])
 def test_an_input_range_float32_cannot_hold_is_refused(bad):
-    with pytest.raises(qmtik.ConfigError, match="data.input_range: got .*finite in float32"):
-        Config.from_dict({"data": {"input_range": bad}})
+    message = refusal({"data": {"input_range": bad}})
+    assert message.startswith("config key data.input_range: got ")
+    assert message.endswith("allowed: 'auto' or [low, high], finite in float32, with low < high")
+
+
+def test_the_documented_input_range_is_what_the_refusal_says():
+    field = next(f for f in dataclasses.fields(DataConfig) if f.name == "input_range")
+    message = refusal({"data": {"input_range": [0, 1e-44]}})
+    assert message.endswith("allowed: " + field.metadata["allowed"])
+
+
+@pytest.mark.parametrize("low, high, ok", [(0, 255, True), (-1.5, 2.5, True), (0, 1e-30, True),
+                                           (0, 1e-44, False), (1e39, 1e40, False), (-1e39, 0, False),
+                                           (1, 1, False), (2, 1, False), (0, float("nan"), False)])
+def test_input_range_problem_is_public_in_config(low, high, ok):
+    from qmtik.config import input_range_problem
+    problem = input_range_problem(low, high)
+    assert (problem is None) == ok
+    assert problem is None or (isinstance(problem, str) and "\n" not in problem)
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"dataset": "", "train": "d.npz", "train_labels": "y.npy"}, "train_labels"),
+    ({"dataset": "", "train": "x.npy", "train_labels": "y.npy", "test": "t.npz", "test_labels": "y.npy"},
+     "test_labels"),
+    ({"dataset": "", "train": "d.npz", "test_labels": "y.npy"}, "test_labels"),
+])
+def test_labels_that_would_be_ignored_are_refused(data, key):
+    message = refusal({"data": data})
+    assert message.startswith(f"config key data.{key}: got 'y.npy' (a string); allowed: ''")
 
 
 @pytest.mark.parametrize("key", ["test", "test_labels", "train_labels"])

@@ -7,8 +7,9 @@ import pytest
 
 import qmtik
 from qmtik import Config, DataError
-from qmtik.data import (check_inputs, encode_targets, load_arrays, load_digits, load_fashion_mnist,
-                        named_dataset, read_idx, read_inputs)
+from qmtik.config import NAMED_DATASETS
+from qmtik.data import (check_inputs, data_name, encode_targets, load_arrays, load_digits, load_fashion_mnist,
+                        load_named_or_path, named_dataset, read_idx, read_inputs)
 
 
 def one_line(info) -> str:
@@ -42,8 +43,9 @@ def test_the_digits_split_is_a_partition():
 
 
 def test_an_unknown_named_dataset_is_refused():
-    with pytest.raises(DataError, match="'mnist'"):
+    with pytest.raises(DataError) as info:
         named_dataset("mnist")
+    assert "'mnist'" in one_line(info) and ", ".join(NAMED_DATASETS) in one_line(info)
 
 
 # --- IDX files ---------------------------------------------------------------------------------
@@ -114,6 +116,15 @@ def test_read_idx_refuses_a_truncated_header(tmp_path):
     path.write_bytes(bytes([0, 0, 8, 3, 0, 0, 0, 2]))
     with pytest.raises(DataError, match="truncated header"):
         read_idx(path)
+
+
+def test_read_idx_refuses_dimensions_whose_product_overflows_int64(tmp_path):
+    # 2**16 to the 4th is 2**64: np.prod wraps it to 0 bytes, which this empty body would match
+    path = tmp_path / "huge.idx"
+    path.write_bytes(bytes([0, 0, 8, 4]) + (2**16).to_bytes(4, "big") * 4)
+    with pytest.raises(DataError) as info:
+        read_idx(path)
+    assert "(65536, 65536, 65536, 65536)" in one_line(info) and str(path) in one_line(info)
 
 
 @pytest.mark.parametrize("name, blob", [("missing.idx", None), ("broken.idx.gz", b"\x1f\x8b not gzip")])
@@ -264,11 +275,11 @@ def test_check_inputs_names_the_sample_with_a_non_finite_value(bad):
     assert "sample 4" in one_line(info)
 
 
-@pytest.mark.parametrize("x", [np.zeros((0, 4)), np.zeros((0, 2, 2)), np.array([])])
+@pytest.mark.parametrize("x", [np.zeros((0, 4)), np.zeros((0, 2, 2)), np.array([]), np.array(3), np.array(3.5)])
 def test_check_inputs_refuses_no_samples(x):
     with pytest.raises(DataError) as info:
-        check_inputs(x, 4)
-    one_line(info)
+        check_inputs(x, 4, "digits:test inputs")
+    assert one_line(info) == "digits:test inputs: no samples"
 
 
 def test_check_inputs_flattens_images():
@@ -386,3 +397,52 @@ def test_labels_are_only_for_an_npy_of_inputs_and_other_files_are_named():
         load_named_or_path("digits", "y.npy")
     with pytest.raises(DataError, match="data file x.csv: expected a named data set"):
         load_named_or_path("x.csv")
+
+
+@pytest.mark.parametrize("spec", ["digits:train", "fashion-mnist"])
+def test_labels_with_a_named_data_set_are_refused(spec):
+    with pytest.raises(DataError) as info:
+        load_named_or_path(spec, "y.npy")
+    assert one_line(info) == f"labels y.npy: only for an .npy of inputs; {spec} brings its own labels"
+
+
+def test_labels_with_an_npz_are_refused(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 3)), y=np.zeros(2))
+    np.save(tmp_path / "y.npy", np.ones(2))
+    for load in (load_named_or_path, load_arrays):
+        with pytest.raises(DataError) as info:
+            load(str(tmp_path / "d.npz"), str(tmp_path / "y.npy"))
+        assert one_line(info).startswith(f"labels {tmp_path / 'y.npy'}: only for an .npy of inputs; ")
+        assert "d.npz brings its own labels" in one_line(info)
+
+
+def test_a_csv_as_data_says_what_is_accepted(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("1,2\n")
+    for labels in ("", str(tmp_path / "y.npy")):
+        with pytest.raises(DataError) as info:
+            load_named_or_path(str(path), labels)
+        message = one_line(info)
+        assert message.startswith(f"data file {path}: expected ") and "an .npz with arrays x and y" in message
+        with pytest.raises(DataError) as info:
+            load_arrays(path, labels)
+        message = one_line(info)
+        assert message.startswith(f"data file {path}: expected an .npz with arrays x and y, or an .npy of inputs")
+
+
+@pytest.mark.parametrize("spec, labels, name", [
+    ("digits", "", "digits:test"), ("digits:train", "", "digits:train"), ("fashion-mnist:test", "", "fashion-mnist:test"),
+    ("data/d.npz", "", "data/d.npz"), ("x.npy", "y.npy", "x.npy with labels y.npy"),
+])
+def test_data_name_names_what_load_named_or_path_reads(spec, labels, name):
+    assert data_name(spec, labels) == name
+
+
+def test_data_name_goes_into_the_check_errors():
+    x, y = load_named_or_path("digits")
+    with pytest.raises(DataError) as info:
+        check_inputs(x, 65, f"{data_name('digits')} inputs")
+    assert one_line(info).startswith("digits:test inputs: 64 features per sample")
+    with pytest.raises(DataError) as info:
+        encode_targets(y[:-1], "classification", 10, len(x), f"{data_name('digits')} labels")
+    assert one_line(info) == f"digits:test labels: {len(y) - 1} labels for {len(x)} samples"

@@ -13,7 +13,7 @@ import numpy as np
 from . import __version__
 from .files import OutputError, check_writable, write_atomic, write_json
 from .config import DIGITS_STARTER, load_config, parse_override, starter_toml
-from .data import check_inputs, class_names_of, encode_targets, load_data, load_named_or_path, read_inputs
+from .data import check_inputs, class_names_of, data_name, encode_targets, load_data, load_named_or_path, read_inputs
 from .errors import ConfigError, QmtikError
 from .c_check import check, code_size, find_compiler
 from .export_c import ExportError, check_prefix, export_c
@@ -207,7 +207,7 @@ def cmd_eval(args) -> int:
             raise UsageError("the checkpoint's config names no test data; give DATA (or --data DATA)")
         _, (x, y) = load_data(model.config)
     task = model.task if isinstance(model, QuantizedModel) else model.config.task
-    source = data or "the config's test data"
+    source = data_name(data, args.labels or "") if data else "the config's test data"
     check_inputs(x, _width(model), f"{source}: inputs")                 # errors name the data
     encode_targets(y, task, _width(model, outputs=True), len(x), f"{source}: labels")
     result = model.evaluate(x, y)

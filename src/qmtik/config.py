@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .functions import COSTS, HIDDEN_ACTIVATIONS, OUTPUTS, TASKS, combination_problem
-from .quantization import MAX_FAN_IN, input_range_problem
+from .quantization import MAX_FAN_IN, input_range_problem  # re-exported: one definition for every module
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,6 +27,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine")
 GRANULARITIES = ("channel", "tensor")
 NAMED_DATASETS = ("digits", "fashion-mnist")
+INPUT_RANGE_ALLOWED = "'auto' or [low, high], finite in float32, with low < high"
 
 
 def _field(default, help: str, allowed: str):
@@ -242,7 +243,7 @@ class DataConfig:
     test_labels: str = _field("", "test labels .npy when test is an .npy", "a path or ''")
     input_range: object = _field("auto", "raw input values mapped to the int8 codes -128..127: "
                                  "'auto' takes the training data's min and max; [0, 255] gives the "
-                                 "C library's pixel - 128", "'auto' or [low, high], finite, with low < high")
+                                 "C library's pixel - 128", INPUT_RANGE_ALLOWED)
 
     def __post_init__(self):
         for name in ("dataset", "train", "train_labels", "test", "test_labels"):
@@ -261,9 +262,13 @@ class DataConfig:
                 _refuse("data." + labels, label_path, f"a labels .npy path when data.{data} is an .npy")
             if path and not path.endswith((".npy", ".npz")):
                 _refuse("data." + data, path, "a path ending in .npz or .npy")
+            if path.endswith(".npz") and label_path:
+                _refuse("data." + labels, label_path, f"'' when data.{data} is an .npz (it holds its labels as y)")
+            if label_path and not path:
+                _refuse("data." + labels, label_path, f"'' when data.{data} is '' (labels go with an .npy of inputs)")
         rng = self.input_range
         if rng != "auto":
-            allowed = "'auto' or [low, high], finite in float32, with low < high"
+            allowed = INPUT_RANGE_ALLOWED
             if not (isinstance(rng, (list, tuple)) and len(rng) == 2
                     and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)):
                 _refuse("data.input_range", rng, allowed)

@@ -79,7 +79,7 @@ def named_dataset(name: str):
         return (x[~test], y[~test]), (x[test], y[test])
     if name == "fashion-mnist":
         return load_fashion_mnist()
-    raise DataError(f"data set {name!r}: unknown (known: digits, fashion-mnist)")
+    raise DataError(f"data set {name!r}: unknown (known: {', '.join(NAMED_DATASETS)})")
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -90,6 +90,10 @@ def load_arrays(path, labels_path=""):
     Pickled object arrays are refused: files are read with allow_pickle=False.
     """
     path = Path(path)
+    if path.suffix not in (".npz", ".npy"):
+        raise DataError(f"data file {path}: expected an .npz with arrays x and y, or an .npy of inputs with a labels .npy")
+    if path.suffix == ".npz" and labels_path:
+        raise DataError(f"labels {labels_path}: only for an .npy of inputs; {path} brings its own labels")
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
@@ -151,9 +155,9 @@ def check_class_names(names, config: Config):
 def load_named_or_path(spec: str, labels: str = ""):
     """(inputs, labels) of a data set named on the command line: 'digits', 'digits:train', a path."""
     name, _, part = spec.partition(":")
-    if labels and not spec.endswith(".npy"):
-        raise DataError(f"labels {labels}: only for an .npy of inputs; {spec} brings its own labels")
     if name in NAMED_DATASETS:
+        if labels:
+            raise DataError(f"labels {labels}: only for an .npy of inputs; {spec} brings its own labels")
         if part not in ("", "train", "test"):
             raise DataError(f"data set {spec!r}: the part must be 'train' or 'test'")
         train, test = named_dataset(name)
@@ -162,6 +166,15 @@ def load_named_or_path(spec: str, labels: str = ""):
         raise DataError(f"data file {spec}: expected a named data set ({', '.join(NAMED_DATASETS)}), "
                         "an .npz with arrays x and y, or an .npy of inputs with --labels")
     return load_arrays(spec, labels)
+
+
+def data_name(spec: str, labels: str = "") -> str:
+    """How errors name the data load_named_or_path(spec, labels) reads: 'digits:test' for a
+    named set (its test part unless ':train' is given), else the path, with its labels file."""
+    name, _, part = spec.partition(":")
+    if name in NAMED_DATASETS:
+        return f"{name}:{part or 'test'}"
+    return f"{spec} with labels {labels}" if labels else spec
 
 
 def _is_number(text: str) -> bool:
