@@ -12,8 +12,8 @@
 from .config import (Config, DataConfig, NetworkConfig, QuantizationConfig, TrainingConfig,
                      load_config)
 from .data import load_arrays, load_digits, named_dataset as load_dataset
-from .errors import (CheckpointError, ConfigError, DataError, ModelFormatError, QmtikError,
-                     QuantizationError, TrainingError)
+from .errors import (CheckpointError, ConfigError, DataError, DownloadError, ModelFormatError,
+                     PlotError, QmtikError, QuantizationError, TrainingError)
 from .model import QuantizedModel
 from .network import Network, NotFittedError
 from .qmtfile import load_model, save_model
@@ -24,6 +24,6 @@ __all__ = [
     "Config", "NetworkConfig", "QuantizationConfig", "TrainingConfig", "DataConfig", "load_config",
     "Network", "QuantizedModel", "load_model", "save_model", "load_dataset", "load_digits", "load_arrays",
     "QmtikError", "ConfigError", "DataError", "CheckpointError", "TrainingError", "QuantizationError",
-    "ModelFormatError",
+    "ModelFormatError", "DownloadError", "PlotError",
     "NotFittedError", "__version__",
 ]

@@ -27,3 +27,11 @@ class QuantizationError(QmtikError, ValueError):
 
 class ModelFormatError(QmtikError, ValueError):
     """A .qmt model file that is truncated, corrupted, of another version or not a model."""
+
+
+class DownloadError(QmtikError, OSError):
+    """A data set that cannot be fetched: offline, a server error, or a file failing its checksum."""
+
+
+class PlotError(QmtikError, RuntimeError):
+    """A plot that cannot be drawn, most often because matplotlib (the [plot] extra) is missing."""
