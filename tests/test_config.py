@@ -410,3 +410,27 @@ def test_labels_that_would_be_ignored_are_refused(data, key):
 def test_paths_beside_a_named_data_set_are_refused(key):
     with pytest.raises(qmtik.ConfigError, match=f"data.{key}: got .*brings its own"):
         Config.from_dict({"data": {"dataset": "digits", key: "x.npz"}})
+
+
+@pytest.mark.parametrize("fields, key, allowed", [
+    ({"train": "x.txt"}, "data.train", "a path ending in .npz, .npy, .csv, .bin"),
+    ({"train": "x-idx3-ubyte.gz"}, "data.train_labels", "a labels path when data.train is an .idx file"),
+    ({"train": "d.csv", "train_labels": "y.npy"}, "data.train_labels", "'' when data.train is a csv file"),
+    ({"train": "d.bin", "train_labels": "y.npy"}, "data.train_labels", "'' when data.train is a qmtik-bin file"),
+    ({"train": "x.npy", "train_labels": "y.csv"}, "data.train_labels", "an .npy or IDX file"),
+    ({"train": "d.csv", "label_column": 1.5}, "data.label_column", "an integer"),
+    ({"train": "d.csv", "label_column": True}, "data.label_column", "an integer"),
+])
+def test_data_files_of_every_format_are_checked(fields, key, allowed):
+    with pytest.raises(ConfigError) as info:
+        DataConfig(dataset="", **fields)
+    message = str(info.value)
+    assert key in message and allowed in message and "\n" not in message
+
+
+@pytest.mark.parametrize("fields", [{"train": "mnist_784.csv", "label_column": 0},
+                                    {"train": "train-images-idx3-ubyte.gz", "train_labels": "train-labels-idx1-ubyte.gz"},
+                                    {"train": "mnist_train.bin", "test": "mnist_test.bin"}])
+def test_data_files_of_every_format_are_accepted(fields):
+    data = DataConfig(dataset="", **fields)
+    assert all(getattr(data, k) == v for k, v in fields.items())

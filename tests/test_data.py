@@ -9,7 +9,7 @@ import qmtik
 from qmtik import Config, DataError
 from qmtik.config import NAMED_DATASETS
 from qmtik.data import (check_inputs, data_name, encode_targets, load_arrays, load_digits, load_fashion_mnist,
-                        load_named_or_path, named_dataset, read_idx, read_inputs)
+                        load_named_or_path, named_dataset, read_inputs)
 
 
 def one_line(info) -> str:
@@ -44,98 +44,16 @@ def test_the_digits_split_is_a_partition():
 
 def test_an_unknown_named_dataset_is_refused():
     with pytest.raises(DataError) as info:
-        named_dataset("mnist")
-    assert "'mnist'" in one_line(info) and ", ".join(NAMED_DATASETS) in one_line(info)
+        named_dataset("cifar")
+    assert "'cifar'" in one_line(info) and ", ".join(NAMED_DATASETS) in one_line(info)
 
-
-# --- IDX files ---------------------------------------------------------------------------------
 
 def idx_bytes(array: np.ndarray, magic=(0, 0, 8)) -> bytes:
     header = bytes([*magic, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
     return header + array.astype(np.uint8).tobytes()
 
 
-@pytest.fixture
-def images():
-    return (np.arange(2 * 3 * 5) * 7 % 256).astype(np.uint8).reshape(2, 3, 5)   # odd, asymmetric shape
-
-
-@pytest.mark.parametrize("gz", [False, True])
-def test_read_idx_reads_a_good_file(tmp_path, images, gz):
-    blob = idx_bytes(images)
-    path = tmp_path / ("images.idx.gz" if gz else "images.idx")
-    path.write_bytes(gzip.compress(blob) if gz else blob)
-    out = read_idx(path)
-    assert out.dtype == np.uint8 and out.shape == (2, 3, 5)
-    np.testing.assert_array_equal(out, images)
-
-
-def test_read_idx_reads_one_dimensional_labels(tmp_path):
-    labels = np.array([3, 0, 9, 1], dtype=np.uint8)
-    path = tmp_path / "labels.idx"
-    path.write_bytes(idx_bytes(labels))
-    np.testing.assert_array_equal(read_idx(path), labels)
-
-
-@pytest.mark.parametrize("magic", [(1, 0, 8), (0, 0, 0x0D), (0, 1, 8)])
-def test_read_idx_refuses_a_bad_magic_number(tmp_path, images, magic):
-    path = tmp_path / "bad.idx"
-    path.write_bytes(idx_bytes(images, magic))
-    with pytest.raises(DataError) as info:
-        read_idx(path)
-    message = one_line(info)
-    assert str(path) in message and "magic" in message
-
-
-@pytest.mark.parametrize("gz", [False, True])
-def test_read_idx_refuses_a_truncated_file(tmp_path, images, gz):
-    blob = idx_bytes(images)[:-4]                     # header 16 bytes + 30 - 4 = 42 bytes
-    path = tmp_path / ("cut.idx.gz" if gz else "cut.idx")
-    path.write_bytes(gzip.compress(blob) if gz else blob)
-    with pytest.raises(DataError) as info:
-        read_idx(path)
-    message = one_line(info)
-    assert str(path) in message
-    assert "46" in message and "42" in message         # bytes needed, bytes there
-    assert "(2, 3, 5)" in message
-
-
-def test_read_idx_refuses_dimensions_that_do_not_match_the_data(tmp_path, images):
-    blob = bytearray(idx_bytes(images))
-    blob[4:8] = (3).to_bytes(4, "big")                 # claims 3 images, holds 2
-    path = tmp_path / "dims.idx"
-    path.write_bytes(bytes(blob))
-    with pytest.raises(DataError) as info:
-        read_idx(path)
-    message = one_line(info)
-    assert "(3, 3, 5)" in message and "61" in message and "46" in message
-
-
-def test_read_idx_refuses_a_truncated_header(tmp_path):
-    path = tmp_path / "head.idx"
-    path.write_bytes(bytes([0, 0, 8, 3, 0, 0, 0, 2]))
-    with pytest.raises(DataError, match="truncated header"):
-        read_idx(path)
-
-
-def test_read_idx_refuses_dimensions_whose_product_overflows_int64(tmp_path):
-    # 2**16 to the 4th is 2**64: np.prod wraps it to 0 bytes, which this empty body would match
-    path = tmp_path / "huge.idx"
-    path.write_bytes(bytes([0, 0, 8, 4]) + (2**16).to_bytes(4, "big") * 4)
-    with pytest.raises(DataError) as info:
-        read_idx(path)
-    assert "(65536, 65536, 65536, 65536)" in one_line(info) and str(path) in one_line(info)
-
-
-@pytest.mark.parametrize("name, blob", [("missing.idx", None), ("broken.idx.gz", b"\x1f\x8b not gzip")])
-def test_read_idx_refuses_unreadable_files(tmp_path, name, blob):
-    path = tmp_path / name
-    if blob is not None:
-        path.write_bytes(blob)
-    with pytest.raises(DataError) as info:
-        read_idx(path)
-    assert str(path) in one_line(info)
-
+# --- MNIST-style sets ------------------------------------------------------------------------------
 
 def test_load_fashion_mnist_without_the_package_says_how_to_install_it(tmp_path):
     with pytest.raises(DataError) as info:
@@ -387,23 +305,23 @@ def test_only_a_first_row_without_numbers_is_a_header(tmp_path):
     path.write_text("a,b,c\n1,2,3\n")
     np.testing.assert_array_equal(read_inputs(path), [[1, 2, 3]])
     path.write_text("1,x,3\n4,5,6\n")
-    with pytest.raises(qmtik.DataError, match="line 1: not a row of numbers"):
+    with pytest.raises(qmtik.DataError, match="line 1: 'x' is not a number"):
         read_inputs(path)
 
 
 def test_labels_are_only_for_an_npy_of_inputs_and_other_files_are_named():
     from qmtik.data import load_named_or_path
-    with pytest.raises(DataError, match="labels y.npy: only for an .npy of inputs; digits brings its own"):
+    with pytest.raises(DataError, match="labels y.npy: only for an .npy or IDX file of inputs; digits brings its own"):
         load_named_or_path("digits", "y.npy")
-    with pytest.raises(DataError, match="data file x.csv: expected a named data set"):
-        load_named_or_path("x.csv")
+    with pytest.raises(DataError, match="data file x.txt: expected a named data set"):
+        load_named_or_path("x.txt")
 
 
 @pytest.mark.parametrize("spec", ["digits:train", "fashion-mnist"])
 def test_labels_with_a_named_data_set_are_refused(spec):
     with pytest.raises(DataError) as info:
         load_named_or_path(spec, "y.npy")
-    assert one_line(info) == f"labels y.npy: only for an .npy of inputs; {spec} brings its own labels"
+    assert one_line(info) == f"labels y.npy: only for an .npy or IDX file of inputs; {spec} brings its own labels"
 
 
 def test_labels_with_an_npz_are_refused(tmp_path):
@@ -412,22 +330,31 @@ def test_labels_with_an_npz_are_refused(tmp_path):
     for load in (load_named_or_path, load_arrays):
         with pytest.raises(DataError) as info:
             load(str(tmp_path / "d.npz"), str(tmp_path / "y.npy"))
-        assert one_line(info).startswith(f"labels {tmp_path / 'y.npy'}: only for an .npy of inputs; ")
+        assert one_line(info).startswith(f"labels {tmp_path / 'y.npy'}: only for an .npy or IDX file of inputs; ")
         assert "d.npz brings its own labels" in one_line(info)
 
 
-def test_a_csv_as_data_says_what_is_accepted(tmp_path):
-    path = tmp_path / "x.csv"
+def test_a_text_file_as_data_says_what_is_accepted(tmp_path):
+    path = tmp_path / "x.txt"
     path.write_text("1,2\n")
     for labels in ("", str(tmp_path / "y.npy")):
         with pytest.raises(DataError) as info:
             load_named_or_path(str(path), labels)
         message = one_line(info)
-        assert message.startswith(f"data file {path}: expected ") and "an .npz with arrays x and y" in message
+        assert message.startswith(f"data file {path}: expected ") and "an .npz (arrays x and y)" in message
+        assert "a .csv" in message and "qmtik-bin" in message
         with pytest.raises(DataError) as info:
             load_arrays(path, labels)
         message = one_line(info)
         assert message.startswith(f"data file {path}: expected an .npz with arrays x and y, or an .npy of inputs")
+
+
+def test_a_csv_with_labels_beside_it_is_refused(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("1,2\n")
+    with pytest.raises(DataError) as info:
+        load_named_or_path(str(path), "y.npy")
+    assert one_line(info) == f"labels y.npy: only for an .npy or IDX file of inputs; {path} brings its own labels"
 
 
 @pytest.mark.parametrize("spec, labels, name", [
@@ -446,3 +373,69 @@ def test_data_name_goes_into_the_check_errors():
     with pytest.raises(DataError) as info:
         encode_targets(y[:-1], "classification", 10, len(x), f"{data_name('digits')} labels")
     assert one_line(info) == f"digits:test labels: {len(y) - 1} labels for {len(x)} samples"
+
+
+# --- every format through load_file and the config ---------------------------------------------
+
+def small_set(tmp_path):
+    """Six 4-pixel samples of 3 classes in every format qmtik reads; returns (x, y, paths)."""
+    from qmtik.formats import idx_bytes, one_hot_targets, qmtik_bin_bytes
+    x = (np.arange(24).reshape(6, 4) * 11 % 256).astype(np.uint8)
+    y = np.array([0, 1, 2, 2, 1, 0])
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    (tmp_path / "x-idx2-ubyte.gz").write_bytes(gzip.compress(idx_bytes(x)))
+    (tmp_path / "y-idx1-ubyte").write_bytes(idx_bytes(y.astype(np.uint8)))
+    rows = "\n".join(",".join(map(str, [*r, c])) for r, c in zip(x.tolist(), y.tolist()))
+    (tmp_path / "d.csv").write_text("p1,p2,p3,p4,class\n" + rows + "\n")
+    codes = (x.astype(np.int16) - 128).astype(np.int8)
+    (tmp_path / "d.bin").write_bytes(qmtik_bin_bytes(codes, one_hot_targets(y, 3)))
+    return x, y
+
+
+@pytest.mark.parametrize("data, labels", [("d.npz", ""), ("x.npy", "y.npy"), ("x-idx2-ubyte.gz", "y-idx1-ubyte"),
+                                          ("x.npy", "y-idx1-ubyte"), ("d.csv", ""), ("d.bin", "")])
+def test_load_file_reads_every_format_alike(tmp_path, data, labels):
+    from qmtik.data import load_file
+    x, y = small_set(tmp_path)
+    got_x, got_y = load_file(tmp_path / data, tmp_path / labels if labels else "", inputs=4, outputs=3)
+    np.testing.assert_array_equal(got_x, x)
+    np.testing.assert_array_equal(got_y, y)
+
+
+def test_a_qmtik_bin_file_needs_the_network_shape(tmp_path):
+    from qmtik.data import load_file
+    small_set(tmp_path)
+    with pytest.raises(DataError) as info:
+        load_file(tmp_path / "d.bin")
+    assert "inputs and outputs" in one_line(info)
+    with pytest.raises(DataError) as info:                    # 6 samples of 7 bytes are not samples of 4 + 4
+        load_file(tmp_path / "d.bin", inputs=4, outputs=4)
+    assert "42 bytes" in one_line(info)
+
+
+def test_an_idx_file_of_inputs_needs_labels(tmp_path):
+    from qmtik.data import load_file
+    small_set(tmp_path)
+    with pytest.raises(DataError) as info:
+        load_file(tmp_path / "x-idx2-ubyte.gz")
+    assert "needs a labels file" in one_line(info)
+
+
+def test_training_reads_a_csv_named_in_the_config(tmp_path):
+    from qmtik.data import load_data
+    x, y = small_set(tmp_path)
+    config = Config(network=qmtik.NetworkConfig(inputs=4, hidden=[3], outputs=3),
+                    data=qmtik.DataConfig(dataset="", train=str(tmp_path / "d.csv"), test=str(tmp_path / "d.bin")))
+    (got_x, got_y), (test_x, test_y) = load_data(config)
+    np.testing.assert_array_equal(got_x, x)
+    np.testing.assert_array_equal(test_y, y)
+    np.testing.assert_array_equal(test_x, x)
+
+
+def test_mnist_not_yet_downloaded_says_how_to_fetch_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.raises(DataError) as info:
+        named_dataset("mnist")
+    assert one_line(info) == "data set mnist: not downloaded yet; fetch it with 'qmtik data get mnist'"

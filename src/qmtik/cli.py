@@ -13,7 +13,8 @@ import numpy as np
 from . import __version__
 from .files import OutputError, check_writable, write_atomic, write_json
 from .config import DIGITS_STARTER, load_config, parse_override, starter_toml
-from .data import check_inputs, class_names_of, data_name, encode_targets, load_data, load_named_or_path, read_inputs
+from .data import (CONVERT_TO, C_LIBRARY_SPLIT, check_inputs, class_names_of, convert_file, data_name, encode_targets,
+                   load_data, load_named_or_path, read_inputs)
 from .errors import ConfigError, QmtikError
 from .c_check import check, code_size, find_compiler
 from .export_c import ExportError, check_prefix, export_c
@@ -180,7 +181,8 @@ def cmd_export_c(args) -> int:
                   f"{sizes['constants']:,}; local compiler, -Os); RAM: {sizes['scratch'] + sizes['stack']:,} bytes "
                   f"(scratch {sizes['scratch']:,}, stack {sizes['stack']:,})")
     if args.check:
-        x, _ = load_named_or_path(args.check, args.labels or "")
+        x, _ = load_named_or_path(args.check, args.labels or "", label_column=args.label_column,
+                                  inputs=model.inputs, outputs=model.outputs, task=model.task)
         if find_compiler() is None:
             print("check: no C compiler found ($CC, gcc, cc, clang); nothing was compared")
             return 0
@@ -197,8 +199,10 @@ def cmd_export_c(args) -> int:
 def cmd_eval(args) -> int:
     model = load_any(args.model)
     data = args.data or args.data_option
+    task = model.task if isinstance(model, QuantizedModel) else model.config.task
     if data:
-        x, y = load_named_or_path(data, args.labels or "")
+        x, y = load_named_or_path(data, args.labels or "", label_column=args.label_column, inputs=_width(model),
+                                  outputs=_width(model, outputs=True), task=task)
     elif isinstance(model, QuantizedModel):
         raise UsageError(f"{args.model} is an integer model and carries no data; give DATA, such as digits:test")
     else:
@@ -206,7 +210,6 @@ def cmd_eval(args) -> int:
         if not (d.dataset or d.test):
             raise UsageError("the checkpoint's config names no test data; give DATA (or --data DATA)")
         _, (x, y) = load_data(model.config)
-    task = model.task if isinstance(model, QuantizedModel) else model.config.task
     source = data_name(data, args.labels or "") if data else "the config's test data"
     check_inputs(x, _width(model), f"{source}: inputs")                 # errors name the data
     encode_targets(y, task, _width(model, outputs=True), len(x), f"{source}: labels")
@@ -228,6 +231,35 @@ def cmd_predict(args) -> int:
         print(f"wrote {len(predictions)} predictions to {out}")
     else:
         sys.stdout.write(_as_lines(predictions))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output {out}: exists and is not a folder")
+    figures = run_demo(args.dataset, out)
+    check = figures["c_check"]
+    if check and check["score_mismatches"] + check["class_mismatches"] + check["input_mismatches"]:
+        raise CheckFailed("the compiled header disagrees with Python (see the table above)")
+    return 0
+
+
+def cmd_data_get(args) -> int:
+    from .download import get_dataset                    # urllib loads only for this command
+    directory = get_dataset(args.name, directory=args.dir, base_url=args.url)
+    print(f"{args.name}: {directory}")
+    return 0
+
+
+def cmd_data_convert(args) -> int:
+    out = Path(args.out) if args.out else Path(Path(args.input).name.split(".")[0])
+    output_path(out.with_name(out.name + ".x"))             # its folder exists
+    written = convert_file(args.input, args.to, out, labels_path=args.labels or "", label_column=args.label_column,
+                           split=args.split, input_range=args.input_range, outputs=args.outputs)
+    for path, samples in written:
+        print(f"wrote {path} ({samples} samples, {path.stat().st_size:,} bytes)")
     return 0
 
 
@@ -276,13 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .qmt model or a training checkpoint")
     p.set_defaults(func=cmd_info)
 
-    data_help = ("'digits', 'digits:train', 'fashion-mnist', 'fashion-mnist:train', an .npz (x, y) or an .npy "
-                 "of inputs (default for a checkpoint: its config's test data)")
+    data_help = ("a named set ('digits', 'mnist', 'fashion-mnist'; their test part, or 'NAME:train'), or a file: "
+                 ".npz (x, y), .npy or IDX inputs with --labels, .csv, qmtik-bin .bin "
+                 "(default for a checkpoint: its config's test data)")
     p = sub.add_parser("eval", help="accuracy (classification) or error (regression) of a model")
     p.add_argument("model", help="a .qmt model or a training checkpoint")
     p.add_argument("data", nargs="?", help=data_help)
     p.add_argument("--data", dest="data_option", help=argparse.SUPPRESS)
-    p.add_argument("--labels", help="labels .npy when DATA is an .npy of inputs")
+    p.add_argument("--labels", help="labels (.npy or IDX) when DATA is an .npy or IDX file of inputs")
+    p.add_argument("--label-column", type=int, default=-1, help="the label's column in a .csv (default: the last)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=cmd_eval)
 
@@ -293,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", action="store_true", help="compile it and report the flash and RAM it needs")
     p.add_argument("--check", metavar="DATA", help="compile it and confirm identical outputs on DATA")
     p.add_argument("--labels", help=argparse.SUPPRESS)
+    p.add_argument("--label-column", type=int, default=-1, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_export_c)
 
     p = sub.add_parser("predict", help="classes (or values) of the samples in a file")
@@ -300,6 +335,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="samples: an .npy, or a .csv of numbers (one sample per row)")
     p.add_argument("-o", "--out", help="write the predictions to this .npy or text file instead of printing them")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("demo", help="train, quantize, evaluate, export and check a network, end to end")
+    p.add_argument("--dataset", choices=("mnist", "fashion-mnist", "digits"),
+                   help="default: mnist when cached or downloadable, else the bundled digits")
+    p.add_argument("-o", "--out", default="qmtik-demo", help="folder for what it writes (default: qmtik-demo)")
+    p.set_defaults(func=cmd_demo)
+
+    data = sub.add_parser("data", help="fetch the standard data sets; convert data files")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    p = data_sub.add_parser("get", help="download mnist or fashion-mnist, checksums verified, into the cache")
+    p.add_argument("name", choices=("mnist", "fashion-mnist"), help="the data set")
+    p.add_argument("--dir", help="keep the files here instead of the cache ($XDG_CACHE_HOME/qmtik/NAME)")
+    p.add_argument("--url", help="fetch from this base URL instead (default: $QMTIK_DATA_URL, else the "
+                   "canonical locations and mirrors)")
+    p.set_defaults(func=cmd_data_get)
+    p = data_sub.add_parser("convert", help="convert a classification data file, as the C library's "
+                            "mnist_784_data_prep.py did")
+    p.add_argument("input", help="a .csv (label in the last column), .npz, .npy or IDX file (with --labels)")
+    p.add_argument("--to", required=True, choices=CONVERT_TO, help="qmtik-bin: the C library's samples; npz: x and y")
+    p.add_argument("-o", "--out", help="the output's path without suffix (default: INPUT's name, here); "
+                   "with a split, OUT_train and OUT_test")
+    p.add_argument("--split", type=float, default=C_LIBRARY_SPLIT,
+                   help=f"share of samples, in file order, for OUT_train (default {C_LIBRARY_SPLIT}; 1: one file)")
+    p.add_argument("--labels", help="labels (.npy or IDX) when INPUT is an .npy or IDX file")
+    p.add_argument("--label-column", type=int, default=-1, help="the label's column in a .csv (default: the last)")
+    p.add_argument("--input-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="raw values mapped to int8 -128..127 (default: the data's min and max; 0 255 is pixel - 128)")
+    p.add_argument("--outputs", type=int, help="classes (default: the largest label + 1)")
+    p.set_defaults(func=cmd_data_convert)
     return parser
 
 

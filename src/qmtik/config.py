@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .formats import format_of
 from .functions import COSTS, HIDDEN_ACTIVATIONS, OUTPUTS, TASKS, combination_problem
 from .quantization import MAX_FAN_IN, input_range_problem  # re-exported: one definition for every module
 
@@ -26,7 +27,7 @@ else:  # pragma: no cover - Python 3.10
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine")
 GRANULARITIES = ("channel", "tensor")
-NAMED_DATASETS = ("digits", "fashion-mnist")
+NAMED_DATASETS = ("digits", "mnist", "fashion-mnist")
 INPUT_RANGE_ALLOWED = "'auto' or [low, high], finite in float32, with low < high"
 
 
@@ -233,14 +234,19 @@ class TrainingConfig:
 @dataclass(frozen=True)
 class DataConfig:
     """Where the data comes from and how raw inputs become int8."""
-    dataset: str = _field("digits", "a named data set (digits: bundled 8x8 handwritten digits; "
-                          "fashion-mnist: from Debian's dataset-fashion-mnist), or '' when train is a path",
+    dataset: str = _field("digits", "a named data set (digits: bundled 8x8 handwritten digits; mnist and "
+                          "fashion-mnist: from the cache that 'qmtik data get' fills, or Debian's "
+                          "dataset-fashion-mnist), or '' when train is a path",
                           " | ".join(NAMED_DATASETS) + " | ''")
-    train: str = _field("", "training data: an .npz with arrays x and y, or an .npy of inputs "
-                        "(with train_labels); relative to the config file", "a path or ''")
-    train_labels: str = _field("", "labels (or regression targets) .npy when train is an .npy", "a path or ''")
+    train: str = _field("", "training data, relative to the config file: an .npz with arrays x and y; "
+                        "an .npy or IDX file of inputs (with train_labels); a .csv with a label column; "
+                        "or the C library's qmtik-bin samples (.bin)", "a path or ''")
+    train_labels: str = _field("", "labels (or regression targets) .npy or IDX file when train is an .npy "
+                               "or IDX file", "a path or ''")
     test: str = _field("", "test data, as train (a named data set brings its own)", "a path or ''")
-    test_labels: str = _field("", "test labels .npy when test is an .npy", "a path or ''")
+    test_labels: str = _field("", "test labels when test is an .npy or IDX file", "a path or ''")
+    label_column: int = _field(-1, "which column of a .csv holds the label; negative counts from the "
+                               "end (-1: the last, as in OpenML's mnist_784)", "an integer")
     input_range: object = _field("auto", "raw input values mapped to the int8 codes -128..127: "
                                  "'auto' takes the training data's min and max; [0, 255] gives the "
                                  "C library's pixel - 128", INPUT_RANGE_ALLOWED)
@@ -256,16 +262,22 @@ class DataConfig:
             _refuse("data.dataset", self.dataset, " | ".join(NAMED_DATASETS) + ", or set data.train to a path")
         if self.dataset:
             _choice("data.dataset", self.dataset, NAMED_DATASETS)
+        if not isinstance(self.label_column, int) or isinstance(self.label_column, bool):
+            _refuse("data.label_column", self.label_column, "an integer")
         for data, labels in (("train", "train_labels"), ("test", "test_labels")):
             path, label_path = getattr(self, data), getattr(self, labels)
-            if path.endswith(".npy") and not label_path:
-                _refuse("data." + labels, label_path, f"a labels .npy path when data.{data} is an .npy")
-            if path and not path.endswith((".npy", ".npz")):
-                _refuse("data." + data, path, "a path ending in .npz or .npy")
-            if path.endswith(".npz") and label_path:
-                _refuse("data." + labels, label_path, f"'' when data.{data} is an .npz (it holds its labels as y)")
+            kind = format_of(path) if path else None
+            if path and kind is None:
+                _refuse("data." + data, path, "a path ending in .npz, .npy, .csv, .bin (qmtik-bin) or "
+                        "an IDX name (such as train-images-idx3-ubyte.gz)")
+            if kind in ("npy", "idx") and not label_path:
+                _refuse("data." + labels, label_path, f"a labels path when data.{data} is an .{kind} file")
+            if kind in ("npz", "csv", "qmtik-bin") and label_path:
+                _refuse("data." + labels, label_path, f"'' when data.{data} is a {kind} file (it holds its labels)")
+            if label_path and format_of(label_path) not in ("npy", "idx"):
+                _refuse("data." + labels, label_path, "an .npy or IDX file")
             if label_path and not path:
-                _refuse("data." + labels, label_path, f"'' when data.{data} is '' (labels go with an .npy of inputs)")
+                _refuse("data." + labels, label_path, f"'' when data.{data} is '' (labels go with a file of inputs)")
         rng = self.input_range
         if rng != "auto":
             allowed = INPUT_RANGE_ALLOWED

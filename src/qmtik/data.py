@@ -1,13 +1,13 @@
-"""Data: the bundled digits, Fashion-MNIST from Debian's package, NumPy files, and checks.
+"""Data: the named data sets, data files in every format qmtik reads, and the checks on them.
 
 Every loader returns (inputs, labels) as NumPy arrays, inputs two-dimensional (samples x
-features). Bad data raises DataError naming the file and the problem.
+features). Bad data raises DataError naming the file and the problem. The formats themselves
+(IDX, CSV, qmtik-bin) are read in formats.py.
 """
 from __future__ import annotations
 
 import gzip
 import io
-import math
 import zipfile
 from importlib import resources
 from pathlib import Path
@@ -16,6 +16,10 @@ import numpy as np
 
 from .config import NAMED_DATASETS, Config
 from .errors import DataError
+from .files import write_atomic
+from .formats import (format_of, labels_of_targets, one_hot_targets, qmtik_bin_bytes, read_csv, read_csv_table,
+                      read_idx, read_qmtik_bin)
+from .quantization import input_range_problem, quantize_inputs
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -35,40 +39,35 @@ def load_digits():
     return table[:, :64].astype(np.float32), table[:, 64]
 
 
-def read_idx(path) -> np.ndarray:
-    """An IDX file (raw or .gz) of unsigned bytes, its dimensions checked against its length."""
-    path = Path(path)
-    try:
-        blob = path.read_bytes()
-        if path.suffix == ".gz":
-            blob = gzip.decompress(blob)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"IDX file {path}: cannot be read ({exc})") from None
-    if len(blob) < 4 or blob[0] != 0 or blob[1] != 0 or blob[2] != 0x08:
-        raise DataError(f"IDX file {path}: not an IDX file of unsigned bytes (bad magic number)")
-    ndim = blob[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(blob) < header:
-        raise DataError(f"IDX file {path}: truncated header")
-    shape = tuple(int.from_bytes(blob[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + math.prod(shape)
-    if len(blob) != expected:
-        raise DataError(f"IDX file {path}: dimensions {shape} need {expected} bytes, the file has {len(blob)}")
-    return np.frombuffer(blob, dtype=np.uint8, offset=header).reshape(shape)
+def load_idx_pair(directory, prefix: str):
+    """(inputs as uint8 rows, int64 labels) of one part of an MNIST-style IDX set in directory."""
+    images = read_idx(Path(directory) / f"{prefix}-images-idx3-ubyte.gz")
+    labels = read_idx(Path(directory) / f"{prefix}-labels-idx1-ubyte.gz")
+    if len(images) != len(labels):
+        raise DataError(f"IDX files in {directory}: {len(images)} {prefix} images but {len(labels)} labels")
+    return images.reshape(len(images), -1), labels.astype(np.int64)
 
 
-def load_fashion_mnist(directory=FASHION_MNIST_DIR):
+def load_fashion_mnist(directory=None):
     """Fashion-MNIST's ((train inputs, labels), (test inputs, labels)), inputs as uint8 rows of 784."""
-    directory = Path(directory)
-    if not (directory / "train-images-idx3-ubyte.gz").is_file():
-        raise DataError(f"data set fashion-mnist: not found in {directory}; install it with "
-                        "'apt-get install dataset-fashion-mnist'")
-    parts = []
-    for prefix in ("train", "t10k"):
-        images = read_idx(directory / f"{prefix}-images-idx3-ubyte.gz")
-        labels = read_idx(directory / f"{prefix}-labels-idx1-ubyte.gz")
-        parts.append((images.reshape(len(images), -1), labels.astype(np.int64)))
-    return parts[0], parts[1]
+    return load_mnist_like("fashion-mnist", directory)
+
+
+def load_mnist_like(name: str, directory=None):
+    """MNIST or Fashion-MNIST: from the directory given (read as it is), else from the cache or
+    Debian's package with every file's checksum verified; never downloading."""
+    if directory is not None:
+        if not (Path(directory) / "train-images-idx3-ubyte.gz").is_file():
+            hint = "; install it with 'apt-get install dataset-fashion-mnist'" if name == "fashion-mnist" else ""
+            raise DataError(f"data set {name}: not found in {directory}{hint}")
+        found = Path(directory)
+    else:
+        from .download import find_dataset                # the download code loads only when needed
+        found = find_dataset(name)
+    if found is None:
+        hint = " (or 'apt-get install dataset-fashion-mnist')" if name == "fashion-mnist" else ""
+        raise DataError(f"data set {name}: not downloaded yet; fetch it with 'qmtik data get {name}'{hint}")
+    return load_idx_pair(found, "train"), load_idx_pair(found, "t10k")
 
 
 def named_dataset(name: str):
@@ -77,12 +76,15 @@ def named_dataset(name: str):
         x, y = load_digits()
         test = np.arange(len(x)) % DIGITS_TEST_EVERY == DIGITS_TEST_EVERY - 1
         return (x[~test], y[~test]), (x[test], y[test])
-    if name == "fashion-mnist":
-        return load_fashion_mnist()
+    if name in ("mnist", "fashion-mnist"):
+        return load_mnist_like(name)
     raise DataError(f"data set {name!r}: unknown (known: {', '.join(NAMED_DATASETS)})")
 
 
 # --- files -------------------------------------------------------------------------------------
+
+READABLE = "an .npz (arrays x and y), an .npy or IDX file of inputs with its labels file, a .csv, or a qmtik-bin .bin"
+
 
 def load_arrays(path, labels_path=""):
     """(inputs, labels) from an .npz holding arrays x and y, or from two .npy files.
@@ -93,23 +95,110 @@ def load_arrays(path, labels_path=""):
     if path.suffix not in (".npz", ".npy"):
         raise DataError(f"data file {path}: expected an .npz with arrays x and y, or an .npy of inputs with a labels .npy")
     if path.suffix == ".npz" and labels_path:
-        raise DataError(f"labels {labels_path}: only for an .npy of inputs; {path} brings its own labels")
-    try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                missing = [k for k in ("x", "y") if k not in archive.files]
-                if missing:
-                    raise DataError(f"data file {path}: has arrays {archive.files}, needs 'x' (inputs) and 'y' (labels)")
+        raise DataError(f"labels {labels_path}: only for an .npy or IDX file of inputs; {path} brings its own labels")
+    if path.suffix == ".npy" and not labels_path:
+        raise DataError(f"data file {path}: an .npy of inputs needs a labels .npy beside it")
+    if path.suffix == ".npz":
+        with _numpy_file(path) as archive:
+            missing = [k for k in ("x", "y") if k not in archive.files]
+            if missing:
+                raise DataError(f"data file {path}: has arrays {archive.files}, needs 'x' (inputs) and 'y' (labels)")
+            try:
                 return archive["x"], archive["y"]
-        if not labels_path:
-            raise DataError(f"data file {path}: an .npy of inputs needs a labels .npy beside it")
-        return np.load(path, allow_pickle=False), np.load(labels_path, allow_pickle=False)
-    except DataError:
-        raise
-    except FileNotFoundError as exc:
-        raise DataError(f"data file {exc.filename or path}: not found") from None
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+                raise DataError(f"data file {path}: cannot be read as NumPy data ({exc})") from None
+    return _numpy_file(path), _numpy_file(labels_path)
+
+
+def _numpy_file(path):
+    """np.load without pickles, its errors as DataError naming the file."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"data file {path}: not found") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"data file {path}: cannot be read as NumPy data ({exc})") from None
+
+
+def _labels_file(path):
+    """Labels from an .npy or an IDX file."""
+    if format_of(path) == "idx":
+        return read_idx(path)
+    if format_of(path) == "npy":
+        return _numpy_file(path)
+    raise DataError(f"labels {path}: expected an .npy or an IDX file")
+
+
+def load_file(path, labels_path="", *, label_column: int = -1, inputs: int | None = None,
+              outputs: int | None = None, task: str = "classification"):
+    """(inputs, labels) from a data file in any format qmtik reads (see formats.format_of).
+
+    An .npy or IDX file of inputs needs labels_path; a CSV holds its labels in label_column; a
+    qmtik-bin file needs the network's inputs and outputs to know where a sample ends.
+    """
+    kind = format_of(path)
+    if kind is None:
+        raise DataError(f"data file {path}: expected {READABLE}")
+    if kind in ("npz", "csv", "qmtik-bin") and labels_path:
+        raise DataError(f"labels {labels_path}: only for an .npy or IDX file of inputs; {path} brings its own labels")
+    if kind in ("npy", "idx") and not labels_path:
+        raise DataError(f"data file {path}: an .{kind} file of inputs needs a labels file beside it")
+    if kind == "npz":
+        return load_arrays(path)
+    if kind == "csv":
+        return read_csv(path, label_column)
+    if kind == "qmtik-bin":
+        if inputs is None or outputs is None:
+            raise DataError(f"data file {path}: a qmtik-bin file is read for a network, whose inputs and outputs are needed")
+        x, targets = read_qmtik_bin(path, inputs, outputs)
+        return x, (labels_of_targets(targets, path) if task == "classification" else targets.astype(np.float32))
+    x = _numpy_file(path) if kind == "npy" else read_idx(path)
+    return x, _labels_file(labels_path)
+
+
+CONVERT_TO = ("qmtik-bin", "npz")
+C_LIBRARY_SPLIT = 0.8          # mnist_784_data_prep.py's share of samples for training
+
+
+def convert_file(source, to: str, out_stem, *, labels_path="", label_column: int = -1, split: float = C_LIBRARY_SPLIT,
+                 input_range=None, outputs: int | None = None) -> list[tuple[Path, int]]:
+    """Convert a classification data file to qmtik-bin (the C library's samples) or .npz.
+
+    As the C library's mnist_784_data_prep.py did: the first `split` of the samples (in file
+    order) go to OUT_train, the rest to OUT_test; split 1 writes one file, OUT. qmtik-bin inputs
+    are quantized as qmtik quantizes them, from input_range (default: the data's min and max; for
+    pixels 0..255 that is pixel - 128). Returns [(path, samples)] of the files written.
+    """
+    if to not in CONVERT_TO:
+        raise DataError(f"conversion target {to!r}: unknown (known: {', '.join(CONVERT_TO)})")
+    if not 0 < split <= 1:
+        raise DataError(f"split {split}: the share of samples for training must be in (0, 1]")
+    x, y = load_file(source, labels_path, label_column=label_column)
+    x = np.asarray(x)
+    x = check_inputs(x, int(np.prod(x.shape[1:])) if x.ndim > 1 else 0, f"data file {source}: inputs")
+    classes = max(int(np.max(y)) + 1, 2) if outputs is None else outputs
+    encode_targets(y, "classification", classes, len(x), f"data file {source}: labels")
+    y = np.asarray(y).astype(np.int64)
+    low, high = input_range if input_range is not None else (float(x.min()), float(x.max()))
+    problem = input_range_problem(low, high)
+    if problem:
+        raise DataError(f"input range [{low:g}, {high:g}] of {source}: {problem}; give one with --input-range")
+    cut = len(x) if split == 1 else int(round(len(x) * split))
+    out_stem = Path(out_stem)
+    parts = [(out_stem, slice(None))] if split == 1 else [
+        (out_stem.with_name(out_stem.name + "_train"), slice(0, cut)),
+        (out_stem.with_name(out_stem.name + "_test"), slice(cut, None))]
+    written = []
+    for stem, rows in parts:
+        if to == "npz":
+            path = stem.with_name(stem.name + ".npz")
+            write_atomic(path, lambda f, r=rows: np.savez(f, x=x[r], y=y[r]))
+        else:
+            path = stem.with_name(stem.name + ".bin")
+            blob = qmtik_bin_bytes(quantize_inputs(x[rows], (low, high)), one_hot_targets(y[rows], classes))
+            write_atomic(path, lambda f, b=blob: f.write(b))
+        written.append((path, len(x[rows])))
+    return written
 
 
 def load_data(config: Config):
@@ -117,8 +206,10 @@ def load_data(config: Config):
     d = config.data
     if d.dataset:
         return named_dataset(d.dataset)
-    train = load_arrays(d.train, d.train_labels)
-    test = load_arrays(d.test, d.test_labels) if d.test else None
+    shape = dict(label_column=d.label_column, inputs=config.network.inputs,
+                 outputs=config.network.outputs, task=config.task)
+    train = load_file(d.train, d.train_labels, **shape)
+    test = load_file(d.test, d.test_labels, **shape) if d.test else None
     return train, test
 
 
@@ -152,20 +243,20 @@ def check_class_names(names, config: Config):
     return names
 
 
-def load_named_or_path(spec: str, labels: str = ""):
+def load_named_or_path(spec: str, labels: str = "", *, label_column: int = -1, inputs: int | None = None,
+                       outputs: int | None = None, task: str = "classification"):
     """(inputs, labels) of a data set named on the command line: 'digits', 'digits:train', a path."""
     name, _, part = spec.partition(":")
     if name in NAMED_DATASETS:
         if labels:
-            raise DataError(f"labels {labels}: only for an .npy of inputs; {spec} brings its own labels")
+            raise DataError(f"labels {labels}: only for an .npy or IDX file of inputs; {spec} brings its own labels")
         if part not in ("", "train", "test"):
             raise DataError(f"data set {spec!r}: the part must be 'train' or 'test'")
         train, test = named_dataset(name)
         return train if part == "train" else test
-    if not spec.endswith((".npz", ".npy")):
-        raise DataError(f"data file {spec}: expected a named data set ({', '.join(NAMED_DATASETS)}), "
-                        "an .npz with arrays x and y, or an .npy of inputs with --labels")
-    return load_arrays(spec, labels)
+    if format_of(spec) is None:
+        raise DataError(f"data file {spec}: expected a named data set ({', '.join(NAMED_DATASETS)}), or {READABLE}")
+    return load_file(spec, labels, label_column=label_column, inputs=inputs, outputs=outputs, task=task)
 
 
 def data_name(spec: str, labels: str = "") -> str:
@@ -177,50 +268,19 @@ def data_name(spec: str, labels: str = "") -> str:
     return f"{spec} with labels {labels}" if labels else spec
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def read_inputs(path) -> np.ndarray:
     """Samples to predict: an .npy array, or a .csv of numbers (a header row is skipped)."""
-    path = Path(path)
-    if path.suffix == ".npy":
+    kind = format_of(path)
+    if kind == "npy":
         try:
             return np.load(path, allow_pickle=False)
         except FileNotFoundError:
             raise DataError(f"input file {path}: not found") from None
         except (OSError, ValueError, EOFError) as exc:
             raise DataError(f"input file {path}: cannot be read as NumPy data ({exc})") from None
-    if path.suffix != ".csv":
+    if kind != "csv":
         raise DataError(f"input file {path}: expected an .npy or a .csv")
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()      # a BOM (Excel) is not data
-    except FileNotFoundError:
-        raise DataError(f"input file {path}: not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"input file {path}: cannot be read ({exc})") from None
-    rows, width = [], None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        cells = line.split(",")
-        try:
-            values = [float(c) for c in cells]
-        except ValueError:
-            if number == 1 and not any(_is_number(c) for c in cells):
-                continue                      # a header row: no cell is a number
-            raise DataError(f"input file {path}, line {number}: not a row of numbers") from None
-        if width is not None and len(values) != width:
-            raise DataError(f"input file {path}, line {number}: {len(values)} columns, expected {width}")
-        width = len(values)
-        rows.append(values)
-    if not rows:
-        raise DataError(f"input file {path}: no samples")
-    return np.array(rows, dtype=np.float64)
+    return read_csv_table(path, "input file")
 
 
 # --- checks ------------------------------------------------------------------------------------

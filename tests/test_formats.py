@@ -1,0 +1,238 @@
+"""Data file formats: IDX, CSV and the C library's qmtik-bin, read, written and refused."""
+import gzip
+
+import numpy as np
+import pytest
+
+from qmtik import DataError
+from qmtik.formats import (format_of, idx_bytes, labels_of_targets, one_hot_targets, qmtik_bin_bytes, read_csv,
+                           read_csv_table, read_idx, read_qmtik_bin)
+
+
+def one_line(info) -> str:
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("d.npz", "npz"), ("x.npy", "npy"), ("mnist_784.csv", "csv"), ("t.csv.gz", "csv"),
+    ("train-images-idx3-ubyte.gz", "idx"), ("train-labels-idx1-ubyte", "idx"), ("t10k-images.idx3-ubyte", "idx"),
+    ("a.idx", "idx"), ("mnist_train.bin", "qmtik-bin"), ("x.txt", None), ("x.npy.gz", None), ("model.qmt", None),
+])
+def test_format_of_reads_the_name(name, kind):
+    assert format_of(name) == kind
+
+
+# --- IDX files ---------------------------------------------------------------------------------
+
+def idx_with(array: np.ndarray, magic=(0, 0, 8)) -> bytes:
+    header = bytes([*magic, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+@pytest.fixture
+def images():
+    return (np.arange(2 * 3 * 5) * 7 % 256).astype(np.uint8).reshape(2, 3, 5)   # odd, asymmetric shape
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_idx_reads_a_good_file(tmp_path, images, gz):
+    blob = idx_bytes(images)
+    path = tmp_path / ("images.idx.gz" if gz else "images.idx")
+    path.write_bytes(gzip.compress(blob) if gz else blob)
+    out = read_idx(path)
+    assert out.dtype == np.uint8 and out.shape == (2, 3, 5)
+    np.testing.assert_array_equal(out, images)
+
+
+def test_read_idx_reads_one_dimensional_labels(tmp_path):
+    labels = np.array([3, 0, 9, 1], dtype=np.uint8)
+    path = tmp_path / "labels.idx"
+    path.write_bytes(idx_bytes(labels))
+    np.testing.assert_array_equal(read_idx(path), labels)
+
+
+@pytest.mark.parametrize("magic", [(1, 0, 8), (0, 0, 0x0A), (0, 1, 8)])
+def test_read_idx_refuses_a_bad_magic_number(tmp_path, images, magic):
+    path = tmp_path / "bad.idx"
+    path.write_bytes(idx_with(images, magic))
+    with pytest.raises(DataError) as info:
+        read_idx(path)
+    message = one_line(info)
+    assert str(path) in message and "magic" in message
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_idx_refuses_a_truncated_file(tmp_path, images, gz):
+    blob = idx_bytes(images)[:-4]                     # header 16 bytes + 30 - 4 = 42 bytes
+    path = tmp_path / ("cut.idx.gz" if gz else "cut.idx")
+    path.write_bytes(gzip.compress(blob) if gz else blob)
+    with pytest.raises(DataError) as info:
+        read_idx(path)
+    message = one_line(info)
+    assert str(path) in message
+    assert "46" in message and "42" in message         # bytes needed, bytes there
+    assert "(2, 3, 5)" in message
+
+
+def test_read_idx_refuses_dimensions_that_do_not_match_the_data(tmp_path, images):
+    blob = bytearray(idx_bytes(images))
+    blob[4:8] = (3).to_bytes(4, "big")                 # claims 3 images, holds 2
+    path = tmp_path / "dims.idx"
+    path.write_bytes(bytes(blob))
+    with pytest.raises(DataError) as info:
+        read_idx(path)
+    message = one_line(info)
+    assert "(3, 3, 5)" in message and "61" in message and "46" in message
+
+
+def test_read_idx_refuses_a_truncated_header(tmp_path):
+    path = tmp_path / "head.idx"
+    path.write_bytes(bytes([0, 0, 8, 3, 0, 0, 0, 2]))
+    with pytest.raises(DataError, match="truncated header"):
+        read_idx(path)
+
+
+def test_read_idx_refuses_dimensions_whose_product_overflows_int64(tmp_path):
+    # 2**16 to the 4th is 2**64: np.prod wraps it to 0 bytes, which this empty body would match
+    path = tmp_path / "huge.idx"
+    path.write_bytes(bytes([0, 0, 8, 4]) + (2**16).to_bytes(4, "big") * 4)
+    with pytest.raises(DataError) as info:
+        read_idx(path)
+    assert "(65536, 65536, 65536, 65536)" in one_line(info) and str(path) in one_line(info)
+
+
+@pytest.mark.parametrize("name, blob", [("missing.idx", None), ("broken.idx.gz", b"\x1f\x8b not gzip")])
+def test_read_idx_refuses_unreadable_files(tmp_path, name, blob):
+    path = tmp_path / name
+    if blob is not None:
+        path.write_bytes(blob)
+    with pytest.raises(DataError) as info:
+        read_idx(path)
+    assert str(path) in one_line(info)
+
+
+
+
+def test_read_idx_reads_other_element_types_big_endian(tmp_path):
+    values = np.array([[1.5, -2.25], [1e6, -0.0]], dtype=">f4")
+    path = tmp_path / "floats.idx"
+    path.write_bytes(bytes([0, 0, 0x0D, 2]) + (2).to_bytes(4, "big") * 2 + values.tobytes())
+    out = read_idx(path)
+    assert out.dtype == np.float32 and out.dtype.isnative
+    np.testing.assert_array_equal(out, values.astype(np.float32))
+    shorts = np.array([-300, 7, 32767], dtype=">i2")
+    path.write_bytes(bytes([0, 0, 0x0B, 1]) + (3).to_bytes(4, "big") + shorts.tobytes())
+    np.testing.assert_array_equal(read_idx(path), [-300, 7, 32767])
+
+
+def test_idx_bytes_round_trips_and_refuses_other_types(tmp_path, images):
+    path = tmp_path / "x-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_bytes(images)))
+    np.testing.assert_array_equal(read_idx(path), images)
+    assert idx_bytes(images) == idx_with(images)
+    with pytest.raises(DataError):
+        idx_bytes(images.astype(np.int16))
+
+
+# --- CSV -------------------------------------------------------------------------------------------
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_read_csv_takes_the_last_column_as_label_and_skips_a_header(tmp_path):
+    path = write(tmp_path / "m.csv", "pixel1,pixel2,pixel3,class\n0,255,3,'5'\n7,8,9,'0'\n")
+    x, y = read_csv(path)
+    np.testing.assert_array_equal(x, [[0, 255, 3], [7, 8, 9]])
+    np.testing.assert_array_equal(y, [5, 0])
+
+
+def test_read_csv_label_column_is_configurable(tmp_path):
+    path = write(tmp_path / "m.csv", "1,10,20\n0,30,40\n")
+    x, y = read_csv(path, label_column=0)
+    np.testing.assert_array_equal(y, [1, 0])
+    np.testing.assert_array_equal(x, [[10, 20], [30, 40]])
+    x, y = read_csv(path, label_column=-2)
+    np.testing.assert_array_equal(y, [10, 30])
+    np.testing.assert_array_equal(x, [[1, 20], [0, 40]])
+    with pytest.raises(DataError) as info:
+        read_csv(path, label_column=3)
+    assert "label column 3" in one_line(info) and "3 columns" in one_line(info)
+
+
+def test_read_csv_reads_gzip(tmp_path):
+    path = tmp_path / "m.csv.gz"
+    path.write_bytes(gzip.compress(b"a,b,label\n1,2,1\n3,4,0\n"))
+    x, y = read_csv(path)
+    np.testing.assert_array_equal(x, [[1, 2], [3, 4]])
+
+
+@pytest.mark.parametrize("text, line, problem", [
+    ("a,b,c\n1,2,3\n4,5\n6,7,8\n", 3, "2 columns, expected 3"),
+    ("1,2,3\n4,5,6\n7,x,9\n", 3, "'x' is not a number"),
+    ("1,2,3\n\n4,5,6,7\n", 3, "4 columns, expected 3"),
+])
+def test_read_csv_names_the_bad_line(tmp_path, text, line, problem):
+    path = write(tmp_path / "bad.csv", text)
+    with pytest.raises(DataError) as info:
+        read_csv(path)
+    message = one_line(info)
+    assert f"{path}, line {line}: {problem}" in message
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "a,b,c\n"])
+def test_read_csv_refuses_a_file_without_samples(tmp_path, text):
+    path = write(tmp_path / "empty.csv", text)
+    with pytest.raises(DataError) as info:
+        read_csv(path)
+    assert "no samples" in one_line(info)
+
+
+def test_read_csv_keeps_nan_for_the_checks_to_name(tmp_path):
+    table = read_csv_table(write(tmp_path / "n.csv", "1,nan,3\n4,5,inf\n"))
+    assert np.isnan(table[0, 1]) and np.isinf(table[1, 2])
+
+
+def test_read_csv_refuses_a_missing_file(tmp_path):
+    with pytest.raises(DataError) as info:
+        read_csv(tmp_path / "nope.csv")
+    assert "nope.csv: not found" in one_line(info)
+
+
+# --- qmtik-bin -------------------------------------------------------------------------------------
+
+def test_qmtik_bin_round_trips_pixels_and_one_hot_targets(tmp_path):
+    pixels = np.array([[0, 128, 255], [1, 2, 3]], dtype=np.uint8)
+    codes = (pixels.astype(np.int16) - 128).astype(np.int8)
+    targets = one_hot_targets([2, 0], 4)
+    np.testing.assert_array_equal(targets, [[0, 0, 127, 0], [127, 0, 0, 0]])
+    path = tmp_path / "s.bin"
+    path.write_bytes(qmtik_bin_bytes(codes, targets))
+    assert path.stat().st_size == 2 * (3 + 4)
+    assert path.read_bytes()[:7] == bytes([0x80, 0x00, 0x7F, 0, 0, 127, 0])   # pixel - 128, then targets
+    got_pixels, got_targets = read_qmtik_bin(path, 3, 4)
+    np.testing.assert_array_equal(got_pixels, pixels)
+    np.testing.assert_array_equal(got_targets, targets)
+    np.testing.assert_array_equal(labels_of_targets(got_targets, path), [2, 0])
+
+
+def test_qmtik_bin_refuses_a_length_that_is_not_whole_samples(tmp_path):
+    path = tmp_path / "s.bin"
+    path.write_bytes(bytes(15))
+    with pytest.raises(DataError) as info:
+        read_qmtik_bin(path, 3, 4)
+    message = one_line(info)
+    assert str(path) in message and "15 bytes" in message and "3 input and 4 target" in message
+    path.write_bytes(b"")
+    with pytest.raises(DataError) as info:
+        read_qmtik_bin(path, 3, 4)
+    assert "no samples" in one_line(info)
+
+
+def test_targets_that_are_not_one_hot_are_refused(tmp_path):
+    with pytest.raises(DataError) as info:
+        labels_of_targets(np.array([[0, 127], [127, 127]], dtype=np.int8), "s.bin")
+    assert "sample 1" in one_line(info)
