@@ -434,3 +434,85 @@ def test_data_errors_name_the_data(qmt, tmp_path, capsys):
     assert "input file short.npy: 5 features" in fails(capsys, ["predict", "net.qmt", "short.npy"], 1)
     np.savez(tmp_path / "bad.npz", x=np.zeros((2, 64)), y=np.array([0, 12]))
     assert "bad.npz: labels: label 12" in fails(capsys, ["eval", "net.qmt", "bad.npz"], 1)
+
+
+# --- data convert, demo ------------------------------------------------------------------------
+
+def mnist_784_like_csv(path, rows: int = 10):
+    """OpenML's mnist_784 layout on a small scale: a header, 64 pixel columns, then a quoted class."""
+    x, y = qmtik.load_digits()
+    pixels = (x[:rows] * 255 / 16).round().astype(int)
+    header = ",".join([f"pixel{i + 1}" for i in range(64)] + ["class"])
+    body = "".join(",".join(map(str, p)) + f",'{c}'\n" for p, c in zip(pixels.tolist(), y[:rows].tolist()))
+    path.write_text(header + "\n" + body)
+    return pixels, y[:rows]
+
+
+def test_data_convert_writes_the_c_library_samples_with_its_80_20_split(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    pixels, labels = mnist_784_like_csv(tmp_path / "mnist_784.csv")
+    assert main(["data", "convert", "mnist_784.csv", "--to", "qmtik-bin", "--input-range", "0", "255"]) == 0
+    out = capsys.readouterr().out
+    assert "mnist_784_train.bin (8 samples" in out and "mnist_784_test.bin (2 samples" in out
+    blob = (tmp_path / "mnist_784_train.bin").read_bytes()
+    assert len(blob) == 8 * (64 + 10)
+    first = np.frombuffer(blob[:74], dtype=np.int8)
+    np.testing.assert_array_equal(first[:64], pixels[0] - 128)                  # pixel - 128
+    np.testing.assert_array_equal(first[64:], np.eye(10, dtype=np.int8)[labels[0]] * 127)
+    from qmtik.data import load_file
+    x, y = load_file(tmp_path / "mnist_784_test.bin", inputs=64, outputs=10)
+    np.testing.assert_array_equal(x, pixels[8:])
+    np.testing.assert_array_equal(y, labels[8:])
+
+
+def test_data_convert_to_npz_in_one_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    pixels, labels = mnist_784_like_csv(tmp_path / "m.csv", rows=5)
+    assert main(["data", "convert", "m.csv", "--to", "npz", "--split", "1", "-o", "all"]) == 0
+    got = arrays_of(tmp_path / "all.npz")
+    np.testing.assert_array_equal(got["x"], pixels)
+    np.testing.assert_array_equal(got["y"], labels)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["data", "convert", "none.csv", "--to", "npz"], "data file none.csv: not found"),
+    (["data", "convert", "m.csv", "--to", "npz", "--split", "0"], "split 0.0: the share"),
+    (["data", "convert", "bad.csv", "--to", "npz"], "bad.csv, line 3: 2 columns, expected 3"),
+    (["data", "convert", "m.csv", "--to", "npz", "-o", "nodir/x"], "folder nodir does not exist"),
+])
+def test_data_convert_errors_are_one_line(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    mnist_784_like_csv(tmp_path / "m.csv", rows=5)
+    (tmp_path / "bad.csv").write_text("1,2,0\n3,4,1\n5,6\n")
+    assert message in fails(capsys, argv, 1 if "folder" not in message else 2)
+
+
+def test_eval_reads_a_qmtik_bin_file_for_the_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    mnist_784_like_csv(tmp_path / "m.csv", rows=40)
+    assert main(["data", "convert", "m.csv", "--to", "qmtik-bin", "--split", "1", "--input-range", "0", "255"]) == 0
+    x, y = qmtik.load_dataset("digits")[0]
+    config = Config(network=qmtik.NetworkConfig(inputs=64, hidden=[16], outputs=10),
+                    data=qmtik.DataConfig(input_range=[0, 255]))
+    model = qmtik.Network(config.replace("training.epochs", 2)).fit(x * 255 / 16, y).quantize()
+    model.save(tmp_path / "m.qmt")
+    capsys.readouterr()
+    assert main(["eval", "m.qmt", "m.bin", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    pixels, labels = mnist_784_like_csv(tmp_path / "again.csv", rows=40)
+    assert result["samples"] == 40
+    assert result["accuracy"] == pytest.approx(model.score(pixels, labels))
+
+
+def test_demo_on_the_digits_writes_a_model_a_header_and_a_table(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--dataset", "digits", "-o", "out"]) == 0
+    out = capsys.readouterr().out
+    model = qmtik.load_model(tmp_path / "out" / "digits.qmt")
+    assert "#define DIGITS_INPUTS 64" in (tmp_path / "out" / "digits.h").read_text()
+    x, y = qmtik.load_dataset("digits")[1]
+    assert f"| test accuracy, int8 | {100 * model.score(x, y):.2f}% |" in out
+    assert "| model file (.qmt) | " in out and "C library qmtik.h claimed" in out
+    if find_compiler():
+        assert "| C header agrees with Python | 359 of 359 test samples byte for byte" in out
+    assert out.strip().endswith("out/digits.h")
