@@ -516,3 +516,36 @@ def test_demo_on_the_digits_writes_a_model_a_header_and_a_table(tmp_path, monkey
     if find_compiler():
         assert "| C header agrees with Python | 359 of 359 test samples byte for byte" in out
     assert out.strip().endswith("out/digits.h")
+
+
+# --- pictures ----------------------------------------------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_eval_and_info_draw_their_plots(trained, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="the [plot] extra is not installed")
+    assert main(["train", "net.toml", "--epochs", "2", *TINY, "--plot"]) == 0
+    assert "net.curves.png" in capsys.readouterr().out
+    assert (tmp_path / "net.curves.png").read_bytes().startswith(PNG)
+    assert main(["quantize", "net.ckpt.npz"]) == 0
+    assert main(["eval", "net.qmt", "digits", "--plot", "cm.png"]) == 0
+    assert "wrote cm.png" in capsys.readouterr().out
+    assert (tmp_path / "cm.png").read_bytes().startswith(PNG)
+    assert main(["info", "net.qmt", "--plot", "--data", "digits:test"]) == 0
+    assert "wrote net.layers.png" in capsys.readouterr().out
+    assert (tmp_path / "net.layers.png").read_bytes().startswith(PNG)
+
+
+def test_plots_without_matplotlib_say_how_to_install_it_before_any_work(trained, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)          # import matplotlib now fails
+    before = trained.read_bytes()
+    for argv in (["train", "net.toml", "--plot"], ["eval", "net.ckpt.npz", "--plot"], ["info", "net.ckpt.npz", "--plot"]):
+        message = fails(capsys, argv, 1)
+        assert "pip install 'qmtik[plot]'" in message
+    assert trained.read_bytes() == before                           # no training ran
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_info_data_without_plot_is_a_usage_error(trained, capsys):
+    assert "--data goes with --plot" in fails(capsys, ["info", "net.ckpt.npz", "--data", "digits"], 2)

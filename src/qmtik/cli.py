@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .functions import predicted_classes
 from .files import OutputError, check_writable, write_atomic, write_json
 from .config import DIGITS_STARTER, load_config, parse_override, starter_toml
 from .data import (CONVERT_TO, C_LIBRARY_SPLIT, check_inputs, class_names_of, convert_file, data_name, encode_targets,
                    load_data, load_named_or_path, read_inputs)
-from .errors import ConfigError, QmtikError
+from .errors import ConfigError, PlotError, QmtikError
 from .c_check import check, code_size, find_compiler
 from .export_c import ExportError, check_prefix, export_c
 from .model import QuantizedModel, memory_needs
@@ -99,6 +100,26 @@ def describe(result: dict, task: str) -> str:
     return f"mse {result['mse']:.6g}, mae {result['mae']:.6g} on {result['samples']} samples ({arithmetic})"
 
 
+def plot_path(requested, default: Path) -> Path | None:
+    """Where --plot writes (None when not asked), refused before any work when matplotlib is
+    missing or the folder does not exist."""
+    if requested is None:
+        return None
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        from .plots import MISSING
+        raise PlotError(MISSING) from None
+    return output_path(requested or default)
+
+
+def classes_of(model, x) -> np.ndarray:
+    """Class indices a model or network predicts (never names)."""
+    if isinstance(model, QuantizedModel):
+        return model.predict_index(x)
+    return predicted_classes(model.decision_function(x))
+
+
 # --- commands ----------------------------------------------------------------------------------
 
 def cmd_init(args) -> int:
@@ -118,6 +139,7 @@ def cmd_train(args) -> int:
     out = output_path(args.out if args.out else default_checkpoint(args.config))
     if args.qmt:
         output_path(args.qmt)
+    curves = plot_path(args.plot, history_path(out).with_name(history_path(out).name.replace(".history.json", ".curves.png")))
     (x, y), test = load_data(config)
     if test is not None:                # refuse bad test data now, not after training
         check_inputs(test[0], config.network.inputs, "test inputs")
@@ -131,6 +153,10 @@ def cmd_train(args) -> int:
     if args.qmt:
         save_model(args.qmt, net.quantize())
         written.append(Path(args.qmt))
+    if curves:
+        from .plots import plot_history
+        plot_history(net.history_, curves, config.task)
+        written.append(curves)
     best = net.history_["best_epoch"]
     if best is not None and not args.quiet:
         print(f"kept epoch {best} of {config.training.epochs}")
@@ -149,12 +175,23 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_info(args) -> int:
+    picture = plot_path(args.plot, Path(Path(args.model).name.split(".")[0] + ".layers.png"))
+    if args.data and picture is None:
+        raise UsageError("--data goes with --plot: the activations are drawn on that data")
     model = load_any(args.model)
     if isinstance(model, Network):
         model = model.quantize()
         print(model.info())
     else:
         print(model.info(Path(args.model).stat().st_size))
+    if picture:
+        from .plots import plot_layers
+        x = None
+        if args.data:
+            x, _ = load_named_or_path(args.data, "", inputs=model.inputs, outputs=model.outputs, task=model.task)
+            x = check_inputs(x, model.inputs, f"{data_name(args.data)}: inputs")
+        plot_layers(model, picture, x)
+        print(f"wrote {picture}")
     return 0
 
 
@@ -197,6 +234,7 @@ def cmd_export_c(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    picture = plot_path(args.plot, Path(Path(args.model).name.split(".")[0] + ".confusion.png"))
     model = load_any(args.model)
     data = args.data or args.data_option
     task = model.task if isinstance(model, QuantizedModel) else model.config.task
@@ -213,8 +251,15 @@ def cmd_eval(args) -> int:
     source = data_name(data, args.labels or "") if data else "the config's test data"
     check_inputs(x, _width(model), f"{source}: inputs")                 # errors name the data
     encode_targets(y, task, _width(model, outputs=True), len(x), f"{source}: labels")
+    if picture and task != "classification":
+        raise UsageError("--plot draws a confusion matrix, which needs a classification model")
     result = model.evaluate(x, y)
     print(json.dumps(result) if args.json else describe(result, task))
+    if picture:
+        from .plots import plot_confusion
+        names = model.class_names if isinstance(model, QuantizedModel) else model.class_names_
+        plot_confusion(np.asarray(y).astype(np.int64), classes_of(model, x), picture, names)
+        print(f"wrote {picture}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -297,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="go on from the checkpoint of an interrupted run")
     p.add_argument("--qmt", metavar="PATH", help="also write the integer model (.qmt) there")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    p.add_argument("--plot", nargs="?", const="", metavar="PNG", help="draw the training curves (needs the "
+                   "[plot] extra: pip install 'qmtik[plot]'); default: beside the checkpoint, NAME.curves.png")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("quantize", help="turn a training checkpoint into an integer model file (.qmt)")
@@ -306,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="topology, sizes, scales and memory needs of a model")
     p.add_argument("model", help="a .qmt model or a training checkpoint")
+    p.add_argument("--plot", nargs="?", const="", metavar="PNG", help="draw each layer's int8 weights (and "
+                   "activations on --data) with the share clipped (needs the [plot] extra); default: NAME.layers.png")
+    p.add_argument("--data", help="data whose activations --plot draws (as eval's DATA)")
     p.set_defaults(func=cmd_info)
 
     data_help = ("a named set ('digits', 'mnist', 'fashion-mnist'; their test part, or 'NAME:train'), or a file: "
@@ -318,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="labels (.npy or IDX) when DATA is an .npy or IDX file of inputs")
     p.add_argument("--label-column", type=int, default=-1, help="the label's column in a .csv (default: the last)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--plot", nargs="?", const="", metavar="PNG", help="draw the confusion matrix (needs the "
+                   "[plot] extra: pip install 'qmtik[plot]'); default: NAME.confusion.png, here")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("export-c", help="write the model as one dependency-free C header")
