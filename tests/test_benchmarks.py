@@ -1,0 +1,198 @@
+"""benchmarks/run.py and measure.py: the table, the JSON, the arithmetic, and a quick run on digits."""
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"qmtik_benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+run = load("run")
+measure = load("measure")
+
+
+def training_run(mode, seed, accuracy, seconds, rss):
+    return {"mode": mode, "seed": seed, "test_accuracy": accuracy, "train_seconds": seconds,
+            "epoch_seconds": [seconds / 8] * 8, "epochs": 8, "samples": 60000, "trained_samples": 54000,
+            "peak_rss_mb": rss}
+
+
+def inference_figures(**change):
+    figures = {"test_accuracy": 0.8905, "test_samples": 10000, "file_bytes": 275780, "float32_bytes": 1077288,
+               "batch_seconds": 0.05, "samples_per_second": 200000.0, "quantize_seconds": 0.014,
+               "single_us": 49.0, "peak_rss_mb": 60.2, "baseline_rss_mb": 33.4, "layer_seconds": [[0.02, 0.01]],
+               "c_latency_us": {"gcc -O3 -march=native": 14.04, "gcc -O2": 26.2}, "c_note": "",
+               "cortex_m4": {"code": 620, "constants": 273498, "stack": 136, "scratch": 512}}
+    return {**figures, **change}
+
+
+@pytest.fixture
+def results():
+    """Results as main() assembles them, for two data sets, with made-up figures."""
+    fashion = [training_run("int8", s, a, t, 190 + s) for s, a, t in ((0, 0.8905, 14.0), (1, 0.8918, 13.9),
+                                                                       (2, 0.8926, 13.5))]
+    fashion += [training_run("float", s, 0.889 + s / 1000, 7.2, 185) for s in range(3)]
+    mnist = [training_run(m, 0, 0.98, 10.0, 180) for m in ("int8", "float")]
+    datasets = {
+        "fashion-mnist": {"title": "Fashion-MNIST", "topology": "784-256-256-10", "agreement": 1.0,
+                          "training": {m: run.summarize([r for r in fashion if r["mode"] == m])
+                                       for m in ("int8", "float")},
+                          "inference": inference_figures(), "profile": {"matrix products": 1.5, "optimizer": 0.5}},
+        "mnist": {"title": "MNIST", "topology": "784-256-256-10", "agreement": 0.999,
+                  "training": {m: run.summarize([r for r in mnist if r["mode"] == m]) for m in ("int8", "float")},
+                  "inference": inference_figures(c_latency_us={}, c_note="no C compiler found", cortex_m4=None)},
+    }
+    return {"machine": run.machine(), "settings": {**run.FULL, "quick": False, "parts": list(run.PARTS)},
+            "c_library_claims": run.C_LIBRARY, "datasets": datasets, "not_present": {}}
+
+
+def table_rows(table):
+    """{first cell: the other cells} of a markdown table, checking every row has as many cells."""
+    lines = table.splitlines()
+    width = lines[0].count("|")
+    assert all(line.startswith("| ") and line.endswith(" |") and line.count("|") == width for line in lines)
+    assert set(lines[1].replace("|", "").split()) == {"---"}
+    return {cells[0]: cells[1:] for cells in ([c.strip() for c in line.split("|")[1:-1]] for line in lines[2:])}
+
+
+def test_table_has_a_row_per_figure_and_a_column_per_data_set_and_the_c_library(results):
+    table = run.markdown_table(results)
+    header = [c.strip() for c in table.splitlines()[0].split("|")[1:-1]]
+    assert header == ["measurement", "Fashion-MNIST (784-256-256-10)", "MNIST (784-256-256-10)",
+                      "C library qmtik.h (claimed)"]
+    rows = table_rows(table)
+    assert rows["test accuracy, int8 (median of 3 seeds)"] == ["89.18% (89.05, 89.18, 89.26)", "98.00%",
+                                                               "about 90% (MNIST)"]
+    assert rows["training, int8, 8 epochs"][0] == "13.9 s (1.74 s per epoch of 54,000 samples)"
+    assert rows["training time per sample, int8"] == ["32.2 µs", "23.1 µs", "15 ms"]
+    assert rows["peak memory, training (int8 / float)"][0] == "192 MB / 185 MB"
+    assert rows["model file (.qmt)"] == ["275,780 bytes (float32 weights and biases: 1,077,288; 25.6%)"] * 2 + [
+        "about 300 KB"]
+    assert rows["batch inference, int8 codes to classes"][0] == "200,000 samples/s (10,000 in 50.0 ms)"
+    assert rows["batch inference, int8 codes to classes"][2] == "2,000 samples/s (at 0.5 ms each)"
+    assert rows["one sample in Python, raw inputs to class"] == ["49.0 µs", "49.0 µs", "0.5 ms"]
+    assert rows["one sample in the C header, `gcc -O3 -march=native`"] == ["14.0 µs",
+                                                                          "not measured: no C compiler found",
+                                                                          "0.5 ms"]
+    assert "one sample in the C header, `gcc -O2`" in rows
+    assert rows["test accuracy, integer model (.qmt) of seed 0"][1].startswith("89.05%; 99.90% of its classes")
+    assert rows["peak memory, inference (load the .qmt, predict the batch)"][0] == (
+        "60 MB (interpreter, NumPy and qmtik alone: 33 MB)")
+    m4 = rows["C header for a Cortex-M4 (`arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -Os`)"]
+    assert m4[:2] == ["flash 274,118 bytes (code 620); RAM 648 bytes (scratch 512, stack 136)", ""]
+
+
+def test_rows_no_data_set_measured_are_left_out(results):
+    for d in results["datasets"].values():
+        del d["training"]
+    rows = table_rows(run.markdown_table(results))
+    assert not any(what.startswith(("training", "test accuracy, int8", "peak memory, training")) for what in rows)
+    assert "model file (.qmt)" in rows
+    for d in results["datasets"].values():
+        del d["inference"]
+    assert run.markdown_table(results) == ""
+
+
+def test_report_says_which_data_sets_are_absent_and_shows_the_profile(results):
+    results["not_present"] = {"mnist": "qmtik.download is not available"}
+    text = run.report(results)
+    assert "MNIST: not present, qmtik.download is not available" in text
+    assert "| matrix products | 1.50 | 75% |" in text
+    assert "| layer 1 | 20.0 ms | 10.0 ms |" in text
+
+
+def test_machine_description_has_cpu_cores_platform_numpy_and_blas():
+    m = run.machine()
+    assert {"cpu", "cores", "usable_cores", "platform", "python", "numpy", "blas", "c_compiler", "qmtik"} <= set(m)
+    assert m["cores"] >= 1 and m["numpy"] == np.__version__
+    json.dumps(m)
+
+
+def test_median_seconds_is_the_median_of_the_calls():
+    ticks = iter([0, 5, 10, 11, 20, 23])     # calls take 5, 1 and 3 seconds
+    calls = []
+    assert measure.median_seconds(lambda: calls.append(1), 3, clock=lambda: next(ticks)) == 3
+    assert len(calls) == 3
+    with pytest.raises(ValueError):
+        measure.median_seconds(lambda: None, 0)
+
+
+def test_per_sample_and_summary_arithmetic():
+    assert run.per_sample_us(13.5, 8, 54000) == pytest.approx(31.25)
+    runs = [training_run("int8", s, a, t, r) for s, a, t, r in ((0, 0.5, 10.0, 100), (1, 0.7, 30.0, 90),
+                                                               (2, 0.6, 20.0, 95))]
+    summary = run.summarize(runs)
+    assert summary["test_accuracy"] == 0.6 and summary["train_seconds"] == 20.0
+    assert summary["per_sample_us"] == pytest.approx(20.0 / (8 * 54000) * 1e6)
+    assert summary["peak_rss_mb"] == 100 and summary["epoch_seconds"] == 2.5
+
+
+@pytest.mark.parametrize("samples", [10000, 60000, 1437, 7])
+def test_trained_samples_is_what_training_trains_on(samples):
+    from qmtik.training import Split, split_validation
+    data = Split(np.zeros((samples, 1), np.float32), np.zeros((samples, 1), np.float32))
+    trained, _ = split_validation(data, 0.1, 0)
+    assert measure.trained_samples(samples, 0.1) == len(trained)
+
+
+def test_an_absent_data_set_asked_for_by_name_is_an_error_and_all_skips_it(monkeypatch):
+    monkeypatch.setattr(run, "dataset_directory",
+                        lambda name: ("/data/fm", "") if name == "fashion-mnist" else (None, "not in the cache"))
+    assert run.choose_datasets("all") == ({"fashion-mnist": "/data/fm"}, {"mnist": "not in the cache"})
+    with pytest.raises(run.BenchmarkError, match="mnist: not in the cache"):
+        run.choose_datasets("mnist")
+
+
+def test_quick_flags_and_overrides():
+    settings = run.settings_of(run.parse(["--quick", "--epochs", "3"]))
+    assert (settings["seeds"], settings["epochs"], settings["samples"], settings["quick"]) == (1, 3, 10000, True)
+    assert run.settings_of(run.parse([]))["seeds"] == 3
+
+
+def test_a_json_path_in_a_missing_folder_is_refused_before_any_work(tmp_path, capsys):
+    assert run.main(["--dataset", "digits", "--json", str(tmp_path / "no" / "r.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_quick_run_on_the_bundled_digits_end_to_end(tmp_path, capfd):
+    path = tmp_path / "results.json"
+    assert run.main(["--quick", "--dataset", "digits", "--json", str(path)]) == 0
+    out = capfd.readouterr().out
+    results = json.loads(path.read_text())
+    assert results["table"] in out and "| measurement | digits (64-32-10) |" in out
+    assert results["settings"]["quick"] and results["settings"]["parts"] == list(run.PARTS)
+    d = results["datasets"]["digits"]
+    int8 = d["training"]["int8"]
+    assert [r["mode"] for r in int8["runs"]] == ["int8"] and int8["trained_samples"] == 1294
+    assert d["agreement"] == 1.0                                  # the integer model is training's arithmetic
+    assert d["inference"]["test_accuracy"] == int8["test_accuracy"]
+    assert d["inference"]["test_samples"] == 359
+    assert d["inference"]["float32_bytes"] == 4 * (64 * 32 + 32 + 32 * 10 + 10)
+    assert 0 < d["inference"]["file_bytes"] < d["inference"]["float32_bytes"]
+    assert d["inference"]["peak_rss_mb"] >= d["inference"]["baseline_rss_mb"] > 0
+    assert bool(d["inference"]["c_latency_us"]) != bool(d["inference"]["c_note"])
+    assert set(d["profile"]) <= set(measure.PHASES.values()) | {measure.OTHER}
+    assert set(results["machine"]) >= {"cpu", "cores", "platform", "numpy", "blas"}
+
+
+def test_a_failing_measurement_is_reported_not_a_traceback(capsys):
+    with pytest.raises(run.BenchmarkError, match="the train measurement on digits failed"):
+        run.run_child("train", {"dataset": "digits"})                 # a spec missing its keys
+    assert measure.main(["nonsense", "{}"]) == 2
+    assert "usage: measure.py" in capsys.readouterr().err
+
+
+def test_without_a_compiler_the_c_latency_is_a_note(monkeypatch):
+    import qmtik.c_check
+    monkeypatch.setattr(qmtik.c_check, "find_compiler", lambda: None)
+    assert measure.c_latency(None, np.zeros((1, 4), np.int8), 1) == (
+        {}, "no C compiler found ($CC, gcc, cc, clang): C latency not measured")
