@@ -549,3 +549,8 @@ def test_plots_without_matplotlib_say_how_to_install_it_before_any_work(trained,
 
 def test_info_data_without_plot_is_a_usage_error(trained, capsys):
     assert "--data goes with --plot" in fails(capsys, ["info", "net.ckpt.npz", "--data", "digits"], 2)
+
+
+def test_a_plot_path_matplotlib_cannot_write_is_a_usage_error(trained, capsys):
+    pytest.importorskip("matplotlib", reason="the [plot] extra is not installed")
+    assert "suffix '.xyz'" in fails(capsys, ["eval", "net.ckpt.npz", "--plot", "cm.xyz"], 2)

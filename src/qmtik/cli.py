@@ -105,12 +105,18 @@ def plot_path(requested, default: Path) -> Path | None:
     missing or the folder does not exist."""
     if requested is None:
         return None
+    from .plots import check_plot_path
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         from .plots import MISSING
         raise PlotError(MISSING) from None
-    return output_path(requested or default)
+    path = output_path(requested or default)
+    try:
+        check_plot_path(path)
+    except PlotError as exc:
+        raise UsageError(str(exc)) from None
+    return path
 
 
 def classes_of(model, x) -> np.ndarray:
