@@ -26,7 +26,7 @@ from .network import Network
 from .qmtfile import save_model
 
 DEMO_DATASETS = ("mnist", "fashion-mnist", "digits")
-DOWNLOAD_TIMEOUT = 3.0             # seconds per attempt before the demo falls back to the digits
+DOWNLOAD_TIMEOUT = 2.0             # seconds per mirror before the demo falls back to the digits
 MNIST_SETTINGS = {"training.epochs": 5}
 C_LIBRARY_CLAIMS = {"accuracy": "about 90% (MNIST)", "model": "300 KB", "inference": "0.5 ms"}
 
