@@ -1,0 +1,92 @@
+"""qmtik demo: which data set it picks, and the table it ends with."""
+import gzip
+import hashlib
+import socket
+
+import numpy as np
+import pytest
+
+from qmtik import demo, download
+from qmtik.formats import idx_bytes
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("QMTIK_DATA_URL", closed_port_url())          # offline
+    return tmp_path / "xdg" / "qmtik" / "mnist"
+
+
+def fake_mnist(folder, monkeypatch, train: int = 40, test: int = 20):
+    """A tiny MNIST-shaped set in the cache, with the pinned hashes patched to its files."""
+    rng = np.random.default_rng(3)
+    folder.mkdir(parents=True)
+    hashes = {}
+    for prefix, n in (("train", train), ("t10k", test)):
+        labels = np.arange(n) % 10
+        images = (rng.integers(0, 60, (n, 28, 28)) + (labels * 20)[:, None, None]).astype(np.uint8)
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels.astype(np.uint8))):
+            name = f"{prefix}-{kind}-ubyte.gz"
+            blob = gzip.compress(idx_bytes(array), mtime=0)
+            (folder / name).write_bytes(blob)
+            hashes[name] = hashlib.sha256(blob).hexdigest()
+    monkeypatch.setitem(download.DATASETS, "mnist", download.Dataset(sha256=hashes, mirrors=()))
+
+
+def test_offline_the_demo_says_why_and_takes_the_digits(empty_cache):
+    said = []
+    assert demo.choose_dataset(None, said.append) == "digits"
+    assert len(said) == 1 and said[0].startswith("MNIST is not available (")
+    assert said[0].endswith("using the bundled 8x8 digits instead")
+
+
+def test_mnist_in_the_cache_is_the_default(empty_cache, monkeypatch):
+    fake_mnist(empty_cache, monkeypatch)
+    said = []
+    assert demo.choose_dataset(None, said.append) == "mnist"
+    assert said == []
+    assert demo.choose_dataset("digits", said.append) == "digits"      # asked for explicitly
+
+
+def test_the_demo_network_is_the_c_librarys_headline_example():
+    config = demo.demo_config("mnist")
+    assert (config.network.inputs, list(config.network.hidden), config.network.outputs) == (784, [256, 256], 10)
+    assert tuple(config.data.input_range) == (0.0, 255.0)                 # the C library's pixel - 128
+    assert demo.demo_config("digits").network.inputs == 64
+
+
+def test_a_demo_on_cached_mnist_runs_end_to_end(empty_cache, monkeypatch, tmp_path):
+    fake_mnist(empty_cache, monkeypatch)
+    monkeypatch.setitem(demo.MNIST_SETTINGS, "training.epochs", 1)
+    said = []
+    figures = demo.run_demo(None, tmp_path / "out", said.append)
+    assert figures["dataset"] == "mnist"
+    assert figures["paths"]["model"].name == "mnist.qmt" and figures["paths"]["header"].name == "mnist.h"
+    assert 0 <= figures["int8_accuracy"] <= 1
+    assert figures["float32_bytes"] == 4 * (784 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10)
+    assert any("| mnist | qmtik |" in line for line in said)
+
+
+def test_the_table_names_every_figure_beside_the_c_library():
+    figures = {"dataset": "digits", "float_accuracy": 0.97214, "int8_accuracy": 0.96657, "qmt_bytes": 5792,
+               "float32_bytes": 19240, "single_us": 21.6, "samples_per_second": 45164.2,
+               "c_check": {"samples": 359, "score_mismatches": 0, "class_mismatches": 0, "input_mismatches": 0,
+                           "sanitized": False},
+               "flash": 5952, "ram": 184}
+    table = demo.summary_table(figures)
+    assert "| test accuracy, float | 97.21% |  |" in table
+    assert "| test accuracy, int8 | 96.66% | about 90% (MNIST) |" in table
+    assert "| model file (.qmt) | 5,792 B (30% of float32's 19,240 B) | 300 KB |" in table
+    assert "| inference, Python, one sample | 22 µs | 0.5 ms |" in table
+    assert "| C header agrees with Python | 359 of 359 test samples byte for byte |  |" in table
+    assert "| flash / RAM the header needs | 5,952 B / 184 B (local compiler, -Os) |  |" in table
+    figures.update(c_check=None, flash=None, ram=None)
+    table = demo.summary_table(figures)
+    assert "not compiled (no C compiler)" in table and "unknown (no C compiler)" in table
