@@ -554,3 +554,12 @@ def test_info_data_without_plot_is_a_usage_error(trained, capsys):
 def test_a_plot_path_matplotlib_cannot_write_is_a_usage_error(trained, capsys):
     pytest.importorskip("matplotlib", reason="the [plot] extra is not installed")
     assert "suffix '.xyz'" in fails(capsys, ["eval", "net.ckpt.npz", "--plot", "cm.xyz"], 2)
+
+
+def test_data_convert_refuses_values_that_are_not_pixels_without_a_range(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.csv").write_text("0.5,-3,1\n2,300,0\n")
+    message = fails(capsys, ["data", "convert", "s.csv", "--to", "qmtik-bin"], 1)
+    assert "values from -3 to 300 are not pixels 0..255" in message and "--input-range" in message
+    assert main(["data", "convert", "s.csv", "--to", "qmtik-bin", "--split", "1", "--input-range", "-3", "300"]) == 0
+    assert np.frombuffer((tmp_path / "s.bin").read_bytes(), dtype=np.int8)[:2].tolist() == [-125, -128]     # round(3.5 * 255 / 303) - 128, then the low end

@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="labels (.npy or IDX) when INPUT is an .npy or IDX file")
     p.add_argument("--label-column", type=int, default=-1, help="the label's column in a .csv (default: the last)")
     p.add_argument("--input-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                   help="raw values mapped to int8 -128..127 (default: the data's min and max; 0 255 is pixel - 128)")
+                   help="raw values mapped to int8 -128..127 (default: 0 255, pixels as pixel - 128)")
     p.add_argument("--outputs", type=int, help="classes (default: the largest label + 1)")
     p.set_defaults(func=cmd_data_convert)
     return parser

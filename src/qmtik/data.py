@@ -158,6 +158,7 @@ def load_file(path, labels_path="", *, label_column: int = -1, inputs: int | Non
 
 CONVERT_TO = ("qmtik-bin", "npz")
 C_LIBRARY_SPLIT = 0.8          # mnist_784_data_prep.py's share of samples for training
+PIXEL_RANGE = (0.0, 255.0)     # the C library's inputs: pixel - 128
 
 
 def convert_file(source, to: str, out_stem, *, labels_path="", label_column: int = -1, split: float = C_LIBRARY_SPLIT,
@@ -166,8 +167,9 @@ def convert_file(source, to: str, out_stem, *, labels_path="", label_column: int
 
     As the C library's mnist_784_data_prep.py did: the first `split` of the samples (in file
     order) go to OUT_train, the rest to OUT_test; split 1 writes one file, OUT. qmtik-bin inputs
-    are quantized as qmtik quantizes them, from input_range (default: the data's min and max; for
-    pixels 0..255 that is pixel - 128). Returns [(path, samples)] of the files written.
+    are quantized as qmtik quantizes them, from input_range (default: pixels 0..255, that is
+    pixel - 128, the C library's convention; other values need a range). Returns [(path, samples)]
+    of the files written.
     """
     if to not in CONVERT_TO:
         raise DataError(f"conversion target {to!r}: unknown (known: {', '.join(CONVERT_TO)})")
@@ -179,7 +181,10 @@ def convert_file(source, to: str, out_stem, *, labels_path="", label_column: int
     classes = max(int(np.max(y)) + 1, 2) if outputs is None else outputs
     encode_targets(y, "classification", classes, len(x), f"data file {source}: labels")
     y = np.asarray(y).astype(np.int64)
-    low, high = input_range if input_range is not None else (float(x.min()), float(x.max()))
+    low, high = input_range if input_range is not None else PIXEL_RANGE
+    if input_range is None and (x.min() < low or x.max() > high):
+        raise DataError(f"data file {source}: values from {x.min():g} to {x.max():g} are not pixels 0..255; "
+                        "give the range that maps to int8 -128..127 with --input-range LOW HIGH")
     problem = input_range_problem(low, high)
     if problem:
         raise DataError(f"input range [{low:g}, {high:g}] of {source}: {problem}; give one with --input-range")
