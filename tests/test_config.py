@@ -434,3 +434,12 @@ def test_data_files_of_every_format_are_checked(fields, key, allowed):
 def test_data_files_of_every_format_are_accepted(fields):
     data = DataConfig(dataset="", **fields)
     assert all(getattr(data, k) == v for k, v in fields.items())
+
+
+def test_overrides_are_checked_together(tmp_path):
+    path = tmp_path / "net.toml"
+    path.write_text("[training]\nepochs = 200\nfloat_epochs = 100\n")
+    config = load_config(path, {"training.epochs": 4, "training.float_epochs": 2})
+    assert (config.training.epochs, config.training.float_epochs) == (4, 2)
+    with pytest.raises(ConfigError, match="training.float_epochs"):
+        load_config(path, {"training.epochs": 4})

@@ -359,11 +359,17 @@ class Config:
 
     def replace(self, key: str, value) -> "Config":
         """A copy with one dotted key (such as 'training.epochs') set to value, checked."""
+        return self.replace_many({key: value})
+
+    def replace_many(self, changes: dict) -> "Config":
+        """A copy with several dotted keys set at once, checked together, so that changes which
+        only make sense together (epochs and float_epochs) do not fail one by one."""
         data = self.to_dict()
-        section, _, name = key.rpartition(".")
-        if section and section not in SECTIONS:
-            _unknown(key, [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)])
-        (data[section] if section else data)[name] = value
+        for key, value in changes.items():
+            section, _, name = key.rpartition(".")
+            if section and section not in SECTIONS:
+                _unknown(key, [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)])
+            (data[section] if section else data)[name] = value
         return Config.from_dict(data)
 
 
@@ -393,9 +399,7 @@ def load_config(path, overrides=None) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: not valid TOML ({exc})") from None
-    config = Config.from_dict(data)
-    for key, value in (overrides or {}).items():
-        config = config.replace(key, value)
+    config = Config.from_dict(data).replace_many(overrides or {})
     return resolve_paths(config, path.parent)
 
 

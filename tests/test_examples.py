@@ -1,0 +1,187 @@
+"""The examples in examples/: each README's shell commands, run as written (with fewer epochs and
+smaller data), and each main.c's output checked against Python. The commands come from the
+README itself, so the README cannot drift from what the test runs."""
+import gzip
+import hashlib
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import qmtik
+from qmtik import download
+from qmtik.c_check import STRICT, find_compiler
+from qmtik.cli import main
+from qmtik.formats import idx_bytes, read_csv_table
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+CC = find_compiler()
+needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler ($CC, gcc, cc or clang) to build main.c with")
+
+
+def readme_commands(readme: Path) -> list[str]:
+    """The command lines of a README's fenced ```sh blocks, in order (blank lines and comments left out)."""
+    blocks = re.findall(r"^```sh\n(.*?)^```", readme.read_text(), flags=re.S | re.M)
+    lines = [line.strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def reduced(commands: list[str], substitutions: dict[str, str]) -> list[str]:
+    """The commands with the test's substitutions; each must still match the README."""
+    for old in substitutions:
+        assert any(old in command for command in commands), f"the README no longer has {old!r}"
+    out = []
+    for command in commands:
+        for old, new in substitutions.items():
+            command = command.replace(old, new)
+        out.append(command)
+    return out
+
+
+def run_commands(commands: list[str], folder: Path, capsys) -> dict[str, str]:
+    """Run each command in folder: qmtik in-process, python3 and the C compiler as they are,
+    ./program as built; returns each command's stdout by the command's line as run."""
+    outputs = {}
+    for line in commands:
+        for command in (part.strip() for part in line.split("&&")):
+            words = shlex.split(command)
+            if words[0] == "qmtik":
+                code = main(words[1:])
+                captured = capsys.readouterr()
+                assert code == 0, f"{command}: exit {code}: {captured.err}"
+                outputs[command] = captured.out
+                continue
+            if words[0] == "python3":
+                words[0] = sys.executable
+            elif words[0] == "cc":
+                words[0:1] = [CC, *STRICT]                     # the README's line, warnings as errors
+            elif not words[0].startswith("./"):
+                raise AssertionError(f"the test does not know how to run {command!r}")
+            result = subprocess.run(words, cwd=folder, capture_output=True, text=True)
+            assert result.returncode == 0, f"{command}: exit {result.returncode}: {result.stderr}"
+            outputs[command] = result.stdout
+    return outputs
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+def fake_mnist(folder: Path, monkeypatch, train: int = 300, test: int = 97) -> None:
+    """A small MNIST-shaped set in the cache, with the pinned hashes patched to its files
+    (as tests/test_demo.py): learnable (each class brighter than the last) but not trivially."""
+    rng = np.random.default_rng(5)
+    folder.mkdir(parents=True)
+    hashes = {}
+    for prefix, n in (("train", train), ("t10k", test)):
+        labels = rng.integers(0, 10, n)
+        images = np.clip(rng.integers(0, 160, (n, 28, 28)) + (labels * 10)[:, None, None], 0, 255).astype(np.uint8)
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels.astype(np.uint8))):
+            name = f"{prefix}-{kind}-ubyte.gz"
+            blob = gzip.compress(idx_bytes(array), mtime=0)
+            (folder / name).write_bytes(blob)
+            hashes[name] = hashlib.sha256(blob).hexdigest()
+    monkeypatch.setitem(download.DATASETS, "mnist", download.Dataset(sha256=hashes, mirrors=()))
+
+
+# --- examples/mnist ----------------------------------------------------------------------------
+
+def test_the_mnist_config_is_the_c_librarys_headline_example():
+    config = qmtik.load_config(EXAMPLES / "mnist" / "mnist.toml")
+    assert (config.network.inputs, list(config.network.hidden), config.network.outputs) == (784, [256, 256], 10)
+    assert config.data.dataset == "mnist" and tuple(config.data.input_range) == (0.0, 255.0)
+
+
+@needs_cc
+def test_the_mnist_example_prints_the_accuracy_qmtik_eval_prints(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "mnist"
+    shutil.copytree(EXAMPLES / "mnist", folder)
+    cache = tmp_path / "xdg" / "qmtik" / "mnist"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("QMTIK_DATA_URL", closed_port_url())              # offline: never download
+    fake_mnist(cache, monkeypatch)
+    monkeypatch.chdir(folder)
+    commands = reduced(readme_commands(folder / "README.md"), {
+        "qmtik train mnist.toml --qmt mnist.qmt": "qmtik train mnist.toml --qmt mnist.qmt "
+                                                  "--set network.hidden=[16,16] --epochs 1 -q",
+        "~/.cache/qmtik/mnist": str(cache),
+    })
+    out = run_commands(commands, folder, capsys)
+
+    assert out["qmtik data get mnist"] == f"mnist: {cache}\n"
+    check = out["qmtik export-c mnist.qmt -o mnist_model.h --check mnist:test --report"]
+    assert "wrote mnist_model.h" in check and "prefix mnist_model" in check
+    assert "check: 97 samples, 0 score, 0 class and 0 input-code mismatches" in check
+    device = out["./mnist mnist_test.bin"]
+    assert re.fullmatch(r"accuracy \d+\.\d\d% on 97 samples\n", device)
+    python = out["qmtik eval mnist.qmt mnist"]
+    assert python.startswith(device.rstrip("\n") + " (int8 arithmetic), ")   # the same accuracy, to the digit
+
+    # the file main.c read holds the codes the model computes from the pixels
+    model = qmtik.load_model(folder / "mnist.qmt")
+    (_, _), (x, y) = qmtik.load_dataset("mnist")
+    record = np.frombuffer((folder / "mnist_test.bin").read_bytes(), np.int8).reshape(-1, 794)
+    np.testing.assert_array_equal(record[:, :784], model.quantize_inputs(x))
+    np.testing.assert_array_equal(record[:, 784:].argmax(axis=1), y)
+    assert main(["eval", "mnist.qmt", "mnist_test.bin"]) == 0
+    assert capsys.readouterr().out == python
+
+
+# --- examples/sensor ---------------------------------------------------------------------------
+
+SENSOR = EXAMPLES / "sensor"
+
+
+def test_the_sensor_config_is_a_regression_on_its_csv():
+    config = qmtik.load_config(SENSOR / "sensor.toml")
+    assert (config.task, config.network.output, config.network.cost) == ("regression", "linear", "mse")
+    assert config.network.outputs == 1 and config.network.inputs == 3
+    assert (SENSOR / "sensor_train.csv").stat().st_size + (SENSOR / "sensor_test.csv").stat().st_size < 100_000
+
+
+@needs_cc
+def test_the_sensor_example_prints_what_python_predicts(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "sensor"
+    shutil.copytree(SENSOR, folder)
+    monkeypatch.chdir(folder)
+    commands = reduced(readme_commands(folder / "README.md"), {   # overrides are checked together
+        "qmtik train sensor.toml --qmt sensor.qmt": "qmtik train sensor.toml --qmt sensor.qmt "
+                                                    "--epochs 4 --float-epochs 2 -q",
+        "--float-epochs 200": "--float-epochs 4 --epochs 4 -q",
+    })
+    out = run_commands(commands, folder, capsys)
+
+    for name in ("sensor_train.csv", "sensor_test.csv", "rows.csv"):      # make_data.py is deterministic
+        assert (folder / name).read_bytes() == (SENSOR / name).read_bytes(), f"make_data.py changed {name}"
+    assert "(int8 arithmetic)" in out["qmtik eval sensor.qmt sensor_test.csv"]
+    assert "(float arithmetic)" in out["qmtik eval sensor_float.ckpt.npz"]
+    assert "(int8 arithmetic)" in out["qmtik eval sensor_float.qmt sensor_test.csv"]
+    check = out["qmtik export-c sensor.qmt -o sensor.h --check sensor_test.csv --report"]
+    assert "check: 500 samples, 0 score, 0 class and 0 input-code mismatches" in check
+
+    rows = read_csv_table(folder / "rows.csv")
+    model = qmtik.load_model(folder / "sensor.qmt")
+    codes, values = model.quantize_inputs(rows), model.predict(rows)
+    scores = model.scores(codes)[:, 0]
+    printed = [float(v) for v in out["qmtik predict sensor.qmt rows.csv"].split()]
+    np.testing.assert_allclose(printed, values, rtol=1e-6)
+
+    lines = out["./sensor"].splitlines()
+    assert len(lines) == len(rows)
+    pattern = r"raw (\S+) (\S+) (\S+) -> codes (-?\d+) (-?\d+) (-?\d+) -> score (-?\d+) -> t_true (-?\d+\.\d\d) C"
+    for line, row, code, score, value in zip(lines, rows, codes, scores, values):
+        match = re.fullmatch(pattern, line)
+        assert match, line
+        assert list(match.groups()[:3]) == [f"{v:.2f}" for v in row]       # main.c holds rows.csv's rows
+        assert [int(g) for g in match.groups()[3:6]] == code.tolist()      # quantized on the device as in Python
+        assert int(match.group(7)) == score                                # the int8 score, exactly
+        assert abs(float(match.group(8)) - value) <= 0.005 + 1e-5          # predict's value, to the printed digit
