@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import int8_gemm
 from . import quantization as q
 from .data import check_inputs, encode_targets
 from .errors import DataError
@@ -75,8 +76,12 @@ class LayerKernel:
 
         out, when given, is a float32 buffer of the result's shape to write into.
         """
+        return self.requantize(codes @ self.weight_t, out)
+
+    def requantize(self, acc, out=None):
+        """The layer's int8 output codes (as float32) from its accumulators without the bias
+        (exact integers as floats, or int32 from the int8 backend)."""
         layer = self.layer
-        acc = codes @ self.weight_t
         y = np.multiply(acc, self.scale)
         y += self.offset
         if layer.activation == "relu":                 # y already holds + 0.5 (and the zero point)
@@ -105,13 +110,17 @@ def _clamp(values, low, out):
     return np.maximum(values, low, out=out, dtype=np.float32)   # integers: exact in float32
 
 
-def integer_scores(kernels, codes) -> np.ndarray:
+def integer_scores(kernels, codes, int8=None) -> np.ndarray:
     """int8 scores of int8 input codes through prepared layers, a cache-sized chunk at a time.
 
-    Buffers are allocated once per call: fresh large arrays for every chunk would cost more in
-    page faults than the arithmetic.
+    int8, an int8_gemm.Int8Network of the same kernels, computes the batches that
+    `use_int8_gemm` picks: the same integers, faster. Otherwise numpy does, with buffers
+    allocated once per call: fresh large arrays for every chunk would cost more in page faults
+    than the arithmetic.
     """
     n = len(codes)
+    if int8 is not None and use_int8_gemm(codes):
+        return int8.scores(codes, np.empty((n, kernels[-1].weight_t.shape[1]), dtype=np.int8))
     if n <= SMALL:
         h = codes.astype(kernels[0].weight_t.dtype)
         for kernel in kernels:
@@ -131,6 +140,12 @@ def integer_scores(kernels, codes) -> np.ndarray:
     return out
 
 
+def use_int8_gemm(codes) -> bool:
+    """Whether the int8 backend computes these codes: a batch larger than SMALL (single samples
+    keep numpy's lower latency), of int8 codes, with the backend available (int8_gemm)."""
+    return len(codes) > SMALL and codes.dtype == np.int8 and int8_gemm.available()
+
+
 @dataclass(eq=False)
 class QuantizedModel:
     """An integer-only network: how raw inputs become int8, its integer layers, its outputs.
@@ -145,6 +160,7 @@ class QuantizedModel:
     class_names: tuple | None = None
     _kernels: list = field(default=None, init=False, repr=False, compare=False)
     _names: object = field(default=None, init=False, repr=False, compare=False)
+    _int8: object = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -180,7 +196,9 @@ class QuantizedModel:
             raise DataError(f"input codes: expected shape (samples, {self.inputs}), got {codes.shape}")
         if self._kernels is None:
             self._kernels = [LayerKernel.prepare(layer) for layer in self.layers]
-        return integer_scores(self._kernels, codes)
+        if self._int8 is None and use_int8_gemm(codes):
+            self._int8 = int8_gemm.Int8Network(self._kernels)      # built on the first large batch
+        return integer_scores(self._kernels, codes, self._int8)
 
     def decision_function(self, x) -> np.ndarray:
         """The real values of the int8 scores: out_scale * (score - out_zero)."""
