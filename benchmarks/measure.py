@@ -8,6 +8,7 @@ each process's peak resident memory is its own measurement's. Progress goes to s
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -22,6 +23,8 @@ try:
 except ImportError:                                  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import qmtik
+from qmtik import int8_gemm                          # noqa: E402  (after the checkout fallback)
+from qmtik.model import use_int8_gemm                # noqa: E402
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -129,13 +132,18 @@ def measure_inference(spec: dict) -> dict:
     peak = peak_rss_mb()
     log(f"  {spec['dataset']}: timing the batch ({repeats} times) and one sample ({calls} times)")
     batch = median_seconds(lambda: model.scores(codes).argmax(axis=1), repeats)
+    backend = "onnxruntime int8 (the [fast] extra)" if use_int8_gemm(codes) else "numpy (float32 BLAS)"
+    os.environ[int8_gemm.ENV] = "0"                  # the same batch on the numpy path alone
+    numpy_batch = median_seconds(lambda: model.scores(codes).argmax(axis=1), repeats)
+    del os.environ[int8_gemm.ENV]
     quantize = median_seconds(lambda: model.quantize_inputs(x_test), repeats)
     one = x_test[:1]
     single = median_seconds(lambda: model.predict(one), calls)
     out = {"test_accuracy": model.score(x_test, y_test), "test_samples": len(codes),
            "file_bytes": Path(spec["model"]).stat().st_size,
            "float32_bytes": 4 * sum(layer.weight.size + layer.bias.size for layer in model.layers),
-           "batch_seconds": batch, "samples_per_second": len(codes) / batch, "quantize_seconds": quantize,
+           "batch_seconds": batch, "samples_per_second": len(codes) / batch, "batch_backend": backend,
+           "numpy_samples_per_second": len(codes) / numpy_batch, "quantize_seconds": quantize,
            "single_us": single * 1e6, "peak_rss_mb": peak, "baseline_rss_mb": baseline,
            "layer_seconds": layer_seconds(model, codes, max(3, repeats - 2))}
     log(f"  {spec['dataset']}: compiling and timing the C header")

@@ -254,7 +254,12 @@ def _file(d: dict) -> str | None:
 def _batch(d: dict) -> str | None:
     i = d.get("inference")
     return i and (f"{i['samples_per_second']:,.0f} samples/s ({i['test_samples']:,} in "
-                  f"{1e3 * i['batch_seconds']:.1f} ms)")
+                  f"{1e3 * i['batch_seconds']:.1f} ms; {i.get('batch_backend', 'numpy')})")
+
+
+def _numpy_batch(d: dict) -> str | None:
+    i = d.get("inference")
+    return i and i.get("numpy_samples_per_second") and f"{i['numpy_samples_per_second']:,.0f} samples/s"
 
 
 def _c_latency(build: str):
@@ -298,6 +303,7 @@ def rows(results: dict) -> list[tuple]:
         ("model file (.qmt)", _file, f"about {c['model_bytes'] // 1000} KB"),
         ("batch inference, int8 codes to classes", _batch,
          f"{1000 / c['inference_ms']:,.0f} samples/s (at {claim_ms} each)"),
+        ("batch inference, numpy alone (QMTIK_INT8_GEMM=0)", _numpy_batch, ""),
         ("quantizing that batch's raw inputs to int8",
          lambda d: d.get("inference") and f"{1e3 * d['inference']['quantize_seconds']:.1f} ms", ""),
         ("one sample in Python, raw inputs to class",

@@ -77,7 +77,7 @@ def test_table_has_a_row_per_figure_and_a_column_per_data_set_and_the_c_library(
     assert rows["peak memory, training (int8 / float)"][0] == "192 MB / 185 MB"
     assert rows["model file (.qmt)"] == ["275,780 bytes (float32 weights and biases: 1,077,288; 25.6%)"] * 2 + [
         "about 300 KB"]
-    assert rows["batch inference, int8 codes to classes"][0] == "200,000 samples/s (10,000 in 50.0 ms)"
+    assert rows["batch inference, int8 codes to classes"][0] == "200,000 samples/s (10,000 in 50.0 ms; numpy)"
     assert rows["batch inference, int8 codes to classes"][2] == "2,000 samples/s (at 0.5 ms each)"
     assert rows["one sample in Python, raw inputs to class"] == ["49.0 µs", "49.0 µs", "0.5 ms"]
     assert rows["one sample in the C header, `gcc -O3 -march=native`"] == ["14.0 µs",
