@@ -563,3 +563,64 @@ def test_data_convert_refuses_values_that_are_not_pixels_without_a_range(tmp_pat
     assert "values from -3 to 300 are not pixels 0..255" in message and "--input-range" in message
     assert main(["data", "convert", "s.csv", "--to", "qmtik-bin", "--split", "1", "--input-range", "-3", "300"]) == 0
     assert np.frombuffer((tmp_path / "s.bin").read_bytes(), dtype=np.int8)[:2].tolist() == [-125, -128]     # round(3.5 * 255 / 303) - 128, then the low end
+
+
+# --- carrying over from the C library ----------------------------------------------------------
+
+C_HEADER = """#define QMTIK_I 64
+#define QMTIK_H 16
+#define QMTIK_L 1
+#define QMTIK_O 10
+#define QMTIK_RELU_ACTV
+#define QMTIK_SOFT_MAX_PP
+#define QMTIK_CROSS_ENTROPY_COST
+#define QMTIK_W_SCALE 0.02f
+#define QMTIK_A_SCALE 0.125f
+#define QMTIK_EPOCHS 3
+#define QMTIK_ALPHA 0.001f
+"""
+
+
+def test_config_from_header_prints_a_config_that_loads(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "qmtik_config.h").write_text(C_HEADER)
+    assert main(["config", "from-header", "qmtik_config.h"]) == 0
+    (tmp_path / "net.toml").write_text(capsys.readouterr().out)
+    config = load_config(tmp_path / "net.toml")
+    assert (config.network.inputs, config.network.hidden, config.network.outputs) == (64, (16, 16), 10)
+    assert config.training.epochs == 3 and config.training.learning_rate == pytest.approx(0.001)
+    assert main(["config", "from-header", "qmtik_config.h", "-o", "again.toml"]) == 0
+    assert load_config(tmp_path / "again.toml") == config
+
+
+def test_config_from_header_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.h").write_text(C_HEADER.replace("#define QMTIK_H 16", "#define QMTIK_H sixteen"))
+    assert "line 2" in fails(capsys, ["config", "from-header", "bad.h"], 2)
+    assert "none.h" in fails(capsys, ["config", "from-header", "none.h"], 2)
+
+
+def test_import_c_model_converts_and_checks_against_the_c_arithmetic(tmp_path, monkeypatch, capsys):
+    from qmtik import c_library
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "qmtik_config.h").write_text(C_HEADER)
+    rng = np.random.default_rng(5)
+    widths = (64, 16, 16, 10)
+    layers = [(rng.integers(-128, 128, (o, i)).astype(np.int8), rng.integers(-20, 20, o).astype(np.int8))
+              for i, o in zip(widths[:-1], widths[1:])]
+    c_library.write_c_model(tmp_path / "model.bin", layers)
+    x, y = qmtik.load_dataset("digits")[1]
+    pixels = (x * 255 / 16).round().astype(np.uint8)
+    np.savez(tmp_path / "test.npz", x=pixels, y=y)
+    assert main(["import-c-model", "model.bin", "--header", "qmtik_config.h", "-o", "m.qmt",
+                 "--check", "test.npz"]) == 0
+    out = capsys.readouterr().out
+    model = qmtik.load_model(tmp_path / "m.qmt")
+    c_model = c_library.load_c_model(tmp_path / "model.bin", tmp_path / "qmtik_config.h")
+    same = int((c_model.predict(pixels.astype(np.int16) - 128) == model.predict_index(pixels)).sum())
+    assert f"check: {same} of 359 classes equal" in out and same >= 0.95 * 359
+    assert "wrote m.qmt" in out and "64-16-16-10" in out
+    (tmp_path / "short.bin").write_bytes((tmp_path / "model.bin").read_bytes()[:-1])
+    before = (tmp_path / "m.qmt").read_bytes()
+    assert "short.bin" in fails(capsys, ["import-c-model", "short.bin", "--header", "qmtik_config.h", "-o", "m.qmt"], 1)
+    assert (tmp_path / "m.qmt").read_bytes() == before

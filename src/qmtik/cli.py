@@ -297,6 +297,38 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_config_from_header(args) -> int:
+    from .c_library import header_toml
+    text = header_toml(args.header)
+    if args.out:
+        out = output_path(args.out)
+        write_atomic(out, lambda f: f.write(text.encode()))
+        print(f"wrote {out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_import_c_model(args) -> int:
+    from .c_library import load_c_model, read_header
+    out = output_path(args.out)
+    header = read_header(args.header)
+    c_model = load_c_model(args.model, header)
+    model = c_model.to_quantized_model()
+    if args.check:                       # compare before writing: nothing is written on a bad DATA
+        x, y = load_named_or_path(args.check, "", inputs=model.inputs, outputs=model.outputs, task=model.task)
+        x = check_inputs(x, model.inputs, f"{data_name(args.check)}: inputs")
+        c_classes, q_classes = c_model.predict(model.quantize_inputs(x)), model.predict_index(x)
+        labels = np.asarray(y).astype(np.int64)
+        print(f"check: {int((c_classes == q_classes).sum())} of {len(x)} classes equal between the C library's "
+              f"arithmetic and the integer model; accuracy {100 * float((c_classes == labels).mean()):.2f}% "
+              f"(C library) and {100 * float((q_classes == labels).mean()):.2f}% (integer model)")
+    save_model(out, model)
+    widths = "-".join(map(str, header.widths))
+    print(f"wrote {out} ({out.stat().st_size:,} bytes), {widths}, from {args.model}")
+    return 0
+
+
 def cmd_data_get(args) -> int:
     from .download import get_dataset                    # urllib loads only for this command
     directory = get_dataset(args.name, directory=args.dir, base_url=args.url)
@@ -399,6 +431,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: mnist when cached or downloadable, else the bundled digits")
     p.add_argument("-o", "--out", default="qmtik-demo", help="folder for what it writes (default: qmtik-demo)")
     p.set_defaults(func=cmd_demo)
+
+    cfg = sub.add_parser("config", help="carry a config over from the C library qmtik.h")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    p = cfg_sub.add_parser("from-header", help="the qmtik config equivalent to a qmtik.h config header")
+    p.add_argument("header", help="the C library's qmtik_config.h")
+    p.add_argument("-o", "--out", help="write the TOML here instead of printing it")
+    p.set_defaults(func=cmd_config_from_header)
+
+    p = sub.add_parser("import-c-model", help="convert a model stored by the C library qmtik.h to a .qmt")
+    p.add_argument("model", help="the C library's model file (its raw int8 arrays)")
+    p.add_argument("--header", required=True, help="the qmtik_config.h it was built with")
+    p.add_argument("-o", "--out", required=True, help="the .qmt to write")
+    p.add_argument("--check", metavar="DATA", help="compare the converted model with the C library's own "
+                   "arithmetic on DATA (a qmtik-bin .bin, a named set, ...)")
+    p.set_defaults(func=cmd_import_c_model)
 
     data = sub.add_parser("data", help="fetch the standard data sets; convert data files")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
