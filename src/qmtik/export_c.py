@@ -89,7 +89,7 @@ def export_c(model: QuantizedModel, prefix: str = "model") -> str:
        int8_t input[{P}_INPUTS], scores[{P}_OUTPUTS];
        static int8_t scratch[{P}_SCRATCH_BYTES];        (or on the stack)
        {p}_quantize_input(raw, input);                  raw float inputs, as in training
-       int cls = {p}_predict(input, scores, scratch);   the class (or 0 for regression)
+       int cls = {p}_predict(input, scores, scratch);   the class (regression: ignore it)
 
    Memory: {need['constants']:,} bytes of constants (flash): weights {need['weights']:,}, biases {need['biases']:,},
    requantization {need['requantization']:,}, tables {need['tables']:,}; RAM: {P}_SCRATCH_BYTES bytes of scratch

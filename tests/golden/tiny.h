@@ -8,7 +8,7 @@
        int8_t input[TINY_INPUTS], scores[TINY_OUTPUTS];
        static int8_t scratch[TINY_SCRATCH_BYTES];        (or on the stack)
        tiny_quantize_input(raw, input);                  raw float inputs, as in training
-       int cls = tiny_predict(input, scores, scratch);   the class (or 0 for regression)
+       int cls = tiny_predict(input, scores, scratch);   the class (regression: ignore it)
 
    Memory: 81 bytes of constants (flash): weights 21, biases 20,
    requantization 40, tables 0; RAM: TINY_SCRATCH_BYTES bytes of scratch
