@@ -131,7 +131,7 @@ def summary_table(f: dict) -> str:
         agreement = "not compiled (no C compiler)"
     else:
         bad = c["score_mismatches"] + c["class_mismatches"] + c["input_mismatches"]
-        agreement = (f"{c['samples'] - bad} of {c['samples']} test samples byte for byte"
+        agreement = (f"{c['samples'] - bad:,} of {c['samples']:,} test samples byte for byte"
                      + (" (under ASan and UBSan)" if c["sanitized"] else ""))
     rows = [
         ("test accuracy, float", f"{100 * f['float_accuracy']:.2f}%", ""),
