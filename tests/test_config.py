@@ -276,7 +276,7 @@ def test_relative_data_paths_resolve_against_the_config_directory(tmp_path, monk
     np.savez(conf_dir / "data" / "train.npz", x=np.zeros((3, 64)), y=np.zeros(3, int))
     np.save(conf_dir / "test.npy", np.zeros((3, 64)))
     np.save(conf_dir / "test_labels.npy", np.zeros(3, int))
-    path = write(conf_dir / "net.toml", "[data]\ndataset = ''\ntrain = 'data/train.npz'\n"
+    write(conf_dir / "net.toml", "[data]\ndataset = ''\ntrain = 'data/train.npz'\n"
                  "test = 'test.npy'\ntest_labels = 'test_labels.npy'\n")
     monkeypatch.chdir(elsewhere)
     config = load_config(Path("..") / "conf" / "net.toml")

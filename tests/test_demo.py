@@ -1,54 +1,16 @@
 """qmtik demo: which data set it picks, and the table it ends with."""
-import gzip
-import hashlib
-import socket
-
-import numpy as np
-import pytest
-
-from qmtik import demo, download
-from qmtik.formats import idx_bytes
+from qmtik import demo
 
 
-def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
-
-
-@pytest.fixture
-def empty_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("QMTIK_DATA_URL", closed_port_url())          # offline
-    return tmp_path / "xdg" / "qmtik" / "mnist"
-
-
-def fake_mnist(folder, monkeypatch, train: int = 40, test: int = 20):
-    """A tiny MNIST-shaped set in the cache, with the pinned hashes patched to its files."""
-    rng = np.random.default_rng(3)
-    folder.mkdir(parents=True)
-    hashes = {}
-    for prefix, n in (("train", train), ("t10k", test)):
-        labels = np.arange(n) % 10
-        images = (rng.integers(0, 60, (n, 28, 28)) + (labels * 20)[:, None, None]).astype(np.uint8)
-        for kind, array in (("images-idx3", images), ("labels-idx1", labels.astype(np.uint8))):
-            name = f"{prefix}-{kind}-ubyte.gz"
-            blob = gzip.compress(idx_bytes(array), mtime=0)
-            (folder / name).write_bytes(blob)
-            hashes[name] = hashlib.sha256(blob).hexdigest()
-    monkeypatch.setitem(download.DATASETS, "mnist", download.Dataset(sha256=hashes, mirrors=()))
-
-
-def test_offline_the_demo_says_why_and_takes_the_digits(empty_cache):
+def test_offline_the_demo_says_why_and_takes_the_digits(offline_cache):
     said = []
     assert demo.choose_dataset(None, said.append) == "digits"
     assert len(said) == 1 and said[0].startswith("MNIST is not available (")
     assert said[0].endswith("using the bundled 8x8 digits instead")
 
 
-def test_mnist_in_the_cache_is_the_default(empty_cache, monkeypatch):
-    fake_mnist(empty_cache, monkeypatch)
+def test_mnist_in_the_cache_is_the_default(fake_mnist):
+    fake_mnist()
     said = []
     assert demo.choose_dataset(None, said.append) == "mnist"
     assert said == []
@@ -62,8 +24,8 @@ def test_the_demo_network_is_the_c_librarys_headline_example():
     assert demo.demo_config("digits").network.inputs == 64
 
 
-def test_a_demo_on_cached_mnist_runs_end_to_end(empty_cache, monkeypatch, tmp_path):
-    fake_mnist(empty_cache, monkeypatch)
+def test_a_demo_on_cached_mnist_runs_end_to_end(fake_mnist, monkeypatch, tmp_path):
+    fake_mnist()
     monkeypatch.setitem(demo.MNIST_SETTINGS, "training.epochs", 1)
     said = []
     figures = demo.run_demo(None, tmp_path / "out", said.append)

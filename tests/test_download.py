@@ -14,6 +14,8 @@ from qmtik.download import DATASETS, FILES, Dataset, cache_dir, find_dataset, ge
 from qmtik.errors import DownloadError
 from qmtik.formats import idx_bytes, read_idx
 
+from conftest import closed_port_url
+
 RNG = np.random.default_rng(7)
 ARRAYS = {"train-images-idx3-ubyte.gz": RNG.integers(0, 256, (5, 3, 4), dtype=np.uint8),
           "train-labels-idx1-ubyte.gz": RNG.integers(0, 10, 5, dtype=np.uint8),
@@ -71,14 +73,6 @@ def server():
     yield s
     s.httpd.shutdown()
     s.httpd.server_close()
-
-
-def closed_port_url() -> str:
-    """A URL on 127.0.0.1 where nothing listens: the connection is refused, as offline."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
 
 
 @pytest.fixture

@@ -1,12 +1,9 @@
 """The examples in examples/: each README's shell commands, run as written (with fewer epochs and
 smaller data), and each main.c's output checked against Python. The commands come from the
 README itself, so the README cannot drift from what the test runs."""
-import gzip
-import hashlib
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +12,9 @@ import numpy as np
 import pytest
 
 import qmtik
-from qmtik import download
 from qmtik.c_check import STRICT, find_compiler
 from qmtik.cli import main
-from qmtik.formats import idx_bytes, read_csv_table
+from qmtik.formats import read_csv_table
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CC = find_compiler()
@@ -69,30 +65,6 @@ def run_commands(commands: list[str], folder: Path, capsys) -> dict[str, str]:
     return outputs
 
 
-def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
-
-
-def fake_mnist(folder: Path, monkeypatch, train: int = 300, test: int = 97) -> None:
-    """A small MNIST-shaped set in the cache, with the pinned hashes patched to its files
-    (as tests/test_demo.py): learnable (each class brighter than the last) but not trivially."""
-    rng = np.random.default_rng(5)
-    folder.mkdir(parents=True)
-    hashes = {}
-    for prefix, n in (("train", train), ("t10k", test)):
-        labels = rng.integers(0, 10, n)
-        images = np.clip(rng.integers(0, 160, (n, 28, 28)) + (labels * 10)[:, None, None], 0, 255).astype(np.uint8)
-        for kind, array in (("images-idx3", images), ("labels-idx1", labels.astype(np.uint8))):
-            name = f"{prefix}-{kind}-ubyte.gz"
-            blob = gzip.compress(idx_bytes(array), mtime=0)
-            (folder / name).write_bytes(blob)
-            hashes[name] = hashlib.sha256(blob).hexdigest()
-    monkeypatch.setitem(download.DATASETS, "mnist", download.Dataset(sha256=hashes, mirrors=()))
-
-
 # --- examples/mnist ----------------------------------------------------------------------------
 
 def test_the_mnist_config_is_the_c_librarys_headline_example():
@@ -102,13 +74,10 @@ def test_the_mnist_config_is_the_c_librarys_headline_example():
 
 
 @needs_cc
-def test_the_mnist_example_prints_the_accuracy_qmtik_eval_prints(tmp_path, monkeypatch, capsys):
+def test_the_mnist_example_prints_the_accuracy_qmtik_eval_prints(tmp_path, monkeypatch, capsys, fake_mnist):
     folder = tmp_path / "mnist"
     shutil.copytree(EXAMPLES / "mnist", folder)
-    cache = tmp_path / "xdg" / "qmtik" / "mnist"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("QMTIK_DATA_URL", closed_port_url())              # offline: never download
-    fake_mnist(cache, monkeypatch)
+    cache = fake_mnist(train=300, test=97, seed=5)                         # offline: never downloads
     monkeypatch.chdir(folder)
     commands = reduced(readme_commands(folder / "README.md"), {
         "qmtik train mnist.toml --qmt mnist.qmt": "qmtik train mnist.toml --qmt mnist.qmt "

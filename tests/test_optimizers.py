@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import qmtik
-from qmtik.optimizers import OPTIMIZERS, AdamW, learning_rate, make_optimizer
+from qmtik.optimizers import OPTIMIZERS, learning_rate, make_optimizer
 
 G1 = [0.5, -2.0, 0.0]        # gradients of a 3-element parameter at step 1
 G2 = [-1.0, 4.0, 0.25]       # and at step 2

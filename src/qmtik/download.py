@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from .data import FASHION_MNIST_DIR
 from .errors import DownloadError
-from .files import OutputError, write_atomic
+from .files import write_atomic
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")

@@ -159,7 +159,6 @@ void {p}_probabilities(const int8_t *scores, float *out);
             impl.append(_array("uint8_t", n + "_neg_shift", layer.neg_shift))
         if layer.table is not None:
             impl.append(_array("int8_t", n + "_table", layer.table, 16))
-    last = model.layers[-1]
     impl.append(f"""
 /* (acc * multiplier) / 2^shift, rounded half away from zero; the product fits in 53 bits.
    Saturated at +-1024, beyond any int8 result, so that the int32 result cannot overflow. */
