@@ -372,3 +372,17 @@ def test_outputs_equal_compiled_c_byte_for_byte(tmp_path, act, out):
                          capture_output=True, check=True)
     expected = np.frombuffer(run.stdout, dtype=np.int8).reshape(-1, 6)
     np.testing.assert_array_equal(c.load_c_model(tmp_path / "model", h).outputs(samples), expected)
+
+
+@pytest.mark.parametrize("scale", ["1e-50f", "1e39", "1e-40f"])
+def test_scales_that_float32_cannot_hold_are_refused_at_their_line(tmp_path, scale):
+    path = small_header(tmp_path)
+    path.write_text(path.read_text().replace("#define QMTIK_W_SCALE 0.05f", f"#define QMTIK_W_SCALE {scale}"))
+    with pytest.raises(ConfigError) as info:
+        c.read_header(path)
+    assert "line 5: QMTIK_W_SCALE" in str(info.value) and "float32" in str(info.value)
+
+
+def test_a_header_for_other_data_leaves_the_input_range_to_the_data(tmp_path):
+    config = c.config_from_header(small_header(tmp_path))
+    assert config.data.dataset == "digits" and config.data.input_range == "auto"

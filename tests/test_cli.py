@@ -624,3 +624,44 @@ def test_import_c_model_converts_and_checks_against_the_c_arithmetic(tmp_path, m
     before = (tmp_path / "m.qmt").read_bytes()
     assert "short.bin" in fails(capsys, ["import-c-model", "short.bin", "--header", "qmtik_config.h", "-o", "m.qmt"], 1)
     assert (tmp_path / "m.qmt").read_bytes() == before
+
+
+@pytest.mark.parametrize("labels, options, message", [
+    ([0, 1, 1, 0, 1], ["--outputs", "1"], "outputs 1: the number of classes must be 2 to 65536"),
+    ([0, 1, 1, 0, 1], ["--outputs", "-1"], "outputs -1: the number of classes must be 2 to 65536"),
+    ([0, 3, 1, 0, 1], ["--outputs", "2"], "outputs 2: the labels of two.npz reach 3, so at least 4 are needed"),
+    ([0, np.nan, 1, 0, 1], [], "label nan of sample 1 is not a class number"),
+    ([0, 1.5, 1, 0, 1], [], "label 1.5 of sample 1 is not a class number"),
+    ([0, -1, 1, 0, 1], [], "label -1.0 of sample 1 is not a class number"),
+    ([0, 1e300, 1, 0, 1], [], "label 1e+300 of sample 1 is not a class number"),
+    ([0, 1, 1, 0, 1], ["--split", "0.01"], "split 0.01: of 5 samples it leaves a part empty"),
+    ([0, 1, 1, 0, 1], ["--split", "0.95"], "split 0.95: of 5 samples it leaves a part empty"),
+])
+def test_data_convert_refuses_bad_labels_and_class_counts_in_one_line(tmp_path, monkeypatch, capsys, labels,
+                                                                      options, message):
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "two.npz", x=np.arange(10).reshape(5, 2), y=np.array(labels, dtype=float))
+    assert message in fails(capsys, ["data", "convert", "two.npz", "--to", "qmtik-bin", *options], 1)
+    assert not list(tmp_path.glob("*.bin"))
+
+
+@pytest.mark.parametrize("out", [".", "..", "/"])
+def test_data_convert_needs_an_output_name(tmp_path, monkeypatch, capsys, out):
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "two.npz", x=np.arange(10).reshape(5, 2), y=np.array([0, 1, 1, 0, 1]))
+    assert "needs a file name" in fails(capsys, ["data", "convert", "two.npz", "--to", "npz", "-o", out], 2)
+
+
+def test_data_convert_reads_upper_case_names_and_a_header_with_numbers(tmp_path, monkeypatch, capsys):
+    import gzip
+    monkeypatch.chdir(tmp_path)
+    text = ",".join([str(i) for i in range(4)] + ["label"]) + "\n1,2,3,4,1\n5,6,7,8,0\n"
+    (tmp_path / "UP.CSV.GZ").write_bytes(gzip.compress(text.encode()))
+    assert main(["data", "convert", "UP.CSV.GZ", "--to", "npz", "--split", "1", "-o", "up"]) == 0
+    assert "(2 samples of 2 classes" in capsys.readouterr().out
+    got = arrays_of(tmp_path / "up.npz")
+    np.testing.assert_array_equal(got["x"], [[1, 2, 3, 4], [5, 6, 7, 8]])
+    with open(tmp_path / "W.NPZ", "wb") as f:                           # savez would add .npz
+        np.savez(f, x=got["x"], y=got["y"])
+    from qmtik.data import load_file
+    np.testing.assert_array_equal(load_file(tmp_path / "W.NPZ")[1], [1, 0])

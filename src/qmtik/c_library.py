@@ -163,8 +163,12 @@ def read_header(path) -> CHeader:
             line, value = defines[name]
             numbers[name] = _number(value, kind)
             value_ok = numbers[name] is not None and (numbers[name] > 0 or (name in MAY_BE_ZERO and numbers[name] == 0))
-            if not value_ok or (kind is float and not np.isfinite(f32(numbers[name]))):
-                wanted = "a positive integer" if kind is int else "a finite number " + \
+            if value_ok and kind is float:                 # the C library computes in float32
+                with np.errstate(over="ignore"):
+                    as_f32 = f32(numbers[name])
+                value_ok = bool(np.isfinite(as_f32)) and (numbers[name] == 0 or abs(as_f32) >= np.finfo(f32).tiny)
+            if not value_ok:
+                wanted = "a positive integer" if kind is int else "a normal, finite float32 " + \
                     (">= 0" if name in MAY_BE_ZERO else "> 0")
                 raise ConfigError(f"C header {path}, line {line}: {name} {value!r} is not {wanted}")
     used = set(numbers)
@@ -226,7 +230,9 @@ def _config_entries(h: CHeader) -> list:
     entries.append(("data", "dataset", "mnist" if mnist else "digits",
                     "the C library's MNIST example" if mnist else
                     "set your data here: dataset = '' and train = 'your_train.bin' (qmtik-bin samples)"))
-    entries.append(("data", "input_range", [0, 255], "the C library's inputs: pixel - 128"))
+    entries.append(("data", "input_range", [0, 255] if mnist else "auto",
+                    "the C library's inputs: pixel - 128" if mnist else
+                    "the digits' own range; for pixels 0..255 of your own, [0, 255] is the C library's pixel - 128"))
     entries += [("", name, None, "no qmtik equivalent; ignored") for name in h.ignored]
     return entries
 

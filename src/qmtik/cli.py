@@ -338,11 +338,13 @@ def cmd_data_get(args) -> int:
 
 def cmd_data_convert(args) -> int:
     out = Path(args.out) if args.out else Path(Path(args.input).name.split(".")[0])
+    if out.name in ("", ".", ".."):
+        raise UsageError(f"output {args.out or args.input}: needs a file name to write OUT_train and OUT_test as")
     output_path(out.with_name(out.name + ".x"))             # its folder exists
     written = convert_file(args.input, args.to, out, labels_path=args.labels or "", label_column=args.label_column,
                            split=args.split, input_range=args.input_range, outputs=args.outputs)
-    for path, samples in written:
-        print(f"wrote {path} ({samples} samples, {path.stat().st_size:,} bytes)")
+    for path, samples, classes in written:
+        print(f"wrote {path} ({samples} samples of {classes} classes, {path.stat().st_size:,} bytes)")
     return 0
 
 

@@ -92,13 +92,14 @@ def load_arrays(path, labels_path=""):
     Pickled object arrays are refused: files are read with allow_pickle=False.
     """
     path = Path(path)
-    if path.suffix not in (".npz", ".npy"):
+    suffix = path.suffix.lower()
+    if suffix not in (".npz", ".npy"):
         raise DataError(f"data file {path}: expected an .npz with arrays x and y, or an .npy of inputs with a labels .npy")
-    if path.suffix == ".npz" and labels_path:
+    if suffix == ".npz" and labels_path:
         raise DataError(f"labels {labels_path}: only for an .npy or IDX file of inputs; {path} brings its own labels")
-    if path.suffix == ".npy" and not labels_path:
+    if suffix == ".npy" and not labels_path:
         raise DataError(f"data file {path}: an .npy of inputs needs a labels .npy beside it")
-    if path.suffix == ".npz":
+    if suffix == ".npz":
         with _numpy_file(path) as archive:
             missing = [k for k in ("x", "y") if k not in archive.files]
             if missing:
@@ -161,15 +162,32 @@ C_LIBRARY_SPLIT = 0.8          # mnist_784_data_prep.py's share of samples for t
 PIXEL_RANGE = (0.0, 255.0)     # the C library's inputs: pixel - 128
 
 
+MAX_CLASSES = 65536
+
+
+def class_labels(y, samples: int, name: str) -> np.ndarray:
+    """Labels as int64 classes 0..MAX_CLASSES-1, one per sample; anything else refused."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf" or y.ndim != 1 or len(y) != samples:
+        raise DataError(f"{name}: expected one class number per sample ({samples}), got shape {y.shape}")
+    bad = ~np.isfinite(y) if y.dtype.kind == "f" else np.zeros(len(y), bool)
+    bad |= np.where(bad, 0, y) != np.round(np.where(bad, 0, y))
+    bad |= (np.where(bad, 0, y) < 0) | (np.where(bad, 0, y) >= MAX_CLASSES)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(f"{name}: label {y[i].item()!r} of sample {i} is not a class number 0..{MAX_CLASSES - 1}")
+    return y.astype(np.int64)
+
+
 def convert_file(source, to: str, out_stem, *, labels_path="", label_column: int = -1, split: float = C_LIBRARY_SPLIT,
-                 input_range=None, outputs: int | None = None) -> list[tuple[Path, int]]:
+                 input_range=None, outputs: int | None = None) -> list[tuple[Path, int, int]]:
     """Convert a classification data file to qmtik-bin (the C library's samples) or .npz.
 
     As the C library's mnist_784_data_prep.py did: the first `split` of the samples (in file
     order) go to OUT_train, the rest to OUT_test; split 1 writes one file, OUT. qmtik-bin inputs
     are quantized as qmtik quantizes them, from input_range (default: pixels 0..255, that is
-    pixel - 128, the C library's convention; other values need a range). Returns [(path, samples)]
-    of the files written.
+    pixel - 128, the C library's convention; other values need a range). Returns [(path, samples,
+    classes)] of the files written.
     """
     if to not in CONVERT_TO:
         raise DataError(f"conversion target {to!r}: unknown (known: {', '.join(CONVERT_TO)})")
@@ -178,9 +196,12 @@ def convert_file(source, to: str, out_stem, *, labels_path="", label_column: int
     x, y = load_file(source, labels_path, label_column=label_column)
     x = np.asarray(x)
     x = check_inputs(x, int(np.prod(x.shape[1:])) if x.ndim > 1 else 0, f"data file {source}: inputs")
-    classes = max(int(np.max(y)) + 1, 2) if outputs is None else outputs
-    encode_targets(y, "classification", classes, len(x), f"data file {source}: labels")
-    y = np.asarray(y).astype(np.int64)
+    y = class_labels(y, len(x), f"data file {source}: labels")
+    if outputs is not None and not 2 <= outputs <= MAX_CLASSES:
+        raise DataError(f"outputs {outputs}: the number of classes must be 2 to {MAX_CLASSES}")
+    if outputs is not None and y.max() >= outputs:
+        raise DataError(f"outputs {outputs}: the labels of {source} reach {y.max()}, so at least {y.max() + 1} are needed")
+    classes = outputs if outputs is not None else max(int(y.max()) + 1, 2)
     low, high = input_range if input_range is not None else PIXEL_RANGE
     if input_range is None and (x.min() < low or x.max() > high):
         raise DataError(f"data file {source}: values from {x.min():g} to {x.max():g} are not pixels 0..255; "
@@ -189,6 +210,8 @@ def convert_file(source, to: str, out_stem, *, labels_path="", label_column: int
     if problem:
         raise DataError(f"input range [{low:g}, {high:g}] of {source}: {problem}; give one with --input-range")
     cut = len(x) if split == 1 else int(round(len(x) * split))
+    if not 0 < cut <= len(x) or (split < 1 and cut == len(x)):
+        raise DataError(f"split {split}: of {len(x)} samples it leaves a part empty")
     out_stem = Path(out_stem)
     parts = [(out_stem, slice(None))] if split == 1 else [
         (out_stem.with_name(out_stem.name + "_train"), slice(0, cut)),
@@ -202,7 +225,7 @@ def convert_file(source, to: str, out_stem, *, labels_path="", label_column: int
             path = stem.with_name(stem.name + ".bin")
             blob = qmtik_bin_bytes(quantize_inputs(x[rows], (low, high)), one_hot_targets(y[rows], classes))
             write_atomic(path, lambda f, b=blob: f.write(b))
-        written.append((path, len(x[rows])))
+        written.append((path, len(x[rows]), classes))
     return written
 
 

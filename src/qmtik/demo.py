@@ -88,11 +88,11 @@ def inference_speed(model, x) -> dict:
 
 def run_demo(dataset: str | None = None, out_dir="qmtik-demo", say=print) -> dict:
     """Run the demo, writing into out_dir; returns its figures and the paths it wrote."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     dataset = choose_dataset(dataset, say)
     config = demo_config(dataset)
     (x, y), (x_test, y_test) = named_dataset(dataset)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     net = config.network
     say(f"data set {dataset}: {len(x)} training and {len(x_test)} test samples; network "
         f"{'-'.join(map(str, [net.inputs, *net.hidden, net.outputs]))}, {config.training.epochs} epochs")

@@ -15,6 +15,7 @@ import gzip
 import io
 import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ def _read_bytes(path, what: str) -> bytes:
     path = Path(path)
     try:
         blob = path.read_bytes()
-        return gzip.decompress(blob) if path.suffix == ".gz" else blob
+        return gzip.decompress(blob) if path.suffix.lower() == ".gz" else blob
     except FileNotFoundError:
         raise DataError(f"{what} {path}: not found") from None
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
@@ -93,20 +94,23 @@ def _is_number(text: str) -> bool:
 
 
 def read_csv_table(path, what: str = "CSV file") -> np.ndarray:
-    """A CSV file of numbers (raw or .gz) as a float64 table; a first row with no number in it is
-    a header and skipped; quoted numbers ('5' or "5", as OpenML writes classes) are read."""
+    """A CSV file of numbers (raw or .gz) as a float64 table; a first row with a cell that is not
+    a number is a header and skipped (a header of numbers alone cannot be told from a sample);
+    quoted numbers ('5' or "5", as OpenML writes classes) are read."""
     text = _read_bytes(path, what).decode("utf-8-sig", errors="replace")   # a BOM (Excel) is not data
     lines = text.splitlines()
     first = next((i for i, line in enumerate(lines) if line.strip()), None)
     if first is None:
         raise DataError(f"{what} {path}: no samples")
-    skip = first + 1 if not any(_is_number(c) for c in lines[first].split(",")) else first
+    skip = first + 1 if not all(_is_number(c) for c in lines[first].split(",")) else first   # a header
     if not any(line.strip() for line in lines[skip:]):
         raise DataError(f"{what} {path}: no samples")
     for quote in (None, "'", '"'):         # numpy's C parser; on any trouble, find the line below
         try:
-            return np.loadtxt(io.StringIO(text), delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64,
-                              quotechar=quote)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return np.loadtxt(io.StringIO(text), delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64,
+                                  quotechar=quote, comments=None)
         except ValueError:
             continue
     return _read_csv_rows(lines, skip, path, what)
