@@ -52,3 +52,12 @@ def test_the_table_names_every_figure_beside_the_c_library():
     figures.update(c_check=None, flash=None, ram=None)
     table = demo.summary_table(figures)
     assert "not compiled (no C compiler)" in table and "unknown (no C compiler)" in table
+
+
+def test_a_data_set_asked_for_by_name_is_fetched_or_its_failure_reported(offline_cache):
+    import pytest
+
+    from qmtik import DownloadError
+    with pytest.raises(DownloadError, match="cannot download"):
+        demo.choose_dataset("mnist", print)
+    assert demo.choose_dataset("digits", print) == "digits"

@@ -45,10 +45,13 @@ def demo_config(dataset: str) -> Config:
 
 
 def choose_dataset(requested: str | None, say) -> str:
-    """The requested set; else MNIST when cached or downloadable in a few seconds; else digits."""
-    if requested:
-        return requested
+    """The requested set (fetched when it is not there yet); else MNIST when cached or
+    downloadable in a few seconds; else the bundled digits."""
     from .download import find_dataset, get_dataset
+    if requested:
+        if requested != "digits" and find_dataset(requested) is None:
+            get_dataset(requested)          # asked for by name: a failure is the demo's error
+        return requested
     if find_dataset("mnist") is not None:
         return "mnist"
     try:
