@@ -357,6 +357,12 @@ def _as_lines(predictions) -> str:
 
 # --- parser ------------------------------------------------------------------------------------
 
+def add_plot_option(parser, what: str, default: str) -> None:
+    """--plot [PNG]: draw `what` (the [plot] extra), to PNG or the default path."""
+    parser.add_argument("--plot", nargs="?", const="", metavar="PNG", help=f"draw {what} (needs the [plot] "
+                        f"extra: pip install 'qmtik[plot]'); default: {default}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qmtik", description="Train small networks with int8 fake "
                                      "quantization and run them in integer arithmetic.")
@@ -382,8 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="go on from the checkpoint of an interrupted run")
     p.add_argument("--qmt", metavar="PATH", help="also write the integer model (.qmt) there")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
-    p.add_argument("--plot", nargs="?", const="", metavar="PNG", help="draw the training curves (needs the "
-                   "[plot] extra: pip install 'qmtik[plot]'); default: beside the checkpoint, NAME.curves.png")
+    add_plot_option(p, "the training curves", "beside the checkpoint, NAME.curves.png")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("quantize", help="turn a training checkpoint into an integer model file (.qmt)")
@@ -393,8 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="topology, sizes, scales and memory needs of a model")
     p.add_argument("model", help="a .qmt model or a training checkpoint")
-    p.add_argument("--plot", nargs="?", const="", metavar="PNG", help="draw each layer's int8 weights (and "
-                   "activations on --data) with the share clipped (needs the [plot] extra); default: NAME.layers.png")
+    add_plot_option(p, "each layer's int8 weights (and activations on --data) with the share clipped",
+                    "NAME.layers.png, here")
     p.add_argument("--data", help="data whose activations --plot draws (as eval's DATA)")
     p.set_defaults(func=cmd_info)
 
@@ -408,8 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="labels (.npy or IDX) when DATA is an .npy or IDX file of inputs")
     p.add_argument("--label-column", type=int, default=-1, help="the label's column in a .csv (default: the last)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.add_argument("--plot", nargs="?", const="", metavar="PNG", help="draw the confusion matrix (needs the "
-                   "[plot] extra: pip install 'qmtik[plot]'); default: NAME.confusion.png, here")
+    add_plot_option(p, "the confusion matrix", "NAME.confusion.png, here")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("export-c", help="write the model as one dependency-free C header")
