@@ -652,11 +652,14 @@ def test_data_convert_needs_an_output_name(tmp_path, monkeypatch, capsys, out):
     assert "needs a file name" in fails(capsys, ["data", "convert", "two.npz", "--to", "npz", "-o", out], 2)
 
 
-def test_data_convert_reads_upper_case_names_and_a_header_with_numbers(tmp_path, monkeypatch, capsys):
+def test_data_convert_reads_upper_case_names_and_refuses_a_first_row_with_numbers(tmp_path, monkeypatch, capsys):
     import gzip
     monkeypatch.chdir(tmp_path)
     text = ",".join([str(i) for i in range(4)] + ["label"]) + "\n1,2,3,4,1\n5,6,7,8,0\n"
     (tmp_path / "UP.CSV.GZ").write_bytes(gzip.compress(text.encode()))
+    assert "UP.CSV.GZ, line 1: 'label' is not a number" in fails(           # a sample, not a header
+        capsys, ["data", "convert", "UP.CSV.GZ", "--to", "npz", "--split", "1", "-o", "up"], 1)
+    (tmp_path / "UP.CSV.GZ").write_bytes(gzip.compress(text.replace("0,1,2,3,", "a,b,c,d,").encode()))
     assert main(["data", "convert", "UP.CSV.GZ", "--to", "npz", "--split", "1", "-o", "up"]) == 0
     assert "(2 samples of 2 classes" in capsys.readouterr().out
     got = arrays_of(tmp_path / "up.npz")
@@ -665,3 +668,178 @@ def test_data_convert_reads_upper_case_names_and_a_header_with_numbers(tmp_path,
         np.savez(f, x=got["x"], y=got["y"])
     from qmtik.data import load_file
     np.testing.assert_array_equal(load_file(tmp_path / "W.NPZ")[1], [1, 0])
+
+
+# --- outputs: nothing is lost --------------------------------------------------------------------
+
+def files_in(folder) -> dict:
+    """Every regular file under folder with its bytes (links and devices left out)."""
+    return {p: p.read_bytes() for p in Path(folder).rglob("*") if p.is_file() and not p.is_symlink()}
+
+
+@pytest.fixture
+def paths_config(tmp_path, monkeypatch):
+    """p.toml training on train.npz, testing on test_x.npy with test_y.npy, all in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    (x, y), (x_test, y_test) = qmtik.load_dataset("digits")
+    np.savez(tmp_path / "train.npz", x=x, y=y)
+    np.save(tmp_path / "test_x.npy", x_test)
+    np.save(tmp_path / "test_y.npy", y_test)
+    (tmp_path / "p.toml").write_text("[data]\ndataset = ''\ntrain = 'train.npz'\ntest = 'test_x.npy'\n"
+                                     "test_labels = 'test_y.npy'\n")
+    (tmp_path / "sub").mkdir()
+    os.link(tmp_path / "train.npz", tmp_path / "hard.npz")
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv, clash", [
+    (["-o", "train.npz"], "data.train"),
+    (["-o", "./sub/../train.npz"], "data.train"),
+    (["-o", "hard.npz"], "data.train"),                                   # a hard link to it
+    (["-o", "test_x.npy"], "data.test"),
+    (["-o", "test_y.npy"], "data.test_labels"),
+    (["-o", "p.toml"], "the config"),
+    (["-o", "x.ckpt.npz", "--qmt", "x.ckpt.npz"], "output"),
+    (["-o", "x.ckpt.npz", "--qmt", "x.history.json"], "the history"),
+    (["-o", "x.ckpt.npz", "--qmt", "train.npz"], "data.train"),
+    (["-o", "x.ckpt.npz", "--qmt", "c.png", "--plot", "c.png"], "--qmt"),
+])
+def test_train_refuses_an_output_that_is_an_input_or_another_output(paths_config, capsys, argv, clash):
+    before = files_in(paths_config)
+    line = fails(capsys, ["train", "p.toml", "--epochs", "1", *TINY, *argv], 2)
+    assert f"the same file as {clash} " in line and "overwrite" in line
+    assert files_in(paths_config) == before
+
+
+def test_the_history_beside_the_checkpoint_may_not_be_an_input(paths_config, capsys):
+    os.replace("p.toml", "m.history.json")                     # a config by any other name
+    line = fails(capsys, ["train", "m.history.json", "-o", "m.ckpt.npz", "--epochs", "1", *TINY], 2)
+    assert "the history m.history.json: the same file as the config" in line
+
+
+@pytest.fixture
+def workshop(qmt, capsys):
+    """The trained files (net.ckpt.npz, net.qmt) and inputs of every other command beside them."""
+    folder = qmt.parent
+    x, _ = qmtik.load_digits()
+    np.savetxt(folder / "in.csv", x[:5], delimiter=",", fmt="%g")
+    (folder / "net.png").write_bytes(qmt.read_bytes())                  # a model by an odd name
+    (folder / "h.h").write_text(C_HEADER)
+    (folder / "model.bin").write_bytes(bytes(100))
+    for name in ("d.npz", "d_train.npz"):
+        np.savez(folder / name, x=x[:10], y=np.arange(10) % 2)
+    os.symlink("net.ckpt.npz", folder / "link.npz")
+    return folder
+
+
+@pytest.mark.parametrize("argv, clash", [
+    (["quantize", "net.ckpt.npz", "-o", "net.ckpt.npz"], "the checkpoint"),
+    (["quantize", "net.ckpt.npz", "-o", "link.npz"], "the checkpoint"),
+    (["quantize", "link.npz", "-o", "net.ckpt.npz"], "the checkpoint"),
+    (["predict", "net.qmt", "in.csv", "-o", "in.csv"], "the input"),
+    (["predict", "net.qmt", "in.csv", "-o", "net.qmt"], "the model"),
+    (["export-c", "net.qmt", "-o", "net.qmt"], "the model"),
+    (["export-c", "net.qmt", "-o", "in.csv", "--check", "in.csv"], "--check"),
+    (["eval", "net.png", "digits", "--plot", "net.png"], "the model"),
+    (["info", "net.png", "--plot", "net.png"], "the model"),
+    (["config", "from-header", "h.h", "-o", "h.h"], "the header"),
+    (["import-c-model", "model.bin", "--header", "h.h", "-o", "model.bin"], "the model"),
+    (["import-c-model", "model.bin", "--header", "h.h", "-o", "h.h"], "--header"),
+    (["data", "convert", "d.npz", "--to", "npz", "--split", "1", "-o", "d"], "the input"),
+    (["data", "convert", "d_train.npz", "--to", "npz", "-o", "d"], "the input"),
+])
+def test_every_command_refuses_an_output_that_is_one_of_its_inputs(workshop, capsys, argv, clash):
+    before = files_in(workshop)
+    line = fails(capsys, argv, 2)
+    assert f"the same file as {clash} " in line
+    assert files_in(workshop) == before and os.path.islink(workshop / "link.npz")
+
+
+def device_node(path):
+    """A character device like /dev/null at path (skips where mknod is not permitted)."""
+    import stat
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except OSError as exc:
+        pytest.skip(f"cannot make a device node here ({exc})")
+    return path
+
+
+def test_outputs_to_a_device_are_written_through_it(workshop, capsys):
+    import stat
+    null = device_node(workshop / "null")
+    before = files_in(workshop)
+    assert main(["quantize", "net.ckpt.npz", "-o", "null"]) == 0
+    assert capsys.readouterr().out == "wrote null\n"                  # not "(0 bytes)"
+    assert main(["predict", "net.qmt", "in.csv", "-o", "null"]) == 0
+    assert main(["train", "net.toml", "--epochs", "1", "-o", "null", "--qmt", "null", *TINY]) == 0
+    assert "wrote null, null\n" in capsys.readouterr().out            # no null.history.json
+    assert stat.S_ISCHR(os.stat(null).st_mode) and files_in(workshop) == before
+    assert "--plot needs a path" in fails(capsys, ["train", "net.toml", "-o", "null", "--plot", *TINY], 2)
+
+
+def test_output_to_a_link_writes_its_target_and_keeps_the_link(workshop, capsys):
+    (workshop / "models").mkdir()
+    os.symlink("models/real.qmt", workshop / "latest.qmt")
+    assert main(["quantize", "net.ckpt.npz", "-o", "latest.qmt"]) == 0
+    assert os.readlink(workshop / "latest.qmt") == "models/real.qmt"
+    assert qmtik.load_model(workshop / "models" / "real.qmt").widths == (64, 8, 10)
+
+
+def test_output_to_an_open_descriptor_goes_into_it(workshop, capsys):
+    """-o /dev/stdout with stdout sent to a file: into that file, which is not replaced (a link
+    to /proc/self/fd/N stands in for /dev/stdout; test_files checks the order of the lines)."""
+    with open(workshop / "sent.txt", "wb") as sent:
+        os.symlink(f"/proc/self/fd/{sent.fileno()}", workshop / "stdout")
+        sent.write(b"before\n")
+        sent.flush()
+        assert main(["predict", "net.qmt", "in.csv", "-o", "stdout"]) == 0
+    x, _ = qmtik.load_digits()
+    expected = "".join(f"{c}\n" for c in qmtik.load_model(workshop / "net.qmt").predict(x[:5]))
+    assert (workshop / "sent.txt").read_text() == "before\n" + expected
+    assert os.path.islink(workshop / "stdout")
+
+
+@pytest.mark.parametrize("argv", [["quantize", "net.ckpt.npz", "-o", "ro.qmt"],
+                                  ["train", "net.toml", "--epochs", "1", "--qmt", "ro.qmt", *TINY],
+                                  ["export-c", "net.qmt", "-o", "ro.qmt"],
+                                  ["predict", "net.qmt", "in.csv", "-o", "ro.qmt"]])
+def test_a_read_only_output_is_refused_before_any_work(workshop, capsys, argv):
+    (workshop / "ro.qmt").write_bytes(b"keep")
+    (workshop / "ro.qmt").chmod(0o444)
+    before = files_in(workshop)
+    assert "ro.qmt: is read-only (mode 0444)" in fails(capsys, argv, 2)
+    assert files_in(workshop) == before and (workshop / "ro.qmt").stat().st_mode & 0o777 == 0o444
+
+
+def test_a_socket_or_a_folder_as_output_is_refused(workshop, capsys):
+    import socket
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(workshop / "sock"))
+        assert "sock: is a socket" in fails(capsys, ["predict", "net.qmt", "in.csv", "-o", "sock"], 2)
+        assert "sock: is a socket" in fails(capsys, ["quantize", "net.ckpt.npz", "-o", "sock"], 2)
+    assert "is a directory" in fails(capsys, ["export-c", "net.qmt", "-o", str(workshop)], 2)
+
+
+@pytest.mark.parametrize("argv", [["init", "nodir/x.toml"], ["predict", "net.qmt", "in.csv", "-o", "nodir/p.csv"],
+                                  ["config", "from-header", "h.h", "-o", "nodir/c.toml"]])
+def test_a_missing_folder_is_a_usage_error_for_every_command(workshop, capsys, argv):
+    assert "folder nodir does not exist" in fails(capsys, argv, 2)
+
+
+def test_train_refuses_to_overwrite_an_unfinished_run_without_resume_or_force(config, monkeypatch, capsys):
+    argv = ["train", "net.toml", "--epochs", "3", *TINY]
+    with monkeypatch.context() as m:
+        interrupt_at(m, 1)
+        assert main(argv) == 130
+    checkpoint = config.with_name("net.ckpt.npz")
+    before = checkpoint.read_bytes()
+    line = fails(capsys, argv, 2)
+    assert "net.ckpt.npz holds an unfinished run" in line and "--resume" in line and "--force" in line
+    assert checkpoint.read_bytes() == before
+    assert "give one of them" in fails(capsys, [*argv, "--resume", "--force"], 2)
+    assert main([*argv, "--force"]) == 0                         # starts over
+    assert "resume.epoch" not in arrays_of(checkpoint)
+    assert main(argv) == 0                                       # a finished run: retrained as asked
+    checkpoint.write_bytes(b"PK\x03\x04 not a checkpoint")     # not one: overwritten as any output
+    assert main(argv) == 0 and "resume.epoch" not in arrays_of(checkpoint)

@@ -1,9 +1,17 @@
 """Atomic writes: the previous file survives any failure; permissions and paths are ordinary."""
+import fcntl
 import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
-from qmtik.files import OutputError, check_writable, write_atomic, write_json
+from qmtik.files import OutputError, check_distinct, check_writable, write_atomic, write_json
 
 
 def test_write_atomic_replaces_the_file(tmp_path):
@@ -44,8 +52,6 @@ def test_write_atomic_cleans_up_on_keyboard_interrupt(tmp_path):
     assert path.read_bytes() == b"old" and len(list(tmp_path.iterdir())) == 1
 
 
-
-
 def test_a_new_file_gets_the_umask_permissions_not_0600(tmp_path):
     old = os.umask(0o022)
     try:
@@ -69,3 +75,190 @@ def test_a_missing_folder_or_a_directory_is_named_not_the_temporary_file(tmp_pat
 def test_write_json_is_indented_json(tmp_path):
     write_json(tmp_path / "h.json", {"a": [1, 2]})
     assert (tmp_path / "h.json").read_text() == '{\n  "a": [\n    1,\n    2\n  ]\n}\n'
+
+
+# --- same file: an output never destroys an input ------------------------------------------------
+
+def test_an_output_that_is_an_input_is_refused_by_its_real_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.npz").write_bytes(b"data")
+    (tmp_path / "sub").mkdir()
+    os.link(tmp_path / "train.npz", tmp_path / "hard.npz")
+    os.symlink(tmp_path / "train.npz", tmp_path / "soft.npz")
+    for output in ["train.npz", "./sub/../train.npz", str(tmp_path / "train.npz"), "hard.npz", "soft.npz"]:
+        with pytest.raises(OutputError, match=r"^output .*: the same file as data.train train.npz") as info:
+            check_distinct([("data.train", "train.npz")], [("output", output)])
+        assert "\n" not in str(info.value)
+    check_distinct([("data.train", "train.npz"), ("the config", None)], [("output", "other.npz")])
+
+
+def test_two_outputs_of_one_command_may_not_be_the_same_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OutputError, match="--qmt x.ckpt.npz: the same file as output x.ckpt.npz"):
+        check_distinct([], [("output", "x.ckpt.npz"), ("--qmt", "x.ckpt.npz")])     # neither exists yet
+    check_distinct([], [("output", "x.ckpt.npz"), ("--qmt", "x.qmt")])
+
+
+def test_a_character_device_is_no_file_to_lose(tmp_path):
+    check_distinct([("the input", os.devnull)], [("output", os.devnull), ("--plot", os.devnull)])
+
+
+# --- what the path names: devices, FIFOs, symlinks, read-only files -------------------------------
+
+def char_device(path):
+    """A character device node like /dev/null at path (skips where mknod is not permitted)."""
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except (PermissionError, OSError) as exc:
+        pytest.skip(f"cannot make a device node here ({exc})")
+    return path
+
+
+def test_a_character_device_is_written_through_not_replaced(tmp_path):
+    null = char_device(tmp_path / "null")
+    write_atomic(null, lambda f: f.write(b"into the void"))
+    assert stat.S_ISCHR(os.stat(null).st_mode)
+    assert check_writable(null) == null and [p.name for p in tmp_path.iterdir()] == ["null"]
+
+
+def test_a_fifo_is_written_through(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    write_atomic(fifo, lambda f: f.write(b"through the pipe"))
+    reader.join(5)
+    assert received == [b"through the pipe"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
+
+
+def test_a_path_that_names_an_open_descriptor_is_written_through(tmp_path):
+    """-o /dev/stdout with stdout sent to a file: the output goes into that open file, after what
+    was printed before, and the file is not replaced (a link in tmp_path stands in for /dev/stdout)."""
+    out = tmp_path / "out.txt"
+    code = ("import os, sys; from qmtik.files import write_atomic; print('before', flush=True); "
+            "os.symlink('/proc/self/fd/1', sys.argv[1]); "
+            "write_atomic(sys.argv[1], lambda f: f.write(b'data\\n')); print('after')")
+    with open(out, "wb") as stdout:
+        inode = os.fstat(stdout.fileno()).st_ino
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / "stdout")], stdout=stdout, check=True)
+    assert out.read_text() == "before\ndata\nafter\n" and out.stat().st_ino == inode
+    assert os.path.islink(tmp_path / "stdout")
+    with pytest.raises(OutputError, match="^output /dev/fd/987: descriptor 987 is not open$"):
+        check_writable("/dev/fd/987")
+
+
+@pytest.mark.parametrize("kind", ["socket", "directory"])
+def test_other_nodes_are_refused_and_left_alone(tmp_path, kind):
+    path = tmp_path / "node"
+    if kind == "socket":
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(path))
+    else:
+        path.mkdir()
+    for attempt in (check_writable, lambda p: write_atomic(p, lambda f: f.write(b"x"))):
+        with pytest.raises(OutputError, match=f"output .*node: is a {kind}"):
+            attempt(path)
+    assert (stat.S_ISSOCK if kind == "socket" else stat.S_ISDIR)(os.lstat(path).st_mode)
+
+
+def test_a_symlink_stays_a_link_and_its_target_is_written_atomically(tmp_path):
+    (tmp_path / "models").mkdir()
+    target = tmp_path / "models" / "real.qmt"
+    target.write_bytes(b"old")
+    os.symlink("models/real.qmt", tmp_path / "link.qmt")
+    write_atomic(tmp_path / "link.qmt", lambda f: f.write(b"new"))
+    assert os.readlink(tmp_path / "link.qmt") == "models/real.qmt" and target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.qmt", "models"]
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["real.qmt"]
+    os.symlink("models/new.qmt", tmp_path / "dangling.qmt")            # a link to a file to be
+    write_atomic(tmp_path / "dangling.qmt", lambda f: f.write(b"made"))
+    assert (tmp_path / "models" / "new.qmt").read_bytes() == b"made"
+    os.symlink("nowhere/x.qmt", tmp_path / "lost.qmt")
+    with pytest.raises(OutputError, match="folder .*nowhere does not exist"):
+        check_writable(tmp_path / "lost.qmt")
+
+
+def test_a_read_only_file_is_refused_even_for_root(tmp_path):
+    path = tmp_path / "ro.qmt"
+    path.write_bytes(b"keep me")
+    path.chmod(0o444)
+    for attempt in (check_writable, lambda p: write_atomic(p, lambda f: f.write(b"x"))):
+        with pytest.raises(OutputError, match=r"output .*ro.qmt: is read-only \(mode 0444\)"):
+            attempt(path)
+    assert path.read_bytes() == b"keep me" and path.stat().st_mode & 0o777 == 0o444
+
+
+def test_a_file_this_user_may_not_write_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "theirs.qmt"
+    path.write_bytes(b"theirs")
+    path.chmod(0o644)
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: not (mode & os.W_OK and Path(p) == path))
+    with pytest.raises(OutputError, match=r"theirs.qmt: is not writable for this user \(mode 0644\)"):
+        write_atomic(path, lambda f: f.write(b"x"))
+    assert path.read_bytes() == b"theirs"
+
+
+@pytest.mark.parametrize("name", ["a\0b", "loop"])
+def test_an_impossible_name_is_one_output_error(tmp_path, name):
+    os.symlink("loop", tmp_path / "loop")
+    with pytest.raises(OutputError, match="cannot be written"):
+        write_atomic(tmp_path / name, lambda f: f.write(b"x"))
+
+
+def test_a_replaced_file_keeps_its_permissions(tmp_path):
+    path = tmp_path / "private.qmt"
+    path.write_bytes(b"old")
+    path.chmod(0o600)
+    write_atomic(path, lambda f: f.write(b"new"))
+    assert path.read_bytes() == b"new" and path.stat().st_mode & 0o777 == 0o600
+
+
+# --- temporaries a kill left behind ---------------------------------------------------------------
+
+def age(path, seconds: float = 3600) -> None:
+    """Make path look `seconds` old."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_stale_temporaries_of_the_target_are_removed_on_its_next_write(tmp_path):
+    target = tmp_path / "m.qmt"
+    stale, fresh, locked = (tmp_path / f".m.qmt.{tag}.tmp" for tag in ("a1b2_c3d", "fresh123", "locked12"))
+    others = [tmp_path / name for name in (".other.qmt.a1b2_c3d.tmp", ".m.qmt.toolongname.tmp", ".m.qmt.a1b2c3d.tmp",
+                                           "m.qmt.a1b2_c3d.tmp")]
+    for path in (stale, fresh, locked, *others):
+        path.write_bytes(b"half")
+        if path is not fresh:
+            age(path)
+    with open(locked, "rb") as held:                     # as a write in progress holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        write_atomic(target, lambda f: f.write(b"model"))
+    assert target.read_bytes() == b"model"
+    assert not stale.exists() and fresh.exists() and locked.exists() and all(p.exists() for p in others)
+
+
+def test_a_write_killed_with_sigkill_leaves_a_temporary_that_the_next_write_removes(tmp_path):
+    target = tmp_path / "m.qmt"
+    target.write_bytes(b"previous")
+    code = ("import sys, time; from qmtik.files import write_atomic\n"
+            "def slow(f):\n    f.write(b'x' * 100000); f.flush(); print('writing', flush=True); time.sleep(60)\n"
+            "write_atomic(sys.argv[1], slow)\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline() == b"writing\n"
+        leftovers = [p for p in tmp_path.iterdir() if p != target]
+        write_atomic(target, lambda f: f.write(b"meanwhile"))        # a write in progress is not touched
+        assert all(p.exists() for p in leftovers) and len(leftovers) == 1
+        for p in leftovers:
+            age(p)
+        write_atomic(target, lambda f: f.write(b"meanwhile"))        # nor when it looks old: it is locked
+        assert all(p.exists() for p in leftovers)
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    assert target.read_bytes() == b"meanwhile"
+    write_atomic(target, lambda f: f.write(b"next"))
+    assert [p.name for p in tmp_path.iterdir()] == ["m.qmt"] and target.read_bytes() == b"next"

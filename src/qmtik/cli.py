@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
 from .functions import predicted_classes
-from .files import OutputError, check_writable, write_atomic, write_json
-from .config import DIGITS_STARTER, load_config, parse_override, starter_toml
-from .data import (CONVERT_TO, C_LIBRARY_SPLIT, check_inputs, class_names_of, convert_file, data_name, encode_targets,
-                   load_data, load_named_or_path, read_inputs)
+from .files import OutputError, check_distinct, check_writable, write_atomic, write_json, writes_through
+from .config import DIGITS_STARTER, NAMED_DATASETS, load_config, parse_override, starter_toml
+from .data import (CONVERT_TO, C_LIBRARY_SPLIT, check_inputs, class_names_of, convert_file,
+                   data_name, encode_targets, load_data, load_named_or_path, read_inputs)
 from .errors import ConfigError, PlotError, QmtikError
 from .c_check import check, code_size, find_compiler
-from .export_c import ExportError, check_prefix, export_c
+from .export_c import ExportError, check_prefix, export_c, prefix_from_name
 from .model import QuantizedModel, memory_needs
 from .network import Network
 from .progress import Reporter
@@ -40,11 +42,44 @@ class CheckFailed(QmtikError):
 
 
 def output_path(path) -> Path:
-    """An output path from the command line, refused (as usage, exit 2) before any work."""
+    """An output path from the command line, refused (as usage, exit 2) before any work: a
+    missing folder, a folder, a socket, a read-only file (files.check_writable)."""
     try:
         return check_writable(path)
     except OutputError as exc:
         raise UsageError(str(exc)) from None
+
+
+def distinct(inputs, outputs) -> None:
+    """Refuse (as usage, exit 2, before any work) an output that is the same file as an input
+    or another output of the command; (name, path) pairs, None paths left out."""
+    try:
+        check_distinct(inputs, outputs)
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def data_file(spec):
+    """The file a DATA argument names, or None for a named data set ('digits:test') or none."""
+    return spec if spec and spec.partition(":")[0] not in NAMED_DATASETS else None
+
+
+def unfinished_run(path) -> bool:
+    """Whether path is a checkpoint of a run that has not finished: it holds 'resume.epoch'
+    (see checkpoint.save). Only the zip's table of contents is read, so a damaged or foreign
+    file is not one, and a FIFO or device is not opened."""
+    if not os.path.isfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "resume.epoch.npy" in archive.namelist()
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile):
+        return False
+
+
+def size_of(written) -> str:
+    """' (N bytes)' for a file just written; '' for a device, FIFO or descriptor written through."""
+    return "" if writes_through(written) else f" ({Path(written).stat().st_size:,} bytes)"
 
 
 def default_checkpoint(config_path) -> Path:
@@ -132,20 +167,31 @@ def cmd_init(args) -> int:
     path = Path(args.path)
     if path.exists() and not args.force:
         raise UsageError(f"{path} already exists; pass --force to overwrite it")
+    output_path(path)
     write_atomic(path, lambda f: f.write(starter_toml(DIGITS_STARTER).encode()))
     print(f"wrote {path}; train with: qmtik train {path}")
     return 0
 
 
 def cmd_train(args) -> int:
+    if args.resume and args.force:
+        raise UsageError("--resume goes on from the checkpoint and --force starts over; give one of them")
     overrides = dict(parse_override(text) for text in args.set)
     overrides.update({key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items()
                       if getattr(args, flag) is not None})
     config = load_config(args.config, overrides)
     out = output_path(args.out if args.out else default_checkpoint(args.config))
-    if args.qmt:
-        output_path(args.qmt)
+    qmt = output_path(args.qmt) if args.qmt else None
+    streamed = writes_through(out)              # -o /dev/null: no file to put the history beside
+    history = None if streamed else output_path(history_path(out))
+    if streamed and args.plot == "":
+        raise UsageError(f"--plot needs a path: the checkpoint goes to {out}, which has nothing beside it")
     curves = plot_path(args.plot, history_path(out).with_name(history_path(out).name.replace(".history.json", ".curves.png")))
+    distinct([("the config", args.config), *config.data.paths()],
+             [("output", out), ("the history", history), ("--qmt", qmt), ("--plot", curves)])
+    if not (args.resume or args.force) and unfinished_run(out):
+        raise UsageError(f"checkpoint {out} holds an unfinished run; pass --resume to go on from it, or --force "
+                         "to start over and overwrite it")
     (x, y), test = load_data(config)
     if test is not None:                # refuse bad test data now, not after training
         check_inputs(test[0], config.network.inputs, "test inputs")
@@ -153,12 +199,13 @@ def cmd_train(args) -> int:
     reporter = Reporter(quiet=args.quiet, task=config.task)
     net = Network(config).fit(x, y, class_names=class_names_of(config), checkpoint=out, resume=args.resume,
                               reporter=reporter)
-    history = history_path(out)
-    write_json(history, net.history_)
-    written = [out, history]
-    if args.qmt:
-        save_model(args.qmt, net.quantize())
-        written.append(Path(args.qmt))
+    written = [out]
+    if history:
+        write_json(history, net.history_)
+        written.append(history)
+    if qmt:
+        save_model(qmt, net.quantize())
+        written.append(qmt)
     if curves:
         from .plots import plot_history
         plot_history(net.history_, curves, config.task)
@@ -174,9 +221,10 @@ def cmd_train(args) -> int:
 
 def cmd_quantize(args) -> int:
     out = output_path(args.out if args.out else qmt_path(args.checkpoint))
+    distinct([("the checkpoint", args.checkpoint)], [("output", out)])
     model = load_checkpoint(args.checkpoint).quantize()
     save_model(out, model)
-    print(f"wrote {out} ({out.stat().st_size:,} bytes)")
+    print(f"wrote {out}{size_of(out)}")
     return 0
 
 
@@ -184,6 +232,7 @@ def cmd_info(args) -> int:
     picture = plot_path(args.plot, Path(Path(args.model).name.split(".")[0] + ".layers.png"))
     if args.data and picture is None:
         raise UsageError("--data goes with --plot: the activations are drawn on that data")
+    distinct([("the model", args.model), ("--data", data_file(args.data))], [("--plot", picture)])
     model = load_any(args.model)
     if isinstance(model, Network):
         model = model.quantize()
@@ -202,20 +251,22 @@ def cmd_info(args) -> int:
 
 
 def cmd_export_c(args) -> int:
-    model = load_any(args.model)
-    if isinstance(model, Network):
-        model = model.quantize()
     out = output_path(args.out if args.out else Path(args.model).name.split(".")[0] + ".h")
-    prefix = args.prefix or re.sub(r"\W", "_", out.name.split(".")[0]).lstrip("0123456789") or "model"
+    distinct([("the model", args.model), ("--check", data_file(args.check)), ("--labels", args.labels)],
+             [("output", out)])
+    prefix = args.prefix if args.prefix is not None else prefix_from_name(out.name)
     try:
         check_prefix(prefix)
     except ExportError as exc:
         raise UsageError(str(exc)) from None
+    model = load_any(args.model)
+    if isinstance(model, Network):
+        model = model.quantize()
     text = export_c(model, prefix)
     write_atomic(out, lambda f: f.write(text.encode()))
     print(f"wrote {out} ({len(text.encode()):,} bytes), prefix {prefix}")
     if args.report:
-        sizes = code_size(model)
+        sizes = code_size(model, prefix=prefix)            # the very header written, compiled whole
         if sizes is None:
             print("report: no C compiler found, so the code size is unknown; constants "
                   f"{memory_needs(model)['constants']:,} bytes, scratch {2 * max(model.widths[1:-1], default=1)} bytes")
@@ -229,7 +280,7 @@ def cmd_export_c(args) -> int:
         if find_compiler() is None:
             print("check: no C compiler found ($CC, gcc, cc, clang); nothing was compared")
             return 0
-        result = check(model, x)
+        result = check(model, x, prefix)
         bad = result["score_mismatches"] + result["class_mismatches"] + result["input_mismatches"]
         print(f"check: {result['samples']} samples, {result['score_mismatches']} score, {result['class_mismatches']} "
               f"class and {result['input_mismatches']} input-code mismatches between C and Python"
@@ -241,8 +292,10 @@ def cmd_export_c(args) -> int:
 
 def cmd_eval(args) -> int:
     picture = plot_path(args.plot, Path(Path(args.model).name.split(".")[0] + ".confusion.png"))
-    model = load_any(args.model)
     data = args.data or args.data_option
+    distinct([("the model", args.model), ("the data", data_file(data)), ("--labels", args.labels)],
+             [("--plot", picture)])
+    model = load_any(args.model)
     task = model.task if isinstance(model, QuantizedModel) else model.config.task
     if data:
         x, y = load_named_or_path(data, args.labels or "", label_column=args.label_column, inputs=_width(model),
@@ -270,11 +323,12 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    out = output_path(args.out) if args.out else None
+    distinct([("the model", args.model), ("the input", args.input)], [("output", out)])
     model = load_any(args.model)
     x = check_inputs(read_inputs(args.input), _width(model), f"input file {args.input}")
     predictions = model.predict(x)
-    if args.out:
-        out = Path(args.out)
+    if out:
         if out.suffix == ".npy":
             write_atomic(out, lambda f: np.save(f, predictions, allow_pickle=False))
         else:
@@ -299,9 +353,10 @@ def cmd_demo(args) -> int:
 
 def cmd_config_from_header(args) -> int:
     from .c_library import header_toml
+    out = output_path(args.out) if args.out else None
+    distinct([("the header", args.header)], [("output", out)])
     text = header_toml(args.header)
-    if args.out:
-        out = output_path(args.out)
+    if out:
         write_atomic(out, lambda f: f.write(text.encode()))
         print(f"wrote {out}")
     else:
@@ -312,6 +367,8 @@ def cmd_config_from_header(args) -> int:
 def cmd_import_c_model(args) -> int:
     from .c_library import load_c_model, read_header
     out = output_path(args.out)
+    distinct([("the model", args.model), ("--header", args.header), ("--check", data_file(args.check))],
+             [("output", out)])
     header = read_header(args.header)
     c_model = load_c_model(args.model, header)
     model = c_model.to_quantized_model()
@@ -325,7 +382,7 @@ def cmd_import_c_model(args) -> int:
               f"(C library) and {100 * float((q_classes == labels).mean()):.2f}% (integer model)")
     save_model(out, model)
     widths = "-".join(map(str, header.widths))
-    print(f"wrote {out} ({out.stat().st_size:,} bytes), {widths}, from {args.model}")
+    print(f"wrote {out}{size_of(out)}, {widths}, from {args.model}")
     return 0
 
 
@@ -340,12 +397,21 @@ def cmd_data_convert(args) -> int:
     out = Path(args.out) if args.out else Path(Path(args.input).name.split(".")[0])
     if out.name in ("", ".", ".."):
         raise UsageError(f"output {args.out or args.input}: needs a file name to write OUT_train and OUT_test as")
-    output_path(out.with_name(out.name + ".x"))             # its folder exists
+    outputs = [output_path(path) for path in convert_outputs(out, args.to, args.split)]
+    distinct([("the input", args.input), ("--labels", args.labels)], [("output", path) for path in outputs])
     written = convert_file(args.input, args.to, out, labels_path=args.labels or "", label_column=args.label_column,
                            split=args.split, input_range=args.input_range, outputs=args.outputs)
     for path, samples, classes in written:
         print(f"wrote {path} ({samples} samples of {classes} classes, {path.stat().st_size:,} bytes)")
     return 0
+
+
+def convert_outputs(out: Path, to: str, split: float) -> list[Path]:
+    """The files `data convert` writes for OUT, named as data.convert_file names them: OUT.npz
+    or OUT.bin, or OUT_train and OUT_test with a split."""
+    suffix = ".npz" if to == "npz" else ".bin"
+    stems = [out.name] if split == 1 else [out.name + "_train", out.name + "_test"]
+    return [out.with_name(stem + suffix) for stem in stems]
 
 
 def _as_lines(predictions) -> str:
@@ -386,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, such as --set network.hidden=[64,32] (repeatable)")
     p.add_argument("--resume", action="store_true", help="go on from the checkpoint of an interrupted run")
+    p.add_argument("--force", action="store_true", help="start over, overwriting the checkpoint of an "
+                   "unfinished run (without it, train refuses to)")
     p.add_argument("--qmt", metavar="PATH", help="also write the integer model (.qmt) there")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     add_plot_option(p, "the training curves", "beside the checkpoint, NAME.curves.png")

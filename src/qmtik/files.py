@@ -1,12 +1,39 @@
-"""Writing files so that nothing is lost: a temporary file beside the target, renamed over it."""
+"""Writing files so that nothing is lost.
+
+What an output path names decides how it is written:
+
+- a regular file, or nothing yet: atomically, through a temporary file beside it renamed over
+  it, so the previous file survives any failure;
+- a symbolic link: its target, atomically; the link stays a link;
+- a character device or a FIFO (/dev/null, a named pipe), or a path that names one of our open
+  descriptors (/dev/stdout, /dev/fd/N): written through, never replaced;
+- anything else (a folder, a socket, a block device), a file whose mode has no write bit for
+  anyone (refused even for root, who could write it), or one we may not write: refused.
+
+check_distinct refuses an output that is the same file as an input, or as another output, of
+the same command: before any work, so nothing is read from a file that is being overwritten.
+"""
 from __future__ import annotations
 
 import json
 import os
+import re
+import stat
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 from .errors import QmtikError
+
+try:
+    import fcntl
+except ImportError:                        # not POSIX: no locks, so stale temporaries stay
+    fcntl = None
+
+STALE_SECONDS = 10.0   # a temporary file this old and unlocked is one a killed write left
+_OUR_DESCRIPTOR = re.compile(r"/dev/(?:stdin|stdout|stderr)|/dev/fd/\d+|/proc/(?:self|thread-self|\d+)/fd/\d+")
+_STD = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 
 
 class OutputError(QmtikError, OSError):
@@ -19,26 +46,223 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(path, write) -> None:
-    """Call write(file) on a temporary file beside path, then rename it over path.
+# --- what a path names ---------------------------------------------------------------------------
 
-    A crash or an exception leaves the previous file (or none) in place and no temporary file.
-    The new file gets the usual permissions (0666 less the umask), not mkstemp's 0600.
-    """
+def _descriptor(path) -> int | None:
+    """The number of our open descriptor that path names (/dev/stdout, /dev/fd/N,
+    /proc/self/fd/N, directly or through links), else None. Such a path is written through
+    the descriptor itself, so what we print and what we write keep their order in its file."""
+    hop = os.path.abspath(path)
+    for _ in range(40):                                   # the kernel's limit on links followed
+        if _OUR_DESCRIPTOR.fullmatch(hop):
+            if hop in _STD:
+                return _STD[hop]
+            owner = hop.split("/")[2]
+            if hop.startswith("/dev/fd/") or owner in ("self", "thread-self") or owner == str(os.getpid()):
+                return int(hop.rsplit("/", 1)[1])
+            return None
+        try:
+            link = os.readlink(hop)
+        except (OSError, ValueError):                    # not a link (or not readable)
+            return None
+        hop = os.path.normpath(os.path.join(os.path.dirname(hop), link))
+    return None
+
+
+def _kind(mode: int) -> str:
+    """What a node that is not a regular file is, in words."""
+    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISSOCK, "socket"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISFIFO, "FIFO")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _destination(path) -> tuple[bool, Path]:
+    """(through, target): how write_atomic writes path. through is True for a character
+    device, a FIFO or one of our descriptors (target is then path); otherwise target is the
+    regular file, existing or not, that path names through its links. Raises OutputError for
+    a path that is neither, a read-only file, or a missing or unwritable folder."""
     path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"output {path}: is a directory")
+    number = _descriptor(path)
+    if number is not None:
+        try:
+            os.fstat(number)
+        except OSError:
+            raise OutputError(f"output {path}: descriptor {number} is not open") from None
+        return True, path
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        target = Path(os.path.realpath(path))
+        st = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    except (OSError, ValueError) as exc:                 # a loop of links, a NUL in the name
+        raise OutputError(f"output {path}: cannot be written ({getattr(exc, 'strerror', None) or exc})") from None
+    if st is not None and (stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+        return True, path
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise OutputError(f"output {path}: is a {_kind(st.st_mode)}")
+    if st is not None and not st.st_mode & 0o222:
+        raise OutputError(f"output {path}: is read-only (mode {stat.S_IMODE(st.st_mode):04o}); qmtik does not "
+                          "replace it")
+    if st is not None and not os.access(target, os.W_OK):
+        raise OutputError(f"output {path}: is not writable for this user (mode {stat.S_IMODE(st.st_mode):04o}); "
+                          "qmtik does not replace it")
+    folder = target.parent if os.path.islink(path) else path.parent
+    if not target.parent.is_dir():
+        raise OutputError(f"output {path}: cannot be written (folder {folder} does not exist)")
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"output {path}: cannot be written (folder {folder} is not writable)")
+    return False, target
+
+
+def check_writable(path) -> Path:
+    """Refuse, before any work, an output path that write_atomic would refuse (see the module's
+    rules): a missing folder, a folder, a socket, a read-only file."""
+    _destination(path)
+    return Path(path)
+
+
+def writes_through(path) -> bool:
+    """Whether path is written through rather than replaced: a character device, a FIFO or
+    one of our descriptors (see the module's rules)."""
+    if _descriptor(path) is not None:
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+# --- the same file twice -------------------------------------------------------------------------
+
+def _holds_nothing(path) -> bool:
+    """A character device or one of our descriptors: writing it destroys no file."""
+    if _descriptor(path) is not None:
+        return True
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def same_file(a, b) -> bool:
+    """Whether paths a and b name one file: the same real path (links resolved), or, when
+    both exist, the same inode (hard links, bind mounts)."""
+    try:
+        return os.path.realpath(a) == os.path.realpath(b) or os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def check_distinct(inputs, outputs) -> None:
+    """Refuse an output that is the same file as an input or as an earlier output.
+
+    inputs and outputs are (name, path) pairs, such as ('data.train', 'train.npz') or
+    ('--qmt', 'm.qmt'); a path of None or '' is left out. Devices and our descriptors (-o
+    /dev/null, -o /dev/stdout) hold nothing to lose, so they may appear more than once.
+    """
+    seen = [(name, path) for name, path in inputs if path and not _holds_nothing(path)]
+    for name, path in outputs:
+        if not path or _holds_nothing(path):
+            continue
+        for other_name, other in seen:
+            if same_file(path, other):
+                raise OutputError(f"{name} {path}: the same file as {other_name} {other}, which it would "
+                                  "overwrite; give another path")
+        seen.append((name, path))
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+def _temporary_name(target_name: str) -> re.Pattern:
+    """The names write_atomic's temporaries of a target get: mkstemp's .NAME.XXXXXXXX.tmp."""
+    return re.compile(re.escape(f".{target_name}.") + r"[a-z0-9_]{8}" + re.escape(".tmp"))
+
+
+def remove_stale_temporaries(target) -> list[Path]:
+    """Remove the temporaries an interrupted write of target left beside it (kill -9, power
+    loss); returns them. Only regular files named exactly as write_atomic names them for this
+    target, older than STALE_SECONDS, and unlocked: a write in progress holds a lock on its
+    temporary until it is renamed. Anything that cannot be checked is left alone."""
+    target = Path(target)
+    if fcntl is None:
+        return []
+    pattern = _temporary_name(target.name)
+    try:
+        names = [name for name in os.listdir(target.parent) if pattern.fullmatch(name)]
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        path = target.parent / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and time.time() - st.st_mtime > STALE_SECONDS:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)        # BlockingIOError: being written
+                os.unlink(path)
+                removed.append(path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _write_through(path, write) -> None:
+    """Call write(file) on a character device, a FIFO or our descriptor, opened as it is."""
+    number = _descriptor(path)
+    try:
+        if number is not None:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()                                     # what was printed comes first
+            fd = os.dup(number)
+        else:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND)          # no O_CREAT: never a new file
+    except OSError as exc:
+        raise OutputError(f"output {path}: cannot be written ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "wb") as f:
+        write(f)
+
+
+def write_atomic(path, write) -> None:
+    """Call write(file) so that path ends up holding what it wrote, and nothing is lost.
+
+    A regular file (a link's target for a link) is written to a temporary file beside it,
+    .NAME.XXXXXXXX.tmp, flushed, fsynced and renamed over it: a failure at any moment leaves
+    the previous file (or none) whole. An exception removes the temporary file; a process
+    killed outright (kill -9) leaves it, and the next write of the same target removes it
+    (remove_stale_temporaries). A replaced file's permissions are kept; a new file gets 0666
+    less the umask, not mkstemp's 0600. Devices, FIFOs and our descriptors are written
+    through; other paths are refused with an OutputError (the module's rules).
+    """
+    through, target = _destination(path)
+    if through:
+        _write_through(path, write)
+        return
+    remove_stale_temporaries(target)
+    try:
+        old = os.stat(target)
+    except OSError:
+        old = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
         raise OutputError(f"output {path}: cannot be written ({exc.strerror or exc})") from None
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)          # held until renamed: not stale while written
+            os.fchmod(fd, stat.S_IMODE(old.st_mode) & 0o777 if old else 0o666 & ~_umask())
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -47,13 +271,3 @@ def write_atomic(path, write) -> None:
 def write_json(path, data) -> None:
     """Write data as indented JSON, atomically."""
     write_atomic(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
-
-
-def check_writable(path) -> Path:
-    """Refuse, before any work, an output path whose folder is missing or that is a folder."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"output {path}: is a directory")
-    if not path.parent.is_dir():
-        raise OutputError(f"output {path}: folder {path.parent} does not exist")
-    return path
