@@ -53,3 +53,34 @@ def fake_mnist(offline_cache, monkeypatch):
         monkeypatch.setitem(download.DATASETS, "mnist", download.Dataset(sha256=hashes, mirrors=()))
         return offline_cache
     return write
+
+
+def hostile_npz(path, how: str, **arrays) -> None:
+    """Write arrays as an .npz whose every member is unreadable one way, as a hostile file is:
+    'encrypted' (the encryption flag set: zipfile raises RuntimeError), 'method' (compression
+    method 99: NotImplementedError) or 'deflate' (a corrupt deflate stream: zlib.error)."""
+    import io
+    import zipfile
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            member = io.BytesIO()
+            np.save(member, np.asarray(array))
+            archive.writestr(name + ".npy", member.getvalue())
+        infos = archive.infolist()
+    blob = bytearray(buffer.getvalue())
+    central = blob.index(b"PK\x01\x02")
+    for info in infos:
+        local, entry = info.header_offset, blob.index(b"PK\x01\x02", central)
+        if how == "encrypted":
+            blob[local + 6] |= 1
+            blob[entry + 8] |= 1
+        elif how == "method":
+            blob[local + 8:local + 10] = blob[entry + 10:entry + 12] = (99).to_bytes(2, "little")
+        else:
+            start = local + 30 + int.from_bytes(blob[local + 26:local + 28], "little") + \
+                int.from_bytes(blob[local + 28:local + 30], "little")
+            blob[start:start + info.compress_size] = b"\xff" * info.compress_size   # block type 3: invalid
+        central = entry + 4
+    with open(path, "wb") as file:
+        file.write(bytes(blob))

@@ -168,6 +168,50 @@ def test_load_arrays_refuses_a_damaged_npz(tmp_path, damage):
     assert str(path) in one_line(info)
 
 
+@pytest.mark.parametrize("how", ["encrypted", "method", "deflate"])
+def test_a_hostile_npz_is_refused_by_every_reader(tmp_path, how):
+    """zipfile's RuntimeError (encrypted), NotImplementedError (unknown compression) and
+    zlib.error (corrupt stream) end as a DataError naming the file, wherever an .npz is read."""
+    from conftest import hostile_npz
+    from qmtik.data import class_names_of
+    path = tmp_path / "d.npz"
+    hostile_npz(path, how, x=np.zeros((3, 64)), y=np.arange(3), class_names=np.array(list("abcdefghij")))
+    config = Config.from_dict({"data": {"dataset": "", "train": str(path)}})
+    for call in (lambda: load_arrays(path), lambda: qmtik.load_file(path), lambda: class_names_of(config)):
+        with pytest.raises(DataError) as info:
+            call()
+        assert f"data file {path}: cannot be read as an .npz archive" in one_line(info)
+
+
+def test_an_npz_named_npy_is_refused_not_returned(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((3, 64)))
+    (tmp_path / "d.npz").rename(tmp_path / "x.npy")
+    np.save(tmp_path / "y.npy", np.zeros(3))
+    for call in (lambda: read_inputs(tmp_path / "x.npy"), lambda: load_arrays(tmp_path / "x.npy", tmp_path / "y.npy")):
+        with pytest.raises(DataError) as info:
+            call()
+        assert "x.npy: an .npz archive, not a single NumPy array" in one_line(info)
+
+
+@pytest.mark.parametrize("shape", [(5, 0), (5, 0, 3)])
+def test_data_convert_of_samples_without_features_is_refused(tmp_path, shape):
+    from qmtik.data import convert_file
+    np.savez(tmp_path / "e.npz", x=np.zeros(shape), y=np.arange(5) % 2)
+    for to in ("npz", "qmtik-bin"):
+        with pytest.raises(DataError) as info:
+            convert_file(tmp_path / "e.npz", to, tmp_path / "out")
+        assert "e.npz: inputs: the samples have no features" in one_line(info)
+    assert not list(tmp_path.glob("out*"))
+
+
+def test_data_convert_of_samples_without_features_exits_1_with_one_line(tmp_path, capsys):
+    from qmtik.cli import main
+    np.savez(tmp_path / "e.npz", x=np.zeros((5, 0)), y=np.arange(5) % 2)
+    assert main(["data", "convert", str(tmp_path / "e.npz"), "--to", "npz", "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no features" in err
+
+
 # --- input checks ------------------------------------------------------------------------------
 
 def test_check_inputs_passes_good_inputs_through():
@@ -300,12 +344,13 @@ def test_a_csv_with_a_bom_keeps_its_first_row(tmp_path):
     np.testing.assert_array_equal(read_inputs(path), [[1, 2, 3], [4, 5, 6]])
 
 
-def test_a_first_row_that_is_not_all_numbers_is_a_header(tmp_path):
+def test_a_first_row_without_numbers_or_empty_cells_is_a_header(tmp_path):
     path = tmp_path / "x.csv"
     path.write_text("a,b,c\n1,2,3\n")
     np.testing.assert_array_equal(read_inputs(path), [[1, 2, 3]])
-    path.write_text("1,x,3\n4,5,6\n")                     # a header may name columns with numbers
-    np.testing.assert_array_equal(read_inputs(path), [[4, 5, 6]])
+    path.write_text("1,x,3\n4,5,6\n")                     # a number: a sample, with a bad cell
+    with pytest.raises(qmtik.DataError, match="line 1: 'x' is not a number"):
+        read_inputs(path)
     path.write_text("1,2,3\n4,x,6\n")
     with pytest.raises(qmtik.DataError, match="line 2: 'x' is not a number"):
         read_inputs(path)

@@ -27,8 +27,9 @@ HASHES = {name: hashlib.sha256(body).hexdigest() for name, body in BODIES.items(
 
 class Server:
     """An HTTP server on 127.0.0.1 serving routes[path] = (body, mode); mode 'ok', 'corrupt'
-    (one byte changed), 'drop' (half the body, then the connection is closed) or 'cut' (a
-    chunked body cut off within its second chunk: read() fails with IncompleteRead)."""
+    (one byte changed), 'drop' (half the body, then the connection is closed), 'cut' (a
+    chunked body cut off within its second chunk: read() fails with IncompleteRead),
+    'long-length' or 'odd-length' (a Content-Length of 5000 digits, or '²')."""
 
     def __init__(self):
         self.routes, self.requests = {}, []
@@ -49,7 +50,8 @@ class Server:
                     self.end_headers()
                     self.wfile.write(b"%x\r\n%s\r\n%x\r\n" % (10, body[:10], len(body) - 10))
                     return
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", {"long-length": "1" * 5000, "odd-length": "\xb2"}.get(
+                    mode, str(len(body))))                     # a hostile server's lengths: int() refuses them
                 self.end_headers()
                 self.wfile.write(body[:len(body) // 2] if mode == "drop" else body)
 
@@ -123,6 +125,16 @@ def test_valid_files_are_not_fetched_again(server, cache, monkeypatch):
     (cache / "t10k-labels-idx1-ubyte.gz").unlink()
     get_dataset("mnist", progress=False)
     assert server.requests[4:] == ["/a/t10k-labels-idx1-ubyte.gz"]
+
+
+@pytest.mark.parametrize("mode", ["long-length", "odd-length"])
+def test_a_content_length_int_cannot_read_is_ignored(server, cache, monkeypatch, mode):
+    """int() refuses 5000 digits (Python's int-digit limit) and '²' (a digit to str.isdigit):
+    the length is only for the progress bar, so the body is read to its end and verified."""
+    server.serve("a", mode)
+    use_mirrors(monkeypatch, server.url("a"))
+    assert get_dataset("mnist", progress=True) == cache
+    assert names_in(cache) == sorted(FILES)
 
 
 def test_a_corrupt_download_is_refused_and_leaves_nothing(server, cache, monkeypatch):

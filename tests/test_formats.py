@@ -202,6 +202,58 @@ def test_read_csv_refuses_a_missing_file(tmp_path):
     assert "nope.csv: not found" in one_line(info)
 
 
+@pytest.mark.parametrize("reader", [read_csv, read_idx])
+def test_a_corrupt_gzip_stream_is_refused_naming_the_file(tmp_path, reader):
+    blob = gzip.compress(bytes(range(256)) * 64)
+    path = tmp_path / ("d.csv.gz" if reader is read_csv else "d-idx1-ubyte.gz")
+    path.write_bytes(blob[:20] + b"\xff" * 20 + blob[40:])          # zlib.error, not BadGzipFile
+    with pytest.raises(DataError) as info:
+        reader(path)
+    assert f"{path}: not a readable gzip file" in one_line(info)
+
+
+BAD_CELLS = ["", "0x10", " ", "\x00", "1e", "--1"]
+
+
+@pytest.mark.parametrize("cell", BAD_CELLS)
+@pytest.mark.parametrize("row", [1, 4])
+def test_a_bad_cell_in_any_row_is_an_error_naming_its_line(tmp_path, cell, row):
+    """The first row is a header only when none of its cells is a number or empty: a first row
+    with a bad cell among numbers is a sample with an error, never a sample lost as a header."""
+    rows = [f"{i},{i + 1},{i % 2}" for i in range(5)]
+    rows[row - 1] = f"{row},{cell},1"
+    path = write(tmp_path / "bad.csv", "\n".join(rows) + "\n")
+    with pytest.raises(DataError) as info:
+        read_csv(path)
+    assert f"{path}, line {row}: {cell.strip()!r} is not a number" in one_line(info)   # cells are stripped
+    if row == 1:
+        assert "not a header" in one_line(info)
+
+
+@pytest.mark.parametrize("first", ["a,b,c", "pixel1,pixel2,class", "'x',\"y\",z"])
+def test_a_first_row_without_numbers_or_empty_cells_is_a_header(tmp_path, first):
+    x, y = read_csv(write(tmp_path / "h.csv", first + "\n1,2,0\n3,4,1\n"))
+    np.testing.assert_array_equal(x, [[1, 2], [3, 4]])
+    np.testing.assert_array_equal(y, [0, 1])
+
+
+@pytest.mark.parametrize("first", ["1,x,3", "0,1,label", "a,,c"])
+def test_a_first_row_with_a_number_or_an_empty_cell_is_a_sample(tmp_path, first):
+    path = write(tmp_path / "h.csv", first + "\n1,2,0\n3,4,1\n")
+    with pytest.raises(DataError) as info:
+        read_csv(path)
+    assert f"{path}, line 1: " in one_line(info)
+
+
+def test_csv_lines_end_only_at_line_breaks(tmp_path):
+    """A form feed inside the header is not a line break that would hide the first sample."""
+    path = write(tmp_path / "f.csv", "a,b,c\x0c1,2,0\n3,4,1\n")
+    with pytest.raises(DataError, match="line 1: "):
+        read_csv(path)
+    table = read_csv_table(write(tmp_path / "r.csv", "a,b\r1,2\r\n3,4\r"))
+    np.testing.assert_array_equal(table, [[1, 2], [3, 4]])
+
+
 # --- qmtik-bin -------------------------------------------------------------------------------------
 
 def test_qmtik_bin_round_trips_pixels_and_one_hot_targets(tmp_path):

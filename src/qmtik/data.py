@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import zipfile
 from importlib import resources
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from .errors import DataError
 from .files import write_atomic
 from .formats import (format_of, labels_of_targets, one_hot_targets, qmtik_bin_bytes, read_csv, read_csv_table,
                       read_idx, read_qmtik_bin)
+from .parsing import load_npy, load_npz
 from .quantization import input_range_problem, quantize_inputs
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -100,25 +100,17 @@ def load_arrays(path, labels_path=""):
     if suffix == ".npy" and not labels_path:
         raise DataError(f"data file {path}: an .npy of inputs needs a labels .npy beside it")
     if suffix == ".npz":
-        with _numpy_file(path) as archive:
-            missing = [k for k in ("x", "y") if k not in archive.files]
-            if missing:
-                raise DataError(f"data file {path}: has arrays {archive.files}, needs 'x' (inputs) and 'y' (labels)")
-            try:
-                return archive["x"], archive["y"]
-            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-                raise DataError(f"data file {path}: cannot be read as NumPy data ({exc})") from None
+        arrays = load_npz(path, f"data file {path}", DataError, keys=("x", "y"))
+        missing = [k for k in ("x", "y") if k not in arrays]
+        if missing:
+            raise DataError(f"data file {path}: needs arrays 'x' (inputs) and 'y' (labels); it has no {missing[0]!r}")
+        return arrays["x"], arrays["y"]
     return _numpy_file(path), _numpy_file(labels_path)
 
 
 def _numpy_file(path):
-    """np.load without pickles, its errors as DataError naming the file."""
-    try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"data file {path}: not found") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"data file {path}: cannot be read as NumPy data ({exc})") from None
+    """An .npy array read without pickles, its errors as DataError naming the file."""
+    return load_npy(path, f"data file {path}", DataError)
 
 
 def _labels_file(path):
@@ -246,13 +238,10 @@ def class_names_of(config: Config):
     d = config.data
     if d.dataset == "fashion-mnist":
         return FASHION_MNIST_CLASSES
-    if d.train.endswith(".npz"):
-        try:
-            with np.load(d.train, allow_pickle=False) as archive:
-                if "class_names" in archive.files:
-                    return tuple(str(n) for n in archive["class_names"].reshape(-1))
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise DataError(f"data file {d.train}: cannot be read as NumPy data ({exc})") from None
+    if format_of(d.train) == "npz":
+        arrays = load_npz(d.train, f"data file {d.train}", DataError, keys=("class_names",))
+        if "class_names" in arrays:
+            return tuple(str(n) for n in arrays["class_names"].reshape(-1))
     return None
 
 
@@ -300,12 +289,7 @@ def read_inputs(path) -> np.ndarray:
     """Samples to predict: an .npy array, or a .csv of numbers (a header row is skipped)."""
     kind = format_of(path)
     if kind == "npy":
-        try:
-            return np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise DataError(f"input file {path}: not found") from None
-        except (OSError, ValueError, EOFError) as exc:
-            raise DataError(f"input file {path}: cannot be read as NumPy data ({exc})") from None
+        return load_npy(path, f"input file {path}", DataError)
     if kind != "csv":
         raise DataError(f"input file {path}: expected an .npy or a .csv")
     return read_csv_table(path, "input file")
@@ -314,7 +298,8 @@ def read_inputs(path) -> np.ndarray:
 # --- checks ------------------------------------------------------------------------------------
 
 def check_inputs(x, inputs: int, name: str = "inputs") -> np.ndarray:
-    """Inputs as a 2-D array of `inputs` columns, numeric, finite and not empty."""
+    """Inputs as a 2-D array of `inputs` columns, numeric, finite and not empty (no samples, or
+    samples of no features, are refused)."""
     x = np.asarray(x)
     if x.dtype.kind not in "biuf":
         raise DataError(f"{name}: expected numbers, got an array of {x.dtype}")
@@ -324,6 +309,8 @@ def check_inputs(x, inputs: int, name: str = "inputs") -> np.ndarray:
         x = x.reshape(len(x), -1)
     if x.ndim != 2:
         raise DataError(f"{name}: expected a 2-D array (samples x features), got shape {x.shape}")
+    if x.shape[1] == 0:
+        raise DataError(f"{name}: the samples have no features (shape {x.shape})")
     if x.shape[1] != inputs:
         raise DataError(f"{name}: {x.shape[1]} features per sample, the network has {inputs} inputs")
     if x.dtype.kind == "f" and not np.isfinite(x).all():

@@ -190,7 +190,8 @@ def _download(url: str, path: Path, dataset: Dataset, file: str, timeout: float,
 def _receive(url: str, response, out, dataset: Dataset, file: str, bar: bool) -> None:
     """Copy the body to out while hashing it; refuse a short body or a wrong checksum."""
     length = response.headers.get("Content-Length")
-    total = int(length) if length and length.isdigit() else None
+    known = length and length.isascii() and length.isdigit() and len(length) <= 18   # not '²' nor 5000 digits
+    total = int(length) if known else None
     digest, done, shown = hashlib.sha256(), 0, 0.0
     try:
         while chunk := _read(url, response, done):

@@ -11,8 +11,6 @@ with data.input_range = [0, 255] a network sees exactly the codes the file holds
 """
 from __future__ import annotations
 
-import gzip
-import io
 import math
 import re
 import warnings
@@ -21,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
+from .parsing import gunzip
 
 FORMATS = ("npz", "npy", "csv", "idx", "qmtik-bin")
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -49,11 +48,11 @@ def _read_bytes(path, what: str) -> bytes:
     path = Path(path)
     try:
         blob = path.read_bytes()
-        return gzip.decompress(blob) if path.suffix.lower() == ".gz" else blob
     except FileNotFoundError:
         raise DataError(f"{what} {path}: not found") from None
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"{what} {path}: cannot be read ({exc})") from None
+    except OSError as exc:
+        raise DataError(f"{what} {path}: cannot be read ({exc.strerror or exc})") from None
+    return gunzip(blob, f"{what} {path}", DataError) if path.suffix.lower() == ".gz" else blob
 
 
 # --- IDX -----------------------------------------------------------------------------------------
@@ -85,31 +84,42 @@ def idx_bytes(array) -> bytes:
 
 # --- CSV -----------------------------------------------------------------------------------------
 
-def _is_number(text: str) -> bool:
+def _cells(line: str) -> list[str]:
+    """A CSV line's cells, without surrounding blanks and quotes."""
+    return [c.strip().strip("'\"") for c in line.split(",")]
+
+
+def _is_number(cell: str) -> bool:
     try:
-        float(text.strip().strip("'\""))
+        float(cell)
     except ValueError:
         return False
     return True
 
 
+def _is_header(line: str) -> bool:
+    """Whether a first row is a header: none of its cells is a number or empty. A row with a
+    number or an empty cell is a sample, so a bad cell in it is an error, never a lost sample."""
+    return not any(not cell or _is_number(cell) for cell in _cells(line))
+
+
 def read_csv_table(path, what: str = "CSV file") -> np.ndarray:
-    """A CSV file of numbers (raw or .gz) as a float64 table; a first row with a cell that is not
-    a number is a header and skipped (a header of numbers alone cannot be told from a sample);
-    quoted numbers ('5' or "5", as OpenML writes classes) are read."""
+    """A CSV file of numbers (raw or .gz) as a float64 table; a first row none of whose cells is
+    a number or empty is a header and skipped (see _is_header); quoted numbers ('5' or "5", as
+    OpenML writes classes) are read. Lines end at LF, CR LF or CR, and are numbered so."""
     text = _read_bytes(path, what).decode("utf-8-sig", errors="replace")   # a BOM (Excel) is not data
-    lines = text.splitlines()
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     first = next((i for i, line in enumerate(lines) if line.strip()), None)
     if first is None:
         raise DataError(f"{what} {path}: no samples")
-    skip = first + 1 if not all(_is_number(c) for c in lines[first].split(",")) else first   # a header
+    skip = first + 1 if _is_header(lines[first]) else first
     if not any(line.strip() for line in lines[skip:]):
         raise DataError(f"{what} {path}: no samples")
     for quote in (None, "'", '"'):         # numpy's C parser; on any trouble, find the line below
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return np.loadtxt(io.StringIO(text), delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64,
+                return np.loadtxt(lines[skip:], delimiter=",", ndmin=2, dtype=np.float64,
                                   quotechar=quote, comments=None)
         except ValueError:
             continue
@@ -122,12 +132,15 @@ def _read_csv_rows(lines, skip: int, path, what: str) -> np.ndarray:
     for number, line in enumerate(lines[skip:], skip + 1):
         if not line.strip():
             continue
-        cells = [c.strip().strip("'\"") for c in line.split(",")]
+        cells = _cells(line)
         try:
             values = [float(c) for c in cells]
         except ValueError:
             bad = next(c for c in cells if not _is_number(c))
-            raise DataError(f"{what} {path}, line {number}: {bad!r} is not a number") from None
+            first = not any(earlier.strip() for earlier in lines[:number - 1])
+            hint = "; a first row with a number or an empty cell is a sample, not a header" if first else ""
+            shown = repr(bad) if len(bad) <= 40 else repr(bad[:40]) + "..."
+            raise DataError(f"{what} {path}, line {number}: {shown} is not a number{hint}") from None
         if width is not None and len(values) != width:
             raise DataError(f"{what} {path}, line {number}: {len(values)} columns, expected {width}")
         width = len(values)

@@ -1,0 +1,127 @@
+"""Parsing what qmtik did not write: every way Python's readers fail ends as one line of ours."""
+import gzip
+import io
+import zipfile
+
+import numpy as np
+import pytest
+
+from conftest import hostile_npz
+from qmtik import CheckpointError, ConfigError, DataError
+from qmtik.parsing import gunzip, load_json, load_npy, load_npz, load_toml, one_line
+
+DEEP = 100_000
+BIG = "1" * 5000                         # beyond Python's int-digit limit (4300 by default)
+
+
+def message(info) -> str:
+    text = str(info.value)
+    assert "\n" not in text and len(text) < 400, text
+    return text
+
+
+# --- JSON and TOML -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, problem", [
+    ("[" * DEEP + "]" * DEEP, "nested too deeply"),
+    ('{"a": ' * DEEP + "1" + "}" * DEEP, "nested too deeply"),
+    ('{"epochs": ' + BIG + "}", "an integer of more than 4300 digits"),
+    ('{"epochs": -' + BIG + "}", "an integer of more than 4300 digits"),
+    ('{"epochs": 1,', "not valid JSON"),
+])
+def test_load_json_ends_every_failure_in_one_line(text, problem):
+    with pytest.raises(CheckpointError) as info:
+        load_json(text, "checkpoint c.npz: history", CheckpointError)
+    assert message(info).startswith("checkpoint c.npz: history: ") and problem in message(info)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("a = " + "[" * DEEP + "]" * DEEP, "nested too deeply"),
+    ("a = " + "{b = " * DEEP + "1" + "}" * DEEP, "nested too deeply"),
+    ("[training]\nepochs = " + BIG, "an integer of more than 4300 digits"),
+    ("[training\n", "not valid TOML"),
+])
+def test_load_toml_ends_every_failure_in_one_line(text, problem):
+    with pytest.raises(ConfigError) as info:
+        load_toml(text, "config file c.toml", ConfigError)
+    assert message(info).startswith("config file c.toml: ") and problem in message(info)
+
+
+def test_lenient_toml_gives_none_for_text_that_is_not_toml_only():
+    assert load_toml("v = a/b.npz", "override x", ConfigError, lenient=True) is None
+    assert load_toml("v = [1, 2]", "override x", ConfigError, lenient=True) == {"v": [1, 2]}
+    for text in ("v = " + "[" * DEEP + "]" * DEEP, "v = " + BIG):
+        with pytest.raises(ConfigError, match="override x: "):
+            load_toml(text, "override x", ConfigError, lenient=True)
+
+
+def test_values_within_the_limits_are_read():
+    assert load_json('{"a": [1, 2.5, "x"], "n": ' + "9" * 4300 + "}", "x", CheckpointError)["n"] == int("9" * 4300)
+    value, depth = load_toml("a = " + "[" * 50 + "]" * 50, "x", ConfigError)["a"], 1
+    while value:
+        value, depth = value[0], depth + 1
+    assert depth == 50
+
+
+def test_a_long_library_message_is_cut_to_one_short_line():
+    text = one_line(ValueError("bad\n" + "x" * 10_000))
+    assert "\n" not in text and text.startswith("bad x") and len(text) < 250
+
+
+# --- gzip ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncated", "not gzip"])
+def test_gunzip_refuses_a_damaged_stream(damage):
+    blob = gzip.compress(b"1,2,3\n" * 1000)
+    blob = {"corrupt": blob[:20] + b"\xff" * 20 + blob[40:], "truncated": blob[: len(blob) // 2],
+            "not gzip": b"1,2,3\n"}[damage]
+    with pytest.raises(DataError) as info:
+        gunzip(blob, "data file d.csv.gz", DataError)
+    assert message(info).startswith("data file d.csv.gz: not a readable gzip file")
+
+
+# --- .npz and .npy -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["encrypted", "method", "deflate"])
+def test_load_npz_refuses_a_hostile_member(tmp_path, how):
+    path = tmp_path / "d.npz"
+    hostile_npz(path, how, x=np.zeros((3, 4)), y=np.arange(3))
+    with pytest.raises(DataError) as info:
+        load_npz(path, f"data file {path}", DataError)
+    assert message(info).startswith(f"data file {path}: cannot be read as an .npz archive")
+
+
+def test_load_npz_refuses_an_array_header_that_claims_terabytes(tmp_path):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_2_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+    with zipfile.ZipFile(tmp_path / "d.npz", "w") as archive:
+        archive.writestr("x.npy", header.getvalue())
+    with pytest.raises(CheckpointError) as info:
+        load_npz(tmp_path / "d.npz", "checkpoint d.npz", CheckpointError)
+    assert message(info).startswith("checkpoint d.npz: cannot be read")
+
+
+def test_load_npz_reads_the_keys_asked_for(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.arange(3), y=np.ones(2), z=np.zeros(1))
+    arrays = load_npz(tmp_path / "d.npz", "d", DataError, keys=("x", "y", "w"))
+    assert sorted(arrays) == ["x", "y"]
+    np.testing.assert_array_equal(arrays["x"], [0, 1, 2])
+    assert sorted(load_npz(tmp_path / "d.npz", "d", DataError)) == ["x", "y", "z"]
+
+
+def test_an_npy_is_not_an_npz_and_an_npz_not_an_npy(tmp_path):
+    np.save(tmp_path / "a.npy", np.arange(3))
+    np.savez(tmp_path / "b.npz", x=np.arange(3))
+    with pytest.raises(DataError, match="a single NumPy array"):
+        load_npz(tmp_path / "a.npy", "d", DataError)
+    with pytest.raises(DataError, match="an .npz archive, not a single NumPy array"):
+        load_npy(tmp_path / "b.npz", "d", DataError)
+    np.testing.assert_array_equal(load_npy(tmp_path / "a.npy", "d", DataError), [0, 1, 2])
+
+
+@pytest.mark.parametrize("loader", [load_npz, load_npy])
+def test_a_missing_file_or_a_directory_is_named(tmp_path, loader):
+    with pytest.raises(DataError, match="d: not found"):
+        loader(tmp_path / "nope", "d", DataError)
+    with pytest.raises(DataError, match="d: is a directory"):
+        loader(tmp_path, "d", DataError)
