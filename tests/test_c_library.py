@@ -115,6 +115,61 @@ def test_two_choices_for_one_switch_and_an_unknown_choice_are_refused(tmp_path):
         c.read_header(header(tmp_path, MNIST_HEADER + "#define QMTIK_ACTIVATION QMTIK_SWISH\n"))
 
 
+# --- issue 10: numbers beyond Python's limits, nesting, octal ----------------------------------
+
+DEEP = 100_000
+
+
+def with_inputs(tmp_path, value: str):
+    return header(tmp_path, MNIST_HEADER.replace("#define QMTIK_I 784", f"#define QMTIK_I {value}"))
+
+
+@pytest.mark.parametrize("value", ["1" * 5000, "-" + "1" * 5000, "(" * DEEP + "784", "08"])
+def test_an_integer_python_cannot_read_is_a_one_line_error_at_its_line(tmp_path, value):
+    with pytest.raises(ConfigError) as info:
+        c.read_header(with_inputs(tmp_path, value))
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 300, message
+    assert "qmtik_config.h, line 1: QMTIK_I" in message and "is not a positive integer" in message
+
+
+def test_a_hexadecimal_integer_too_long_to_print_is_refused_by_the_config(tmp_path):
+    path = with_inputs(tmp_path, "0x" + "f" * 5000)
+    with pytest.raises(ConfigError) as info:
+        c.config_from_header(path)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 300 and "network.inputs" in message, message
+
+
+def test_parentheses_nested_100000_deep_are_read_in_linear_time(tmp_path):
+    import time
+    start = time.perf_counter()
+    assert c.read_header(with_inputs(tmp_path, "(" * DEEP + "(int)784u" + ")" * DEEP)).inputs == 784
+    assert c.read_header(with_inputs(tmp_path, "(int)" * DEEP + "784")).inputs == 784
+    assert time.perf_counter() - start < 2
+
+
+@pytest.mark.parametrize("value, inputs", [("01420", 784), ("0x310", 784), ("( (int) (784u) )", 784), ("0", None)])
+def test_octal_hexadecimal_and_wrapped_literals_are_read_as_c_reads_them(tmp_path, value, inputs):
+    if inputs is None:
+        with pytest.raises(ConfigError, match="QMTIK_I '0' is not a positive integer"):
+            c.read_header(with_inputs(tmp_path, value))
+    else:
+        assert c.read_header(with_inputs(tmp_path, value)).inputs == inputs
+
+
+@pytest.mark.parametrize("command", [["config", "from-header", "qmtik_config.h"],
+                                     ["import-c-model", "model.bin", "--header", "qmtik_config.h", "-o", "m.qmt"]])
+def test_header_commands_exit_2_with_one_line_for_a_5000_digit_integer(tmp_path, monkeypatch, capsys, command):
+    from qmtik.cli import main
+    monkeypatch.chdir(tmp_path)
+    with_inputs(tmp_path, "1" * 5000)
+    (tmp_path / "model.bin").write_bytes(bytes(100))
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("qmtik: error: C header qmtik_config.h, line 1: QMTIK_I"), err[:300]
+
+
 @pytest.mark.parametrize("extra", ["", "#define QMTIK_MOMENTUM 0.9f\n"])
 def test_toml_loads_as_the_same_config(tmp_path, extra):
     path = header(tmp_path, MNIST_HEADER.replace("LEAKY_RELU", "SIGMOID") + extra)
@@ -386,3 +441,76 @@ def test_scales_that_float32_cannot_hold_are_refused_at_their_line(tmp_path, sca
 def test_a_header_for_other_data_leaves_the_input_range_to_the_data(tmp_path):
     config = c.config_from_header(small_header(tmp_path))
     assert config.data.dataset == "digits" and config.data.input_range == "auto"
+
+
+# --- one rule for config from-header and import-c-model; scales the C arithmetic overflows with -------
+
+def one_line(capsys, argv, code: int) -> str:
+    """main(argv) exits with code and writes exactly one line, the error, to stderr."""
+    from qmtik.cli import main
+    capsys.readouterr()
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("qmtik: error: ") and "Traceback" not in err, err
+    return err.strip()
+
+
+@pytest.mark.parametrize("out, cost, words", [
+    ("SOFT_MAX", "MSE", "QMTIK_O 1, softmax output, mse cost: softmax over a single output is always 1"),
+    ("LINEAR", "MSE", "QMTIK_O 1, linear output, mse cost: a single-output classifier needs output = 'sigmoid'"),
+])
+def test_a_single_output_header_is_refused_alike_by_config_and_import(tmp_path, monkeypatch, capsys, out, cost, words):
+    """QMTIK_O 1 with softmax: config from-header refused it, import-c-model took it, and the
+    imported model then disagreed with the C library on 156 of 1,000 inputs."""
+    monkeypatch.chdir(tmp_path)
+    path = small_header(tmp_path, out=out, o=1)
+    c.write_c_model(tmp_path / "model.bin", random_layers((5, 3, 3, 1)))
+    messages = set()
+    for call in (lambda: c.read_header(path), lambda: c.config_from_header(path),
+                 lambda: c.load_c_model(tmp_path / "model.bin", path),
+                 lambda: c.import_c_model(tmp_path / "model.bin", path, tmp_path / "m.qmt")):
+        with pytest.raises(ConfigError) as info:
+            call()
+        messages.add(str(info.value))
+    assert len(messages) == 1 and messages.pop().startswith(f"C header {path}: {words}")
+    assert words in one_line(capsys, ["config", "from-header", "qmtik_config.h"], 2)
+    assert words in one_line(capsys, ["import-c-model", "model.bin", "--header", "qmtik_config.h", "-o", "m.qmt"], 2)
+    assert not (tmp_path / "m.qmt").exists()
+
+
+def test_a_single_sigmoid_output_is_accepted_by_both(tmp_path):
+    path = small_header(tmp_path, out="SIGMOID", o=1)
+    c.write_c_model(tmp_path / "model.bin", random_layers((5, 3, 3, 1)))
+    assert c.config_from_header(path).network.outputs == 1
+    assert c.import_c_model(tmp_path / "model.bin", path, tmp_path / "m.qmt").outputs == 1
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("w, a, expected", [
+    ("3e38f", "0.125f", "line 5: QMTIK_W_SCALE '3e38f' must lie from 1.18e-38"),
+    ("0.05f", "3e38f", "line 6: QMTIK_A_SCALE '3e38f' must lie from 1.18e-38"),
+    ("1e36f", "1e10f", "QMTIK_W_SCALE 1e+36 and QMTIK_A_SCALE 1e+10 overflow float32 in the C library's arithmetic"),
+    ("1e34f", "1e-30f", "QMTIK_W_SCALE 1e+34 and QMTIK_A_SCALE 1e-30 overflow float32 in the C library's arithmetic"),
+])
+@pytest.mark.parametrize("command", ["config", "import"])
+def test_scales_whose_use_overflows_are_one_line_without_numpy_warnings(tmp_path, monkeypatch, capsys, w, a,
+                                                                         expected, command):
+    monkeypatch.chdir(tmp_path)
+    small_header(tmp_path, w=w, a=a)
+    path = tmp_path / "qmtik_config.h"
+    path.write_text(path.read_text().replace(f"{w!r}f", w).replace(f"{a!r}f", a))
+    c.write_c_model(tmp_path / "model.bin", random_layers((5, 3, 3, 4)))
+    argv = (["config", "from-header", "qmtik_config.h"] if command == "config" else
+            ["import-c-model", "model.bin", "--header", "qmtik_config.h", "-o", "m.qmt"])
+    assert expected in one_line(capsys, argv, 2)
+
+
+@pytest.mark.filterwarnings("error")
+def test_a_weight_scale_beyond_the_requantization_names_the_header(tmp_path, capsys, monkeypatch):
+    """2**22 and more cannot be a requantization multiplier; the C library computes with it."""
+    monkeypatch.chdir(tmp_path)
+    small_header(tmp_path, w=1e10)
+    c.write_c_model(tmp_path / "model.bin", random_layers((5, 3, 3, 4)))
+    message = one_line(capsys, ["import-c-model", "model.bin", "--header", "qmtik_config.h", "-o", "m.qmt"], 2)
+    assert "C header qmtik_config.h: QMTIK_W_SCALE 1e+10 and QMTIK_A_SCALE 0.125 cannot be converted: " \
+        "requantization multiplier" in message

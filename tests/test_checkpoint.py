@@ -211,6 +211,7 @@ def interrupted(net, tmp_path):
     path = tmp_path / "run.ckpt.npz"
     params, decay = parameters(net.layers_)
     optimizer = make_optimizer(net.config.training, params, decay)
+    optimizer.steps = 11                        # one epoch of the digits in batches of 128
     history = {"epochs": net.history_["epochs"][:1], "best_epoch": 1, "first_loss": 2.3}
     ckpt.save(path, net.config, net.input_range_, net.layers_, True, history,
               resume={"epoch": 1, "layers": net.layers_, "optimizer": optimizer.state_arrays()})
@@ -233,6 +234,147 @@ def interrupted(net, tmp_path):
     ("model.0.observed", np.array([5.0, -5.0]), "not [low, high]"),
 ])
 def test_a_damaged_field_is_refused_naming_it(interrupted, key, value, fragment):
+    arrays = arrays_of(interrupted)
+    arrays[key] = value
+    rewrite(interrupted, arrays)
+    assert fragment in refused(interrupted)
+
+
+# --- issue 10: parser limits and hostile archives end in one line -------------------------------
+
+DEEP, BIG = 100_000, "1" * 5000
+
+
+@pytest.mark.parametrize("key", ["config", "history", "class_names"])
+@pytest.mark.parametrize("text, problem", [("[" * DEEP + "]" * DEEP, "nested too deeply"),
+                                           ('{"epochs": ' + BIG + "}", "holds an integer of more than 4300 digits"),
+                                           ("{", "not valid JSON")])
+def test_json_beyond_the_parser_limits_is_refused_naming_the_field(saved, key, text, problem):
+    arrays = arrays_of(saved)
+    arrays[key] = np.array(text)
+    rewrite(saved, arrays)
+    message = refused(saved)
+    assert f": {key}: {problem}" in message and len(message) < 400
+
+
+def test_an_integer_too_long_to_show_inside_the_config_is_refused(saved):
+    arrays = arrays_of(saved)
+    config = json.loads(str(arrays["config"]))
+    config["training"]["seed"] = int("9" * 4000)               # readable, but beyond int64
+    arrays["config"] = np.array(json.dumps(config))
+    rewrite(saved, arrays)
+    message = refused(saved)
+    assert "training.seed" in message and len(message) < 400
+
+
+@pytest.mark.parametrize("how", ["encrypted", "method", "deflate"])
+def test_a_hostile_archive_is_refused(saved, how):
+    from conftest import hostile_npz
+    hostile_npz(saved, how, **arrays_of(saved))
+    assert "cannot be read as an .npz archive" in refused(saved)
+
+
+def test_an_npy_named_as_a_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "a.ckpt.npz"
+    with open(path, "wb") as file:
+        np.save(file, np.zeros(3))
+    assert "not an .npz archive" in refused(path)
+
+
+# --- issue 10: ranges and history records, checked before use ---------------------------------
+
+def edited_history(path, change) -> np.ndarray:
+    history = json.loads(str(arrays_of(path)["history"]))
+    change(history)
+    return np.array(json.dumps(history))
+
+
+def record(**changes):
+    """A change to the first epoch record."""
+    return lambda h: h["epochs"][0].update(changes)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda h: h["epochs"][0].pop("val_metric"), "record of epoch 1 has val_loss"),
+    (lambda h: h["epochs"][0].pop("seconds"), "record of epoch 1 has seconds None"),
+    (record(loss=float("nan")), "record of epoch 1 has loss nan"),
+    (record(train_metric=-1), "record of epoch 1 has train_metric -1"),
+    (record(learning_rate=True), "record of epoch 1 has learning_rate True"),
+    (record(val_loss="1"), "record of epoch 1 has val_loss '1' and val_metric"),
+    (record(quantized="yes"), "record of epoch 1 has quantized 'yes'"),
+    (record(quantized=False), "record of epoch 1 has quantized False; with training.float_epochs = 0 it is True"),
+    (record(epoch=2), "record of epoch 1 says epoch 2"),
+    (record(epoch=True), "record of epoch 1 says epoch True"),
+    (record(epoch=1.0), "record of epoch 1 says epoch 1.0"),
+    (record(loss="x" * 100_000), "record of epoch 1 has loss 'xxxxxxxxxxxx...xxxxxxxxxxxxx', not a"),
+    (record(seconds=10**400), "record of epoch 1 has seconds 100000000000000000...0000000000000000000, not a"),
+    (lambda h: h.update(first_loss=10**400), "first_loss 1000000000000"),
+    (lambda h: h["epochs"].__setitem__(0, [1]), "record of epoch 1 is not a record"),
+    (lambda h: h.update(first_loss=float("inf")), "first_loss inf"),
+    (lambda h: h.update(first_loss=None), "first_loss None"),
+    (lambda h: h.pop("first_loss"), "first_loss is missing"),
+    (lambda h: h.pop("best_epoch"), "best_epoch is missing"),
+    (lambda h: h.update(best_epoch=True), "best_epoch True"),
+    (lambda h: h["epochs"].extend([h["epochs"][0]] * 2), "records hold 3 epochs of a run of 2"),
+])
+def test_a_history_that_training_could_not_read_is_refused(interrupted, change, fragment):
+    """Every key a record holds is read later (training, plots, the history file): each must
+    be there, of its type, in range, and in order."""
+    arrays = arrays_of(interrupted)
+    arrays["history"] = edited_history(interrupted, change)
+    rewrite(interrupted, arrays)
+    assert f"history's {fragment}" in refused(interrupted)
+
+
+def test_validation_figures_for_some_epochs_only_are_refused(net, tmp_path):
+    path = tmp_path / "mixed.ckpt.npz"
+    history = json.loads(json.dumps(net.history_))
+    history["epochs"][1].update(val_loss=None, val_metric=None)
+    ckpt.save(path, net.config, net.input_range_, net.layers_, True, history)
+    assert "validation figures for some epochs and not for others" in refused(path)
+
+
+def test_a_kept_epoch_of_the_wrong_mode_is_refused(net, tmp_path):
+    path = tmp_path / "mode.ckpt.npz"
+    config = net.config.replace("training.float_epochs", 1)
+    history = json.loads(json.dumps(net.history_))
+    history["epochs"][0]["quantized"], history["best_epoch"] = False, 1
+    ckpt.save(path, config, net.input_range_, net.layers_, False, history)
+    assert "best_epoch 1 is a float epoch" in refused(path)
+
+
+def test_a_quantized_flag_unlike_the_kept_epoch_is_refused(saved):
+    arrays = arrays_of(saved)
+    arrays["quantized"] = np.array(False)
+    rewrite(saved, arrays)
+    assert "quantized is False, but its kept epoch 2 ran fake-quantized" in refused(saved)
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("model.0.weight", lambda a: a.astype(np.float64) * 1e300, "model.0.weight holds values beyond float32"),
+    ("model.1.bias", lambda a: np.full(a.shape, -1e39), "model.1.bias holds values beyond float32"),
+    ("model.0.observed", lambda a: np.array([0.0, 1e300]), "model.0.observed holds values beyond float32"),
+    ("model.1.observed", lambda a: np.array([-2e38, 2e38]), "model.1.observed [-2e+38, 2e+38] is wider than float32"),
+])
+def test_values_that_overflow_float32_are_refused_naming_the_problem(saved, key, value, fragment):
+    """`quantize` of such weights used to fail on a multiplier 'got 0.0...' (real.min(), which
+    skips the inf the float32 cast made); the checkpoint now names the field and the problem."""
+    arrays = arrays_of(saved)
+    arrays[key] = value(arrays[key])
+    rewrite(saved, arrays)
+    assert fragment in refused(saved)
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("optimizer.steps", np.array(-1), "optimizer.steps -1 is not the same number of steps"),
+    ("optimizer.steps", np.array(0), "optimizer.steps 0 is not the same number of steps"),
+    ("optimizer.steps", np.array(11.0), "optimizer.steps is float64"),
+    ("optimizer.square.1", np.full(8, -0.5), "optimizer.square.1 holds negative values"),
+    ("optimizer.mean.2", np.full((10, 8), 1e39), "optimizer.mean.2 holds values that are not finite in float32"),
+    ("optimizer.mean.0", np.full((8, 64), np.nan), "optimizer.mean.0 holds values that are not finite"),
+    ("optimizer.square.3", np.full(10, True), "optimizer.square.3 is bool"),
+])
+def test_an_optimizer_state_out_of_range_is_refused(interrupted, key, value, fragment):
     arrays = arrays_of(interrupted)
     arrays[key] = value
     rewrite(interrupted, arrays)

@@ -119,7 +119,7 @@ def test_epochs_must_be_an_integer_of_at_least_one(value, shown):
 
 def test_a_string_for_a_number_is_refused():
     message = refusal({"training": {"learning_rate": "fast"}})
-    assert "training.learning_rate" in message and "'fast'" in message and "a number > 0" in message
+    assert "training.learning_rate" in message and "'fast'" in message and "a number from 1.18e-38" in message
 
 
 def test_a_zero_width_hidden_layer_is_refused():
@@ -206,7 +206,7 @@ def test_bits_must_be_8(bits):
 def test_weight_scale_is_auto_or_positive():
     assert Config.from_dict({"quantization": {"weight_scale": 0.5}}).quantization.weight_scale == 0.5
     message = refusal({"quantization": {"weight_scale": -1}})
-    assert "quantization.weight_scale" in message and "-1" in message and "'auto' or a number > 0" in message
+    assert "quantization.weight_scale" in message and "-1" in message and "'auto' or a number from" in message
 
 
 def test_a_section_that_is_not_a_table_is_refused():
@@ -443,3 +443,142 @@ def test_overrides_are_checked_together(tmp_path):
     assert (config.training.epochs, config.training.float_epochs) == (4, 2)
     with pytest.raises(ConfigError, match="training.float_epochs"):
         load_config(path, {"training.epochs": 4})
+
+
+# --- issue 10: every field validated, float32 values, the schedule -----------------------------
+
+def every_field():
+    """('section', field) for every config field, top-level task as section ''."""
+    yield "", next(f for f in dataclasses.fields(Config) if f.name == "task")
+    for section in ("network", "quantization", "training", "data"):
+        for f in dataclasses.fields(type(getattr(Config(), section))):
+            yield section, f
+
+
+@pytest.mark.parametrize("section, name", [(s, f.name) for s, f in every_field()])
+def test_every_field_refuses_a_value_of_the_wrong_kind(section, name):
+    """A table is the wrong kind for every key: no field may take it silently (schedule did)."""
+    data = {name: {"a": 1}} if not section else {section: {name: {"a": 1}}}
+    key = f"{section}.{name}" if section else name
+    message = refusal(data)
+    assert message.startswith(f"config key {key}: got ") and "allowed: " in message
+
+
+@pytest.mark.parametrize("section, name", [(s, f.name) for s, f in every_field() if " | " in f.metadata["allowed"]
+                                           and not f.metadata["allowed"].endswith("''")])
+def test_every_choice_refuses_a_word_it_does_not_know(section, name):
+    data = {name: "bogus"} if not section else {section: {name: "bogus"}}
+    assert "'bogus' (a string)" in refusal(data)
+
+
+@pytest.mark.parametrize("value", ["cosin", 5, [1], "STEP", ""])
+def test_the_schedule_must_be_one_of_the_schedules(value):
+    message = refusal({"training": {"schedule": value}})
+    assert message.startswith("config key training.schedule: got ")
+    assert "allowed: 'constant', 'step', 'cosine'" in message
+    if value == "cosin":
+        assert "did you mean 'cosine'?" in message
+    if value == "STEP":
+        assert "did you mean 'step'?" in message
+
+
+@pytest.mark.parametrize("schedule", ["constant", "step", "cosine"])
+def test_every_schedule_is_accepted(schedule):
+    assert Config.from_dict({"training": {"schedule": schedule}}).training.schedule == schedule
+
+
+@pytest.mark.parametrize("key, value", [
+    ("eps", 1e-320), ("eps", 1e-40), ("eps", 1e39), ("eps", 0),
+    ("learning_rate", 1e-320), ("learning_rate", 1e39),
+    ("weight_decay", 1e300), ("weight_decay", 1e-320), ("weight_decay", 1e39), ("weight_decay", -1.0),
+])
+def test_optimizer_numbers_must_be_normal_float32(key, value):
+    """Training computes in float32: an eps of 1e-320 is 0 there (and 0 / 0 NaN), a weight decay
+    of 1e300 infinite; both are refused when the config is read, not found as NaN later."""
+    message = refusal({"training": {key: value}})
+    assert message.startswith(f"config key training.{key}: got ")
+    assert "a normal float32" in message and "1.18e-38" in message and "3.4e+38" in message
+
+
+@pytest.mark.parametrize("key, value", [("eps", 1.2e-38), ("eps", 1e30), ("learning_rate", 3e38),
+                                        ("weight_decay", 0), ("weight_decay", 1e30)])
+def test_optimizer_numbers_within_float32_are_accepted(key, value):
+    assert getattr(Config.from_dict({"training": {key: value}}).training, key) == value
+
+
+@pytest.mark.parametrize("key", ["weight_scale", "activation_scale"])
+@pytest.mark.parametrize("value", [1e300, 1e37, 1e-40, 1e-320, 0.0, float("nan"), float("inf")])
+def test_fixed_scales_must_step_within_float32(key, value):
+    message = refusal({"quantization": {key: value}})
+    assert message.startswith(f"config key quantization.{key}: got ")
+    assert "allowed: 'auto' or a number from 1.18e-38 to 1.33e+36 (a normal float32" in message
+
+
+@pytest.mark.parametrize("key", ["weight_scale", "activation_scale"])
+@pytest.mark.parametrize("value", [1e36, 1.2e-38, 0.02])
+def test_fixed_scales_within_float32_are_accepted(key, value):
+    assert getattr(Config.from_dict({"quantization": {key: value}}).quantization, key) == value
+
+
+# --- issue 10: parser limits (nesting, Python's int-digit limit) end in one line ---------------
+
+DEEP, BIG = 100_000, "1" * 5000
+
+
+def one_line_error(call) -> str:
+    with pytest.raises(ConfigError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 400, message
+    return message
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("[network]\nhidden = " + "[" * DEEP + "]" * DEEP + "\n", "nested too deeply"),
+    ("[training]\nepochs = " + BIG + "\n", "an integer of more than 4300 digits"),
+])
+def test_a_config_beyond_the_parser_limits_is_one_line(tmp_path, text, problem):
+    path = write(tmp_path / "net.toml", text)
+    message = one_line_error(lambda: load_config(path))
+    assert message.startswith(f"config file {path}: ") and problem in message
+
+
+@pytest.mark.parametrize("value", ["0x" + "f" * 5000, "[0x" + "f" * 5000 + "]", "'" + "a" * 100_000 + "'",
+                                   "[" * 300 + "]" * 300])
+@pytest.mark.parametrize("key", ["training.epochs", "training.seed", "training.warmup_epochs", "network.hidden",
+                                 "network.activation"])
+def test_a_value_too_long_to_show_is_refused_in_a_short_line(tmp_path, key, value):
+    """A hexadecimal integer of 5000 digits is read by TOML but cannot be printed (int-digit
+    limit) nor saved in a checkpoint's JSON: refused, shown short, as a huge string or list is."""
+    section, name = key.split(".")
+    path = write(tmp_path / "net.toml", f"[{section}]\n{name} = {value}\n")
+    assert key in one_line_error(lambda: load_config(path))
+
+
+@pytest.mark.parametrize("text", ["[network]\n" + "k" * 100_000 + " = 1\n", "[" + "s" * 100_000 + "]\n"])
+def test_an_unknown_key_of_100_kb_is_shown_short(tmp_path, text):
+    path = write(tmp_path / "net.toml", text)
+    assert "unknown key" in one_line_error(lambda: load_config(path))
+
+
+def test_an_epochs_bound_too_long_to_show_still_gives_one_line():
+    message = one_line_error(lambda: Config.from_dict({"training": {"epochs": 16 ** 5000, "warmup_epochs": -1}}))
+    assert "training." in message
+
+
+@pytest.mark.parametrize("value, problem", [("[" * DEEP + "]" * DEEP, "nested too deeply"),
+                                            (BIG, "an integer of more than 4300 digits"),
+                                            ("5\nseed = 3", "one TOML value")])
+def test_an_override_beyond_the_parser_limits_is_one_line(value, problem):
+    message = one_line_error(lambda: parse_override("training.epochs=" + value))
+    assert message.startswith("override training.epochs: ") and problem in message
+
+
+def test_set_beyond_the_parser_limits_exits_2_with_one_line(tmp_path, capsys):
+    from qmtik.cli import main
+    path = write(tmp_path / "net.toml", "[training]\nepochs = 1\n")
+    for value in ("[" * DEEP + "]" * DEEP, BIG):
+        capsys.readouterr()
+        assert main(["train", str(path), "--set", "training.epochs=" + value]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("qmtik: error: override training.epochs: "), err[:300]

@@ -225,3 +225,141 @@ def test_class_names_are_escaped_for_c(tmp_path):
     assert build_.returncode == 0, build_.stderr
     out = subprocess.run([str(tmp_path / "m")], capture_output=True).stdout.decode()
     assert out == 'say "hi"\\|??/ trigraph\nline break|ünïcode|'
+
+
+# --- what export-c refuses, and a compile failure is never a success ----------------------------
+
+def run_cli(capsys, argv) -> tuple[int, list, str]:
+    """main(argv)'s exit code, its stderr lines and its stdout."""
+    from qmtik.cli import main
+    capsys.readouterr()
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, err.strip().splitlines(), out
+
+
+def qmt_with(tmp_path, name, model, old: bytes, new: bytes):
+    """model saved as tmp_path/name, with the bytes old (a field's value) replaced by new and
+    the CRC made right again: a file that encode itself would refuse to write."""
+    import struct
+    import zlib
+    blob = qmtik.qmtfile.encode(model)
+    assert blob.count(old) == 1
+    blob = blob.replace(old, new)[:-4]
+    path = tmp_path / name
+    path.write_bytes(blob + struct.pack("<I", zlib.crc32(blob)))
+    return path
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("field, value, expected", [
+    ("input_range", (-1e300, 1e300), "input range [-1e+300, 1e+300] must stay finite in float32"),
+    ("input_range", (0.0, 1e-300), "input range [0.0, 1e-300] must stay finite in float32"),
+    ("out_scale", 1e300, "layer 2 output scale 1e+300 must lie from 1.18e-38"),
+])
+def test_export_c_of_a_model_float32_cannot_hold_fails_with_one_line(field, value, expected, tmp_path, capsys,
+                                                                      monkeypatch):
+    """Such a model once gave a header with `inff` that did not compile, exit 0."""
+    import struct
+    monkeypatch.chdir(tmp_path)
+    model = build((4, 3, 2), output="softmax")
+    if field == "input_range":
+        model.input_range = (-1.25, 2.5)
+        path = qmt_with(tmp_path, "m.qmt", model, struct.pack("<dd", -1.25, 2.5), struct.pack("<dd", *value))
+    else:
+        model.layers[-1].out_scale = 0.123456789
+        path = qmt_with(tmp_path, "m.qmt", model, struct.pack("<d", 0.123456789), struct.pack("<d", value))
+    code, err, _ = run_cli(capsys, ["export-c", str(path), "-o", "m.h"])
+    assert (code, len(err)) == (1, 1), err
+    assert err[0].startswith("qmtik: error: model file ") and expected in err[0], err
+    assert not (tmp_path / "m.h").exists()
+
+
+@pytest.mark.parametrize("value", [1e300, -1e39, float("inf"), float("nan")])
+def test_the_emitter_writes_no_float_that_float32_cannot_hold(value):
+    from qmtik.export_c import c_float
+    with pytest.raises(ExportError, match=r"^cannot export the model: its output scale .* is not a finite float32$"):
+        c_float(value, "output scale")
+    assert c_float(0.25, "x") == "0x1.0000000000000p-2f" and c_float(1e-45, "x") == "0x1.0000000000000p-149f"
+
+
+@pytest.mark.parametrize("bad", ["net\n", "net\r", " net", "_STDINT", "_net", "Net", "NET", "net__x", "net_", "a__",
+                                 "é", "x" * 42, "9lives", "", None, 5])
+def test_a_prefix_that_is_not_a_lowercase_c_identifier_or_is_reserved_is_refused(bad):
+    with pytest.raises(ExportError) as info:
+        check_prefix(bad)
+    assert "must be a lowercase C identifier" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("good", ["net", "a", "net2", "my_net_v2", "x" * 41, "int", "stdint"])
+def test_a_lowercase_prefix_is_accepted(good):
+    assert check_prefix(good) == good
+
+
+@pytest.mark.parametrize("name, prefix", [("Net.h", "net"), ("NET.h", "net"), ("my-model.v2.h", "my_model"),
+                                          ("2nd  Net.h", "nd_net"), ("__init__.h", "init"), ("€.h", "model"),
+                                          ("_STDINT.h", "stdint"), (("a_" * 30) + ".h", ("a_" * 20) + "a")])
+def test_the_default_prefix_of_a_file_name_is_a_valid_one(name, prefix):
+    from qmtik.export_c import prefix_from_name
+    assert prefix_from_name(name) == check_prefix(prefix)
+
+
+def test_export_c_to_an_upper_case_file_name_needs_no_prefix(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    build((4, 3, 2)).save("m.qmt")
+    code, err, out = run_cli(capsys, ["export-c", "m.qmt", "-o", "Net.h"])
+    assert (code, err) == (0, []) and "prefix net" in out
+    assert "int net_predict(" in (tmp_path / "Net.h").read_text()
+    code, err, _ = run_cli(capsys, ["export-c", "m.qmt", "-o", "x.h", "--prefix", "net\n"])
+    assert code == 2 and len(err) == 1 and "lowercase C identifier" in err[0]
+
+
+@needs_cc
+@pytest.mark.parametrize("prefix", ["acc", "accel", "out", "first", "count", "sum", "scratch", "input", "r", "w"])
+def test_the_header_compiles_whatever_its_prefix(prefix, tmp_path):
+    """Names of the generated code's own variables inside a prefix ('accel' holds 'acc') once
+    broke the header: it was made by replacing text."""
+    (tmp_path / f"{prefix}.h").write_text(export_c(MODELS["leaky-tensor"], prefix))
+    (tmp_path / "m.c").write_text(f'#define {prefix.upper()}_IMPLEMENTATION\n#include "{prefix}.h"\n')
+    build_ = subprocess.run([CC, *STRICT, "-fsyntax-only", "m.c"], cwd=tmp_path, capture_output=True, text=True)
+    assert build_.returncode == 0, build_.stderr
+
+
+@needs_cc
+def test_the_check_compiles_and_runs_the_header_of_the_prefix_given(tmp_path):
+    model = MODELS["leaky-tensor"]
+    codes = inputs_for(model, np.random.default_rng(2), 300)
+    got = run_header(model, codes, np.zeros((3, model.inputs), np.float32), tmp_path, CC, prefix="accel")
+    np.testing.assert_array_equal(got["scores"], model.scores(codes))
+    assert (tmp_path / "accel.h").read_text() == export_c(model, "accel")
+
+
+@needs_cc
+@pytest.mark.parametrize("options", [["--report"], ["--check", "digits:test"]])
+def test_report_and_check_compile_the_header_written_and_fail_when_it_does_not_compile(options, tmp_path, capsys,
+                                                                                         monkeypatch):
+    """--report and --check once compiled a header of prefix 'net' (and --report without its
+    float helpers), so a header that did not compile under the prefix written passed."""
+    import qmtik.c_check
+    monkeypatch.chdir(tmp_path)
+    build((64, 17, 10)).save("m.qmt")
+    real = qmtik.c_check.export_c
+
+    def broken(model, prefix="model"):                    # an emitter bug that only some prefixes meet
+        return real(model, prefix) + ("" if prefix == "net" else "#error this prefix breaks the header\n")
+    monkeypatch.setattr(qmtik.c_check, "export_c", broken)
+    code, err, _ = run_cli(capsys, ["export-c", "m.qmt", "-o", "digits.h", *options])
+    assert (code, len(err)) == (1, 1), err
+    assert err[0].startswith("qmtik: error: the header did not compile: ") and "this prefix breaks" in err[0]
+
+
+@needs_cc
+def test_report_compiles_the_float_helpers_too(tmp_path, capsys, monkeypatch):
+    import qmtik.c_check
+    monkeypatch.chdir(tmp_path)
+    build((4, 3, 2)).save("m.qmt")
+    real = qmtik.c_check.export_c
+    monkeypatch.setattr(qmtik.c_check, "export_c", lambda model, prefix="model":
+                        real(model, prefix).replace("expf(", "no_such_expf("))
+    code, err, _ = run_cli(capsys, ["export-c", "m.qmt", "-o", "m.h", "--report"])
+    assert (code, len(err)) == (1, 1) and "the header did not compile" in err[0], err

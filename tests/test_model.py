@@ -159,3 +159,41 @@ def test_small_and_chunked_batches_give_the_same_scores(n):
     model = QuantizedModel("classification", "softmax", (0.0, 1.0), layers)
     codes = rng.integers(-128, 128, size=(n, 30)).astype(np.int8)
     np.testing.assert_array_equal(model.scores(codes), reference(codes, layers))
+
+
+# --- real numbers that float32 cannot compute with ------------------------------------------------
+
+def two_layers(rng, out_scale=0.05):
+    """A 3-4-2 relu model's layers, the last with out_scale."""
+    layers = [random_layer(rng, 3, 4, "relu"), random_layer(rng, 4, 2, "linear")]
+    layers[-1].out_scale = out_scale
+    return layers
+
+
+@pytest.mark.parametrize("input_range, out_scale, expected", [
+    ((-1e300, 1e300), 0.05, "input range [-1e+300, 1e+300] must stay finite in float32"),
+    ((0.0, 1e-300), 0.05, "input range [0.0, 1e-300] must stay finite in float32, with a finite non-zero gain"),
+    ((0.0, 1.0), 1e300, "layer 2 output scale 1e+300 must lie from 1.18e-38"),
+    ((0.0, 1.0), 1e-300, "layer 2 output scale 1e-300 must lie from 1.18e-38"),
+    ((0.0, 1.0), float("nan"), "layer 2 output scale nan is not a finite positive number"),
+])
+def test_a_model_whose_real_numbers_overflow_float32_cannot_be_made(input_range, out_scale, expected):
+    with pytest.raises(qmtik.QuantizationError) as info:
+        QuantizedModel("regression", "linear", input_range, two_layers(np.random.default_rng(0), out_scale))
+    assert str(info.value).startswith(f"integer model: {expected}") and "\n" not in str(info.value)
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("task, output", [("regression", "linear"), ("classification", "softmax"),
+                                          ("classification", "sigmoid")])
+def test_a_model_at_the_edges_of_float32_computes_finite_figures_without_a_warning(task, output):
+    """The widest input range float32 holds and the largest output scale: finite outputs,
+    probabilities and figures, no numpy warning."""
+    rng = np.random.default_rng(1)
+    model = QuantizedModel(task, output, (-3.4e38, 3.4e38), two_layers(rng, q.SCALE_MAX))
+    x = np.array([[-3.4e38] * 3, [3.4e38] * 3, [0.0] * 3, [1e38, -1e38, 5.0]] * 3, dtype=np.float32)
+    y = np.array([0, 1, 0, 1] * 3) if task == "classification" else rng.uniform(-1e38, 1e38, (12, 2))
+    assert np.isfinite(model.predict_proba(x)).all()
+    figures = model.evaluate(x, y)
+    assert all(np.isfinite(v) for v in figures.values() if isinstance(v, float)), figures
+    assert np.isfinite(model.score(x, y))

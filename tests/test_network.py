@@ -123,3 +123,28 @@ def test_inputs_whose_range_float32_cannot_hold_are_refused():
     with pytest.raises(qmtik.DataError, match="float32"):
         qmtik.Network(Config(network=NetworkConfig(inputs=1, hidden=[2], outputs=2),
                              training=TrainingConfig(epochs=1))).fit(x, [0, 1] * 8)
+
+
+# --- issue 10: a float network too large to compute with is one error, no warnings -------------
+
+@pytest.fixture(scope="module")
+def float_net(digits):
+    (x, y), _ = digits
+    config = Config(network=NetworkConfig(hidden=(6,)), training=TrainingConfig(epochs=1, float_epochs=1))
+    return qmtik.Network(config).fit(x, y)
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("method", ["decision_function", "predict_proba", "predict", "evaluate", "score"])
+def test_weights_at_the_float32_limit_are_one_error_not_warnings(float_net, digits, tmp_path, method):
+    """A checkpoint may hold float weights up to 3.4e38; computing with them overflows float32,
+    which used to give numpy warnings and inf or NaN scores."""
+    _, (x, y) = digits
+    path = tmp_path / "huge.ckpt.npz"
+    float_net.save(path)
+    net = qmtik.Network.load(path)
+    net.layers_[0].weight[...] = 3e38
+    args = (x, y) if method in ("evaluate", "score") else (x,)
+    with pytest.raises(qmtik.TrainingError, match="^network: its float32 arithmetic fails on these inputs"):
+        getattr(net, method)(*args)
+    assert float_net.score(x, y) > 0.1                   # the network as trained computes

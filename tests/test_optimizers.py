@@ -282,3 +282,22 @@ def test_cosine_after_warmup():
     assert rates[4] == 0.1                                     # cosine starts at the peak after warm-up
     close(rates[4:], [0.05 * (1 + math.cos(math.pi * k / 16)) for k in range(17)])
     assert abs(rates[20]) < 1e-17
+
+
+# --- issue 10: what checkpoint.load may assume of the state ------------------------------------
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_the_second_moments_a_checkpoint_checks_are_the_ones_that_stay_non_negative(name):
+    """checkpoint.load refuses a negative value in the slots an optimizer lists as nonnegative
+    (a hostile 'square' made sqrt NaN); those slots are its squared-gradient averages, and
+    no update ever makes them negative."""
+    cls = OPTIMIZERS[name]
+    assert set(cls.nonnegative) == {s for s in cls.slots if s == "square"}
+    rng = np.random.default_rng(9)
+    p = rng.normal(size=(4, 3)).astype(np.float32)
+    opt = make_optimizer(config(optimizer=name, weight_decay=0.1), [p], [True])
+    for _ in range(20):
+        opt.step([rng.normal(scale=100.0, size=p.shape).astype(np.float32)], 0.01)
+    for slot in cls.nonnegative:
+        assert (opt.state[slot][0] >= 0).all()
+    assert opt.steps == int(opt.state_arrays()["steps"]) == 20

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from qmtik import qmtfile
 from qmtik import quantization as q
 from qmtik.errors import ModelFormatError
+from qmtik.export_c import export_c
 from qmtik.model import QuantizedModel
 from qmtik.qmtfile import decode, encode, load_model, save_model
 
@@ -309,6 +310,7 @@ def test_missing_unreadable_and_foreign_files_are_format_errors(tmp_path):
 # --- strictness ----------------------------------------------------------------------------------
 
 BLOB = encode(MODELS["tanh-3-hidden-names"])        # tables, names, three hidden layers
+OUTSIDE = "must lie from 1.18e-38 (the smallest normal float32) to 1.33e+36"    # a scale beyond float32's
 NAMES, LAYERS, _ = walk(BLOB)
 FIRST, LAST = LAYERS[0], LAYERS[-1]
 
@@ -370,6 +372,9 @@ def test_the_header_is_checked_in_order():
     (20, struct.pack("<dd", 6.0, 5.0), "input range [6.0, 5.0] must be finite"),
     (20, struct.pack("<d", float("nan")), "input range [nan, "),
     (28, struct.pack("<d", float("inf")), "input range [0.0, inf] must be finite"),
+    (20, struct.pack("<dd", -1e300, 1e300), "input range [-1e+300, 1e+300] must stay finite in float32"),
+    (20, struct.pack("<dd", 0.0, 1e-300), "input range [0.0, 1e-300] must stay finite in float32, with a finite"),
+    (20, struct.pack("<dd", -3.5e38, 0.0), "input range [-3.5e+38, 0.0] must stay finite in float32"),
 ])
 def test_header_values_are_checked_after_the_crc(offset, raw, expected):
     refused(patched(BLOB, offset, raw), expected)
@@ -392,6 +397,10 @@ def test_header_values_are_checked_after_the_crc(offset, raw, expected):
     ("out_scale", 0, struct.pack("<d", -1.0), "layer 1 output scale -1.0 is not a finite positive number"),
     ("pre_scale", 0, struct.pack("<d", 0.0), "layer 1 table input scale 0.0 is not a finite positive number"),
     ("pre_scale", 0, struct.pack("<d", float("inf")), "layer 1 table input scale inf is not"),
+    ("out_scale", 0, struct.pack("<d", 1e300), "layer 1 output scale 1e+300 " + OUTSIDE),
+    ("out_scale", 0, struct.pack("<d", 1e-300), "layer 1 output scale 1e-300 " + OUTSIDE),
+    ("out_scale", 0, struct.pack("<d", 1e-40), "layer 1 output scale 1e-40 must lie from"),     # a subnormal float32
+    ("pre_scale", 0, struct.pack("<d", 1e300), "layer 1 table input scale 1e+300 " + OUTSIDE),
     ("scales", 0, struct.pack("<f", float("nan")), "layer 1 weight scale nan at [0] is not a finite positive float32"),
     ("scales", 0, struct.pack("<I", 0x7F800001), "layer 1 weight scale nan at [0] is not"),   # signalling NaN
     ("scales", 0, struct.pack("<f", 0.0), "layer 1 weight scale 0.0 at [0] is not a finite positive float32"),
@@ -403,6 +412,10 @@ def test_layer_values_are_refused_even_with_a_right_crc(field, index, raw, expec
     size = {"multipliers": 4, "biases": 4, "scales": 4}.get(field, 1)
     at = FIRST[field] + (index if field == "weights" else size * index)
     refused(patched(BLOB, at, raw), expected)
+
+
+def test_an_output_scale_beyond_float32_is_refused_in_the_last_layer_too():
+    refused(patched(BLOB, LAST["out_scale"], struct.pack("<d", 1e300)), "layer 4 output scale 1e+300 must lie from")
 
 
 def test_the_last_layer_must_be_linear():
@@ -493,6 +506,9 @@ def model_field(name, value):
     (model_field("output", "relu"), "output 'relu' is not one of linear, softmax, sigmoid"),
     (model_field("input_range", (1.0, 1.0)), "input range [1.0, 1.0] must be finite with low < high"),
     (model_field("input_range", (0.0, float("inf"))), "input range [0.0, inf] must be finite with low < high"),
+    (model_field("input_range", (-1e300, 1e300)), "input range [-1e+300, 1e+300] must stay finite in float32"),
+    (put(3, "out_scale", 1e300), "layer 3 output scale 1e+300 " + OUTSIDE),
+    (put(2, "out_scale", 2.0**-127), f"layer 2 output scale {2.0**-127} " + OUTSIDE),
     (model_field("layers", []), "0 layers; a model has 1 to 255"),
 ])
 def test_encode_refuses_what_the_format_cannot_hold(change, expected):
@@ -511,6 +527,7 @@ def test_encode_refuses_what_the_format_cannot_hold(change, expected):
     (put(1, "table", None), "layer 1 table: missing"),
     (put(1, "pre_scale", None), "layer 1 table input scale None is not a finite positive number"),
     (put(2, "pre_scale", -0.5), "layer 2 table input scale -0.5 is not a finite positive number"),
+    (put(2, "pre_scale", 1e39), "layer 2 table input scale 1e+39 " + OUTSIDE),
     (put(1, "neg_shift", np.zeros(3, np.int64)), "layer 1: sigmoid has negative-side multipliers"),
 ])
 def test_encode_checks_the_tables(change, expected):
@@ -559,7 +576,9 @@ def test_any_changed_byte_is_a_format_error(model, data):
 
 
 def decodes_or_refuses(blob: bytes):
-    """decode gives a model that runs and encodes again to a fixed point, or a ModelFormatError."""
+    """decode gives a model that runs, with finite real outputs even at the ends of its input
+    range, exports as C without a non-finite literal and encodes again to a fixed point; or a
+    ModelFormatError (numpy warnings are errors in this module)."""
     try:
         model = decode(blob)
     except ModelFormatError as exc:
@@ -569,6 +588,10 @@ def decodes_or_refuses(blob: bytes):
     assert encode(decode(again)) == again
     scores = model.scores(np.array([[-128] * model.inputs, [127] * model.inputs], np.int8))
     assert scores.dtype == np.int8 and scores.shape == (2, model.outputs)
+    low, high = model.input_range
+    raw = np.array([[low] * model.inputs, [high] * model.inputs, [(low + high) / 2] * model.inputs])
+    assert np.isfinite(model.predict_proba(raw)).all()
+    assert not re.search(r"\b(inf|nan)f?\b", export_c(model, "m"))
     return model
 
 

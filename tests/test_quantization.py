@@ -550,3 +550,85 @@ def test_output_quantization_fixed_and_observed():
     assert q.output_quantization("leaky_relu", np.array([0.0, 5.0]), 0.05) == (0.05, 0, None)
     assert q.output_quantization("relu", np.array([0.0, 2.55])) == (2.55 / 255, -128, None)
     assert q.output_quantization("linear", np.array([-1.0, 1.0])) == (2 / 255, 0, None)
+
+
+# --- issue 10: non-finite input is a QuantizationError, harmless overflow is silent -------------
+
+@pytest.mark.parametrize("lo, hi", [(np.nan, 1.0), (0.0, np.inf), (-np.inf, 0.0), (-1e308, 1e308)])
+def test_affine_params_of_a_range_that_is_not_finite_is_a_quantization_error(lo, hi):
+    """A NaN range used to end in 'ValueError: cannot convert float NaN to integer'."""
+    with pytest.raises(qmtik.QuantizationError, match=r"^range \[.*\] is (not finite|wider than float32 holds)$"):
+        q.affine_params(lo, hi)
+
+
+@pytest.mark.parametrize("activation, observed", [
+    ("relu", [np.nan, np.nan]), ("relu", [0.0, np.inf]), ("linear", [-3e38, 3e38]),
+    ("sigmoid", [np.nan, np.nan]), ("tanh", [-np.inf, 0.0])])      # tables cap a wide finite range
+def test_output_quantization_of_a_bad_range_is_a_quantization_error(activation, observed):
+    with pytest.raises(qmtik.QuantizationError, match="not finite|wider than float32"):
+        q.output_quantization(activation, np.array(observed))
+
+
+@pytest.mark.parametrize("values", [[0.5, np.nan], [np.inf, 0.5], [-np.inf, 1.0]])
+def test_weights_or_biases_that_are_not_finite_are_a_quantization_error(values):
+    weight = np.array([values, [0.25, 0.5]], dtype=np.float32)
+    for per_channel in (True, False):
+        with pytest.raises(qmtik.QuantizationError, match="weights hold NaN or infinite values"):
+            q.quantize_weights(weight, per_channel)
+    with pytest.raises(qmtik.QuantizationError, match="biases hold NaN or infinite values"):
+        q.quantize_bias(np.array(values), 1 / 255, -128, np.ones((2, 3), np.int8), np.array([0.01, 0.01]))
+
+
+@pytest.mark.parametrize("real, shown", [([0.5, np.inf, 0.25], "inf"), ([0.5, -2.0], "-2.0"),
+                                         ([np.nan, 0.5], "nan"), ([0.1, 0.2, -np.inf], "-inf")])
+def test_a_bad_multiplier_is_named_not_the_smallest(real, shown):
+    """The message used to print real.min(), which skips an inf among finite values."""
+    with pytest.raises(qmtik.QuantizationError) as info:
+        q.quantize_multiplier(real)
+    assert str(info.value).endswith(f"got {shown}")
+
+
+@pytest.mark.parametrize("pre_scale", [0.0, -1.0, np.inf, np.nan])
+def test_an_activation_table_needs_a_finite_positive_scale(pre_scale):
+    with pytest.raises(qmtik.QuantizationError, match="activation table"):
+        q.activation_table("sigmoid", pre_scale)
+
+
+@pytest.mark.filterwarnings("error")
+def test_a_sigmoid_table_of_a_huge_scale_saturates_without_warnings():
+    """exp overflows left of 0 with a fixed activation scale of 1e30: sigmoid is 0 there."""
+    table = q.activation_table("sigmoid", 1e30)
+    np.testing.assert_array_equal(table[:128], -128)
+    assert table[128] == 0 and (table[129:] == 127).all()
+
+
+@pytest.mark.filterwarnings("error")
+def test_values_far_beyond_a_tiny_scale_clamp_without_warnings():
+    """|w| / 1.2e-38 overflows float32 for |w| > 4: the clamp makes it the end code, silently."""
+    codes, _ = q.quantize_weights(np.array([[10.0, -10.0, 0.0, 1e-38]], np.float32), False, fixed=q.F32_TINY)
+    np.testing.assert_array_equal(codes, [[127, -127, 0, 1]])
+    np.testing.assert_array_equal(q.quantize(np.float32([3e38, -3e38]), np.float32(1e-30)), [127, -128])
+
+
+@pytest.mark.filterwarnings("error")
+def test_inputs_far_beyond_a_wide_range_clamp_without_warnings():
+    codes = q.quantize_inputs(np.array([[3e38, -3e38, 1e38]]), (-1e38, 1e38))
+    np.testing.assert_array_equal(codes, [[127, -128, 127]])
+
+
+@pytest.mark.parametrize("lo, hi, ok", [(0, 1, True), (-5, -1, True), (0, 0, True), (-1.7e38, 1.7e38, True),
+                                        (1, 0, False), (np.nan, 1, False), (0, np.inf, False),
+                                        (-3e38, 3e38, False), (1e38, 3.4e38, True), (-1e38, 3e38, False)])
+def test_range_problem(lo, hi, ok):
+    assert (q.range_problem(lo, hi) is None) == ok
+
+
+@pytest.mark.parametrize("scale, ok", [(q.F32_TINY, True), (1.0, True), (q.SCALE_MAX, True), (1e-39, False),
+                                       (q.SCALE_MAX * 1.001, False), (0.0, False), (-1.0, False),
+                                       (np.nan, False), (np.inf, False)])
+def test_scale_problem(scale, ok):
+    """A fixed scale is a normal float32 whose 256 steps stay finite in float32."""
+    problem = q.scale_problem(scale)
+    assert (problem is None) == ok
+    if ok:
+        assert np.isfinite(np.float32(scale) * np.float32(256)) and np.float32(scale) >= q.F32_TINY

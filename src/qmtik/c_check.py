@@ -12,6 +12,7 @@ import struct
 import subprocess
 import tempfile
 from pathlib import Path
+from string import Template
 
 import numpy as np
 
@@ -22,9 +23,9 @@ from .model import QuantizedModel, memory_needs
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wconversion", "-Wshadow"]
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover"]
 
-DRIVER = r"""
-#define NET_IMPLEMENTATION
-#include "net.h"
+DRIVER = Template(r"""
+#define ${P}_IMPLEMENTATION
+#include "${p}.h"
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -34,29 +35,29 @@ DRIVER = r"""
 int main(void)
 {
     int32_t n, m, i, c;
-    int8_t input[NET_INPUTS], scores[NET_OUTPUTS];
-    int8_t *scratch = malloc(NET_SCRATCH_BYTES);    /* on the heap, so that ASan sees overruns */
-    float raw[NET_INPUTS], probabilities[NET_OUTPUTS];
+    int8_t input[${P}_INPUTS], scores[${P}_OUTPUTS];
+    int8_t *scratch = malloc(${P}_SCRATCH_BYTES);    /* on the heap, so that ASan sees overruns */
+    float raw[${P}_INPUTS], probabilities[${P}_OUTPUTS];
     if (!scratch || fread(&n, 4, 1, stdin) != 1) return 2;
     for (i = 0; i < n; ++i) {
-        if (fread(input, 1, NET_INPUTS, stdin) != NET_INPUTS) return 3;
-        c = net_predict(input, scores, scratch);
-        fwrite(scores, 1, NET_OUTPUTS, stdout);
+        if (fread(input, 1, ${P}_INPUTS, stdin) != ${P}_INPUTS) return 3;
+        c = ${p}_predict(input, scores, scratch);
+        fwrite(scores, 1, ${P}_OUTPUTS, stdout);
         fwrite(&c, 4, 1, stdout);
     }
     if (fread(&m, 4, 1, stdin) != 1) return 4;
     for (i = 0; i < m; ++i) {
-        if (fread(raw, 4, NET_INPUTS, stdin) != NET_INPUTS) return 5;
-        net_quantize_input(raw, input);
-        net_predict(input, scores, scratch);
-        net_probabilities(scores, probabilities);
-        fwrite(input, 1, NET_INPUTS, stdout);
-        fwrite(probabilities, 4, NET_OUTPUTS, stdout);
+        if (fread(raw, 4, ${P}_INPUTS, stdin) != ${P}_INPUTS) return 5;
+        ${p}_quantize_input(raw, input);
+        ${p}_predict(input, scores, scratch);
+        ${p}_probabilities(scores, probabilities);
+        fwrite(input, 1, ${P}_INPUTS, stdout);
+        fwrite(probabilities, 4, ${P}_OUTPUTS, stdout);
     }
     free(scratch);
     return 0;
 }
-"""
+""")   # the header of prefix p, as export-c writes it
 
 
 class CompilerError(QmtikError, RuntimeError):
@@ -86,15 +87,16 @@ def sanitizers_work(cc: str, folder: Path) -> bool:
 
 
 def run_header(model: QuantizedModel, codes, raw, folder: Path, cc: str | None = None,
-               sanitize: bool = True) -> dict:
-    """Compile the model's header with a driver (strict warnings, sanitizers when available),
-    run it on int8 codes and raw float inputs, and return what it computed."""
+               sanitize: bool = True, prefix: str = "net") -> dict:
+    """Compile the model's header of prefix (the very text export-c writes with it) with a
+    driver (strict warnings, sanitizers when available), run it on int8 codes and raw float
+    inputs, and return what it computed."""
     cc = cc or find_compiler()
     if cc is None:
         raise CompilerError("no C compiler found (tried $CC, gcc, cc, clang)")
     folder = Path(folder)
-    (folder / "net.h").write_text(export_c(model, "net"))
-    (folder / "driver.c").write_text(DRIVER)
+    (folder / f"{prefix}.h").write_text(export_c(model, prefix))
+    (folder / "driver.c").write_text(DRIVER.substitute(p=prefix, P=prefix.upper()))
     flags = [*STRICT, "-O1"] + (SANITIZE if sanitize and sanitizers_work(cc, folder) else [])
     build = subprocess.run([cc, *flags, "driver.c", "-o", "driver", "-lm"], cwd=folder, capture_output=True,
                            text=True)
@@ -120,11 +122,13 @@ def run_header(model: QuantizedModel, codes, raw, folder: Path, cc: str | None =
             "sanitized": "-fsanitize=address,undefined" in flags}
 
 
-def check(model: QuantizedModel, x) -> dict:
-    """Compile the header and compare it with Python on raw inputs x: scores, classes, codes."""
+def check(model: QuantizedModel, x, prefix: str = "net") -> dict:
+    """Compile the header of prefix and compare it with Python on raw inputs x: scores,
+    classes, codes."""
     codes = model.quantize_inputs(x)
     with tempfile.TemporaryDirectory() as tmp:
-        got = run_header(model, codes, np.asarray(x, dtype=np.float32).reshape(len(codes), -1), Path(tmp))
+        got = run_header(model, codes, np.asarray(x, dtype=np.float32).reshape(len(codes), -1), Path(tmp),
+                         prefix=prefix)
     want = model.scores(codes)
     return {"samples": len(codes),
             "score_mismatches": int((got["scores"] != want).any(axis=1).sum()),
@@ -133,20 +137,24 @@ def check(model: QuantizedModel, x) -> dict:
             "sanitized": got["sanitized"]}
 
 
-def code_size(model: QuantizedModel, cc: str | None = None, flags=("-Os",)) -> dict | None:
-    """Flash and stack of the compiled header: .text (code), .rodata (constants), stack of
-    the predict path, from `cc -c` with -fstack-usage; None without a compiler."""
+def code_size(model: QuantizedModel, cc: str | None = None, flags=("-Os",), prefix: str = "net") -> dict | None:
+    """Flash and stack of the compiled header of prefix: .text (code), .rodata (constants),
+    stack of the predict path, from `cc -c` with -fstack-usage without the float helpers; None
+    without a compiler. The whole header, float helpers included, must compile too: a
+    CompilerError otherwise."""
     cc = cc or find_compiler()
     if cc is None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        (folder / "net.h").write_text(export_c(model, "net"))
-        (folder / "net.c").write_text('#define NET_NO_FLOAT\n#define NET_IMPLEMENTATION\n#include "net.h"\n')
-        build = subprocess.run([cc, *STRICT, *flags, "-fstack-usage", "-c", "net.c", "-o", "net.o"], cwd=folder,
-                               capture_output=True, text=True)
-        if build.returncode != 0:
-            raise CompilerError(f"the header did not compile: {first_error(build.stderr)}")
+        (folder / f"{prefix}.h").write_text(export_c(model, prefix))
+        implementation = f'#define {prefix.upper()}_IMPLEMENTATION\n#include "{prefix}.h"\n'
+        (folder / "whole.c").write_text(implementation)
+        (folder / "net.c").write_text(f"#define {prefix.upper()}_NO_FLOAT\n" + implementation)
+        for source, options in (("whole.c", ["-fsyntax-only"]), ("net.c", ["-fstack-usage", "-c", "-o", "net.o"])):
+            build = subprocess.run([cc, *STRICT, *flags, *options, source], cwd=folder, capture_output=True, text=True)
+            if build.returncode != 0:
+                raise CompilerError(f"the header did not compile: {first_error(build.stderr)}")
         sizes = _section_sizes(cc, folder / "net.o")
         stack = 0
         usage = folder / "net.su"

@@ -22,7 +22,8 @@ import numpy as np
 
 from . import quantization as q
 from .config import NAMED_DATASETS, Config
-from .errors import ConfigError, ModelFormatError
+from .errors import ConfigError, ModelFormatError, QuantizationError
+from .functions import combination_problem
 from .model import QuantizedModel
 
 f32 = np.float32
@@ -65,9 +66,25 @@ class CHeader:
     numbers: dict = field(default_factory=dict)     # every numeric define read, by name
     ignored: tuple = ()                             # QMTIK_ defines with no meaning here
 
+    def __post_init__(self):
+        """Refuse an output processing, cost and width that qmtik refuses to train
+        (functions.combination_problem): one rule for `config from-header` and `import-c-model`,
+        whose model of softmax over QMTIK_O 1 disagreed with the C library."""
+        cost = qmtik_cost(self.cost, self.output)
+        problem = combination_problem("classification", self.output, cost, self.outputs)
+        if problem:
+            raise ConfigError(f"C header {self.path}: QMTIK_O {self.outputs}, {self.output} output, {cost} cost: "
+                              f"{problem}")
+
     @property
     def widths(self) -> tuple:
         return (self.inputs, *[self.hidden] * (self.hh_layers + 1), self.outputs)
+
+
+def qmtik_cost(cost: str, output: str) -> str:
+    """qmtik's name of the C library's cost: its cross entropy with a sigmoid output is qmtik's
+    binary cross entropy."""
+    return "binary_cross_entropy" if cost == "cross_entropy" and output == "sigmoid" else cost
 
 
 def _strip_comments(text: str) -> str:
@@ -91,37 +108,50 @@ def _defines(text: str) -> dict:
     return out
 
 
+CAST = re.compile(r"\(\s*(?:const\s+)?(?:(?:unsigned|signed)\s+)?(?:float|double|int|long|short|char|"
+                  r"size_t|u?int\d+_t)\s*\)")
+
+
 def _unwrap(text: str) -> str:
-    """Drop outer parentheses and C casts: '((float)0.25f)' -> '0.25f'."""
-    cast = re.compile(r"\(\s*(?:const\s+)?(?:(?:unsigned|signed)\s+)?(?:float|double|int|long|short|char|"
-                      r"size_t|u?int\d+_t)\s*\)\s*")
+    """Drop outer parentheses and C casts: '((float)0.25f)' -> '0.25f'. One pass: the leading
+    '(' and casts, then as many trailing ')' as '(' were dropped; unbalanced text is returned
+    as it is (not a number). A value nested 100,000 deep costs no more than its length."""
+    pos, opens = 0, 0
     while True:
-        text = text.strip()
-        m = cast.match(text)
-        if m:
-            text = text[m.end():]
-        elif text.startswith("(") and text.endswith(")") and _closes_at_end(text):
-            text = text[1:-1]
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        cast = CAST.match(text, pos)
+        if cast:
+            pos = cast.end()
+        elif text.startswith("(", pos):
+            pos, opens = pos + 1, opens + 1
         else:
+            break
+    end = len(text)
+    for _ in range(opens):
+        while end > pos and text[end - 1].isspace():
+            end -= 1
+        if end == pos or text[end - 1] != ")":
             return text
-
-
-def _closes_at_end(text: str) -> bool:
-    """Whether the '(' at text[0] is closed by the ')' at its end."""
-    depth = 0
-    for i, ch in enumerate(text):
-        depth += (ch == "(") - (ch == ")")
-        if depth == 0:
-            return i == len(text) - 1
-    return False
+        end -= 1
+    return text[pos:end].strip()
 
 
 def _number(text: str, kind):
-    """A C integer or floating literal (suffixes, casts, parentheses allowed), or None."""
+    """A C integer (decimal, 0x hexadecimal, 0 octal) or floating literal (suffixes, casts,
+    parentheses allowed), or None; None too for a decimal beyond Python's int-digit limit."""
     text = _unwrap(text)
     if kind is int:
-        m = re.fullmatch(r"([+-]?(?:0[xX][0-9a-fA-F]+|\d+))[uUlL]*", text)
-        return int(m.group(1), 0) if m else None
+        m = re.fullmatch(r"([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9]\d*)[uUlL]*", text)
+        if not m:
+            return None
+        sign, digits = m.groups()
+        base = 16 if digits[:2].lower() == "0x" else 8 if digits.startswith("0") else 10
+        try:
+            value = int(digits, base)
+        except ValueError:                   # more than sys.get_int_max_str_digits() digits
+            return None
+        return -value if sign == "-" else value
     m = re.fullmatch(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)[fFlL]?", text)
     return float(m.group(1)) if m else None
 
@@ -170,7 +200,8 @@ def read_header(path) -> CHeader:
             if not value_ok:
                 wanted = "a positive integer" if kind is int else "a normal, finite float32 " + \
                     (">= 0" if name in MAY_BE_ZERO else "> 0")
-                raise ConfigError(f"C header {path}, line {line}: {name} {value!r} is not {wanted}")
+                shown = repr(value) if len(value) <= 40 else repr(value[:40]) + f"... ({len(value)} characters)"
+                raise ConfigError(f"C header {path}, line {line}: {name} {shown} is not {wanted}")
     used = set(numbers)
     switches = {s: _choice(s, defines, path, used) for s in SWITCHES}
     missing = [n for n in REQUIRED if n not in numbers] + \
@@ -178,6 +209,7 @@ def read_header(path) -> CHeader:
                for s in ("activation", "output", "cost") if switches[s] is None]
     if missing:
         raise ConfigError(f"C header {path}: {missing[0]} is not defined")
+    _check_scales(path, defines, numbers)
     if switches["optimizer"] is None:
         switches["optimizer"] = "sgd" if "QMTIK_MOMENTUM" in numbers else "adam"
     used.add("QMTIK_LR_NO_DECAY")                  # qmtik.h's constant rate: schedule = "constant"
@@ -188,12 +220,32 @@ def read_header(path) -> CHeader:
                    numbers.get("QMTIK_LEAK", C_LEAK), numbers, ignored)
 
 
+def _check_scales(path, defines: dict, numbers: dict) -> None:
+    """Refuse a QMTIK_W_SCALE or QMTIK_A_SCALE that quantization.scale_problem refuses (they
+    become the config's fixed scales and the imported model's), and a pair with which the C
+    library's own float32 arithmetic overflows: a layer's largest sum, (inputs + 1) products
+    of 128 weight steps by 128 activation steps, and that sum over A_SCALE must stay finite."""
+    w, a = numbers["QMTIK_W_SCALE"], numbers["QMTIK_A_SCALE"]
+    for name, value in (("QMTIK_W_SCALE", w), ("QMTIK_A_SCALE", a)):
+        problem = q.scale_problem(value)
+        if problem:
+            line, text = defines[name]
+            shown = repr(text) if len(text) <= 40 else repr(text[:40]) + f"... ({len(text)} characters)"
+            raise ConfigError(f"C header {path}, line {line}: {name} {shown} {problem}")
+    terms = min(max(numbers["QMTIK_I"], numbers["QMTIK_H"]), 2**64) + 1   # no real file is wider
+    largest = terms * (128 * w) * (128 * a)                # float64: finite for any two float32 scales
+    if largest > q.F32_MAX or largest / a > q.F32_MAX:
+        raise ConfigError(f"C header {path}: QMTIK_W_SCALE {w:g} and QMTIK_A_SCALE {a:g} overflow float32 in the "
+                          f"C library's arithmetic (a layer's sum reaches {largest:.3g}, {largest / a:.3g} in "
+                          "activation steps)")
+
+
 # --- the equivalent qmtik config ---------------------------------------------------------------
 
 def _config_entries(h: CHeader) -> list:
     """(section, key, value, comment) of the equivalent config; value None: a comment line only."""
     n, train = h.numbers, Config().training
-    cost = "binary_cross_entropy" if h.cost == "cross_entropy" and h.output == "sigmoid" else h.cost
+    cost = qmtik_cost(h.cost, h.output)
     rate_name = "QMTIK_ALPHA" if "QMTIK_ALPHA" in n else "QMTIK_INIT_ALPHA"
     rate = n.get(rate_name)
     mnist = "mnist" in NAMED_DATASETS and (h.inputs, h.outputs) == (784, 10)
@@ -400,7 +452,11 @@ class CLibraryModel:
             scales = np.full(len(codes), w)
             bias = q.quantize_bias((biases.astype(f32) * self.w).astype(np.float64), a, 0, codes, scales)
             pre = self.table_scale() if kind in q.TABLE_ACTIVATIONS else None
-            layer = q.build_layer(codes, bias, scales, a, 0, kind, a, 0, pre, slope=float(self.leak))
+            try:
+                layer = q.build_layer(codes, bias, scales, a, 0, kind, a, 0, pre, slope=float(self.leak))
+            except QuantizationError as exc:            # W_SCALE / A_SCALE beyond qmtik's multipliers
+                raise ConfigError(f"C header {self.header.path}: QMTIK_W_SCALE {w:g} and QMTIK_A_SCALE {a:g} "
+                                  f"cannot be converted: {exc}") from None
             if pre is not None:       # the C library's codes, not qmtik's fixed-scale table
                 layer.table = self.hidden_codes(f32(pre) * np.arange(q.QMIN, q.QMAX + 1, dtype=f32))
             layers.append(layer)

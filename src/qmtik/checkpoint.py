@@ -8,7 +8,7 @@ name and renamed, so a crash never leaves half a file in place of a good one.
 from __future__ import annotations
 
 import json
-import zipfile
+import reprlib
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +17,9 @@ from .config import Config
 from .errors import CheckpointError, ConfigError
 from .files import write_atomic
 from .layers import Layer
-from .quantization import input_range_problem
+from .quantization import F32_MAX, input_range_problem, range_problem
 from .optimizers import OPTIMIZERS
+from .parsing import load_json, load_npz
 
 FORMAT = "qmtik-checkpoint"
 VERSION = 1
@@ -51,14 +52,7 @@ def save(path, config: Config, input_range, layers, quantized: bool, history: di
 def load(path) -> dict:
     """Read and check a checkpoint: {'config', 'input_range', 'layers', 'quantized', 'history', 'resume'}."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path}: not found") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"checkpoint {path}: not a readable qmtik checkpoint ({exc})") from None
-    return _check(path, arrays)
+    return _check(path, load_npz(path, f"checkpoint {path}", CheckpointError))
 
 
 def _check(path, arrays: dict) -> dict:
@@ -80,12 +74,16 @@ def _check(path, arrays: dict) -> dict:
         fail(f"version {version} is newer than this qmtik reads ({VERSION}); upgrade qmtik")
     if version < 1:
         fail(f"version {version} is not valid")
+
+    def json_of(key):               # a JSON string field; class_names may be absent
+        text = str(need(key, "U", ())) if key in arrays or key != "class_names" else "null"
+        return load_json(text, f"checkpoint {path}: {key}", CheckpointError)
+
     try:
-        config = Config.from_dict(json.loads(str(need("config", "U", ()))))
-        history = json.loads(str(need("history", "U", ())))
-        names = json.loads(str(arrays.get("class_names", np.array("null"))))
-    except (ConfigError, json.JSONDecodeError) as exc:
-        fail(f"its config or history is invalid ({exc})")
+        config = Config.from_dict(json_of("config"))
+    except ConfigError as exc:
+        fail(f"its config is invalid ({exc})")
+    history, names = json_of("history"), json_of("class_names")
     _check_history(history, config, fail)
     if names is not None and (not isinstance(names, list) or len(names) != max(config.network.outputs, 2)
                               or not all(isinstance(n, str) and n for n in names)):
@@ -94,9 +92,14 @@ def _check(path, arrays: dict) -> dict:
     problem = input_range_problem(*input_range) if np.isfinite(input_range).all() else "not finite"
     if problem:
         fail(f"input_range {input_range.tolist()}: {problem}")
+    quantized = bool(need("quantized", "b", ()))
+    kept = _kept_record(history)
+    if kept is not None and quantized != kept["quantized"]:
+        fail(f"quantized is {quantized}, but its kept epoch {kept['epoch']} ran "
+             f"{'fake-quantized' if kept['quantized'] else 'in float'}")
     out = {"config": config, "input_range": tuple(input_range.tolist()), "history": history,
            "class_names": tuple(names) if names else None,
-           "quantized": bool(need("quantized", "b", ())), "layers": _check_layers(path, arrays, "model", config),
+           "quantized": quantized, "layers": _check_layers(path, arrays, "model", config),
            "resume": None}
     if "resume.epoch" in arrays:
         epoch = int(need("resume.epoch", "iu", ()))
@@ -105,40 +108,116 @@ def _check(path, arrays: dict) -> dict:
                  f"with {len(history['epochs'])} recorded")
         layers = _check_layers(path, arrays, "resume", config)
         out["resume"] = {"epoch": epoch, "layers": layers,
-                         "optimizer": _check_optimizer(path, arrays, config, layers)}
+                         "optimizer": _check_optimizer(path, arrays, config, layers, epoch)}
     return out
 
 
+def _kept_record(history: dict) -> dict | None:
+    """The record of the epoch whose network the checkpoint keeps: the best, or else the last."""
+    records = history["epochs"]
+    if history["best_epoch"] is not None:
+        return records[history["best_epoch"] - 1]
+    return records[-1] if records else None
+
+
+RECORD_NUMBERS = ("loss", "train_metric", "learning_rate", "seconds")    # finite and >= 0 in every record
+RECORD_VALIDATION = ("val_loss", "val_metric")      # the same, or both null when there was no validation
+
+
+def _is_number(value) -> bool:
+    """A number >= 0 as JSON gives it that is finite as a float (not a boolean, which Python
+    counts as an int, nor an integer too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return 0 <= float(value) < float("inf")
+    except OverflowError:
+        return False
+
+
+_shown = reprlib.repr       # a hostile value in a message, cut short
+
+
 def _check_history(history, config: Config, fail) -> None:
-    """A training history: per-epoch records and the kept epoch among them."""
+    """A training history: per-epoch records with every key training, plots and the history
+    file read, of the right types and in order, and the kept epoch among them."""
     if not isinstance(history, dict) or not isinstance(history.get("epochs"), list):
         fail("history is not a record of epochs")
     records = history["epochs"]
-    if not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in records):
-        fail("history holds an epoch record that is not one")
+    if len(records) > config.training.epochs:
+        fail(f"history's records hold {len(records)} epochs of a run of {config.training.epochs}")
     best = history.get("best_epoch")
-    if best is not None and (not isinstance(best, int) or not 1 <= best <= len(records)):
-        fail(f"history's best_epoch {best!r} is not one of its {len(records)} epochs")
-    first = history.get("first_loss")
-    if records and not isinstance(first, (int, float)):
-        fail("history's first_loss is missing")
+    if best is not None and (isinstance(best, bool) or not isinstance(best, int) or not 1 <= best <= len(records)):
+        fail(f"history's best_epoch {_shown(best)} is not one of its {len(records)} epochs")
+    for key in ("best_epoch", "first_loss"):
+        if key not in history:
+            fail(f"history's {key} is missing")
+    first = history["first_loss"]
+    if records and not _is_number(first):
+        fail(f"history's first_loss {_shown(first)} is not a finite number >= 0")
+    for i, record in enumerate(records):
+        problem = _record_problem(record, i, config)
+        if problem:
+            fail(f"history's record of epoch {i + 1} {problem}")
+    if len({r["val_loss"] is None for r in records}) > 1:
+        fail("history has validation figures for some epochs and not for others")
+    final_mode = config.training.float_epochs < config.training.epochs
+    if best is not None and records[best - 1]["quantized"] != final_mode:
+        fail(f"history's best_epoch {best} is a {'float' if final_mode else 'fake-quantized'} epoch; "
+             "only the final mode's epochs are kept")
 
 
-def _check_optimizer(path, arrays: dict, config: Config, layers) -> dict:
-    """The optimizer state arrays, each present with its parameter's shape."""
+def _record_problem(record, index: int, config: Config) -> str | None:
+    """Why one epoch record cannot be the record of epoch index + 1, or None."""
+    if not isinstance(record, dict):
+        return "is not a record"
+    epoch = record.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch != index + 1:
+        return f"says epoch {_shown(epoch)}"
+    for key in RECORD_NUMBERS:
+        if not _is_number(record.get(key)):
+            return f"has {key} {_shown(record.get(key))}, not a finite number >= 0"
+    figures = [record.get(key) for key in RECORD_VALIDATION]
+    if figures != [None, None] and not all(_is_number(v) for v in figures):
+        return (f"has val_loss {_shown(figures[0])} and val_metric {_shown(figures[1])}: both finite "
+                "numbers >= 0 or both null")
+    if record.get("quantized") is not (index >= config.training.float_epochs):
+        return (f"has quantized {_shown(record.get('quantized'))}; with training.float_epochs = "
+                f"{config.training.float_epochs} it is {index >= config.training.float_epochs}")
+    return None
+
+
+def _check_optimizer(path, arrays: dict, config: Config, layers, epoch: int) -> dict:
+    """The optimizer state after `epoch` epochs: a whole number of steps, at least one an epoch,
+    and each slot's array present, of its parameter's shape, finite within float32 (second
+    moments >= 0). train() checks the steps against the data's steps per epoch."""
+    def fail(problem):
+        raise CheckpointError(f"checkpoint {path}: {problem}")
+
+    kind = OPTIMIZERS[config.training.optimizer]
+    if "optimizer.steps" not in arrays:
+        fail(f"missing 'optimizer.steps' of the {config.training.optimizer} optimizer")
+    steps = arrays["optimizer.steps"]
+    if steps.shape != () or steps.dtype.kind not in "iu":
+        fail(f"optimizer.steps is {steps.dtype} of shape {steps.shape}, not a whole number")
+    if int(steps) < epoch or int(steps) % epoch:
+        fail(f"optimizer.steps {int(steps)} is not the same number of steps (at least 1) in each of "
+             f"the {epoch} epochs trained")
+    state = {"steps": steps}
     shapes = [a.shape for layer in layers for a in (layer.weight, layer.bias)]
-    expected = {"steps": ()}
-    for slot in OPTIMIZERS[config.training.optimizer].slots:
-        expected.update({f"{slot}.{i}": shape for i, shape in enumerate(shapes)})
-    state = {}
-    for name, shape in expected.items():
-        key = f"optimizer.{name}"
-        if key not in arrays:
-            raise CheckpointError(f"checkpoint {path}: missing {key!r} of the {config.training.optimizer} optimizer")
-        if arrays[key].shape != shape or arrays[key].dtype.kind not in "iuf" or not np.isfinite(arrays[key]).all():
-            raise CheckpointError(f"checkpoint {path}: {key} has shape {arrays[key].shape}, expected {shape} "
-                                  "finite values")
-        state[name] = arrays[key]
+    for slot in kind.slots:
+        for i, shape in enumerate(shapes):
+            key = f"optimizer.{slot}.{i}"
+            if key not in arrays:
+                fail(f"missing {key!r} of the {config.training.optimizer} optimizer")
+            value = arrays[key]
+            if value.shape != shape or value.dtype.kind not in "iuf":
+                fail(f"{key} is {value.dtype} of shape {value.shape}, expected {shape} numbers")
+            if not (np.isfinite(value).all() and np.abs(value).max(initial=0) <= F32_MAX):
+                fail(f"{key} holds values that are not finite in float32")
+            if slot in kind.nonnegative and (value < 0).any():
+                fail(f"{key} holds negative values; a second moment is >= 0")
+            state[f"{slot}.{i}"] = value
     return state
 
 
@@ -158,8 +237,11 @@ def _check_layers(path, arrays, prefix: str, config: Config) -> list[Layer]:
                                       f"expected {shape} floats")
             if not np.isfinite(value).all():
                 raise CheckpointError(f"checkpoint {path}: {key} holds NaN or infinite values")
-            if name == "observed" and value[0] > value[1]:
-                raise CheckpointError(f"checkpoint {path}: {key} {value.tolist()} is not [low, high]")
+            if np.abs(value).max() > F32_MAX:
+                raise CheckpointError(f"checkpoint {path}: {key} holds values beyond float32 "
+                                      f"(up to {np.abs(value).max():g}; at most {F32_MAX:.3g})")
+            if name == "observed" and range_problem(*value):
+                raise CheckpointError(f"checkpoint {path}: {key} {value.tolist()} {range_problem(*value)}")
             parts[name] = value
         layers.append(Layer(parts["weight"].astype(np.float32), parts["bias"].astype(np.float32), kind,
                             parts["observed"].astype(np.float64)))

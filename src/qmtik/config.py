@@ -10,25 +10,25 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import sys
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
 from .formats import format_of
 from .functions import COSTS, HIDDEN_ACTIVATIONS, OUTPUTS, TASKS, combination_problem
+from .parsing import load_toml, tomllib  # noqa: F401 - tomllib re-exported: one import for every module
 from .quantization import MAX_FAN_IN, input_range_problem  # re-exported: one definition for every module
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from .quantization import F32_MAX, F32_TINY, SCALE_MAX, scale_problem
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine")
 GRANULARITIES = ("channel", "tensor")
 NAMED_DATASETS = ("digits", "mnist", "fashion-mnist")
+INT64_MAX = 2**63 - 1
 INPUT_RANGE_ALLOWED = "'auto' or [low, high], finite in float32, with low < high"
+FLOAT32_ALLOWED = f"a number from {F32_TINY:.3g} to {F32_MAX:.3g} (a normal float32: training computes in float32)"
+SCALE_ALLOWED = f"'auto' or a number from {F32_TINY:.3g} to {SCALE_MAX:.3g} (a normal float32 whose 256 steps stay finite)"
 
 
 def _field(default, help: str, allowed: str):
@@ -40,10 +40,25 @@ def _field(default, help: str, allowed: str):
 
 # --- value checks: each returns the value (normalised) or raises ConfigError -----------------
 
+class _Shown(reprlib.Repr):
+    """repr cut short: a hostile file's value can be a 100,000-character string, a list nested
+    hundreds deep or a hexadecimal integer too long for repr (Python's int-digit limit)."""
+
+    def repr_int(self, value, level):
+        if value.bit_length() > 128:
+            return f"<an integer of {len(hex(abs(value))) - 2} hexadecimal digits>"
+        return repr(value)
+
+
+_SHOWN = _Shown()
+_SHOWN.maxstring = _SHOWN.maxother = 80
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict = 3, 8, 8
+
+
 def _describe(value) -> str:
     kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
             list: "a list", tuple: "a list", dict: "a table"}.get(type(value), type(value).__name__)
-    return f"{value!r} ({kind})"
+    return f"{_SHOWN.repr(value)} ({kind})"
 
 
 def _refuse(key: str, value, allowed: str):
@@ -51,11 +66,14 @@ def _refuse(key: str, value, allowed: str):
 
 
 def _integer(key, value, lo=None, hi=None):
-    allowed = "an integer" + (f" >= {lo}" if lo is not None else "") + (f" and <= {hi}" if hi is not None else "")
+    allowed = "an integer" + (f" >= {lo}" if lo is not None else "") + \
+        (f" and <= {_SHOWN.repr(hi)}" if hi is not None else "")              # hi may be another key's value
     if isinstance(value, bool) or not isinstance(value, int):
         _refuse(key, value, allowed)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         _refuse(key, value, allowed)
+    if abs(value) > INT64_MAX:                   # JSON (the checkpoint) and numpy must hold it
+        _refuse(key, value, f"{allowed}, within int64")
     return value
 
 
@@ -64,7 +82,7 @@ def _number(key, value, lo=None, hi=None, lo_open=False, hi_open=False):
     if lo is not None:
         parts.append(f"{'>' if lo_open else '>='} {lo}")
     if hi is not None:
-        parts.append(f"{'<' if hi_open else '<='} {hi}")
+        parts.append(f"{'<' if hi_open else '<='} {_SHOWN.repr(hi)}")   # hi may be another key's value
     allowed = "a number" + (" " + " and ".join(parts) if parts else "")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
         _refuse(key, value, allowed)
@@ -83,7 +101,8 @@ def _choice(key, value, choices):
     if not isinstance(value, str) or value not in choices:
         hint = ""
         if isinstance(value, str):
-            close = difflib.get_close_matches(value, choices, n=1)
+            close = [c for c in choices if c.lower() == value.lower()] or \
+                difflib.get_close_matches(value, choices, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
         _refuse(key, value, ", ".join(repr(c) for c in choices) + hint)
     return value
@@ -95,15 +114,34 @@ def _boolean(key, value):
     return value
 
 
-def _auto_or_positive(key, value):
-    if value == "auto":
-        return value
-    if isinstance(value, (str, bool)) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        _refuse(key, value, "'auto' or a number > 0")
+def _float32(key, value, zero_ok: bool = False):
+    """A number training's float32 arithmetic holds without making it 0 or infinite: a normal
+    float32 (or exactly 0 when zero_ok). An eps of 1e-320 would be 0 there (and 0 / 0 NaN)."""
+    allowed = ("0 or " if zero_ok else "") + FLOAT32_ALLOWED
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _refuse(key, value, allowed)
     try:
-        return float(value)
+        number = float(value)
     except OverflowError:
-        _refuse(key, value, "'auto' or a number > 0")
+        _refuse(key, value, allowed)
+    if not ((zero_ok and number == 0) or F32_TINY <= number <= F32_MAX):
+        _refuse(key, value, allowed)
+    return number
+
+
+def _auto_or_scale(key, value):
+    """'auto', or a fixed scale that int8 codes can step by (quantization.scale_problem)."""
+    if isinstance(value, str) and value == "auto":
+        return value
+    if isinstance(value, (str, bool)) or not isinstance(value, (int, float)):
+        _refuse(key, value, SCALE_ALLOWED)
+    try:
+        number = float(value)
+    except OverflowError:
+        _refuse(key, value, SCALE_ALLOWED)
+    if number != number or scale_problem(number):
+        _refuse(key, value, SCALE_ALLOWED)
+    return number
 
 
 def _text(key, value):
@@ -157,18 +195,18 @@ class QuantizationConfig:
     """How weights and activations become int8 (the C library's W_SCALE and A_SCALE)."""
     weight_scale: object = _field("auto", "scale of one int8 weight step: 'auto' maps each channel's "
                                   "largest |w| to 127; a number fixes it (per tensor) and may clip",
-                                  "'auto' or a number > 0")
+                                  SCALE_ALLOWED)
     activation_scale: object = _field("auto", "scale of one int8 activation step: 'auto' calibrates "
                                       "each layer's range during training; a number fixes it for every layer",
-                                      "'auto' or a number > 0")
+                                      SCALE_ALLOWED)
     weight_granularity: str = _field("channel", "automatic weight scales per output channel or one per "
                                      "tensor (a fixed weight_scale is always per tensor)", "channel | tensor")
     bits: int = _field(8, "bits of weights and activations", "8")
 
     def __post_init__(self):
-        object.__setattr__(self, "weight_scale", _auto_or_positive("quantization.weight_scale", self.weight_scale))
+        object.__setattr__(self, "weight_scale", _auto_or_scale("quantization.weight_scale", self.weight_scale))
         object.__setattr__(self, "activation_scale",
-                           _auto_or_positive("quantization.activation_scale", self.activation_scale))
+                           _auto_or_scale("quantization.activation_scale", self.activation_scale))
         _choice("quantization.weight_granularity", self.weight_granularity, GRANULARITIES)
         _integer("quantization.bits", self.bits, 8, 8)
 
@@ -185,15 +223,15 @@ class TrainingConfig:
     batch_size: int = _field(128, "samples per gradient step", "an integer >= 1")
     optimizer: str = _field("adam", "sgd (with momentum and nesterov), adam, adamw or rmsprop",
                             " | ".join(OPTIMIZERS))
-    learning_rate: float = _field(0.002, "peak learning rate", "a number > 0")
+    learning_rate: float = _field(0.002, "peak learning rate", FLOAT32_ALLOWED)
     momentum: float = _field(0.9, "momentum of sgd (0 for plain sgd)", "a number >= 0 and < 1")
     nesterov: bool = _field(False, "Nesterov momentum for sgd", "true or false")
     beta1: float = _field(0.9, "adam / adamw first-moment decay", "a number >= 0 and < 1")
     beta2: float = _field(0.999, "adam / adamw second-moment decay", "a number >= 0 and < 1")
     rho: float = _field(0.99, "rmsprop squared-gradient decay", "a number >= 0 and < 1")
-    eps: float = _field(1e-8, "added to denominators of adam, adamw and rmsprop", "a number > 0")
+    eps: float = _field(1e-8, "added to denominators of adam, adamw and rmsprop", FLOAT32_ALLOWED)
     weight_decay: float = _field(0.0, "L2 penalty on weights (not biases); decoupled for adamw",
-                                 "a number >= 0")
+                                 "0 or " + FLOAT32_ALLOWED)
     schedule: str = _field("cosine", "learning-rate schedule after warm-up", " | ".join(SCHEDULES))
     warmup_epochs: float = _field(0.0, "epochs of linear warm-up from 0 to learning_rate",
                                   "a number >= 0 and < epochs")
@@ -213,10 +251,12 @@ class TrainingConfig:
         _integer(k + "epochs", self.epochs, 1)
         _integer(k + "batch_size", self.batch_size, 1)
         _choice(k + "optimizer", self.optimizer, OPTIMIZERS)
+        _choice(k + "schedule", self.schedule, SCHEDULES)
+        for name in ("learning_rate", "eps", "weight_decay"):
+            object.__setattr__(self, name, _float32(k + name, getattr(self, name), zero_ok=name == "weight_decay"))
         for name, lo, hi, lo_open, hi_open in [
-            ("learning_rate", 0, None, True, False), ("momentum", 0, 1, False, True),
+            ("momentum", 0, 1, False, True),
             ("beta1", 0, 1, False, True), ("beta2", 0, 1, False, True), ("rho", 0, 1, False, True),
-            ("eps", 0, None, True, False), ("weight_decay", 0, None, False, False),
             ("gamma", 0, 1, True, False), ("min_learning_rate", 0, self.learning_rate, False, False),
             ("validation_split", 0, 1, False, True),
         ]:
@@ -377,7 +417,8 @@ def _unknown(key: str, allowed, prefix: str = ""):
     name = key[len(prefix):] if prefix else key
     close = difflib.get_close_matches(name, allowed, n=1)
     hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
-    raise ConfigError(f"config key {key}: unknown key{hint} (allowed: {', '.join(allowed)})")
+    shown = key if len(key) <= 80 else key[:80] + "..."          # a hostile file's key can be 100 kB
+    raise ConfigError(f"config key {shown}: unknown key{hint} (allowed: {', '.join(allowed)})")
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -395,10 +436,7 @@ def load_config(path, overrides=None) -> Config:
         raise ConfigError(f"config file {path}: not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path}: cannot be read ({exc})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path}: not valid TOML ({exc})") from None
+    data = load_toml(text, f"config file {path}", ConfigError)
     config = Config.from_dict(data).replace_many(overrides or {})
     return resolve_paths(config, path.parent)
 
@@ -419,11 +457,13 @@ def parse_override(text: str) -> tuple[str, object]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, such as training.epochs=5")
-    try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()
-    return key.strip(), value
+    key, raw = key.strip(), raw.strip()
+    parsed = load_toml(f"v = {raw}", f"override {key}", ConfigError, lenient=True)
+    if parsed is None:                           # not TOML: a bare word, taken as a string
+        return key, raw
+    if set(parsed) != {"v"}:
+        raise ConfigError(f"override {key}: the value must be one TOML value on one line")
+    return key, parsed["v"]
 
 
 # --- generated text ----------------------------------------------------------------------------

@@ -104,7 +104,8 @@ def run_demo(dataset: str | None = None, out_dir="qmtik-demo", say=print) -> dic
     stem = out / dataset
     paths = {"model": stem.with_suffix(".qmt"), "header": stem.with_suffix(".h")}
     save_model(paths["model"], model)
-    header = export_c(model, dataset.replace("-", "_"))
+    prefix = dataset.replace("-", "_")
+    header = export_c(model, prefix)
     write_atomic(paths["header"], lambda f: f.write(header.encode()))
     figures = {"dataset": dataset, "float_accuracy": float_net.score(x_test, y_test),
                "int8_accuracy": model.score(x_test, y_test), "qmt_bytes": paths["model"].stat().st_size,
@@ -113,8 +114,8 @@ def run_demo(dataset: str | None = None, out_dir="qmtik-demo", say=print) -> dic
     if find_compiler() is None:
         say("no C compiler found ($CC, gcc, cc, clang): the header was written but not compiled")
     else:
-        figures["c_check"] = check(model, x_test)
-        sizes = code_size(model)
+        figures["c_check"] = check(model, x_test, prefix)       # the header written, compiled
+        sizes = code_size(model, prefix=prefix)
         figures["flash"] = sizes["code"] + sizes["constants"]
         figures["ram"] = sizes["scratch"] + sizes["stack"]
     say(summary_table(figures))

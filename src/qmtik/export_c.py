@@ -18,7 +18,8 @@ from .errors import QmtikError
 from .model import QuantizedModel, memory_needs
 from .qmtfile import encode
 
-PREFIX = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+PREFIX = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")   # matched whole: no newline slips through
+MAX_PREFIX = 41
 
 
 class ExportError(QmtikError, ValueError):
@@ -26,10 +27,24 @@ class ExportError(QmtikError, ValueError):
 
 
 def check_prefix(prefix: str) -> str:
-    """The prefix of every public name: a C identifier."""
-    if not isinstance(prefix, str) or not PREFIX.match(prefix):
-        raise ExportError(f"prefix {prefix!r}: must be a C identifier (letters, digits, _), at most 41 characters")
+    """The prefix of every name: a lowercase C identifier that no reserved name can come of.
+
+    Lowercase, so that two prefixes never give the same upper-case macros (net and Net would);
+    a letter first and no double or trailing underscore, because C reserves names that start
+    with an underscore (glibc's guard is _STDINT_H) and C++ any name holding a double one, and
+    prefix__ starts the header's private names.
+    """
+    if not isinstance(prefix, str) or len(prefix) > MAX_PREFIX or not PREFIX.fullmatch(prefix):
+        raise ExportError(f"prefix {prefix!r}: must be a lowercase C identifier (a-z first, then a-z, 0-9 and "
+                          f"single underscores inside), at most {MAX_PREFIX} characters")
     return prefix
+
+
+def prefix_from_name(name: str) -> str:
+    """The default prefix for a header file name: 'Net-2.h' -> 'net_2'; 'model' when nothing is left."""
+    words = re.findall(r"[a-z0-9]+", str(name).split(".")[0].lower())
+    prefix = "_".join(words).lstrip("0123456789_")[:MAX_PREFIX].rstrip("_")
+    return prefix or "model"
 
 
 def _c_string(text: str) -> str:
@@ -55,9 +70,14 @@ def _classify(P: str, model) -> tuple[str, str]:
     return "", f"    return scores[0] >= {zero};"
 
 
-def _hex_float(value: float) -> str:
-    """An exact C float literal of a float32 value."""
-    return float(np.float32(value)).hex() + "f"
+def c_float(value: float, what: str) -> str:
+    """An exact C float literal of value as a float32 (what names it in the error): a value
+    that float32 cannot hold is refused, never written as inff or nanf, which do not compile."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        single = np.float32(value)
+    if not np.isfinite(single):
+        raise ExportError(f"cannot export the model: its {what} {value!r} is not a finite float32")
+    return float(single).hex() + "f"
 
 
 def _array(ctype: str, name: str, values, per_line: int = 24) -> str:
@@ -74,7 +94,7 @@ def export_c(model: QuantizedModel, prefix: str = "model") -> str:
     need = memory_needs(model)
     crc = zlib.crc32(encode(model))
     low, high = model.input_range
-    gain = np.float32(255.0 / (high - low))
+    gain = 255.0 / (high - low)                      # float32 in C and in quantize_inputs
     scratch = need["scratch"]
     widths = "-".join(map(str, model.widths))
     kinds = ", ".join(layer.activation for layer in model.layers)
@@ -159,6 +179,11 @@ void {p}_probabilities(const int8_t *scores, float *out);
             impl.append(_array("uint8_t", n + "_neg_shift", layer.neg_shift))
         if layer.table is not None:
             impl.append(_array("int8_t", n + "_table", layer.table, 16))
+    dense = "".join(_dense(p, i, layer) for i, layer in enumerate(model.layers))
+    calls = _calls(p, len(model.layers))
+    local, classify = _classify(P, model)
+    locals_line = local + "\n" if local else ""
+    low_literal, gain_literal = c_float(low, "input range's low end"), c_float(gain, "input gain 255 / (high - low)")
     impl.append(f"""
 /* (acc * multiplier) / 2^shift, rounded half away from zero; the product fits in 53 bits.
    Saturated at +-1024, beyond any int8 result, so that the int32 result cannot overflow. */
@@ -176,15 +201,13 @@ static int32_t {p}__clamp(int32_t value, int32_t low, int32_t high)
     return value < low ? low : (value > high ? high : value);
 }}
 
-{{dense}}
-int {p}_predict(const int8_t *input, int8_t *scores, void *scratch)
+{dense}int {p}_predict(const int8_t *input, int8_t *scores, void *scratch)
 {{
     int8_t *buffers[2];
-{{locals}}
-    buffers[0] = (int8_t *)scratch;
+{locals_line}    buffers[0] = (int8_t *)scratch;
     buffers[1] = (int8_t *)scratch + {P}_SCRATCH_BYTES / 2;
-{{calls}}
-{{classify}}
+{calls}
+{classify}
 }}
 
 #ifndef {P}_NO_FLOAT
@@ -192,7 +215,7 @@ void {p}_quantize_input(const float *raw, int8_t *input)
 {{
     int32_t i;
     for (i = 0; i < {P}_INPUTS; ++i) {{
-        float u = (raw[i] - {_hex_float(low)}) * {_hex_float(gain)};
+        float u = (raw[i] - {low_literal}) * {gain_literal};
         int32_t k;
         if (!(u > 0.0f))
             u = 0.0f;
@@ -215,11 +238,7 @@ void {p}_probabilities(const int8_t *scores, float *out)
 #endif /* {P}_IMPLEMENTED */
 #endif /* {P}_IMPLEMENTATION */
 """)
-    dense = "".join(_dense(p, i, layer) for i, layer in enumerate(model.layers))
-    local, classify = _classify(P, model)
-    text = "".join(impl).replace("{dense}\n", dense).replace("{calls}", _calls(p, len(model.layers)))
-    text = text.replace("{locals}\n", local + "\n" if local else "").replace("{classify}", classify)
-    return doc + head + text
+    return doc + head + "".join(impl)
 
 
 def _dense(p: str, index: int, layer) -> str:
@@ -227,15 +246,15 @@ def _dense(p: str, index: int, layer) -> str:
     int8 dot products (no remainder loop to prove safe), holding only its activation's code."""
     n = f"{p}__l{index}"
     outputs, inputs = layer.weight.shape
-    requant = f"r = {p}__requantize(acc, {n}_multiplier[o], {n}_shift[o]);"
+    requant = f"{p}__requantize(acc[o], {n}_multiplier[first + o], {n}_shift[first + o])"
     if layer.activation == "leaky_relu":
-        requant = (f"r = acc < 0 ? {p}__requantize(acc, {n}_neg_multiplier[o], {n}_neg_shift[o])\n"
-                   f"                    : {p}__requantize(acc, {n}_multiplier[o], {n}_shift[o]);")
+        requant = (f"acc[o] < 0 ? {p}__requantize(acc[o], {n}_neg_multiplier[first + o], {n}_neg_shift[first + o])\n"
+                   f"                        : {requant}")
     if layer.table is not None:
-        store = f"out[o] = {n}_table[{p}__clamp(r, -128, 127) + 128];   /* {layer.activation} table */"
+        store = f"{n}_table[{p}__clamp(r, -128, 127) + 128];   /* {layer.activation} table */"
     else:
         low = layer.out_zero if layer.activation == "relu" else -128
-        store = f"out[o] = (int8_t){p}__clamp(r + {layer.out_zero}, {low}, 127);   /* {layer.activation} */"
+        store = f"(int8_t){p}__clamp(r + {layer.out_zero}, {low}, 127);   /* {layer.activation} */"
     return (f"static void {n}(const int8_t *in, int8_t *out)\n{{\n"
             f"    int32_t acc[16], first, count, o, i;\n"
             f"    for (first = 0; first < {outputs}; first += 16) {{\n"
@@ -249,8 +268,8 @@ def _dense(p: str, index: int, layer) -> str:
             f"        }}\n"
             f"        for (o = 0; o < count; ++o) {{          /* requantization, branch-free */\n"
             f"            int32_t r;\n"
-            f"            {requant.replace('[o]', '[first + o]').replace('acc', 'acc[o]').replace(chr(10) + '                    ', chr(10) + '                        ')}\n"
-            f"            {store.replace('out[o]', 'out[first + o]')}\n"
+            f"            r = {requant};\n"
+            f"            out[first + o] = {store}\n"
             f"        }}\n"
             f"    }}\n}}\n\n")
 
@@ -267,7 +286,7 @@ def _calls(p: str, layers: int) -> str:
 
 def _probabilities_body(model: QuantizedModel, p: str, P: str) -> str:
     last = model.layers[-1]
-    scale, zero = _hex_float(last.out_scale), last.out_zero
+    scale, zero = c_float(last.out_scale, "output scale"), last.out_zero
     if model.output == "softmax":
         return (f"float total = 0.0f;\n    int top = 0;\n"
                 f"    for (k = 1; k < {P}_OUTPUTS; ++k)\n        if (scores[k] > scores[top])\n            top = k;\n"

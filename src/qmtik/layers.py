@@ -63,12 +63,21 @@ def init_layers(config: Config, rng: np.random.Generator, dtype=np.float32) -> l
 
 
 def observe(layer: Layer, values) -> None:
-    """Move the layer's observed [min, max] toward this batch's (the first batch sets it)."""
+    """Move the layer's observed [min, max] toward this batch's (the first batch sets it).
+
+    A range that float32 codes cannot stand for (not finite, or wider than float32 holds) is
+    an overflow of training, raised as numpy raises one: FloatingPointError, which the
+    training loop reports as divergence.
+    """
     batch = np.array([values.min(), values.max()], dtype=np.float64)
     if np.isnan(layer.observed).any():
         layer.observed = batch
     else:
         layer.observed += OBSERVER_MOMENTUM * (batch - layer.observed)
+    problem = q.range_problem(*layer.observed)
+    if problem:
+        raise FloatingPointError(f"the observed range {layer.observed.tolist()} of a {layer.activation} "
+                                 f"layer {problem}")
 
 
 # --- float ------------------------------------------------------------------------------------
@@ -170,8 +179,10 @@ def integer_layer(layer: Layer, codes, w_scale, bias, in_scale: float, in_zero: 
         return q.build_layer(codes, bias, w_scale, in_scale, in_zero, layer.activation,
                              out_scale, out_zero, pre_scale, spec.slope)
     except QuantizationError as exc:
-        raise QuantizationError(f"{layer.activation} layer of {codes.shape[0]} outputs: {exc}; check "
-                                "quantization.weight_scale and quantization.activation_scale") from None
+        fixed = [f"quantization.{name}" for name in ("weight_scale", "activation_scale")
+                 if getattr(spec, name) is not None]
+        hint = f"; check {' and '.join(fixed)}" if fixed else ""
+        raise QuantizationError(f"{layer.activation} layer of {codes.shape[0]} outputs: {exc}{hint}") from None
 
 
 def integer_layers(layers: list[Layer], spec: QuantSpec) -> list[q.IntegerLayer]:

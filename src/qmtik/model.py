@@ -7,6 +7,7 @@ quantization.py on extreme values.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,11 +15,40 @@ import numpy as np
 from . import int8_gemm
 from . import quantization as q
 from .data import check_inputs, encode_targets
-from .errors import DataError
+from .errors import DataError, QuantizationError
 from .functions import TASKS, figures, process_output, r_squared
 
 CHUNK = 1024          # samples per pass through the layers: keeps temporaries in cache
 SMALL = 64            # batches up to this size skip the chunking buffers (single-sample latency)
+
+
+def scale_problem(value) -> str | None:
+    """Why value cannot be the scale of int8 codes (an output or a table input scale), or None:
+    a finite number > 0 that quantization.scale_problem, training's own rule, accepts (a normal
+    float32 whose 256 steps stay finite in float32, as the C header writes it)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not (math.isfinite(value) and value > 0):
+        return "is not a finite positive number"
+    return q.scale_problem(value)
+
+
+def reals_problem(input_range, layers) -> str | None:
+    """Why a model's real numbers cannot be computed with in float32, or None: its input range
+    (input_range_problem, training's own rule) and each layer's output and table input scale
+    (scale_problem). One rule for QuantizedModel and the .qmt file's checks."""
+    low, high = input_range
+    problem = q.input_range_problem(low, high)
+    if problem:
+        return f"input range [{low}, {high}] {problem}"
+    for number, layer in enumerate(layers, 1):
+        scales = [("output scale", layer.out_scale)]
+        if layer.activation in q.TABLE_ACTIVATIONS:
+            scales.append(("table input scale", layer.pre_scale))
+        for what, value in scales:
+            problem = scale_problem(value)
+            if problem:
+                return f"layer {number} {what} {value} {problem}"
+    return None
 
 
 @dataclass
@@ -166,6 +196,9 @@ class QuantizedModel:
         if self.task not in TASKS:
             raise DataError(f"model task {self.task!r}: allowed {', '.join(TASKS)}")
         self.input_range = (float(self.input_range[0]), float(self.input_range[1]))
+        problem = reals_problem(self.input_range, self.layers)
+        if problem:
+            raise QuantizationError(f"integer model: {problem}")
         if self.class_names is not None:
             self.class_names = tuple(str(n) for n in self.class_names)
 
@@ -186,8 +219,14 @@ class QuantizedModel:
     # --- integer inference ---
 
     def quantize_inputs(self, x) -> np.ndarray:
-        """Raw inputs (floats or uint8 pixels) to the int8 codes the model computes with."""
-        return q.quantize_inputs(check_inputs(x, self.inputs), self.input_range)
+        """Raw inputs (floats or uint8 pixels) to the int8 codes the model computes with.
+
+        An input so far from a wide range that x - low overflows float32 becomes +-inf, which
+        the clamp makes code -128 or 127, exactly as in C: that overflow is no error.
+        """
+        x = check_inputs(x, self.inputs)
+        with np.errstate(over="ignore"):
+            return q.quantize_inputs(x, self.input_range)
 
     def scores(self, codes) -> np.ndarray:
         """int8 scores (samples x outputs) of int8 input codes, computed exactly."""
@@ -201,14 +240,18 @@ class QuantizedModel:
         return integer_scores(self._kernels, codes, self._int8)
 
     def decision_function(self, x) -> np.ndarray:
-        """The real values of the int8 scores: out_scale * (score - out_zero)."""
+        """The real values of the int8 scores: out_scale * (score - out_zero), as float32."""
+        return self._real_scores(x).astype(np.float32)
+
+    def _real_scores(self, x) -> np.ndarray:
+        """out_scale * (score - out_zero) in float64, where the differences and squares of
+        the largest real scores (255 steps of a scale up to float32's max / 256) stay finite."""
         last = self.layers[-1]
-        return (last.out_scale * (self.scores(self.quantize_inputs(x)).astype(np.float64)
-                                  - last.out_zero)).astype(np.float32)
+        return last.out_scale * (self.scores(self.quantize_inputs(x)).astype(np.float64) - last.out_zero)
 
     def predict_proba(self, x) -> np.ndarray:
-        """Softmax or sigmoid of the real scores (the scores for a linear output)."""
-        return process_output(self.output, self.decision_function(x))
+        """Softmax or sigmoid of the real scores (the scores for a linear output), as float32."""
+        return process_output(self.output, self._real_scores(x)).astype(np.float32)
 
     def predict(self, x) -> np.ndarray:
         """Class indices (names, when the model has them) or regression values."""
@@ -234,7 +277,7 @@ class QuantizedModel:
     def evaluate(self, x, y) -> dict:
         """{'loss', 'accuracy'} (classification) or {'loss', 'mse', 'mae'} (regression); the loss
         is the natural cost of the output (the file does not record the training cost)."""
-        scores = self.decision_function(x)
+        scores = self._real_scores(x)                     # float64: the figures cannot overflow
         targets = encode_targets(y, self.task, self.outputs, len(scores))
         return {**figures(self.task, self.output, self.cost_for_loss, scores, targets), "int8": True}
 
@@ -242,8 +285,9 @@ class QuantizedModel:
         """Accuracy (classification) or R^2 (regression) on the integer arithmetic."""
         if self.task == "classification":
             return self.evaluate(x, y)["accuracy"]
-        targets = encode_targets(y, self.task, self.outputs, len(np.asarray(x)))
-        return r_squared(targets, self.predict(x).reshape(targets.shape))
+        targets = encode_targets(y, self.task, self.outputs, len(np.asarray(x))).astype(np.float64)
+        predicted = process_output(self.output, self._real_scores(x))     # float64, as in evaluate
+        return r_squared(targets, predicted.reshape(targets.shape))
 
     def info(self, file_bytes: int | None = None) -> str:
         """A readable description: topology, sizes, scales, requantization, memory needs."""

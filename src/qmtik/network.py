@@ -7,12 +7,14 @@ The constructor only stores the config; what training learns ends in an undersco
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from . import checkpoint as ckpt
 from .config import Config
 from .data import check_class_names, check_inputs, encode_targets
-from .errors import DataError, QmtikError
+from .errors import DataError, QmtikError, TrainingError
 from .functions import figures, predicted_classes, process_output, r_squared
 from .layers import QuantSpec, integer_layers, predict_scores
 from .model import QuantizedModel
@@ -23,6 +25,21 @@ from .training import Split, split_validation, train
 
 class NotFittedError(QmtikError, AttributeError):
     """The network has not been trained (or loaded) yet."""
+
+
+def float32_checked(method):
+    """Run a method that computes with the network with numpy's overflow and invalid operations
+    raising, as one TrainingError: a network that training keeps never overflows, but one read
+    from a checkpoint may hold weights up to the float32 limit, too large to compute with."""
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        try:
+            with np.errstate(over="raise", invalid="raise", divide="raise"):
+                return method(self, *args, **kwargs)
+        except FloatingPointError as exc:
+            raise TrainingError(f"network: its float32 arithmetic fails on these inputs ({exc}); its weights "
+                                "are too large to compute with") from None
+    return checked
 
 
 class Network:
@@ -85,15 +102,18 @@ class Network:
         self._fitted()
         return quantize_inputs(check_inputs(x, self.config.network.inputs), self.input_range_)
 
+    @float32_checked
     def decision_function(self, x) -> np.ndarray:
         """Final scores: dequantized int8 scores when the network runs in int8, else float."""
         codes = self.input_codes(x)
         return predict_scores(self.layers_, codes, QuantSpec.from_config(self.config), self.quantized_)
 
+    @float32_checked
     def predict_proba(self, x) -> np.ndarray:
         """Softmax or sigmoid of the final scores (the scores themselves for a linear output)."""
         return process_output(self.config.network.output, self.decision_function(x))
 
+    @float32_checked
     def predict(self, x) -> np.ndarray:
         """Class indices (names, when fit was given them) or output values (regression)."""
         scores = self.decision_function(x)
@@ -103,6 +123,7 @@ class Network:
         values = process_output(self.config.network.output, scores)
         return values[:, 0] if values.shape[1] == 1 else values
 
+    @float32_checked
     def evaluate(self, x, y) -> dict:
         """{'loss', 'accuracy'} for classification, {'loss', 'mse', 'mae'} for regression."""
         scores = self.decision_function(x)
@@ -110,6 +131,7 @@ class Network:
         out = figures(self.config.task, net.output, net.cost, scores, self._targets(y, len(scores)))
         return {**out, "int8": bool(self.quantized_)}
 
+    @float32_checked
     def score(self, x, y) -> float:
         """Accuracy for classification; the coefficient of determination R^2 for regression."""
         if self.config.task == "classification":

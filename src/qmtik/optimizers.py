@@ -16,6 +16,7 @@ from .config import TrainingConfig
 class Optimizer:
     """Shared bookkeeping: the parameters, which of them decay, and named state arrays."""
     slots: tuple = ()
+    nonnegative: tuple = ()     # slots that hold second moments, never below 0
 
     def __init__(self, params, decay, config: TrainingConfig):
         self.params, self.decay, self.config = params, decay, config
@@ -66,6 +67,7 @@ class SGD(Optimizer):
 class RMSprop(Optimizer):
     """Divides each step by a moving root mean square of the gradient."""
     slots = ("square",)
+    nonnegative = ("square",)
 
     def update(self, i, p, g, lr, wd):
         if wd:
@@ -80,6 +82,7 @@ class RMSprop(Optimizer):
 class Adam(Optimizer):
     """Adam with bias-corrected moments; weight decay as L2 added to the gradient."""
     slots = ("mean", "square")
+    nonnegative = ("square",)
     decoupled = False
 
     def update(self, i, p, g, lr, wd):

@@ -6,8 +6,9 @@ Writing packs every field with an explicit little-endian type (never a dump of m
 saves through a temporary file that is renamed into place. Reading checks, in this order, the
 length, magic, version, header size, file size and CRC-32; then parses field by field with a
 bounds check before every read; then checks every value with the very rules `encode` applies
-before it writes; and last, that the layers end exactly at the CRC. Nothing in a file is ever
-executed, and every problem is a ModelFormatError of one line, "model file NAME: problem".
+before it writes (the input range and the scales with training's own, so that no model computes
+on NaN or writes `inff` into C); and last, that the layers end exactly at the CRC. Nothing in a
+file is ever executed, and every problem is a ModelFormatError of one line, "model file NAME: problem".
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import numpy as np
 from . import quantization as q
 from .errors import ModelFormatError
 from .files import write_atomic
-from .model import QuantizedModel
+from .model import QuantizedModel, scale_problem
 
 MAGIC = b"\x89QMT\r\n\x1a\n"
 VERSION = 1
@@ -182,6 +183,7 @@ def _read_header(blob: bytes, fail) -> tuple:
         fail(f"reserved header byte is {reserved}, must be 0")
     if not 1 <= inputs <= MAX_WIDTH:
         fail(f"{inputs:,} inputs, outside 1..{MAX_WIDTH}")
+    _check_range(low, high, fail)
     return task, output, count, inputs, low, high
 
 
@@ -217,6 +219,9 @@ def _read_layer(reader: _Reader, number: int, last: bool, fan_in: int, in_scale:
     table = activation in q.TABLE_ACTIVATIONS
     if not table and (pre_scale != 0 or math.copysign(1.0, pre_scale) < 0):     # +0.0 exactly
         fail(f"{where}: table input scale {pre_scale!r} must be 0 for {activation} (only sigmoid and tanh have one)")
+    _check_scale(out_scale, f"{where} output scale", fail)
+    if table:
+        _check_scale(pre_scale, f"{where} table input scale", fail)
     with np.errstate(invalid="ignore"):                      # a signalling NaN is refused later
         scales = reader.array("<f4", outputs if per_channel else 1, f"{where} weight scales").astype(np.float64)
     weight = reader.array("i1", outputs * fan_in, f"{where} weights").reshape(outputs, fan_in).astype(np.int8)
@@ -259,13 +264,18 @@ def _check_model(model: QuantizedModel, fail) -> None:
         fail(f"output {model.output!r} is not one of {', '.join(OUTPUTS)}")
     if not 1 <= len(model.layers) <= MAX_LAYERS:
         fail(f"{len(model.layers)} layers; a model has 1 to {MAX_LAYERS}")
-    low, high = model.input_range
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        fail(f"input range [{low}, {high}] must be finite with low < high")
+    _check_range(*model.input_range, fail)
     fan_in = None
     for number, layer in enumerate(model.layers, 1):
         fan_in = _check_layer(layer, number, number == len(model.layers), fan_in, fail)
     _check_names(model.task, model.class_names, fan_in, fail)
+
+
+def _check_range(low: float, high: float, fail) -> None:
+    """Fail unless raw inputs in [low, high] map to int8 codes in float32: training's own rule."""
+    problem = q.input_range_problem(low, high)
+    if problem:
+        fail(f"input range [{low}, {high}] {problem}")
 
 
 def _check_placement(activation: str, where: str, last: bool, fail) -> None:
@@ -307,12 +317,12 @@ def _check_layer(layer: q.IntegerLayer, number: int, last: bool, fan_in: int | N
     bad = np.flatnonzero(~(np.isfinite(stored) & (stored > 0)))
     if bad.size:
         fail(f"{where} weight scale {scales[bad[0]]} at [{bad[0]}] is not a finite positive float32")
-    _positive(layer.out_scale, f"{where} output scale", fail)
+    _check_scale(layer.out_scale, f"{where} output scale", fail)
     if isinstance(layer.out_zero, (bool, np.bool_)) or not isinstance(layer.out_zero, (int, np.integer)) \
             or not q.QMIN <= layer.out_zero <= q.QMAX:
         fail(f"{where}: output zero point {layer.out_zero} is not an integer in {q.QMIN}..{q.QMAX}")
     if layer.activation in q.TABLE_ACTIVATIONS:
-        _positive(layer.pre_scale, f"{where} table input scale", fail)
+        _check_scale(layer.pre_scale, f"{where} table input scale", fail)
         table = _integers(layer.table, f"{where} table", fail)
         if table.shape != (256,):
             fail(f"{where} table: shape {table.shape}, expected (256,)")
@@ -388,7 +398,8 @@ def _reals(values, what: str, fail) -> np.ndarray:
         fail(f"{what}: not numbers")
 
 
-def _positive(value, what: str, fail) -> None:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not (math.isfinite(value) and value > 0):
-        fail(f"{what} {value} is not a finite positive number")
+def _check_scale(value, what: str, fail) -> None:
+    """Fail unless value is a scale the model can compute with (model.scale_problem)."""
+    problem = scale_problem(value)
+    if problem:
+        fail(f"{what} {value} {problem}")

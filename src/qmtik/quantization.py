@@ -33,6 +33,9 @@ TANH_PRE_RANGE = 4.0            # tanh does so beyond |x| = 4
 SIGMOID_SCALE, SIGMOID_ZERO = 1.0 / 256.0, -128   # sigmoid table output: [0, 1)
 TANH_SCALE, TANH_ZERO = 1.0 / 128.0, 0            # tanh table output: [-1, 1)
 TABLE_ACTIVATIONS = ("sigmoid", "tanh")
+F32_TINY = float(np.finfo(np.float32).tiny)     # the smallest normal float32, about 1.2e-38
+F32_MAX = float(np.finfo(np.float32).max)       # the largest float32, about 3.4e38
+SCALE_MAX = F32_MAX / 256       # a scale whose 256 steps (every int8 code) stay finite in float32
 
 
 def round_half_away(x):
@@ -55,11 +58,15 @@ def quantize(x, scale, zero_point=0, lo: int = QMIN, hi: int = QMAX):
     """Real values to integer codes: clamp(round_half_away(x / scale) + zero_point, lo, hi).
 
     Computed in the precision of x when it is a float array (float32 weights stay float32).
+    A value so far beyond the codes that x / scale overflows (a tiny fixed scale) becomes
+    +-inf, which rounding keeps (computing inf - inf on the way) and the clamp makes an end code.
     """
     x = np.asarray(x)
     if x.dtype.kind != "f":
         x = x.astype(np.float64)
-    return clamp_codes(round_half_away(x / np.asarray(scale, dtype=x.dtype)) + zero_point, lo, hi)
+    with np.errstate(over="ignore", invalid="ignore"):
+        steps = round_half_away(x / np.asarray(scale, dtype=x.dtype))
+    return clamp_codes(steps + zero_point, lo, hi)
 
 
 def dequantize(q, scale, zero_point=0):
@@ -81,6 +88,8 @@ def weight_scales(weight, per_channel: bool, fixed=None) -> np.ndarray:
     A fixed scale (the C library's W_SCALE) is per tensor and may clip.
     """
     rows = weight.shape[0]
+    if not np.isfinite(weight).all():
+        raise QuantizationError("weights hold NaN or infinite values")
     if fixed is not None:
         return np.full(rows, float(fixed))
     absmax = np.abs(weight).max(axis=1) if per_channel else np.full(rows, np.abs(weight).max())
@@ -93,6 +102,9 @@ def affine_params(lo: float, hi: float) -> tuple[float, int]:
     Zero is exactly representable, so a relu's floor is a code and padding costs nothing.
     A range with lo >= 0 gets zero point -128: non-negative values use all 256 codes.
     """
+    problem = range_problem(lo, hi)
+    if problem:
+        raise QuantizationError(f"range [{float(lo):g}, {float(hi):g}] {problem}")
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     if hi - lo < 1e-8:
         hi = lo + 1e-8
@@ -101,9 +113,34 @@ def affine_params(lo: float, hi: float) -> tuple[float, int]:
     return scale, zero_point
 
 
+def range_problem(lo: float, hi: float) -> str | None:
+    """Why [lo, hi] (an observed range of float32 values) cannot be quantized, or None when it
+    can: both ends finite, lo <= hi, and its width (with 0) finite in float32, so that every
+    code's value is a float32."""
+    lo, hi = float(lo), float(hi)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "is not finite"
+    if lo > hi:
+        return "is not [low, high]"
+    if max(hi, 0.0) - min(lo, 0.0) > F32_MAX:
+        return "is wider than float32 holds"
+    return None
+
+
+def scale_problem(scale) -> str | None:
+    """Why a fixed scale (quantization.weight_scale or activation_scale) cannot be the step of
+    int8 codes, or None when it can: a normal float32, with 256 steps finite in float32."""
+    if not F32_TINY <= float(scale) <= SCALE_MAX:
+        return f"must lie from {F32_TINY:.3g} (the smallest normal float32) to {SCALE_MAX:.3g} " \
+               "(256 steps of it finite in float32)"
+    return None
+
+
 def symmetric_scale(absmax: float, cap: float | None = None) -> float:
     """Scale that maps [-absmax, absmax] (capped, for table inputs) onto [-127, 127]."""
     absmax = float(absmax)
+    if not np.isfinite(absmax):
+        raise QuantizationError(f"range [-{absmax}, {absmax}] is not finite")
     if cap is not None:
         absmax = min(absmax, cap)
     return max(absmax, 1e-8) / WMAX
@@ -118,8 +155,9 @@ def quantize_multiplier(real) -> tuple[np.ndarray, np.ndarray]:
     int64 and in float64, with room to add the rounding half exactly. A real multiplier too small to move any accumulator becomes (0, 0).
     """
     real = np.atleast_1d(np.asarray(real, dtype=np.float64))
-    if np.any(~np.isfinite(real)) or np.any(real < 0):
-        raise QuantizationError(f"requantization multiplier must be finite and >= 0, got {real.min()!r}")
+    bad = np.flatnonzero(~(np.isfinite(real) & (real >= 0)))
+    if bad.size:
+        raise QuantizationError(f"requantization multiplier must be finite and >= 0, got {float(real[bad[0]])!r}")
     mantissa, exponent = np.frexp(real)                      # real = mantissa * 2**exponent
     mult = round_half_away(mantissa * 2.0**MULTIPLIER_BITS).astype(np.int64)
     carry = mult == 2**MULTIPLIER_BITS                       # mantissa rounded up to 1.0
@@ -163,9 +201,12 @@ def bias_limit(fan_in: int) -> int:
 
 def activation_table(kind: str, pre_scale: float) -> np.ndarray:
     """The 256-entry int8 table of sigmoid or tanh, indexed by pre-activation code + 128."""
+    if not (np.isfinite(pre_scale) and pre_scale > 0):
+        raise QuantizationError(f"activation table: input scale {pre_scale!r} is not a finite number > 0")
     pre = pre_scale * np.arange(QMIN, QMAX + 1, dtype=np.float64)
     if kind == "sigmoid":
-        out = quantize(1.0 / (1.0 + np.exp(-pre)), SIGMOID_SCALE, SIGMOID_ZERO)
+        with np.errstate(over="ignore"):            # exp(-pre) = inf far left: sigmoid 0, exactly
+            out = quantize(1.0 / (1.0 + np.exp(-pre)), SIGMOID_SCALE, SIGMOID_ZERO)
     elif kind == "tanh":
         out = quantize(np.tanh(pre), TANH_SCALE, TANH_ZERO)
     else:
@@ -251,6 +292,8 @@ def quantize_bias(bias, in_scale: float, in_zero: int, weight_codes, weight_scal
     sum_j w_j (q_j - z) = sum_j w_j q_j - z * sum_j w_j, so the second term joins the bias.
     The result is clamped so that accumulator plus bias never leaves (-2**30, 2**30).
     """
+    if not np.isfinite(bias).all():
+        raise QuantizationError("biases hold NaN or infinite values")
     codes = round_half_away(np.asarray(bias, dtype=np.float64) / (in_scale * weight_scale))
     codes = codes - in_zero * weight_codes.astype(np.int64).sum(axis=1)
     limit = bias_limit(weight_codes.shape[1])
@@ -327,9 +370,14 @@ def quantize_inputs(x, input_range) -> np.ndarray:
 
 
 def _input_codes(x, low, gain):
-    """quantize_inputs on one piece, as float64 codes."""
-    unit = np.subtract(x, low, dtype=np.float32)
-    unit *= gain
+    """quantize_inputs on one piece, as float64 codes.
+
+    An input so far from a wide range that x - low (or its product with the gain) overflows
+    float32 becomes +-inf, which the clamp makes code -128 or 127, exactly as in C: no error.
+    """
+    with np.errstate(over="ignore"):
+        unit = np.subtract(x, low, dtype=np.float32)
+        unit *= gain
     np.maximum(unit, 0, out=unit)                       # np.clip costs more on small inputs
     np.minimum(unit, QMAX - QMIN, out=unit)
     code = np.add(unit, 0.5 + INPUT_ZERO, dtype=np.float64)    # exact: |u| < 256 has 24 bits

@@ -3,6 +3,7 @@ the integer arithmetic, the best epoch kept, checkpoints to resume from, diverge
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from .config import Config
-from .errors import CheckpointError, TrainingError
+from .errors import CheckpointError, QuantizationError, TrainingError
 from .functions import accuracy, cost, process_output
 from .layers import QuantSpec, backward, forward, init_layers, predict_scores
 from .optimizers import learning_rate, make_optimizer
@@ -66,13 +67,43 @@ def evaluate_split(config, layers, spec, data: Split, quantized: bool) -> tuple[
 DIVERGENCE_FACTOR = 1e4    # a batch loss this many times the first epoch's first one has diverged
 
 
+def diverged(where: str, what: str, config: Config) -> TrainingError:
+    """The one error of a diverged run: where (epoch and step), what blew up, what to lower."""
+    tc = config.training
+    knobs = f"training.learning_rate (now {tc.learning_rate:g})"
+    if tc.weight_decay:
+        knobs += f" or training.weight_decay (now {tc.weight_decay:g})"
+    return TrainingError(f"training diverged at {where}: {what}; lower {knobs}")
+
+
 def check_divergence(loss: float, reference: float, epoch: int, step: int, config: Config) -> None:
     """Stop with TrainingError when the loss is NaN or infinite or has exploded."""
     if np.isfinite(loss) and loss <= DIVERGENCE_FACTOR * max(reference, 1.0):
         return
     what = f"became {loss}" if not np.isfinite(loss) else f"grew to {loss:.3g} from {reference:.3g}"
-    raise TrainingError(f"training diverged at epoch {epoch + 1}, step {step + 1}: the loss {what}; "
-                        f"lower training.learning_rate (now {config.training.learning_rate:g})")
+    raise diverged(f"epoch {epoch + 1}, step {step + 1}", f"the loss {what}", config)
+
+
+@contextmanager
+def watched(where: str, what: str, config: Config):
+    """Run a part of training with numpy's overflow, invalid operation and division by zero
+    raising: weights, gradients, moments or observed ranges that leave float32 (or become NaN)
+    there mean the run diverged, and it stops with that error before anything is saved.
+
+    So does a requantization multiplier out of range when both scales are automatic: only
+    weights grown far beyond their layer's range make one (a fixed scale may be the cause
+    instead, and its QuantizationError says to check it).
+    """
+    qc = config.quantization
+    try:
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            yield
+    except FloatingPointError as exc:
+        raise diverged(where, f"{what} overflowed float32 or became NaN ({exc})", config) from None
+    except QuantizationError as exc:
+        if qc.weight_scale == "auto" and qc.activation_scale == "auto":
+            raise diverged(where, f"{what}: {exc}", config) from None
+        raise
 
 
 def run_epoch(config, layers, optimizer, spec, data: Split, epoch: int, quantized: bool,
@@ -89,16 +120,20 @@ def run_epoch(config, layers, optimizer, spec, data: Split, epoch: int, quantize
     for step in range(steps):
         batch = order[step * tc.batch_size:(step + 1) * tc.batch_size]
         targets = data.targets[batch]
-        scores, caches = forward(layers, data.codes[batch], spec, quantized, training=True)
-        loss, grad = cost(config.network.cost, config.network.output, scores, targets)
+        where = f"epoch {epoch + 1}, step {step + 1}"
+        with watched(where, "the forward pass", config):
+            scores, caches = forward(layers, data.codes[batch], spec, quantized, training=True)
+            loss, grad = cost(config.network.cost, config.network.output, scores, targets)
+            hits += metric(config, scores, targets) * len(batch)
         if not reference:
             reference.append(float(loss))
         check_divergence(float(loss), reference[0], epoch, step, config)
-        grads = backward(layers, caches, grad.astype(scores.dtype, copy=False), spec)
+        with watched(where, "the gradients", config):
+            grads = backward(layers, caches, grad.astype(scores.dtype, copy=False), spec)
         lr = learning_rate(tc, epoch * steps + step, steps)
-        optimizer.step([g for pair in grads for g in pair], lr)
+        with watched(where, "the weight update", config):
+            optimizer.step([g for pair in grads for g in pair], lr)
         total_loss += float(loss) * len(batch)
-        hits += metric(config, scores, targets) * len(batch)
         reporter.step(step + 1)
     return total_loss / len(data), hits / len(data), lr
 
@@ -107,6 +142,32 @@ def parameters(layers):
     """The arrays the optimizer updates, weights and biases interleaved, and which decay."""
     params = [p for layer in layers for p in (layer.weight, layer.bias)]
     return params, [i % 2 == 0 for i in range(len(params))]
+
+
+def checked_resume(checkpoint, config: Config, input_range, train_data: Split, val_data: Split | None) -> dict:
+    """The checked state of an unfinished run (checkpoint.load checks every field) that this
+    run can go on from: the same config and input range, the same number of steps per epoch
+    (the same training data), and validation figures exactly when this run validates."""
+    state = ckpt.load(checkpoint)
+    if state["resume"] is None:
+        raise CheckpointError(f"checkpoint {checkpoint}: its run finished; nothing to resume")
+    saved = state["config"]
+    changed = [name for name in ("task", "network", "quantization", "training", "data")
+               if getattr(saved, name) != getattr(config, name)]
+    if changed or tuple(state["input_range"]) != tuple(input_range):
+        raise CheckpointError(f"checkpoint {checkpoint}: cannot resume it with another config "
+                              f"({', '.join(changed) or 'input range'} differ); resume with the same one")
+    epoch, steps = state["resume"]["epoch"], int(state["resume"]["optimizer"]["steps"])
+    per_epoch = -(-len(train_data) // config.training.batch_size)
+    if steps != epoch * per_epoch:
+        raise CheckpointError(f"checkpoint {checkpoint}: its {epoch} epochs took {steps} steps, where this "
+                              f"training data takes {per_epoch} an epoch; resume with the same data")
+    validated = state["history"]["epochs"][0]["val_loss"] is not None
+    if validated != (val_data is not None):
+        raise CheckpointError(f"checkpoint {checkpoint}: its run {'had' if validated else 'had no'} validation "
+                              f"data and this one {'has' if val_data is not None else 'has none'}; "
+                              "resume with the same")
+    return state
 
 
 def train(config: Config, input_range, train_data: Split, val_data: Split | None = None, *,
@@ -125,15 +186,7 @@ def train(config: Config, input_range, train_data: Split, val_data: Split | None
     optimizer = make_optimizer(tc, params, decay)
     history, best, kept, start, reference = {"epochs": [], "best_epoch": None, "first_loss": None}, None, None, 0, []
     if resume and checkpoint is not None and Path(checkpoint).exists():
-        state = ckpt.load(checkpoint)
-        saved = state["config"]
-        if state["resume"] is None:
-            raise CheckpointError(f"checkpoint {checkpoint}: its run finished; nothing to resume")
-        changed = [name for name in ("task", "network", "quantization", "training", "data")
-                   if getattr(saved, name) != getattr(config, name)]
-        if changed or tuple(state["input_range"]) != tuple(input_range):
-            raise CheckpointError(f"checkpoint {checkpoint}: cannot resume it with another config "
-                                  f"({', '.join(changed) or 'input range'} differ); resume with the same one")
+        state = checked_resume(checkpoint, config, input_range, train_data, val_data)
         for layer, saved in zip(layers, state["resume"]["layers"]):
             layer.weight[...], layer.bias[...], layer.observed = saved.weight, saved.bias, saved.observed
         optimizer.load_state_arrays(state["resume"]["optimizer"])
@@ -152,7 +205,8 @@ def train(config: Config, input_range, train_data: Split, val_data: Split | None
         record = {"epoch": epoch + 1, "loss": loss, "train_metric": train_metric, "val_loss": None,
                   "val_metric": None, "quantized": quantized, "learning_rate": lr}
         if val_data is not None:
-            record["val_loss"], record["val_metric"] = evaluate_split(config, layers, spec, val_data, quantized)
+            with watched(f"epoch {epoch + 1}", "the validation", config):
+                record["val_loss"], record["val_metric"] = evaluate_split(config, layers, spec, val_data, quantized)
         record["seconds"] = time.perf_counter() - began
         history["epochs"].append(record)
         final_mode = quantized == (tc.float_epochs < tc.epochs)
