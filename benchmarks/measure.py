@@ -141,7 +141,7 @@ def measure_inference(spec: dict) -> dict:
     single = median_seconds(lambda: model.predict(one), calls)
     out = {"test_accuracy": model.score(x_test, y_test), "test_samples": len(codes),
            "file_bytes": Path(spec["model"]).stat().st_size,
-           "float32_bytes": 4 * sum(layer.weight.size + layer.bias.size for layer in model.layers),
+           "float32_bytes": 4 * sum(layer.weights.size + layer.bias.size for layer in model.layers),
            "batch_seconds": batch, "samples_per_second": len(codes) / batch, "batch_backend": backend,
            "numpy_samples_per_second": len(codes) / numpy_batch, "quantize_seconds": quantize,
            "single_us": single * 1e6, "peak_rss_mb": peak, "baseline_rss_mb": baseline,
@@ -257,6 +257,7 @@ PHASES = {  # function name -> phase
     "requantize": "quantization", "activate": "quantization", "quantize_multiplier": "quantization",
     "weight_scales": "quantization", "quantize_bias": "quantization", "build_layer": "quantization",
     "output_quantization": "quantization", "activation_table": "quantization", "_clip": "quantization",
+    "validate": "quantization",
 }
 OTHER = "other (data, activations, cost, bookkeeping)"
 

@@ -58,7 +58,7 @@ def test_load_gives_bit_identical_outputs(net, saved, digits):
     np.testing.assert_array_equal(loaded.predict(x), net.predict(x))
     np.testing.assert_array_equal(loaded.predict_proba(x), net.predict_proba(x))
     for a, b in zip(loaded.integer_layers(), net.integer_layers()):
-        np.testing.assert_array_equal(a.weight, b.weight)
+        np.testing.assert_array_equal(a.weights, b.weights)
         np.testing.assert_array_equal(a.bias, b.bias)
 
 

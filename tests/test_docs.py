@@ -50,7 +50,7 @@ def test_tutorial_check_can_fail():
 
 KEY_SPAN = re.compile(r"`([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)(?:\s*=[^`\n]*)?`")
 FILE_SUFFIXES = {"toml", "csv", "bin", "qmt", "h", "c", "md", "py", "npz", "npy", "gz", "json", "idx", "png"}
-MODULES = {"qmtik", "np", "numpy", "q"}
+MODULES = {"qmtik", "np", "numpy", "q", "intref"}
 
 
 def named_keys(text: str) -> set:

@@ -3,12 +3,14 @@ UndefinedBehaviorSanitizer where available) and compared with the Python integer
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import qmtik
+from qmtik import intref
 from qmtik import quantization as q
 from qmtik.c_check import STRICT, find_compiler, run_header, sanitizers_work
 from qmtik.export_c import ExportError, check_prefix, export_c
@@ -38,7 +40,7 @@ def build(widths, activation="relu", per_channel=True, task="classification", ou
         bias = rng.integers(-20000, 20000, fan_out)
         observed = np.array([-3.0, 4.0]) if kind != "relu" else np.array([0.0, 4.0])
         out_scale, out_zero, pre = q.output_quantization(kind, observed, fixed)
-        layers.append(q.build_layer(weight, bias, w_scale, scale, zero, kind, out_scale, out_zero, pre, 0.1))
+        layers.append(intref.build_layer(weight, bias, w_scale, scale, zero, kind, out_scale, out_zero, pre, 0.1))
         scale, zero = out_scale, out_zero
     return QuantizedModel(task, output, (-1.0, 3.0), layers)
 
@@ -77,7 +79,7 @@ def test_header_scores_equal_python_bit_for_bit(name, tmp_path):
     if model.outputs > 1:
         np.testing.assert_array_equal(classes, model.scores(codes).argmax(axis=1))
     else:
-        np.testing.assert_array_equal(classes, (model.scores(codes)[:, 0] >= last.out_zero).astype(int))
+        np.testing.assert_array_equal(classes, (model.scores(codes)[:, 0] >= last.output_offset).astype(int))
     np.testing.assert_array_equal(raw_codes, model.quantize_inputs(raw))
     np.testing.assert_allclose(proba, model.predict_proba(raw), rtol=1e-5, atol=1e-6)
 
@@ -203,7 +205,7 @@ def test_the_header_matches_the_golden_one_byte_for_byte():
 @pytest.mark.parametrize("zero", [-128, -3])
 def test_a_single_output_classifier_compiles_clean_whatever_its_zero_point(zero, tmp_path):
     model = build((5, 3, 1), output="sigmoid")
-    model.layers[-1].out_zero = zero
+    model.layers[-1] = replace(model.layers[-1], output_offset=zero)
     (tmp_path / "net.h").write_text(export_c(model, "net"))
     (tmp_path / "net.c").write_text('#define NET_IMPLEMENTATION\n#include "net.h"\n')
     build_ = subprocess.run([CC, *STRICT, "-c", "net.c"], cwd=tmp_path, capture_output=True, text=True)
@@ -255,7 +257,7 @@ def qmt_with(tmp_path, name, model, old: bytes, new: bytes):
 @pytest.mark.parametrize("field, value, expected", [
     ("input_range", (-1e300, 1e300), "input range [-1e+300, 1e+300] must stay finite in float32"),
     ("input_range", (0.0, 1e-300), "input range [0.0, 1e-300] must stay finite in float32"),
-    ("out_scale", 1e300, "layer 2 output scale 1e+300 must lie from 1.18e-38"),
+    ("output_scale", 1e300, "layer 2: output_scale 1e+300 must lie from 1.18e-38"),
 ])
 def test_export_c_of_a_model_float32_cannot_hold_fails_with_one_line(field, value, expected, tmp_path, capsys,
                                                                       monkeypatch):
@@ -267,7 +269,7 @@ def test_export_c_of_a_model_float32_cannot_hold_fails_with_one_line(field, valu
         model.input_range = (-1.25, 2.5)
         path = qmt_with(tmp_path, "m.qmt", model, struct.pack("<dd", -1.25, 2.5), struct.pack("<dd", *value))
     else:
-        model.layers[-1].out_scale = 0.123456789
+        model.layers[-1] = replace(model.layers[-1], output_scale=0.123456789)
         path = qmt_with(tmp_path, "m.qmt", model, struct.pack("<d", 0.123456789), struct.pack("<d", value))
     code, err, _ = run_cli(capsys, ["export-c", str(path), "-o", "m.h"])
     assert (code, len(err)) == (1, 1), err

@@ -1,9 +1,11 @@
-"""The optional int8 backend (onnxruntime): the same integers as the int64 reference, and when it is used."""
+"""The optional int8 backend (onnxruntime): the same integers as the spec (intref), and when it is used."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from qmtik import int8_gemm
-from qmtik import quantization as q
+from qmtik import intref
 from qmtik.model import SMALL, LayerKernel, QuantizedModel, use_int8_gemm
 from test_model import random_layer, reference
 
@@ -13,7 +15,7 @@ has_onnxruntime = pytest.mark.skipif(not int8_gemm.available(), reason="onnxrunt
 
 def scores(layers, codes):
     kernels = [LayerKernel.prepare(layer) for layer in layers]
-    out = np.empty((len(codes), layers[-1].weight.shape[0]), np.int8)
+    out = np.empty((len(codes), layers[-1].outputs), np.int8)
     return int8_gemm.Int8Network(kernels).scores(codes, out)
 
 
@@ -24,12 +26,13 @@ def chain(rng, widths, kinds, extreme=False, relu_shifts=None, relu_zero=None):
     for a, b, kind in zip(widths[:-1], widths[1:], kinds):
         layer = random_layer(rng, a, b, kind, in_zero=zero, extreme=extreme)
         if kind == "relu" and relu_shifts is not None:
-            layer.shift = rng.integers(relu_shifts[0], relu_shifts[1] + 1, size=b)
-            layer.shift[:2] = relu_shifts               # both ends of the range
+            shift = rng.integers(relu_shifts[0], relu_shifts[1] + 1, size=b)
+            shift[:2] = relu_shifts                     # both ends of the range
+            layer = replace(layer, output_shift=shift)
         if kind == "relu" and relu_zero is not None:
-            layer.out_zero = relu_zero
+            layer = replace(layer, output_offset=relu_zero)
         layers.append(layer)
-        zero = layer.out_zero
+        zero = layer.output_offset
     return layers
 
 
@@ -56,9 +59,9 @@ def test_ties_round_away_from_zero_in_the_graph():
     """A relu requantized in the graph, read out through an identity layer: t / 2 for t = -50 ... 549."""
     t = np.arange(-50, 550)
     n = len(t)
-    halves = q.IntegerLayer(np.ones((n, 1), np.int8), t - 1, np.full(n, 2**21), np.full(n, 22), "relu",
+    halves = intref.IntegerLayer(np.ones((n, 1), np.int8), t - 1, np.full(n, 2**21), np.full(n, 22), "relu",
                             1.0, 0, np.ones(n), 1.0, -128)
-    identity = q.IntegerLayer(np.eye(n, dtype=np.int8), np.full(n, 128), np.full(n, 2**21), np.full(n, 21),
+    identity = intref.IntegerLayer(np.eye(n, dtype=np.int8), np.full(n, 128), np.full(n, 2**21), np.full(n, 21),
                               "linear", 1.0, -128, np.ones(n), 1.0, -128)
     assert int8_gemm._fusable(halves)
     codes = np.ones((3, 1), np.int8)
@@ -74,7 +77,9 @@ def test_layers_requantized_by_numpy_equal_the_reference_at_the_extremes(hidden)
     """Any activation, and relus with shifts of 0 or above 44, end a graph: numpy finishes them."""
     rng = np.random.default_rng(len(hidden))
     layers = chain(rng, [784, 40, 24, 7], [hidden, "relu", "linear"], extreme=True)
-    layers[1].shift[0] = 0 if hidden == "relu" else 45          # never fused
+    shift = layers[1].output_shift.copy()
+    shift[0] = 0 if hidden == "relu" else 45                     # never fused
+    layers[1] = replace(layers[1], output_shift=shift)
     assert not int8_gemm._fusable(layers[1])
     codes = extreme_codes(rng, 1100, 784)
     np.testing.assert_array_equal(scores(layers, codes), reference(codes, layers))

@@ -6,6 +6,7 @@ import pytest
 
 from qmtik import Config, NetworkConfig, QuantizationConfig
 from qmtik import layers as L
+from qmtik import intref
 from qmtik import quantization as q
 from qmtik.functions import HIDDEN_ACTIVATIONS, cost
 
@@ -122,9 +123,9 @@ def test_fake_quantized_forward_is_the_integer_arithmetic(activation, quant):
     scores, _ = L.forward(layers, codes, spec, quantized=True, training=True)   # observes, then quantizes
     x = codes
     for integer in L.integer_layers(layers, spec):
-        x = q.integer_forward(x, integer)
+        x = intref.layer_forward(x, integer)
     last = L.integer_layers(layers, spec)[-1]
-    np.testing.assert_array_equal(scores, (last.out_scale * (x - last.out_zero)).astype(np.float32))
+    np.testing.assert_array_equal(scores, (last.output_scale * (x - last.output_offset)).astype(np.float32))
     again, _ = L.forward(layers, codes, spec, quantized=True, training=False)
     np.testing.assert_array_equal(again, scores)
 
@@ -144,8 +145,8 @@ def test_straight_through_gradient_of_a_single_layer():
     (d_weight, d_bias), = L.backward(layers, caches, grad, spec)
 
     integer = L.integer_layers(layers, spec)[0]
-    acc = q.accumulate(codes, integer.weight, integer.bias)
-    real = acc * integer.in_scale * integer.weight_scale             # unclamped real scores
+    acc = intref.accumulate(codes, integer.weights, integer.bias)
+    real = acc * integer.input_scale * integer.weight_scales             # unclamped real scores
     inside = (real >= 0.02 * -128) & (real <= 0.02 * 127)
     assert 0 < inside.mean() < 1, "the test needs both clamped and unclamped scores"
     x = q.INPUT_SCALE * (codes.astype(np.float64) - q.INPUT_ZERO)
@@ -165,7 +166,7 @@ def test_straight_through_gradient_uses_the_int8_weights_for_the_layer_below():
     _, grad = cost("mse", "linear", scores, targets)
     grads = L.backward(layers, caches, grad, spec)
     top = L.integer_layers(layers, spec)[1]
-    w_int8 = top.weight * top.weight_scale[:, None]
+    w_int8 = top.weights * top.weight_scales[:, None]
     a_in, w_eff, z, inside, _ = caches[1]
     np.testing.assert_allclose(w_eff, w_int8, rtol=1e-12)
     g_top = grad * inside
@@ -196,7 +197,7 @@ def test_table_activation_gradient_is_zero_where_the_table_input_clips():
     codes = random_codes(60, 3, rng)
     scores, caches = L.forward(layers, codes, spec, quantized=True, training=True)
     _, _, z, inside, _ = caches[0]
-    pre_scale = L.integer_layers(layers, spec)[0].pre_scale
+    pre_scale = L.integer_layers(layers, spec)[0].table_input_scale
     assert pre_scale == pytest.approx(q.SIGMOID_PRE_RANGE / 127)
     np.testing.assert_array_equal(inside, ((z >= pre_scale * -128) & (z <= pre_scale * 127)).astype(z.dtype))
     assert 0 < inside.mean() < 1

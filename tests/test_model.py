@@ -1,19 +1,20 @@
-"""The integer model: its fast exact kernels against the int64 reference, and its API."""
+"""The integer model: its fast exact kernels against the spec (intref), and its API."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import qmtik
+from qmtik import intref
 from qmtik import quantization as q
 from qmtik.model import QuantizedModel, LayerKernel
 
 
 def reference(codes, layers):
-    """The int64 reference of quantization.py, layer by layer."""
-    for layer in layers:
-        codes = q.integer_forward(codes, layer)
-    return codes
+    """The spec's scores (intref.reference_scores)."""
+    return intref.reference_scores(layers, codes)
 
 
 def random_layer(rng, fan_in, fan_out, activation, in_zero=-128, extreme=False):
@@ -30,17 +31,15 @@ def random_layer(rng, fan_in, fan_out, activation, in_zero=-128, extreme=False):
         bias = rng.integers(-2**16, 2**16, size=fan_out).astype(np.int64)
         multiplier = rng.integers(2**21, 2**22, size=fan_out).astype(np.int64)
         shift = rng.integers(28, 40, size=fan_out).astype(np.int64)
-    out_zero = -128 if activation == "relu" else int(rng.integers(-20, 20))
-    layer = q.IntegerLayer(weight, bias, multiplier, shift, activation, 0.01, in_zero,
-                           np.full(fan_out, 0.01), 0.05, out_zero)
+    out_scale, out_zero = 0.05, (-128 if activation == "relu" else int(rng.integers(-20, 20)))
+    negative = table = (None, None)
     if activation == "leaky_relu":
-        layer.neg_multiplier = rng.integers(2**21, 2**22, size=fan_out).astype(np.int64)
-        layer.neg_shift = np.minimum(shift + 6, 62)
+        negative = rng.integers(2**21, 2**22, size=fan_out).astype(np.int64), np.minimum(shift + 6, 62)
     if activation in q.TABLE_ACTIVATIONS:
-        layer.pre_scale = 0.03
-        layer.table = q.activation_table(activation, 0.03)
-        layer.out_scale, layer.out_zero = q.table_output_params(activation)
-    return layer
+        table = q.activation_table(activation, 0.03), 0.03
+        out_scale, out_zero = q.table_output_params(activation)
+    return intref.IntegerLayer(weight, bias, multiplier, shift, activation, 0.01, in_zero,
+                               np.full(fan_out, 0.01), out_scale, out_zero, *negative, *table)
 
 
 ACTIVATIONS = ["relu", "leaky_relu", "sigmoid", "tanh", "linear"]
@@ -48,39 +47,43 @@ ACTIVATIONS = ["relu", "leaky_relu", "sigmoid", "tanh", "linear"]
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("fan_in", [1, 3, 784, 1032, 1033])
-def test_kernel_equals_the_int64_reference_at_the_extremes(activation, fan_in):
+def test_kernel_equals_the_spec_at_the_extremes(activation, fan_in):
     rng = np.random.default_rng(fan_in)
     layer = random_layer(rng, fan_in, 17, activation, extreme=True)
     codes = rng.choice([-128, 127, 0, -1, 1], size=(300, fan_in)).astype(np.int8)
     codes[0], codes[1] = -128, 127            # the largest sums of both signs
     kernel = LayerKernel.prepare(layer)
     got = kernel(codes.astype(kernel.weight_t.dtype))
-    np.testing.assert_array_equal(got.astype(np.int64), q.integer_forward(codes, layer))
+    np.testing.assert_array_equal(got.astype(np.int64), intref.layer_forward(codes, layer))
 
 
 @settings(max_examples=300, deadline=None)
-@given(acc=st.lists(st.integers(-(2**30) + 1, 2**30 - 1), min_size=1, max_size=8),
+@given(acc=st.lists(st.integers(-(2**30) + 128, 2**30 - 128), min_size=1, max_size=8),
        multiplier=st.integers(0, 2**22 - 1), shift=st.integers(0, 62),
        activation=st.sampled_from(["relu", "linear", "leaky_relu"]))
-def test_kernel_rounding_equals_the_reference_for_any_accumulator(acc, multiplier, shift, activation):
-    """Every accumulator + bias below 2**30, every multiplier and shift: the same integers."""
+def test_kernel_rounding_equals_the_spec_for_any_accumulator(acc, multiplier, shift, activation):
+    """Every accumulator a 1-input layer reaches (|bias| <= bias_limit(1), |product| <= 127**2),
+    every multiplier and shift: the same integers."""
     acc = np.array(acc, dtype=np.int64)
     n = len(acc)
-    # one input of value 1 and weight 1: the accumulator is the bias plus 1
-    layer = q.IntegerLayer(np.ones((n, 1), np.int8), acc - 1, np.full(n, multiplier), np.full(n, shift),
-                           activation, 1.0, 0, np.ones(n), 1.0, 0 if activation != "relu" else -128)
+    # one input of code 127, weight +-127 by the sign of acc: the accumulator is the bias +- 16129
+    weights = np.where(acc < 0, -127, 127).astype(np.int8)[:, None]
+    shift = shift if multiplier else 0                  # a zero multiplier has shift 0
+    negative = (None, None)
     if activation == "leaky_relu":
-        layer.neg_multiplier, layer.neg_shift = np.full(n, multiplier // 3), np.full(n, min(shift + 1, 62))
+        negative = np.full(n, multiplier // 3), np.full(n, min(shift + 1, 62) if multiplier // 3 else 0)
+    layer = intref.IntegerLayer(weights, acc - 127 * weights[:, 0].astype(np.int64), np.full(n, multiplier), np.full(n, shift),
+                                activation, 1.0, 0, np.ones(n), 1.0, 0 if activation != "relu" else -128, *negative)
     kernel = LayerKernel.prepare(layer)
-    got = kernel(np.ones((1, 1), np.float32))
-    want = q.activate(acc[None, :], layer)
+    got = kernel(np.full((1, 1), 127, np.float32))
+    want = intref.activate(acc[None, :], layer)
     np.testing.assert_array_equal(got.astype(np.int64), want)
 
 
 def test_ties_round_away_from_zero_in_the_kernel():
     # multiplier 2**21 / 2**22 = 0.5: accumulators 1, 3, -1, -3 are the ties 0.5, 1.5, -0.5, -1.5
     acc = np.array([1, 3, -1, -3, 5, -5])
-    layer = q.IntegerLayer(np.ones((6, 1), np.int8), acc - 1, np.full(6, 2**21), np.full(6, 22), "linear",
+    layer = intref.IntegerLayer(np.ones((6, 1), np.int8), acc - 1, np.full(6, 2**21), np.full(6, 22), "linear",
                            1.0, 0, np.ones(6), 1.0, 0)
     got = LayerKernel.prepare(layer)(np.ones((1, 1), np.float32))
     np.testing.assert_array_equal(got[0], [1, 2, -1, -2, 3, -3])
@@ -95,7 +98,7 @@ def test_model_scores_equal_the_reference_through_many_layers():
         kind = kinds[i] if i < len(widths) - 2 else "linear"
         layer = random_layer(rng, a, b, kind, in_zero=zero)
         layers.append(layer)
-        zero = layer.out_zero
+        zero = layer.output_offset
     model = QuantizedModel("classification", "softmax", (0.0, 1.0), layers)
     codes = rng.integers(-128, 128, size=(5000, 20)).astype(np.int8)
     scores = model.scores(codes)
@@ -136,7 +139,7 @@ def test_class_names_are_what_predict_returns(trained, digits):
 
 
 def test_ties_between_scores_go_to_the_first_class():
-    layer = q.IntegerLayer(np.zeros((3, 2), np.int8), np.array([0, 0, 0]), np.full(3, 2**21),
+    layer = intref.IntegerLayer(np.zeros((3, 2), np.int8), np.array([0, 0, 0]), np.full(3, 2**21),
                            np.full(3, 22), "linear", 1.0, -128, np.ones(3), 1.0, 5)
     model = QuantizedModel("classification", "softmax", (0.0, 1.0), [layer])
     np.testing.assert_array_equal(model.scores(np.zeros((2, 2), np.int8)), [[5, 5, 5], [5, 5, 5]])
@@ -166,21 +169,38 @@ def test_small_and_chunked_batches_give_the_same_scores(n):
 def two_layers(rng, out_scale=0.05):
     """A 3-4-2 relu model's layers, the last with out_scale."""
     layers = [random_layer(rng, 3, 4, "relu"), random_layer(rng, 4, 2, "linear")]
-    layers[-1].out_scale = out_scale
+    layers[-1] = replace(layers[-1], output_scale=out_scale)
     return layers
 
 
-@pytest.mark.parametrize("input_range, out_scale, expected", [
-    ((-1e300, 1e300), 0.05, "input range [-1e+300, 1e+300] must stay finite in float32"),
-    ((0.0, 1e-300), 0.05, "input range [0.0, 1e-300] must stay finite in float32, with a finite non-zero gain"),
-    ((0.0, 1.0), 1e300, "layer 2 output scale 1e+300 must lie from 1.18e-38"),
-    ((0.0, 1.0), 1e-300, "layer 2 output scale 1e-300 must lie from 1.18e-38"),
-    ((0.0, 1.0), float("nan"), "layer 2 output scale nan is not a finite positive number"),
+@pytest.mark.parametrize("input_range, expected", [
+    ((-1e300, 1e300), "input range [-1e+300, 1e+300] must stay finite in float32"),
+    ((0.0, 1e-300), "input range [0.0, 1e-300] must stay finite in float32, with a finite non-zero gain"),
 ])
-def test_a_model_whose_real_numbers_overflow_float32_cannot_be_made(input_range, out_scale, expected):
+def test_a_model_whose_input_range_overflows_float32_cannot_be_made(input_range, expected):
     with pytest.raises(qmtik.QuantizationError) as info:
-        QuantizedModel("regression", "linear", input_range, two_layers(np.random.default_rng(0), out_scale))
+        QuantizedModel("regression", "linear", input_range, two_layers(np.random.default_rng(0)))
     assert str(info.value).startswith(f"integer model: {expected}") and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("out_scale, expected", [
+    (1e300, "output_scale 1e+300 must lie from 1.18e-38"),
+    (1e-300, "output_scale 1e-300 must lie from 1.18e-38"),
+    (float("nan"), "output_scale nan is not a finite positive number"),
+])
+def test_a_layer_whose_scale_float32_cannot_hold_cannot_be_made(out_scale, expected):
+    with pytest.raises(qmtik.QuantizationError) as info:
+        two_layers(np.random.default_rng(0), out_scale)
+    assert str(info.value).startswith(expected) and "\n" not in str(info.value)
+
+
+def test_a_model_checks_the_chain_of_layers():
+    rng = np.random.default_rng(0)
+    with pytest.raises(qmtik.QuantizationError, match="^integer model: layer 2 has 5 inputs, but layer 1 has 4 outputs$"):
+        QuantizedModel("regression", "linear", (0.0, 1.0), [random_layer(rng, 3, 4, "relu"),
+                                                             random_layer(rng, 5, 2, "linear")])
+    with pytest.raises(qmtik.QuantizationError, match="^integer model: no layers$"):
+        QuantizedModel("regression", "linear", (0.0, 1.0), [])
 
 
 @pytest.mark.filterwarnings("error")

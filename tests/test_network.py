@@ -23,7 +23,7 @@ def test_predict_gives_classes_of_the_int8_scores(net, digits):
     _, (x, y) = digits
     scores = net.decision_function(x)
     last = net.integer_layers()[-1]
-    codes = scores / last.out_scale + last.out_zero
+    codes = scores / last.output_scale + last.output_offset
     np.testing.assert_allclose(codes, np.round(codes), atol=1e-3)          # on the int8 grid
     assert codes.min() >= -128 and codes.max() <= 127
     predicted = net.predict(x)

@@ -9,6 +9,7 @@ import pytest
 
 import qmtik
 from qmtik import Config, PlotError, QuantizedModel, TrainingConfig, plots
+from qmtik import intref
 from qmtik import quantization as q
 from qmtik.errors import DataError
 from qmtik.files import OutputError
@@ -21,7 +22,7 @@ def hand_model():
     def layer(weight, activation, out_zero):
         weight = np.array(weight, dtype=np.int8)
         rows = len(weight)
-        return q.build_layer(weight, np.zeros(rows, dtype=np.int64), np.ones(rows), 1.0, -128,
+        return intref.build_layer(weight, np.zeros(rows, dtype=np.int64), np.ones(rows), 1.0, -128,
                              activation, 1.0, out_zero)
     return QuantizedModel("regression", "linear", (0, 255),
                           [layer([[127, 0], [0, -1]], "relu", -128), layer([[2, 1]], "linear", 0)])
@@ -99,9 +100,9 @@ def test_layer_statistics_follow_the_models_own_arithmetic(trained, digits):
     last = stats[-1]["output_codes"].reshape(len(x), model.outputs)
     np.testing.assert_array_equal(last, model.scores(model.quantize_inputs(x)))
     for s, layer in zip(stats, model.layers):
-        np.testing.assert_array_equal(s["weight_codes"], layer.weight.ravel())
+        np.testing.assert_array_equal(s["weight_codes"], layer.weights.ravel())
         # automatic per-channel scales put exactly one weight of each channel at +-127
-        assert s["weight_clipped"] == layer.weight.shape[0] / layer.weight.size
+        assert s["weight_clipped"] == layer.weights.shape[0] / layer.weights.size
         assert 0 <= s["output_clipped"] <= s["output_low"] + s["output_high"] <= 1
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import qmtik
-from qmtik import quantization as q
+from qmtik import intref
 from qmtik.config import DIGITS_STARTER
 from qmtik.layers import QuantSpec, integer_layers
 from qmtik.quantization import quantize_inputs
@@ -47,7 +47,7 @@ def test_validation_accuracy_is_the_integer_models(trained, digits):
                               config.training.seed)
     out = val.codes
     for layer in integer_layers(trained.layers_, QuantSpec.from_config(config)):
-        out = q.integer_forward(out, layer)
+        out = intref.layer_forward(out, layer)
     accuracy = (out.argmax(axis=1) == val.targets.argmax(axis=1)).mean()
     best = trained.history_["epochs"][trained.history_["best_epoch"] - 1]
     assert accuracy == best["val_metric"]

@@ -15,11 +15,12 @@ import ctypes
 import ctypes.util
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from . import intref
 from . import quantization as q
 from .config import NAMED_DATASETS, Config
 from .errors import ConfigError, ModelFormatError, QuantizationError
@@ -453,12 +454,12 @@ class CLibraryModel:
             bias = q.quantize_bias((biases.astype(f32) * self.w).astype(np.float64), a, 0, codes, scales)
             pre = self.table_scale() if kind in q.TABLE_ACTIVATIONS else None
             try:
-                layer = q.build_layer(codes, bias, scales, a, 0, kind, a, 0, pre, slope=float(self.leak))
+                layer = intref.build_layer(codes, bias, scales, a, 0, kind, a, 0, pre, slope=float(self.leak))
             except QuantizationError as exc:            # W_SCALE / A_SCALE beyond qmtik's multipliers
                 raise ConfigError(f"C header {self.header.path}: QMTIK_W_SCALE {w:g} and QMTIK_A_SCALE {a:g} "
                                   f"cannot be converted: {exc}") from None
             if pre is not None:       # the C library's codes, not qmtik's fixed-scale table
-                layer.table = self.hidden_codes(f32(pre) * np.arange(q.QMIN, q.QMAX + 1, dtype=f32))
+                layer = replace(layer, table=self.hidden_codes(f32(pre) * np.arange(q.QMIN, q.QMAX + 1, dtype=f32)))
             layers.append(layer)
         return QuantizedModel("classification", self.header.output, (0.0, 255.0), layers, class_names)
 

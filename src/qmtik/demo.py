@@ -109,7 +109,7 @@ def run_demo(dataset: str | None = None, out_dir="qmtik-demo", say=print) -> dic
     write_atomic(paths["header"], lambda f: f.write(header.encode()))
     figures = {"dataset": dataset, "float_accuracy": float_net.score(x_test, y_test),
                "int8_accuracy": model.score(x_test, y_test), "qmt_bytes": paths["model"].stat().st_size,
-               "float32_bytes": 4 * sum(layer.weight.size + layer.bias.size for layer in model.layers),
+               "float32_bytes": 4 * sum(layer.weights.size + layer.bias.size for layer in model.layers),
                **inference_speed(model, x_test), "c_check": None, "flash": None, "ram": None, "paths": paths}
     if find_compiler() is None:
         say("no C compiler found ($CC, gcc, cc, clang): the header was written but not compiled")

@@ -2,7 +2,7 @@
 
 The header holds the model as `static const` arrays (so they live in flash) and the integer
 kernels; it needs a C99 compiler and <stdint.h>, allocates nothing, keeps no mutable state,
-and computes exactly what quantization.py and model.py compute (docs/quantization.md).
+and computes exactly what intref.py, the spec, computes (docs/quantization.md).
 Generated text is deterministic: fixed order, no timestamps, the kit's version and the
 model's CRC-32 recorded.
 """
@@ -64,7 +64,7 @@ def _classify(P: str, model) -> tuple[str, str]:
         return ("    int k, best = 0;",
                 f"    for (k = 1; k < {P}_OUTPUTS; ++k)\n        if (scores[k] > scores[best])\n"
                 f"            best = k;\n    return best;")
-    zero = model.layers[-1].out_zero
+    zero = model.layers[-1].output_offset
     if zero == -128:
         return "", "    (void)scores;\n    return 1;                                   /* every score is >= -128 */"
     return "", f"    return scores[0] >= {zero};"
@@ -170,13 +170,13 @@ void {p}_probabilities(const int8_t *scores, float *out);
         impl.append(f"#ifndef {P}_NO_FLOAT\n#include <math.h>\n#endif\n")
     for i, layer in enumerate(model.layers):
         n = f"{p}__l{i}"
-        impl.append(_array("int8_t", n + "_weights", layer.weight))
+        impl.append(_array("int8_t", n + "_weights", layer.weights))
         impl.append(_array("int32_t", n + "_bias", layer.bias))
-        impl.append(_array("int32_t", n + "_multiplier", layer.multiplier))
-        impl.append(_array("uint8_t", n + "_shift", layer.shift))
-        if layer.neg_multiplier is not None:
-            impl.append(_array("int32_t", n + "_neg_multiplier", layer.neg_multiplier))
-            impl.append(_array("uint8_t", n + "_neg_shift", layer.neg_shift))
+        impl.append(_array("int32_t", n + "_multiplier", layer.output_multiplier))
+        impl.append(_array("uint8_t", n + "_shift", layer.output_shift))
+        if layer.negative_multiplier is not None:
+            impl.append(_array("int32_t", n + "_neg_multiplier", layer.negative_multiplier))
+            impl.append(_array("uint8_t", n + "_neg_shift", layer.negative_shift))
         if layer.table is not None:
             impl.append(_array("int8_t", n + "_table", layer.table, 16))
     dense = "".join(_dense(p, i, layer) for i, layer in enumerate(model.layers))
@@ -245,7 +245,7 @@ def _dense(p: str, index: int, layer) -> str:
     """One layer as a function with its sizes as constants, so that even -O2 vectorizes the
     int8 dot products (no remainder loop to prove safe), holding only its activation's code."""
     n = f"{p}__l{index}"
-    outputs, inputs = layer.weight.shape
+    outputs, inputs = layer.weights.shape
     requant = f"{p}__requantize(acc[o], {n}_multiplier[first + o], {n}_shift[first + o])"
     if layer.activation == "leaky_relu":
         requant = (f"acc[o] < 0 ? {p}__requantize(acc[o], {n}_neg_multiplier[first + o], {n}_neg_shift[first + o])\n"
@@ -253,8 +253,8 @@ def _dense(p: str, index: int, layer) -> str:
     if layer.table is not None:
         store = f"{n}_table[{p}__clamp(r, -128, 127) + 128];   /* {layer.activation} table */"
     else:
-        low = layer.out_zero if layer.activation == "relu" else -128
-        store = f"(int8_t){p}__clamp(r + {layer.out_zero}, {low}, 127);   /* {layer.activation} */"
+        low = layer.output_offset if layer.activation == "relu" else -128
+        store = f"(int8_t){p}__clamp(r + {layer.output_offset}, {low}, 127);   /* {layer.activation} */"
     return (f"static void {n}(const int8_t *in, int8_t *out)\n{{\n"
             f"    int32_t acc[16], first, count, o, i;\n"
             f"    for (first = 0; first < {outputs}; first += 16) {{\n"
@@ -286,7 +286,7 @@ def _calls(p: str, layers: int) -> str:
 
 def _probabilities_body(model: QuantizedModel, p: str, P: str) -> str:
     last = model.layers[-1]
-    scale, zero = c_float(last.out_scale, "output scale"), last.out_zero
+    scale, zero = c_float(last.output_scale, "output scale"), last.output_offset
     if model.output == "softmax":
         return (f"float total = 0.0f;\n    int top = 0;\n"
                 f"    for (k = 1; k < {P}_OUTPUTS; ++k)\n        if (scores[k] > scores[top])\n            top = k;\n"

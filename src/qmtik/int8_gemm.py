@@ -11,7 +11,7 @@ instructions); onnxruntime's int8 kernels use AVX-512 VNNI (or AVX2, or ARM dot 
 run the 784-256-256-10 benchmark about twice as fast. It is optional (the `fast` extra): without
 it, or with QMTIK_INT8_GEMM=0 in the environment, the numpy path computes the same integers.
 
-Exactness (the same integers as quantization.integer_forward, tested on extreme values):
+Exactness (the same integers as the spec, intref.layer_forward, tested on extreme values):
 - MatMulInteger computes sum_j (u_j - 128) * W_ij in int32: every term and partial sum is an
   integer below fan_in * 255 * 127 < 2**31 (fan-ins up to 65536). Some x86 CPUs without VNNI
   add pairs of uint8 x int8 products in saturating int16 (vpmaddubsw), which is not exact, so
@@ -98,7 +98,7 @@ class Int8Network:
 def _fusable(layer) -> bool:
     """Whether the graph may requantize this layer itself (see the module's exactness note)."""
     return (layer.activation == "relu"
-            and bool(np.all(((layer.shift >= 1) & (layer.shift <= FOLD_SHIFT)) | (layer.multiplier == 0))))
+            and bool(np.all(((layer.output_shift >= 1) & (layer.output_shift <= FOLD_SHIFT)) | (layer.output_multiplier == 0))))
 
 
 def _stretch(kernels):
@@ -107,14 +107,14 @@ def _stretch(kernels):
     x = "x"
     for i, kernel in enumerate(kernels):
         layer = kernel.layer
-        init[f"w{i}"] = np.ascontiguousarray(layer.weight.T)
+        init[f"w{i}"] = np.ascontiguousarray(layer.weights.T)
         nodes.append(_node("MatMulInteger", [x, f"w{i}", "zero"], [f"acc{i}"]))
         if i == len(kernels) - 1:
             break
-        scale = layer.multiplier.astype(np.float64) * np.exp2(-layer.shift.astype(np.float64))
+        scale = layer.output_multiplier.astype(np.float64) * np.exp2(-layer.output_shift.astype(np.float64))
         init[f"scale{i}"] = scale
-        init[f"offset{i}"] = layer.bias.astype(np.float64) * scale + (128.5 + layer.out_zero)
-        init[f"floor{i}"] = np.array(128.0 + layer.out_zero)
+        init[f"offset{i}"] = layer.bias.astype(np.float64) * scale + (128.5 + layer.output_offset)
+        init[f"floor{i}"] = np.array(128.0 + layer.output_offset)
         nodes += [_node("Cast", [f"acc{i}"], [f"y{i}"], to=_DTYPES[np.dtype(np.float64)]),
                   _node("Mul", [f"y{i}", f"scale{i}"], [f"ys{i}"]),
                   _node("Add", [f"ys{i}", f"offset{i}"], [f"yo{i}"]),
@@ -122,8 +122,8 @@ def _stretch(kernels):
                   _node("Clip", [f"yf{i}", f"floor{i}", "top"], [f"yc{i}"]),
                   _node("Cast", [f"yc{i}"], [f"u{i}"], to=_DTYPES[np.dtype(np.uint8)])]
         x = f"u{i}"
-    last = kernels[-1].layer.weight
-    return _session(nodes, init, kernels[0].layer.weight.shape[1], f"acc{len(kernels) - 1}", np.int32,
+    last = kernels[-1].layer.weights
+    return _session(nodes, init, kernels[0].layer.inputs, f"acc{len(kernels) - 1}", np.int32,
                     last.shape[0])
 
 

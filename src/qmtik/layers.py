@@ -3,7 +3,7 @@
 In fake-quantized mode the forward pass *is* the integer model's arithmetic: each layer's
 weights and bias become int8/int32 codes, the accumulator is computed exactly, and the int8
 output comes from the same requantization and activation functions the deployed model uses
-(quantization.py). The backward pass then treats that rounding as the identity (the
+(intref.py, the spec). The backward pass then treats that rounding as the identity (the
 straight-through estimator), zero where a value was clamped.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import intref
 from . import quantization as q
 from .config import Config
 from .errors import QuantizationError
@@ -101,7 +102,7 @@ def quantized_layer_forward(layer: Layer, q_in, in_scale: float, in_zero: int, s
     of this very accumulator before the output scale is chosen, so the first step is calibrated.
     """
     codes, w_scale, bias = integer_weights(layer, in_scale, in_zero, spec)
-    acc = q.accumulate(q_in, codes, bias)
+    acc = intref.accumulate(q_in, codes, bias)
     dtype = layer.weight.dtype
     z = (acc * (in_scale * w_scale)).astype(dtype)          # the real pre-activation acc stands for
     a = activation(layer.activation, z, spec.slope)
@@ -109,11 +110,11 @@ def quantized_layer_forward(layer: Layer, q_in, in_scale: float, in_zero: int, s
     if training:
         observe(layer, z if table else a)
     integer = integer_layer(layer, codes, w_scale, bias, in_scale, in_zero, spec)
-    out = q.activate(acc, integer)
+    out = intref.activate(acc, integer)
     if not training:
         return out, integer, None
     # straight-through: gradient passes where the value was inside the representable range
-    value, scale, zero = (z, integer.pre_scale, 0) if table else (a, integer.out_scale, integer.out_zero)
+    value, scale, zero = (z, integer.table_input_scale, 0) if table else (a, integer.output_scale, integer.output_offset)
     inside = (value >= scale * (q.QMIN - zero)) & (value <= scale * (q.QMAX - zero))
     clipped_weights = None
     if spec.weight_scale is not None:
@@ -141,7 +142,7 @@ def forward(layers: list[Layer], q_inputs, spec: QuantSpec, quantized: bool, tra
     codes, scale, zero = q_inputs, q.INPUT_SCALE, q.INPUT_ZERO
     for layer in layers:
         codes, integer, cache = quantized_layer_forward(layer, codes, scale, zero, spec, training)
-        scale, zero = integer.out_scale, integer.out_zero
+        scale, zero = integer.output_scale, integer.output_offset
         caches.append(cache)
     return (scale * (codes - zero)).astype(dtype), caches
 
@@ -171,12 +172,12 @@ def integer_weights(layer: Layer, in_scale: float, in_zero: int, spec: QuantSpec
 
 
 def integer_layer(layer: Layer, codes, w_scale, bias, in_scale: float, in_zero: int,
-                  spec: QuantSpec) -> q.IntegerLayer:
+                  spec: QuantSpec) -> intref.IntegerLayer:
     """The integer layer of codes and bias with the output scale of the layer's observed range."""
     out_scale, out_zero, pre_scale = q.output_quantization(layer.activation, layer.observed,
                                                            spec.activation_scale)
     try:
-        return q.build_layer(codes, bias, w_scale, in_scale, in_zero, layer.activation,
+        return intref.build_layer(codes, bias, w_scale, in_scale, in_zero, layer.activation,
                              out_scale, out_zero, pre_scale, spec.slope)
     except QuantizationError as exc:
         fixed = [f"quantization.{name}" for name in ("weight_scale", "activation_scale")
@@ -185,13 +186,13 @@ def integer_layer(layer: Layer, codes, w_scale, bias, in_scale: float, in_zero: 
         raise QuantizationError(f"{layer.activation} layer of {codes.shape[0]} outputs: {exc}{hint}") from None
 
 
-def integer_layers(layers: list[Layer], spec: QuantSpec) -> list[q.IntegerLayer]:
+def integer_layers(layers: list[Layer], spec: QuantSpec) -> list[intref.IntegerLayer]:
     """The integer layers a trained network stands for (the input to the integer model)."""
     out, scale, zero = [], q.INPUT_SCALE, q.INPUT_ZERO
     for layer in layers:
         integer = integer_layer(layer, *integer_weights(layer, scale, zero, spec), scale, zero, spec)
         out.append(integer)
-        scale, zero = integer.out_scale, integer.out_zero
+        scale, zero = integer.output_scale, integer.output_offset
     return out
 
 
@@ -201,7 +202,7 @@ def predict_scores(layers: list[Layer], q_inputs, spec: QuantSpec, quantized: bo
         integer = integer_layers(layers, spec)
         codes = integer_scores([LayerKernel.prepare(layer) for layer in integer], q_inputs)
         last = integer[-1]
-        return (last.out_scale * (codes.astype(np.float64) - last.out_zero)).astype(np.float32)
+        return (last.output_scale * (codes.astype(np.float64) - last.output_offset)).astype(np.float32)
     chunks = [forward(layers, q_inputs[start:start + PREDICT_CHUNK], spec, quantized=False, training=False)[0]
               for start in range(0, len(q_inputs), PREDICT_CHUNK)]
     return np.concatenate(chunks) if chunks else np.zeros((0, layers[-1].weight.shape[0]), np.float32)

@@ -2,17 +2,16 @@
 
 int8 codes in, int8 scores out, int32 accumulators between: nothing else. It computes exactly
 what docs/quantization.md says, vectorised over the batch, with the fastest representation
-that is provably exact (see `LayerKernel`); tests compare it with the int64 reference in
-quantization.py on extreme values.
+that is provably exact (see `LayerKernel`); tests compare it with the spec, intref.py, on
+extreme values.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import int8_gemm
+from . import int8_gemm, intref
 from . import quantization as q
 from .data import check_inputs, encode_targets
 from .errors import DataError, QuantizationError
@@ -22,32 +21,22 @@ CHUNK = 1024          # samples per pass through the layers: keeps temporaries i
 SMALL = 64            # batches up to this size skip the chunking buffers (single-sample latency)
 
 
-def scale_problem(value) -> str | None:
-    """Why value cannot be the scale of int8 codes (an output or a table input scale), or None:
-    a finite number > 0 that quantization.scale_problem, training's own rule, accepts (a normal
-    float32 whose 256 steps stay finite in float32, as the C header writes it)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not (math.isfinite(value) and value > 0):
-        return "is not a finite positive number"
-    return q.scale_problem(value)
-
-
-def reals_problem(input_range, layers) -> str | None:
-    """Why a model's real numbers cannot be computed with in float32, or None: its input range
-    (input_range_problem, training's own rule) and each layer's output and table input scale
-    (scale_problem). One rule for QuantizedModel and the .qmt file's checks."""
+def model_problem(input_range, layers) -> str | None:
+    """Why these layers and input range cannot make a model, or None: the input range must map
+    raw inputs to int8 codes in float32 (input_range_problem, training's own rule), and each
+    layer (an intref.IntegerLayer, valid by construction) must read as many inputs as the
+    previous one has outputs. One rule for QuantizedModel and the .qmt file's checks."""
     low, high = input_range
     problem = q.input_range_problem(low, high)
     if problem:
         return f"input range [{low}, {high}] {problem}"
+    if not layers:
+        return "no layers"
     for number, layer in enumerate(layers, 1):
-        scales = [("output scale", layer.out_scale)]
-        if layer.activation in q.TABLE_ACTIVATIONS:
-            scales.append(("table input scale", layer.pre_scale))
-        for what, value in scales:
-            problem = scale_problem(value)
-            if problem:
-                return f"layer {number} {what} {value} {problem}"
+        if not isinstance(layer, intref.IntegerLayer):
+            return f"layer {number} is a {type(layer).__name__}, not an intref.IntegerLayer"
+        if number > 1 and layer.inputs != layers[number - 2].outputs:
+            return f"layer {number} has {layer.inputs} inputs, but layer {number - 1} has {layers[number - 2].outputs} outputs"
     return None
 
 
@@ -71,31 +60,31 @@ class LayerKernel:
     neg_offset: np.ndarray | None
     negative_below: np.ndarray | None   # -bias: acc below it means acc + bias < 0
     table: np.ndarray | None            # sigmoid / tanh table as float32
-    layer: q.IntegerLayer
+    layer: intref.IntegerLayer
 
     FOLD_SHIFT = 44
 
     @classmethod
-    def prepare(cls, layer: q.IntegerLayer) -> "LayerKernel":
-        fan_in = layer.weight.shape[1]
+    def prepare(cls, layer: intref.IntegerLayer) -> "LayerKernel":
+        fan_in = layer.inputs
         dtype = np.float32 if q.accumulator_bound(fan_in) < 2**24 else np.float64
-        weight_t = np.ascontiguousarray(layer.weight.T, dtype=dtype)
+        weight_t = np.ascontiguousarray(layer.weights.T, dtype=dtype)
         bias = layer.bias.astype(np.float64)
 
         def scale_of(multiplier, shift):
             return multiplier.astype(np.float64) * np.exp2(-shift.astype(np.float64))
 
-        scale = scale_of(layer.multiplier, layer.shift)
-        offset, zero_after = bias * scale, layer.out_zero
-        if layer.activation == "relu" and int(layer.shift.max()) <= cls.FOLD_SHIFT:
-            offset, zero_after = offset + (0.5 + layer.out_zero), 0
+        scale = scale_of(layer.output_multiplier, layer.output_shift)
+        offset, zero_after = bias * scale, layer.output_offset
+        if layer.activation == "relu" and int(layer.output_shift.max()) <= cls.FOLD_SHIFT:
+            offset, zero_after = offset + (0.5 + layer.output_offset), 0
         elif layer.activation == "relu":
             offset = offset + 0.5
         elif layer.activation in q.TABLE_ACTIVATIONS:
             zero_after = 0                              # a table's index has zero point 0
         neg_scale = neg_offset = negative_below = table = None
         if layer.activation == "leaky_relu":
-            neg_scale = scale_of(layer.neg_multiplier, layer.neg_shift)
+            neg_scale = scale_of(layer.negative_multiplier, layer.negative_shift)
             neg_offset, negative_below = bias * neg_scale, -bias
         if layer.table is not None:
             table = layer.table.astype(np.float32)
@@ -128,7 +117,7 @@ class LayerKernel:
         if self.table is not None:
             index = np.clip(y, q.QMIN, q.QMAX, out=y).astype(np.intp) - q.QMIN
             return np.take(self.table, index, out=out)
-        return _clamp(y, layer.out_zero if layer.activation == "relu" else q.QMIN, out)
+        return _clamp(y, layer.output_offset if layer.activation == "relu" else q.QMIN, out)
 
 
 def _clamp(values, low, out):
@@ -196,7 +185,7 @@ class QuantizedModel:
         if self.task not in TASKS:
             raise DataError(f"model task {self.task!r}: allowed {', '.join(TASKS)}")
         self.input_range = (float(self.input_range[0]), float(self.input_range[1]))
-        problem = reals_problem(self.input_range, self.layers)
+        problem = model_problem(self.input_range, self.layers)
         if problem:
             raise QuantizationError(f"integer model: {problem}")
         if self.class_names is not None:
@@ -206,15 +195,15 @@ class QuantizedModel:
 
     @property
     def inputs(self) -> int:
-        return self.layers[0].weight.shape[1]
+        return self.layers[0].inputs
 
     @property
     def outputs(self) -> int:
-        return self.layers[-1].weight.shape[0]
+        return self.layers[-1].outputs
 
     @property
     def widths(self) -> tuple:
-        return (self.inputs, *(layer.weight.shape[0] for layer in self.layers))
+        return (self.inputs, *(layer.outputs for layer in self.layers))
 
     # --- integer inference ---
 
@@ -240,14 +229,14 @@ class QuantizedModel:
         return integer_scores(self._kernels, codes, self._int8)
 
     def decision_function(self, x) -> np.ndarray:
-        """The real values of the int8 scores: out_scale * (score - out_zero), as float32."""
+        """The real values of the int8 scores: output_scale * (score - output_offset), as float32."""
         return self._real_scores(x).astype(np.float32)
 
     def _real_scores(self, x) -> np.ndarray:
-        """out_scale * (score - out_zero) in float64, where the differences and squares of
+        """output_scale * (score - output_offset) in float64, where the differences and squares of
         the largest real scores (255 steps of a scale up to float32's max / 256) stay finite."""
         last = self.layers[-1]
-        return last.out_scale * (self.scores(self.quantize_inputs(x)).astype(np.float64) - last.out_zero)
+        return last.output_scale * (self.scores(self.quantize_inputs(x)).astype(np.float64) - last.output_offset)
 
     def predict_proba(self, x) -> np.ndarray:
         """Softmax or sigmoid of the real scores (the scores for a linear output), as float32."""
@@ -272,7 +261,7 @@ class QuantizedModel:
         scores = self.scores(self.quantize_inputs(x))
         if self.outputs > 1:
             return scores.argmax(axis=1)                 # the first of equal scores
-        return (scores[:, 0] >= self.layers[-1].out_zero).astype(np.int64)
+        return (scores[:, 0] >= self.layers[-1].output_offset).astype(np.int64)
 
     def evaluate(self, x, y) -> dict:
         """{'loss', 'accuracy'} (classification) or {'loss', 'mse', 'mae'} (regression); the loss
@@ -330,9 +319,9 @@ def memory_needs(model: "QuantizedModel") -> dict:
     """Bytes an integer inference needs: constants (weights, biases, multipliers, shifts,
     tables) and scratch (two int8 buffers of the widest hidden layer, used in turn; the input
     and the scores are the caller's)."""
-    weights = sum(layer.weight.size for layer in model.layers)
+    weights = sum(layer.weights.size for layer in model.layers)
     biases = 4 * sum(layer.bias.size for layer in model.layers)
-    requant = sum(5 * layer.multiplier.size * (2 if layer.neg_multiplier is not None else 1)
+    requant = sum(5 * layer.output_multiplier.size * (2 if layer.negative_multiplier is not None else 1)
                   for layer in model.layers)
     tables = sum(256 for layer in model.layers if layer.table is not None)
     return {"weights": weights, "biases": biases, "requantization": requant, "tables": tables,
@@ -342,7 +331,7 @@ def memory_needs(model: "QuantizedModel") -> dict:
 
 def describe(model: "QuantizedModel", file_bytes: int | None = None) -> str:
     """What `qmtik info` prints: topology, sizes, each layer's scales and requantization, memory."""
-    params = sum(layer.weight.size + layer.bias.size for layer in model.layers)
+    params = sum(layer.weights.size + layer.bias.size for layer in model.layers)
     need = memory_needs(model)
     low, high = model.input_range
     lines = [f"qmtik integer model: {model.task}, {model.output} output, "
@@ -352,14 +341,14 @@ def describe(model: "QuantizedModel", file_bytes: int | None = None) -> str:
         lines.append(f"file: {file_bytes:,} bytes (float32 weights and biases would be {4 * params:,})")
     lines.append(f"inputs: raw range [{low:g}, {high:g}] to int8 codes: (x - {low:g}) * 255/{high - low:g} - 128")
     for i, layer in enumerate(model.layers, 1):
-        fan_out, fan_in = layer.weight.shape
-        granularity = "per channel" if len(np.unique(layer.weight_scale)) > 1 else "per tensor"
+        fan_out, fan_in = layer.weights.shape
+        granularity = "per channel" if len(np.unique(layer.weight_scales)) > 1 else "per tensor"
         lines.append(f"layer {i}: {fan_in} -> {fan_out} {layer.activation}; weight scale {granularity} "
-                     f"{_span(layer.weight_scale)}; output scale {layer.out_scale:.4g}, zero point {layer.out_zero}")
-        lines.append(f"  requantization: multiplier {_span(layer.multiplier, '{:d}')} / 2^{_span(layer.shift, '{:d}')}"
-                     + (f"; negative side {_span(layer.neg_multiplier, '{:d}')} / 2^{_span(layer.neg_shift, '{:d}')}"
-                        if layer.neg_multiplier is not None else "")
-                     + (f"; table input scale {layer.pre_scale:.4g}" if layer.table is not None else ""))
+                     f"{_span(layer.weight_scales)}; output scale {layer.output_scale:.4g}, zero point {layer.output_offset}")
+        lines.append(f"  requantization: multiplier {_span(layer.output_multiplier, '{:d}')} / 2^{_span(layer.output_shift, '{:d}')}"
+                     + (f"; negative side {_span(layer.negative_multiplier, '{:d}')} / 2^{_span(layer.negative_shift, '{:d}')}"
+                        if layer.negative_multiplier is not None else "")
+                     + (f"; table input scale {layer.table_input_scale:.4g}" if layer.table is not None else ""))
     lines.append(f"memory: {need['constants']:,} bytes of constants (weights {need['weights']:,}, biases "
                  f"{need['biases']:,}, requantization {need['requantization']:,}, tables {need['tables']:,}); "
                  f"scratch {need['scratch']:,} bytes")

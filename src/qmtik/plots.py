@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import intref
 from . import quantization as q
 from .errors import DataError, PlotError
 from .files import write_atomic
@@ -30,7 +31,7 @@ def _share(mask) -> float:
 def layer_statistics(model, x=None) -> list[dict]:
     """Per layer of a QuantizedModel: its int8 weight codes and, on raw inputs x, its int8
     output codes, each with the share at the ends of the range, computed with the model's own
-    integer arithmetic (quantize_inputs, then integer_forward layer by layer).
+    integer arithmetic (quantize_inputs, then intref.layer_forward layer by layer).
 
     weight_clipped counts weights at +-127 (an automatic scale puts each channel's largest
     there exactly; more means a fixed scale clipped). output_low / output_high count outputs
@@ -39,13 +40,13 @@ def layer_statistics(model, x=None) -> list[dict]:
     codes = None if x is None else model.quantize_inputs(x).astype(np.int64)
     stats = []
     for i, layer in enumerate(model.layers, 1):
-        weights = layer.weight.ravel()
+        weights = layer.weights.ravel()
         at_limit = np.abs(weights.astype(np.int64)) == q.WMAX
-        entry = {"layer": i, "activation": layer.activation, "shape": tuple(layer.weight.shape),
+        entry = {"layer": i, "activation": layer.activation, "shape": tuple(layer.weights.shape),
                  "weight_codes": weights, "weight_clipped": _share(at_limit),
                  "output_codes": None, "output_low": None, "output_high": None, "output_clipped": None}
         if codes is not None:
-            codes = q.integer_forward(codes, layer)
+            codes = intref.layer_forward(codes, layer)
             low, high = _share(codes == q.QMIN), _share(codes == q.QMAX)
             entry.update(output_codes=codes.ravel(), output_low=low, output_high=high,
                          output_clipped=high + (0.0 if layer.activation == "relu" else low))

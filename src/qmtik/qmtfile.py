@@ -5,9 +5,10 @@ docs/format.md describes it byte by byte; this module is the reference writer an
 Writing packs every field with an explicit little-endian type (never a dump of memory) and
 saves through a temporary file that is renamed into place. Reading checks, in this order, the
 length, magic, version, header size, file size and CRC-32; then parses field by field with a
-bounds check before every read; then checks every value with the very rules `encode` applies
-before it writes (the input range and the scales with training's own, so that no model computes
-on NaN or writes `inff` into C); and last, that the layers end exactly at the CRC. Nothing in a
+bounds check before every read; builds each layer as an intref.IntegerLayer, whose validate()
+is the one set of rules for every layer in memory (the scales with training's own, so that no
+model computes on NaN or writes `inff` into C); then checks the file's own rules, which `encode`
+applies too; and last, that the layers end exactly at the CRC. Nothing in a
 file is ever executed, and every problem is a ModelFormatError of one line, "model file NAME: problem".
 """
 from __future__ import annotations
@@ -19,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from . import intref
 from . import quantization as q
-from .errors import ModelFormatError
+from .errors import ModelFormatError, QuantizationError
 from .files import write_atomic
-from .model import QuantizedModel, scale_problem
+from .model import QuantizedModel, model_problem
 
 MAGIC = b"\x89QMT\r\n\x1a\n"
 VERSION = 1
@@ -33,7 +35,7 @@ LAYER = struct.Struct("<IBBbBdd")           # 24 bytes: the fixed start of a lay
 CRC = struct.Struct("<I")
 TASKS = ("classification", "regression")                        # codes 0, 1
 OUTPUTS = ("linear", "softmax", "sigmoid")                      # codes 0, 1, 2
-ACTIVATIONS = ("linear", "relu", "leaky_relu", "sigmoid", "tanh")   # codes 0 .. 4
+ACTIVATIONS = intref.ACTIVATIONS                                  # codes 0 .. 4, in that order
 MAX_LAYERS = 255
 MAX_WIDTH = q.MAX_FAN_IN                    # inputs and every layer's outputs: 1 .. 65536
 MAX_NAME = 255                              # bytes of UTF-8 in one class name
@@ -76,19 +78,18 @@ def _names_bytes(names) -> bytes:
     return b"".join(parts)
 
 
-def _layer_bytes(layer: q.IntegerLayer) -> bytes:
-    outputs = layer.weight.shape[0]
-    scales = np.asarray(layer.weight_scale, dtype=np.float64).astype("<f4")   # checked: finite, > 0
+def _layer_bytes(layer: intref.IntegerLayer) -> bytes:
+    scales = layer.weight_scales.astype("<f4")                 # validated: finite, > 0 in float32
     per_channel = bool((scales != scales[0]).any())
     table = layer.activation in q.TABLE_ACTIVATIONS
-    parts = [LAYER.pack(outputs, ACTIVATIONS.index(layer.activation), per_channel, int(layer.out_zero), 0,
-                        float(layer.out_scale), float(layer.pre_scale) if table else 0.0),
+    parts = [LAYER.pack(layer.outputs, ACTIVATIONS.index(layer.activation), per_channel, layer.output_offset, 0,
+                        layer.output_scale, layer.table_input_scale if table else 0.0),
              (scales if per_channel else scales[:1]).tobytes(),
-             np.asarray(layer.weight).astype("i1").tobytes(),       # C order: row by row
-             np.asarray(layer.bias).astype("<i4").tobytes(),
-             *_requant_bytes(layer.multiplier, layer.shift)]
+             layer.weights.astype("i1").tobytes(),                  # C order: row by row
+             layer.bias.astype("<i4").tobytes(),
+             *_requant_bytes(layer.output_multiplier, layer.output_shift)]
     if layer.activation == "leaky_relu":
-        parts += _requant_bytes(layer.neg_multiplier, layer.neg_shift)
+        parts += _requant_bytes(layer.negative_multiplier, layer.negative_shift)
     if table:
         parts.append(np.asarray(layer.table).astype("i1").tobytes())
     return b"".join(parts)
@@ -141,7 +142,7 @@ def decode(blob: bytes, name: str = "<bytes>") -> QuantizedModel:
     for number in range(1, count + 1):
         layer = _read_layer(reader, number, number == count, fan_in, in_scale, in_zero, fail)
         layers.append(layer)
-        fan_in, in_scale, in_zero = layer.weight.shape[0], layer.out_scale, layer.out_zero
+        fan_in, in_scale, in_zero = layer.outputs, layer.output_scale, layer.output_offset
     model = QuantizedModel(TASKS[task], OUTPUTS[output], (low, high), layers, names or None)
     _check_model(model, fail)
     if reader.pos != reader.end:
@@ -201,8 +202,8 @@ def _read_names(reader: _Reader, fail) -> tuple:
 
 
 def _read_layer(reader: _Reader, number: int, last: bool, fan_in: int, in_scale: float, in_zero: int,
-                fail) -> q.IntegerLayer:
-    """One layer record; its codes and sizes are checked here, its values by _check_model."""
+                fail) -> intref.IntegerLayer:
+    """One layer record; its codes and sizes are checked here, its values by IntegerLayer.validate."""
     where = f"layer {number}"
     outputs, code, per_channel, out_zero, reserved, out_scale, pre_scale = reader.unpack(LAYER, f"{where} record")
     if not 1 <= outputs <= MAX_WIDTH:
@@ -219,27 +220,23 @@ def _read_layer(reader: _Reader, number: int, last: bool, fan_in: int, in_scale:
     table = activation in q.TABLE_ACTIVATIONS
     if not table and (pre_scale != 0 or math.copysign(1.0, pre_scale) < 0):     # +0.0 exactly
         fail(f"{where}: table input scale {pre_scale!r} must be 0 for {activation} (only sigmoid and tanh have one)")
-    _check_scale(out_scale, f"{where} output scale", fail)
-    if table:
-        _check_scale(pre_scale, f"{where} table input scale", fail)
     with np.errstate(invalid="ignore"):                      # a signalling NaN is refused later
         scales = reader.array("<f4", outputs if per_channel else 1, f"{where} weight scales").astype(np.float64)
-    weight = reader.array("i1", outputs * fan_in, f"{where} weights").reshape(outputs, fan_in).astype(np.int8)
-    bias = reader.array("<i4", outputs, f"{where} biases").astype(np.int64)
+    weight = reader.array("i1", outputs * fan_in, f"{where} weights").reshape(outputs, fan_in)
+    bias = reader.array("<i4", outputs, f"{where} biases")
     multiplier, shift = _read_requant(reader, outputs, f"{where} ")
-    layer = q.IntegerLayer(weight, bias, multiplier, shift, activation, float(in_scale), int(in_zero),
-                           np.broadcast_to(scales, (outputs,)).copy(), out_scale, out_zero)
-    if activation == "leaky_relu":
-        layer.neg_multiplier, layer.neg_shift = _read_requant(reader, outputs, f"{where} negative-side ")
-    if table:
-        layer.table = reader.array("i1", 256, f"{where} table").astype(np.int8)
-        layer.pre_scale = pre_scale
-    return layer
+    negative = _read_requant(reader, outputs, f"{where} negative-side ") if activation == "leaky_relu" else (None, None)
+    values = reader.array("i1", 256, f"{where} table") if table else None
+    try:
+        return intref.IntegerLayer(weight, bias, multiplier, shift, activation, in_scale, in_zero,
+                                   np.broadcast_to(scales, (outputs,)), out_scale, out_zero, *negative, values,
+                                   pre_scale if table else None)
+    except QuantizationError as exc:
+        fail(f"{where}: {exc}")
 
 
 def _read_requant(reader: _Reader, outputs: int, what: str) -> tuple:
-    multiplier = reader.array("<u4", outputs, what + "multipliers").astype(np.int64)
-    return multiplier, reader.array("u1", outputs, what + "shifts").astype(np.int64)
+    return reader.array("<u4", outputs, what + "multipliers"), reader.array("u1", outputs, what + "shifts")
 
 
 def load_model(path) -> QuantizedModel:
@@ -257,18 +254,22 @@ def load_model(path) -> QuantizedModel:
 # --- what a model may hold: one set of rules for encode and decode -----------------------------
 
 def _check_model(model: QuantizedModel, fail) -> None:
-    """Refuse a model the format or the integer arithmetic cannot hold (fail names the field)."""
+    """Refuse a model the format cannot hold (fail names the field). Each layer is valid by
+    construction (IntegerLayer.validate); what is left is the file's own rules."""
     if model.task not in TASKS:
         fail(f"task {model.task!r} is not one of {', '.join(TASKS)}")
     if model.output not in OUTPUTS:
         fail(f"output {model.output!r} is not one of {', '.join(OUTPUTS)}")
     if not 1 <= len(model.layers) <= MAX_LAYERS:
         fail(f"{len(model.layers)} layers; a model has 1 to {MAX_LAYERS}")
-    _check_range(*model.input_range, fail)
-    fan_in = None
+    problem = model_problem(model.input_range, model.layers)     # the input range, the fan-in chain
+    if problem:
+        fail(problem)
     for number, layer in enumerate(model.layers, 1):
-        fan_in = _check_layer(layer, number, number == len(model.layers), fan_in, fail)
-    _check_names(model.task, model.class_names, fan_in, fail)
+        _check_placement(layer.activation, f"layer {number}", number == len(model.layers), fail)
+        if layer.outputs > MAX_WIDTH:
+            fail(f"layer {number}: {layer.outputs:,} outputs, outside 1..{MAX_WIDTH}")
+    _check_names(model.task, model.class_names, model.layers[-1].outputs, fail)
 
 
 def _check_range(low: float, high: float, fail) -> None:
@@ -283,63 +284,6 @@ def _check_placement(activation: str, where: str, last: bool, fail) -> None:
         fail(f"{where}: activation {activation}, but the last layer must be linear")
     if not last and activation == "linear":
         fail(f"{where}: activation linear, but a hidden layer must not be linear")
-
-
-def _check_layer(layer: q.IntegerLayer, number: int, last: bool, fan_in: int | None, fail) -> int:
-    """Check one layer whose input width is fan_in (None: the first layer); its outputs."""
-    where = f"layer {number}"
-    if layer.activation not in ACTIVATIONS:
-        fail(f"{where}: activation {layer.activation!r} is not one of {', '.join(ACTIVATIONS)}")
-    _check_placement(layer.activation, where, last, fail)
-    weight = _integers(layer.weight, f"{where} weights", fail)
-    if weight.ndim != 2:
-        fail(f"{where} weights: shape {weight.shape}, expected (outputs, inputs)")
-    outputs, width = weight.shape
-    if fan_in is None and not 1 <= width <= MAX_WIDTH:
-        fail(f"{where}: {width:,} inputs, outside 1..{MAX_WIDTH}")
-    if fan_in is not None and width != fan_in:
-        fail(f"{where} weights: shape {weight.shape}, but layer {number - 1} has {fan_in} outputs")
-    if not 1 <= outputs <= MAX_WIDTH:
-        fail(f"{where}: {outputs:,} outputs, outside 1..{MAX_WIDTH}")
-    _within(weight, f"{where} weight", -q.WMAX, q.WMAX, fail)
-    limit = q.bias_limit(width)
-    _within(_vector(layer.bias, outputs, f"{where} bias", fail), f"{where} bias", -limit, limit, fail)
-    _check_requant(layer.multiplier, layer.shift, outputs, f"{where} ", fail)
-    if layer.activation == "leaky_relu":
-        _check_requant(layer.neg_multiplier, layer.neg_shift, outputs, f"{where} negative-side ", fail)
-    elif layer.neg_multiplier is not None or layer.neg_shift is not None:
-        fail(f"{where}: {layer.activation} has negative-side multipliers; only leaky_relu has them")
-    scales = _reals(layer.weight_scale, f"{where} weight scales", fail)
-    if scales.shape != (outputs,):
-        fail(f"{where} weight scales: shape {scales.shape}, expected ({outputs},)")
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        stored = scales.astype(np.float32)                    # what the file holds
-    bad = np.flatnonzero(~(np.isfinite(stored) & (stored > 0)))
-    if bad.size:
-        fail(f"{where} weight scale {scales[bad[0]]} at [{bad[0]}] is not a finite positive float32")
-    _check_scale(layer.out_scale, f"{where} output scale", fail)
-    if isinstance(layer.out_zero, (bool, np.bool_)) or not isinstance(layer.out_zero, (int, np.integer)) \
-            or not q.QMIN <= layer.out_zero <= q.QMAX:
-        fail(f"{where}: output zero point {layer.out_zero} is not an integer in {q.QMIN}..{q.QMAX}")
-    if layer.activation in q.TABLE_ACTIVATIONS:
-        _check_scale(layer.pre_scale, f"{where} table input scale", fail)
-        table = _integers(layer.table, f"{where} table", fail)
-        if table.shape != (256,):
-            fail(f"{where} table: shape {table.shape}, expected (256,)")
-        _within(table, f"{where} table entry", q.QMIN, q.QMAX, fail)
-    elif layer.table is not None or layer.pre_scale is not None:
-        fail(f"{where}: {layer.activation} has a table or table input scale; only sigmoid and tanh have them")
-    return outputs
-
-
-def _check_requant(multiplier, shift, outputs: int, what: str, fail) -> None:
-    multiplier = _vector(multiplier, outputs, what + "multipliers", fail)
-    shift = _vector(shift, outputs, what + "shifts", fail)
-    _within(multiplier, what + "multiplier", 0, 2**q.MULTIPLIER_BITS - 1, fail)
-    _within(shift, what + "shift", 0, q.MAX_SHIFT, fail)
-    bad = np.flatnonzero((multiplier == 0) & (shift != 0))
-    if bad.size:
-        fail(f"{what}multiplier 0 at [{bad[0]}] has shift {shift[bad[0]]}; a zero multiplier has shift 0")
 
 
 def _check_names(task: str, names, outputs: int, fail) -> None:
@@ -361,45 +305,3 @@ def _check_names(task: str, names, outputs: int, fail) -> None:
             fail(f"class name {number} {name!r} cannot be written as UTF-8")
         if not 1 <= size <= MAX_NAME:
             fail(f"class name {number} {name!r} is {size} bytes of UTF-8; 1 to {MAX_NAME} are allowed")
-
-
-def _integers(values, what: str, fail) -> np.ndarray:
-    if values is None:
-        fail(f"{what}: missing")
-    values = np.asarray(values)
-    if values.dtype.kind not in "iu":
-        fail(f"{what}: dtype {values.dtype}, expected integers")
-    return values
-
-
-def _vector(values, length: int, what: str, fail) -> np.ndarray:
-    values = _integers(values, what, fail)
-    if values.shape != (length,):
-        fail(f"{what}: shape {values.shape}, expected ({length},)")
-    return values
-
-
-def _within(values: np.ndarray, what: str, low: int, high: int, fail) -> None:
-    """Fail naming the first value outside [low, high] and its index."""
-    if values.dtype.kind == "u":
-        outside = values > high                     # low <= 0 here: unsigned values are never below
-    else:
-        outside = (values < low) | (values > high)
-    bad = np.flatnonzero(outside)
-    if bad.size:
-        index = [int(i) for i in np.unravel_index(bad[0], values.shape)]
-        fail(f"{what} {values.flat[bad[0]]} at {index} is outside {low}..{high}")
-
-
-def _reals(values, what: str, fail) -> np.ndarray:
-    try:
-        return np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        fail(f"{what}: not numbers")
-
-
-def _check_scale(value, what: str, fail) -> None:
-    """Fail unless value is a scale the model can compute with (model.scale_problem)."""
-    problem = scale_problem(value)
-    if problem:
-        fail(f"{what} {value} {problem}")

@@ -1,8 +1,9 @@
-"""The int8 arithmetic: one definition of rounding, clamping, scales and requantization.
+"""The int8 quantization: one definition of rounding, clamping, scales, zero points and multipliers.
 
-Fake quantization during training and the integer model both call these functions, so the
-numbers a network is trained with are the numbers it runs with. docs/quantization.md is the
-contract; this module is its executable form.
+Fake quantization during training and the preparation of the integer model both call these
+functions, so the numbers a network is trained with are the numbers it runs with. What an
+integer layer then computes with them is intref.py, the spec; docs/quantization.md is the
+contract, these two modules its executable form.
 
 Conventions (the contract in short):
 - A real value r and its int8 code q are related by r = scale * (q - zero_point).
@@ -15,8 +16,6 @@ Conventions (the contract in short):
   float64, and so is adding the half that rounds it.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -170,20 +169,6 @@ def quantize_multiplier(real) -> tuple[np.ndarray, np.ndarray]:
     return np.where(vanishing, 0, mult), np.where(vanishing, 0, shift)
 
 
-def rounding_shift(product, shift):
-    """product / 2**shift rounded half away from zero, on int64, without shifting a negative."""
-    product = np.asarray(product, dtype=np.int64)
-    shift = np.asarray(shift, dtype=np.int64)
-    half = (np.int64(1) << shift) >> 1
-    magnitude = (np.abs(product) + half) >> shift
-    return np.where(product < 0, -magnitude, magnitude)
-
-
-def requantize(acc, multiplier, shift):
-    """Scale an int32 accumulator by multiplier / 2**shift: the int64 product, rounded."""
-    return rounding_shift(np.asarray(acc, dtype=np.int64) * multiplier, shift)
-
-
 def accumulator_bound(fan_in: int) -> int:
     """The largest |sum of weight * input codes| a layer can produce: fan_in * 128 * 127."""
     return fan_in * (-QMIN) * WMAX
@@ -219,32 +204,7 @@ def table_output_params(kind: str) -> tuple[float, int]:
     return (SIGMOID_SCALE, SIGMOID_ZERO) if kind == "sigmoid" else (TANH_SCALE, TANH_ZERO)
 
 
-# --- an integer layer --------------------------------------------------------------------------
-
-@dataclass
-class IntegerLayer:
-    """One fully connected layer in integer arithmetic: int8 in, int8 out.
-
-    acc = weight @ (q_in) + bias                (int32; bias holds the input zero point)
-    relu / linear:  q = clamp(requant(acc) + out_zero, floor, 127)
-    leaky_relu:     q = clamp(requant(acc, negative multiplier if acc < 0) + out_zero, -128, 127)
-    sigmoid / tanh: q = table[clamp(requant(acc), -128, 127) + 128]
-    """
-    weight: np.ndarray          # int8 codes, (outputs, inputs)
-    bias: np.ndarray            # int32, (outputs,)
-    multiplier: np.ndarray      # int64 < 2**22, (outputs,)
-    shift: np.ndarray           # int64, (outputs,)
-    activation: str             # relu, leaky_relu, sigmoid, tanh, linear
-    in_scale: float
-    in_zero: int
-    weight_scale: np.ndarray    # float64, (outputs,)
-    out_scale: float            # scale of the layer's int8 output
-    out_zero: int
-    neg_multiplier: np.ndarray | None = None    # leaky_relu only
-    neg_shift: np.ndarray | None = None
-    table: np.ndarray | None = None             # sigmoid / tanh only: 256 int8 entries
-    pre_scale: float | None = None              # sigmoid / tanh only: scale of the table index
-
+# --- weights, biases and output scales --------------------------------------------------------
 
 def quantize_weights(weight, per_channel: bool, fixed=None) -> tuple[np.ndarray, np.ndarray]:
     """Float weights to int8 codes in [-127, 127] and the scale of each output channel."""
@@ -254,7 +214,8 @@ def quantize_weights(weight, per_channel: bool, fixed=None) -> tuple[np.ndarray,
 
 
 def output_quantization(activation: str, observed, fixed=None) -> tuple[float, int, float | None]:
-    """(out_scale, out_zero, pre_scale) of a layer from its observed range or a fixed scale.
+    """(output_scale, output_offset, table_input_scale) of a layer from its observed range or a
+    fixed scale.
 
     observed is [min, max] of the layer's output, or of its pre-activation for sigmoid and
     tanh, whose outputs have the tables' fixed scales and whose inputs are capped at the range
@@ -270,22 +231,6 @@ def output_quantization(activation: str, observed, fixed=None) -> tuple[float, i
     return scale, zero, None
 
 
-def build_layer(weight_codes, bias_codes, weight_scale, in_scale, in_zero, activation,
-                out_scale, out_zero, pre_scale=None, slope=0.01) -> IntegerLayer:
-    """Assemble an IntegerLayer: the requantization multipliers and, for sigmoid/tanh, the table."""
-    target = pre_scale if activation in TABLE_ACTIVATIONS else out_scale
-    real = in_scale * np.asarray(weight_scale, dtype=np.float64) / target
-    multiplier, shift = quantize_multiplier(real)
-    layer = IntegerLayer(weight_codes, bias_codes, multiplier, shift, activation, float(in_scale),
-                         int(in_zero), np.asarray(weight_scale, dtype=np.float64), float(out_scale),
-                         int(out_zero))
-    if activation == "leaky_relu":
-        layer.neg_multiplier, layer.neg_shift = quantize_multiplier(real * slope)
-    if activation in TABLE_ACTIVATIONS:
-        layer.table, layer.pre_scale = activation_table(activation, pre_scale), float(pre_scale)
-    return layer
-
-
 def quantize_bias(bias, in_scale: float, in_zero: int, weight_codes, weight_scale) -> np.ndarray:
     """int32 bias at scale in_scale * weight_scale, with the input zero point folded in.
 
@@ -298,35 +243,6 @@ def quantize_bias(bias, in_scale: float, in_zero: int, weight_codes, weight_scal
     codes = codes - in_zero * weight_codes.astype(np.int64).sum(axis=1)
     limit = bias_limit(weight_codes.shape[1])
     return np.clip(codes, -limit, limit).astype(np.int64)
-
-
-def accumulate(q_in, weight_codes, bias):
-    """The int32 accumulator of every output: weight codes times input codes, plus the bias.
-
-    A float32 product of int8 codes is exact while every partial sum stays below 2**24
-    (fan-in up to 1032); larger fan-ins use float64, exact below 2**53.
-    """
-    fan_in = weight_codes.shape[1]
-    dtype = np.float32 if accumulator_bound(fan_in) < 2**24 else np.float64
-    acc = np.asarray(q_in, dtype=dtype) @ weight_codes.astype(dtype).T
-    return acc.astype(np.int64) + bias
-
-
-def activate(acc, layer: IntegerLayer):
-    """Requantize accumulators to the layer's int8 output, applying its activation."""
-    if layer.activation in TABLE_ACTIVATIONS:
-        index = clamp_codes(requantize(acc, layer.multiplier, layer.shift)) - QMIN
-        return layer.table.astype(np.int64)[index]
-    scaled = requantize(acc, layer.multiplier, layer.shift)
-    if layer.activation == "leaky_relu":
-        scaled = np.where(acc < 0, requantize(acc, layer.neg_multiplier, layer.neg_shift), scaled)
-    floor = layer.out_zero if layer.activation == "relu" else QMIN   # relu is this clamp
-    return clamp_codes(scaled + layer.out_zero, floor, QMAX)
-
-
-def integer_forward(q_in, layer: IntegerLayer):
-    """int8 codes in, int8 codes out (as int64 arrays), the way the device computes them."""
-    return activate(accumulate(q_in, layer.weight, layer.bias), layer)
 
 
 # --- inputs ------------------------------------------------------------------------------------
