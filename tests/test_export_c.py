@@ -1,6 +1,8 @@
-"""The C header: compiled with the local compiler (under AddressSanitizer and
-UndefinedBehaviorSanitizer where available) and compared with the Python integer model."""
+"""The C header: compiled with the local compiler, as C99 and as C++11 (under AddressSanitizer
+and UndefinedBehaviorSanitizer where available), and compared with the spec itself
+(intref.reference_scores), never with another form of it."""
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import replace
@@ -12,8 +14,9 @@ import pytest
 import qmtik
 from qmtik import intref
 from qmtik import quantization as q
-from qmtik.c_check import STRICT, find_compiler, run_header, sanitizers_work
+from qmtik.c_check import STRICT, find_compiler, run_header, run_headers, sanitizers_work, spec_classes
 from qmtik.export_c import ExportError, check_prefix, export_c
+from qmtik.functions import process_output
 from qmtik.model import QuantizedModel
 
 CC = find_compiler()
@@ -27,13 +30,31 @@ def compile_and_run(model, tmp: Path, codes, raw):
     return got["scores"], got["classes"], got["raw_codes"], got["probabilities"]
 
 
+def spec(model, codes):
+    """The int8 scores the spec gives: what every header must compute, bit for bit."""
+    return intref.reference_scores(model.layers, codes)
+
+
+def assert_computes_the_spec(model, got: dict, codes, raw):
+    """A header's results (run_header's dict) equal the spec's: scores and classes exactly, the
+    input codes exactly, the float probabilities to float32 rounding."""
+    want = spec(model, codes)
+    np.testing.assert_array_equal(got["scores"], want)
+    np.testing.assert_array_equal(got["classes"], spec_classes(model, want))
+    np.testing.assert_array_equal(got["raw_codes"], model.quantize_inputs(raw))
+    last = model.layers[-1]
+    real = last.output_scale * (spec(model, model.quantize_inputs(raw)).astype(np.float64) - last.output_offset)
+    np.testing.assert_allclose(got["probabilities"], process_output(model.output, real), rtol=1e-5, atol=1e-6)
+
+
 def build(widths, activation="relu", per_channel=True, task="classification", output="softmax", seed=0,
           fixed=None):
-    """A model laid out as the quantizer lays one out, with random codes."""
+    """A model laid out as the quantizer lays one out, with random codes; activation names the
+    hidden layers' (one for all, or one each)."""
     rng = np.random.default_rng(seed)
     layers, scale, zero = [], q.INPUT_SCALE, q.INPUT_ZERO
     for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
-        kind = activation if i < len(widths) - 2 else "linear"
+        kind = "linear" if i == len(widths) - 2 else activation if isinstance(activation, str) else activation[i]
         weight = rng.integers(-127, 128, (fan_out, fan_in)).astype(np.int8)
         base = 1.0 / np.sqrt(fan_in) / 127
         w_scale = rng.uniform(0.5, 2, fan_out) * base if per_channel else np.full(fan_out, base)
@@ -54,13 +75,14 @@ MODELS = {
     "binary-sigmoid-output": build((5, 3, 1), output="sigmoid"),
     "regression": build((4, 17, 17, 2), "tanh", task="regression", output="linear"),
     "width-1": build((1, 1, 1, 3), "relu", seed=4),
+    "no-hidden": build((7, 4), seed=5),              # hidden = []: a header once unused scratch, -Werror
 }
 
 
 def inputs_for(model, rng, n=1500):
     codes = rng.integers(-128, 128, (n, model.inputs))
     codes[0], codes[1], codes[2] = -128, 127, 0                    # the extremes of the int8 range
-    codes[3:50] = rng.choice([-128, 127], (47, model.inputs))
+    codes[3:50] = rng.choice([-128, 127], codes[3:50].shape)
     return codes.astype(np.int8)
 
 
@@ -73,15 +95,12 @@ def test_header_scores_equal_python_bit_for_bit(name, tmp_path):
     raw = np.concatenate([rng.uniform(-2, 4, (200, model.inputs)),
                           np.round(rng.uniform(-1, 3, (50, model.inputs)) * 255 / 4) * 4 / 255 - 1])  # near-ties
     raw = raw.astype(np.float32)
-    scores, classes, raw_codes, proba = compile_and_run(model, tmp_path, codes, raw)
-    np.testing.assert_array_equal(scores, model.scores(codes))
-    last = model.layers[-1]
-    if model.outputs > 1:
-        np.testing.assert_array_equal(classes, model.scores(codes).argmax(axis=1))
+    assert_computes_the_spec(model, run_header(model, codes, raw, tmp_path, CC), codes, raw)
+    want = spec(model, codes)
+    if model.outputs > 1:                                    # the rule spec_classes applies, by hand
+        np.testing.assert_array_equal(spec_classes(model, want), want.argmax(axis=1))
     else:
-        np.testing.assert_array_equal(classes, (model.scores(codes)[:, 0] >= last.output_offset).astype(int))
-    np.testing.assert_array_equal(raw_codes, model.quantize_inputs(raw))
-    np.testing.assert_allclose(proba, model.predict_proba(raw), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(spec_classes(model, want), want[:, 0] >= model.layers[-1].output_offset)
 
 
 @needs_cc
@@ -91,8 +110,8 @@ def test_a_trained_digits_model_agrees_on_the_whole_test_set(digits, tmp_path):
     model = net.quantize()
     codes = model.quantize_inputs(xt)
     scores, classes, raw_codes, proba = compile_and_run(model, tmp_path, codes, xt.astype(np.float32))
-    np.testing.assert_array_equal(scores, model.scores(codes))
-    np.testing.assert_array_equal(classes, model.predict(xt))
+    np.testing.assert_array_equal(scores, spec(model, codes))
+    np.testing.assert_array_equal(classes, spec(model, codes).argmax(axis=1))
     np.testing.assert_array_equal(raw_codes, codes)
 
 
@@ -149,7 +168,8 @@ COMPILERS = {
 
 
 @pytest.mark.parametrize("compiler", sorted(COMPILERS))
-@pytest.mark.parametrize("name", ["sigmoid-4-layers", "leaky-tensor", "binary-sigmoid-output", "regression"])
+@pytest.mark.parametrize("name", ["sigmoid-4-layers", "leaky-tensor", "binary-sigmoid-output", "regression",
+                                  "no-hidden"])
 def test_the_header_compiles_without_a_warning(compiler, name, tmp_path):
     command = COMPILERS[compiler]
     if shutil.which(command[0]) is None:
@@ -188,7 +208,7 @@ def test_the_digits_example_builds_and_classifies(tmp_path, monkeypatch, capsys)
     sample = np.array([[0, 0, 0, 1, 11, 0, 0, 0, 0, 0, 0, 7, 8, 0, 0, 0, 0, 0, 1, 13, 6, 2, 2, 0, 0, 0, 7, 15,
                         0, 9, 8, 0, 0, 5, 16, 10, 0, 16, 6, 0, 0, 4, 15, 16, 13, 16, 1, 0, 0, 0, 0, 3, 15, 10,
                         0, 0, 0, 0, 0, 2, 16, 4, 0, 0]])
-    assert run.stdout.startswith(f"digit {model.predict(sample)[0]} (probability ")
+    assert run.stdout.startswith(f"digit {spec(model, model.quantize_inputs(sample))[0].argmax()} (probability ")
 
 
 def test_the_header_matches_the_golden_one_byte_for_byte():
@@ -212,7 +232,8 @@ def test_a_single_output_classifier_compiles_clean_whatever_its_zero_point(zero,
     assert build_.returncode == 0, build_.stderr
     codes = np.random.default_rng(0).integers(-128, 128, (300, 5)).astype(np.int8)
     scores, classes, _, _ = compile_and_run(model, tmp_path, codes, np.zeros((1, 5), np.float32))
-    np.testing.assert_array_equal(classes, (model.scores(codes)[:, 0] >= zero).astype(int))
+    np.testing.assert_array_equal(scores, spec(model, codes))
+    np.testing.assert_array_equal(classes, (spec(model, codes)[:, 0] >= zero).astype(int))
 
 
 @needs_cc
@@ -282,7 +303,47 @@ def test_the_emitter_writes_no_float_that_float32_cannot_hold(value):
     from qmtik.export_c import c_float
     with pytest.raises(ExportError, match=r"^cannot export the model: its output scale .* is not a finite float32$"):
         c_float(value, "output scale")
-    assert c_float(0.25, "x") == "0x1.0000000000000p-2f" and c_float(1e-45, "x") == "0x1.0000000000000p-149f"
+    assert [c_float(v, "x") for v in (0.25, 1e-45, -1.0, 0.0, 1e20, 255 / 4, 0.1)] == \
+        ["0.25f", "1.40129846e-45f", "-1.0f", "0.0f", "1.00000002e+20f", "63.75f", "0.100000001f"]
+
+
+def float32_samples(n: int = 3000) -> np.ndarray:
+    """Finite float32s of every kind: random bit patterns (subnormals, huge and tiny exponents,
+    both signs), the edges of the range, and the scales qmtik writes."""
+    bits = np.random.default_rng(5).integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
+    values = bits.view(np.float32)
+    info = np.finfo(np.float32)
+    edges = [info.max, -info.max, info.tiny, info.smallest_subnormal, -0.0, 1.0, 255 / 4, 4 / 255, 1 / 3]
+    return np.concatenate([values[np.isfinite(values)], np.array(edges, np.float32)])
+
+
+def test_every_float_literal_reads_back_as_its_float32():
+    from qmtik.export_c import c_float
+    for value in float32_samples():
+        literal = c_float(value, "x")
+        assert re.fullmatch(r"-?\d+(\.\d*)?(e[+-]\d+)?f", literal) and ("." in literal or "e" in literal), literal
+        assert np.float32(float(literal[:-1])).tobytes() == value.tobytes(), literal
+
+
+@pytest.mark.parametrize("language", ["c", "c++11"])
+def test_the_compilers_read_every_float_literal_as_its_float32(language, tmp_path):
+    """The decimal literals (C++11 has no hexadecimal ones), read by the compilers themselves."""
+    from qmtik.c_check import LANGUAGES
+    from qmtik.export_c import c_float
+    cc = find_compiler(language)
+    if cc is None:
+        pytest.skip(f"no {language} compiler here")
+    values = float32_samples()
+    flags, suffix = LANGUAGES[language]
+    (tmp_path / ("f" + suffix)).write_text(
+        "#include <stdio.h>\n#include <string.h>\n#include <stdint.h>\n"
+        f"static const float values[{len(values)}] = {{ {', '.join(c_float(v, 'x') for v in values)} }};\n"
+        "int main(void) { uint32_t bits; size_t i; for (i = 0; i < sizeof values / sizeof values[0]; ++i) {\n"
+        '  memcpy(&bits, &values[i], 4); printf("%lu\\n", (unsigned long)bits); } return 0; }\n')
+    build_ = subprocess.run([cc, *flags, "f" + suffix, "-o", "f"], cwd=tmp_path, capture_output=True, text=True)
+    assert build_.returncode == 0, build_.stderr
+    out = subprocess.run([str(tmp_path / "f")], capture_output=True, text=True).stdout.split()
+    np.testing.assert_array_equal(np.array(out, dtype=np.uint64).astype(np.uint32), values.view(np.uint32))
 
 
 @pytest.mark.parametrize("bad", ["net\n", "net\r", " net", "_STDINT", "_net", "Net", "NET", "net__x", "net_", "a__",
@@ -332,7 +393,7 @@ def test_the_check_compiles_and_runs_the_header_of_the_prefix_given(tmp_path):
     model = MODELS["leaky-tensor"]
     codes = inputs_for(model, np.random.default_rng(2), 300)
     got = run_header(model, codes, np.zeros((3, model.inputs), np.float32), tmp_path, CC, prefix="accel")
-    np.testing.assert_array_equal(got["scores"], model.scores(codes))
+    np.testing.assert_array_equal(got["scores"], spec(model, codes))
     assert (tmp_path / "accel.h").read_text() == export_c(model, "accel")
 
 
@@ -365,3 +426,122 @@ def test_report_compiles_the_float_helpers_too(tmp_path, capsys, monkeypatch):
                         real(model, prefix).replace("expf(", "no_such_expf("))
     code, err, _ = run_cli(capsys, ["export-c", "m.qmt", "-o", "m.h", "--report"])
     assert (code, len(err)) == (1, 1) and "the header did not compile" in err[0], err
+
+
+# --- C++11: the header wraps its declarations in extern "C", so it must be C++ too ------------
+
+def small_inputs(model, seed: int, n: int = 60):
+    """A few int8 code vectors (the extremes first) and raw inputs (near-ties among them)."""
+    rng = np.random.default_rng(seed)
+    codes = inputs_for(model, rng, n)
+    raw = np.concatenate([rng.uniform(-2, 4, (20, model.inputs)),
+                          np.round(rng.uniform(-1, 3, (20, model.inputs)) * 255 / 4) * 4 / 255 - 1])
+    return codes, raw.astype(np.float32)
+
+
+@pytest.mark.parametrize("cxx", ["g++", "clang++"])
+def test_the_header_is_cpp11_and_computes_the_spec(cxx, tmp_path):
+    """Hexadecimal float literals (C++17) once made the header fail as C++11. Every layer kind and
+    output, in one program: -std=c++11 -Wall -Wextra -Werror -pedantic -Wconversion -Wshadow."""
+    if shutil.which(cxx) is None:
+        pytest.skip(f"{cxx} is not installed here")
+    names = ["leaky-tensor", "sigmoid-4-layers", "tanh-fixed", "binary-sigmoid-output", "regression", "width-1",
+             "no-hidden"]
+    runs = [(f"m{k}", MODELS[name], *small_inputs(MODELS[name], k)) for k, name in enumerate(names)]
+    results = run_headers(runs, tmp_path, shutil.which(cxx), language="c++11")
+    for (_, model, codes, raw), got in zip(runs, results):
+        assert_computes_the_spec(model, got, codes, raw)
+
+
+# --- names: no prefix can clash with a name the header uses -------------------------------------
+
+def header_identifiers() -> set:
+    """Every lowercase identifier in the code of the headers of all MODELS (comments and string
+    literals left out), but the ones the prefix makes: the names a prefix could clash with."""
+    words = set()
+    for model in MODELS.values():
+        code = re.sub(r"/\*.*?\*/|\"(?:\\.|[^\"\\])*\"", " ", export_c(model, "qq"), flags=re.S)
+        code = re.sub(r"(?<!\w)\.?\d(?:[eEpP][+-]|[\w.])*", " ", code)        # C's preprocessing numbers
+        words |= set(re.findall(r"\b[a-z_][a-z0-9_]*\b", code))
+    return {w for w in words if not w.startswith("qq_")}
+
+
+IDENTIFIERS = ("acc", "sum", "first", "count", "o", "i", "w", "r", "k", "best", "in", "out", "input", "scores",
+               "scratch", "buffers", "total", "top", "u", "product", "magnitude", "value", "low", "high",
+               "raw", "shift", "multiplier", "int8_t", "int32_t", "int64_t", "uint8_t", "expf", "const",
+               "static", "int", "void", "float", "return")
+
+
+@needs_cc
+def test_a_prefix_equal_to_or_holding_any_name_the_header_uses_compiles_and_computes_the_spec(tmp_path):
+    """The header was once made by replacing text ('acc' -> 'acc[o]'), so 'accel' broke it. Each
+    identifier of the header's code, as the prefix and twice inside another (first, then last),
+    on models that between them take every path of the templates; all in one C99 program."""
+    names = sorted(header_identifiers())
+    assert set(IDENTIFIERS) <= set(names), set(IDENTIFIERS) - set(names)
+    shapes = [build((9, 7, 5, 4, 6, 3), ("leaky_relu", "sigmoid", "tanh", "relu")), build((5, 3, 1), output="sigmoid"),
+              build((4, 6, 2), "tanh", task="regression", output="linear")]
+    runs, seen = [], set()
+    for k, word in enumerate(names):
+        for shape, prefix in zip((shapes[k % 3], shapes[(k + 1) % 3]), (word, f"{word}x{word}")):
+            if prefix in seen:
+                continue
+            try:
+                check_prefix(prefix)
+            except ExportError:
+                continue                                      # '_' first, '__' inside: no prefix can
+            seen.add(prefix)
+            runs.append((prefix, shape, *small_inputs(shape, len(runs), 8)))
+    assert {"acc", "accxacc", "in", "inxin", "i", "o", "w"} <= seen
+    results = run_headers(runs, tmp_path, CC, sanitize=False, optimize="-O0")
+    for (_, model, codes, raw), got in zip(runs, results):
+        assert_computes_the_spec(model, got, codes, raw)
+
+
+# --- the templates: packaged, every one used, and the emitter only fills holes --------------------
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "qmtik"
+
+
+def test_the_templates_are_package_data():
+    """An installed wheel must carry them: pyproject's package-data globs cover every template."""
+    import fnmatch
+    try:
+        import tomllib
+    except ImportError:                                      # Python 3.10
+        import tomli as tomllib
+    pyproject = tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["qmtik"]
+    files = sorted(path.relative_to(SRC).as_posix() for path in (SRC / "templates").iterdir())
+    assert files == ["templates/dense.h.in", "templates/header.h.in", "templates/outputs.h.in",
+                     "templates/requantize.h.in"]
+    assert all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files)
+
+
+def test_every_template_is_used_and_every_hole_filled(monkeypatch):
+    """The models between them use each template of each file; a hole left out is one line."""
+    import qmtik.export_c as ex
+    used, real = set(), ex.fill
+
+    def fill(name, section, **values):
+        used.add((name, section))
+        return real(name, section, **values)
+    monkeypatch.setattr(ex, "fill", fill)
+    single = build((5, 3, 1), output="sigmoid")
+    single.layers[-1] = replace(single.layers[-1], output_offset=-128)
+    named = build((4, 3, 3))
+    named.class_names = ("a", "b", "c")
+    for model in [*MODELS.values(), single, named]:
+        export_c(model, "net")
+    every = {(name, section) for name in ("header.h.in", "requantize.h.in", "dense.h.in", "outputs.h.in")
+             for section in ex.templates(name)}
+    assert used == every and len(every) == 18
+    with pytest.raises(ExportError, match=r"^template dense.h.in, layer: no value for inputs$"):
+        real("dense.h.in", "layer", p="p", n="n", outputs=1, requantize="", activate="", activation="")
+
+
+def test_the_emitter_fills_holes_and_never_edits_generated_text():
+    """The header was once made by replacing text in it ('acc' -> 'acc[o]'), which broke on the
+    first prefix holding 'acc': no replace or re.sub on generated code may come back."""
+    source = (SRC / "export_c.py").read_text()
+    assert ".replace(" not in source and "re.sub(" not in source

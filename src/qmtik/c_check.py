@@ -1,4 +1,4 @@
-"""Compile an exported header with the local C compiler: run it against Python, measure it.
+"""Compile an exported header with the local C or C++ compiler: run it against the spec, measure it.
 
 Used by `qmtik export-c --check` and `--report`, by the tests and by the benchmark. Nothing
 here is needed to use a header; it only proves and measures one.
@@ -16,27 +16,28 @@ from string import Template
 
 import numpy as np
 
+from . import intref
 from .errors import QmtikError
 from .export_c import export_c
 from .model import QuantizedModel, memory_needs
 
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wconversion", "-Wshadow"]
+STRICT_CXX11 = ["-std=c++11", *STRICT[1:]]          # the header is C++ too: its declarations are extern "C"
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover"]
+LANGUAGES = {"c": (STRICT, ".c"), "c++11": (STRICT_CXX11, ".cpp")}
 
-DRIVER = Template(r"""
+RUNNER = Template(r"""
 #define ${P}_IMPLEMENTATION
 #include "${p}.h"
-#include <stdio.h>
-#include <stdlib.h>
 
 /* stdin: int32 n, n inputs of int8 codes, int32 m, m raw float inputs.
    stdout: per code input the int8 scores and the int32 class; per raw input its int8 codes
    and the float probabilities of its scores. */
-int main(void)
+static int run_${p}(void)
 {
     int32_t n, m, i, c;
     int8_t input[${P}_INPUTS], scores[${P}_OUTPUTS];
-    int8_t *scratch = malloc(${P}_SCRATCH_BYTES);    /* on the heap, so that ASan sees overruns */
+    int8_t *scratch = (int8_t *)malloc(${P}_SCRATCH_BYTES);   /* on the heap, so that ASan sees overruns */
     float raw[${P}_INPUTS], probabilities[${P}_OUTPUTS];
     if (!scratch || fread(&n, 4, 1, stdin) != 1) return 2;
     for (i = 0; i < n; ++i) {
@@ -57,7 +58,24 @@ int main(void)
     free(scratch);
     return 0;
 }
-""")   # the header of prefix p, as export-c writes it
+""")   # one header of prefix p, as export-c writes it, run on its part of stdin (C99 and C++11)
+
+MAIN = Template(r"""
+int main(void)
+{
+    static int (*const runs[])(void) = { ${runs} };
+    size_t k;
+    for (k = 0; k < sizeof runs / sizeof runs[0]; ++k) {
+        int status = runs[k]();
+        if (status != 0) {
+            fprintf(stderr, "header %d of %d: input ended early (%d)\n", (int)k + 1,
+                    (int)(sizeof runs / sizeof runs[0]), status);
+            return status;
+        }
+    }
+    return 0;
+}
+""")   # the headers in turn, each reading its own part of stdin
 
 
 class CompilerError(QmtikError, RuntimeError):
@@ -70,69 +88,102 @@ def first_error(stderr: str) -> str:
     return next((line for line in lines if "error:" in line), lines[0] if lines else "no message")
 
 
-def find_compiler() -> str | None:
-    """The local C compiler: $CC, else gcc, cc or clang; None when there is none."""
-    for name in (os.environ.get("CC"), "gcc", "cc", "clang"):
+def find_compiler(language: str = "c") -> str | None:
+    """The local compiler of language ("c": $CC, else gcc, cc or clang; "c++11": $CXX, else
+    g++, c++ or clang++); None when there is none."""
+    names = ("CC", "gcc", "cc", "clang") if language == "c" else ("CXX", "g++", "c++", "clang++")
+    for name in (os.environ.get(names[0]), *names[1:]):
         if name and shutil.which(name):
             return shutil.which(name)
     return None
 
 
-def sanitizers_work(cc: str, folder: Path) -> bool:
+def sanitizers_work(cc: str, folder: Path, language: str = "c") -> bool:
     """Whether cc can build with ASan and UBSan here (their runtimes installed)."""
-    source = folder / "probe.c"
+    source = folder / ("probe" + LANGUAGES[language][1])
     source.write_text("int main(void) { return 0; }\n")
     return subprocess.run([cc, *SANITIZE, str(source), "-o", str(folder / "probe")],
                           capture_output=True).returncode == 0
 
 
 def run_header(model: QuantizedModel, codes, raw, folder: Path, cc: str | None = None,
-               sanitize: bool = True, prefix: str = "net") -> dict:
+               sanitize: bool = True, prefix: str = "net", language: str = "c") -> dict:
     """Compile the model's header of prefix (the very text export-c writes with it) with a
-    driver (strict warnings, sanitizers when available), run it on int8 codes and raw float
-    inputs, and return what it computed."""
-    cc = cc or find_compiler()
+    driver in language, "c" (C99) or "c++11" (strict warnings, sanitizers when available),
+    run it on int8 codes and raw float inputs, and return what it computed."""
+    return run_headers([(prefix, model, codes, raw)], folder, cc, sanitize, language)[0]
+
+
+def run_headers(runs, folder: Path, cc: str | None = None, sanitize: bool = True, language: str = "c",
+                optimize: str = "-O1") -> list:
+    """run_header for several (prefix, model, codes, raw), all headers in one program (so
+    their names must not clash): one compile, one run, one result per header."""
+    flags, suffix = LANGUAGES[language]
+    cc = cc or find_compiler(language)
     if cc is None:
-        raise CompilerError("no C compiler found (tried $CC, gcc, cc, clang)")
+        raise CompilerError(f"no {language.upper()} compiler found (tried "
+                            f"{'$CC, gcc, cc, clang' if language == 'c' else '$CXX, g++, c++, clang++'})")
     folder = Path(folder)
-    (folder / f"{prefix}.h").write_text(export_c(model, prefix))
-    (folder / "driver.c").write_text(DRIVER.substitute(p=prefix, P=prefix.upper()))
-    flags = [*STRICT, "-O1"] + (SANITIZE if sanitize and sanitizers_work(cc, folder) else [])
-    build = subprocess.run([cc, *flags, "driver.c", "-o", "driver", "-lm"], cwd=folder, capture_output=True,
-                           text=True)
+    stdin, parts = b"", []
+    for prefix, model, codes, raw in runs:
+        (folder / f"{prefix}.h").write_text(export_c(model, prefix))
+        codes = np.asarray(codes, dtype=np.int8).reshape(-1, model.inputs)
+        raw = np.asarray(raw, dtype="<f4").reshape(-1, model.inputs)
+        stdin += struct.pack("<i", len(codes)) + codes.tobytes() + struct.pack("<i", len(raw)) + raw.tobytes()
+        parts.append((model, len(codes), len(raw)))
+    driver = "#include <stdio.h>\n#include <stdlib.h>\n" \
+        + "".join(RUNNER.substitute(p=prefix, P=prefix.upper()) for prefix, *_ in runs) \
+        + MAIN.substitute(runs=", ".join(f"run_{prefix}" for prefix, *_ in runs))
+    (folder / ("driver" + suffix)).write_text(driver)
+    flags = [*flags, optimize] + (SANITIZE if sanitize and sanitizers_work(cc, folder, language) else [])
+    build = subprocess.run([cc, *flags, "driver" + suffix, "-o", "driver", "-lm"], cwd=folder,
+                           capture_output=True, text=True)
     if build.returncode != 0:
         raise CompilerError(f"the header did not compile: {first_error(build.stderr)}")
-    codes = np.asarray(codes, dtype=np.int8).reshape(-1, model.inputs)
-    raw = np.asarray(raw, dtype="<f4").reshape(-1, model.inputs)
-    stdin = struct.pack("<i", len(codes)) + codes.tobytes() + struct.pack("<i", len(raw)) + raw.tobytes()
     env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1", "UBSAN_OPTIONS": "halt_on_error=1"}
     run = subprocess.run([str(folder / "driver")], input=stdin, capture_output=True, env=env)
     if run.returncode != 0:
         raise CompilerError(f"the compiled header failed (exit {run.returncode}): "
                             f"{run.stderr.decode(errors='replace').strip()[:300]}")
-    out = run.stdout
-    per_code = model.outputs + 4
-    rows = np.frombuffer(out, np.uint8, count=len(codes) * per_code).reshape(len(codes), per_code)
-    per_raw = model.inputs + 4 * model.outputs
-    rest = np.frombuffer(out, np.uint8, offset=len(codes) * per_code).reshape(len(raw), per_raw)
+    results, offset = [], 0
+    for model, n, m in parts:
+        result, offset = _read_results(run.stdout, offset, model, n, m)
+        results.append({**result, "sanitized": "-fsanitize=address,undefined" in flags})
+    return results
+
+
+def _read_results(out: bytes, offset: int, model: QuantizedModel, n: int, m: int) -> tuple[dict, int]:
+    """One header's part of the driver's stdout from offset: its results and the next offset."""
+    per_code, per_raw = model.outputs + 4, model.inputs + 4 * model.outputs
+    rows = np.frombuffer(out, np.uint8, count=n * per_code, offset=offset).reshape(n, per_code)
+    offset += n * per_code
+    rest = np.frombuffer(out, np.uint8, count=m * per_raw, offset=offset).reshape(m, per_raw)
     return {"scores": rows[:, :model.outputs].view(np.int8),
             "classes": rows[:, model.outputs:].copy().view("<i4")[:, 0],
             "raw_codes": rest[:, :model.inputs].view(np.int8),
-            "probabilities": rest[:, model.inputs:].copy().view("<f4"),
-            "sanitized": "-fsanitize=address,undefined" in flags}
+            "probabilities": rest[:, model.inputs:].copy().view("<f4")}, offset + m * per_raw
+
+
+def spec_classes(model: QuantizedModel, scores) -> np.ndarray:
+    """The class predict must return for the spec's int8 scores: the first highest score; with
+    one output, 1 when the score is at least the output zero point."""
+    scores = np.asarray(scores)
+    if model.outputs > 1:
+        return scores.argmax(axis=1)
+    return (scores[:, 0] >= model.layers[-1].output_offset).astype(np.int64)
 
 
 def check(model: QuantizedModel, x, prefix: str = "net") -> dict:
-    """Compile the header of prefix and compare it with Python on raw inputs x: scores,
-    classes, codes."""
+    """Compile the header of prefix and compare it with the spec (intref) on raw inputs x:
+    scores, classes, input codes."""
     codes = model.quantize_inputs(x)
     with tempfile.TemporaryDirectory() as tmp:
         got = run_header(model, codes, np.asarray(x, dtype=np.float32).reshape(len(codes), -1), Path(tmp),
                          prefix=prefix)
-    want = model.scores(codes)
+    want = intref.reference_scores(model.layers, codes)
     return {"samples": len(codes),
             "score_mismatches": int((got["scores"] != want).any(axis=1).sum()),
-            "class_mismatches": int((got["classes"] != model.predict_index(x)).sum()),
+            "class_mismatches": int((got["classes"] != spec_classes(model, want)).sum()),
             "input_mismatches": int((got["raw_codes"] != codes).any(axis=1).sum()),
             "sanitized": got["sanitized"]}
 

@@ -1,25 +1,33 @@
-"""Export an integer model as one dependency-free, stb-style C header.
+"""Export an integer model as one dependency-free, stb-style C header, from templates.
 
-The header holds the model as `static const` arrays (so they live in flash) and the integer
-kernels; it needs a C99 compiler and <stdint.h>, allocates nothing, keeps no mutable state,
-and computes exactly what intref.py, the spec, computes (docs/quantization.md).
-Generated text is deterministic: fixed order, no timestamps, the kit's version and the
-model's CRC-32 recorded.
+The C is in templates/*.h.in (string.Template, named holes): header.h.in the whole file,
+requantize.h.in the shared arithmetic, one template per layer kind (dense.h.in), outputs.h.in
+the class and the probabilities. This module computes the values and fills the holes; it
+never edits generated text. The header holds the model as `static const` arrays (so they
+live in flash) and the integer kernels; it is C99 and C++11, needs <stdint.h>, allocates
+nothing, keeps no mutable state, and computes exactly what intref.py, the spec, computes
+(docs/quantization.md). Generated text is deterministic: fixed order, no timestamps, the
+kit's version and the model's CRC-32 recorded.
 """
 from __future__ import annotations
 
 import re
 import zlib
+from functools import lru_cache
+from importlib import resources
+from string import Template
 
 import numpy as np
 
-from . import __version__
+from . import __version__, intref
 from .errors import QmtikError
 from .model import QuantizedModel, memory_needs
 from .qmtfile import encode
 
 PREFIX = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")   # matched whole: no newline slips through
 MAX_PREFIX = 41
+SECTION = re.compile(r"^/\*@ (\w+)\b.*?\*/[ \t]*$", re.M)   # a template's marker line in a .h.in
+PROBABILITIES = {"softmax": "softmax (softmax)", "sigmoid": "sigmoid (sigmoid)", "linear": "values (dequantized)"}
 
 
 class ExportError(QmtikError, ValueError):
@@ -57,245 +65,124 @@ def _c_string(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def _classify(P: str, model) -> tuple[str, str]:
-    """predict's locals and its return: the first highest score, or a single score's threshold
-    (a test that the compiler would call always true is left out, for -Wextra)."""
-    if model.outputs > 1:
-        return ("    int k, best = 0;",
-                f"    for (k = 1; k < {P}_OUTPUTS; ++k)\n        if (scores[k] > scores[best])\n"
-                f"            best = k;\n    return best;")
-    zero = model.layers[-1].output_offset
-    if zero == -128:
-        return "", "    (void)scores;\n    return 1;                                   /* every score is >= -128 */"
-    return "", f"    return scores[0] >= {zero};"
-
-
 def c_float(value: float, what: str) -> str:
-    """An exact C float literal of value as a float32 (what names it in the error): a value
-    that float32 cannot hold is refused, never written as inff or nanf, which do not compile."""
+    """A C float literal, in decimal, of value as a float32 (what names it in the error).
+
+    Decimal, because hexadecimal float literals are C99 and C++17 but not C++11, and the header
+    is both C and C++. Nine significant digits give back every float32 ('%.9g'); the decimal
+    lies so close to the float32 that rounding it through float64 cannot change which float32
+    it is, so the check below is the compiler's own reading. A value that float32 cannot hold
+    is refused, never written as inff or nanf, which do not compile.
+    """
     with np.errstate(over="ignore", invalid="ignore"):
         single = np.float32(value)
     if not np.isfinite(single):
         raise ExportError(f"cannot export the model: its {what} {value!r} is not a finite float32")
-    return float(single).hex() + "f"
+    digits = "%.9g" % single
+    literal = digits if any(c in digits for c in ".e") else digits + ".0"     # '1' is an int; '1.0f' a float
+    if np.float32(float(literal)) != single:
+        raise ExportError(f"cannot export the model: its {what} {value!r} has no exact decimal float32 literal")
+    return literal + "f"
 
 
-def _array(ctype: str, name: str, values, per_line: int = 24) -> str:
-    values = np.asarray(values).reshape(-1)
-    body = ",\n".join("    " + ", ".join(str(int(v)) for v in values[i:i + per_line])
-                      for i in range(0, len(values), per_line))
-    return f"static const {ctype} {name}[{len(values)}] = {{\n{body}\n}};\n"
+@lru_cache(maxsize=None)
+def templates(name: str) -> dict:
+    """The templates of templates/name (string.Template, holes ${name}): each runs from the line
+    after its /*@ name ... */ marker to the next, blank lines at either end left out; the text
+    before the first marker is a note for the reader."""
+    text = resources.files(__package__).joinpath("templates", name).read_text(encoding="utf-8")
+    parts = SECTION.split(text)[1:]
+    return {key: Template(body.strip("\n")) for key, body in zip(parts[::2], parts[1::2])}
+
+
+def fill(name: str, section: str, **values) -> str:
+    """Template section of templates/name with its holes filled; a missing template or a hole
+    without a value is a bug of this module, said in one line."""
+    template = templates(name).get(section)
+    if template is None:
+        raise ExportError(f"template {name} has no section {section}")
+    try:
+        return template.substitute(values)
+    except KeyError as exc:
+        raise ExportError(f"template {name}, {section}: no value for {exc.args[0]}") from None
+
+
+def numbers(values, per_line: int = 24) -> str:
+    """An array initializer's body: the integers, per_line to an indented line."""
+    values = [str(int(v)) for v in np.asarray(values).reshape(-1)]
+    return ",\n".join("    " + ", ".join(values[i:i + per_line]) for i in range(0, len(values), per_line))
 
 
 def export_c(model: QuantizedModel, prefix: str = "model") -> str:
     """The C header text of model; public names start with prefix_, private ones prefix__."""
     p = check_prefix(prefix)
-    P = p.upper()
+    names = [f"{p}__l{i}" for i in range(len(model.layers))]
+    layers = [LAYER_KINDS[layer.kind](p, n, layer) for n, layer in zip(names, model.layers)]
+    return fill("header.h.in", "header", **_document(model, p), **_outputs(model, p),
+                arrays="\n".join(constants for constants, _ in layers),
+                arithmetic=fill("requantize.h.in", "requantize", p=p, saturation=intref.SATURATION),
+                layers="\n\n".join(function for _, function in layers),
+                calls="\n".join(_calls(names))) + "\n"
+
+
+def _document(model: QuantizedModel, p: str) -> dict:
+    """The documentation block's values, the macros' and quantize_input's."""
     need = memory_needs(model)
-    crc = zlib.crc32(encode(model))
     low, high = model.input_range
     gain = 255.0 / (high - low)                      # float32 in C and in quantize_inputs
-    scratch = need["scratch"]
-    widths = "-".join(map(str, model.widths))
-    kinds = ", ".join(layer.activation for layer in model.layers)
-    names = model.class_names
-    doc = f"""/* {p}.h: a {widths} {model.task} network in int8 arithmetic, generated by qmtik {__version__}.
-   Model CRC-32 0x{crc:08x} (of its .qmt bytes). Layers: {kinds}; output: {model.output}.
-
-   Use: in exactly one .c file,
-       #define {P}_IMPLEMENTATION
-       #include "{p}.h"
-   and elsewhere just #include "{p}.h". Then
-       int8_t input[{P}_INPUTS], scores[{P}_OUTPUTS];
-       static int8_t scratch[{P}_SCRATCH_BYTES];        (or on the stack)
-       {p}_quantize_input(raw, input);                  raw float inputs, as in training
-       int cls = {p}_predict(input, scores, scratch);   the class (regression: ignore it)
-
-   Memory: {need['constants']:,} bytes of constants (flash): weights {need['weights']:,}, biases {need['biases']:,},
-   requantization {need['requantization']:,}, tables {need['tables']:,}; RAM: {P}_SCRATCH_BYTES bytes of scratch
-   ({scratch}) that the caller provides, and a few dozen bytes of stack. No malloc, no static
-   mutable state: {p}_predict is reentrant.
-
-   Arithmetic (docs/quantization.md): int8 weights and activations, int32 accumulators, the
-   input zero point folded into the int32 bias; each layer requantizes with an integer
-   multiplier below 2^22 and a right shift, rounding half away from zero, without shifting a
-   negative number; relu is a clamp at the zero point, leaky relu a second multiplier for
-   negative sums, sigmoid and tanh 256-entry tables. Raw inputs become int8 as
-   round((x - {low:g}) * 255/{high - low:g}) - 128 in float32.
-
-   Define {P}_NO_FLOAT to leave out {p}_quantize_input and {p}_probabilities, and with them
-   all floating point. Those two use float arithmetic with FLT_EVAL_METHOD 0 (any x86-64 or
-   Arm FPU); {p}_probabilities needs expf from <math.h>.
-*/
-"""
-    classes = ""
-    if names:
-        listed = ", ".join(_c_string(n) for n in names)
-        classes = f"#define {P}_CLASS_NAMES {{ {listed} }}\n"
-    head = f"""#ifndef {P}_H
-#define {P}_H
-
-#include <stdint.h>
-
-#define {P}_INPUTS {model.inputs}
-#define {P}_OUTPUTS {model.outputs}
-#define {P}_LAYERS {len(model.layers)}
-#define {P}_SCRATCH_BYTES {scratch}
-#define {P}_CONSTANT_BYTES {need['constants']}
-#define {P}_CRC32 0x{crc:08x}u
-{classes}
-#ifdef __cplusplus
-extern "C" {{
-#endif
-
-/* Scores of one int8 input: writes {P}_OUTPUTS int8 scores, returns the class (the first of
-   equal highest scores; with one output, 1 when the score is at least its zero point).
-   scratch: {P}_SCRATCH_BYTES bytes, any alignment. */
-int {p}_predict(const int8_t *input, int8_t *scores, void *scratch);
-
-#ifndef {P}_NO_FLOAT
-/* Raw float inputs to the int8 codes the model expects, exactly as qmtik computes them. */
-void {p}_quantize_input(const float *raw, int8_t *input);
-/* The real scores' {model.output if model.output != 'linear' else 'values'} ({'softmax' if model.output == 'softmax' else 'sigmoid' if model.output == 'sigmoid' else 'dequantized'}), as floats. */
-void {p}_probabilities(const int8_t *scores, float *out);
-#endif
-
-#ifdef __cplusplus
-}}
-#endif
-#endif /* {P}_H */
-"""
-    impl = [f"\n#ifdef {P}_IMPLEMENTATION\n#ifndef {P}_IMPLEMENTED\n#define {P}_IMPLEMENTED\n"]
-    if model.output == "softmax" or model.output == "sigmoid":
-        impl.append(f"#ifndef {P}_NO_FLOAT\n#include <math.h>\n#endif\n")
-    for i, layer in enumerate(model.layers):
-        n = f"{p}__l{i}"
-        impl.append(_array("int8_t", n + "_weights", layer.weights))
-        impl.append(_array("int32_t", n + "_bias", layer.bias))
-        impl.append(_array("int32_t", n + "_multiplier", layer.output_multiplier))
-        impl.append(_array("uint8_t", n + "_shift", layer.output_shift))
-        if layer.negative_multiplier is not None:
-            impl.append(_array("int32_t", n + "_neg_multiplier", layer.negative_multiplier))
-            impl.append(_array("uint8_t", n + "_neg_shift", layer.negative_shift))
-        if layer.table is not None:
-            impl.append(_array("int8_t", n + "_table", layer.table, 16))
-    dense = "".join(_dense(p, i, layer) for i, layer in enumerate(model.layers))
-    calls = _calls(p, len(model.layers))
-    local, classify = _classify(P, model)
-    locals_line = local + "\n" if local else ""
-    low_literal, gain_literal = c_float(low, "input range's low end"), c_float(gain, "input gain 255 / (high - low)")
-    impl.append(f"""
-/* (acc * multiplier) / 2^shift, rounded half away from zero; the product fits in 53 bits.
-   Saturated at +-1024, beyond any int8 result, so that the int32 result cannot overflow. */
-static int32_t {p}__requantize(int32_t acc, int32_t multiplier, uint8_t shift)
-{{
-    int64_t product = (int64_t)acc * (int64_t)multiplier;
-    int64_t magnitude = product < 0 ? -product : product;
-    magnitude = (magnitude + (((int64_t)1 << shift) >> 1)) >> shift;   /* shift <= 62 */
-    magnitude = magnitude > 1024 ? 1024 : magnitude;
-    return (int32_t)(product < 0 ? -magnitude : magnitude);
-}}
-
-static int32_t {p}__clamp(int32_t value, int32_t low, int32_t high)
-{{
-    return value < low ? low : (value > high ? high : value);
-}}
-
-{dense}int {p}_predict(const int8_t *input, int8_t *scores, void *scratch)
-{{
-    int8_t *buffers[2];
-{locals_line}    buffers[0] = (int8_t *)scratch;
-    buffers[1] = (int8_t *)scratch + {P}_SCRATCH_BYTES / 2;
-{calls}
-{classify}
-}}
-
-#ifndef {P}_NO_FLOAT
-void {p}_quantize_input(const float *raw, int8_t *input)
-{{
-    int32_t i;
-    for (i = 0; i < {P}_INPUTS; ++i) {{
-        float u = (raw[i] - {low_literal}) * {gain_literal};
-        int32_t k;
-        if (!(u > 0.0f))
-            u = 0.0f;
-        if (u > 255.0f)
-            u = 255.0f;
-        k = (int32_t)u;                             /* u >= 0: truncation is floor */
-        if (u - (float)k >= 0.5f)                   /* exact: half away from zero */
-            ++k;
-        input[i] = (int8_t)(k - 128);
-    }}
-}}
-
-void {p}_probabilities(const int8_t *scores, float *out)
-{{
-    int k;
-    {_probabilities_body(model, p, P)}
-}}
-#endif
-
-#endif /* {P}_IMPLEMENTED */
-#endif /* {P}_IMPLEMENTATION */
-""")
-    return doc + head + "".join(impl)
+    names = ", ".join(map(_c_string, model.class_names or ()))
+    return {"p": p, "P": p.upper(), "version": __version__, "crc": f"{zlib.crc32(encode(model)):08x}",
+            "widths": "-".join(map(str, model.widths)), "task": model.task, "output": model.output,
+            "activations": ", ".join(layer.activation for layer in model.layers),
+            **{key: f"{need[key]:,}" for key in ("constants", "weights", "biases", "requantization", "tables")},
+            "constant_bytes": need["constants"], "scratch_bytes": need["scratch"],
+            "inputs": model.inputs, "outputs": model.outputs, "layer_count": len(model.layers),
+            "class_names": fill("header.h.in", "class_names", P=p.upper(), names=names) if names else "",
+            "probabilities_are": PROBABILITIES[model.output],
+            "low": f"{low:g}", "span": f"{high - low:g}",
+            "low_literal": c_float(low, "input range's low end"),
+            "gain_literal": c_float(gain, "input gain 255 / (high - low)")}
 
 
-def _dense(p: str, index: int, layer) -> str:
-    """One layer as a function with its sizes as constants, so that even -O2 vectorizes the
-    int8 dot products (no remainder loop to prove safe), holding only its activation's code."""
-    n = f"{p}__l{index}"
+def _dense(p: str, n: str, layer: intref.IntegerLayer) -> tuple[str, str]:
+    """A dense layer's constants and its function (templates/dense.h.in), named n."""
     outputs, inputs = layer.weights.shape
-    requant = f"{p}__requantize(acc[o], {n}_multiplier[first + o], {n}_shift[first + o])"
+    shape = {"p": p, "n": n, "outputs": outputs, "inputs": inputs}
+    constants = [fill("dense.h.in", "constants", **shape, weight_count=layer.weights.size,
+                      weights=numbers(layer.weights), bias=numbers(layer.bias),
+                      multiplier=numbers(layer.output_multiplier), shift=numbers(layer.output_shift))]
     if layer.activation == "leaky_relu":
-        requant = (f"acc[o] < 0 ? {p}__requantize(acc[o], {n}_neg_multiplier[first + o], {n}_neg_shift[first + o])\n"
-                   f"                        : {requant}")
+        constants.append(fill("dense.h.in", "constants_leaky", **shape,
+                              neg_multiplier=numbers(layer.negative_multiplier),
+                              neg_shift=numbers(layer.negative_shift)))
     if layer.table is not None:
-        store = f"{n}_table[{p}__clamp(r, -128, 127) + 128];   /* {layer.activation} table */"
+        constants.append(fill("dense.h.in", "constants_table", **shape, table=numbers(layer.table, 16)))
+        activate = fill("dense.h.in", "activate_table", **shape)
     else:
-        low = layer.output_offset if layer.activation == "relu" else -128
-        store = f"(int8_t){p}__clamp(r + {layer.output_offset}, {low}, 127);   /* {layer.activation} */"
-    return (f"static void {n}(const int8_t *in, int8_t *out)\n{{\n"
-            f"    int32_t acc[16], first, count, o, i;\n"
-            f"    for (first = 0; first < {outputs}; first += 16) {{\n"
-            f"        count = {outputs} - first < 16 ? {outputs} - first : 16;\n"
-            f"        for (o = 0; o < count; ++o) {{          /* int8 dot products, vectorised */\n"
-            f"            const int8_t *w = {n}_weights + (first + o) * {inputs};\n"
-            f"            int32_t sum = 0;\n"
-            f"            for (i = 0; i < {inputs}; ++i)\n"
-            f"                sum += (int32_t)w[i] * (int32_t)in[i];\n"
-            f"            acc[o] = sum + {n}_bias[first + o];\n"
-            f"        }}\n"
-            f"        for (o = 0; o < count; ++o) {{          /* requantization, branch-free */\n"
-            f"            int32_t r;\n"
-            f"            r = {requant};\n"
-            f"            out[first + o] = {store}\n"
-            f"        }}\n"
-            f"    }}\n}}\n\n")
+        low = layer.output_offset if layer.activation == "relu" else -128     # relu is this clamp
+        activate = fill("dense.h.in", "activate_clamp", **shape, output_offset=layer.output_offset, low=low)
+    requantize = fill("dense.h.in", "requantize_leaky" if layer.activation == "leaky_relu" else "requantize", **shape)
+    return "\n".join(constants), fill("dense.h.in", "layer", **shape, requantize=requantize, activate=activate,
+                                      activation=layer.activation)
 
 
-def _calls(p: str, layers: int) -> str:
-    """The layers in turn, through the two halves of the scratch."""
-    lines, source = [], "input"
-    for i in range(layers):
-        target = "scores" if i == layers - 1 else f"buffers[{i % 2}]"
-        lines.append(f"    {p}__l{i}({source}, {target});")
+LAYER_KINDS = {"dense": _dense}       # IntegerLayer.kind -> its constants and function
+
+
+def _calls(names: list) -> list:
+    """predict's calls of the layers in turn, through the two halves of the scratch."""
+    calls, source = [], "input"
+    for i, name in enumerate(names):
+        target = "scores" if i == len(names) - 1 else f"buffers[{i % 2}]"
+        calls.append(fill("header.h.in", "call", layer=name, source=source, target=target))
         source = target
-    return "\n".join(lines)
+    return calls
 
 
-def _probabilities_body(model: QuantizedModel, p: str, P: str) -> str:
+def _outputs(model: QuantizedModel, p: str) -> dict:
+    """predict's classify and the probabilities function (templates/outputs.h.in)."""
     last = model.layers[-1]
-    scale, zero = c_float(last.output_scale, "output scale"), last.output_offset
-    if model.output == "softmax":
-        return (f"float total = 0.0f;\n    int top = 0;\n"
-                f"    for (k = 1; k < {P}_OUTPUTS; ++k)\n        if (scores[k] > scores[top])\n            top = k;\n"
-                f"    for (k = 0; k < {P}_OUTPUTS; ++k) {{\n"
-                f"        out[k] = expf({scale} * (float)(scores[k] - scores[top]));\n"
-                f"        total += out[k];\n    }}\n"
-                f"    for (k = 0; k < {P}_OUTPUTS; ++k)\n        out[k] /= total;")
-    if model.output == "sigmoid":
-        return (f"for (k = 0; k < {P}_OUTPUTS; ++k)\n"
-                f"        out[k] = 1.0f / (1.0f + expf(-{scale} * (float)(scores[k] - {zero})));")
-    return (f"for (k = 0; k < {P}_OUTPUTS; ++k)\n"
-            f"        out[k] = {scale} * (float)(scores[k] - {zero});")
+    values = {"p": p, "P": p.upper(), "zero": last.output_offset, "scale": c_float(last.output_scale, "output scale")}
+    classify = "argmax" if model.outputs > 1 else "always" if last.output_offset == -128 else "threshold"
+    return {"classify": fill("outputs.h.in", "classify_" + classify, **values),
+            "probabilities": fill("outputs.h.in", "probabilities_" + model.output, **values)}

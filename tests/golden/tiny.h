@@ -96,17 +96,25 @@ static const uint8_t tiny__l1_shift[2] = {
     29, 29
 };
 
-/* (acc * multiplier) / 2^shift, rounded half away from zero; the product fits in 53 bits.
-   Saturated at +-1024, beyond any int8 result, so that the int32 result cannot overflow. */
-static int32_t tiny__requantize(int32_t acc, int32_t multiplier, uint8_t shift)
+/* intref.rounding_shift: product / 2^shift, rounded half away from zero, without shifting a
+   negative number (shift <= 62). */
+static int64_t tiny__rounding_shift(int64_t product, uint8_t shift)
 {
-    int64_t product = (int64_t)acc * (int64_t)multiplier;
-    int64_t magnitude = product < 0 ? -product : product;
-    magnitude = (magnitude + (((int64_t)1 << shift) >> 1)) >> shift;   /* shift <= 62 */
-    magnitude = magnitude > 1024 ? 1024 : magnitude;
-    return (int32_t)(product < 0 ? -magnitude : magnitude);
+    int64_t half = ((int64_t)1 << shift) >> 1;
+    int64_t magnitude = ((product < 0 ? -product : product) + half) >> shift;
+    return product < 0 ? -magnitude : magnitude;
 }
 
+/* intref.requantize: acc * multiplier / 2^shift, rounded half away from zero, saturated at
+   +-1024. The product of |acc| < 2^30 and multiplier < 2^22 is exact in int64; the
+   saturation never changes an int8 result and keeps the result in an int32. */
+static int32_t tiny__requantize(int32_t acc, int32_t multiplier, uint8_t shift)
+{
+    int64_t scaled = tiny__rounding_shift((int64_t)acc * multiplier, shift);
+    return (int32_t)(scaled < -1024 ? -1024 : (scaled > 1024 ? 1024 : scaled));
+}
+
+/* np.clip of one value. */
 static int32_t tiny__clamp(int32_t value, int32_t low, int32_t high)
 {
     return value < low ? low : (value > high ? high : value);
@@ -153,18 +161,25 @@ static void tiny__l1(const int8_t *in, int8_t *out)
     }
 }
 
-int tiny_predict(const int8_t *input, int8_t *scores, void *scratch)
+/* predict's class: the first of equal highest scores. */
+static int tiny__classify(const int8_t *scores)
 {
-    int8_t *buffers[2];
     int k, best = 0;
-    buffers[0] = (int8_t *)scratch;
-    buffers[1] = (int8_t *)scratch + TINY_SCRATCH_BYTES / 2;
-    tiny__l0(input, buffers[0]);
-    tiny__l1(buffers[0], scores);
     for (k = 1; k < TINY_OUTPUTS; ++k)
         if (scores[k] > scores[best])
             best = k;
     return best;
+}
+
+int tiny_predict(const int8_t *input, int8_t *scores, void *scratch)
+{
+    int8_t *buffers[2];
+    buffers[0] = (int8_t *)scratch;
+    buffers[1] = (int8_t *)scratch + TINY_SCRATCH_BYTES / 2;
+    (void)buffers;                              /* unused when the model has one layer */
+    tiny__l0(input, buffers[0]);
+    tiny__l1(buffers[0], scores);
+    return tiny__classify(scores);
 }
 
 #ifndef TINY_NO_FLOAT
@@ -172,7 +187,7 @@ void tiny_quantize_input(const float *raw, int8_t *input)
 {
     int32_t i;
     for (i = 0; i < TINY_INPUTS; ++i) {
-        float u = (raw[i] - -0x1.0000000000000p+0f) * 0x1.fe00000000000p+5f;
+        float u = (raw[i] - -1.0f) * 63.75f;
         int32_t k;
         if (!(u > 0.0f))
             u = 0.0f;
@@ -194,7 +209,7 @@ void tiny_probabilities(const int8_t *scores, float *out)
         if (scores[k] > scores[top])
             top = k;
     for (k = 0; k < TINY_OUTPUTS; ++k) {
-        out[k] = expf(0x1.c1c1c20000000p-6f * (float)(scores[k] - scores[top]));
+        out[k] = expf(0.0274509806f * (float)(scores[k] - scores[top]));
         total += out[k];
     }
     for (k = 0; k < TINY_OUTPUTS; ++k)
