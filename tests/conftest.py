@@ -11,6 +11,26 @@ from qmtik import download
 from qmtik.formats import idx_bytes
 
 
+@pytest.fixture(autouse=True)
+def every_qmt_is_canonical(monkeypatch):
+    """Every .qmt file any test encodes (saved, exported, measured) is checked to be canonical:
+    encode(decode(b)) == b (issue 11: one encoding per model). qmtfile._sealed is encode's last step."""
+    from qmtik import qmtfile
+    seal, busy = qmtfile._sealed, []
+
+    def sealed_and_checked(blob: bytes) -> bytes:
+        sealed = seal(blob)
+        if not busy:                                  # encode inside the check seals again
+            busy.append(True)
+            try:
+                again = qmtfile.encode(qmtfile.decode(sealed))
+            finally:
+                busy.pop()
+            assert again == sealed, "encode(decode(b)) != b for a .qmt file this test encoded"
+        return sealed
+    monkeypatch.setattr(qmtfile, "_sealed", sealed_and_checked)
+
+
 @pytest.fixture(scope="session")
 def digits():
     """The bundled digits: ((train inputs, labels), (test inputs, labels))."""

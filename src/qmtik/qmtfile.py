@@ -1,6 +1,13 @@
 """The .qmt file: an integer model in a small, strict, little-endian binary format.
 
 docs/format.md describes it byte by byte; this module is the reference writer and reader.
+`encode` writes version 2; `decode` reads versions 1 and 2.
+
+Version 2's layer records are typed: each starts with a kind code and its own length, so a
+reader refuses a kind it does not know by name (new kinds, conv2d and the like, get new codes),
+and a dense record stores each of its weight scales, requantization and negative-side
+requantization once when every channel shares it, or once per channel (a flag bit each). The
+flags follow from the values, so a model has exactly one encoding: encode(decode(b)) == b.
 
 Writing packs every field with an explicit little-endian type (never a dump of memory) and
 saves through a temporary file that is renamed into place. Reading checks, in this order, the
@@ -26,20 +33,67 @@ from .errors import ModelFormatError, QuantizationError
 from .files import write_atomic
 from .model import QuantizedModel, model_problem
 
+# --- the layout: every version's fields, in one place ------------------------------------------
+
 MAGIC = b"\x89QMT\r\n\x1a\n"
-VERSION = 1
-HEADER = struct.Struct("<8sHHBBBBIddI")     # 40 bytes: magic, version, header size ... file size
+VERSION = 2                                 # what encode writes
+VERSIONS = (1, 2)                           # what decode reads
+HEADER = struct.Struct("<8sHHBBBBIddI")     # 40 bytes: magic, version, header size ... file size (both versions)
 COUNT = struct.Struct("<H")                 # the number of class names
 LENGTH = struct.Struct("<B")                # the byte length of one class name
-LAYER = struct.Struct("<IBBbBdd")           # 24 bytes: the fixed start of a layer record
 CRC = struct.Struct("<I")
 TASKS = ("classification", "regression")                        # codes 0, 1
 OUTPUTS = ("linear", "softmax", "sigmoid")                      # codes 0, 1, 2
 ACTIVATIONS = intref.ACTIVATIONS                                  # codes 0 .. 4, in that order
+
+# version 2: a record = RECORD (kind, length) + the kind's body; a dense body = DENSE + arrays
+RECORD = struct.Struct("<BI")               # 5 bytes: kind code, the record's length in bytes (these 5 included)
+KINDS = ("dense",)                          # kind codes (IntegerLayer.kind); conv2d, depthwise, pooling, flatten next
+DENSE = struct.Struct("<IBBbd")             # 15 bytes: outputs, activation, flags, output zero point, output scale
+SCALES, REQUANT, NEGATIVE = 1, 2, 4          # DENSE flag bits: these groups are stored once per output channel
+GROUPS = {SCALES: ("weight scales", ("weight_scales",)),
+          REQUANT: ("requantization", ("output_multiplier", "output_shift")),
+          NEGATIVE: ("negative-side requantization", ("negative_multiplier", "negative_shift"))}
+
+# version 1, read only: 24 fixed bytes, then the arrays (docs/format.md, "Version 1")
+LAYER_V1 = struct.Struct("<IBBbBdd")        # outputs, activation, weight-scale flag, zero point, 0, scales
+
 MAX_LAYERS = 255
 MAX_WIDTH = q.MAX_FAN_IN                    # inputs and every layer's outputs: 1 .. 65536
 MAX_NAME = 255                              # bytes of UTF-8 in one class name
 MAX_SIZE = 2**32 - 1                        # the file size is a u32
+
+
+def dense_arrays(activation: str, flags: int, outputs: int, fan_in: int) -> list:
+    """The arrays after a version-2 dense record's DENSE fields, in file order, as (IntegerLayer
+    field, little-endian dtype, count): the one statement of the layout, which the writer and
+    the reader both follow. A group of GROUPS has one value per output channel when its flag
+    bit is set, else one value."""
+    bit_of = {field: bit for bit, (_, fields) in GROUPS.items() for field in fields}
+
+    def count(field):
+        return outputs if flags & bit_of[field] else 1
+    arrays = [("weight_scales", "<f4", count("weight_scales")), ("weights", "i1", outputs * fan_in),
+              ("bias", "<i4", outputs), ("output_multiplier", "<u4", count("output_multiplier")),
+              ("output_shift", "u1", count("output_shift"))]
+    if activation == "leaky_relu":
+        arrays += [("negative_multiplier", "<u4", count("negative_multiplier")),
+                   ("negative_shift", "u1", count("negative_shift"))]
+    if activation in q.TABLE_ACTIVATIONS:
+        arrays += [("table_input_scale", "<f8", 1), ("table", "i1", 256)]
+    return arrays
+
+
+def _flags(arrays: dict) -> int:
+    """The flag bits of a dense record whose arrays (field: values as stored) are these: a
+    group's bit is set exactly when its channels' values differ (one encoding per model)."""
+    return sum(bit for bit, (_, fields) in GROUPS.items()
+               if fields[0] in arrays and _varies(*(arrays[field] for field in fields)))
+
+
+def _varies(*arrays) -> bool:
+    """True when some channel's values differ from channel 0's: they need one value each."""
+    return any(bool((array != array[0]).any()) for array in arrays)
 
 
 def _failing(prefix: str):
@@ -52,20 +106,25 @@ def _failing(prefix: str):
 # --- writing -----------------------------------------------------------------------------------
 
 def encode(model: QuantizedModel) -> bytes:
-    """The .qmt bytes of model.
+    """The .qmt bytes of model (version 2): the one encoding of it.
 
     Refuses, with a ModelFormatError naming the layer and the field, a model that the format
     or the integer arithmetic cannot hold: whatever encode writes, decode reads back.
     """
     _check_model(model, _failing("cannot encode model"))
-    body = b"".join([_names_bytes(model.class_names), *map(_layer_bytes, model.layers)])
+    body = b"".join([_names_bytes(model.class_names), *map(_record_bytes, model.layers)])
     size = HEADER.size + len(body) + CRC.size
     if size > MAX_SIZE:
         raise ModelFormatError(f"cannot encode model: {size:,} bytes, more than a .qmt file holds ({MAX_SIZE:,})")
-    low, high = model.input_range
+    low, high = (value + 0.0 for value in model.input_range)          # -0.0 is written +0.0
     header = HEADER.pack(MAGIC, VERSION, HEADER.size, TASKS.index(model.task), OUTPUTS.index(model.output),
                          len(model.layers), 0, model.inputs, low, high, size)
-    blob = header + body
+    return _sealed(header + body)
+
+
+def _sealed(blob: bytes) -> bytes:
+    """blob with its CRC-32 appended: the last step of every encode (the tests check here that
+    every file they make is canonical)."""
     return blob + CRC.pack(zlib.crc32(blob))
 
 
@@ -78,25 +137,17 @@ def _names_bytes(names) -> bytes:
     return b"".join(parts)
 
 
-def _layer_bytes(layer: intref.IntegerLayer) -> bytes:
-    scales = layer.weight_scales.astype("<f4")                 # validated: finite, > 0 in float32
-    per_channel = bool((scales != scales[0]).any())
-    table = layer.activation in q.TABLE_ACTIVATIONS
-    parts = [LAYER.pack(layer.outputs, ACTIVATIONS.index(layer.activation), per_channel, layer.output_offset, 0,
-                        layer.output_scale, layer.table_input_scale if table else 0.0),
-             (scales if per_channel else scales[:1]).tobytes(),
-             layer.weights.astype("i1").tobytes(),                  # C order: row by row
-             layer.bias.astype("<i4").tobytes(),
-             *_requant_bytes(layer.output_multiplier, layer.output_shift)]
-    if layer.activation == "leaky_relu":
-        parts += _requant_bytes(layer.negative_multiplier, layer.negative_shift)
-    if table:
-        parts.append(np.asarray(layer.table).astype("i1").tobytes())
-    return b"".join(parts)
-
-
-def _requant_bytes(multiplier, shift) -> list:
-    return [np.asarray(multiplier).astype("<u4").tobytes(), np.asarray(shift).astype("u1").tobytes()]
+def _record_bytes(layer: intref.IntegerLayer) -> bytes:
+    """A version-2 layer record: kind, length, then the dense body (validated values only)."""
+    layout = dense_arrays(layer.activation, sum(GROUPS), layer.outputs, layer.inputs)    # every flag: all values
+    stored = {field: np.asarray(getattr(layer, field)).reshape(-1).astype(dtype) for field, dtype, _ in layout}
+    flags = _flags(stored)
+    parts = [DENSE.pack(layer.outputs, ACTIVATIONS.index(layer.activation), flags, layer.output_offset,
+                        layer.output_scale)]
+    parts += [stored[field][:count].tobytes()
+              for field, _, count in dense_arrays(layer.activation, flags, layer.outputs, layer.inputs)]
+    body = b"".join(parts)
+    return RECORD.pack(KINDS.index(layer.kind), RECORD.size + len(body)) + body
 
 
 def save_model(path, model: QuantizedModel) -> None:
@@ -108,15 +159,16 @@ def save_model(path, model: QuantizedModel) -> None:
 # --- reading -----------------------------------------------------------------------------------
 
 class _Reader:
-    """Reads fields in order from blob[pos:end], refusing to run past end."""
+    """Reads fields in order from blob[pos:end], refusing to run past end (`until` names it)."""
 
-    def __init__(self, blob: bytes, pos: int, end: int, fail):
-        self.blob, self.pos, self.end, self.fail = blob, pos, end, fail
+    def __init__(self, blob: bytes, pos: int, end: int, fail, until: str = "the end of the data"):
+        self.blob, self.pos, self.end, self.fail, self.until = blob, pos, end, fail, until
 
     def take(self, count: int, what: str) -> bytes:
         if count > self.end - self.pos:
-            self.fail(f"{what} runs past the end of the data ({count:,} bytes at offset {self.pos:,}, "
-                      f"{self.end - self.pos:,} left before the CRC)")
+            left = "before the CRC" if self.until == "the end of the data" else "in it"
+            self.fail(f"{what} runs past {self.until} ({count:,} bytes at offset {self.pos:,}, "
+                      f"{self.end - self.pos:,} left {left})")
         chunk = self.blob[self.pos:self.pos + count]
         self.pos += count
         return chunk
@@ -130,17 +182,19 @@ class _Reader:
 
 
 def decode(blob: bytes, name: str = "<bytes>") -> QuantizedModel:
-    """The model in .qmt bytes, every field checked; a ModelFormatError names the problem."""
+    """The model in .qmt bytes (version 1 or 2), every field checked; a ModelFormatError names
+    the problem."""
     if not isinstance(blob, (bytes, bytearray, memoryview)):
         raise TypeError(f"decode needs bytes, not {type(blob).__name__}")
     blob = bytes(blob)
     fail = _failing(f"model file {name}")
-    task, output, count, inputs, low, high = _read_header(blob, fail)
+    version, task, output, count, inputs, low, high = _read_header(blob, fail)
     reader = _Reader(blob, HEADER.size, len(blob) - CRC.size, fail)
     names = _read_names(reader, fail)
+    read_layer = _read_record if version == 2 else _read_layer_v1
     layers, fan_in, in_scale, in_zero = [], inputs, q.INPUT_SCALE, q.INPUT_ZERO
     for number in range(1, count + 1):
-        layer = _read_layer(reader, number, number == count, fan_in, in_scale, in_zero, fail)
+        layer = read_layer(reader, number, number == count, fan_in, in_scale, in_zero, fail)
         layers.append(layer)
         fan_in, in_scale, in_zero = layer.outputs, layer.output_scale, layer.output_offset
     model = QuantizedModel(TASKS[task], OUTPUTS[output], (low, high), layers, names or None)
@@ -151,7 +205,7 @@ def decode(blob: bytes, name: str = "<bytes>") -> QuantizedModel:
 
 
 def _read_header(blob: bytes, fail) -> tuple:
-    """(task, output, layers, inputs, low, high) codes of a header, after the whole-file checks."""
+    """(version, task, output, layers, inputs, low, high) of a header, after the whole-file checks."""
     least = HEADER.size + CRC.size
     if len(blob) < least:
         if blob[:len(MAGIC)] != MAGIC[:len(blob)]:
@@ -161,9 +215,10 @@ def _read_header(blob: bytes, fail) -> tuple:
     magic, version, header_size, task, output, count, reserved, inputs, low, high, size = HEADER.unpack_from(blob)
     if magic != MAGIC:
         fail("not a qmtik model (wrong magic bytes)")
-    if version > VERSION:
-        fail(f"format version {version} is newer than this qmtik reads ({VERSION}): upgrade qmtik")
-    if version < 1:
+    if version > max(VERSIONS):
+        fail(f"format version {version} is newer than this qmtik reads ({' and '.join(map(str, VERSIONS))}): "
+             "upgrade qmtik")
+    if version not in VERSIONS:
         fail(f"format version {version} is not valid (versions start at 1)")
     if header_size != HEADER.size:
         fail(f"header size {header_size}, expected {HEADER.size}")
@@ -185,7 +240,11 @@ def _read_header(blob: bytes, fail) -> tuple:
     if not 1 <= inputs <= MAX_WIDTH:
         fail(f"{inputs:,} inputs, outside 1..{MAX_WIDTH}")
     _check_range(low, high, fail)
-    return task, output, count, inputs, low, high
+    if version >= 2:
+        for which, value in (("low", low), ("high", high)):
+            if value == 0 and math.copysign(1.0, value) < 0:
+                fail(f"input range {which} -0.0: version 2 writes a zero as +0.0")
+    return version, task, output, count, inputs, low, high
 
 
 def _read_names(reader: _Reader, fail) -> tuple:
@@ -201,11 +260,65 @@ def _read_names(reader: _Reader, fail) -> tuple:
     return tuple(names)
 
 
-def _read_layer(reader: _Reader, number: int, last: bool, fan_in: int, in_scale: float, in_zero: int,
-                fail) -> intref.IntegerLayer:
-    """One layer record; its codes and sizes are checked here, its values by IntegerLayer.validate."""
+def _read_record(reader: _Reader, number: int, last: bool, fan_in: int, in_scale: float, in_zero: int,
+                 fail) -> intref.IntegerLayer:
+    """One version-2 layer record: its kind and length, then its body, which must fill it exactly."""
     where = f"layer {number}"
-    outputs, code, per_channel, out_zero, reserved, out_scale, pre_scale = reader.unpack(LAYER, f"{where} record")
+    kind, length = reader.unpack(RECORD, f"{where} record")
+    if kind >= len(KINDS):
+        fail(f"{where}: layer kind {kind} is unknown to this qmtik (it reads "
+             f"{', '.join(f'{i} {k}' for i, k in enumerate(KINDS))}): a newer qmtik may read it")
+    if length < RECORD.size:
+        fail(f"{where}: record length {length} bytes, shorter than its kind and length ({RECORD.size} bytes)")
+    start = reader.pos
+    reader.take(length - RECORD.size, f"{where} record")
+    body = _Reader(reader.blob, start, reader.pos, fail, "the end of its record")
+    layer = _read_dense(body, where, last, fan_in, in_scale, in_zero, fail)
+    if body.pos != body.end:
+        fail(f"{where}: record length {length:,} bytes, but its fields take {body.pos - start + RECORD.size:,}")
+    return layer
+
+
+def _read_dense(reader: _Reader, where: str, last: bool, fan_in: int, in_scale: float, in_zero: int,
+                fail) -> intref.IntegerLayer:
+    """A dense record's body: its codes and flags are checked here, its values by
+    IntegerLayer.validate, and a flagged group must vary (one encoding per model)."""
+    outputs, code, flags, out_zero, out_scale = reader.unpack(DENSE, f"{where} dense fields")
+    activation = _check_codes(outputs, code, where, last, fail)
+    allowed = SCALES | REQUANT | (NEGATIVE if activation == "leaky_relu" else 0)
+    if flags & ~allowed:
+        fail(f"{where}: flags {flags:#04x} set bit {(flags & ~allowed).bit_length() - 1}, which {activation} does "
+             f"not use (bits: {', '.join(f'{b.bit_length() - 1} {group}' for b, (group, _) in GROUPS.items())}, "
+             "the last for leaky_relu)")
+    fields = {field: reader.array(dtype, count, f"{where} {field.replace('_', ' ')}")
+              for field, dtype, count in dense_arrays(activation, flags, outputs, fan_in)}
+    for bit, (group, names) in GROUPS.items():
+        if flags & bit and not _varies(*(fields[name] for name in names)):
+            fail(f"{where}: flag {bit} stores {group} per channel, but all {outputs:,} channels share "
+                 "one (version 2 stores a shared value once)")
+        for name in names:
+            if name in fields:                               # one value or one per channel: one per channel
+                fields[name] = np.broadcast_to(fields[name], (outputs,))
+    with np.errstate(invalid="ignore"):                      # a signalling NaN is refused by validate
+        fields["weight_scales"] = fields["weight_scales"].astype(np.float64)
+    fields["weights"] = fields["weights"].reshape(outputs, fan_in)
+    if "table_input_scale" in fields:
+        fields["table_input_scale"] = float(fields["table_input_scale"][0])
+    return _layer(fields, activation, in_scale, in_zero, out_scale, out_zero, where, fail)
+
+
+def _layer(fields: dict, activation, in_scale, in_zero, out_scale, out_zero, where, fail) -> intref.IntegerLayer:
+    """The IntegerLayer of a record's fields, validated by IntegerLayer.validate (one rule for
+    every layer in memory); its complaint becomes the file's, naming the layer."""
+    try:
+        return intref.IntegerLayer(activation=activation, input_scale=in_scale, input_zero_point=in_zero,
+                                   output_scale=out_scale, output_offset=out_zero, **fields)
+    except QuantizationError as exc:
+        fail(f"{where}: {exc}")
+
+
+def _check_codes(outputs: int, code: int, where: str, last: bool, fail) -> str:
+    """The activation of a record's outputs and activation code, both checked."""
     if not 1 <= outputs <= MAX_WIDTH:
         fail(f"{where}: {outputs:,} outputs, outside 1..{MAX_WIDTH}")
     if code >= len(ACTIVATIONS):
@@ -213,6 +326,15 @@ def _read_layer(reader: _Reader, number: int, last: bool, fan_in: int, in_scale:
              f"({', '.join(f'{i} {a}' for i, a in enumerate(ACTIVATIONS))})")
     activation = ACTIVATIONS[code]
     _check_placement(activation, where, last, fail)
+    return activation
+
+
+def _read_layer_v1(reader: _Reader, number: int, last: bool, fan_in: int, in_scale: float, in_zero: int,
+                   fail) -> intref.IntegerLayer:
+    """One version-1 layer record (24 fixed bytes, then every array; docs/format.md, "Version 1")."""
+    where = f"layer {number}"
+    outputs, code, per_channel, out_zero, reserved, out_scale, pre_scale = reader.unpack(LAYER_V1, f"{where} record")
+    activation = _check_codes(outputs, code, where, last, fail)
     if per_channel > 1:
         fail(f"{where}: weight-scale flag {per_channel}, must be 0 (per tensor) or 1 (per channel)")
     if reserved != 0:
@@ -222,17 +344,16 @@ def _read_layer(reader: _Reader, number: int, last: bool, fan_in: int, in_scale:
         fail(f"{where}: table input scale {pre_scale!r} must be 0 for {activation} (only sigmoid and tanh have one)")
     with np.errstate(invalid="ignore"):                      # a signalling NaN is refused later
         scales = reader.array("<f4", outputs if per_channel else 1, f"{where} weight scales").astype(np.float64)
-    weight = reader.array("i1", outputs * fan_in, f"{where} weights").reshape(outputs, fan_in)
-    bias = reader.array("<i4", outputs, f"{where} biases")
-    multiplier, shift = _read_requant(reader, outputs, f"{where} ")
-    negative = _read_requant(reader, outputs, f"{where} negative-side ") if activation == "leaky_relu" else (None, None)
-    values = reader.array("i1", 256, f"{where} table") if table else None
-    try:
-        return intref.IntegerLayer(weight, bias, multiplier, shift, activation, in_scale, in_zero,
-                                   np.broadcast_to(scales, (outputs,)), out_scale, out_zero, *negative, values,
-                                   pre_scale if table else None)
-    except QuantizationError as exc:
-        fail(f"{where}: {exc}")
+    fields = {"weight_scales": np.broadcast_to(scales, (outputs,)),
+              "weights": reader.array("i1", outputs * fan_in, f"{where} weights").reshape(outputs, fan_in),
+              "bias": reader.array("<i4", outputs, f"{where} biases")}
+    fields["output_multiplier"], fields["output_shift"] = _read_requant(reader, outputs, f"{where} ")
+    if activation == "leaky_relu":
+        negative = _read_requant(reader, outputs, f"{where} negative-side ")
+        fields["negative_multiplier"], fields["negative_shift"] = negative
+    if table:
+        fields["table"], fields["table_input_scale"] = reader.array("i1", 256, f"{where} table"), pre_scale
+    return _layer(fields, activation, in_scale, in_zero, out_scale, out_zero, where, fail)
 
 
 def _read_requant(reader: _Reader, outputs: int, what: str) -> tuple:
