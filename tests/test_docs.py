@@ -134,3 +134,36 @@ def test_link_check_finds_links_and_can_fail():
     text = ("[a](missing.md) [b](https://example.org/x.md) [c](#top) `[d](nope.md)` "
             "[e](../README.md#results)\n[f]: gone/file.md\n```\n[g](nope2.md)\n```\n")
     assert broken_links(DOCS / "x.md", text) == ["missing.md", "gone/file.md"]
+
+
+# --- the module map ----------------------------------------------------------------------------
+
+ARCHITECTURE = DOCS / "architecture.md"
+PACKAGE = ROOT / "src" / "qmtik"
+
+
+def named_modules(text: str) -> set:
+    """The package paths a page names in backticks: `model.py`, `backends/`, `templates/*.h.in`."""
+    return set(re.findall(r"`((?:[a-z_0-9]+/)*(?:[a-z_0-9]+\.py|[a-z_0-9]+/)(?:\*\.h\.in)?)`", text))
+
+
+def missing_modules(text: str) -> list:
+    """The names of named_modules(text) (tests aside) that match no file or folder in the package."""
+    return sorted(name for name in named_modules(text)
+                  if not name.startswith("tests/") and not any(PACKAGE.rglob(name.rstrip("/"))))
+
+
+def test_the_module_map_names_only_modules_that_exist():
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    assert len(named_modules(text)) >= 20, "the module map lost its modules"
+    assert missing_modules(text) == []
+
+
+def test_the_module_map_check_can_fail():
+    assert missing_modules("`intref.py`, `backends/`, `gone.py`, `nowhere/`") == ["gone.py", "nowhere/"]
+
+
+def test_every_module_is_on_the_map():
+    named = {Path(name).name for name in named_modules(ARCHITECTURE.read_text(encoding="utf-8"))}
+    modules = {p.name for p in PACKAGE.glob("*.py")}
+    assert modules - named == set()
