@@ -8,7 +8,6 @@ each process's peak resident memory is its own measurement's. Progress goes to s
 from __future__ import annotations
 
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -23,8 +22,7 @@ try:
 except ImportError:                                  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import qmtik
-from qmtik import int8_gemm                          # noqa: E402  (after the checkout fallback)
-from qmtik.model import use_int8_gemm                # noqa: E402
+from qmtik import backends                           # noqa: E402  (after the checkout fallback)
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -132,10 +130,11 @@ def measure_inference(spec: dict) -> dict:
     peak = peak_rss_mb()
     log(f"  {spec['dataset']}: timing the batch ({repeats} times) and one sample ({calls} times)")
     batch = median_seconds(lambda: model.scores(codes).argmax(axis=1), repeats)
-    backend = "onnxruntime int8 (the [fast] extra)" if use_int8_gemm(codes) else "numpy (float32 BLAS)"
-    os.environ[int8_gemm.ENV] = "0"                  # the same batch on the numpy path alone
+    backend = ("onnxruntime int8 (the [fast] extra)" if backends.choose(model.backend, len(codes)) == "onnx"
+               else "numpy (float32 BLAS)")
+    model.backend = "numpy"                          # the same batch on the numpy backend alone
     numpy_batch = median_seconds(lambda: model.scores(codes).argmax(axis=1), repeats)
-    del os.environ[int8_gemm.ENV]
+    model.backend = None
     quantize = median_seconds(lambda: model.quantize_inputs(x_test), repeats)
     one = x_test[:1]
     single = median_seconds(lambda: model.predict(one), calls)
@@ -155,10 +154,9 @@ def measure_inference(spec: dict) -> dict:
 def layer_seconds(model, codes, repeats: int) -> list:
     """Per layer, the batch's (matrix product, requantization and activation) seconds, in
     chunks of 1024 rows as the model computes it."""
-    model.scores(codes[:1])                          # prepares the model's layer kernels
     out = []
     h = codes
-    for kernel in model._kernels:
+    for kernel in backends.numpy.Kernels(model.layers).kernels:
         chunks = [h[j:j + 1024].astype(kernel.weight_t.dtype) for j in range(0, len(h), 1024)]
         product = median_seconds(lambda: [c @ kernel.weight_t for c in chunks], repeats)
         whole = median_seconds(lambda: [kernel(c) for c in chunks], repeats)

@@ -8,6 +8,7 @@ from qmtik import Config, NetworkConfig, QuantizationConfig
 from qmtik import layers as L
 from qmtik import intref
 from qmtik import quantization as q
+from qmtik.errors import QuantizationError
 from qmtik.functions import HIDDEN_ACTIVATIONS, cost
 
 VALID_PAIRS = [("linear", "mse"), ("softmax", "cross_entropy"), ("softmax", "mse"),
@@ -220,3 +221,17 @@ def test_init_uses_he_for_rectifiers_and_glorot_otherwise(activation):
     assert layers[0].weight.std() == pytest.approx(np.sqrt(2 / 400), rel=0.02)
     assert layers[1].weight.std() == pytest.approx(np.sqrt(2 / 310), rel=0.05)
     assert (layers[0].bias == 0).all()
+
+
+def test_trainings_step_refuses_a_scale_the_integer_layer_refuses_with_the_same_message():
+    """The step builds no validated layer, but still checks the scales (the rest is valid by
+    construction): an observed range whose scale float32 cannot step 256 times stops it."""
+    config, layers, spec = make("relu", hidden=(5,), inputs=3, outputs=3, dtype=np.float32)
+    layers[0].observed = np.array([0.0, 3.4e38])
+    codes = random_codes(4, 3, np.random.default_rng(0))
+    with pytest.raises(QuantizationError) as step:
+        L.forward(layers, codes, spec, quantized=True, training=False)
+    with pytest.raises(QuantizationError) as validated:
+        L.integer_layers(layers, spec)
+    assert str(step.value) == str(validated.value)
+    assert str(step.value).startswith("relu layer of 5 outputs: output_scale 1.33")

@@ -1,15 +1,14 @@
-"""The integer model: its fast exact kernels against the spec (intref), and its API."""
+"""The integer model's API and its scores against the spec (intref); every backend against the
+spec at the extremes is tests/test_backends.py."""
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import qmtik
 from qmtik import intref
 from qmtik import quantization as q
-from qmtik.model import QuantizedModel, LayerKernel
+from qmtik.model import QuantizedModel
 
 
 def reference(codes, layers):
@@ -40,53 +39,6 @@ def random_layer(rng, fan_in, fan_out, activation, in_zero=-128, extreme=False):
         out_scale, out_zero = q.table_output_params(activation)
     return intref.IntegerLayer(weight, bias, multiplier, shift, activation, 0.01, in_zero,
                                np.full(fan_out, 0.01), out_scale, out_zero, *negative, *table)
-
-
-ACTIVATIONS = ["relu", "leaky_relu", "sigmoid", "tanh", "linear"]
-
-
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-@pytest.mark.parametrize("fan_in", [1, 3, 784, 1032, 1033])
-def test_kernel_equals_the_spec_at_the_extremes(activation, fan_in):
-    rng = np.random.default_rng(fan_in)
-    layer = random_layer(rng, fan_in, 17, activation, extreme=True)
-    codes = rng.choice([-128, 127, 0, -1, 1], size=(300, fan_in)).astype(np.int8)
-    codes[0], codes[1] = -128, 127            # the largest sums of both signs
-    kernel = LayerKernel.prepare(layer)
-    got = kernel(codes.astype(kernel.weight_t.dtype))
-    np.testing.assert_array_equal(got.astype(np.int64), intref.layer_forward(codes, layer))
-
-
-@settings(max_examples=300, deadline=None)
-@given(acc=st.lists(st.integers(-(2**30) + 128, 2**30 - 128), min_size=1, max_size=8),
-       multiplier=st.integers(0, 2**22 - 1), shift=st.integers(0, 62),
-       activation=st.sampled_from(["relu", "linear", "leaky_relu"]))
-def test_kernel_rounding_equals_the_spec_for_any_accumulator(acc, multiplier, shift, activation):
-    """Every accumulator a 1-input layer reaches (|bias| <= bias_limit(1), |product| <= 127**2),
-    every multiplier and shift: the same integers."""
-    acc = np.array(acc, dtype=np.int64)
-    n = len(acc)
-    # one input of code 127, weight +-127 by the sign of acc: the accumulator is the bias +- 16129
-    weights = np.where(acc < 0, -127, 127).astype(np.int8)[:, None]
-    shift = shift if multiplier else 0                  # a zero multiplier has shift 0
-    negative = (None, None)
-    if activation == "leaky_relu":
-        negative = np.full(n, multiplier // 3), np.full(n, min(shift + 1, 62) if multiplier // 3 else 0)
-    layer = intref.IntegerLayer(weights, acc - 127 * weights[:, 0].astype(np.int64), np.full(n, multiplier), np.full(n, shift),
-                                activation, 1.0, 0, np.ones(n), 1.0, 0 if activation != "relu" else -128, *negative)
-    kernel = LayerKernel.prepare(layer)
-    got = kernel(np.full((1, 1), 127, np.float32))
-    want = intref.activate(acc[None, :], layer)
-    np.testing.assert_array_equal(got.astype(np.int64), want)
-
-
-def test_ties_round_away_from_zero_in_the_kernel():
-    # multiplier 2**21 / 2**22 = 0.5: accumulators 1, 3, -1, -3 are the ties 0.5, 1.5, -0.5, -1.5
-    acc = np.array([1, 3, -1, -3, 5, -5])
-    layer = intref.IntegerLayer(np.ones((6, 1), np.int8), acc - 1, np.full(6, 2**21), np.full(6, 22), "linear",
-                           1.0, 0, np.ones(6), 1.0, 0)
-    got = LayerKernel.prepare(layer)(np.ones((1, 1), np.float32))
-    np.testing.assert_array_equal(got[0], [1, 2, -1, -2, 3, -3])
 
 
 def test_model_scores_equal_the_reference_through_many_layers():

@@ -30,7 +30,7 @@ from .model import QuantizedModel
 f32 = np.float32
 C_LEAK = 0.01            # qmtik.h's QMTIK_LEAK
 C_CLAMP = 88.0           # qmtik.h clamps the arguments of sigmoid and tanh to +-88
-CHUNK = 2048             # samples per pass of the float32 loop: keeps the accumulators in cache
+ROWS_PER_LOOP = 2048     # samples per pass of the float32 loop: keeps the accumulators in cache
 SWITCHES = {             # switch: (value-style define, {normalised choice: qmtik name}, flag suffix)
     "activation": ("QMTIK_ACTIVATION", {"RELU": "relu", "LEAKYRELU": "leaky_relu", "SIGMOID": "sigmoid",
                                          "TANH": "tanh"}, "_ACTV"),
@@ -380,9 +380,9 @@ class CLibraryModel:
         """The float32 accumulators of one layer, added in the C library's order."""
         wt = np.ascontiguousarray((weights.astype(f32) * self.w).T)          # (in, out)
         acc = np.empty((len(codes), weights.shape[0]), dtype=f32)
-        for start in range(0, len(codes), CHUNK):
-            a = np.ascontiguousarray((codes[start:start + CHUNK].astype(f32) * self.a).T)   # (in, n)
-            part, tmp = acc[start:start + CHUNK], np.empty((a.shape[1], wt.shape[1]), dtype=f32)
+        for start in range(0, len(codes), ROWS_PER_LOOP):
+            a = np.ascontiguousarray((codes[start:start + ROWS_PER_LOOP].astype(f32) * self.a).T)   # (in, n)
+            part, tmp = acc[start:start + ROWS_PER_LOOP], np.empty((a.shape[1], wt.shape[1]), dtype=f32)
             part[:] = biases.astype(f32) * self.w
             for j in range(len(wt)):
                 np.multiply(a[j][:, None], wt[j][None, :], out=tmp)

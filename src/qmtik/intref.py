@@ -117,14 +117,24 @@ def build_layer(weights, bias, weight_scales, input_scale, input_zero_point, act
     """The layer of these codes and scales: its multipliers from the real multiplier
     input_scale * weight_scale / output_scale (or / table_input_scale) and, for sigmoid and
     tanh, its table; a leaky relu's negative side multiplies by slope as well."""
+    return IntegerLayer(**layer_fields(weights, bias, weight_scales, input_scale, input_zero_point, activation,
+                                       output_scale, output_offset, table_input_scale, slope))
+
+
+def layer_fields(weights, bias, weight_scales, input_scale, input_zero_point, activation, output_scale,
+                 output_offset, table_input_scale=None, slope=0.01) -> dict:
+    """build_layer's IntegerLayer fields, unchecked: for training's step, whose arrays are valid
+    by construction and which runs them through a backend proven equal to this spec."""
     table = activation in q.TABLE_ACTIVATIONS
     real = input_scale * np.asarray(weight_scales, dtype=np.float64) / (table_input_scale if table else output_scale)
     multiplier, shift = q.quantize_multiplier(real)
     negative = q.quantize_multiplier(real * slope) if activation == "leaky_relu" else (None, None)
-    return IntegerLayer(weights, bias, multiplier, shift, activation, input_scale, input_zero_point,
-                        weight_scales, output_scale, output_offset, *negative,
-                        q.activation_table(activation, table_input_scale) if table else None,
-                        table_input_scale if table else None)
+    return dict(weights=weights, bias=bias, output_multiplier=multiplier, output_shift=shift, activation=activation,
+                input_scale=input_scale, input_zero_point=input_zero_point, weight_scales=weight_scales,
+                output_scale=output_scale, output_offset=output_offset,
+                negative_multiplier=negative[0], negative_shift=negative[1],
+                table=q.activation_table(activation, table_input_scale) if table else None,
+                table_input_scale=table_input_scale if table else None)
 
 
 # --- the arithmetic: accumulate -> requantize -> activate ---------------------------------------
@@ -135,7 +145,7 @@ def accumulate(codes, weights, bias):
     The products are summed as floats, exactly: in float32 while fan_in * 128 * 127 < 2**24
     (fan-ins up to 1032; every partial sum is an integer float32 holds), else in float64.
     """
-    dtype = np.float32 if q.accumulator_bound(weights.shape[1]) < 2**24 else np.float64
+    dtype = q.accumulator_dtype(weights.shape[1])
     acc = np.asarray(codes, dtype=dtype) @ np.asarray(weights, dtype=dtype).T
     return acc.astype(np.int64) + bias
 

@@ -2,12 +2,16 @@
 
 In fake-quantized mode the forward pass *is* the integer model's arithmetic: each layer's
 weights and bias become int8/int32 codes, the accumulator is computed exactly, and the int8
-output comes from the same requantization and activation functions the deployed model uses
-(intref.py, the spec). The backward pass then treats that rounding as the identity (the
+output comes from the integer layer the deployed model gets (intref.py, the spec), computed by
+the numpy backend's kernel, which tests prove equal to the spec. Each step builds that kernel
+straight from the layer's arrays (intref.layer_fields), without the cost of validating an
+intref.IntegerLayer; integer_layers, which quantize() uses, builds validated ones from the
+same functions. The backward pass then treats that rounding as the identity (the
 straight-through estimator), zero where a value was clamped.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +21,7 @@ from . import quantization as q
 from .config import Config
 from .errors import QuantizationError
 from .functions import activation, activation_derivative
-from .model import LayerKernel, integer_scores
+from .backends.numpy import LayerKernel, integer_scores
 
 OBSERVER_MOMENTUM = 0.05   # weight of each new batch in the moving min/max of activations
 PREDICT_CHUNK = 4096       # samples per forward pass when predicting, to bound memory
@@ -96,32 +100,34 @@ def float_layer_forward(layer: Layer, a_in, spec: QuantSpec, training: bool):
 
 def quantized_layer_forward(layer: Layer, q_in, in_scale: float, in_zero: int, spec: QuantSpec,
                             training: bool):
-    """The integer layer's int8 output for int8 input codes, and what backward needs.
+    """The integer layer's int8 output codes (as float32) for int8 input codes, and what backward needs.
 
-    Returns (codes, integer_layer, cache). The observed range is updated from the float value
-    of this very accumulator before the output scale is chosen, so the first step is calibrated.
+    Returns (codes, fields, cache): fields are the integer layer's (intref.layer_fields). The
+    observed range is updated from the float value of this very accumulator before the output
+    scale is chosen, so the first step is calibrated.
     """
     codes, w_scale, bias = integer_weights(layer, in_scale, in_zero, spec)
-    acc = intref.accumulate(q_in, codes, bias)
+    weight_t = codes.T.astype(q.accumulator_dtype(codes.shape[1]))
+    acc = np.asarray(q_in, weight_t.dtype) @ weight_t        # exact sums without the bias (float)
     dtype = layer.weight.dtype
-    z = (acc * (in_scale * w_scale)).astype(dtype)          # the real pre-activation acc stands for
+    z = ((acc + bias) * (in_scale * w_scale)).astype(dtype)  # the real pre-activation acc stands for
     a = activation(layer.activation, z, spec.slope)
     table = layer.activation in q.TABLE_ACTIVATIONS
     if training:
         observe(layer, z if table else a)
-    integer = integer_layer(layer, codes, w_scale, bias, in_scale, in_zero, spec)
-    out = intref.activate(acc, integer)
+    fields = step_fields(layer, codes, w_scale, bias, in_scale, in_zero, spec)
+    out = step_kernel(fields, weight_t).requantize(acc)
     if not training:
-        return out, integer, None
+        return out, fields, None
     # straight-through: gradient passes where the value was inside the representable range
-    value, scale, zero = (z, integer.table_input_scale, 0) if table else (a, integer.output_scale, integer.output_offset)
+    value, scale, zero = (z, fields["table_input_scale"], 0) if table else (a, fields["output_scale"], fields["output_offset"])
     inside = (value >= scale * (q.QMIN - zero)) & (value <= scale * (q.QMAX - zero))
     clipped_weights = None
     if spec.weight_scale is not None:
         clipped_weights = np.abs(layer.weight) <= q.WMAX * spec.weight_scale
     a_in = (in_scale * (np.asarray(q_in, dtype) - in_zero)).astype(dtype)
     w_eff = (codes * w_scale[:, None]).astype(dtype)
-    return out, integer, (a_in, w_eff, z, inside.astype(dtype), clipped_weights)
+    return out, fields, (a_in, w_eff, z, inside.astype(dtype), clipped_weights)
 
 
 # --- whole network ----------------------------------------------------------------------------
@@ -141,10 +147,10 @@ def forward(layers: list[Layer], q_inputs, spec: QuantSpec, quantized: bool, tra
         return a, caches
     codes, scale, zero = q_inputs, q.INPUT_SCALE, q.INPUT_ZERO
     for layer in layers:
-        codes, integer, cache = quantized_layer_forward(layer, codes, scale, zero, spec, training)
-        scale, zero = integer.output_scale, integer.output_offset
+        codes, fields, cache = quantized_layer_forward(layer, codes, scale, zero, spec, training)
+        scale, zero = fields["output_scale"], fields["output_offset"]
         caches.append(cache)
-    return (scale * (codes - zero)).astype(dtype), caches
+    return (scale * (codes.astype(np.float64) - zero)).astype(dtype), caches
 
 
 def backward(layers: list[Layer], caches, grad_scores, spec: QuantSpec):
@@ -174,11 +180,39 @@ def integer_weights(layer: Layer, in_scale: float, in_zero: int, spec: QuantSpec
 def integer_layer(layer: Layer, codes, w_scale, bias, in_scale: float, in_zero: int,
                   spec: QuantSpec) -> intref.IntegerLayer:
     """The integer layer of codes and bias with the output scale of the layer's observed range."""
+    fields = step_fields(layer, codes, w_scale, bias, in_scale, in_zero, spec)
+    with named(layer, codes, spec):
+        return intref.IntegerLayer(**fields)
+
+
+def step_fields(layer: Layer, codes, w_scale, bias, in_scale: float, in_zero: int, spec: QuantSpec) -> dict:
+    """integer_layer's fields, without building the layer: only its scales are checked (the
+    rest is valid by construction), as IntegerLayer.validate would, with the same message."""
     out_scale, out_zero, pre_scale = q.output_quantization(layer.activation, layer.observed,
                                                            spec.activation_scale)
+    with named(layer, codes, spec):
+        fields = intref.layer_fields(codes, bias, w_scale, in_scale, in_zero, layer.activation,
+                                     out_scale, out_zero, pre_scale, spec.slope)
+        for name in ("output_scale", "table_input_scale"):
+            problem = fields[name] is not None and intref.scale_problem(fields[name])
+            if problem:
+                raise QuantizationError(f"{name} {fields[name]} {problem}")
+    return fields
+
+
+def step_kernel(fields: dict, weight_t) -> LayerKernel:
+    """The numpy backend's kernel of an integer layer's fields (tests prove it equal to the spec)."""
+    return LayerKernel.from_arrays(fields["weights"], fields["bias"], fields["output_multiplier"],
+                                   fields["output_shift"], fields["activation"], fields["output_offset"],
+                                   fields["negative_multiplier"], fields["negative_shift"], fields["table"],
+                                   weight_t=weight_t)
+
+
+@contextmanager
+def named(layer: Layer, codes, spec: QuantSpec):
+    """A QuantizationError inside becomes one naming the layer and the fixed scales to check."""
     try:
-        return intref.build_layer(codes, bias, w_scale, in_scale, in_zero, layer.activation,
-                             out_scale, out_zero, pre_scale, spec.slope)
+        yield
     except QuantizationError as exc:
         fixed = [f"quantization.{name}" for name in ("weight_scale", "activation_scale")
                  if getattr(spec, name) is not None]

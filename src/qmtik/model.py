@@ -1,9 +1,8 @@
 """QuantizedModel: the integer-only network that ships to devices.
 
 int8 codes in, int8 scores out, int32 accumulators between: nothing else. It computes exactly
-what docs/quantization.md says, vectorised over the batch, with the fastest representation
-that is provably exact (see `LayerKernel`); tests compare it with the spec, intref.py, on
-extreme values.
+what the spec (intref.py, docs/quantization.md) says, through a backend (backends/: the spec
+itself, numpy or onnxruntime) that tests compare with the spec on extreme values.
 """
 from __future__ import annotations
 
@@ -11,14 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import int8_gemm, intref
+from . import backends, intref
 from . import quantization as q
 from .data import check_inputs, encode_targets
 from .errors import DataError, QuantizationError
 from .functions import TASKS, figures, process_output, r_squared
-
-CHUNK = 1024          # samples per pass through the layers: keeps temporaries in cache
-SMALL = 64            # batches up to this size skip the chunking buffers (single-sample latency)
 
 
 def model_problem(input_range, layers) -> str | None:
@@ -40,150 +36,31 @@ def model_problem(input_range, layers) -> str | None:
     return None
 
 
-@dataclass
-class LayerKernel:
-    """One layer prepared for fast exact inference.
-
-    acc = codes @ weight_t is exact in float32 while fan_in * 128 * 127 < 2**24, else in
-    float64. With scale = multiplier * 2**-shift, y = acc * scale + bias * scale is the exact
-    real value (acc + bias) * multiplier / 2**shift: every numerator stays below 2**52
-    (docs/quantization.md), and so does y +- 0.5. Rounding half away from zero is then
-    trunc(y + copysign(0.5, y)), exactly. For relu, whose negative side clamps anyway, it is
-    floor(y + 0.5), with 0.5 and the output zero point folded into the offset when the sum
-    stays exact (shifts up to 44, that is, multipliers above 2**-22).
-    """
-    weight_t: np.ndarray
-    scale: np.ndarray
-    offset: np.ndarray                  # bias * scale (relu: + 0.5 + folded_zero)
-    zero_after: int                     # the output zero point still to add after rounding
-    neg_scale: np.ndarray | None        # leaky relu's negative side
-    neg_offset: np.ndarray | None
-    negative_below: np.ndarray | None   # -bias: acc below it means acc + bias < 0
-    table: np.ndarray | None            # sigmoid / tanh table as float32
-    layer: intref.IntegerLayer
-
-    FOLD_SHIFT = 44
-
-    @classmethod
-    def prepare(cls, layer: intref.IntegerLayer) -> "LayerKernel":
-        fan_in = layer.inputs
-        dtype = np.float32 if q.accumulator_bound(fan_in) < 2**24 else np.float64
-        weight_t = np.ascontiguousarray(layer.weights.T, dtype=dtype)
-        bias = layer.bias.astype(np.float64)
-
-        def scale_of(multiplier, shift):
-            return multiplier.astype(np.float64) * np.exp2(-shift.astype(np.float64))
-
-        scale = scale_of(layer.output_multiplier, layer.output_shift)
-        offset, zero_after = bias * scale, layer.output_offset
-        if layer.activation == "relu" and int(layer.output_shift.max()) <= cls.FOLD_SHIFT:
-            offset, zero_after = offset + (0.5 + layer.output_offset), 0
-        elif layer.activation == "relu":
-            offset = offset + 0.5
-        elif layer.activation in q.TABLE_ACTIVATIONS:
-            zero_after = 0                              # a table's index has zero point 0
-        neg_scale = neg_offset = negative_below = table = None
-        if layer.activation == "leaky_relu":
-            neg_scale = scale_of(layer.negative_multiplier, layer.negative_shift)
-            neg_offset, negative_below = bias * neg_scale, -bias
-        if layer.table is not None:
-            table = layer.table.astype(np.float32)
-        return cls(weight_t, scale, offset, zero_after, neg_scale, neg_offset, negative_below, table, layer)
-
-    def __call__(self, codes, out=None):
-        """int8 codes (as floats) in, the layer's int8 output codes (as float32) out.
-
-        out, when given, is a float32 buffer of the result's shape to write into.
-        """
-        return self.requantize(codes @ self.weight_t, out)
-
-    def requantize(self, acc, out=None):
-        """The layer's int8 output codes (as float32) from its accumulators without the bias
-        (exact integers as floats, or int32 from the int8 backend)."""
-        layer = self.layer
-        y = np.multiply(acc, self.scale)
-        y += self.offset
-        if layer.activation == "relu":                 # y already holds + 0.5 (and the zero point)
-            np.floor(y, out=y)
-        else:
-            if layer.activation == "leaky_relu":
-                y_neg = np.multiply(acc, self.neg_scale)
-                y_neg += self.neg_offset
-                np.copyto(y, y_neg, where=acc < self.negative_below)
-            y += np.copysign(0.5, y)
-            np.trunc(y, out=y)
-        if self.zero_after:
-            y += self.zero_after
-        if self.table is not None:
-            index = np.clip(y, q.QMIN, q.QMAX, out=y).astype(np.intp) - q.QMIN
-            return np.take(self.table, index, out=out)
-        return _clamp(y, layer.output_offset if layer.activation == "relu" else q.QMIN, out)
-
-
-def _clamp(values, low, out):
-    """values clamped to [low, 127] into out: np.clip on large arrays, where it is fastest,
-    minimum and maximum on small ones, where np.clip's own overhead dominates."""
-    if values.size > 4096:
-        return np.clip(values, low, q.QMAX, out=out)
-    np.minimum(values, q.QMAX, out=values)
-    return np.maximum(values, low, out=out, dtype=np.float32)   # integers: exact in float32
-
-
-def integer_scores(kernels, codes, int8=None) -> np.ndarray:
-    """int8 scores of int8 input codes through prepared layers, a cache-sized chunk at a time.
-
-    int8, an int8_gemm.Int8Network of the same kernels, computes the batches that
-    `use_int8_gemm` picks: the same integers, faster. Otherwise numpy does, with buffers
-    allocated once per call: fresh large arrays for every chunk would cost more in page faults
-    than the arithmetic.
-    """
-    n = len(codes)
-    if int8 is not None and use_int8_gemm(codes):
-        return int8.scores(codes, np.empty((n, kernels[-1].weight_t.shape[1]), dtype=np.int8))
-    if n <= SMALL:
-        h = codes.astype(kernels[0].weight_t.dtype)
-        for kernel in kernels:
-            h = kernel(h.astype(kernel.weight_t.dtype, copy=False))
-        return h.astype(np.int8)
-    rows = min(CHUNK, n)
-    x = np.empty((rows, kernels[0].weight_t.shape[0]), dtype=kernels[0].weight_t.dtype)
-    buffers = [np.empty((rows, k.weight_t.shape[1]), dtype=np.float32) for k in kernels]
-    out = np.empty((n, kernels[-1].weight_t.shape[1]), dtype=np.int8)
-    for start in range(0, n, rows):
-        stop = min(start + rows, n)
-        h = x[:stop - start]
-        np.copyto(h, codes[start:stop], casting="unsafe")
-        for kernel, buffer in zip(kernels, buffers):
-            h = kernel(h.astype(kernel.weight_t.dtype, copy=False), buffer[:stop - start])
-        out[start:stop] = h
-    return out
-
-
-def use_int8_gemm(codes) -> bool:
-    """Whether the int8 backend computes these codes: a batch larger than SMALL (single samples
-    keep numpy's lower latency), of int8 codes, with the backend available (int8_gemm)."""
-    return len(codes) > SMALL and codes.dtype == np.int8 and int8_gemm.available()
-
-
 @dataclass(eq=False)
 class QuantizedModel:
     """An integer-only network: how raw inputs become int8, its integer layers, its outputs.
 
     predict gives classes (or their names) or regression values; predict_proba the softmax
     or sigmoid of the int8 scores; scores the int8 scores themselves.
+
+    backend names the form of the arithmetic that computes them (backends.NAMES: "reference",
+    "numpy", "onnx" or "auto"); None, the default, takes QMTIK_BACKEND, else "auto". All give
+    the same integers; it may be set on the model at any time (model.backend = "reference").
     """
     task: str
     output: str
     input_range: tuple
     layers: list
     class_names: tuple | None = None
-    _kernels: list = field(default=None, init=False, repr=False, compare=False)
+    backend: str | None = None
+    _prepared: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _names: object = field(default=None, init=False, repr=False, compare=False)
-    _int8: object = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise DataError(f"model task {self.task!r}: allowed {', '.join(TASKS)}")
+        if self.backend is not None:
+            backends.check_name(self.backend)
         self.input_range = (float(self.input_range[0]), float(self.input_range[1]))
         problem = model_problem(self.input_range, self.layers)
         if problem:
@@ -218,15 +95,13 @@ class QuantizedModel:
             return q.quantize_inputs(x, self.input_range)
 
     def scores(self, codes) -> np.ndarray:
-        """int8 scores (samples x outputs) of int8 input codes, computed exactly."""
-        codes = np.asarray(codes)
-        if codes.ndim != 2 or codes.shape[1] != self.inputs:
-            raise DataError(f"input codes: expected shape (samples, {self.inputs}), got {codes.shape}")
-        if self._kernels is None:
-            self._kernels = [LayerKernel.prepare(layer) for layer in self.layers]
-        if self._int8 is None and use_int8_gemm(codes):
-            self._int8 = int8_gemm.Int8Network(self._kernels)      # built on the first large batch
-        return integer_scores(self._kernels, codes, self._int8)
+        """int8 scores (samples x outputs) of int8 input codes, computed exactly by the backend
+        (backends.choose), which is prepared on its first use."""
+        codes = _int8_codes(codes, self.inputs)
+        name = backends.choose(self.backend, len(codes))
+        if name not in self._prepared:
+            self._prepared[name] = backends.prepare(name, self.layers)
+        return self._prepared[name](codes)
 
     def decision_function(self, x) -> np.ndarray:
         """The real values of the int8 scores: output_scale * (score - output_offset), as float32."""
@@ -307,6 +182,21 @@ class QuantizedModel:
         """The cost reported as loss: the natural one of the output processing."""
         return {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}.get(self.output, "mse") \
             if self.task == "classification" else "mse"
+
+
+def _int8_codes(codes, inputs: int) -> np.ndarray:
+    """codes as an int8 array of shape (samples, inputs), or a one-line DataError: integers
+    outside -128..127 are refused rather than wrapped, so that every backend sees the same codes."""
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or codes.shape[1] != inputs:
+        raise DataError(f"input codes: expected shape (samples, {inputs}), got {codes.shape}")
+    if codes.dtype == np.int8:
+        return codes
+    if codes.dtype.kind not in "iu":
+        raise DataError(f"input codes: dtype {codes.dtype}, expected integers in {q.QMIN}..{q.QMAX}")
+    if codes.size and (codes.min() < q.QMIN or codes.max() > q.QMAX):
+        raise DataError(f"input codes: values {codes.min()}..{codes.max()}, expected {q.QMIN}..{q.QMAX}")
+    return codes.astype(np.int8)
 
 
 def _span(values, fmt="{:.3g}") -> str:

@@ -174,6 +174,13 @@ def accumulator_bound(fan_in: int) -> int:
     return fan_in * (-QMIN) * WMAX
 
 
+def accumulator_dtype(fan_in: int):
+    """The float type that sums fan_in int8 products exactly, in any order: float32 while
+    accumulator_bound(fan_in) < 2**24 (every partial sum is an integer float32 holds; fan-ins
+    up to 1032), else float64 (exact below 2**53)."""
+    return np.float32 if accumulator_bound(fan_in) < 2**24 else np.float64
+
+
 def bias_limit(fan_in: int) -> int:
     """How large |bias| may be so that accumulator plus bias stays inside (-2**30, 2**30)."""
     limit = ACC_LIMIT - 1 - accumulator_bound(fan_in)

@@ -1,22 +1,23 @@
-"""The optional int8 backend (onnxruntime): the same integers as the spec (intref), and when it is used."""
+"""The onnx backend's own parts: relus requantized in the graph, the probe, the protobuf
+encoding, and when "auto" picks it. tests/test_backends.py runs it against the spec with
+every other backend."""
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from qmtik import int8_gemm
-from qmtik import intref
-from qmtik.model import SMALL, LayerKernel, QuantizedModel, use_int8_gemm
+from qmtik import backends, intref
+from qmtik.backends import onnx
+from qmtik.backends.common import SMALL_BATCH
+from qmtik.model import QuantizedModel
 from test_model import random_layer, reference
 
-has_onnxruntime = pytest.mark.skipif(not int8_gemm.available(), reason="onnxruntime is not installed "
+has_onnxruntime = pytest.mark.skipif(not onnx.available(), reason="onnxruntime is not installed "
                                      "(pip install 'qmtik[fast]'), or QMTIK_INT8_GEMM=0")
 
 
 def scores(layers, codes):
-    kernels = [LayerKernel.prepare(layer) for layer in layers]
-    out = np.empty((len(codes), layers[-1].outputs), np.int8)
-    return int8_gemm.Int8Network(kernels).scores(codes, out)
+    return onnx.Int8Network(layers)(codes)
 
 
 def chain(rng, widths, kinds, extreme=False, relu_shifts=None, relu_zero=None):
@@ -49,7 +50,7 @@ def test_relus_requantized_in_the_graph_equal_the_reference_at_the_extremes(fan_
     rng = np.random.default_rng(fan_in + relu_zero + 128)
     layers = chain(rng, [fan_in, 33, 17, 5], ["relu", "relu", "linear"], extreme=True, relu_shifts=(1, 44),
                    relu_zero=relu_zero)
-    assert all(int8_gemm._fusable(layer) for layer in layers[:2])
+    assert all(onnx._fusable(layer) for layer in layers[:2])
     codes = extreme_codes(rng, 1500, fan_in)
     np.testing.assert_array_equal(scores(layers, codes), reference(codes, layers))
 
@@ -63,7 +64,7 @@ def test_ties_round_away_from_zero_in_the_graph():
                             1.0, 0, np.ones(n), 1.0, -128)
     identity = intref.IntegerLayer(np.eye(n, dtype=np.int8), np.full(n, 128), np.full(n, 2**21), np.full(n, 21),
                               "linear", 1.0, -128, np.ones(n), 1.0, -128)
-    assert int8_gemm._fusable(halves)
+    assert onnx._fusable(halves)
     codes = np.ones((3, 1), np.int8)
     got = scores([halves, identity], codes)
     want = np.clip(np.where(t > 0, (t + 1) // 2, 0) - 128, -128, 127)   # halves up, negatives clamp
@@ -80,7 +81,7 @@ def test_layers_requantized_by_numpy_equal_the_reference_at_the_extremes(hidden)
     shift = layers[1].output_shift.copy()
     shift[0] = 0 if hidden == "relu" else 45                     # never fused
     layers[1] = replace(layers[1], output_shift=shift)
-    assert not int8_gemm._fusable(layers[1])
+    assert not onnx._fusable(layers[1])
     codes = extreme_codes(rng, 1100, 784)
     np.testing.assert_array_equal(scores(layers, codes), reference(codes, layers))
 
@@ -93,43 +94,53 @@ def test_a_models_large_batches_use_the_backend_and_give_the_reference(n):
     model = QuantizedModel("classification", "softmax", (0.0, 1.0), layers)
     codes = rng.integers(-128, 128, size=(n, 784)).astype(np.int8)
     got = model.scores(codes)
-    assert model._int8 is not None
+    assert list(model._prepared) == ["onnx"]
     np.testing.assert_array_equal(got, reference(codes, layers))
 
 
 @has_onnxruntime
-def test_the_backend_is_chosen_for_large_int8_batches_only(monkeypatch):
-    codes = np.zeros((SMALL + 1, 4), np.int8)
-    assert use_int8_gemm(codes)
-    assert not use_int8_gemm(codes[:SMALL])                   # single samples: numpy's latency
-    assert not use_int8_gemm(codes.astype(np.int64))          # only int8 codes reinterpret as uint8
-    monkeypatch.setenv(int8_gemm.ENV, "0")
-    assert not use_int8_gemm(codes)
+def test_auto_chooses_the_backend_for_large_batches_only(monkeypatch):
+    assert backends.choose("auto", SMALL_BATCH + 1) == "onnx"
+    assert backends.choose("auto", SMALL_BATCH) == "numpy"           # single samples: numpy's latency
+    monkeypatch.setenv(onnx.ENV, "0")
+    assert backends.choose("auto", SMALL_BATCH + 1) == "numpy"
+    codes = np.zeros((SMALL_BATCH + 1, 4), np.int8)
     layers = chain(np.random.default_rng(0), [4, 3, 2], ["relu", "linear"])
     model = QuantizedModel("classification", "softmax", (0.0, 1.0), layers)
     np.testing.assert_array_equal(model.scores(codes), reference(codes, layers))
-    assert model._int8 is None                                # disabled: never built
+    assert list(model._prepared) == ["numpy"]                         # disabled: never built
 
 
-def test_without_onnxruntime_numpy_computes(monkeypatch):
+def test_without_onnxruntime_auto_computes_with_numpy(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)    # import fails
-    monkeypatch.setattr(int8_gemm, "_probe_result", None)
-    assert not int8_gemm.available()
+    monkeypatch.setattr(onnx, "_probe_result", None)
+    assert not onnx.available()
     rng = np.random.default_rng(1)
     layers = chain(rng, [30, 12, 4], ["relu", "linear"])
     model = QuantizedModel("classification", "softmax", (0.0, 1.0), layers)
     codes = rng.integers(-128, 128, size=(500, 30)).astype(np.int8)
     np.testing.assert_array_equal(model.scores(codes), reference(codes, layers))
-    assert model._int8 is None
+    assert list(model._prepared) == ["numpy"]
+
+
+def test_a_session_that_fails_to_load_turns_the_backend_off(monkeypatch):
+    """The probe's session used to be created outside its try: a failing onnxruntime raised
+    from available() instead of leaving the model on numpy."""
+    def refuse(*args, **kwargs):
+        raise RuntimeError("onnxruntime: cannot load the graph")
+    monkeypatch.setattr(onnx, "_session", refuse)
+    monkeypatch.setattr(onnx, "_probe_result", None)
+    assert not onnx.available()
+    assert backends.choose("auto", 1000) == "numpy"
 
 
 def test_the_protobuf_encoding_of_varints_and_fields():
-    assert int8_gemm._varint(0) == b"\x00" and int8_gemm._varint(1) == b"\x01"
-    assert int8_gemm._varint(300) == b"\xac\x02"                # the protobuf documentation's example
-    assert int8_gemm._varint(2**63) == b"\x80" * 9 + b"\x01"
-    assert int8_gemm._varint_field(1, 150) == b"\x08\x96\x01"
-    assert int8_gemm._field(2, "testing") == b"\x12\x07testing"
-    tensor = int8_gemm._tensor("w", np.array([[1, -1]], np.int8))
+    assert onnx._varint(0) == b"\x00" and onnx._varint(1) == b"\x01"
+    assert onnx._varint(300) == b"\xac\x02"                # the protobuf documentation's example
+    assert onnx._varint(2**63) == b"\x80" * 9 + b"\x01"
+    assert onnx._varint_field(1, 150) == b"\x08\x96\x01"
+    assert onnx._field(2, "testing") == b"\x12\x07testing"
+    tensor = onnx._tensor("w", np.array([[1, -1]], np.int8))
     assert tensor == b"\x08\x01\x08\x02\x10\x03" + b"\x42\x01w" + b"\x4a\x02\x01\xff"
 
 
@@ -148,7 +159,7 @@ def test_the_probe_refuses_a_kernel_that_saturates_in_int16(monkeypatch):
         def run(self, _, feeds):
             return [(feeds["x"].astype(np.int64) - 128) @ self.weight]
 
-    monkeypatch.setattr(int8_gemm, "_session", lambda nodes, init, *rest: Exact(init["w"]))
-    assert int8_gemm._probe()
-    monkeypatch.setattr(int8_gemm, "_session", lambda nodes, init, *rest: Saturating(init["w"]))
-    assert not int8_gemm._probe()
+    monkeypatch.setattr(onnx, "_session", lambda nodes, init, *rest: Exact(init["w"]))
+    assert onnx._probe()
+    monkeypatch.setattr(onnx, "_session", lambda nodes, init, *rest: Saturating(init["w"]))
+    assert not onnx._probe()

@@ -1,15 +1,17 @@
-"""Optional int8 matrix products for the integer model's large batches, through onnxruntime.
+"""The onnx backend: int8 matrix products through onnxruntime, for the integer model's large batches.
 
 What: the integer model's layers run as one small ONNX graph per stretch of layers. Each layer
 is a MatMulInteger (uint8 inputs with zero point 128, int8 weights, int32 accumulators); a
 relu layer that feeds another layer is requantized inside the graph, in float64, straight into
 the next layer's uint8 inputs; the last layer of a stretch (and any layer that is not a relu)
-hands its int32 accumulators back to numpy, where `LayerKernel.requantize` finishes it.
+hands its int32 accumulators back to numpy, where the numpy backend's `LayerKernel.requantize`
+finishes it.
 
 Why: numpy can only multiply int8 codes as float32 (exact, but 4 bytes a code and no int8
 instructions); onnxruntime's int8 kernels use AVX-512 VNNI (or AVX2, or ARM dot products) and
 run the 784-256-256-10 benchmark about twice as fast. It is optional (the `fast` extra): without
-it, or with QMTIK_INT8_GEMM=0 in the environment, the numpy path computes the same integers.
+it, or with QMTIK_INT8_GEMM=0 in the environment, the backend "auto" picks numpy, which computes
+the same integers (backends/__init__.py).
 
 Exactness (the same integers as the spec, intref.layer_forward, tested on extreme values):
 - MatMulInteger computes sum_j (u_j - 128) * W_ij in int32: every term and partial sum is an
@@ -18,9 +20,9 @@ Exactness (the same integers as the spec, intref.layer_forward, tested on extrem
   `available()` first runs a probe that such a kernel gets wrong (all inputs 255 against
   weights of +-127) and refuses the backend when the answer is not exact.
 - The in-graph relu requantization is the numpy kernel's own float64 arithmetic (see
-  `LayerKernel`), with the next layer's +128 folded into the offset:
+  common.py and numpy.LayerKernel), with the next layer's +128 folded into the offset:
   u = clamp(floor(acc * s + (bias * s + 128.5 + z_out)), 128 + z_out, 255) with s = m * 2**-shift.
-  For 1 <= shift <= 44 all these are multiples of 2**-shift whose numerators stay below 2**53
+  For 1 <= shift <= FOLD_SHIFT (44) all these are multiples of 2**-shift whose numerators stay below 2**53
   (|(acc + bias) * m| < 2**52 and (128.5 + z_out) * 2**44 < 2**52), so every product and sum is
   exact, and floor rounds half away from zero on the non-negative side that survives the clamp.
   A layer outside that range (or not a relu) ends the graph and is requantized by numpy.
@@ -32,9 +34,11 @@ import os
 
 import numpy as np
 
+from .common import FOLD_SHIFT, scale_of
+from .numpy import LayerKernel
+
 ENV = "QMTIK_INT8_GEMM"          # "0" turns the backend off
-CHUNK = 1024                     # samples per run: keeps the layers' buffers in cache
-FOLD_SHIFT = 44                  # relu layers with shifts in [1, 44] are requantized in the graph
+ROWS_PER_RUN = 1024              # samples per session run: keeps the layers' buffers in cache
 
 _probe_result = None             # whether onnxruntime's MatMulInteger is exact here (probed once)
 
@@ -60,31 +64,35 @@ def _probe() -> bool:
     inputs = np.full((3, 64), 255, np.uint8)
     inputs[1] = 0
     inputs[2, ::2] = 0
-    session = _session([_node("MatMulInteger", ["x", "w", "zero"], ["acc"])],
-                       {"w": weight, "zero": np.array(128, np.uint8)}, 64, "acc", np.int32, 4)
     want = (inputs.astype(np.int64) - 128) @ weight.astype(np.int64)
-    try:
+    try:                         # onnxruntime refusing or failing the graph means no backend, not a crash
+        session = _session([_node("MatMulInteger", ["x", "w", "zero"], ["acc"])],
+                           {"w": weight, "zero": np.array(128, np.uint8)}, 64, "acc", np.int32, 4)
         return bool(np.array_equal(session.run(None, {"x": inputs})[0], want))
-    except Exception:            # onnxruntime refusing the graph means no backend, not a crash
+    except Exception:
         return False
 
 
 class Int8Network:
-    """The layers of an integer model as onnxruntime sessions, each ending in int32 accumulators."""
+    """The layers of an integer model as onnxruntime sessions, each ending in int32 accumulators
+    that the numpy backend's kernels requantize. Call it with int8 codes for the int8 scores."""
 
-    def __init__(self, kernels):
-        self.kernels = kernels
+    def __init__(self, layers):
+        self.kernels = [LayerKernel.prepare(layer) for layer in layers]
         self.stretches = []      # (session, index of the layer whose accumulators it returns)
         first = 0
-        for last, kernel in enumerate(kernels):
-            if last == len(kernels) - 1 or not _fusable(kernel.layer):
-                self.stretches.append((_stretch(kernels[first:last + 1]), last))
+        for last, layer in enumerate(layers):
+            if last == len(layers) - 1 or not _fusable(layer):
+                self.stretches.append((_stretch(layers[first:last + 1]), last))
                 first = last + 1
+
+    def __call__(self, codes) -> np.ndarray:
+        return self.scores(codes, np.empty((len(codes), self.kernels[-1].weight_t.shape[1]), np.int8))
 
     def scores(self, codes, out):
         """The int8 scores of int8 input codes, written into out (samples x outputs, int8)."""
-        for start in range(0, len(codes), CHUNK):
-            stop = min(start + CHUNK, len(codes))
+        for start in range(0, len(codes), ROWS_PER_RUN):
+            stop = min(start + ROWS_PER_RUN, len(codes))
             u = codes[start:stop].view(np.uint8) ^ np.uint8(128)     # code + 128, as uint8
             for session, last in self.stretches:
                 acc = session.run(None, {"x": u})[0]
@@ -101,17 +109,16 @@ def _fusable(layer) -> bool:
             and bool(np.all(((layer.output_shift >= 1) & (layer.output_shift <= FOLD_SHIFT)) | (layer.output_multiplier == 0))))
 
 
-def _stretch(kernels):
-    """One session: the kernels' products, every layer but the last requantized in the graph."""
+def _stretch(layers):
+    """One session: the layers' products, every layer but the last requantized in the graph."""
     nodes, init = [], {"zero": np.array(128, np.uint8), "top": np.array(255.0)}
     x = "x"
-    for i, kernel in enumerate(kernels):
-        layer = kernel.layer
+    for i, layer in enumerate(layers):
         init[f"w{i}"] = np.ascontiguousarray(layer.weights.T)
         nodes.append(_node("MatMulInteger", [x, f"w{i}", "zero"], [f"acc{i}"]))
-        if i == len(kernels) - 1:
+        if i == len(layers) - 1:
             break
-        scale = layer.output_multiplier.astype(np.float64) * np.exp2(-layer.output_shift.astype(np.float64))
+        scale = scale_of(layer.output_multiplier, layer.output_shift)
         init[f"scale{i}"] = scale
         init[f"offset{i}"] = layer.bias.astype(np.float64) * scale + (128.5 + layer.output_offset)
         init[f"floor{i}"] = np.array(128.0 + layer.output_offset)
@@ -122,9 +129,7 @@ def _stretch(kernels):
                   _node("Clip", [f"yf{i}", f"floor{i}", "top"], [f"yc{i}"]),
                   _node("Cast", [f"yc{i}"], [f"u{i}"], to=_DTYPES[np.dtype(np.uint8)])]
         x = f"u{i}"
-    last = kernels[-1].layer.weights
-    return _session(nodes, init, kernels[0].layer.inputs, f"acc{len(kernels) - 1}", np.int32,
-                    last.shape[0])
+    return _session(nodes, init, layers[0].inputs, f"acc{len(layers) - 1}", np.int32, layers[-1].outputs)
 
 
 def _session(nodes, initializers, inputs, output, dtype, outputs):
