@@ -196,3 +196,24 @@ def test_without_a_compiler_the_c_latency_is_a_note(monkeypatch):
     monkeypatch.setattr(qmtik.c_check, "find_compiler", lambda: None)
     assert measure.c_latency(None, np.zeros((1, 4), np.int8), 1) == (
         {}, "no C compiler found ($CC, gcc, cc, clang): C latency not measured")
+
+
+def test_each_layer_part_is_timed_directly_never_as_a_difference(monkeypatch, digits):
+    """The per-layer table once printed a negative requantization time: the whole layer's
+    time minus the product's, two noisy medians. Each part is now a timing of its own: a
+    noisy clock that makes the second timing shorter than the first shows it."""
+    import qmtik
+    config = qmtik.Config.from_dict({"network": {"inputs": 64, "hidden": [8], "outputs": 10},
+                                     "training": {"epochs": 1}, "data": {"dataset": "digits"}})
+    (x, y), _ = digits
+    model = qmtik.Network(config).fit(x[:200], y[:200]).quantize()
+    timings = iter([0.5, 0.3, 0.4, 0.2])                     # product, requantization, per layer
+    calls = []
+
+    def noisy(fn, repeats, clock=None):
+        calls.append(fn())
+        return next(timings)
+    monkeypatch.setattr(measure, "median_seconds", noisy)
+    seconds = measure.layer_seconds(model, model.quantize_inputs(x[:100]), 3)
+    assert seconds == [[0.5, 0.3], [0.4, 0.2]]
+    assert len(calls) == 4
