@@ -379,3 +379,50 @@ def test_an_optimizer_state_out_of_range_is_refused(interrupted, key, value, fra
     arrays[key] = value
     rewrite(interrupted, arrays)
     assert fragment in refused(interrupted)
+
+
+# --- issue 10, round 2: dtypes, class names, a .qmt given as a checkpoint -----------------------
+
+@pytest.mark.parametrize("key, value", [
+    ("model.0.weight", lambda a: a.astype(np.float16)),
+    ("model.1.observed", lambda a: a.astype(np.float16)),
+    ("input_range", lambda a: a.astype(np.float16)),
+    ("optimizer.mean.0", lambda a: a.astype(np.float16)),
+    ("optimizer.square.1", lambda a: a.astype(np.int64)),
+    ("model.1.bias", lambda a: a.astype(np.longdouble) * np.longdouble("1e400")),
+])
+def test_only_float32_and_float64_arrays_are_read_and_without_a_warning(interrupted, key, value):
+    """A float16 array once printed numpy's 'overflow encountered in cast' (the float32 limit
+    cast to float16 for the range check) on quantize and resume."""
+    arrays = arrays_of(interrupted)
+    arrays[key] = value(arrays[key])
+    rewrite(interrupted, arrays)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert f"{key} is {arrays[key].dtype}" in refused(interrupted)
+        assert "float32 or float64" in refused(interrupted)
+
+
+@pytest.mark.parametrize("names, fragment", [
+    (["a"] * 10, "class name 2 'a' is also class name 1"),
+    (["x" * 300] + [str(i) for i in range(9)], "is 300 bytes of UTF-8; 1 to 255 are allowed"),
+    ([""] + [str(i) for i in range(9)], "is 0 bytes"),
+    ([str(i) for i in range(9)], "9 class names for 10 classes"),
+])
+def test_class_names_follow_the_model_files_rule(saved, names, fragment):
+    """Names that predict cannot tell apart or print one to a line, or that the .qmt refuses."""
+    arrays = arrays_of(saved)
+    arrays["class_names"] = np.array(json.dumps(names))
+    rewrite(saved, arrays)
+    assert fragment in refused(saved)
+
+
+def test_an_integer_model_is_not_a_checkpoint_and_no_pickle_advice_is_shown(net, tmp_path):
+    path = tmp_path / "m.qmt"
+    qmtik.save_model(path, net.quantize())
+    message = refused(path)
+    assert "an integer model (.qmt), not a training checkpoint" in message
+    path.write_bytes(b"just some text, not numpy\n")
+    message = refused(path)
+    assert "pickle" not in message and "not a NumPy file" in message

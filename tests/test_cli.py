@@ -843,3 +843,179 @@ def test_train_refuses_to_overwrite_an_unfinished_run_without_resume_or_force(co
     assert main(argv) == 0                                       # a finished run: retrained as asked
     checkpoint.write_bytes(b"PK\x03\x04 not a checkpoint")     # not one: overwritten as any output
     assert main(argv) == 0 and "resume.epoch" not in arrays_of(checkpoint)
+
+
+# --- issue 10, round 2: outputs that are devices, pipes, descriptors or unfinished runs -------------
+
+def test_data_convert_writes_an_npz_through_a_device_or_a_link_to_one(workshop, capsys):
+    """np.savez seeks to finish its archive, which a device cannot: struct.error from zipfile."""
+    device_node(workshop / "null.npz")
+    os.symlink(os.devnull, workshop / "void.npz")
+    before = files_in(workshop)
+    for out in ("null", "void"):
+        assert main(["data", "convert", "d.npz", "--to", "npz", "--split", "1", "-o", out]) == 0
+        assert capsys.readouterr().out == f"wrote {out}.npz (10 samples of 2 classes)\n"
+    assert files_in(workshop) == before
+
+
+@pytest.mark.parametrize("out", ["pipe", "/dev/stdout", "/dev/fd/2"])
+def test_train_refuses_a_checkpoint_output_that_takes_one_write(config, capsys, out):
+    """train writes its checkpoint after every epoch: a FIFO blocked on the second write, and
+    /dev/stdout received every epoch's checkpoint one after another."""
+    os.mkfifo(config.parent / "pipe")
+    reader = os.open(config.parent / "pipe", os.O_RDONLY | os.O_NONBLOCK)     # so that no write blocks
+    try:
+        line = fails(capsys, ["train", "net.toml", "-o", out, "--epochs", "2", *TINY], 2)
+    finally:
+        os.close(reader)
+    assert f"output {out}: a checkpoint is written after every epoch, so it must be a file" in line
+
+
+def with_stdout_in(path, argv, mode: str = "w+b") -> tuple[int, bytes]:
+    """main(argv) with file descriptor 1 (what /dev/stdout opens) sent to the file path, opened
+    in mode: the exit code and the bytes the file holds after."""
+    saved = os.dup(1)
+    try:
+        with open(path, mode) as f:
+            os.dup2(f.fileno(), 1)
+            code = main(argv)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    return code, Path(path).read_bytes()
+
+
+@pytest.mark.parametrize("argv", [
+    ["quantize", "net.ckpt.npz", "-o", "/dev/stdout"],
+    ["export-c", "net.qmt", "-o", "/dev/stdout", "--prefix", "net", "--check", "d.npz"],
+    ["predict", "net.qmt", "in.csv", "-o", "/dev/stdout"],
+    ["config", "from-header", "h.h", "-o", "/dev/stdout"],
+    ["train", "net.toml", "--epochs", "1", "--set", "network.hidden=[8]", "-o", "t.ckpt.npz", "--qmt", "/dev/stdout"],
+    ["init", "/dev/stdout"],
+], ids=["quantize", "export-c", "predict", "from-header", "train", "init"])
+def test_an_output_to_stdout_is_all_stdout_holds(workshop, capsys, argv):
+    """What a command says ('wrote /dev/stdout', train's epochs) goes to stderr then: it once
+    followed the data on stdout, and a .qmt with a line of text after it is no .qmt."""
+    if argv[0] == "export-c" and find_compiler() is None:
+        pytest.skip("no C compiler")
+    assert main([str(workshop / "reference") if a == "/dev/stdout" else a for a in argv]) == 0
+    expected = (workshop / "reference").read_bytes()
+    capsys.readouterr()
+    code, written = with_stdout_in(workshop / "stdout.bin", argv)
+    said = capsys.readouterr()
+    assert code == 0 and written == expected
+    assert said.out == "" and said.err.startswith(("wrote", "epoch")) and "/dev/stdout" in said.err
+
+
+@pytest.mark.parametrize("mode, argv", [
+    ("ab", ["predict", "net.qmt", "in.csv", "-o", "FD"]),
+    ("r+b", ["quantize", "net.ckpt.npz", "-o", "FD"]),
+    ("r+b", ["export-c", "in.csv", "-o", "FD"]),
+])
+def test_a_descriptor_output_on_an_input_file_is_refused(workshop, capsys, mode, argv):
+    """`-o /dev/stdout >> in.csv` appended to the input; `1<> c.ckpt.npz` overwrote the checkpoint."""
+    before = files_in(workshop)
+    victim = workshop / argv[1 if argv[0] == "export-c" else 2 if argv[0] == "predict" else 1]
+    with open(victim, mode) as held:
+        argv = [f"/dev/fd/{held.fileno()}" if a == "FD" else a for a in argv]
+        assert "the same file as " in fails(capsys, argv, 2)
+    assert files_in(workshop) == before
+
+
+@pytest.mark.parametrize("argv", [["predict", "net.qmt", "in.csv"], ["eval", "net.qmt", "in.csv", "--label-column", "0"],
+                                  ["info", "in.csv"]])
+def test_standard_output_on_an_input_file_is_refused(workshop, capsys, argv):
+    """`qmtik predict m.qmt in.csv >> in.csv` appended the predictions to the input."""
+    before = (workshop / "in.csv").read_bytes()
+    code, after = with_stdout_in(workshop / "in.csv", argv, "ab")
+    assert code == 2 and after == before
+    assert "standard output /dev/stdout: the same file as " in capsys.readouterr().err
+
+
+def unfinished_copy(checkpoint, path):
+    """A copy of a checkpoint that says its run is unfinished (what train's refusal reads)."""
+    with open(path, "wb") as f:                    # np.savez(name) would add .npz to the name
+        np.savez(f, **arrays_of(checkpoint), **{"resume.epoch": np.array(1)})
+    return path
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "net.toml", "--epochs", "1", "-o", "other.ckpt.npz", "--qmt", "unf.ckpt.npz", *TINY],
+    ["train", "net.toml", "--epochs", "1", "-o", "other.ckpt.npz", "--qmt", "unf.ckpt.npz", "--force", *TINY],
+    ["train", "net.toml", "--epochs", "1", "-o", "unf.npz", *TINY],                # its history: unf.history.json
+    ["quantize", "net.ckpt.npz", "-o", "unf.ckpt.npz"],
+    ["export-c", "net.qmt", "-o", "unf.ckpt.npz"],
+    ["predict", "net.qmt", "in.csv", "-o", "unf.ckpt.npz"],
+    ["init", "unf.ckpt.npz", "--force"],
+])
+def test_no_output_replaces_an_unfinished_run(workshop, capsys, argv):
+    unfinished_copy(workshop / "net.ckpt.npz", workshop / "unf.ckpt.npz")
+    unfinished_copy(workshop / "net.ckpt.npz", workshop / "unf.history.json")
+    before = files_in(workshop)
+    line = fails(capsys, argv, 2)
+    assert "holds an unfinished training run" in line and "qmtik train --resume" in line
+    assert files_in(workshop) == before
+
+
+def test_a_whole_section_through_set_is_one_line(config, capsys):
+    for argv in (["--set", "training=1", "--epochs", "1"], ["--set", "training=[1]", "--set", "training.seed=1"],
+                 ["--set", "network=1", "--set", "network.inputs=3"], ["--set", "network={hidden=[3]}"]):
+        line = fails(capsys, ["train", "net.toml", *argv, "-q"], 2)
+        assert "a section, not a key" in line
+
+
+def test_a_float16_checkpoint_is_one_line_and_no_warning(trained, capsys):
+    arrays = arrays_of(trained)
+    arrays["model.0.weight"] = arrays["model.0.weight"].astype(np.float16)
+    np.savez(trained.with_name("half.ckpt.npz"), **arrays)
+    assert "model.0.weight is float16" in fails(capsys, ["quantize", "half.ckpt.npz"], 1)
+
+
+def test_inputs_beyond_float32_are_one_line_and_nothing_is_written(workshop, capsys):
+    x, _ = qmtik.load_digits()
+    big = x[:4].astype(np.float64)
+    big[1, 5] = 1e300
+    np.savez(workshop / "big.npz", x=big, y=np.arange(4))
+    np.savetxt(workshop / "big.csv", big, delimiter=",")
+    for argv in (["export-c", "net.qmt", "-o", "big.h", "--check", "big.npz"], ["predict", "net.qmt", "big.csv"],
+                 ["eval", "net.qmt", "big.npz"], ["eval", "net.ckpt.npz", "big.npz"]):
+        assert "value 1.e+300 of sample 1 is beyond float32" in fails(capsys, argv, 1)
+    assert not (workshop / "big.h").exists()
+
+
+def test_export_c_reads_its_check_data_before_writing_the_header(workshop, capsys):
+    np.savez(workshop / "bad.npz", x=np.zeros((3, 7)), y=np.zeros(3))
+    assert "7 features per sample" in fails(capsys, ["export-c", "net.qmt", "-o", "n.h", "--check", "bad.npz"], 1)
+    assert not (workshop / "n.h").exists()
+
+
+def test_a_failed_write_names_its_output(workshop, capsys):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    line = fails(capsys, ["quantize", "net.ckpt.npz", "-o", "/dev/full"], 1)
+    assert line == "qmtik: error: output /dev/full: cannot be written (No space left on device)"
+
+
+def test_a_reader_that_has_gone_ends_the_command_quietly(workshop, capsys, monkeypatch):
+    """qmtik predict ... | head -c1 printed 'qmtik: error: Broken pipe'; a command that loses its
+    reader stops as cat does, exit 141 (128 + SIGPIPE), without a word."""
+    import io
+
+    class Gone(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdout", Gone())
+    assert main(["predict", "net.qmt", "in.csv"]) == 141
+    monkeypatch.undo()
+    assert capsys.readouterr().err == ""
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    child = subprocess.Popen([sys.executable, "-m", "qmtik", "predict", "net.qmt", "in.csv"], cwd=workshop,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    child.stdout.close()                         # the reader has gone before the first line
+    assert child.wait(60) == 141 and child.stderr.read() == b""
+    child.stderr.close()

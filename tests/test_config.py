@@ -582,3 +582,22 @@ def test_set_beyond_the_parser_limits_exits_2_with_one_line(tmp_path, capsys):
         assert main(["train", str(path), "--set", "training.epochs=" + value]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("qmtik: error: override training.epochs: "), err[:300]
+
+
+# --- issue 10, round 2: a section is not a key ----------------------------------------------------
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"training": 1, "training.epochs": 2}, "config key training: a section, not a key"),
+    ({"training": [1], "training.seed": 1}, "config key training: a section, not a key"),
+    ({"network": 1, "network.inputs": 3}, "config key network: a section, not a key"),
+    ({"network": {"hidden": [3]}}, "config key network: a section, not a key; set its keys one by one"),
+    ({"training.epochs": 2, "training": 1}, "config key training: a section, not a key"),
+    ({1: 2}, "config key 1 (an integer): a key is text"),
+    ([("training.epochs", 2)], "config changes: got"),
+])
+def test_changes_set_keys_never_whole_sections(tmp_path, changes, fragment):
+    """{'training': 1, 'training.epochs': 2} once raised TypeError ('int' object does not
+    support item assignment); a whole table was taken, and could undo another change."""
+    path = write(tmp_path / "c.toml", "")
+    assert fragment in one_line_error(lambda: load_config(path, changes))
+    assert fragment in one_line_error(lambda: Config().replace_many(changes))

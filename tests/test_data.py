@@ -136,8 +136,17 @@ def test_pickled_object_arrays_are_refused_unopened(tmp_path, kind):
     assert not marker.exists()
     with pytest.raises(DataError) as info:
         call()
-    one_line(info)
+    assert "unsafely" not in one_line(info) and "Python objects" in one_line(info)    # no advice to unpickle
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["d.npz", "x.npy"])
+def test_a_file_that_is_not_numpy_gets_no_advice_to_unpickle_it(tmp_path, name):
+    (tmp_path / name).write_bytes(b"some text, not numpy\n")
+    np.save(tmp_path / "y.npy", np.zeros(2))
+    with pytest.raises(DataError) as info:
+        load_arrays(tmp_path / name, tmp_path / "y.npy" if name.endswith(".npy") else "")
+    assert "unsafely" not in one_line(info) and f"{name}: not a NumPy file" in one_line(info)
 
 
 @pytest.mark.parametrize("which", ["x", "labels"])
@@ -486,3 +495,36 @@ def test_mnist_not_yet_downloaded_says_how_to_fetch_it(tmp_path, monkeypatch):
     with pytest.raises(DataError) as info:
         named_dataset("mnist")
     assert one_line(info) == "data set mnist: not downloaded yet; fetch it with 'qmtik data get mnist'"
+
+
+@pytest.mark.parametrize("value", [1e300, -3.5e38, np.longdouble("1e400")])
+def test_inputs_beyond_float32_are_refused_naming_the_sample(value):
+    """The model and the C API take float32 inputs: a float64 of 1e300 would become inf there
+    (numpy's overflow warning in the C check; predict took it silently)."""
+    import warnings
+    x = np.zeros((3, 4), dtype=np.longdouble if isinstance(value, np.longdouble) else np.float64)
+    x[2, 1] = value
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError) as info:
+            check_inputs(x, 4, "data file big.npz: inputs")
+    assert one_line(info).startswith("data file big.npz: inputs: value ") and "sample 2 is beyond float32" \
+        in one_line(info)
+    assert check_inputs(np.full((1, 4), 3.4e38), 4).shape == (1, 4)
+    assert check_inputs(np.full((1, 4), 2**62, dtype=np.int64), 4).shape == (1, 4)
+    assert check_inputs(np.full((1, 4), 60000, dtype=np.float16), 4).shape == (1, 4)
+
+
+@pytest.mark.parametrize("names, fragment", [
+    (list("abcdefghia"), "class name 10 'a' is also class name 1"),
+    (["x" * 256] + list("abcdefghi"), "is 256 bytes of UTF-8; 1 to 255 are allowed"),
+    (list("abc"), "3 class names for 10 classes"),
+    ([], "none given, the network has 10 classes"),
+])
+def test_class_names_to_train_with_follow_the_model_files_rule(names, fragment):
+    """Training with names the checkpoint then refuses (duplicates) would lose the run."""
+    from qmtik.data import check_class_names
+    with pytest.raises(DataError) as info:
+        check_class_names(names, Config())
+    assert one_line(info).startswith("class names: ") and fragment in one_line(info)
+    assert check_class_names(list("abcdefghij"), Config()) == tuple("abcdefghij")

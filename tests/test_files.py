@@ -262,3 +262,111 @@ def test_a_write_killed_with_sigkill_leaves_a_temporary_that_the_next_write_remo
     assert target.read_bytes() == b"meanwhile"
     write_atomic(target, lambda f: f.write(b"next"))
     assert [p.name for p in tmp_path.iterdir()] == ["m.qmt"] and target.read_bytes() == b"next"
+
+
+# --- writing through: seekable writers, errors named, descriptors compared ----------------------
+
+def test_a_writer_that_seeks_works_through_a_device_or_a_fifo(tmp_path):
+    """np.savez (zipfile) seeks back to finish its archive: a device or a FIFO cannot seek, so
+    what the writer writes is gathered first and then copied through."""
+    import numpy as np
+    null = char_device(tmp_path / "null.npz")
+    write_atomic(null, lambda f: np.savez(f, x=np.arange(3)))
+    os.symlink(os.devnull, tmp_path / "link.npz")
+    write_atomic(tmp_path / "link.npz", lambda f: np.savez(f, x=np.arange(3)))
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    write_atomic(fifo, lambda f: np.savez(f, x=np.arange(3)))
+    reader.join(5)
+    (tmp_path / "got.npz").write_bytes(received[0])
+    with np.load(tmp_path / "got.npz") as archive:
+        assert archive["x"].tolist() == [0, 1, 2]
+
+
+def test_a_writer_that_fails_sends_nothing_through_a_fifo(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)          # a reader waiting on it
+
+    def failing(f):
+        f.write(b"half")
+        raise RuntimeError("disk on fire")
+
+    try:
+        with pytest.raises(RuntimeError):
+            write_atomic(fifo, failing)
+        assert os.read(reader, 100) == b""
+    finally:
+        os.close(reader)
+
+
+def test_a_failed_write_names_the_output(tmp_path, monkeypatch):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    with pytest.raises(OutputError, match=r"^output /dev/full: cannot be written \(No space left on device\)$"):
+        write_atomic("/dev/full", lambda f: f.write(b"x" * 10))
+
+    def full(fd):                                # the disk fills as the data reaches it
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OutputError, match=r"^output .*m.qmt: cannot be written \(No space left on device\)$"):
+        write_atomic(tmp_path / "m.qmt", lambda f: f.write(b"x"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_error_of_the_writers_own_is_not_called_a_write_error(tmp_path):
+    """A download's broken connection inside the writer stays that error, not 'cannot be written'."""
+    def reading(f):
+        f.write(b"part")
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    for path in (tmp_path / "m.qmt", os.devnull):
+        with pytest.raises(ConnectionResetError):
+            write_atomic(path, reading)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_broken_pipe_stays_a_broken_pipe(tmp_path):
+    """The command line ends quietly on a reader that has gone (| head -c1): not an error line."""
+    def gone(f):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(BrokenPipeError) as info:
+        write_atomic(tmp_path / "m.qmt", gone)
+    assert not isinstance(info.value, OutputError)
+
+
+def test_a_descriptor_output_on_an_input_file_is_refused(tmp_path, monkeypatch):
+    """-o /dev/stdout >> in.csv, or 1<> c.ckpt.npz: the descriptor's file is the input."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.csv").write_text("1,2\n")
+    with open(tmp_path / "in.csv", "ab") as appended:
+        for output in (f"/dev/fd/{appended.fileno()}", f"/proc/self/fd/{appended.fileno()}"):
+            with pytest.raises(OutputError, match=f"^output {output}: the same file as the input in.csv"):
+                check_distinct([("the input", "in.csv")], [("output", output)])
+            with pytest.raises(OutputError, match="the same file as output"):
+                check_distinct([], [("output", "in.csv"), ("--qmt", output)])
+    read, write = os.pipe()                         # a descriptor on a pipe holds nothing to lose
+    try:
+        check_distinct([("the input", f"/dev/fd/{read}")], [("output", f"/dev/fd/{write}")])
+    finally:
+        os.close(read)
+        os.close(write)
+    check_distinct([("the input", "in.csv")], [("output", os.devnull)])
+
+
+def test_which_outputs_go_to_stdout(tmp_path):
+    from qmtik.files import goes_to_stdout, takes_one_write
+    assert goes_to_stdout("/dev/stdout") and goes_to_stdout("/dev/fd/1")
+    assert not goes_to_stdout(tmp_path / "m.qmt") and not goes_to_stdout(os.devnull)
+    one, two = os.fstat(1), os.fstat(2)
+    if (one.st_dev, one.st_ino) != (two.st_dev, two.st_ino):     # pytest captures them apart
+        assert not goes_to_stdout("/dev/stderr")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert takes_one_write(fifo) and takes_one_write("/dev/stdout") and takes_one_write("/dev/fd/2")
+    assert not takes_one_write(os.devnull) and not takes_one_write(tmp_path / "m.qmt")

@@ -148,3 +148,18 @@ def test_weights_at_the_float32_limit_are_one_error_not_warnings(float_net, digi
     with pytest.raises(qmtik.TrainingError, match="^network: its float32 arithmetic fails on these inputs"):
         getattr(net, method)(*args)
     assert float_net.score(x, y) > 0.1                   # the network as trained computes
+
+
+def test_a_checkpoint_that_takes_one_write_is_refused_before_training(digits, tmp_path, monkeypatch):
+    """fit writes its checkpoint after every epoch: into a FIFO or /dev/stdout they would follow
+    one another (and a FIFO blocks once its reader has gone)."""
+    import os
+    from qmtik.files import OutputError
+    (x, y), _ = digits
+    os.mkfifo(tmp_path / "pipe")
+    trained = []
+    monkeypatch.setattr(qmtik.network, "train", lambda *a, **k: trained.append(1))
+    for path in (tmp_path / "pipe", "/dev/stdout"):
+        with pytest.raises(OutputError, match=f"^output {path}: a checkpoint is written after every epoch"):
+            qmtik.Network(Config()).fit(x, y, checkpoint=path)
+    assert trained == []

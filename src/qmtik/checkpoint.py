@@ -20,6 +20,8 @@ from .layers import Layer
 from .quantization import F32_MAX, input_range_problem, range_problem
 from .optimizers import OPTIMIZERS
 from .parsing import load_json, load_npz
+from .qmtfile import MAGIC as QMT_MAGIC
+from .qmtfile import _check_names as check_names      # the model file's rule: one rule for class names
 
 FORMAT = "qmtik-checkpoint"
 VERSION = 1
@@ -52,7 +54,29 @@ def save(path, config: Config, input_range, layers, quantized: bool, history: di
 def load(path) -> dict:
     """Read and check a checkpoint: {'config', 'input_range', 'layers', 'quantized', 'history', 'resume'}."""
     path = Path(path)
+    if _starts_with(path, QMT_MAGIC):
+        raise CheckpointError(f"checkpoint {path}: an integer model (.qmt), not a training checkpoint; "
+                              "load it with qmtik.load_model")
     return _check(path, load_npz(path, f"checkpoint {path}", CheckpointError))
+
+
+def _starts_with(path, magic: bytes) -> bool:
+    """Whether the file at path begins with magic (False when it cannot be read: load_npz then
+    says why)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError:
+        return False
+
+
+def _float_problem(value, shape) -> str | None:
+    """Why an array of a checkpoint cannot be one of floats of shape, or None. Only float32 and
+    float64 are read: numpy compares a float16 array with the float32 limit by casting the limit
+    to float16 (an overflow warning), and a long double may overflow the cast to float64."""
+    if value.dtype.kind != "f" or value.dtype.itemsize not in (4, 8) or value.shape != shape:
+        return f"is {value.dtype} of shape {value.shape}; expected float32 or float64 of shape {shape}"
+    return None
 
 
 def _check(path, arrays: dict) -> dict:
@@ -85,10 +109,13 @@ def _check(path, arrays: dict) -> dict:
         fail(f"its config is invalid ({exc})")
     history, names = json_of("history"), json_of("class_names")
     _check_history(history, config, fail)
-    if names is not None and (not isinstance(names, list) or len(names) != max(config.network.outputs, 2)
-                              or not all(isinstance(n, str) and n for n in names)):
-        fail("class_names must be one non-empty string per class")
-    input_range = need("input_range", "f", (2,)).astype(np.float64)
+    if names is not None and not isinstance(names, list):
+        fail(f"class_names {_shown(names)} is not a list of names")
+    check_names(config.task, names, config.network.outputs, lambda problem: fail(f"class_names: {problem}"))
+    input_range = need("input_range")
+    if _float_problem(input_range, (2,)):
+        fail(f"input_range {_float_problem(input_range, (2,))}")
+    input_range = input_range.astype(np.float64)
     problem = input_range_problem(*input_range) if np.isfinite(input_range).all() else "not finite"
     if problem:
         fail(f"input_range {input_range.tolist()}: {problem}")
@@ -211,8 +238,8 @@ def _check_optimizer(path, arrays: dict, config: Config, layers, epoch: int) -> 
             if key not in arrays:
                 fail(f"missing {key!r} of the {config.training.optimizer} optimizer")
             value = arrays[key]
-            if value.shape != shape or value.dtype.kind not in "iuf":
-                fail(f"{key} is {value.dtype} of shape {value.shape}, expected {shape} numbers")
+            if _float_problem(value, shape):
+                fail(f"{key} {_float_problem(value, shape)}")
             if not (np.isfinite(value).all() and np.abs(value).max(initial=0) <= F32_MAX):
                 fail(f"{key} holds values that are not finite in float32")
             if slot in kind.nonnegative and (value < 0).any():
@@ -232,9 +259,8 @@ def _check_layers(path, arrays, prefix: str, config: Config) -> list[Layer]:
             if key not in arrays:
                 raise CheckpointError(f"checkpoint {path}: missing {key!r} for a {'-'.join(map(str, widths))} network")
             value = arrays[key]
-            if value.shape != shape or value.dtype.kind != "f":
-                raise CheckpointError(f"checkpoint {path}: {key} has shape {value.shape} ({value.dtype}), "
-                                      f"expected {shape} floats")
+            if _float_problem(value, shape):
+                raise CheckpointError(f"checkpoint {path}: {key} {_float_problem(value, shape)}")
             if not np.isfinite(value).all():
                 raise CheckpointError(f"checkpoint {path}: {key} holds NaN or infinite values")
             if np.abs(value).max() > F32_MAX:

@@ -1,5 +1,6 @@
 """The command line: a thin shell over the library. Errors print one line on stderr and exit
-2 (usage and config) or 1 (everything else), never a traceback."""
+2 (usage and config) or 1 (everything else), never a traceback. What a command says goes to
+stdout, or to stderr when one of its outputs goes to stdout (-o /dev/stdout): see say()."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,8 @@ import numpy as np
 
 from . import __version__
 from .functions import predicted_classes
-from .files import OutputError, check_distinct, check_writable, write_atomic, write_json, writes_through
+from .files import (OutputError, check_distinct, check_rewritable, check_writable, goes_to_stdout, write_atomic,
+                    write_json, writes_through)
 from .config import DIGITS_STARTER, NAMED_DATASETS, load_config, parse_override, starter_toml
 from .data import (CONVERT_TO, C_LIBRARY_SPLIT, check_inputs, class_names_of, convert_file,
                    data_name, encode_targets, load_data, load_named_or_path, read_inputs)
@@ -41,20 +43,53 @@ class CheckFailed(QmtikError):
     """The compiled header and Python disagree (exit code 1)."""
 
 
-def output_path(path) -> Path:
+class Console:
+    """Where the command line's own text goes (progress, figures, 'wrote ...'): stdout, unless
+    an output of the command goes there (output_path notes it), when it goes to stderr, so
+    that `qmtik quantize c.ckpt.npz -o /dev/stdout > m.qmt` holds the model and nothing else.
+    main() resets it for each command."""
+    stdout_taken = False
+
+    @classmethod
+    def stream(cls):
+        return sys.stderr if cls.stdout_taken else sys.stdout
+
+
+def say(text: str) -> None:
+    """Print one line of the command's own text where Console sends it."""
+    print(text, file=Console.stream())
+
+
+def output_path(path, *, replaces_run: bool = False) -> Path:
     """An output path from the command line, refused (as usage, exit 2) before any work: a
-    missing folder, a folder, a socket, a read-only file (files.check_writable)."""
+    missing folder, a folder, a socket, a read-only file (files.check_writable), and the
+    checkpoint of an unfinished training run, which only train's own -o may replace (with
+    --resume or --force: replaces_run). An output that goes to stdout sends the command's
+    text to stderr (Console)."""
     try:
-        return check_writable(path)
+        path = check_writable(path)
     except OutputError as exc:
         raise UsageError(str(exc)) from None
+    if not replaces_run and unfinished_run(path):
+        raise UsageError(f"output {path}: holds an unfinished training run (qmtik train --resume goes on from "
+                         "it), which qmtik does not overwrite; give another path")
+    if goes_to_stdout(path):
+        Console.stdout_taken = True
+    return path
+
+
+STDOUT = ("standard output", "/dev/stdout")     # where every command prints: an output too
 
 
 def distinct(inputs, outputs) -> None:
     """Refuse (as usage, exit 2, before any work) an output that is the same file as an input
-    or another output of the command; (name, path) pairs, None paths left out."""
+    or another output of the command; (name, path) pairs, None paths left out. Standard output
+    is an output of every command (`qmtik predict m.qmt in.csv >> in.csv`), compared with the
+    inputs only: a file the shell opened for it holds nothing of ours to lose."""
     try:
         check_distinct(inputs, outputs)
+        if not Console.stdout_taken:               # else an output is stdout, checked just now
+            check_distinct(inputs, [STDOUT])
     except OutputError as exc:
         raise UsageError(str(exc)) from None
 
@@ -165,11 +200,11 @@ def classes_of(model, x) -> np.ndarray:
 
 def cmd_init(args) -> int:
     path = Path(args.path)
-    if path.exists() and not args.force:
+    if path.exists() and not writes_through(path) and not args.force:     # a device is no file to lose
         raise UsageError(f"{path} already exists; pass --force to overwrite it")
     output_path(path)
     write_atomic(path, lambda f: f.write(starter_toml(DIGITS_STARTER).encode()))
-    print(f"wrote {path}; train with: qmtik train {path}")
+    say(f"wrote {path}" if writes_through(path) else f"wrote {path}; train with: qmtik train {path}")
     return 0
 
 
@@ -180,7 +215,11 @@ def cmd_train(args) -> int:
     overrides.update({key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items()
                       if getattr(args, flag) is not None})
     config = load_config(args.config, overrides)
-    out = output_path(args.out if args.out else default_checkpoint(args.config))
+    out = output_path(args.out if args.out else default_checkpoint(args.config), replaces_run=True)
+    try:
+        check_rewritable(out)
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
     qmt = output_path(args.qmt) if args.qmt else None
     streamed = writes_through(out)              # -o /dev/null: no file to put the history beside
     history = None if streamed else output_path(history_path(out))
@@ -196,7 +235,7 @@ def cmd_train(args) -> int:
     if test is not None:                # refuse bad test data now, not after training
         check_inputs(test[0], config.network.inputs, "test inputs")
         encode_targets(test[1], config.task, config.network.outputs, len(test[0]), "test labels")
-    reporter = Reporter(quiet=args.quiet, task=config.task)
+    reporter = Reporter(Console.stream(), quiet=args.quiet, task=config.task)
     net = Network(config).fit(x, y, class_names=class_names_of(config), checkpoint=out, resume=args.resume,
                               reporter=reporter)
     written = [out]
@@ -212,10 +251,10 @@ def cmd_train(args) -> int:
         written.append(curves)
     best = net.history_["best_epoch"]
     if best is not None and not args.quiet:
-        print(f"kept epoch {best} of {config.training.epochs}")
+        say(f"kept epoch {best} of {config.training.epochs}")
     if test is not None:
-        print("test " + describe(net.evaluate(*test), config.task))
-    print("wrote " + ", ".join(map(str, written)))
+        say("test " + describe(net.evaluate(*test), config.task))
+    say("wrote " + ", ".join(map(str, written)))
     return 0
 
 
@@ -224,7 +263,7 @@ def cmd_quantize(args) -> int:
     distinct([("the checkpoint", args.checkpoint)], [("output", out)])
     model = load_checkpoint(args.checkpoint).quantize()
     save_model(out, model)
-    print(f"wrote {out}{size_of(out)}")
+    say(f"wrote {out}{size_of(out)}")
     return 0
 
 
@@ -236,9 +275,9 @@ def cmd_info(args) -> int:
     model = load_any(args.model)
     if isinstance(model, Network):
         model = model.quantize()
-        print(model.info())
+        say(model.info())
     else:
-        print(model.info(Path(args.model).stat().st_size))
+        say(model.info(Path(args.model).stat().st_size))
     if picture:
         from .plots import plot_layers
         x = None
@@ -246,7 +285,7 @@ def cmd_info(args) -> int:
             x, _ = load_named_or_path(args.data, "", inputs=model.inputs, outputs=model.outputs, task=model.task)
             x = check_inputs(x, model.inputs, f"{data_name(args.data)}: inputs")
         plot_layers(model, picture, x)
-        print(f"wrote {picture}")
+        say(f"wrote {picture}")
     return 0
 
 
@@ -262,29 +301,31 @@ def cmd_export_c(args) -> int:
     model = load_any(args.model)
     if isinstance(model, Network):
         model = model.quantize()
+    if args.check:                       # read and check DATA first: nothing is written on a bad one
+        x, _ = load_named_or_path(args.check, args.labels or "", label_column=args.label_column,
+                                  inputs=model.inputs, outputs=model.outputs, task=model.task)
+        x = check_inputs(x, model.inputs, f"{data_name(args.check, args.labels or '')}: inputs")
     text = export_c(model, prefix)
     write_atomic(out, lambda f: f.write(text.encode()))
-    print(f"wrote {out} ({len(text.encode()):,} bytes), prefix {prefix}")
+    say(f"wrote {out} ({len(text.encode()):,} bytes), prefix {prefix}")
     if args.report:
         sizes = code_size(model, prefix=prefix)            # the very header written, compiled whole
         if sizes is None:
-            print("report: no C compiler found, so the code size is unknown; constants "
-                  f"{memory_needs(model)['constants']:,} bytes, scratch {2 * max(model.widths[1:-1], default=1)} bytes")
+            say("report: no C compiler found, so the code size is unknown; constants "
+                f"{memory_needs(model)['constants']:,} bytes, scratch {2 * max(model.widths[1:-1], default=1)} bytes")
         else:
-            print(f"flash: {sizes['code'] + sizes['constants']:,} bytes (code {sizes['code']:,}, constants "
-                  f"{sizes['constants']:,}; local compiler, -Os); RAM: {sizes['scratch'] + sizes['stack']:,} bytes "
-                  f"(scratch {sizes['scratch']:,}, stack {sizes['stack']:,})")
+            say(f"flash: {sizes['code'] + sizes['constants']:,} bytes (code {sizes['code']:,}, constants "
+                f"{sizes['constants']:,}; local compiler, -Os); RAM: {sizes['scratch'] + sizes['stack']:,} bytes "
+                f"(scratch {sizes['scratch']:,}, stack {sizes['stack']:,})")
     if args.check:
-        x, _ = load_named_or_path(args.check, args.labels or "", label_column=args.label_column,
-                                  inputs=model.inputs, outputs=model.outputs, task=model.task)
         if find_compiler() is None:
-            print("check: no C compiler found ($CC, gcc, cc, clang); nothing was compared")
+            say("check: no C compiler found ($CC, gcc, cc, clang); nothing was compared")
             return 0
         result = check(model, x, prefix)
         bad = result["score_mismatches"] + result["class_mismatches"] + result["input_mismatches"]
-        print(f"check: {result['samples']} samples, {result['score_mismatches']} score, {result['class_mismatches']} "
-              f"class and {result['input_mismatches']} input-code mismatches between C and Python"
-              + (" (under ASan and UBSan)" if result["sanitized"] else ""))
+        say(f"check: {result['samples']} samples, {result['score_mismatches']} score, {result['class_mismatches']} "
+            f"class and {result['input_mismatches']} input-code mismatches between C and Python"
+            + (" (under ASan and UBSan)" if result["sanitized"] else ""))
         if bad:
             raise CheckFailed(f"the compiled header disagrees with Python on {bad} samples")
     return 0
@@ -313,12 +354,12 @@ def cmd_eval(args) -> int:
     if picture and task != "classification":
         raise UsageError("--plot draws a confusion matrix, which needs a classification model")
     result = model.evaluate(x, y)
-    print(json.dumps(result) if args.json else describe(result, task))
+    say(json.dumps(result) if args.json else describe(result, task))
     if picture:
         from .plots import plot_confusion
         names = model.class_names if isinstance(model, QuantizedModel) else model.class_names_
         plot_confusion(np.asarray(y).astype(np.int64), classes_of(model, x), picture, names)
-        print(f"wrote {picture}", file=sys.stderr if args.json else sys.stdout)
+        print(f"wrote {picture}", file=sys.stderr if args.json else Console.stream())
     return 0
 
 
@@ -333,7 +374,7 @@ def cmd_predict(args) -> int:
             write_atomic(out, lambda f: np.save(f, predictions, allow_pickle=False))
         else:
             write_atomic(out, lambda f: f.write(_as_lines(predictions).encode()))
-        print(f"wrote {len(predictions)} predictions to {out}")
+        say(f"wrote {len(predictions)} predictions to {out}")
     else:
         sys.stdout.write(_as_lines(predictions))
     return 0
@@ -358,7 +399,7 @@ def cmd_config_from_header(args) -> int:
     text = header_toml(args.header)
     if out:
         write_atomic(out, lambda f: f.write(text.encode()))
-        print(f"wrote {out}")
+        say(f"wrote {out}")
     else:
         sys.stdout.write(text)
     return 0
@@ -377,19 +418,19 @@ def cmd_import_c_model(args) -> int:
         x = check_inputs(x, model.inputs, f"{data_name(args.check)}: inputs")
         c_classes, q_classes = c_model.predict(model.quantize_inputs(x)), model.predict_index(x)
         labels = np.asarray(y).astype(np.int64)
-        print(f"check: {int((c_classes == q_classes).sum())} of {len(x)} classes equal between the C library's "
-              f"arithmetic and the integer model; accuracy {100 * float((c_classes == labels).mean()):.2f}% "
-              f"(C library) and {100 * float((q_classes == labels).mean()):.2f}% (integer model)")
+        say(f"check: {int((c_classes == q_classes).sum())} of {len(x)} classes equal between the C library's "
+            f"arithmetic and the integer model; accuracy {100 * float((c_classes == labels).mean()):.2f}% "
+            f"(C library) and {100 * float((q_classes == labels).mean()):.2f}% (integer model)")
     save_model(out, model)
     widths = "-".join(map(str, header.widths))
-    print(f"wrote {out}{size_of(out)}, {widths}, from {args.model}")
+    say(f"wrote {out}{size_of(out)}, {widths}, from {args.model}")
     return 0
 
 
 def cmd_data_get(args) -> int:
     from .download import get_dataset                    # urllib loads only for this command
     directory = get_dataset(args.name, directory=args.dir, base_url=args.url)
-    print(f"{args.name}: {directory}")
+    say(f"{args.name}: {directory}")
     return 0
 
 
@@ -402,7 +443,8 @@ def cmd_data_convert(args) -> int:
     written = convert_file(args.input, args.to, out, labels_path=args.labels or "", label_column=args.label_column,
                            split=args.split, input_range=args.input_range, outputs=args.outputs)
     for path, samples, classes in written:
-        print(f"wrote {path} ({samples} samples of {classes} classes, {path.stat().st_size:,} bytes)")
+        size = "" if writes_through(path) else f", {path.stat().st_size:,} bytes"
+        say(f"wrote {path} ({samples} samples of {classes} classes{size})")
     return 0
 
 
@@ -450,7 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--float-epochs", type=int, help="override training.float_epochs")
     p.add_argument("--seed", type=int, help="override training.seed")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, such as --set network.hidden=[64,32] (repeatable)")
+                   help="override any config key (a key, not a whole section), such as --set network.hidden=[64,32] "
+                   "(repeatable)")
     p.add_argument("--resume", action="store_true", help="go on from the checkpoint of an interrupted run")
     p.add_argument("--force", action="store_true", help="start over, overwriting the checkpoint of an "
                    "unfinished run (without it, train refuses to)")
@@ -546,11 +589,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_gone() -> None:
+    """After a reader has gone (qmtik predict ... | head -c1): if stdout is the broken pipe,
+    point it at /dev/null, so that Python's flush at exit finds nowhere to fail."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+    except (OSError, ValueError):
+        pass
+
+
+SIGPIPE_EXIT = 141      # 128 + SIGPIPE: what a shell reports for a program its reader left
+
+
 def main(argv=None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
+    Console.stdout_taken = False
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()                  # a reader that has gone shows here, not at exit
+        return code
+    except BrokenPipeError:                 # | head: as cat and grep do, stop without a word
+        _stdout_gone()
+        return SIGPIPE_EXIT
     except (ConfigError, UsageError) as exc:
         print(f"qmtik: error: {exc}", file=sys.stderr)
         return 2

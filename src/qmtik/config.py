@@ -403,10 +403,20 @@ class Config:
 
     def replace_many(self, changes: dict) -> "Config":
         """A copy with several dotted keys set at once, checked together, so that changes which
-        only make sense together (epochs and float_epochs) do not fail one by one."""
+        only make sense together (epochs and float_epochs) do not fail one by one. A key is
+        'task' or 'section.name'; a whole section ('training') is not a key: its keys are set
+        one by one, so that no change can replace what another sets."""
+        if not isinstance(changes, dict):
+            raise ConfigError(f"config changes: got {_describe(changes)}; allowed: a table of 'section.key' = value")
         data = self.to_dict()
         for key, value in changes.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"config key {_describe(key)}: a key is text, such as 'training.epochs'")
             section, _, name = key.rpartition(".")
+            if not section and name in SECTIONS:
+                first = dataclasses.fields(SECTIONS[name])[0].name
+                raise ConfigError(f"config key {name}: a section, not a key; set its keys one by one, such as "
+                                  f"{name}.{first}=...")
             if section and section not in SECTIONS:
                 _unknown(key, [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)])
             (data[section] if section else data)[name] = value

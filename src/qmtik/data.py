@@ -19,7 +19,7 @@ from .files import write_atomic
 from .formats import (format_of, labels_of_targets, one_hot_targets, qmtik_bin_bytes, read_csv, read_csv_table,
                       read_idx, read_qmtik_bin)
 from .parsing import load_npy, load_npz
-from .quantization import input_range_problem, quantize_inputs
+from .quantization import F32_MAX, input_range_problem, quantize_inputs
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -246,17 +246,22 @@ def class_names_of(config: Config):
 
 
 def check_class_names(names, config: Config):
-    """Class names as a tuple of strings, one per class, or None; refused otherwise."""
+    """Class names as a tuple of strings, one per class, or None; refused by the model file's
+    rule (qmtfile), the one rule for class names, so that a network trains only with names
+    its checkpoint and its .qmt can hold."""
+    from .qmtfile import _check_names             # not at the top: qmtfile imports the model, which imports us
     if names is None:
         return None
     names = tuple(str(n) for n in names)
-    classes = max(config.network.outputs, 2)
     if config.task != "classification":
         raise DataError("class names: a regression network has no classes")
-    if len(names) != classes:
-        raise DataError(f"class names: {len(names)} given, the network has {classes} classes")
-    if any(not n or len(n.encode()) > 255 for n in names):
-        raise DataError("class names: each must be 1 to 255 bytes of text")
+    if not names:
+        raise DataError(f"class names: none given, the network has {max(config.network.outputs, 2)} classes")
+
+    def fail(problem):
+        raise DataError(f"class names: {problem}")
+
+    _check_names(config.task, names, config.network.outputs, fail)
     return names
 
 
@@ -298,8 +303,10 @@ def read_inputs(path) -> np.ndarray:
 # --- checks ------------------------------------------------------------------------------------
 
 def check_inputs(x, inputs: int, name: str = "inputs") -> np.ndarray:
-    """Inputs as a 2-D array of `inputs` columns, numeric, finite and not empty (no samples, or
-    samples of no features, are refused)."""
+    """Inputs as a 2-D array of `inputs` columns, numeric, finite in float32 and not empty (no
+    samples, or samples of no features, are refused). The model and the C API take float32
+    inputs, so a float64 beyond float32 (1e300) is refused as an infinite one is: it would be
+    infinite there. This is the one check every path of raw inputs takes."""
     x = np.asarray(x)
     if x.dtype.kind not in "biuf":
         raise DataError(f"{name}: expected numbers, got an array of {x.dtype}")
@@ -316,6 +323,12 @@ def check_inputs(x, inputs: int, name: str = "inputs") -> np.ndarray:
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         bad = int(np.argwhere(~np.isfinite(x))[0][0])
         raise DataError(f"{name}: NaN or infinite value in sample {bad}")
+    if x.dtype.kind == "f" and x.dtype.itemsize > 4:         # float16 and float32 cannot exceed it
+        beyond = np.abs(x) > F32_MAX
+        if beyond.any():
+            row, column = (int(i) for i in np.argwhere(beyond)[0])
+            raise DataError(f"{name}: value {np.format_float_scientific(x[row, column], precision=4)} of sample {row} is beyond float32 "
+                            f"(|x| <= {F32_MAX:.4g}), which the model and the C API compute in")
     return x
 
 

@@ -6,18 +6,26 @@ What an output path names decides how it is written:
   it, so the previous file survives any failure;
 - a symbolic link: its target, atomically; the link stays a link;
 - a character device or a FIFO (/dev/null, a named pipe), or a path that names one of our open
-  descriptors (/dev/stdout, /dev/fd/N): written through, never replaced;
+  descriptors (/dev/stdout, /dev/fd/N): written through, never replaced, in one piece once the
+  writer has finished (so a writer that seeks, as a zip archive's does, works there too, and a
+  writer that fails sends nothing);
 - anything else (a folder, a socket, a block device), a file whose mode has no write bit for
   anyone (refused even for root, who could write it), or one we may not write: refused.
 
 check_distinct refuses an output that is the same file as an input, or as another output, of
-the same command: before any work, so nothing is read from a file that is being overwritten.
+the same command: before any work, so nothing is read from a file that is being overwritten. A
+descriptor counts as the file it is open on (-o /dev/stdout >> in.csv writes into in.csv).
+
+A failed write raises OutputError naming the output, except a reader that has gone (a closed
+pipe): BrokenPipeError, which the command line ends on quietly.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import stat
 import sys
 import tempfile
@@ -32,6 +40,7 @@ except ImportError:                        # not POSIX: no locks, so stale tempo
     fcntl = None
 
 STALE_SECONDS = 10.0   # a temporary file this old and unlocked is one a killed write left
+IN_MEMORY = 16 * 2**20  # bytes gathered in memory for a write through; more spill to a temporary file
 _OUR_DESCRIPTOR = re.compile(r"/dev/(?:stdin|stdout|stderr)|/dev/fd/\d+|/proc/(?:self|thread-self|\d+)/fd/\d+")
 _STD = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 
@@ -135,33 +144,89 @@ def writes_through(path) -> bool:
     return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
-# --- the same file twice -------------------------------------------------------------------------
-
-def _holds_nothing(path) -> bool:
-    """A character device or one of our descriptors: writing it destroys no file."""
+def takes_one_write(path) -> bool:
+    """Whether path can take one write only: a FIFO or one of our descriptors receives each
+    write after the one before (and a FIFO blocks once its reader has gone), where a file is
+    replaced and a device such as /dev/null swallows each. An output written again and again
+    (train's checkpoint, after every epoch) must not be one."""
     if _descriptor(path) is not None:
         return True
     try:
-        return stat.S_ISCHR(os.stat(path).st_mode)
+        return stat.S_ISFIFO(os.stat(path).st_mode)
     except (OSError, ValueError):
         return False
+
+
+def check_rewritable(path) -> None:
+    """Refuse, as OutputError, a checkpoint path that takes_one_write: training writes its
+    checkpoint after every epoch."""
+    if takes_one_write(path):
+        raise OutputError(f"output {path}: a checkpoint is written after every epoch, so it must be a file (or a "
+                          "device such as /dev/null), not a FIFO or a descriptor such as /dev/stdout")
+
+
+def goes_to_stdout(path) -> bool:
+    """Whether writing path writes where the process's standard output goes: /dev/stdout
+    itself, or a FIFO or another descriptor that is what stdout is open on (-o /dev/fd/3 3>&1).
+    What the command line prints must then go to stderr, or it would be mixed into the output.
+    A character device such as /dev/null, which stdout may be sent to as well, is left out:
+    nothing mixed into it is kept."""
+    if _descriptor(path) == 1:
+        return True
+    if not writes_through(path):
+        return False
+    node = _node(path)
+    try:
+        out = os.fstat(1)
+    except OSError:
+        return False
+    return node is not None and not stat.S_ISCHR(node.st_mode) and \
+        (node.st_dev, node.st_ino) == (out.st_dev, out.st_ino)
+
+
+# --- the same file twice -------------------------------------------------------------------------
+
+def _node(path) -> os.stat_result | None:
+    """What path reaches: for one of our descriptors the file it is open on (fstat), else the
+    node its links lead to; None when there is none."""
+    number = _descriptor(path)
+    try:
+        return os.fstat(number) if number is not None else os.stat(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _holds_nothing(path) -> bool:
+    """A character device, or one of our descriptors open on anything but a file (a pipe, a
+    terminal): writing it destroys no file. A descriptor open on a file holds that file."""
+    node = _node(path)
+    if node is None:
+        return False
+    if _descriptor(path) is not None:
+        return not (stat.S_ISREG(node.st_mode) or stat.S_ISDIR(node.st_mode))
+    return stat.S_ISCHR(node.st_mode)
 
 
 def same_file(a, b) -> bool:
     """Whether paths a and b name one file: the same real path (links resolved), or, when
-    both exist, the same inode (hard links, bind mounts)."""
+    both exist, the same inode (hard links, bind mounts, a descriptor open on the file)."""
     try:
-        return os.path.realpath(a) == os.path.realpath(b) or os.path.samefile(a, b)
+        if os.path.realpath(a) == os.path.realpath(b):
+            return True
     except (OSError, ValueError):
         return False
+    first, second = _node(a), _node(b)
+    return first is not None and second is not None and \
+        (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
 
 
 def check_distinct(inputs, outputs) -> None:
     """Refuse an output that is the same file as an input or as an earlier output.
 
     inputs and outputs are (name, path) pairs, such as ('data.train', 'train.npz') or
-    ('--qmt', 'm.qmt'); a path of None or '' is left out. Devices and our descriptors (-o
-    /dev/null, -o /dev/stdout) hold nothing to lose, so they may appear more than once.
+    ('--qmt', 'm.qmt'); a path of None or '' is left out. Devices, and our descriptors on a pipe
+    or a terminal (-o /dev/null, -o /dev/stdout | ...), hold nothing to lose, so they may
+    appear more than once; a descriptor on a file is that file (-o /dev/stdout >> in.csv).
     """
     seen = [(name, path) for name, path in inputs if path and not _holds_nothing(path)]
     for name, path in outputs:
@@ -214,20 +279,61 @@ def remove_stale_temporaries(target) -> list[Path]:
     return removed
 
 
-def _write_through(path, write) -> None:
-    """Call write(file) on a character device, a FIFO or our descriptor, opened as it is."""
-    number = _descriptor(path)
+def _failed(path, exc: OSError) -> OSError:
+    """The error a failed write of path raises: OutputError naming the output (-o /dev/full:
+    'No space left on device' alone names nothing), or a BrokenPipeError as it is (the reader
+    has gone: the command line ends quietly, as `| head` expects)."""
+    if isinstance(exc, (OutputError, BrokenPipeError)):
+        return exc
+    return OutputError(f"output {path}: cannot be written ({exc.strerror or exc})")
+
+
+@contextlib.contextmanager
+def _naming(path):
+    """Turn an OSError of writing path into the error _failed gives."""
     try:
-        if number is not None:
-            for stream in (sys.stdout, sys.stderr):
-                stream.flush()                                     # what was printed comes first
-            fd = os.dup(number)
-        else:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND)          # no O_CREAT: never a new file
+        yield
     except OSError as exc:
-        raise OutputError(f"output {path}: cannot be written ({exc.strerror or exc})") from None
-    with os.fdopen(fd, "wb") as f:
-        write(f)
+        raise _failed(path, exc) from None
+
+
+class _Output:
+    """The file a writer is given: the file itself, except that a failed write or flush names
+    the output. Errors of the writer's own, such as a download's broken connection, pass as
+    they are."""
+
+    def __init__(self, file, path):
+        self._file, self._path = file, path
+
+    def write(self, data):
+        with _naming(self._path):
+            return self._file.write(data)
+
+    def flush(self):
+        with _naming(self._path):
+            return self._file.flush()
+
+    def __getattr__(self, name):                 # seek, tell, ...: the file's own
+        return getattr(self._file, name)
+
+
+def _write_through(path, write) -> None:
+    """Call write(file) for a character device, a FIFO or our descriptor: into a seekable
+    buffer (memory, then a temporary file past IN_MEMORY bytes), copied through, opened as it
+    is, once write has finished. A writer may seek (np.savez does); one that fails sends nothing."""
+    with tempfile.SpooledTemporaryFile(max_size=IN_MEMORY) as buffer:
+        write(_Output(buffer, path))
+        buffer.seek(0)
+        number = _descriptor(path)
+        with _naming(path):
+            if number is not None:
+                for stream in (sys.stdout, sys.stderr):
+                    stream.flush()                                 # what was printed comes first
+                fd = os.dup(number)
+            else:
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND)      # no O_CREAT: never a new file
+            with os.fdopen(fd, "wb") as f:
+                shutil.copyfileobj(buffer, f)
 
 
 def write_atomic(path, write) -> None:
@@ -239,7 +345,8 @@ def write_atomic(path, write) -> None:
     killed outright (kill -9) leaves it, and the next write of the same target removes it
     (remove_stale_temporaries). A replaced file's permissions are kept; a new file gets 0666
     less the umask, not mkstemp's 0600. Devices, FIFOs and our descriptors are written
-    through; other paths are refused with an OutputError (the module's rules).
+    through; other paths are refused with an OutputError (the module's rules). Writing that
+    fails raises OutputError naming path (BrokenPipeError for a reader that has gone).
     """
     through, target = _destination(path)
     if through:
@@ -250,19 +357,19 @@ def write_atomic(path, write) -> None:
         old = os.stat(target)
     except OSError:
         old = None
-    try:
+    with _naming(path):
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise OutputError(f"output {path}: cannot be written ({exc.strerror or exc})") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)          # held until renamed: not stale while written
-            os.fchmod(fd, stat.S_IMODE(old.st_mode) & 0o777 if old else 0o666 & ~_umask())
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-            os.replace(tmp, target)
+            with _naming(path):
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)      # held until renamed: not stale while written
+                os.fchmod(fd, stat.S_IMODE(old.st_mode) & 0o777 if old else 0o666 & ~_umask())
+            write(_Output(f, path))
+            with _naming(path):
+                f.flush()
+                os.fsync(f.fileno())
+                os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -15,6 +15,7 @@ from . import checkpoint as ckpt
 from .config import Config
 from .data import check_class_names, check_inputs, encode_targets
 from .errors import DataError, QmtikError, TrainingError
+from .files import check_rewritable
 from .functions import figures, predicted_classes, process_output, r_squared
 from .layers import QuantSpec, integer_layers, predict_scores
 from .model import QuantizedModel
@@ -58,6 +59,8 @@ class Network:
         class, are what predict returns. checkpoint names a file saved after every epoch;
         resume=True goes on from it. verbose prints a line per epoch.
         """
+        if checkpoint is not None:
+            check_rewritable(checkpoint)
         if reporter is None and verbose:
             reporter = Reporter(task=self.config.task)
         self.class_names_ = check_class_names(class_names, self.config)

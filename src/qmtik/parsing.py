@@ -71,6 +71,17 @@ def load_toml(text: str, what: str, error, *, lenient: bool = False):
         raise error(f"{what}: {problem_of(exc, 'TOML')}") from None
 
 
+def numpy_problem(exc: BaseException, kind: str) -> str:
+    """What a failed np.load means, in words, never numpy's advice to load the file 'unsafely'
+    with allow_pickle: a file that is no NumPy file at all, or an array of Python objects."""
+    text = str(exc)
+    if isinstance(exc, ValueError) and "allow_pickle" in text:
+        if "Object arrays" in text:
+            return "holds an array of Python objects, which qmtik does not read (it never unpickles)"
+        return "not a NumPy file (.npy or .npz)"
+    return f"cannot be read as {kind} ({one_line(exc)})"
+
+
 def gunzip(blob: bytes, what: str, error) -> bytes:
     """The bytes a gzip stream holds; a corrupt or truncated stream raises error('WHAT: ...')."""
     try:
@@ -95,7 +106,7 @@ def load_npz(path, what: str, error, keys=None) -> dict:
     except IsADirectoryError:
         raise error(f"{what}: is a directory") from None
     except ARCHIVE_ERRORS as exc:
-        raise error(f"{what}: cannot be read as an .npz archive ({one_line(exc)})") from None
+        raise error(f"{what}: {numpy_problem(exc, 'an .npz archive')}") from None
     raise error(f"{what}: a single NumPy array (.npy), not an .npz archive of named arrays")
 
 
@@ -109,7 +120,7 @@ def load_npy(path, what: str, error) -> np.ndarray:
     except IsADirectoryError:
         raise error(f"{what}: is a directory") from None
     except ARCHIVE_ERRORS as exc:
-        raise error(f"{what}: cannot be read as a NumPy array ({one_line(exc)})") from None
+        raise error(f"{what}: {numpy_problem(exc, 'a NumPy array')}") from None
     if not isinstance(array, np.ndarray):
         array.close()
         raise error(f"{what}: an .npz archive, not a single NumPy array (.npy)")

@@ -426,3 +426,8 @@ def _check_names(task: str, names, outputs: int, fail) -> None:
             fail(f"class name {number} {name!r} cannot be written as UTF-8")
         if not 1 <= size <= MAX_NAME:
             fail(f"class name {number} {name!r} is {size} bytes of UTF-8; 1 to {MAX_NAME} are allowed")
+    if len(set(names)) < len(names):                            # predict could not tell them apart
+        first = {}
+        for number, name in enumerate(names, 1):
+            if first.setdefault(name, number) != number:
+                fail(f"class name {number} {name!r} is also class name {first[name]}")
