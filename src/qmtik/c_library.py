@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import json
 import re
 from dataclasses import dataclass, field, replace
@@ -22,10 +23,12 @@ import numpy as np
 
 from . import intref
 from . import quantization as q
-from .config import NAMED_DATASETS, Config
+from .c_preprocessor import header_defines
+from .config import Config
 from .errors import ConfigError, ModelFormatError, QuantizationError
 from .functions import combination_problem
 from .model import QuantizedModel
+from .qmtfile import save_model
 
 f32 = np.float32
 C_LEAK = 0.01            # qmtik.h's QMTIK_LEAK
@@ -86,27 +89,6 @@ def qmtik_cost(cost: str, output: str) -> str:
     """qmtik's name of the C library's cost: its cross entropy with a sigmoid output is qmtik's
     binary cross entropy."""
     return "binary_cross_entropy" if cost == "cross_entropy" and output == "sigmoid" else cost
-
-
-def _strip_comments(text: str) -> str:
-    """The text without // and /* */ comments, newlines kept so that line numbers stay."""
-    pattern = re.compile(r'"(?:\\.|[^"\\\n])*"|//[^\n]*|/\*.*?(?:\*/|\Z)', re.S)
-    return pattern.sub(lambda m: m.group() if m.group()[0] == '"' else "\n" * m.group().count("\n"), text)
-
-
-def _defines(text: str) -> dict:
-    """{name: (line number, value text)} of the object-like #defines (continuations joined)."""
-    lines, out, number = _strip_comments(text).split("\n"), {}, 0
-    while number < len(lines):
-        start, line = number + 1, lines[number]
-        while line.endswith("\\") and number + 1 < len(lines):
-            number += 1
-            line = line[:-1] + " " + lines[number]
-        number += 1
-        m = re.match(r"\s*#\s*define\s+([A-Za-z_]\w*)(\()?(.*)$", line)
-        if m and not m.group(2):
-            out[m.group(1)] = (start, m.group(3).strip())
-    return out
 
 
 CAST = re.compile(r"\(\s*(?:const\s+)?(?:(?:unsigned|signed)\s+)?(?:float|double|int|long|short|char|"
@@ -181,13 +163,12 @@ def _choice(switch: str, defines: dict, path, used: set) -> str | None:
 
 
 def read_header(path) -> CHeader:
-    """Read a qmtik.h config header; a missing define or a bad value is a ConfigError naming
-    the header, the line and the define. Defines it does not know are ignored."""
+    """Read a qmtik.h config header: the defines it leaves in force, as the C build sees them
+    (c_preprocessor.header_defines: #if, #ifdef, #else and #undef count). A missing define or a
+    bad value is a ConfigError naming the header, the line and the define. Defines it does not
+    know are ignored."""
     path = Path(path)
-    try:
-        defines = _defines(path.read_text(encoding="utf-8", errors="replace"))
-    except OSError as exc:
-        raise ConfigError(f"C header {path}: cannot be read ({exc.strerror or exc})") from None
+    defines = header_defines(path)
     numbers = {}
     for name, kind in NUMBERS.items():
         if name in defines:
@@ -249,7 +230,7 @@ def _config_entries(h: CHeader) -> list:
     cost = qmtik_cost(h.cost, h.output)
     rate_name = "QMTIK_ALPHA" if "QMTIK_ALPHA" in n else "QMTIK_INIT_ALPHA"
     rate = n.get(rate_name)
-    mnist = "mnist" in NAMED_DATASETS and (h.inputs, h.outputs) == (784, 10)
+    mnist = (h.inputs, h.outputs) == (784, 10)         # the C library's example: 784 pixels, 10 digits
     entries = [
         ("", "task", "classification", "the C library scores classes (the largest output)"),
         ("network", "inputs", h.inputs, "QMTIK_I"),
@@ -278,8 +259,8 @@ def _config_entries(h: CHeader) -> list:
     else:
         entries.append(("training", "momentum", n.get("QMTIK_MOMENTUM", train.momentum), "QMTIK_MOMENTUM"))
     if "QMTIK_BATCH_SIZE" in n:
-        entries.append(("training", "batch_size", n["QMTIK_BATCH_SIZE"], "QMTIK_BATCH_SIZE; qmtik.h reads "
-                        "batches but updates after every sample: batch_size = 1 is its exact equivalent"))
+        entries.append(("training", "batch_size", n["QMTIK_BATCH_SIZE"], "QMTIK_BATCH_SIZE, not a qmtik.h define: "
+                        "qmtik.h updates after every sample, batch_size = 1"))
     entries.append(("data", "dataset", "mnist" if mnist else "digits",
                     "the C library's MNIST example" if mnist else
                     "set your data here: dataset = '' and train = 'your_train.bin' (qmtik-bin samples)"))
@@ -327,8 +308,10 @@ def config_from_header(path) -> Config:
 
 # --- the stored model and its own arithmetic --------------------------------------------------
 
-def _libm():
-    """expf and tanhf of the C library's libm, or None when libm cannot be found."""
+@functools.cache
+def libm():
+    """expf and tanhf of the C library's libm, or None when libm cannot be found; loaded on first
+    use (not when qmtik is imported), once."""
     name = ctypes.util.find_library("m")
     try:
         lib = ctypes.CDLL(name) if name else None
@@ -339,9 +322,6 @@ def _libm():
     for fn in (lib.expf, lib.tanhf):
         fn.restype, fn.argtypes = ctypes.c_float, [ctypes.c_float]
     return {"exp": lib.expf, "tanh": lib.tanhf}
-
-
-LIBM = _libm()
 
 
 def c_round(x):
@@ -365,7 +345,7 @@ class CLibraryModel:
 
     def __init__(self, header: CHeader, layers: list, use_libm: bool = True):
         self.header, self.layers = header, layers        # layers: [(weights int8 (out, in), biases int8)]
-        self.libm = LIBM if use_libm else None
+        self.libm = libm() if use_libm else None
         self.w, self.a, self.leak = f32(header.w_scale), f32(header.a_scale), f32(header.leak)
 
     def _fn(self, name: str, x):
@@ -506,5 +486,5 @@ def write_c_model(path, layers) -> None:
 def import_c_model(model_path, header_path, out_path, class_names=None) -> QuantizedModel:
     """`qmtik import-c-model`: read a C library model, convert it, write it as a .qmt file."""
     model = load_c_model(model_path, header_path).to_quantized_model(class_names)
-    model.save(out_path)
+    save_model(out_path, model)
     return model
