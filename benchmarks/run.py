@@ -5,6 +5,7 @@
     python benchmarks/run.py --dataset mnist # one data set: fashion-mnist | mnist | all (the default)
     python benchmarks/run.py --inference     # only the integer model's figures (trains one int8 network)
     python benchmarks/run.py --profile       # only where one int8 epoch's time goes
+    python benchmarks/torch_side_by_side.py  # training beside PyTorch's float and QAT (torch==2.13.0 installed)
 
 On Fashion-MNIST (Debian's dataset-fashion-mnist) and on MNIST when qmtik's cache holds it
 (`qmtik data get mnist`): 784-256-256-10 trained int8 (fake quantization from the first epoch)

@@ -180,7 +180,8 @@ def test_quick_run_on_the_bundled_digits_end_to_end(tmp_path, capfd):
     assert 0 < d["inference"]["file_bytes"] < d["inference"]["float32_bytes"]
     assert d["inference"]["peak_rss_mb"] >= d["inference"]["baseline_rss_mb"] > 0
     assert bool(d["inference"]["c_latency_us"]) != bool(d["inference"]["c_note"])
-    assert set(d["profile"]) <= set(measure.PHASES.values()) | {measure.OTHER}
+    assert set(d["profile"]) <= set(measure.PHASES) | {measure.OTHER}
+    assert "matrix products" in d["profile"] and min(d["profile"].values()) >= 0
     assert set(results["machine"]) >= {"cpu", "cores", "platform", "numpy", "blas"}
 
 
@@ -217,3 +218,61 @@ def test_each_layer_part_is_timed_directly_never_as_a_difference(monkeypatch, di
     seconds = measure.layer_seconds(model, model.quantize_inputs(x[:100]), 3)
     assert seconds == [[0.5, 0.3], [0.4, 0.2]]
     assert len(calls) == 4
+
+
+# --- the side by side with PyTorch (its arithmetic; no run is timed here) ------------------------
+
+side = load("torch_side_by_side")
+
+
+def side_run(kind, pair, epoch_seconds, accuracy=0.88, gflops=100.0, samples=54000):
+    return {"kind": kind, "pair": pair, "epoch_seconds": epoch_seconds, "trained_samples": samples,
+            "test_accuracy": accuracy, "gflops": gflops}
+
+
+def test_side_by_side_compares_fastest_epochs_per_sample_and_medians_the_pairs_ratios():
+    runs = [side_run("qmtik-int8", 0, [1.2, 0.54, 0.6], 0.89, 90.0), side_run("torch-float", 0, [0.5, 0.27]),
+            side_run("qmtik-int8", 1, [0.81, 0.9], 0.891, 110.0), side_run("torch-float", 1, [0.54, 0.6]),
+            side_run("qmtik-int8", 2, [1.08], 0.885, 100.0), side_run("torch-float", 2, [0.27, 0.9])]
+    summary = side.summarize(runs)
+    assert list(summary) == ["qmtik-int8", "torch-float"]          # in KINDS' order, only those run
+    int8 = summary["qmtik-int8"]
+    assert int8["per_pair_us"] == pytest.approx([10.0, 15.0, 20.0])   # 0.54 s / 54,000 samples = 10 µs
+    assert int8["fastest_us"] == pytest.approx(15.0)
+    assert summary["torch-float"]["per_pair_us"] == pytest.approx([5.0, 10.0, 5.0])
+    assert int8["to_torch_float"] == pytest.approx(2.0)               # pairs' ratios 2, 1.5, 4: median 2
+    assert summary["torch-float"]["to_torch_float"] == pytest.approx(1.0)
+    assert int8["test_accuracy"] == 0.89 and int8["gflops"] == 100.0
+    table = side.markdown(summary, {"torch-qat": "PyTorch is not installed"})
+    rows = table_rows(table)
+    assert rows["qmtik int8 (fake-quantized)"] == ["15.0 µs", "10.0, 15.0, 20.0", "2.00x", "89.00%", "100.0 GFLOP/s"]
+    assert rows["PyTorch eager QAT (prepare_qat)"] == ["skipped: PyTorch is not installed", "", "", "", ""]
+
+
+def test_side_by_side_without_torch_runs_has_no_ratio():
+    summary = side.summarize([side_run("qmtik-float", 0, [0.27])])
+    assert summary["qmtik-float"]["to_torch_float"] is None
+    assert table_rows(side.markdown(summary, {}))["qmtik float"][2] == ""
+
+
+def test_side_by_side_resumes_from_the_runs_files(tmp_path):
+    """A run whose JSON file exists is read, not run again (no process is started here)."""
+    settings = {"dataset": "digits", "epochs": 2, "pairs": 1, "threads": 1}
+    base = {"dataset": "digits", "epochs": 2, "threads": 1, "pair": 0}
+    for kind in ("qmtik-int8", "qmtik-float"):
+        side.run_file(tmp_path, base, kind).write_text(json.dumps(side_run(kind, 0, [0.1])))
+    runs = side.run_all(settings, ["qmtik-int8", "qmtik-float"], tmp_path, fresh=False)
+    assert [r["kind"] for r in runs] == ["qmtik-int8", "qmtik-float"]
+
+
+def test_side_by_side_names_why_torch_is_skipped(monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kwargs):
+        if name == "torch":
+            raise ImportError("No module named 'torch'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    assert "pip install torch==2.13.0" in side.torch_missing()

@@ -495,7 +495,7 @@ def test_eval_reads_a_qmtik_bin_file_for_the_model(tmp_path, monkeypatch, capsys
     config = Config(network=qmtik.NetworkConfig(inputs=64, hidden=[16], outputs=10),
                     data=qmtik.DataConfig(input_range=[0, 255]))
     model = qmtik.Network(config.replace("training.epochs", 2)).fit(x * 255 / 16, y).quantize()
-    model.save(tmp_path / "m.qmt")
+    qmtik.save_model(tmp_path / "m.qmt", model)
     capsys.readouterr()
     assert main(["eval", "m.qmt", "m.bin", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -92,12 +92,17 @@ def test_toml_blocks_are_valid_configs(page):
         Config.from_dict(tomllib.loads(block))     # raises ConfigError naming a bad key or value
 
 
-def test_migration_config_is_the_c_librarys_mnist_example():
+def test_migration_config_is_the_c_librarys_mnist_example(monkeypatch):
+    """The page's config is exactly what `config from-header` makes of the C library's own
+    examples/mnist_784/qmtik_config.h (a copy in tests/data): no scale or define of its own."""
+    from qmtik.c_library import header_toml
     (block,) = TOML_BLOCK.findall(MIGRATION.read_text(encoding="utf-8"))
+    monkeypatch.chdir(ROOT / "tests" / "data" / "qmtik-h-example")
+    assert block == header_toml("qmtik_config.h")
     config = Config.from_dict(tomllib.loads(block))
     assert config.network.widths == (784, 256, 256, 256, 10)     # I=784, H=256, L=2, O=10
-    assert config.quantization.weight_scale == 0.02 and config.quantization.activation_scale == 0.25
-    assert config.data.input_range == (0.0, 255.0)
+    assert config.quantization.weight_scale == 0.05 and config.quantization.activation_scale == 0.5
+    assert "BATCH_SIZE" not in block and config.data.input_range == (0.0, 255.0)
 
 
 # --- relative links ----------------------------------------------------------------------------

@@ -4,7 +4,9 @@ import gzip
 import hashlib
 import http.server
 import socket
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -222,12 +224,32 @@ def test_qmtik_data_url_replaces_the_mirrors(server, cache, monkeypatch):
 
 
 def test_the_cache_follows_xdg_cache_home(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "somewhere"))
     assert cache_dir() == tmp_path / "somewhere" / "qmtik"
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     for value in ("", "relative/path"):                   # unset, or relative: ignored
         monkeypatch.setenv("XDG_CACHE_HOME", value)
         assert cache_dir() == tmp_path / "home" / ".cache" / "qmtik"
+
+
+@pytest.mark.parametrize("platform, local, expected", [
+    ("darwin", None, ("home", "Library", "Caches", "qmtik")),
+    ("win32", "appdata-local", ("appdata-local", "qmtik", "Cache")),
+    ("win32", None, ("home", "AppData", "Local", "qmtik", "Cache")),     # no LOCALAPPDATA: its usual place
+    ("linux", "appdata-local", ("home", ".cache", "qmtik")),
+])
+def test_the_cache_is_where_each_platform_keeps_caches(tmp_path, monkeypatch, platform, local, expected):
+    monkeypatch.setattr(sys, "platform", platform)
+    monkeypatch.setattr(Path, "home", lambda: tmp_path / "home")          # Windows reads USERPROFILE, not HOME
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    if local is None:
+        monkeypatch.delenv("LOCALAPPDATA", raising=False)
+    else:
+        monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / local))
+    assert cache_dir() == tmp_path.joinpath(*expected)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))           # set by its user: it wins everywhere
+    assert cache_dir() == tmp_path / "xdg" / "qmtik"
 
 
 def test_a_directory_given_is_used_instead_of_the_cache(server, cache, monkeypatch, tmp_path):
@@ -311,16 +333,18 @@ def test_the_pinned_table_is_well_formed():
         assert len(set(hashes)) == len(hashes) and dataset.mirrors
 
 
-@pytest.mark.skipif(not all((download.FASHION_MNIST_DIR / n).is_file() for n in FILES),
+DEBIAN_FASHION_MNIST = download.FASHION_MNIST_DIR        # read before a fixture patches it
+
+
+@pytest.mark.skipif(not all((DEBIAN_FASHION_MNIST / n).is_file() for n in FILES),
                     reason="Debian's dataset-fashion-mnist is not installed")
 def test_the_pinned_hashes_match_debians_fashion_mnist(cache, monkeypatch):
-    from qmtik.data import FASHION_MNIST_DIR
     table = DATASETS["fashion-mnist"]
     for name in FILES:
-        digest = hashlib.sha256((FASHION_MNIST_DIR / name).read_bytes()).hexdigest()
+        digest = hashlib.sha256((DEBIAN_FASHION_MNIST / name).read_bytes()).hexdigest()
         assert digest == table.repacked[name]
-    monkeypatch.setattr(download, "FASHION_MNIST_DIR", FASHION_MNIST_DIR)
-    assert find_dataset("fashion-mnist") == FASHION_MNIST_DIR
+    monkeypatch.setattr(download, "FASHION_MNIST_DIR", DEBIAN_FASHION_MNIST)
+    assert find_dataset("fashion-mnist") == DEBIAN_FASHION_MNIST
 
 
 def test_a_server_that_never_answers_counts_as_offline(cache, monkeypatch):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from qmtik.functions import (COSTS, OUTPUTS, TASKS, activation, activation_derivative, combination_problem,
-                             cost, log_softmax, predicted_classes, process_output, sigmoid, softmax)
+                             cost, log_softmax, process_output, sigmoid, softmax)
 
 VALID_PAIRS = [("linear", "mse"), ("softmax", "cross_entropy"), ("softmax", "mse"),
                ("sigmoid", "binary_cross_entropy"), ("sigmoid", "mse")]
@@ -235,19 +235,3 @@ def test_combination_problem_reasons_name_the_problem(combo, words):
     reason = combination_problem(*combo)
     for word in words:
         assert word in reason
-
-
-# --- predicted classes -------------------------------------------------------------------------------
-
-def test_predicted_classes_ties_go_to_the_first_index():
-    scores = np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0], [-1.0, -5.0, -1.0], [0.0, 0.0, 7.0]])
-    np.testing.assert_array_equal(predicted_classes(scores), [1, 0, 0, 2])
-    codes = np.array([[-128, 127, 127, -3]], dtype=np.int64)
-    np.testing.assert_array_equal(predicted_classes(codes), [1])
-
-
-def test_predicted_classes_single_output_thresholds_at_zero():
-    scores = np.array([[-0.1], [0.0], [-0.0], [0.1], [-1e-300]])
-    out = predicted_classes(scores)
-    np.testing.assert_array_equal(out, [0, 1, 1, 1, 0])
-    assert out.dtype == np.int64

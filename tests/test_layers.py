@@ -168,7 +168,8 @@ def test_straight_through_gradient_uses_the_int8_weights_for_the_layer_below():
     grads = L.backward(layers, caches, grad, spec)
     top = L.integer_layers(layers, spec)[1]
     w_int8 = top.weights * top.weight_scales[:, None]
-    a_in, w_eff, z, inside, _ = caches[1]
+    a_in, weights, z, inside, _ = caches[1]
+    w_eff = L.effective_weights(weights, layers[1].weight.dtype)
     np.testing.assert_allclose(w_eff, w_int8, rtol=1e-12)
     g_top = grad * inside
     hidden = caches[0]

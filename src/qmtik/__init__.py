@@ -7,25 +7,30 @@
     print(net.score(x_test, y_test))                     # on the int8 arithmetic
     net.save("digits.ckpt.npz"); net = qmtik.Network.load("digits.ckpt.npz")
     model = net.quantize()                               # integer-only: int8 in, int8 scores out
-    model.save("digits.qmt"); model = qmtik.load_model("digits.qmt")
+    qmtik.save_model("digits.qmt", model); model = qmtik.load_model("digits.qmt")
+    header = qmtik.export_c.export_c(model, "digits")    # the model as one C header (text)
+
+Every error qmtik raises on purpose is a QmtikError, one of those listed below (errors.py).
 """
 from .config import (Config, DataConfig, NetworkConfig, QuantizationConfig, TrainingConfig,
                      load_config)
 from .data import load_arrays, load_digits, load_file, named_dataset as load_dataset
 from .download import get_dataset
-from .errors import (CheckpointError, ConfigError, DataError, DownloadError, ModelFormatError,
-                     PlotError, QmtikError, QuantizationError, TrainingError)
+from .errors import (CheckFailed, CheckpointError, CompilerError, ConfigError, DataError, DownloadError, ExportError,
+                     ModelFormatError, NotFittedError, OutputError, PlotError, QmtikError, QuantizationError,
+                     TrainingError, UsageError)
+from . import export_c  # noqa: F401 - qmtik.export_c.export_c(model, prefix), as the docs show
 from .model import QuantizedModel
-from .network import Network, NotFittedError
+from .network import Network
 from .qmtfile import load_model, save_model
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "Config", "NetworkConfig", "QuantizationConfig", "TrainingConfig", "DataConfig", "load_config",
-    "Network", "QuantizedModel", "load_model", "save_model", "load_dataset", "load_digits", "load_arrays",
-    "load_file", "get_dataset",
+    "Network", "QuantizedModel", "load_model", "save_model",
+    "load_dataset", "load_digits", "load_arrays", "load_file", "get_dataset",
     "QmtikError", "ConfigError", "DataError", "CheckpointError", "TrainingError", "QuantizationError",
-    "ModelFormatError", "DownloadError", "PlotError",
-    "NotFittedError", "__version__",
+    "ModelFormatError", "DownloadError", "PlotError", "NotFittedError", "ExportError", "CompilerError",
+    "OutputError", "UsageError", "CheckFailed",
+    "__version__",
 ]

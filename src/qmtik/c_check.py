@@ -17,7 +17,7 @@ from string import Template
 import numpy as np
 
 from . import intref
-from .errors import QmtikError
+from .errors import CompilerError
 from .export_c import export_c
 from .model import QuantizedModel, memory_needs
 
@@ -76,10 +76,6 @@ int main(void)
     return 0;
 }
 """)   # the headers in turn, each reading its own part of stdin
-
-
-class CompilerError(QmtikError, RuntimeError):
-    """No C compiler, or the header did not compile or run."""
 
 
 def first_error(stderr: str) -> str:
@@ -167,10 +163,7 @@ def _read_results(out: bytes, offset: int, model: QuantizedModel, n: int, m: int
 def spec_classes(model: QuantizedModel, scores) -> np.ndarray:
     """The class predict must return for the spec's int8 scores: the first highest score; with
     one output, 1 when the score is at least the output zero point."""
-    scores = np.asarray(scores)
-    if model.outputs > 1:
-        return scores.argmax(axis=1)
-    return (scores[:, 0] >= model.layers[-1].output_offset).astype(np.int64)
+    return model.classes(np.asarray(scores))
 
 
 def check(model: QuantizedModel, x, prefix: str = "net") -> dict:

@@ -21,7 +21,7 @@ from .quantization import F32_MAX, input_range_problem, range_problem
 from .optimizers import OPTIMIZERS
 from .parsing import load_json, load_npz
 from .qmtfile import MAGIC as QMT_MAGIC
-from .qmtfile import _check_names as check_names      # the model file's rule: one rule for class names
+from .validate import class_names_problem          # the model file's rule: one rule for class names
 
 FORMAT = "qmtik-checkpoint"
 VERSION = 1
@@ -111,7 +111,9 @@ def _check(path, arrays: dict) -> dict:
     _check_history(history, config, fail)
     if names is not None and not isinstance(names, list):
         fail(f"class_names {_shown(names)} is not a list of names")
-    check_names(config.task, names, config.network.outputs, lambda problem: fail(f"class_names: {problem}"))
+    problem = class_names_problem(config.task, names, config.network.outputs)
+    if problem:
+        fail(f"class_names: {problem}")
     input_range = need("input_range")
     if _float_problem(input_range, (2,)):
         fail(f"input_range {_float_problem(input_range, (2,))}")

@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .functions import predicted_classes
+from .head import classes as predicted_classes
 from .files import (OutputError, check_distinct, check_rewritable, check_writable, goes_to_stdout, write_atomic,
                     write_json, writes_through)
 from .config import DIGITS_STARTER, NAMED_DATASETS, load_config, parse_override, starter_toml
-from .data import (CONVERT_TO, C_LIBRARY_SPLIT, check_inputs, class_names_of, convert_file,
-                   data_name, encode_targets, load_data, load_named_or_path, read_inputs)
-from .errors import ConfigError, PlotError, QmtikError
+from .data import (CONVERT_TO, C_LIBRARY_SPLIT, class_names_of, convert_file, data_name, load_data,
+                   load_named_or_path, read_inputs)
+from .validate import check_inputs, encode_targets
+from .errors import CheckFailed, ConfigError, PlotError, QmtikError, UsageError
 from .c_check import check, code_size, find_compiler
 from .export_c import ExportError, check_prefix, export_c, prefix_from_name
 from .model import QuantizedModel, memory_needs
@@ -33,14 +34,6 @@ TRAIN_FLAGS = {  # command-line flag -> config key
     "learning_rate": "training.learning_rate", "optimizer": "training.optimizer",
     "float_epochs": "training.float_epochs", "seed": "training.seed",
 }
-
-
-class UsageError(QmtikError):
-    """A command line that asks for something impossible (exit code 2)."""
-
-
-class CheckFailed(QmtikError):
-    """The compiled header and Python disagree (exit code 1)."""
 
 
 class Console:
@@ -568,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     p = data_sub.add_parser("get", help="download mnist or fashion-mnist, checksums verified, into the cache")
     p.add_argument("name", choices=("mnist", "fashion-mnist"), help="the data set")
-    p.add_argument("--dir", help="keep the files here instead of the cache ($XDG_CACHE_HOME/qmtik/NAME)")
+    p.add_argument("--dir", help="keep the files here instead of qmtik's cache folder (~/.cache/qmtik/NAME on Linux)")
     p.add_argument("--url", help="fetch from this base URL instead (default: $QMTIK_DATA_URL, else the "
                    "canonical locations and mirrors)")
     p.set_defaults(func=cmd_data_get)

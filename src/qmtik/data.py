@@ -18,10 +18,11 @@ from .errors import DataError
 from .files import write_atomic
 from .formats import (format_of, labels_of_targets, one_hot_targets, qmtik_bin_bytes, read_csv, read_csv_table,
                       read_idx, read_qmtik_bin)
+from .head import class_count
 from .parsing import load_npy, load_npz
-from .quantization import F32_MAX, input_range_problem, quantize_inputs
+from .quantization import input_range_problem, quantize_inputs
+from .validate import check_inputs, class_names_problem
 
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot")
 DIGITS_TEST_EVERY = 5       # every 5th bundled digit (index 4, 9, ...) is in its test part
@@ -76,7 +77,7 @@ def named_dataset(name: str):
         x, y = load_digits()
         test = np.arange(len(x)) % DIGITS_TEST_EVERY == DIGITS_TEST_EVERY - 1
         return (x[~test], y[~test]), (x[test], y[test])
-    if name in ("mnist", "fashion-mnist"):
+    if name in NAMED_DATASETS:                              # the downloaded ones
         return load_mnist_like(name)
     raise DataError(f"data set {name!r}: unknown (known: {', '.join(NAMED_DATASETS)})")
 
@@ -247,21 +248,18 @@ def class_names_of(config: Config):
 
 def check_class_names(names, config: Config):
     """Class names as a tuple of strings, one per class, or None; refused by the model file's
-    rule (qmtfile), the one rule for class names, so that a network trains only with names
+    rule (validate.class_names_problem), the one rule for class names, so that a network trains only with names
     its checkpoint and its .qmt can hold."""
-    from .qmtfile import _check_names             # not at the top: qmtfile imports the model, which imports us
     if names is None:
         return None
     names = tuple(str(n) for n in names)
     if config.task != "classification":
         raise DataError("class names: a regression network has no classes")
     if not names:
-        raise DataError(f"class names: none given, the network has {max(config.network.outputs, 2)} classes")
-
-    def fail(problem):
+        raise DataError(f"class names: none given, the network has {class_count(config.network.outputs)} classes")
+    problem = class_names_problem(config.task, names, config.network.outputs)
+    if problem:
         raise DataError(f"class names: {problem}")
-
-    _check_names(config.task, names, config.network.outputs, fail)
     return names
 
 
@@ -298,63 +296,3 @@ def read_inputs(path) -> np.ndarray:
     if kind != "csv":
         raise DataError(f"input file {path}: expected an .npy or a .csv")
     return read_csv_table(path, "input file")
-
-
-# --- checks ------------------------------------------------------------------------------------
-
-def check_inputs(x, inputs: int, name: str = "inputs") -> np.ndarray:
-    """Inputs as a 2-D array of `inputs` columns, numeric, finite in float32 and not empty (no
-    samples, or samples of no features, are refused). The model and the C API take float32
-    inputs, so a float64 beyond float32 (1e300) is refused as an infinite one is: it would be
-    infinite there. This is the one check every path of raw inputs takes."""
-    x = np.asarray(x)
-    if x.dtype.kind not in "biuf":
-        raise DataError(f"{name}: expected numbers, got an array of {x.dtype}")
-    if x.ndim == 0 or len(x) == 0:
-        raise DataError(f"{name}: no samples")
-    if x.ndim > 2:
-        x = x.reshape(len(x), -1)
-    if x.ndim != 2:
-        raise DataError(f"{name}: expected a 2-D array (samples x features), got shape {x.shape}")
-    if x.shape[1] == 0:
-        raise DataError(f"{name}: the samples have no features (shape {x.shape})")
-    if x.shape[1] != inputs:
-        raise DataError(f"{name}: {x.shape[1]} features per sample, the network has {inputs} inputs")
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        bad = int(np.argwhere(~np.isfinite(x))[0][0])
-        raise DataError(f"{name}: NaN or infinite value in sample {bad}")
-    if x.dtype.kind == "f" and x.dtype.itemsize > 4:         # float16 and float32 cannot exceed it
-        beyond = np.abs(x) > F32_MAX
-        if beyond.any():
-            row, column = (int(i) for i in np.argwhere(beyond)[0])
-            raise DataError(f"{name}: value {np.format_float_scientific(x[row, column], precision=4)} of sample {row} is beyond float32 "
-                            f"(|x| <= {F32_MAX:.4g}), which the model and the C API compute in")
-    return x
-
-
-def encode_targets(y, task: str, outputs: int, samples: int, name: str = "labels") -> np.ndarray:
-    """Labels as the float32 targets the cost compares with (one-hot for classes)."""
-    y = np.asarray(y)
-    if y.dtype.kind not in "biuf":
-        raise DataError(f"{name}: expected numbers, got an array of {y.dtype}")
-    if y.ndim == 0:
-        raise DataError(f"{name}: expected one label per sample, got a single value")
-    if len(y) != samples:
-        raise DataError(f"{name}: {len(y)} labels for {samples} samples")
-    if y.dtype.kind == "f" and not np.isfinite(y).all():
-        raise DataError(f"{name}: NaN or infinite value in label {int(np.argwhere(~np.isfinite(y))[0][0])}")
-    if task == "regression":
-        y = y.reshape(samples, -1) if y.ndim > 1 else y.reshape(samples, 1)
-        if y.shape[1] != outputs:
-            raise DataError(f"{name}: {y.shape[1]} targets per sample, the network has {outputs} outputs")
-        return y.astype(np.float32)
-    classes = max(outputs, 2)
-    if y.ndim != 1 or (y != np.round(y)).any():
-        raise DataError(f"{name}: class labels must be a 1-D array of integers")
-    if y.min() < 0 or y.max() >= classes:
-        bad = int(np.argmax((y < 0) | (y >= classes)))
-        raise DataError(f"{name}: label {y[bad].item()!r} of sample {bad} is out of range 0..{classes - 1}")
-    labels = y.astype(np.int64)
-    if outputs == 1:
-        return labels.astype(np.float32)[:, None]
-    return np.eye(outputs, dtype=np.float32)[labels]

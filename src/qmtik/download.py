@@ -1,7 +1,8 @@
 """Fetching MNIST and Fashion-MNIST safely: pinned SHA-256 sums, mirrors, a cache, atomic files.
 
 get_dataset("mnist") returns the directory holding the four IDX files, downloading what is
-missing into the cache ($XDG_CACHE_HOME/qmtik/<name>, else ~/.cache/qmtik/<name>). Every file
+missing into the cache, cache_dir()/<name> (~/.cache/qmtik on Linux, ~/Library/Caches/qmtik on
+macOS, %LOCALAPPDATA%\\qmtik\\Cache on Windows, $XDG_CACHE_HOME/qmtik wherever that is set). Every file
 is streamed into a temporary file beside its target, checked against its pinned SHA-256 and
 only then renamed into place, so a failed or corrupt download leaves nothing behind and never
 replaces a good file. QMTIK_DATA_URL (or base_url) points at another server holding the files
@@ -20,13 +21,13 @@ import urllib.request
 from pathlib import Path
 from typing import NamedTuple
 
-from .data import FASHION_MNIST_DIR
 from .errors import DownloadError
 from .files import write_atomic
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 CHUNK = 1 << 16
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")   # Debian's dataset-fashion-mnist
 
 
 class Dataset(NamedTuple):
@@ -77,10 +78,20 @@ class _Unreachable(Exception):
 
 
 def cache_dir() -> Path:
-    """qmtik's cache root: $XDG_CACHE_HOME/qmtik, or ~/.cache/qmtik (a relative XDG path is
-    ignored, as the XDG specification says)."""
+    """qmtik's cache root, where the platform keeps caches: $XDG_CACHE_HOME/qmtik when that is
+    set to an absolute path (on any platform: whoever sets it asks for it; a relative one is
+    ignored, as the XDG specification says), else ~/Library/Caches/qmtik on macOS,
+    %LOCALAPPDATA%\\qmtik\\Cache on Windows (Microsoft's place for data that can be fetched
+    again) and ~/.cache/qmtik elsewhere. The standard library only (no platformdirs)."""
     xdg = os.environ.get("XDG_CACHE_HOME", "")
-    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "qmtik"
+    if os.path.isabs(xdg):
+        return Path(xdg) / "qmtik"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "qmtik"
+    if sys.platform == "win32":
+        local = os.environ.get("LOCALAPPDATA", "")
+        return (Path(local) if local else Path.home() / "AppData" / "Local") / "qmtik" / "Cache"
+    return Path.home() / ".cache" / "qmtik"
 
 
 def _dataset(name: str) -> Dataset:

@@ -1,4 +1,5 @@
-"""The exceptions qmtik raises. Every message is one line that names the thing and the problem."""
+"""The exceptions qmtik raises, all of them (tests/test_errors.py holds it so). Every message is
+one line that names the thing and the problem."""
 
 
 class QmtikError(Exception):
@@ -35,3 +36,27 @@ class DownloadError(QmtikError, OSError):
 
 class PlotError(QmtikError, RuntimeError):
     """A plot that cannot be drawn, most often because matplotlib (the [plot] extra) is missing."""
+
+
+class NotFittedError(QmtikError, AttributeError):
+    """A Network used before it is trained (fit) or loaded."""
+
+
+class ExportError(QmtikError, ValueError):
+    """A model or prefix that cannot be exported as a C header."""
+
+
+class CompilerError(QmtikError, RuntimeError):
+    """No C compiler, or a generated header that did not compile or run."""
+
+
+class CheckFailed(QmtikError):
+    """A compiled header whose results differ from the Python reference's (exit code 1)."""
+
+
+class OutputError(QmtikError, OSError):
+    """An output file that cannot be written where it was asked for."""
+
+
+class UsageError(QmtikError):
+    """A command line that asks for something impossible (exit code 2)."""

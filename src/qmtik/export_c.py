@@ -19,19 +19,16 @@ from string import Template
 
 import numpy as np
 
-from . import __version__, intref
-from .errors import QmtikError
+from . import intref
+from .errors import ExportError
 from .model import QuantizedModel, memory_needs
 from .qmtfile import encode
+from .version import __version__
 
 PREFIX = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")   # matched whole: no newline slips through
 MAX_PREFIX = 41
 SECTION = re.compile(r"^/\*@ (\w+)\b.*?\*/[ \t]*$", re.M)   # a template's marker line in a .h.in
 PROBABILITIES = {"softmax": "softmax (softmax)", "sigmoid": "sigmoid (sigmoid)", "linear": "values (dequantized)"}
-
-
-class ExportError(QmtikError, ValueError):
-    """A model or prefix that cannot be exported."""
 
 
 def check_prefix(prefix: str) -> str:

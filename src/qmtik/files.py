@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import QmtikError
+from .errors import OutputError
 
 try:
     import fcntl
@@ -43,10 +43,6 @@ STALE_SECONDS = 10.0   # a temporary file this old and unlocked is one a killed 
 IN_MEMORY = 16 * 2**20  # bytes gathered in memory for a write through; more spill to a temporary file
 _OUR_DESCRIPTOR = re.compile(r"/dev/(?:stdin|stdout|stderr)|/dev/fd/\d+|/proc/(?:self|thread-self|\d+)/fd/\d+")
 _STD = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
-
-
-class OutputError(QmtikError, OSError):
-    """An output file that cannot be written where it was asked for."""
 
 
 def _umask() -> int:

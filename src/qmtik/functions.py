@@ -128,37 +128,3 @@ def combination_problem(task: str, output: str, cost_kind: str, outputs: int) ->
     if task == "classification" and outputs == 1 and output != "sigmoid":
         return "a single-output classifier needs output = 'sigmoid' (class 1 when the probability is at least 0.5)"
     return None
-
-
-def predicted_classes(scores):
-    """Class of each row: the index of the highest score (the first on ties), or, for a single
-    sigmoid output, 1 when the probability is at least 0.5 (the score at least 0)."""
-    if scores.shape[1] == 1:
-        return (scores[:, 0] >= 0).astype(np.int64)
-    return scores.argmax(axis=1)
-
-
-# --- figures of merit ----------------------------------------------------------------------------
-
-def accuracy(scores, targets) -> float:
-    """Share of rows whose predicted class is the target's (one-hot rows, or a 0/1 column)."""
-    truth = targets[:, 0] if targets.shape[1] == 1 else targets.argmax(axis=1)
-    return float((predicted_classes(scores) == truth).mean())
-
-
-def figures(task: str, output: str, cost_kind: str, scores, targets) -> dict:
-    """{'loss', 'cost', 'samples', 'accuracy'} for classes, {'loss', 'cost', 'samples', 'mse', 'mae'}
-    for regression; 'cost' names the cost the loss is."""
-    loss, _ = cost(cost_kind, output, scores, targets)
-    out = {"loss": float(loss), "cost": cost_kind, "samples": len(scores)}
-    if task == "classification":
-        out["accuracy"] = accuracy(scores, targets)
-    else:
-        err = process_output(output, scores) - targets
-        out["mse"], out["mae"] = float((err**2).mean()), float(np.abs(err).mean())
-    return out
-
-
-def r_squared(targets, predicted) -> float:
-    """Coefficient of determination of predicted against targets (columns pooled)."""
-    return float(1 - ((targets - predicted) ** 2).sum() / ((targets - targets.mean(axis=0)) ** 2).sum())

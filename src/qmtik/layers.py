@@ -12,7 +12,7 @@ straight-through estimator), zero where a value was clamped.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,6 +34,7 @@ class Layer:
     bias: np.ndarray
     activation: str
     observed: np.ndarray    # moving [min, max] of the output (of the pre-activation for tables)
+    work: dict = field(default_factory=dict, repr=False, compare=False)   # training's buffers
 
     def copy(self) -> "Layer":
         return Layer(self.weight.copy(), self.bias.copy(), self.activation, self.observed.copy())
@@ -85,11 +86,16 @@ def observe(layer: Layer, values) -> None:
                                  f"layer {problem}")
 
 
+def product(a, b):
+    """a @ b: every matrix product of the training step goes through here, one place to time."""
+    return a @ b
+
+
 # --- float ------------------------------------------------------------------------------------
 
 def float_layer_forward(layer: Layer, a_in, spec: QuantSpec, training: bool):
     """Float pre-activation and activation; observes the range the layer will be quantized to."""
-    z = a_in @ layer.weight.T + layer.bias
+    z = product(a_in, layer.weight.T) + layer.bias
     a = activation(layer.activation, z, spec.slope)
     if training:
         observe(layer, z if layer.activation in q.TABLE_ACTIVATIONS else a)
@@ -106,9 +112,13 @@ def quantized_layer_forward(layer: Layer, q_in, in_scale: float, in_zero: int, s
     observed range is updated from the float value of this very accumulator before the output
     scale is chosen, so the first step is calibrated.
     """
-    codes, w_scale, bias = integer_weights(layer, in_scale, in_zero, spec)
-    weight_t = codes.T.astype(q.accumulator_dtype(codes.shape[1]))
-    acc = np.asarray(q_in, weight_t.dtype) @ weight_t        # exact sums without the bias (float)
+    if training:
+        codes, weight_t, w_scale, bias = step_weights(layer, in_scale, in_zero, spec)
+    else:
+        codes, w_scale, bias = integer_weights(layer, in_scale, in_zero, spec)
+        weight_t = codes.T
+    weight_t = np.asarray(weight_t, dtype=q.accumulator_dtype(codes.shape[1]), order="C")
+    acc = product(np.asarray(q_in, weight_t.dtype), weight_t)   # exact sums without the bias (float)
     dtype = layer.weight.dtype
     z = ((acc + bias) * (in_scale * w_scale)).astype(dtype)  # the real pre-activation acc stands for
     a = activation(layer.activation, z, spec.slope)
@@ -125,9 +135,41 @@ def quantized_layer_forward(layer: Layer, q_in, in_scale: float, in_zero: int, s
     clipped_weights = None
     if spec.weight_scale is not None:
         clipped_weights = np.abs(layer.weight) <= q.WMAX * spec.weight_scale
-    a_in = (in_scale * (np.asarray(q_in, dtype) - in_zero)).astype(dtype)
-    w_eff = (codes * w_scale[:, None]).astype(dtype)
-    return out, fields, (a_in, w_eff, z, inside.astype(dtype), clipped_weights)
+    a_in = (in_scale * (np.asarray(q_in, dtype) - in_zero)).astype(dtype, copy=False)
+    return out, fields, (a_in, (codes, w_scale), z, inside.astype(dtype), clipped_weights)
+
+
+def step_weights(layer: Layer, in_scale: float, in_zero: int, spec: QuantSpec):
+    """integer_weights for a training step: the same codes, as floats (exact integers) in the
+    transposed layout the product needs, (codes, codes transposed, scales, bias).
+
+    The transposed codes are written into a buffer the layer keeps between steps (the
+    previous step's backward pass is done with them by then), which saves allocating,
+    converting and transposing them at every step.
+    """
+    w_scale = q.weight_scales(layer.weight, spec.per_channel, spec.weight_scale)
+    weight_t = layer.weight.T
+    buffers = layer.work.get("codes_t")
+    if buffers is None or buffers[0].shape != weight_t.shape or buffers[0].dtype != weight_t.dtype:
+        buffers = layer.work["codes_t"] = (np.empty(weight_t.shape, weight_t.dtype),
+                                           np.empty(weight_t.shape, weight_t.dtype))
+    codes_t = q.quantize_weights_into(weight_t, w_scale.astype(weight_t.dtype), *buffers,
+                                      clamp=spec.weight_scale is not None)
+    sums = None
+    if q.accumulator_dtype(codes_t.shape[0]) == np.float32:   # integer sums float32 holds exactly
+        sums = (np.ones(codes_t.shape[0], codes_t.dtype) @ codes_t).astype(np.int64)
+    bias = q.quantize_bias(layer.bias, in_scale, in_zero, codes_t.T, w_scale, sums)
+    return codes_t.T, codes_t, w_scale, bias
+
+
+def effective_weights(weights, dtype):
+    """The weights the backward pass carries gradients through: a float layer's own, or the
+    real values of a fake-quantized layer's (codes, scales), made only for the layers that
+    pass a gradient on (not the first)."""
+    if isinstance(weights, tuple):
+        codes, w_scale = weights
+        return (codes * w_scale[:, None]).astype(dtype)
+    return weights
 
 
 # --- whole network ----------------------------------------------------------------------------
@@ -158,16 +200,16 @@ def backward(layers: list[Layer], caches, grad_scores, spec: QuantSpec):
     grads = [None] * len(layers)
     grad = grad_scores
     for i in reversed(range(len(layers))):
-        a_in, w_eff, z, inside, clipped_weights = caches[i]
+        a_in, weights, z, inside, clipped_weights = caches[i]
         g = grad * activation_derivative(layers[i].activation, z, spec.slope)
         if inside is not None:
             g = g * inside
-        d_weight = g.T @ a_in
+        d_weight = product(g.T, a_in)
         if clipped_weights is not None:
             d_weight = d_weight * clipped_weights
         grads[i] = (d_weight, g.sum(axis=0))
         if i > 0:
-            grad = g @ w_eff
+            grad = product(g, effective_weights(weights, layers[i].weight.dtype))
     return grads
 
 

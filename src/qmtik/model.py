@@ -12,9 +12,10 @@ import numpy as np
 
 from . import backends, intref
 from . import quantization as q
-from .data import check_inputs, encode_targets
+from . import head
 from .errors import DataError, QuantizationError
-from .functions import TASKS, figures, process_output, r_squared
+from .functions import TASKS
+from .validate import check_inputs, encode_targets
 
 
 def model_problem(input_range, layers) -> str | None:
@@ -115,73 +116,52 @@ class QuantizedModel:
 
     def predict_proba(self, x) -> np.ndarray:
         """Softmax or sigmoid of the real scores (the scores for a linear output), as float32."""
-        return process_output(self.output, self._real_scores(x)).astype(np.float32)
+        return head.probabilities(self.output, self._real_scores(x)).astype(np.float32)
 
     def predict(self, x) -> np.ndarray:
         """Class indices (names, when the model has them) or regression values."""
         if self.task == "classification":
-            classes = self.predict_index(x)
-            return self._names_array()[classes] if self.class_names else classes
-        values = self.predict_proba(x)
-        return values[:, 0] if values.shape[1] == 1 else values
+            return head.named(self.predict_index(x), self._names_array())
+        return head.values(self.output, self._real_scores(x)).astype(np.float32)
 
-    def _names_array(self) -> np.ndarray:
+    def _names_array(self) -> np.ndarray | None:
         """The class names as an array, made once per tuple of names (it costs more than a predict)."""
+        if not self.class_names:
+            return None
         if self._names is None or self._names[0] is not self.class_names:
             self._names = (self.class_names, np.asarray(self.class_names))
         return self._names[1]
 
     def predict_index(self, x) -> np.ndarray:
-        """Class indices: the highest int8 score, the first on ties (classification only)."""
-        scores = self.scores(self.quantize_inputs(x))
-        if self.outputs > 1:
-            return scores.argmax(axis=1)                 # the first of equal scores
-        return (scores[:, 0] >= self.layers[-1].output_offset).astype(np.int64)
+        """Class indices of raw inputs (classification only): see classes."""
+        return self.classes(self.scores(self.quantize_inputs(x)))
+
+    def classes(self, scores) -> np.ndarray:
+        """Class indices of int8 scores: the first highest score; with one output, 1 when the
+        score is at least the output zero point (where the real score, so the sigmoid's, is 0.5)."""
+        return head.classes(scores, self.layers[-1].output_offset)
 
     def evaluate(self, x, y) -> dict:
         """{'loss', 'accuracy'} (classification) or {'loss', 'mse', 'mae'} (regression); the loss
         is the natural cost of the output (the file does not record the training cost)."""
         scores = self._real_scores(x)                     # float64: the figures cannot overflow
         targets = encode_targets(y, self.task, self.outputs, len(scores))
-        return {**figures(self.task, self.output, self.cost_for_loss, scores, targets), "int8": True}
+        return {**head.figures(self.task, self.output, self.cost_for_loss, scores, targets), "int8": True}
 
     def score(self, x, y) -> float:
         """Accuracy (classification) or R^2 (regression) on the integer arithmetic."""
-        if self.task == "classification":
-            return self.evaluate(x, y)["accuracy"]
-        targets = encode_targets(y, self.task, self.outputs, len(np.asarray(x))).astype(np.float64)
-        predicted = process_output(self.output, self._real_scores(x))     # float64, as in evaluate
-        return r_squared(targets, predicted.reshape(targets.shape))
+        scores = self._real_scores(x)                     # float64, as in evaluate
+        targets = encode_targets(y, self.task, self.outputs, len(scores)).astype(np.float64)
+        return head.score(self.task, self.output, scores, targets)
 
     def info(self, file_bytes: int | None = None) -> str:
         """A readable description: topology, sizes, scales, requantization, memory needs."""
         return describe(self, file_bytes)
 
-    def save(self, path) -> None:
-        """Write the model as a .qmt file (atomically)."""
-        from .qmtfile import save_model   # qmtfile reads and writes QuantizedModel
-        save_model(path, self)
-
-    def export_c(self, path=None, prefix: str = "model") -> str:
-        """The model as one dependency-free C header (written to path when given)."""
-        from .export_c import export_c   # export_c reads QuantizedModel
-        text = export_c(self, prefix)
-        if path is not None:
-            from .files import write_atomic
-            write_atomic(path, lambda f: f.write(text.encode()))
-        return text
-
-    @classmethod
-    def load(cls, path) -> "QuantizedModel":
-        """Read and validate a .qmt file."""
-        from .qmtfile import load_model
-        return load_model(path)
-
     @property
     def cost_for_loss(self) -> str:
         """The cost reported as loss: the natural one of the output processing."""
-        return {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}.get(self.output, "mse") \
-            if self.task == "classification" else "mse"
+        return head.natural_cost(self.task, self.output)
 
 
 def _int8_codes(codes, inputs: int) -> np.ndarray:

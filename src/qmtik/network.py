@@ -13,19 +13,16 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from .config import Config
-from .data import check_class_names, check_inputs, encode_targets
-from .errors import DataError, QmtikError, TrainingError
+from . import head
+from .data import check_class_names
+from .errors import DataError, NotFittedError, TrainingError
 from .files import check_rewritable
-from .functions import figures, predicted_classes, process_output, r_squared
 from .layers import QuantSpec, integer_layers, predict_scores
 from .model import QuantizedModel
 from .progress import Reporter
 from .quantization import input_range_problem, quantize_inputs
 from .training import Split, split_validation, train
-
-
-class NotFittedError(QmtikError, AttributeError):
-    """The network has not been trained (or loaded) yet."""
+from .validate import check_inputs, encode_targets
 
 
 def float32_checked(method):
@@ -114,33 +111,29 @@ class Network:
     @float32_checked
     def predict_proba(self, x) -> np.ndarray:
         """Softmax or sigmoid of the final scores (the scores themselves for a linear output)."""
-        return process_output(self.config.network.output, self.decision_function(x))
+        return head.probabilities(self.config.network.output, self.decision_function(x))
 
     @float32_checked
     def predict(self, x) -> np.ndarray:
         """Class indices (names, when fit was given them) or output values (regression)."""
         scores = self.decision_function(x)
         if self.config.task == "classification":
-            classes = predicted_classes(scores)
-            return np.asarray(self.class_names_)[classes] if self.class_names_ else classes
-        values = process_output(self.config.network.output, scores)
-        return values[:, 0] if values.shape[1] == 1 else values
+            return head.named(head.classes(scores), np.asarray(self.class_names_) if self.class_names_ else None)
+        return head.values(self.config.network.output, scores)
 
     @float32_checked
     def evaluate(self, x, y) -> dict:
         """{'loss', 'accuracy'} for classification, {'loss', 'mse', 'mae'} for regression."""
         scores = self.decision_function(x)
         net = self.config.network
-        out = figures(self.config.task, net.output, net.cost, scores, self._targets(y, len(scores)))
+        out = head.figures(self.config.task, net.output, net.cost, scores, self._targets(y, len(scores)))
         return {**out, "int8": bool(self.quantized_)}
 
     @float32_checked
     def score(self, x, y) -> float:
         """Accuracy for classification; the coefficient of determination R^2 for regression."""
-        if self.config.task == "classification":
-            return self.evaluate(x, y)["accuracy"]
-        targets = self._targets(y, len(np.asarray(x)))
-        return r_squared(targets, self.predict(x).reshape(targets.shape))
+        scores = self.decision_function(x)
+        return head.score(self.config.task, self.config.network.output, scores, self._targets(y, len(scores)))
 
     def integer_layers(self):
         """The integer layers (int8 weights, int32 biases, multipliers) this network runs as."""

@@ -92,12 +92,26 @@ class Adam(Optimizer):
         elif wd:
             g = g + wd * p
         m, v = self.state["mean"][i], self.state["square"][i]
+        work, denominator = self.buffers(i, p)
         m *= c.beta1
-        m += (1 - c.beta1) * g
+        m += np.multiply(g, 1 - c.beta1, out=work)
         v *= c.beta2
-        v += (1 - c.beta2) * g * g
+        np.multiply(g, 1 - c.beta2, out=work)
+        v += np.multiply(work, g, out=work)
         step = lr * math.sqrt(1 - c.beta2**self.steps) / (1 - c.beta1**self.steps)
-        p -= p.dtype.type(step) * m / (np.sqrt(v) + p.dtype.type(c.eps))
+        np.sqrt(v, out=denominator)
+        denominator += p.dtype.type(c.eps)
+        np.multiply(m, p.dtype.type(step), out=work)
+        p -= np.divide(work, denominator, out=work)
+
+    def buffers(self, i, p):
+        """Two scratch arrays of p's shape, made once: the update is the same arithmetic,
+        in the same order, as the plain expressions, without allocating at every step."""
+        if not hasattr(self, "_buffers"):
+            self._buffers = {}
+        if i not in self._buffers:
+            self._buffers[i] = (np.empty_like(p), np.empty_like(p))
+        return self._buffers[i]
 
 
 class AdamW(Adam):

@@ -31,7 +31,9 @@ from . import intref
 from . import quantization as q
 from .errors import ModelFormatError, QuantizationError
 from .files import write_atomic
+from .functions import OUTPUTS, TASKS
 from .model import QuantizedModel, model_problem
+from .validate import class_names_problem
 
 # --- the layout: every version's fields, in one place ------------------------------------------
 
@@ -42,8 +44,7 @@ HEADER = struct.Struct("<8sHHBBBBIddI")     # 40 bytes: magic, version, header s
 COUNT = struct.Struct("<H")                 # the number of class names
 LENGTH = struct.Struct("<B")                # the byte length of one class name
 CRC = struct.Struct("<I")
-TASKS = ("classification", "regression")                        # codes 0, 1
-OUTPUTS = ("linear", "softmax", "sigmoid")                      # codes 0, 1, 2
+# TASKS and OUTPUTS (functions.py): a task's or output's code is its index there, never reordered
 ACTIVATIONS = intref.ACTIVATIONS                                  # codes 0 .. 4, in that order
 
 # version 2: a record = RECORD (kind, length) + the kind's body; a dense body = DENSE + arrays
@@ -60,7 +61,6 @@ LAYER_V1 = struct.Struct("<IBBbBdd")        # outputs, activation, weight-scale 
 
 MAX_LAYERS = 255
 MAX_WIDTH = q.MAX_FAN_IN                    # inputs and every layer's outputs: 1 .. 65536
-MAX_NAME = 255                              # bytes of UTF-8 in one class name
 MAX_SIZE = 2**32 - 1                        # the file size is a u32
 
 
@@ -390,7 +390,9 @@ def _check_model(model: QuantizedModel, fail) -> None:
         _check_placement(layer.activation, f"layer {number}", number == len(model.layers), fail)
         if layer.outputs > MAX_WIDTH:
             fail(f"layer {number}: {layer.outputs:,} outputs, outside 1..{MAX_WIDTH}")
-    _check_names(model.task, model.class_names, model.layers[-1].outputs, fail)
+    problem = class_names_problem(model.task, model.class_names, model.layers[-1].outputs)
+    if problem:
+        fail(problem)
 
 
 def _check_range(low: float, high: float, fail) -> None:
@@ -405,29 +407,3 @@ def _check_placement(activation: str, where: str, last: bool, fail) -> None:
         fail(f"{where}: activation {activation}, but the last layer must be linear")
     if not last and activation == "linear":
         fail(f"{where}: activation linear, but a hidden layer must not be linear")
-
-
-def _check_names(task: str, names, outputs: int, fail) -> None:
-    if not names:
-        return
-    if task != "classification":
-        fail(f"{len(names)} class names for a {task} model; only classification has class names")
-    classes = max(outputs, 2)
-    if len(names) != classes:
-        fail(f"{len(names)} class names for {classes} classes (one name per class, or none)")
-    if len(names) > 2**16 - 1:
-        fail(f"{len(names):,} class names, more than the format holds ({2**16 - 1:,})")
-    for number, name in enumerate(names, 1):
-        if not isinstance(name, str):
-            fail(f"class name {number} is a {type(name).__name__}, not text")
-        try:
-            size = len(name.encode("utf-8"))
-        except UnicodeEncodeError:
-            fail(f"class name {number} {name!r} cannot be written as UTF-8")
-        if not 1 <= size <= MAX_NAME:
-            fail(f"class name {number} {name!r} is {size} bytes of UTF-8; 1 to {MAX_NAME} are allowed")
-    if len(set(names)) < len(names):                            # predict could not tell them apart
-        first = {}
-        for number, name in enumerate(names, 1):
-            if first.setdefault(name, number) != number:
-                fail(f"class name {number} {name!r} is also class name {first[name]}")

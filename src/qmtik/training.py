@@ -12,7 +12,8 @@ import numpy as np
 from . import checkpoint as ckpt
 from .config import Config
 from .errors import CheckpointError, QuantizationError, TrainingError
-from .functions import accuracy, cost, process_output
+from .functions import cost, process_output
+from .head import accuracy
 from .layers import QuantSpec, backward, forward, init_layers, predict_scores
 from .optimizers import learning_rate, make_optimizer
 from .progress import Reporter, Silent
