@@ -1019,3 +1019,11 @@ def test_a_reader_that_has_gone_ends_the_command_quietly(workshop, capsys, monke
     child.stdout.close()                         # the reader has gone before the first line
     assert child.wait(60) == 141 and child.stderr.read() == b""
     child.stderr.close()
+
+
+def test_an_os_error_is_one_line_naming_its_file_when_it_has_one():
+    from qmtik.cli import os_error_line
+    assert os_error_line(FileNotFoundError(2, "No such file or directory", "x.npz")) == \
+        "x.npz: No such file or directory"
+    assert os_error_line(OSError(28, "No space left on device")) == "No space left on device"
+    assert os_error_line(OSError("odd")) == "odd"

@@ -39,7 +39,7 @@ def test_a_demo_on_cached_mnist_runs_end_to_end(fake_mnist, monkeypatch, tmp_pat
 def test_the_table_names_every_figure_beside_the_c_library():
     figures = {"dataset": "digits", "float_accuracy": 0.97214, "int8_accuracy": 0.96657, "qmt_bytes": 5792,
                "float32_bytes": 19240, "single_us": 21.6, "samples_per_second": 45164.2,
-               "c_check": {"samples": 359, "score_mismatches": 0, "class_mismatches": 0, "input_mismatches": 0,
+               "c_check": {"samples": 359, "score_mismatches": 0, "class_mismatches": 0, "input_mismatches": 0, "mismatched_samples": 0,
                            "sanitized": False},
                "flash": 5952, "ram": 184}
     table = demo.summary_table(figures)

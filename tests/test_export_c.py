@@ -544,3 +544,25 @@ def test_the_emitter_fills_holes_and_never_edits_generated_text():
     first prefix holding 'acc': no replace or re.sub on generated code may come back."""
     source = (SRC / "export_c.py").read_text()
     assert ".replace(" not in source and "re.sub(" not in source
+
+
+def test_check_counts_each_disagreeing_sample_once(monkeypatch):
+    """A sample whose scores and class both differ is one mismatched sample, not two."""
+    from qmtik import c_check
+    model = MODELS["relu-17-3"]
+    x = np.random.default_rng(2).uniform(-1, 3, (6, model.inputs)).astype(np.float32)
+    codes = model.quantize_inputs(x)
+    want = intref.reference_scores(model.layers, codes)
+
+    def header_output(model_, codes_, raw, folder, prefix="net"):
+        scores = want.copy()
+        scores[1] = np.where(scores[1] == 127, 126, scores[1] + 1)          # sample 1: scores and class
+        classes = spec_classes(model, want)
+        classes[1] = (classes[1] + 1) % model.outputs
+        raw_codes = codes.copy()
+        raw_codes[4, 0] = raw_codes[4, 0] ^ 1                                # sample 4: an input code
+        return {"scores": scores, "classes": classes, "raw_codes": raw_codes, "sanitized": False}
+    monkeypatch.setattr(c_check, "run_header", header_output)
+    result = c_check.check(model, x)
+    assert (result["score_mismatches"], result["class_mismatches"], result["input_mismatches"]) == (1, 1, 1)
+    assert result["mismatched_samples"] == 2

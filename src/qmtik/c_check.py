@@ -174,10 +174,11 @@ def check(model: QuantizedModel, x, prefix: str = "net") -> dict:
         got = run_header(model, codes, np.asarray(x, dtype=np.float32).reshape(len(codes), -1), Path(tmp),
                          prefix=prefix)
     want = intref.reference_scores(model.layers, codes)
-    return {"samples": len(codes),
-            "score_mismatches": int((got["scores"] != want).any(axis=1).sum()),
-            "class_mismatches": int((got["classes"] != spec_classes(model, want)).sum()),
-            "input_mismatches": int((got["raw_codes"] != codes).any(axis=1).sum()),
+    scores = (got["scores"] != want).any(axis=1)
+    classes = got["classes"] != spec_classes(model, want)
+    inputs = (got["raw_codes"] != codes).any(axis=1)
+    return {"samples": len(codes), "score_mismatches": int(scores.sum()), "class_mismatches": int(classes.sum()),
+            "input_mismatches": int(inputs.sum()), "mismatched_samples": int((scores | classes | inputs).sum()),
             "sanitized": got["sanitized"]}
 
 

@@ -305,7 +305,7 @@ def cmd_export_c(args) -> int:
         sizes = code_size(model, prefix=prefix)            # the very header written, compiled whole
         if sizes is None:
             say("report: no C compiler found, so the code size is unknown; constants "
-                f"{memory_needs(model)['constants']:,} bytes, scratch {2 * max(model.widths[1:-1], default=1)} bytes")
+                f"{memory_needs(model)['constants']:,} bytes, scratch {memory_needs(model)['scratch']:,} bytes")
         else:
             say(f"flash: {sizes['code'] + sizes['constants']:,} bytes (code {sizes['code']:,}, constants "
                 f"{sizes['constants']:,}; local compiler, -Os); RAM: {sizes['scratch'] + sizes['stack']:,} bytes "
@@ -315,7 +315,7 @@ def cmd_export_c(args) -> int:
             say("check: no C compiler found ($CC, gcc, cc, clang); nothing was compared")
             return 0
         result = check(model, x, prefix)
-        bad = result["score_mismatches"] + result["class_mismatches"] + result["input_mismatches"]
+        bad = result["mismatched_samples"]
         say(f"check: {result['samples']} samples, {result['score_mismatches']} score, {result['class_mismatches']} "
             f"class and {result['input_mismatches']} input-code mismatches between C and Python"
             + (" (under ASan and UBSan)" if result["sanitized"] else ""))
@@ -380,7 +380,7 @@ def cmd_demo(args) -> int:
         raise UsageError(f"output {out}: exists and is not a folder")
     figures = run_demo(args.dataset, out)
     check = figures["c_check"]
-    if check and check["score_mismatches"] + check["class_mismatches"] + check["input_mismatches"]:
+    if check and check["mismatched_samples"]:
         raise CheckFailed("the compiled header disagrees with Python (see the table above)")
     return 0
 
@@ -601,6 +601,12 @@ def _stdout_gone() -> None:
 SIGPIPE_EXIT = 141      # 128 + SIGPIPE: what a shell reports for a program its reader left
 
 
+def os_error_line(exc: OSError) -> str:
+    """'FILE: what went wrong' of an OSError, or only what went wrong when it names no file."""
+    problem = exc.strerror or str(exc)
+    return f"{exc.filename}: {problem}" if exc.filename else problem
+
+
 def main(argv=None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -619,7 +625,7 @@ def main(argv=None) -> int:
         print(f"qmtik: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"qmtik: error: {exc.filename or ''}: {exc.strerror or exc}".replace(": : ", ": "), file=sys.stderr)
+        print(f"qmtik: error: {os_error_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("qmtik: interrupted (qmtik train --resume goes on from the last checkpoint)", file=sys.stderr)

@@ -129,7 +129,7 @@ def summary_table(f: dict) -> str:
     if c is None:
         agreement = "not compiled (no C compiler)"
     else:
-        bad = c["score_mismatches"] + c["class_mismatches"] + c["input_mismatches"]
+        bad = c["mismatched_samples"]
         agreement = (f"{c['samples'] - bad:,} of {c['samples']:,} test samples byte for byte"
                      + (" (under ASan and UBSan)" if c["sanitized"] else ""))
     rows = [
