@@ -22,8 +22,7 @@ try:
 except ImportError:                                  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import qmtik
-from qmtik import backends                           # noqa: E402  (after the checkout fallback)
-
+from qmtik import backends  # noqa: E402  (after the checkout fallback)
 
 # --- helpers -----------------------------------------------------------------------------------
 

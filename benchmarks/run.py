@@ -112,7 +112,7 @@ def dataset_directory(name: str) -> tuple[str | None, str]:
     if name == "digits":
         return "bundled", ""
     try:
-        from qmtik.download import find_dataset      # being written: absent means "not present"
+        from qmtik.download import find_dataset  # being written: absent means "not present"
     except ImportError:
         find_dataset, why = None, "qmtik.download is not available"
     else:

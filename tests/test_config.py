@@ -8,8 +8,15 @@ import pytest
 
 import qmtik
 from qmtik import Config, ConfigError, NetworkConfig
-from qmtik.config import (DIGITS_STARTER, DataConfig, load_config, parse_override, reference_markdown,
-                          starter_toml, tomllib)
+from qmtik.config import (
+    DIGITS_STARTER,
+    DataConfig,
+    load_config,
+    parse_override,
+    reference_markdown,
+    starter_toml,
+    tomllib,
+)
 from qmtik.functions import HIDDEN_ACTIVATIONS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "config.md"

@@ -8,8 +8,15 @@ import pytest
 import qmtik
 from qmtik import Config, DataError
 from qmtik.config import NAMED_DATASETS
-from qmtik.data import (data_name, load_arrays, load_digits, load_fashion_mnist, load_named_or_path, named_dataset,
-                        read_inputs)
+from qmtik.data import (
+    data_name,
+    load_arrays,
+    load_digits,
+    load_fashion_mnist,
+    load_named_or_path,
+    named_dataset,
+    read_inputs,
+)
 from qmtik.validate import check_inputs, encode_targets
 
 

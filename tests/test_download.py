@@ -11,12 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import closed_port_url
 from qmtik import download
 from qmtik.download import DATASETS, FILES, Dataset, cache_dir, find_dataset, get_dataset
 from qmtik.errors import DownloadError
 from qmtik.formats import idx_bytes, read_idx
-
-from conftest import closed_port_url
 
 RNG = np.random.default_rng(7)
 ARRAYS = {"train-images-idx3-ubyte.gz": RNG.integers(0, 256, (5, 3, 4), dtype=np.uint8),

@@ -5,8 +5,17 @@ import numpy as np
 import pytest
 
 from qmtik import DataError
-from qmtik.formats import (format_of, idx_bytes, labels_of_targets, one_hot_targets, qmtik_bin_bytes, read_csv,
-                           read_csv_table, read_idx, read_qmtik_bin)
+from qmtik.formats import (
+    format_of,
+    idx_bytes,
+    labels_of_targets,
+    one_hot_targets,
+    qmtik_bin_bytes,
+    read_csv,
+    read_csv_table,
+    read_idx,
+    read_qmtik_bin,
+)
 
 
 def one_line(info) -> str:

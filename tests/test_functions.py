@@ -6,8 +6,19 @@ import math
 import numpy as np
 import pytest
 
-from qmtik.functions import (COSTS, OUTPUTS, TASKS, activation, activation_derivative, combination_problem,
-                             cost, log_softmax, process_output, sigmoid, softmax)
+from qmtik.functions import (
+    COSTS,
+    OUTPUTS,
+    TASKS,
+    activation,
+    activation_derivative,
+    combination_problem,
+    cost,
+    log_softmax,
+    process_output,
+    sigmoid,
+    softmax,
+)
 
 VALID_PAIRS = [("linear", "mse"), ("softmax", "cross_entropy"), ("softmax", "mse"),
                ("sigmoid", "binary_cross_entropy"), ("sigmoid", "mse")]

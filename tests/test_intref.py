@@ -19,7 +19,6 @@ from qmtik.model import QuantizedModel
 from test_model import random_layer
 from test_quantization import as_ints, exact_round
 
-
 # --- requantize: rounding ties and saturation --------------------------------------------------
 
 def test_rounding_shift_goldens():

@@ -4,9 +4,8 @@ differences cannot measure (the forward pass is a step function)."""
 import numpy as np
 import pytest
 
-from qmtik import Config, NetworkConfig, QuantizationConfig
+from qmtik import Config, NetworkConfig, QuantizationConfig, intref
 from qmtik import layers as L
-from qmtik import intref
 from qmtik import quantization as q
 from qmtik.errors import QuantizationError
 from qmtik.functions import HIDDEN_ACTIVATIONS, cost

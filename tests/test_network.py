@@ -154,6 +154,7 @@ def test_a_checkpoint_that_takes_one_write_is_refused_before_training(digits, tm
     """fit writes its checkpoint after every epoch: into a FIFO or /dev/stdout they would follow
     one another (and a FIFO blocks once its reader has gone)."""
     import os
+
     from qmtik.files import OutputError
     (x, y), _ = digits
     os.mkfifo(tmp_path / "pipe")

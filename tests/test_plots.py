@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 
 import qmtik
-from qmtik import Config, PlotError, QuantizedModel, TrainingConfig, plots
-from qmtik import intref
-from qmtik import quantization as q
+from qmtik import Config, PlotError, QuantizedModel, TrainingConfig, intref, plots
 from qmtik.errors import DataError
 from qmtik.files import OutputError
 

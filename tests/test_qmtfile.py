@@ -18,8 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qmtik import qmtfile
-from qmtik import intref
+from qmtik import intref, qmtfile
 from qmtik import quantization as q
 from qmtik.errors import ModelFormatError, QuantizationError
 from qmtik.export_c import export_c

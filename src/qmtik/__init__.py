@@ -12,14 +12,28 @@
 
 Every error qmtik raises on purpose is a QmtikError, one of those listed below (errors.py).
 """
-from .config import (Config, DataConfig, NetworkConfig, QuantizationConfig, TrainingConfig,
-                     load_config)
-from .data import load_arrays, load_digits, load_file, named_dataset as load_dataset
-from .download import get_dataset
-from .errors import (CheckFailed, CheckpointError, CompilerError, ConfigError, DataError, DownloadError, ExportError,
-                     ModelFormatError, NotFittedError, OutputError, PlotError, QmtikError, QuantizationError,
-                     TrainingError, UsageError)
 from . import export_c  # noqa: F401 - qmtik.export_c.export_c(model, prefix), as the docs show
+from .config import Config, DataConfig, NetworkConfig, QuantizationConfig, TrainingConfig, load_config
+from .data import load_arrays, load_digits, load_file
+from .data import named_dataset as load_dataset
+from .download import get_dataset
+from .errors import (
+                     CheckFailed,
+                     CheckpointError,
+                     CompilerError,
+                     ConfigError,
+                     DataError,
+                     DownloadError,
+                     ExportError,
+                     ModelFormatError,
+                     NotFittedError,
+                     OutputError,
+                     PlotError,
+                     QmtikError,
+                     QuantizationError,
+                     TrainingError,
+                     UsageError,
+)
 from .model import QuantizedModel
 from .network import Network
 from .qmtfile import load_model, save_model

@@ -17,11 +17,11 @@ from .config import Config
 from .errors import CheckpointError, ConfigError
 from .files import write_atomic
 from .layers import Layer
-from .quantization import F32_MAX, input_range_problem, range_problem
 from .optimizers import OPTIMIZERS
 from .parsing import load_json, load_npz
 from .qmtfile import MAGIC as QMT_MAGIC
-from .validate import class_names_problem          # the model file's rule: one rule for class names
+from .quantization import F32_MAX, input_range_problem, range_problem
+from .validate import class_names_problem  # the model file's rule: one rule for class names
 
 FORMAT = "qmtik-checkpoint"
 VERSION = 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import zipfile
 from pathlib import Path
@@ -14,20 +13,36 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .head import classes as predicted_classes
-from .files import (OutputError, check_distinct, check_rewritable, check_writable, goes_to_stdout, write_atomic,
-                    write_json, writes_through)
-from .config import DIGITS_STARTER, NAMED_DATASETS, load_config, parse_override, starter_toml
-from .data import (CONVERT_TO, C_LIBRARY_SPLIT, class_names_of, convert_file, data_name, load_data,
-                   load_named_or_path, read_inputs)
-from .validate import check_inputs, encode_targets
-from .errors import CheckFailed, ConfigError, PlotError, QmtikError, UsageError
 from .c_check import check, code_size, find_compiler
+from .config import DIGITS_STARTER, NAMED_DATASETS, load_config, parse_override, starter_toml
+from .data import (
+    C_LIBRARY_SPLIT,
+    CONVERT_TO,
+    class_names_of,
+    convert_file,
+    data_name,
+    load_data,
+    load_named_or_path,
+    read_inputs,
+)
+from .errors import CheckFailed, ConfigError, PlotError, QmtikError, UsageError
 from .export_c import ExportError, check_prefix, export_c, prefix_from_name
+from .files import (
+    OutputError,
+    check_distinct,
+    check_rewritable,
+    check_writable,
+    goes_to_stdout,
+    write_atomic,
+    write_json,
+    writes_through,
+)
+from .head import classes as predicted_classes
 from .model import QuantizedModel, memory_needs
 from .network import Network
 from .progress import Reporter
 from .qmtfile import MAGIC, load_model, save_model
+from .validate import check_inputs, encode_targets
 
 TRAIN_FLAGS = {  # command-line flag -> config key
     "epochs": "training.epochs", "batch_size": "training.batch_size",
@@ -421,7 +436,7 @@ def cmd_import_c_model(args) -> int:
 
 
 def cmd_data_get(args) -> int:
-    from .download import get_dataset                    # urllib loads only for this command
+    from .download import get_dataset  # urllib loads only for this command
     directory = get_dataset(args.name, directory=args.dir, base_url=args.url)
     say(f"{args.name}: {directory}")
     return 0

@@ -18,8 +18,14 @@ from .errors import ConfigError
 from .formats import format_of
 from .functions import COSTS, HIDDEN_ACTIVATIONS, OUTPUTS, TASKS, combination_problem
 from .parsing import load_toml, tomllib  # noqa: F401 - tomllib re-exported: one import for every module
-from .quantization import MAX_FAN_IN, input_range_problem  # re-exported: one definition for every module
-from .quantization import F32_MAX, F32_TINY, SCALE_MAX, scale_problem
+from .quantization import (  # re-exported: one definition for every module
+    F32_MAX,
+    F32_TINY,
+    MAX_FAN_IN,
+    SCALE_MAX,
+    input_range_problem,
+    scale_problem,
+)
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine")

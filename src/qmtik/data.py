@@ -16,8 +16,16 @@ import numpy as np
 from .config import NAMED_DATASETS, Config
 from .errors import DataError
 from .files import write_atomic
-from .formats import (format_of, labels_of_targets, one_hot_targets, qmtik_bin_bytes, read_csv, read_csv_table,
-                      read_idx, read_qmtik_bin)
+from .formats import (
+    format_of,
+    labels_of_targets,
+    one_hot_targets,
+    qmtik_bin_bytes,
+    read_csv,
+    read_csv_table,
+    read_idx,
+    read_qmtik_bin,
+)
 from .head import class_count
 from .parsing import load_npy, load_npz
 from .quantization import input_range_problem, quantize_inputs
@@ -63,7 +71,7 @@ def load_mnist_like(name: str, directory=None):
             raise DataError(f"data set {name}: not found in {directory}{hint}")
         found = Path(directory)
     else:
-        from .download import find_dataset                # the download code loads only when needed
+        from .download import find_dataset  # the download code loads only when needed
         found = find_dataset(name)
     if found is None:
         hint = " (or 'apt-get install dataset-fashion-mnist')" if name == "fashion-mnist" else ""

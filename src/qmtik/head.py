@@ -13,7 +13,6 @@ import numpy as np
 from .functions import cost, process_output
 
 
-
 def class_count(outputs: int) -> int:
     """The classes of a classifier with this many outputs: one (sigmoid) output tells two apart."""
     return max(outputs, 2)

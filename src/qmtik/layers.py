@@ -18,10 +18,10 @@ import numpy as np
 
 from . import intref
 from . import quantization as q
+from .backends.numpy import LayerKernel, integer_scores
 from .config import Config
 from .errors import QuantizationError
 from .functions import activation, activation_derivative
-from .backends.numpy import LayerKernel, integer_scores
 
 OBSERVER_MOMENTUM = 0.05   # weight of each new batch in the moving min/max of activations
 PREDICT_CHUNK = 4096       # samples per forward pass when predicting, to bound memory

@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import backends, intref
+from . import backends, head, intref
 from . import quantization as q
-from . import head
 from .errors import DataError, QuantizationError
 from .functions import TASKS
 from .validate import check_inputs, encode_targets

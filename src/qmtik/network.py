@@ -12,8 +12,8 @@ import functools
 import numpy as np
 
 from . import checkpoint as ckpt
-from .config import Config
 from . import head
+from .config import Config
 from .data import check_class_names
 from .errors import DataError, NotFittedError, TrainingError
 from .files import check_rewritable
