@@ -7,6 +7,7 @@ our own (docs/migration.md quotes the figures):
 Inputs: the 1,797 bundled digits, 8x8 pixels 0..16 scaled to 0..255 and enlarged to a 20x20
 box in a 28x28 image as MNIST's digits are, then pixel - 128 (the C library's input bytes).
 """
+
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +44,16 @@ def main() -> None:
     real = c.load_c_model(EXAMPLE / "mnist_784_model", EXAMPLE / "qmtik_config.h")
     codes = mnist_like(x8)
     rows, classes, rounding = differing(real, codes)
-    print(f"C library's MNIST model, {len(codes)} MNIST-like digits: accuracy {100 * (real.predict(codes) == labels).mean():.1f}%;"
-          f" score rows differing {100 * rows:.1f}% (rounding alone {100 * rounding:.1f}%), classes {100 * classes:.2f}%")
+    print(
+        f"C library's MNIST model, {len(codes)} MNIST-like digits: accuracy {100 * (real.predict(codes) == labels).mean():.1f}%;"
+        f" score rows differing {100 * rows:.1f}% (rounding alone {100 * rounding:.1f}%), classes {100 * classes:.2f}%"
+    )
     noise = np.random.default_rng(0).integers(-128, 128, (2000, 784)).astype(np.int8)
     rows, classes, rounding = differing(real, noise)
-    print(f"C library's MNIST model, 2000 random inputs: score rows differing {100 * rows:.1f}% "
-          f"(rounding alone {100 * rounding:.1f}%), classes {100 * classes:.2f}%")
+    print(
+        f"C library's MNIST model, 2000 random inputs: score rows differing {100 * rows:.1f}% "
+        f"(rounding alone {100 * rounding:.1f}%), classes {100 * classes:.2f}%"
+    )
 
 
 if __name__ == "__main__":

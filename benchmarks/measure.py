@@ -5,6 +5,7 @@
 takes what to measure as one JSON object and prints its figures as one JSON line, so that
 each process's peak resident memory is its own measurement's. Progress goes to stderr.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,12 +20,13 @@ import numpy as np
 
 try:
     import qmtik
-except ImportError:                                  # run from a checkout without installing
+except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import qmtik
 from qmtik import backends  # noqa: E402  (after the checkout fallback)
 
 # --- helpers -----------------------------------------------------------------------------------
+
 
 def median_seconds(fn, repeats: int, clock=time.perf_counter) -> float:
     """Median wall time of fn() over `repeats` calls."""
@@ -54,12 +56,16 @@ def log(message: str) -> None:
 
 def load(spec: dict, part: str):
     """The spec's data set, part 'train' (cut to spec['samples']) or 'test': (inputs, labels)."""
-    if spec["dataset"] == "digits":                  # the bundled digits, for the tests
+    if spec["dataset"] == "digits":  # the bundled digits, for the tests
         train, test = qmtik.load_dataset("digits")
     else:
         from qmtik.data import load_idx_pair
-        return (load_idx_pair(spec["directory"], "t10k") if part == "test"
-                else _cut(load_idx_pair(spec["directory"], "train"), spec.get("samples")))
+
+        return (
+            load_idx_pair(spec["directory"], "t10k")
+            if part == "test"
+            else _cut(load_idx_pair(spec["directory"], "train"), spec.get("samples"))
+        )
     return test if part == "test" else _cut(train, spec.get("samples"))
 
 
@@ -71,16 +77,21 @@ def _cut(data, samples):
 def config_of(spec: dict, mode: str, seed: int) -> qmtik.Config:
     """The spec's topology with qmtik's defaults; int8 fake-quantizes from the first epoch,
     float never does."""
-    config = qmtik.Config(network=qmtik.NetworkConfig(inputs=spec["inputs"], hidden=spec["hidden"],
-                                                      outputs=len(spec["classes"])),
-                          data=qmtik.DataConfig(input_range=spec["input_range"]))
-    for key, value in {"training.epochs": spec["epochs"], "training.seed": seed,
-                       "training.float_epochs": 0 if mode == "int8" else spec["epochs"]}.items():
+    config = qmtik.Config(
+        network=qmtik.NetworkConfig(inputs=spec["inputs"], hidden=spec["hidden"], outputs=len(spec["classes"])),
+        data=qmtik.DataConfig(input_range=spec["input_range"]),
+    )
+    for key, value in {
+        "training.epochs": spec["epochs"],
+        "training.seed": seed,
+        "training.float_epochs": 0 if mode == "int8" else spec["epochs"],
+    }.items():
         config = config.replace(key, value)
     return config
 
 
 # --- training ----------------------------------------------------------------------------------
+
 
 def measure_training(spec: dict) -> dict:
     """Train once (spec: mode, seed); test accuracy, times and peak memory. With spec['save'],
@@ -92,12 +103,21 @@ def measure_training(spec: dict) -> dict:
     began = time.perf_counter()
     net = qmtik.Network(config).fit(x, y, class_names=spec["classes"])
     seconds = time.perf_counter() - began
-    out = {"mode": mode, "seed": seed, "test_accuracy": net.score(x_test, y_test), "train_seconds": seconds,
-           "epoch_seconds": [r["seconds"] for r in net.history_["epochs"]], "epochs": spec["epochs"],
-           "samples": len(x), "trained_samples": trained_samples(len(x), config.training.validation_split),
-           "peak_rss_mb": peak_rss_mb(),
-           "settings": {k: getattr(config.training, k) for k in
-                        ("optimizer", "learning_rate", "schedule", "batch_size", "validation_split")}}
+    out = {
+        "mode": mode,
+        "seed": seed,
+        "test_accuracy": net.score(x_test, y_test),
+        "train_seconds": seconds,
+        "epoch_seconds": [r["seconds"] for r in net.history_["epochs"]],
+        "epochs": spec["epochs"],
+        "samples": len(x),
+        "trained_samples": trained_samples(len(x), config.training.validation_split),
+        "peak_rss_mb": peak_rss_mb(),
+        "settings": {
+            k: getattr(config.training, k)
+            for k in ("optimizer", "learning_rate", "schedule", "batch_size", "validation_split")
+        },
+    }
     if spec.get("save"):
         model = net.quantize()
         qmtik.save_model(spec["save"], model)
@@ -108,42 +128,59 @@ def measure_training(spec: dict) -> dict:
 def agreement(net, model, x_test) -> float:
     """Share of test samples whose integer-model class equals training's fake-quantized forward pass."""
     from qmtik.layers import QuantSpec, forward
+
     codes = model.quantize_inputs(x_test)
     spec = QuantSpec.from_config(net.config)
-    fake = np.concatenate([forward(net.layers_, codes[i:i + 1000], spec, quantized=True, training=False)[0]
-                           for i in range(0, len(codes), 1000)])
+    fake = np.concatenate(
+        [
+            forward(net.layers_, codes[i : i + 1000], spec, quantized=True, training=False)[0]
+            for i in range(0, len(codes), 1000)
+        ]
+    )
     return float((fake.argmax(axis=1) == model.predict_index(x_test)).mean())
 
 
 # --- inference ---------------------------------------------------------------------------------
 
+
 def measure_inference(spec: dict) -> dict:
     """The integer model in spec['model'] on the test set: peak memory of loading it and one
     batch predict, batch throughput, quantizing, single-sample latency in Python and in C."""
     repeats, calls = spec["repeats"], spec["single_calls"]
-    baseline = peak_rss_mb()                         # the interpreter, NumPy and qmtik
+    baseline = peak_rss_mb()  # the interpreter, NumPy and qmtik
     x_test, y_test = load(spec, "test")
     model = qmtik.load_model(spec["model"])
     codes = model.quantize_inputs(x_test)
-    model.scores(codes).argmax(axis=1)               # the batch predict the peak memory is of
+    model.scores(codes).argmax(axis=1)  # the batch predict the peak memory is of
     peak = peak_rss_mb()
     log(f"  {spec['dataset']}: timing the batch ({repeats} times) and one sample ({calls} times)")
     batch = median_seconds(lambda: model.scores(codes).argmax(axis=1), repeats)
-    backend = ("onnxruntime int8 (the [fast] extra)" if backends.choose(model.backend, len(codes)) == "onnx"
-               else "numpy (float32 BLAS)")
-    model.backend = "numpy"                          # the same batch on the numpy backend alone
+    backend = (
+        "onnxruntime int8 (the [fast] extra)"
+        if backends.choose(model.backend, len(codes)) == "onnx"
+        else "numpy (float32 BLAS)"
+    )
+    model.backend = "numpy"  # the same batch on the numpy backend alone
     numpy_batch = median_seconds(lambda: model.scores(codes).argmax(axis=1), repeats)
     model.backend = None
     quantize = median_seconds(lambda: model.quantize_inputs(x_test), repeats)
     one = x_test[:1]
     single = median_seconds(lambda: model.predict(one), calls)
-    out = {"test_accuracy": model.score(x_test, y_test), "test_samples": len(codes),
-           "file_bytes": Path(spec["model"]).stat().st_size,
-           "float32_bytes": 4 * sum(layer.weights.size + layer.bias.size for layer in model.layers),
-           "batch_seconds": batch, "samples_per_second": len(codes) / batch, "batch_backend": backend,
-           "numpy_samples_per_second": len(codes) / numpy_batch, "quantize_seconds": quantize,
-           "single_us": single * 1e6, "peak_rss_mb": peak, "baseline_rss_mb": baseline,
-           "layer_seconds": layer_seconds(model, codes, max(3, repeats - 2))}
+    out = {
+        "test_accuracy": model.score(x_test, y_test),
+        "test_samples": len(codes),
+        "file_bytes": Path(spec["model"]).stat().st_size,
+        "float32_bytes": 4 * sum(layer.weights.size + layer.bias.size for layer in model.layers),
+        "batch_seconds": batch,
+        "samples_per_second": len(codes) / batch,
+        "batch_backend": backend,
+        "numpy_samples_per_second": len(codes) / numpy_batch,
+        "quantize_seconds": quantize,
+        "single_us": single * 1e6,
+        "peak_rss_mb": peak,
+        "baseline_rss_mb": baseline,
+        "layer_seconds": layer_seconds(model, codes, max(3, repeats - 2)),
+    }
     log(f"  {spec['dataset']}: compiling and timing the C header")
     out["c_latency_us"], out["c_note"] = c_latency(model, codes, spec["c_rounds"])
     out["cortex_m4"] = cortex_m4_sizes(model)
@@ -158,7 +195,7 @@ def layer_seconds(model, codes, repeats: int) -> list:
     out = []
     h = codes
     for kernel in backends.numpy.Kernels(model.layers).kernels:
-        chunks = [h[j:j + 1024].astype(kernel.weight_t.dtype) for j in range(0, len(h), 1024)]
+        chunks = [h[j : j + 1024].astype(kernel.weight_t.dtype) for j in range(0, len(h), 1024)]
         accumulators = [c @ kernel.weight_t for c in chunks]
         product = median_seconds(lambda: [c @ kernel.weight_t for c in chunks], repeats)
         requantize = median_seconds(lambda: [kernel.requantize(a) for a in accumulators], repeats)
@@ -221,6 +258,7 @@ def c_latency(model, codes, rounds: int) -> tuple[dict, str]:
 
     from qmtik.c_check import find_compiler
     from qmtik.export_c import export_c
+
     cc = find_compiler()
     if cc is None:
         return {}, "no C compiler found ($CC, gcc, cc, clang): C latency not measured"
@@ -232,8 +270,18 @@ def c_latency(model, codes, rounds: int) -> tuple[dict, str]:
         (folder / "inputs.bin").write_bytes(np.asarray(codes, np.int8).tobytes())
         for name, flags in C_BUILDS.items():
             subprocess.run([cc, "-std=c99", *flags, "time.c", "-o", "time", "-lm"], cwd=folder, check=True)
-            runs = [float(subprocess.run([str(folder / "time"), "inputs.bin", str(rounds)], cwd=folder,
-                                         capture_output=True, text=True, check=True).stdout) for _ in range(3)]
+            runs = [
+                float(
+                    subprocess.run(
+                        [str(folder / "time"), "inputs.bin", str(rounds)],
+                        cwd=folder,
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    ).stdout
+                )
+                for _ in range(3)
+            ]
             out[name.replace("gcc", Path(cc).name, 1)] = statistics.median(runs)
     return out, ""
 
@@ -243,6 +291,7 @@ def cortex_m4_sizes(model) -> dict | None:
     import shutil
 
     from qmtik.c_check import code_size
+
     if shutil.which("arm-none-eabi-gcc") is None:
         return None
     return code_size(model, shutil.which("arm-none-eabi-gcc"), ("-mcpu=cortex-m4", "-mthumb", "-Os"))
@@ -253,9 +302,11 @@ def cortex_m4_sizes(model) -> dict | None:
 PHASES = {  # phase -> the functions whose time is the phase's: (module, owner or None, name)
     "matrix products": [("layers", None, "product")],
     "weight quantization (codes, scales, bias)": [("layers", None, "step_weights")],
-    "integer layer (multipliers, tables, requantization)": [("layers", None, "step_fields"),
-                                                            ("layers", None, "step_kernel"),
-                                                            ("backends.numpy", "LayerKernel", "requantize")],
+    "integer layer (multipliers, tables, requantization)": [
+        ("layers", None, "step_fields"),
+        ("layers", None, "step_kernel"),
+        ("backends.numpy", "LayerKernel", "requantize"),
+    ],
     "optimizer": [("optimizers", "Optimizer", "step")],
     "cost": [("training", None, "cost")],
     "validation (integer model)": [("training", None, "evaluate_split")],
@@ -268,6 +319,7 @@ def measure_profile(spec: dict) -> dict:
     where they are called (perf_counter around each call, no profiler's overhead), the rest of
     the epoch as OTHER."""
     import importlib
+
     timed: dict[str, float] = {}
 
     def timer(phase, function):
@@ -277,6 +329,7 @@ def measure_profile(spec: dict) -> dict:
                 return function(*args, **kwargs)
             finally:
                 timed[phase] = timed.get(phase, 0.0) + time.perf_counter() - began
+
         return call
 
     for phase, places in PHASES.items():

@@ -15,6 +15,7 @@ throughput, single-sample latency in Python and in the compiled C header, its pe
 Times are medians. The markdown table goes to stdout, progress to stderr, and everything, with
 the machine's description, to --json (benchmarks/results.json).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,27 +33,50 @@ import numpy as np
 
 try:
     import qmtik
-except ImportError:                                  # run from a checkout without installing
+except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import qmtik
 from qmtik.files import check_writable, write_json
 
-MEASURE = Path(__file__).resolve().with_name("measure.py")   # runs each measurement in its own process
+MEASURE = Path(__file__).resolve().with_name("measure.py")  # runs each measurement in its own process
 DEFAULT_JSON = Path(__file__).resolve().with_name("results.json")
 
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 DATASETS = {  # name -> what is trained on it
-    "fashion-mnist": {"title": "Fashion-MNIST", "inputs": 784, "input_range": [0, 255], "hidden": [256, 256],
-                      "classes": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                                  "Sneaker", "Bag", "Ankle boot")},
-    "mnist": {"title": "MNIST", "inputs": 784, "input_range": [0, 255], "hidden": [256, 256],
-              "classes": DIGIT_CLASSES},
-    "digits": {"title": "digits", "inputs": 64, "input_range": [0, 16], "hidden": [32],   # for the tests
-               "classes": DIGIT_CLASSES},
+    "fashion-mnist": {
+        "title": "Fashion-MNIST",
+        "inputs": 784,
+        "input_range": [0, 255],
+        "hidden": [256, 256],
+        "classes": (
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+    },
+    "mnist": {"title": "MNIST", "inputs": 784, "input_range": [0, 255], "hidden": [256, 256], "classes": DIGIT_CLASSES},
+    "digits": {
+        "title": "digits",
+        "inputs": 64,
+        "input_range": [0, 16],
+        "hidden": [32],  # for the tests
+        "classes": DIGIT_CLASSES,
+    },
 }
 
 C_LIBRARY = {  # what the C library qmtik.h claimed, on MNIST
-    "test_accuracy": 0.90, "model_bytes": 300_000, "inference_ms": 0.5, "train_sample_ms": 15.0}
+    "test_accuracy": 0.90,
+    "model_bytes": 300_000,
+    "inference_ms": 0.5,
+    "train_sample_ms": 15.0,
+}
 
 FULL = {"seeds": 3, "epochs": 8, "samples": None, "repeats": 9, "single_calls": 2000, "c_rounds": 3}
 QUICK = {"seeds": 1, "epochs": 2, "samples": 10000, "repeats": 5, "single_calls": 300, "c_rounds": 1}
@@ -68,6 +92,7 @@ def log(message: str) -> None:
 
 
 # --- the machine -------------------------------------------------------------------------------
+
 
 def machine() -> dict:
     """CPU model, cores, platform, Python, NumPy and its BLAS, the C compiler."""
@@ -85,19 +110,31 @@ def machine() -> dict:
     try:
         deps = np.show_config(mode="dicts")["Build Dependencies"]
         blas, lapack = (f"{deps[k].get('name')} {deps[k].get('version')}" for k in ("blas", "lapack"))
-    except Exception:   # noqa: BLE001 - NumPy < 1.26 has no mode="dicts"; the description is best effort
+    except Exception:  # noqa: BLE001 - NumPy < 1.26 has no mode="dicts"; the description is best effort
         pass
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-               if k in os.environ}
-    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable, "platform": platform.platform(),
-            "python": platform.python_version(), "numpy": np.__version__, "blas": blas, "lapack": lapack,
-            "blas_threads_env": threads, "c_compiler": compiler_version(), "qmtik": qmtik.__version__}
+    threads = {
+        k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ
+    }
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "blas": blas,
+        "lapack": lapack,
+        "blas_threads_env": threads,
+        "c_compiler": compiler_version(),
+        "qmtik": qmtik.__version__,
+    }
 
 
 def compiler_version() -> str | None:
     """The first line of the local C compiler's --version, or None without one."""
     from qmtik.c_check import find_compiler
+
     cc = find_compiler()
     if cc is None:
         return None
@@ -106,6 +143,7 @@ def compiler_version() -> str | None:
 
 
 # --- which data sets ---------------------------------------------------------------------------
+
 
 def dataset_directory(name: str) -> tuple[str | None, str]:
     """Where a data set's IDX files are, or None and why not."""
@@ -140,17 +178,16 @@ def choose_datasets(choice: str) -> tuple[dict, dict]:
         else:
             absent[name] = why
     if not found:
-        raise BenchmarkError("no data set to measure: " +
-                         "; ".join(f"{name}: {why}" for name, why in absent.items()))
+        raise BenchmarkError("no data set to measure: " + "; ".join(f"{name}: {why}" for name, why in absent.items()))
     return found, absent
 
 
 # --- measuring, each part in its own process ---------------------------------------------------
 
+
 def run_child(kind: str, spec: dict) -> dict:
     """Run one measurement (measure.py) in a fresh process; its figures."""
-    out = subprocess.run([sys.executable, str(MEASURE), kind, json.dumps(spec)], stdout=subprocess.PIPE,
-                         text=True)
+    out = subprocess.run([sys.executable, str(MEASURE), kind, json.dumps(spec)], stdout=subprocess.PIPE, text=True)
     if out.returncode != 0:
         raise BenchmarkError(f"the {kind} measurement on {spec['dataset']} failed (exit {out.returncode})")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -171,10 +208,17 @@ def training_runs(spec: dict, seeds: int, modes, model_path: Path) -> list[dict]
 
 def benchmark_dataset(name: str, directory: str, settings: dict, parts) -> dict:
     """All chosen parts on one data set."""
-    spec = {"dataset": name, "directory": directory, **{k: v for k, v in DATASETS[name].items() if k != "title"},
-            **{k: settings[k] for k in ("epochs", "samples", "repeats", "single_calls", "c_rounds")}}
-    result = {"title": DATASETS[name]["title"], "directory": directory,
-              "topology": "-".join(map(str, [spec["inputs"], *spec["hidden"], len(spec["classes"])]))}
+    spec = {
+        "dataset": name,
+        "directory": directory,
+        **{k: v for k, v in DATASETS[name].items() if k != "title"},
+        **{k: settings[k] for k in ("epochs", "samples", "repeats", "single_calls", "c_rounds")},
+    }
+    result = {
+        "title": DATASETS[name]["title"],
+        "directory": directory,
+        "topology": "-".join(map(str, [spec["inputs"], *spec["hidden"], len(spec["classes"])])),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         model_path = Path(tmp) / f"{name}.qmt"
         if "training" in parts or "inference" in parts:
@@ -202,15 +246,20 @@ def per_sample_us(seconds: float, epochs: int, samples: int) -> float:
 def summarize(runs: list[dict]) -> dict:
     """One mode's runs (one per seed): medians, the peak memory's maximum, and the runs."""
     seconds = statistics.median(r["train_seconds"] for r in runs)
-    return {"test_accuracy": statistics.median(r["test_accuracy"] for r in runs),
-            "train_seconds": seconds,
-            "epoch_seconds": statistics.median(s for r in runs for s in r["epoch_seconds"]),
-            "per_sample_us": per_sample_us(seconds, runs[0]["epochs"], runs[0]["trained_samples"]),
-            "trained_samples": runs[0]["trained_samples"], "samples": runs[0]["samples"],
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "runs": runs}
+    return {
+        "test_accuracy": statistics.median(r["test_accuracy"] for r in runs),
+        "train_seconds": seconds,
+        "epoch_seconds": statistics.median(s for r in runs for s in r["epoch_seconds"]),
+        "per_sample_us": per_sample_us(seconds, runs[0]["epochs"], runs[0]["trained_samples"]),
+        "trained_samples": runs[0]["trained_samples"],
+        "samples": runs[0]["samples"],
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "runs": runs,
+    }
 
 
 # --- the tables --------------------------------------------------------------------------------
+
 
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
@@ -226,8 +275,9 @@ def _accuracy(d: dict, mode: str) -> str | None:
 
 def _training_time(d: dict, mode: str) -> str | None:
     t = d.get("training", {}).get(mode)
-    return t and (f"{t['train_seconds']:.1f} s ({t['epoch_seconds']:.2f} s per epoch of "
-                  f"{t['trained_samples']:,} samples)")
+    return t and (
+        f"{t['train_seconds']:.1f} s ({t['epoch_seconds']:.2f} s per epoch of {t['trained_samples']:,} samples)"
+    )
 
 
 def _per_sample(d: dict, mode: str) -> str | None:
@@ -242,20 +292,26 @@ def _training_memory(d: dict) -> str | None:
 
 def _integer_accuracy(d: dict) -> str | None:
     i = d.get("inference")
-    return i and (f"{_pct(i['test_accuracy'])}; {_pct(d['agreement'])} of its classes equal training's "
-                  f"fake-quantized forward pass")
+    return i and (
+        f"{_pct(i['test_accuracy'])}; {_pct(d['agreement'])} of its classes equal training's "
+        f"fake-quantized forward pass"
+    )
 
 
 def _file(d: dict) -> str | None:
     i = d.get("inference")
-    return i and (f"{i['file_bytes']:,} bytes (float32 weights and biases: {i['float32_bytes']:,}; "
-                  f"{100 * i['file_bytes'] / i['float32_bytes']:.1f}%)")
+    return i and (
+        f"{i['file_bytes']:,} bytes (float32 weights and biases: {i['float32_bytes']:,}; "
+        f"{100 * i['file_bytes'] / i['float32_bytes']:.1f}%)"
+    )
 
 
 def _batch(d: dict) -> str | None:
     i = d.get("inference")
-    return i and (f"{i['samples_per_second']:,.0f} samples/s ({i['test_samples']:,} in "
-                  f"{1e3 * i['batch_seconds']:.1f} ms; {i.get('batch_backend', 'numpy')})")
+    return i and (
+        f"{i['samples_per_second']:,.0f} samples/s ({i['test_samples']:,} in "
+        f"{1e3 * i['batch_seconds']:.1f} ms; {i.get('batch_backend', 'numpy')})"
+    )
 
 
 def _numpy_batch(d: dict) -> str | None:
@@ -270,6 +326,7 @@ def _c_latency(build: str):
             return None
         micros = i["c_latency_us"].get(build)
         return f"{micros:.1f} µs" if micros is not None else f"not measured: {i['c_note'] or 'no such build'}"
+
     return cell
 
 
@@ -280,20 +337,27 @@ def _inference_memory(d: dict) -> str | None:
 
 def _cortex_m4(d: dict) -> str | None:
     m4 = (d.get("inference") or {}).get("cortex_m4")
-    return m4 and (f"flash {m4['code'] + m4['constants']:,} bytes (code {m4['code']:,}); RAM "
-                   f"{m4['scratch'] + m4['stack']:,} bytes (scratch {m4['scratch']}, stack {m4['stack']})")
+    return m4 and (
+        f"flash {m4['code'] + m4['constants']:,} bytes (code {m4['code']:,}); RAM "
+        f"{m4['scratch'] + m4['stack']:,} bytes (scratch {m4['scratch']}, stack {m4['stack']})"
+    )
 
 
 def rows(results: dict) -> list[tuple]:
     """The main table's rows: (what, cell of a data set's results or None, the C library's claim)."""
     s, c = results["settings"], results["c_library_claims"]
     seeds = f"median of {s['seeds']} seeds" if s["seeds"] > 1 else "1 seed"
-    builds = sorted({b for d in results["datasets"].values() for b in (d.get("inference") or {})
-                     .get("c_latency_us", {})}, key=lambda b: "-O2" in b) or ["gcc"]
+    builds = sorted(
+        {b for d in results["datasets"].values() for b in (d.get("inference") or {}).get("c_latency_us", {})},
+        key=lambda b: "-O2" in b,
+    ) or ["gcc"]
     claim_ms = f"{c['inference_ms']} ms"
     out = [
-        (f"test accuracy, int8 ({seeds})", lambda d: _accuracy(d, "int8"),
-         f"about {100 * c['test_accuracy']:.0f}% (MNIST)"),
+        (
+            f"test accuracy, int8 ({seeds})",
+            lambda d: _accuracy(d, "int8"),
+            f"about {100 * c['test_accuracy']:.0f}% (MNIST)",
+        ),
         (f"test accuracy, float, same settings ({seeds})", lambda d: _accuracy(d, "float"), ""),
         ("test accuracy, integer model (.qmt) of seed 0", _integer_accuracy, ""),
         (f"training, int8, {s['epochs']} epochs", lambda d: _training_time(d, "int8"), ""),
@@ -302,13 +366,22 @@ def rows(results: dict) -> list[tuple]:
         ("training time per sample, float", lambda d: _per_sample(d, "float"), ""),
         ("peak memory, training (int8 / float)", _training_memory, ""),
         ("model file (.qmt)", _file, f"about {c['model_bytes'] // 1000} KB"),
-        ("batch inference, int8 codes to classes", _batch,
-         f"{1000 / c['inference_ms']:,.0f} samples/s (at {claim_ms} each)"),
+        (
+            "batch inference, int8 codes to classes",
+            _batch,
+            f"{1000 / c['inference_ms']:,.0f} samples/s (at {claim_ms} each)",
+        ),
         ("batch inference, numpy alone (QMTIK_INT8_GEMM=0)", _numpy_batch, ""),
-        ("quantizing that batch's raw inputs to int8",
-         lambda d: d.get("inference") and f"{1e3 * d['inference']['quantize_seconds']:.1f} ms", ""),
-        ("one sample in Python, raw inputs to class",
-         lambda d: d.get("inference") and f"{d['inference']['single_us']:.1f} µs", claim_ms),
+        (
+            "quantizing that batch's raw inputs to int8",
+            lambda d: d.get("inference") and f"{1e3 * d['inference']['quantize_seconds']:.1f} ms",
+            "",
+        ),
+        (
+            "one sample in Python, raw inputs to class",
+            lambda d: d.get("inference") and f"{d['inference']['single_us']:.1f} µs",
+            claim_ms,
+        ),
         *[(f"one sample in the C header, `{b}`", _c_latency(b), claim_ms) for b in builds],
         ("peak memory, inference (load the .qmt, predict the batch)", _inference_memory, ""),
         ("C header for a Cortex-M4 (`arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -Os`)", _cortex_m4, ""),
@@ -332,8 +405,11 @@ def markdown_table(results: dict) -> str:
 
 def layer_table(d: dict) -> str:
     """Where the integer model's batch time goes, layer by layer."""
-    lines = [f"| {d['title']}: integer model, batch of {d['inference']['test_samples']:,} | matrix product "
-             "| requantization and activation |", "| --- | --- | --- |"]
+    lines = [
+        f"| {d['title']}: integer model, batch of {d['inference']['test_samples']:,} | matrix product "
+        "| requantization and activation |",
+        "| --- | --- | --- |",
+    ]
     for i, (product, rest) in enumerate(d["inference"]["layer_seconds"], 1):
         lines.append(f"| layer {i} | {1e3 * product:.1f} ms | {1e3 * rest:.1f} ms |")
     return "\n".join(lines)
@@ -353,17 +429,23 @@ def describe(results: dict) -> str:
     s, m = results["settings"], results["machine"]
     first = next(iter(results["datasets"].values()))
     t = first.get("settings")
-    lines = [f"qmtik {m['qmtik']}, {s['epochs']} epochs, {s['seeds']} seed(s)"
-             + (f", {s['samples']:,} training samples" if s["samples"] else "")
-             + (f"; qmtik's defaults: {t['optimizer']}, learning rate {t['learning_rate']} ({t['schedule']}), "
-                f"batch {t['batch_size']}, {100 * t['validation_split']:.0f}% held out for validation; "
-                "int8 = fake quantization from the first epoch" if t else "")
-             + (" (--quick: a smoke run, not figures to quote)" if s["quick"] else ""),
-             f"times: training, medians over the seeds; batch and quantizing, medians of {s['repeats']} runs; "
-             f"one sample in Python, the median of {s['single_calls']} calls; in C, the median over the test "
-             f"set ({s['c_rounds']} round(s) each, median of 3 runs)",
-             f"machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), {m['platform']}, "
-             f"Python {m['python']}, NumPy {m['numpy']} (BLAS {m['blas']}), {m['c_compiler'] or 'no C compiler'}"]
+    lines = [
+        f"qmtik {m['qmtik']}, {s['epochs']} epochs, {s['seeds']} seed(s)"
+        + (f", {s['samples']:,} training samples" if s["samples"] else "")
+        + (
+            f"; qmtik's defaults: {t['optimizer']}, learning rate {t['learning_rate']} ({t['schedule']}), "
+            f"batch {t['batch_size']}, {100 * t['validation_split']:.0f}% held out for validation; "
+            "int8 = fake quantization from the first epoch"
+            if t
+            else ""
+        )
+        + (" (--quick: a smoke run, not figures to quote)" if s["quick"] else ""),
+        f"times: training, medians over the seeds; batch and quantizing, medians of {s['repeats']} runs; "
+        f"one sample in Python, the median of {s['single_calls']} calls; in C, the median over the test "
+        f"set ({s['c_rounds']} round(s) each, median of 3 runs)",
+        f"machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), {m['platform']}, "
+        f"Python {m['python']}, NumPy {m['numpy']} (BLAS {m['blas']}), {m['c_compiler'] or 'no C compiler'}",
+    ]
     lines += [f"{DATASETS[name]['title']}: not present, {why}" for name, why in results["not_present"].items()]
     return "\n".join(lines)
 
@@ -381,14 +463,27 @@ def report(results: dict) -> str:
 
 # --- the command line --------------------------------------------------------------------------
 
+
 def parse(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: 1 seed, 2 epochs, 10000 training samples, fewer timing repeats")
-    parser.add_argument("--dataset", default="all", choices=["fashion-mnist", "mnist", "all", "digits"],
-                        metavar="fashion-mnist|mnist|all", help="default: every one present")
-    parser.add_argument("--json", default=str(DEFAULT_JSON), metavar="PATH",
-                        help="where to write the results (default: benchmarks/results.json)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: 1 seed, 2 epochs, 10000 training samples, fewer timing repeats",
+    )
+    parser.add_argument(
+        "--dataset",
+        default="all",
+        choices=["fashion-mnist", "mnist", "all", "digits"],
+        metavar="fashion-mnist|mnist|all",
+        help="default: every one present",
+    )
+    parser.add_argument(
+        "--json",
+        default=str(DEFAULT_JSON),
+        metavar="PATH",
+        help="where to write the results (default: benchmarks/results.json)",
+    )
     parser.add_argument("--inference", action="store_true", help="only the integer model's figures")
     parser.add_argument("--profile", action="store_true", help="only where one int8 epoch's time goes")
     parser.add_argument("--seeds", type=int, help="seeds of each arithmetic (default 3; --quick 1)")
@@ -423,8 +518,13 @@ def main(argv=None) -> int:
     except (BenchmarkError, qmtik.QmtikError) as exc:
         print(f"benchmark: {exc}", file=sys.stderr)
         return 1
-    results = {"machine": machine(), "settings": {**settings, "parts": parts}, "c_library_claims": C_LIBRARY,
-               "datasets": datasets, "not_present": absent}
+    results = {
+        "machine": machine(),
+        "settings": {**settings, "parts": parts},
+        "c_library_claims": C_LIBRARY,
+        "datasets": datasets,
+        "not_present": absent,
+    }
     results["table"] = markdown_table(results)
     text = report(results)
     write_json(args.json, results)

@@ -20,6 +20,7 @@ Without it the PyTorch runs are skipped with the reason. Each run's figures are 
 in --out (benchmarks/side_by_side/ by default); a run whose file exists is not run again, so
 an interrupted benchmark resumes (--fresh runs everything again).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,12 +41,16 @@ from measure import config_of, load, trained_samples  # noqa: E402  (benchmarks/
 from run import DATASETS, dataset_directory  # noqa: E402
 
 KINDS = ("qmtik-int8", "qmtik-float", "torch-float", "torch-qat")
-TITLES = {"qmtik-int8": "qmtik int8 (fake-quantized)", "qmtik-float": "qmtik float",
-          "torch-float": "PyTorch float", "torch-qat": "PyTorch eager QAT (prepare_qat)"}
+TITLES = {
+    "qmtik-int8": "qmtik int8 (fake-quantized)",
+    "qmtik-float": "qmtik float",
+    "torch-float": "PyTorch float",
+    "torch-qat": "PyTorch eager QAT (prepare_qat)",
+}
 TORCH_PIN = "torch==2.13.0"
 FULL = {"dataset": "fashion-mnist", "epochs": 8, "pairs": 3}
 QUICK = {"dataset": "digits", "epochs": 2, "pairs": 1}
-MATMUL = (128, 784, 256)         # rows x inputs @ inputs x outputs: the first layer's forward product
+MATMUL = (128, 784, 256)  # rows x inputs @ inputs x outputs: the first layer's forward product
 
 
 def log(message: str) -> None:
@@ -62,6 +67,7 @@ def torch_missing() -> str | None:
 
 
 # --- the runs, each in a process of its own ------------------------------------------------------
+
 
 def matmul_gflops(product, repeats: int = 200) -> float:
     """GFLOP/s of product() (a MATMUL-shaped float32 product): the median of repeats calls."""
@@ -86,19 +92,25 @@ def numpy_gflops() -> float:
 def run_qmtik(spec: dict, mode: str) -> dict:
     """qmtik trained in mode int8 or float: its epochs' seconds (each with its validation)."""
     import qmtik
+
     x, y = load(spec, "train")
     x_test, y_test = load(spec, "test")
     config = config_of(spec, mode, spec["seed"])
     net = qmtik.Network(config).fit(x, y)
-    return {"epoch_seconds": [r["seconds"] for r in net.history_["epochs"]],
-            "trained_samples": trained_samples(len(x), config.training.validation_split),
-            "test_accuracy": net.score(x_test, y_test), "gflops": numpy_gflops(), "library": qmtik.__version__}
+    return {
+        "epoch_seconds": [r["seconds"] for r in net.history_["epochs"]],
+        "trained_samples": trained_samples(len(x), config.training.validation_split),
+        "test_accuracy": net.score(x_test, y_test),
+        "gflops": numpy_gflops(),
+        "library": qmtik.__version__,
+    }
 
 
 def torch_data(spec: dict):
     """The inputs as the float network sees them (code + 128) / 255, split as qmtik splits."""
     from qmtik.quantization import quantize_inputs
     from qmtik.training import Split, split_validation
+
     x, y = load(spec, "train")
     x_test, y_test = load(spec, "test")
     config = config_of(spec, "float", spec["seed"])
@@ -107,8 +119,9 @@ def torch_data(spec: dict):
         codes = quantize_inputs(inputs.reshape(len(inputs), -1), spec["input_range"])
         return (codes.astype(np.float32) + 128) / 255
 
-    train, val = split_validation(Split(values(x), np.asarray(y, np.int64)),
-                                  config.training.validation_split, config.training.seed)
+    train, val = split_validation(
+        Split(values(x), np.asarray(y, np.int64)), config.training.validation_split, config.training.seed
+    )
     return config, train, val, (values(x_test), np.asarray(y_test, np.int64))
 
 
@@ -116,6 +129,7 @@ def torch_network(spec: dict, qat: bool):
     """784-256-256-10 (the spec's widths), relu; for QAT wrapped in quant stubs and prepared."""
     import torch
     from torch import nn
+
     widths = [spec["inputs"], *spec["hidden"], len(spec["classes"])]
     layers = []
     for fan_in, fan_out in zip(widths[:-1], widths[1:]):
@@ -123,9 +137,10 @@ def torch_network(spec: dict, qat: bool):
     body = nn.Sequential(*layers[:-1])
     if not qat:
         return body
-    with warnings.catch_warnings():                  # its deprecation notices, not our figures
+    with warnings.catch_warnings():  # its deprecation notices, not our figures
         warnings.simplefilter("ignore")
         import torch.ao.quantization as tq
+
         model = nn.Sequential(tq.QuantStub(), body, tq.DeQuantStub())
         engine = "x86" if "x86" in torch.backends.quantized.supported_engines else "fbgemm"
         model.qconfig = tq.get_default_qat_qconfig(engine)
@@ -138,6 +153,7 @@ def run_torch(spec: dict, qat: bool) -> dict:
     import torch
 
     from qmtik.optimizers import learning_rate
+
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(spec["seed"])
     config, train, val, test = torch_data(spec)
@@ -153,7 +169,7 @@ def run_torch(spec: dict, qat: bool) -> dict:
         model.train()
         order = torch.from_numpy(np.random.default_rng([tc.seed, epoch]).permutation(len(x)))
         for step in range(steps):
-            batch = order[step * tc.batch_size:(step + 1) * tc.batch_size]
+            batch = order[step * tc.batch_size : (step + 1) * tc.batch_size]
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(tc, epoch * steps + step, steps)
             optimizer.zero_grad()
@@ -164,12 +180,18 @@ def run_torch(spec: dict, qat: bool) -> dict:
         seconds.append(time.perf_counter() - began)
     a = torch.randn(MATMUL[:2])
     b = torch.randn(MATMUL[1:])
-    return {"epoch_seconds": seconds, "trained_samples": len(x), "test_accuracy": torch_accuracy(model, *test),
-            "gflops": matmul_gflops(lambda: torch.mm(a, b)), "library": torch.__version__}
+    return {
+        "epoch_seconds": seconds,
+        "trained_samples": len(x),
+        "test_accuracy": torch_accuracy(model, *test),
+        "gflops": matmul_gflops(lambda: torch.mm(a, b)),
+        "library": torch.__version__,
+    }
 
 
 def torch_accuracy(model, inputs, labels) -> float:
     import torch
+
     model.eval()
     with torch.no_grad():
         predicted = model(torch.from_numpy(inputs)).argmax(dim=1).numpy()
@@ -182,8 +204,14 @@ def child(kind: str, spec: dict) -> dict:
         out = run_qmtik(spec, kind.split("-")[1])
     else:
         out = run_torch(spec, qat=kind == "torch-qat")
-    return {"kind": kind, "pair": spec["pair"], "threads": spec["threads"], "epochs": spec["epochs"],
-            "dataset": spec["dataset"], **out}
+    return {
+        "kind": kind,
+        "pair": spec["pair"],
+        "threads": spec["threads"],
+        "epochs": spec["epochs"],
+        "dataset": spec["dataset"],
+        **out,
+    }
 
 
 def run_file(out: Path, spec: dict, kind: str) -> Path:
@@ -197,10 +225,18 @@ def run_all(settings: dict, kinds, out: Path, fresh: bool) -> list[dict]:
     if directory is None:
         raise SystemExit(f"side by side: {settings['dataset']}: {why}")
     name = settings["dataset"]
-    base = {"dataset": name, "directory": directory, **{k: v for k, v in DATASETS[name].items() if k != "title"},
-            "epochs": settings["epochs"], "samples": None, "threads": settings["threads"]}
-    env = {**os.environ, **{k: str(settings["threads"]) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                                  "MKL_NUM_THREADS")}}
+    base = {
+        "dataset": name,
+        "directory": directory,
+        **{k: v for k, v in DATASETS[name].items() if k != "title"},
+        "epochs": settings["epochs"],
+        "samples": None,
+        "threads": settings["threads"],
+    }
+    env = {
+        **os.environ,
+        **{k: str(settings["threads"]) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
+    }
     out.mkdir(parents=True, exist_ok=True)
     runs = []
     for pair in range(settings["pairs"]):
@@ -211,17 +247,21 @@ def run_all(settings: dict, kinds, out: Path, fresh: bool) -> list[dict]:
                 log(f"pair {pair + 1}: {kind}: read {path}")
             else:
                 log(f"pair {pair + 1} of {settings['pairs']}: {kind}")
-                done = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(spec)], env=env,
-                                      stdout=subprocess.PIPE, text=True)
+                done = subprocess.run(
+                    [sys.executable, __file__, "--child", kind, json.dumps(spec)],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
                 if done.returncode != 0:
-                    raise SystemExit(f"side by side: the {kind} run of pair {pair + 1} failed "
-                                     f"(exit {done.returncode})")
+                    raise SystemExit(f"side by side: the {kind} run of pair {pair + 1} failed (exit {done.returncode})")
                 path.write_text(done.stdout.strip().splitlines()[-1] + "\n")
             runs.append(json.loads(path.read_text()))
     return runs
 
 
 # --- the arithmetic of the table ---------------------------------------------------------------
+
 
 def fastest_us(run: dict) -> float:
     """A run's fastest epoch, in microseconds per trained sample."""
@@ -237,30 +277,41 @@ def summarize(runs: list[dict]) -> dict:
     out = {}
     for kind in kinds:
         mine = sorted((r for r in runs if r["kind"] == kind), key=lambda r: r["pair"])
-        ratios = [fastest_us(r) / fastest_us(by_pair[("torch-float", r["pair"])]) for r in mine
-                  if ("torch-float", r["pair"]) in by_pair]
-        out[kind] = {"fastest_us": statistics.median(fastest_us(r) for r in mine),
-                     "per_pair_us": [fastest_us(r) for r in mine],
-                     "test_accuracy": statistics.median(r["test_accuracy"] for r in mine),
-                     "gflops": statistics.median(r["gflops"] for r in mine),
-                     "to_torch_float": statistics.median(ratios) if ratios else None}
+        ratios = [
+            fastest_us(r) / fastest_us(by_pair[("torch-float", r["pair"])])
+            for r in mine
+            if ("torch-float", r["pair"]) in by_pair
+        ]
+        out[kind] = {
+            "fastest_us": statistics.median(fastest_us(r) for r in mine),
+            "per_pair_us": [fastest_us(r) for r in mine],
+            "test_accuracy": statistics.median(r["test_accuracy"] for r in mine),
+            "gflops": statistics.median(r["gflops"] for r in mine),
+            "to_torch_float": statistics.median(ratios) if ratios else None,
+        }
     return out
 
 
 def markdown(summary: dict, skipped: dict) -> str:
     """The side-by-side table: a row per kind run, then a row per kind skipped, with why."""
-    lines = ["| training | fastest epoch per sample (median of pairs) | each pair | to PyTorch float "
-             "| test accuracy (median) | 128x784 @ 784x256 float32 |", "|" + " --- |" * 6]
+    lines = [
+        "| training | fastest epoch per sample (median of pairs) | each pair | to PyTorch float "
+        "| test accuracy (median) | 128x784 @ 784x256 float32 |",
+        "|" + " --- |" * 6,
+    ]
     for kind, s in summary.items():
         ratio = "" if s["to_torch_float"] is None else f"{s['to_torch_float']:.2f}x"
         pairs = ", ".join(f"{us:.1f}" for us in s["per_pair_us"])
-        lines.append(f"| {TITLES[kind]} | {s['fastest_us']:.1f} µs | {pairs} | {ratio} | "
-                     f"{100 * s['test_accuracy']:.2f}% | {s['gflops']:.1f} GFLOP/s |")
+        lines.append(
+            f"| {TITLES[kind]} | {s['fastest_us']:.1f} µs | {pairs} | {ratio} | "
+            f"{100 * s['test_accuracy']:.2f}% | {s['gflops']:.1f} GFLOP/s |"
+        )
     lines += [f"| {TITLES[kind]} | skipped: {why} | | | | |" for kind, why in skipped.items()]
     return "\n".join(lines)
 
 
 # --- the command line --------------------------------------------------------------------------
+
 
 def parse(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -299,8 +350,10 @@ def main(argv=None) -> int:
         log(f"{kind}: skipped: {reason}")
     runs = run_all(settings, kinds, Path(args.out), args.fresh)
     summary = summarize(runs)
-    print(f"{DATASETS[settings['dataset']]['title']}, {settings['epochs']} epochs, {settings['pairs']} pair(s), "
-          f"batch 128, {settings['threads']} thread(s) on each side\n")
+    print(
+        f"{DATASETS[settings['dataset']]['title']}, {settings['epochs']} epochs, {settings['pairs']} pair(s), "
+        f"batch 128, {settings['threads']} thread(s) on each side\n"
+    )
     print(markdown(summary, skipped))
     return 0
 

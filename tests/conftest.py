@@ -1,4 +1,5 @@
 """Fixtures shared by the test files."""
+
 import gzip
 import hashlib
 import socket
@@ -16,11 +17,12 @@ def every_qmt_is_canonical(monkeypatch):
     """Every .qmt file any test encodes (saved, exported, measured) is checked to be canonical:
     encode(decode(b)) == b (issue 11: one encoding per model). qmtfile._sealed is encode's last step."""
     from qmtik import qmtfile
+
     seal, busy = qmtfile._sealed, []
 
     def sealed_and_checked(blob: bytes) -> bytes:
         sealed = seal(blob)
-        if not busy:                                  # encode inside the check seals again
+        if not busy:  # encode inside the check seals again
             busy.append(True)
             try:
                 again = qmtfile.encode(qmtfile.decode(sealed))
@@ -28,6 +30,7 @@ def every_qmt_is_canonical(monkeypatch):
                 busy.pop()
             assert again == sealed, "encode(decode(b)) != b for a .qmt file this test encoded"
         return sealed
+
     monkeypatch.setattr(qmtfile, "_sealed", sealed_and_checked)
 
 
@@ -58,6 +61,7 @@ def offline_cache(tmp_path, monkeypatch):
 def fake_mnist(offline_cache, monkeypatch):
     """A function that writes a small MNIST-shaped set into the offline cache, with the pinned
     hashes patched to its files: learnable (each class brighter than the last), not trivially."""
+
     def write(train: int = 40, test: int = 20, seed: int = 3):
         rng = np.random.default_rng(seed)
         offline_cache.mkdir(parents=True)
@@ -72,6 +76,7 @@ def fake_mnist(offline_cache, monkeypatch):
                 hashes[name] = hashlib.sha256(blob).hexdigest()
         monkeypatch.setitem(download.DATASETS, "mnist", download.Dataset(sha256=hashes, mirrors=()))
         return offline_cache
+
     return write
 
 
@@ -81,6 +86,7 @@ def hostile_npz(path, how: str, **arrays) -> None:
     method 99: NotImplementedError) or 'deflate' (a corrupt deflate stream: zlib.error)."""
     import io
     import zipfile
+
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, array in arrays.items():
@@ -96,11 +102,15 @@ def hostile_npz(path, how: str, **arrays) -> None:
             blob[local + 6] |= 1
             blob[entry + 8] |= 1
         elif how == "method":
-            blob[local + 8:local + 10] = blob[entry + 10:entry + 12] = (99).to_bytes(2, "little")
+            blob[local + 8 : local + 10] = blob[entry + 10 : entry + 12] = (99).to_bytes(2, "little")
         else:
-            start = local + 30 + int.from_bytes(blob[local + 26:local + 28], "little") + \
-                int.from_bytes(blob[local + 28:local + 30], "little")
-            blob[start:start + info.compress_size] = b"\xff" * info.compress_size   # block type 3: invalid
+            start = (
+                local
+                + 30
+                + int.from_bytes(blob[local + 26 : local + 28], "little")
+                + int.from_bytes(blob[local + 28 : local + 30], "little")
+            )
+            blob[start : start + info.compress_size] = b"\xff" * info.compress_size  # block type 3: invalid
         central = entry + 4
     with open(path, "wb") as file:
         file.write(bytes(blob))

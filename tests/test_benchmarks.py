@@ -1,4 +1,5 @@
 """benchmarks/run.py and measure.py: the table, the JSON, the arithmetic, and a quick run on digits."""
+
 import importlib.util
 import json
 from pathlib import Path
@@ -21,38 +22,71 @@ measure = load("measure")
 
 
 def training_run(mode, seed, accuracy, seconds, rss):
-    return {"mode": mode, "seed": seed, "test_accuracy": accuracy, "train_seconds": seconds,
-            "epoch_seconds": [seconds / 8] * 8, "epochs": 8, "samples": 60000, "trained_samples": 54000,
-            "peak_rss_mb": rss}
+    return {
+        "mode": mode,
+        "seed": seed,
+        "test_accuracy": accuracy,
+        "train_seconds": seconds,
+        "epoch_seconds": [seconds / 8] * 8,
+        "epochs": 8,
+        "samples": 60000,
+        "trained_samples": 54000,
+        "peak_rss_mb": rss,
+    }
 
 
 def inference_figures(**change):
-    figures = {"test_accuracy": 0.8905, "test_samples": 10000, "file_bytes": 275780, "float32_bytes": 1077288,
-               "batch_seconds": 0.05, "samples_per_second": 200000.0, "quantize_seconds": 0.014,
-               "single_us": 49.0, "peak_rss_mb": 60.2, "baseline_rss_mb": 33.4, "layer_seconds": [[0.02, 0.01]],
-               "c_latency_us": {"gcc -O3 -march=native": 14.04, "gcc -O2": 26.2}, "c_note": "",
-               "cortex_m4": {"code": 620, "constants": 273498, "stack": 136, "scratch": 512}}
+    figures = {
+        "test_accuracy": 0.8905,
+        "test_samples": 10000,
+        "file_bytes": 275780,
+        "float32_bytes": 1077288,
+        "batch_seconds": 0.05,
+        "samples_per_second": 200000.0,
+        "quantize_seconds": 0.014,
+        "single_us": 49.0,
+        "peak_rss_mb": 60.2,
+        "baseline_rss_mb": 33.4,
+        "layer_seconds": [[0.02, 0.01]],
+        "c_latency_us": {"gcc -O3 -march=native": 14.04, "gcc -O2": 26.2},
+        "c_note": "",
+        "cortex_m4": {"code": 620, "constants": 273498, "stack": 136, "scratch": 512},
+    }
     return {**figures, **change}
 
 
 @pytest.fixture
 def results():
     """Results as main() assembles them, for two data sets, with made-up figures."""
-    fashion = [training_run("int8", s, a, t, 190 + s) for s, a, t in ((0, 0.8905, 14.0), (1, 0.8918, 13.9),
-                                                                       (2, 0.8926, 13.5))]
+    fashion = [
+        training_run("int8", s, a, t, 190 + s) for s, a, t in ((0, 0.8905, 14.0), (1, 0.8918, 13.9), (2, 0.8926, 13.5))
+    ]
     fashion += [training_run("float", s, 0.889 + s / 1000, 7.2, 185) for s in range(3)]
     mnist = [training_run(m, 0, 0.98, 10.0, 180) for m in ("int8", "float")]
     datasets = {
-        "fashion-mnist": {"title": "Fashion-MNIST", "topology": "784-256-256-10", "agreement": 1.0,
-                          "training": {m: run.summarize([r for r in fashion if r["mode"] == m])
-                                       for m in ("int8", "float")},
-                          "inference": inference_figures(), "profile": {"matrix products": 1.5, "optimizer": 0.5}},
-        "mnist": {"title": "MNIST", "topology": "784-256-256-10", "agreement": 0.999,
-                  "training": {m: run.summarize([r for r in mnist if r["mode"] == m]) for m in ("int8", "float")},
-                  "inference": inference_figures(c_latency_us={}, c_note="no C compiler found", cortex_m4=None)},
+        "fashion-mnist": {
+            "title": "Fashion-MNIST",
+            "topology": "784-256-256-10",
+            "agreement": 1.0,
+            "training": {m: run.summarize([r for r in fashion if r["mode"] == m]) for m in ("int8", "float")},
+            "inference": inference_figures(),
+            "profile": {"matrix products": 1.5, "optimizer": 0.5},
+        },
+        "mnist": {
+            "title": "MNIST",
+            "topology": "784-256-256-10",
+            "agreement": 0.999,
+            "training": {m: run.summarize([r for r in mnist if r["mode"] == m]) for m in ("int8", "float")},
+            "inference": inference_figures(c_latency_us={}, c_note="no C compiler found", cortex_m4=None),
+        },
     }
-    return {"machine": run.machine(), "settings": {**run.FULL, "quick": False, "parts": list(run.PARTS)},
-            "c_library_claims": run.C_LIBRARY, "datasets": datasets, "not_present": {}}
+    return {
+        "machine": run.machine(),
+        "settings": {**run.FULL, "quick": False, "parts": list(run.PARTS)},
+        "c_library_claims": run.C_LIBRARY,
+        "datasets": datasets,
+        "not_present": {},
+    }
 
 
 def table_rows(table):
@@ -67,26 +101,37 @@ def table_rows(table):
 def test_table_has_a_row_per_figure_and_a_column_per_data_set_and_the_c_library(results):
     table = run.markdown_table(results)
     header = [c.strip() for c in table.splitlines()[0].split("|")[1:-1]]
-    assert header == ["measurement", "Fashion-MNIST (784-256-256-10)", "MNIST (784-256-256-10)",
-                      "C library qmtik.h (claimed)"]
+    assert header == [
+        "measurement",
+        "Fashion-MNIST (784-256-256-10)",
+        "MNIST (784-256-256-10)",
+        "C library qmtik.h (claimed)",
+    ]
     rows = table_rows(table)
-    assert rows["test accuracy, int8 (median of 3 seeds)"] == ["89.18% (89.05, 89.18, 89.26)", "98.00%",
-                                                               "about 90% (MNIST)"]
+    assert rows["test accuracy, int8 (median of 3 seeds)"] == [
+        "89.18% (89.05, 89.18, 89.26)",
+        "98.00%",
+        "about 90% (MNIST)",
+    ]
     assert rows["training, int8, 8 epochs"][0] == "13.9 s (1.74 s per epoch of 54,000 samples)"
     assert rows["training time per sample, int8"] == ["32.2 µs", "23.1 µs", "15 ms"]
     assert rows["peak memory, training (int8 / float)"][0] == "192 MB / 185 MB"
     assert rows["model file (.qmt)"] == ["275,780 bytes (float32 weights and biases: 1,077,288; 25.6%)"] * 2 + [
-        "about 300 KB"]
+        "about 300 KB"
+    ]
     assert rows["batch inference, int8 codes to classes"][0] == "200,000 samples/s (10,000 in 50.0 ms; numpy)"
     assert rows["batch inference, int8 codes to classes"][2] == "2,000 samples/s (at 0.5 ms each)"
     assert rows["one sample in Python, raw inputs to class"] == ["49.0 µs", "49.0 µs", "0.5 ms"]
-    assert rows["one sample in the C header, `gcc -O3 -march=native`"] == ["14.0 µs",
-                                                                          "not measured: no C compiler found",
-                                                                          "0.5 ms"]
+    assert rows["one sample in the C header, `gcc -O3 -march=native`"] == [
+        "14.0 µs",
+        "not measured: no C compiler found",
+        "0.5 ms",
+    ]
     assert "one sample in the C header, `gcc -O2`" in rows
     assert rows["test accuracy, integer model (.qmt) of seed 0"][1].startswith("89.05%; 99.90% of its classes")
     assert rows["peak memory, inference (load the .qmt, predict the batch)"][0] == (
-        "60 MB (interpreter, NumPy and qmtik alone: 33 MB)")
+        "60 MB (interpreter, NumPy and qmtik alone: 33 MB)"
+    )
     m4 = rows["C header for a Cortex-M4 (`arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -Os`)"]
     assert m4[:2] == ["flash 274,118 bytes (code 620); RAM 648 bytes (scratch 512, stack 136)", ""]
 
@@ -118,7 +163,7 @@ def test_machine_description_has_cpu_cores_platform_numpy_and_blas():
 
 
 def test_median_seconds_is_the_median_of_the_calls():
-    ticks = iter([0, 5, 10, 11, 20, 23])     # calls take 5, 1 and 3 seconds
+    ticks = iter([0, 5, 10, 11, 20, 23])  # calls take 5, 1 and 3 seconds
     calls = []
     assert measure.median_seconds(lambda: calls.append(1), 3, clock=lambda: next(ticks)) == 3
     assert len(calls) == 3
@@ -128,8 +173,9 @@ def test_median_seconds_is_the_median_of_the_calls():
 
 def test_per_sample_and_summary_arithmetic():
     assert run.per_sample_us(13.5, 8, 54000) == pytest.approx(31.25)
-    runs = [training_run("int8", s, a, t, r) for s, a, t, r in ((0, 0.5, 10.0, 100), (1, 0.7, 30.0, 90),
-                                                               (2, 0.6, 20.0, 95))]
+    runs = [
+        training_run("int8", s, a, t, r) for s, a, t, r in ((0, 0.5, 10.0, 100), (1, 0.7, 30.0, 90), (2, 0.6, 20.0, 95))
+    ]
     summary = run.summarize(runs)
     assert summary["test_accuracy"] == 0.6 and summary["train_seconds"] == 20.0
     assert summary["per_sample_us"] == pytest.approx(20.0 / (8 * 54000) * 1e6)
@@ -139,14 +185,18 @@ def test_per_sample_and_summary_arithmetic():
 @pytest.mark.parametrize("samples", [10000, 60000, 1437, 7])
 def test_trained_samples_is_what_training_trains_on(samples):
     from qmtik.training import Split, split_validation
+
     data = Split(np.zeros((samples, 1), np.float32), np.zeros((samples, 1), np.float32))
     trained, _ = split_validation(data, 0.1, 0)
     assert measure.trained_samples(samples, 0.1) == len(trained)
 
 
 def test_an_absent_data_set_asked_for_by_name_is_an_error_and_all_skips_it(monkeypatch):
-    monkeypatch.setattr(run, "dataset_directory",
-                        lambda name: ("/data/fm", "") if name == "fashion-mnist" else (None, "not in the cache"))
+    monkeypatch.setattr(
+        run,
+        "dataset_directory",
+        lambda name: ("/data/fm", "") if name == "fashion-mnist" else (None, "not in the cache"),
+    )
     assert run.choose_datasets("all") == ({"fashion-mnist": "/data/fm"}, {"mnist": "not in the cache"})
     with pytest.raises(run.BenchmarkError, match="mnist: not in the cache"):
         run.choose_datasets("mnist")
@@ -173,7 +223,7 @@ def test_quick_run_on_the_bundled_digits_end_to_end(tmp_path, capfd):
     d = results["datasets"]["digits"]
     int8 = d["training"]["int8"]
     assert [r["mode"] for r in int8["runs"]] == ["int8"] and int8["trained_samples"] == 1294
-    assert d["agreement"] == 1.0                                  # the integer model is training's arithmetic
+    assert d["agreement"] == 1.0  # the integer model is training's arithmetic
     assert d["inference"]["test_accuracy"] == int8["test_accuracy"]
     assert d["inference"]["test_samples"] == 359
     assert d["inference"]["float32_bytes"] == 4 * (64 * 32 + 32 + 32 * 10 + 10)
@@ -187,16 +237,19 @@ def test_quick_run_on_the_bundled_digits_end_to_end(tmp_path, capfd):
 
 def test_a_failing_measurement_is_reported_not_a_traceback(capsys):
     with pytest.raises(run.BenchmarkError, match="the train measurement on digits failed"):
-        run.run_child("train", {"dataset": "digits"})                 # a spec missing its keys
+        run.run_child("train", {"dataset": "digits"})  # a spec missing its keys
     assert measure.main(["nonsense", "{}"]) == 2
     assert "usage: measure.py" in capsys.readouterr().err
 
 
 def test_without_a_compiler_the_c_latency_is_a_note(monkeypatch):
     import qmtik.c_check
+
     monkeypatch.setattr(qmtik.c_check, "find_compiler", lambda: None)
     assert measure.c_latency(None, np.zeros((1, 4), np.int8), 1) == (
-        {}, "no C compiler found ($CC, gcc, cc, clang): C latency not measured")
+        {},
+        "no C compiler found ($CC, gcc, cc, clang): C latency not measured",
+    )
 
 
 def test_each_layer_part_is_timed_directly_never_as_a_difference(monkeypatch, digits):
@@ -204,16 +257,23 @@ def test_each_layer_part_is_timed_directly_never_as_a_difference(monkeypatch, di
     time minus the product's, two noisy medians. Each part is now a timing of its own: a
     noisy clock that makes the second timing shorter than the first shows it."""
     import qmtik
-    config = qmtik.Config.from_dict({"network": {"inputs": 64, "hidden": [8], "outputs": 10},
-                                     "training": {"epochs": 1}, "data": {"dataset": "digits"}})
+
+    config = qmtik.Config.from_dict(
+        {
+            "network": {"inputs": 64, "hidden": [8], "outputs": 10},
+            "training": {"epochs": 1},
+            "data": {"dataset": "digits"},
+        }
+    )
     (x, y), _ = digits
     model = qmtik.Network(config).fit(x[:200], y[:200]).quantize()
-    timings = iter([0.5, 0.3, 0.4, 0.2])                     # product, requantization, per layer
+    timings = iter([0.5, 0.3, 0.4, 0.2])  # product, requantization, per layer
     calls = []
 
     def noisy(fn, repeats, clock=None):
         calls.append(fn())
         return next(timings)
+
     monkeypatch.setattr(measure, "median_seconds", noisy)
     seconds = measure.layer_seconds(model, model.quantize_inputs(x[:100]), 3)
     assert seconds == [[0.5, 0.3], [0.4, 0.2]]
@@ -226,21 +286,32 @@ side = load("torch_side_by_side")
 
 
 def side_run(kind, pair, epoch_seconds, accuracy=0.88, gflops=100.0, samples=54000):
-    return {"kind": kind, "pair": pair, "epoch_seconds": epoch_seconds, "trained_samples": samples,
-            "test_accuracy": accuracy, "gflops": gflops}
+    return {
+        "kind": kind,
+        "pair": pair,
+        "epoch_seconds": epoch_seconds,
+        "trained_samples": samples,
+        "test_accuracy": accuracy,
+        "gflops": gflops,
+    }
 
 
 def test_side_by_side_compares_fastest_epochs_per_sample_and_medians_the_pairs_ratios():
-    runs = [side_run("qmtik-int8", 0, [1.2, 0.54, 0.6], 0.89, 90.0), side_run("torch-float", 0, [0.5, 0.27]),
-            side_run("qmtik-int8", 1, [0.81, 0.9], 0.891, 110.0), side_run("torch-float", 1, [0.54, 0.6]),
-            side_run("qmtik-int8", 2, [1.08], 0.885, 100.0), side_run("torch-float", 2, [0.27, 0.9])]
+    runs = [
+        side_run("qmtik-int8", 0, [1.2, 0.54, 0.6], 0.89, 90.0),
+        side_run("torch-float", 0, [0.5, 0.27]),
+        side_run("qmtik-int8", 1, [0.81, 0.9], 0.891, 110.0),
+        side_run("torch-float", 1, [0.54, 0.6]),
+        side_run("qmtik-int8", 2, [1.08], 0.885, 100.0),
+        side_run("torch-float", 2, [0.27, 0.9]),
+    ]
     summary = side.summarize(runs)
-    assert list(summary) == ["qmtik-int8", "torch-float"]          # in KINDS' order, only those run
+    assert list(summary) == ["qmtik-int8", "torch-float"]  # in KINDS' order, only those run
     int8 = summary["qmtik-int8"]
-    assert int8["per_pair_us"] == pytest.approx([10.0, 15.0, 20.0])   # 0.54 s / 54,000 samples = 10 µs
+    assert int8["per_pair_us"] == pytest.approx([10.0, 15.0, 20.0])  # 0.54 s / 54,000 samples = 10 µs
     assert int8["fastest_us"] == pytest.approx(15.0)
     assert summary["torch-float"]["per_pair_us"] == pytest.approx([5.0, 10.0, 5.0])
-    assert int8["to_torch_float"] == pytest.approx(2.0)               # pairs' ratios 2, 1.5, 4: median 2
+    assert int8["to_torch_float"] == pytest.approx(2.0)  # pairs' ratios 2, 1.5, 4: median 2
     assert summary["torch-float"]["to_torch_float"] == pytest.approx(1.0)
     assert int8["test_accuracy"] == 0.89 and int8["gflops"] == 100.0
     table = side.markdown(summary, {"torch-qat": "PyTorch is not installed"})
@@ -267,6 +338,7 @@ def test_side_by_side_resumes_from_the_runs_files(tmp_path):
 
 def test_side_by_side_names_why_torch_is_skipped(monkeypatch):
     import builtins
+
     real_import = builtins.__import__
 
     def no_torch(name, *args, **kwargs):

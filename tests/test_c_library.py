@@ -1,5 +1,6 @@
 """The C library carry-over: qmtik_config.h to a Config, its model files, its own arithmetic,
 and the conversion to qmtik's integer model (docs/c-library.md)."""
+
 import ctypes
 import ctypes.util
 import shutil
@@ -45,18 +46,24 @@ def header(tmp_path, text, name="qmtik_config.h"):
 
 
 def small_header(tmp_path, act="RELU", out="SOFT_MAX", i=5, h=3, layers=1, o=4, w=0.05, a=0.125):
-    return header(tmp_path, f"#define QMTIK_I {i}\n#define QMTIK_H {h}\n#define QMTIK_L {layers}\n"
-                            f"#define QMTIK_O {o}\n#define QMTIK_W_SCALE {w!r}f\n#define QMTIK_A_SCALE {a!r}f\n"
-                            f"#define QMTIK_{act}_ACTV\n#define QMTIK_{out}_PP\n#define QMTIK_MSE_COST\n")
+    return header(
+        tmp_path,
+        f"#define QMTIK_I {i}\n#define QMTIK_H {h}\n#define QMTIK_L {layers}\n"
+        f"#define QMTIK_O {o}\n#define QMTIK_W_SCALE {w!r}f\n#define QMTIK_A_SCALE {a!r}f\n"
+        f"#define QMTIK_{act}_ACTV\n#define QMTIK_{out}_PP\n#define QMTIK_MSE_COST\n",
+    )
 
 
 def random_layers(widths, seed=0):
     rng = np.random.default_rng(seed)
-    return [(rng.integers(-128, 128, (n_out, n_in)).astype(np.int8), rng.integers(-128, 128, n_out).astype(np.int8))
-            for n_in, n_out in zip(widths[:-1], widths[1:])]
+    return [
+        (rng.integers(-128, 128, (n_out, n_in)).astype(np.int8), rng.integers(-128, 128, n_out).astype(np.int8))
+        for n_in, n_out in zip(widths[:-1], widths[1:])
+    ]
 
 
 # --- the header --------------------------------------------------------------------------------
+
 
 def test_flag_style_header_gives_topology_with_l_hidden_to_hidden_layers(tmp_path):
     h = c.read_header(header(tmp_path, MNIST_HEADER))
@@ -90,8 +97,11 @@ def test_value_style_switches_comments_casts_and_parentheses(tmp_path):
     assert (h.activation, h.output, h.cost, h.optimizer) == ("tanh", "sigmoid", "cross_entropy", "sgd")
     assert (h.w_scale, h.a_scale) == (0.01, 0.1)
     config = c.config_from_header(tmp_path / "qmtik_config.h")
-    assert (config.network.cost, config.training.optimizer, config.training.momentum) == \
-        ("binary_cross_entropy", "sgd", 0.8)
+    assert (config.network.cost, config.training.optimizer, config.training.momentum) == (
+        "binary_cross_entropy",
+        "sgd",
+        0.8,
+    )
 
 
 def test_missing_define_is_a_config_error_naming_header_and_define(tmp_path):
@@ -147,6 +157,7 @@ def test_a_hexadecimal_integer_too_long_to_print_is_refused_by_the_config(tmp_pa
 
 def test_parentheses_nested_100000_deep_are_read_in_linear_time(tmp_path):
     import time
+
     start = time.perf_counter()
     assert c.read_header(with_inputs(tmp_path, "(" * DEEP + "(int)784u" + ")" * DEEP)).inputs == 784
     assert c.read_header(with_inputs(tmp_path, "(int)" * DEEP + "784")).inputs == 784
@@ -162,10 +173,16 @@ def test_octal_hexadecimal_and_wrapped_literals_are_read_as_c_reads_them(tmp_pat
         assert c.read_header(with_inputs(tmp_path, value)).inputs == inputs
 
 
-@pytest.mark.parametrize("command", [["config", "from-header", "qmtik_config.h"],
-                                     ["import-c-model", "model.bin", "--header", "qmtik_config.h", "-o", "m.qmt"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["config", "from-header", "qmtik_config.h"],
+        ["import-c-model", "model.bin", "--header", "qmtik_config.h", "-o", "m.qmt"],
+    ],
+)
 def test_header_commands_exit_2_with_one_line_for_a_5000_digit_integer(tmp_path, monkeypatch, capsys, command):
     from qmtik.cli import main
+
     monkeypatch.chdir(tmp_path)
     with_inputs(tmp_path, "1" * 5000)
     (tmp_path / "model.bin").write_bytes(bytes(100))
@@ -195,6 +212,7 @@ def test_header_qmtik_cannot_train_is_refused_naming_the_header(tmp_path):
 
 # --- the model file ----------------------------------------------------------------------------
 
+
 def test_model_file_layout_and_length(tmp_path):
     path = small_header(tmp_path, i=5, h=3, layers=2, o=4)
     layers = random_layers((5, 3, 3, 3, 4))
@@ -212,6 +230,7 @@ def test_model_file_layout_and_length(tmp_path):
 
 
 # --- the C library's arithmetic ----------------------------------------------------------------
+
 
 def roundf(x) -> int:
     """C's roundf by exact decimal arithmetic: an oracle independent of numpy."""
@@ -231,9 +250,12 @@ if LIBM is not None:
 def oracle(h, layers, sample):
     """QMTIK_infer_forward and QMTIK_infer_post_process, one sample, one scalar at a time."""
     W, A, exp = f32(h.w_scale), f32(h.a_scale), lambda v: f32(LIBM.expf(float(v)))
-    act = {"relu": lambda x: x if x > 0 else f32(0), "leaky_relu": lambda x: x if x > 0 else f32(0.01) * x,
-           "sigmoid": lambda x: f32(1) / (f32(1) + exp(-min(max(x, f32(-88)), f32(88)))),
-           "tanh": lambda x: f32(LIBM.tanhf(float(min(max(x, f32(-88)), f32(88)))))}[h.activation]
+    act = {
+        "relu": lambda x: x if x > 0 else f32(0),
+        "leaky_relu": lambda x: x if x > 0 else f32(0.01) * x,
+        "sigmoid": lambda x: f32(1) / (f32(1) + exp(-min(max(x, f32(-88)), f32(88)))),
+        "tanh": lambda x: f32(LIBM.tanhf(float(min(max(x, f32(-88)), f32(88))))),
+    }[h.activation]
     a = [int(v) for v in sample]
     for k, (w, b) in enumerate(layers):
         out = []
@@ -275,11 +297,15 @@ def test_roundf_ties_go_away_from_zero_and_codes_clamp():
 def test_softmax_post_processing(tmp_path):
     model = c.CLibraryModel(c.read_header(small_header(tmp_path, o=4, a=0.5)), [])
     z = np.array([[0, 0, 0, 0], [2, 0, 0, 0], [127, -128, 0, 0]], dtype=np.int8)
-    e = np.exp(-1.0)                                                   # z*A differ by 1
-    np.testing.assert_array_equal(model.post_process(z), [
-        [32, 32, 32, 32],                                              # 127/4 = 31.75
-        [round(127 / (1 + 3 * e)), *[round(127 * e / (1 + 3 * e))] * 3],
-        [127, 0, 0, 0]])
+    e = np.exp(-1.0)  # z*A differ by 1
+    np.testing.assert_array_equal(
+        model.post_process(z),
+        [
+            [32, 32, 32, 32],  # 127/4 = 31.75
+            [round(127 / (1 + 3 * e)), *[round(127 * e / (1 + 3 * e))] * 3],
+            [127, 0, 0, 0],
+        ],
+    )
 
 
 def test_class_is_the_first_index_of_the_largest_output(tmp_path):
@@ -290,6 +316,7 @@ def test_class_is_the_first_index_of_the_largest_output(tmp_path):
 
 
 # --- conversion to the integer model ------------------------------------------------------------
+
 
 def pixel_codes(x):
     """The bundled digits (0..16) as 8-bit pixels, then pixel - 128 (the C library's inputs)."""
@@ -303,8 +330,9 @@ def trained_c_layers(x, y, act="relu", a_scale=0.125, steps=300, seed=0):
     widths = (64, 32, 32, 32, 10)
     params = [rng.standard_normal((o, i)) * np.sqrt(2 / i) for i, o in zip(widths[:-1], widths[1:])]
     params += [np.zeros(o) for o in widths[1:]]
-    f, df = {"relu": (lambda z: np.maximum(z, 0), lambda z: z > 0),
-             "tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2)}[act]
+    f, df = {"relu": (lambda z: np.maximum(z, 0), lambda z: z > 0), "tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2)}[
+        act
+    ]
     inputs, targets, n = pixel_codes(x) * a_scale, np.eye(10)[y], len(widths) - 1
     m, v, w_scale = [np.zeros_like(p) for p in params], [np.zeros_like(p) for p in params], None
     for t in range(1, steps + 1):
@@ -323,10 +351,10 @@ def trained_c_layers(x, y, act="relu", a_scale=0.125, steps=300, seed=0):
                 g = (g @ fq(params[i], w_scale)) * df(zs[i - 1])
         for k, grad in enumerate(grads):
             m[k] = 0.9 * m[k] + 0.1 * grad
-            v[k] = 0.999 * v[k] + 0.001 * grad ** 2
-            params[k] -= 0.01 * (m[k] / (1 - 0.9 ** t)) / (np.sqrt(v[k] / (1 - 0.999 ** t)) + 1e-8)
+            v[k] = 0.999 * v[k] + 0.001 * grad**2
+            params[k] -= 0.01 * (m[k] / (1 - 0.9**t)) / (np.sqrt(v[k] / (1 - 0.999**t)) + 1e-8)
     w_scale = float(f32(w_scale))
-    quantize = lambda p: c.c_codes(f32(p) / f32(w_scale))     # noqa: E731  (QMTIK_quantize_w)
+    quantize = lambda p: c.c_codes(f32(p) / f32(w_scale))  # noqa: E731  (QMTIK_quantize_w)
     return [(quantize(params[i]), quantize(params[n + i])) for i in range(n)], w_scale
 
 
@@ -344,16 +372,16 @@ def trained(request, digits, tmp_path_factory):
 
 def test_converted_model_agrees_with_the_c_arithmetic(trained, tmp_path):
     header_path, model_path, model, codes, labels = trained
-    assert (model.predict(codes) == labels).mean() > 0.9             # a real, trained network
-    assert sum(int((w == -128).sum()) for w, _ in model.layers) > 0   # the clipping is exercised
+    assert (model.predict(codes) == labels).mean() > 0.9  # a real, trained network
+    assert sum(int((w == -128).sum()) for w, _ in model.layers) > 0  # the clipping is exercised
     converted = c.import_c_model(model_path, header_path, tmp_path / "model.qmt")
     loaded = qmtik.load_model(tmp_path / "model.qmt")
     scores = loaded.scores(codes)
     np.testing.assert_array_equal(scores, converted.scores(codes))
     agreement = (scores.argmax(axis=1) == model.predict(codes)).mean()
-    assert agreement >= 0.99                                          # measured: 99.9% relu, 100% tanh
+    assert agreement >= 0.99  # measured: 99.9% relu, 100% tanh
     pixels = np.clip(codes.astype(np.int16) + 128, 0, 255).astype(np.uint8)
-    np.testing.assert_array_equal(loaded.predict(pixels), scores.argmax(axis=1))   # input_range [0, 255]
+    np.testing.assert_array_equal(loaded.predict(pixels), scores.argmax(axis=1))  # input_range [0, 255]
 
 
 def test_libm_and_numpy_exp_agree_on_the_classes(trained):
@@ -400,35 +428,72 @@ int main(int argc, char** argv) {
     return 0;
 }
 """
-C_ACT = {"relu": "return x>0?x:0.0f;", "leaky_relu": "return x>0?x:0.01f*x;",
-         "sigmoid": "return 1.0f/(1.0f+expf(-(fmaxf(-88.0f, fminf(88.0f, x)))));",
-         "tanh": "return tanhf(fmaxf(-88.0f, fminf(88.0f, x)));"}
-C_POST = {"linear": "",
-          "softmax": "float t[O]; float m=z[0]*A_SCALE; for (int i=1;i<O;++i) if (z[i]*A_SCALE>m) m=z[i]*A_SCALE;"
-                     " float sum=0.0f; for (int i=0;i<O;++i) {t[i]=expf(z[i]*A_SCALE-m); sum+=t[i];}"
-                     " for (int i=0;i<O;++i) z[i]=(int8_t)roundf((t[i]/sum)*127);",
-          "sigmoid": "for (int i=0;i<O;++i) z[i]=(int8_t)roundf((1.0f/(1.0f+expf(-fmaxf(-88.0f, fminf(88.0f, "
-                     "z[i]*A_SCALE)))))*127.0f);"}
+C_ACT = {
+    "relu": "return x>0?x:0.0f;",
+    "leaky_relu": "return x>0?x:0.01f*x;",
+    "sigmoid": "return 1.0f/(1.0f+expf(-(fmaxf(-88.0f, fminf(88.0f, x)))));",
+    "tanh": "return tanhf(fmaxf(-88.0f, fminf(88.0f, x)));",
+}
+C_POST = {
+    "linear": "",
+    "softmax": "float t[O]; float m=z[0]*A_SCALE; for (int i=1;i<O;++i) if (z[i]*A_SCALE>m) m=z[i]*A_SCALE;"
+    " float sum=0.0f; for (int i=0;i<O;++i) {t[i]=expf(z[i]*A_SCALE-m); sum+=t[i];}"
+    " for (int i=0;i<O;++i) z[i]=(int8_t)roundf((t[i]/sum)*127);",
+    "sigmoid": "for (int i=0;i<O;++i) z[i]=(int8_t)roundf((1.0f/(1.0f+expf(-fmaxf(-88.0f, fminf(88.0f, "
+    "z[i]*A_SCALE)))))*127.0f);",
+}
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None or c.libm() is None, reason="needs gcc and libm")
-@pytest.mark.parametrize("act, out", [("relu", "softmax"), ("leaky_relu", "linear"), ("sigmoid", "sigmoid"),
-                                      ("tanh", "softmax")])
+@pytest.mark.parametrize(
+    "act, out", [("relu", "softmax"), ("leaky_relu", "linear"), ("sigmoid", "sigmoid"), ("tanh", "softmax")]
+)
 def test_outputs_equal_compiled_c_byte_for_byte(tmp_path, act, out):
     """The arithmetic of qmtik.h's QMTIK_infer_forward, compiled without FMA contraction."""
-    h = c.read_header(small_header(tmp_path, act.upper(), {"softmax": "SOFT_MAX"}.get(out, out.upper()),
-                                   i=23, h=17, layers=2, o=6, w=0.0123, a=0.0625))
+    h = c.read_header(
+        small_header(
+            tmp_path,
+            act.upper(),
+            {"softmax": "SOFT_MAX"}.get(out, out.upper()),
+            i=23,
+            h=17,
+            layers=2,
+            o=6,
+            w=0.0123,
+            a=0.0625,
+        )
+    )
     layers = random_layers(h.widths, seed=3)
     c.write_c_model(tmp_path / "model", layers)
     samples = np.random.default_rng(4).integers(-128, 128, (500, 23)).astype(np.int8)
     (tmp_path / "samples").write_bytes(samples.tobytes())
-    source = C_PROGRAM % {"I": 23, "H": 17, "L": 2, "O": 6, "W": "0.0123", "A": "0.0625",
-                          "ACT": C_ACT[act], "POST": C_POST[out]}
+    source = C_PROGRAM % {
+        "I": 23,
+        "H": 17,
+        "L": 2,
+        "O": 6,
+        "W": "0.0123",
+        "A": "0.0625",
+        "ACT": C_ACT[act],
+        "POST": C_POST[out],
+    }
     (tmp_path / "infer.c").write_text(source)
-    subprocess.run(["gcc", "-std=c99", "-O2", "-ffp-contract=off", "-o", str(tmp_path / "infer"),
-                    str(tmp_path / "infer.c"), "-lm"], check=True)
-    run = subprocess.run([str(tmp_path / "infer"), str(tmp_path / "model"), str(tmp_path / "samples")],
-                         capture_output=True, check=True)
+    subprocess.run(
+        [
+            "gcc",
+            "-std=c99",
+            "-O2",
+            "-ffp-contract=off",
+            "-o",
+            str(tmp_path / "infer"),
+            str(tmp_path / "infer.c"),
+            "-lm",
+        ],
+        check=True,
+    )
+    run = subprocess.run(
+        [str(tmp_path / "infer"), str(tmp_path / "model"), str(tmp_path / "samples")], capture_output=True, check=True
+    )
     expected = np.frombuffer(run.stdout, dtype=np.int8).reshape(-1, 6)
     np.testing.assert_array_equal(c.load_c_model(tmp_path / "model", h).outputs(samples), expected)
 
@@ -449,9 +514,11 @@ def test_a_header_for_other_data_leaves_the_input_range_to_the_data(tmp_path):
 
 # --- one rule for config from-header and import-c-model; scales the C arithmetic overflows with -------
 
+
 def one_line(capsys, argv, code: int) -> str:
     """main(argv) exits with code and writes exactly one line, the error, to stderr."""
     from qmtik.cli import main
+
     capsys.readouterr()
     assert main(argv) == code
     err = capsys.readouterr().err
@@ -459,10 +526,13 @@ def one_line(capsys, argv, code: int) -> str:
     return err.strip()
 
 
-@pytest.mark.parametrize("out, cost, words", [
-    ("SOFT_MAX", "MSE", "QMTIK_O 1, softmax output, mse cost: softmax over a single output is always 1"),
-    ("LINEAR", "MSE", "QMTIK_O 1, linear output, mse cost: a single-output classifier needs output = 'sigmoid'"),
-])
+@pytest.mark.parametrize(
+    "out, cost, words",
+    [
+        ("SOFT_MAX", "MSE", "QMTIK_O 1, softmax output, mse cost: softmax over a single output is always 1"),
+        ("LINEAR", "MSE", "QMTIK_O 1, linear output, mse cost: a single-output classifier needs output = 'sigmoid'"),
+    ],
+)
 def test_a_single_output_header_is_refused_alike_by_config_and_import(tmp_path, monkeypatch, capsys, out, cost, words):
     """QMTIK_O 1 with softmax: config from-header refused it, import-c-model took it, and the
     imported model then disagreed with the C library on 156 of 1,000 inputs."""
@@ -470,9 +540,12 @@ def test_a_single_output_header_is_refused_alike_by_config_and_import(tmp_path, 
     path = small_header(tmp_path, out=out, o=1)
     c.write_c_model(tmp_path / "model.bin", random_layers((5, 3, 3, 1)))
     messages = set()
-    for call in (lambda: c.read_header(path), lambda: c.config_from_header(path),
-                 lambda: c.load_c_model(tmp_path / "model.bin", path),
-                 lambda: c.import_c_model(tmp_path / "model.bin", path, tmp_path / "m.qmt")):
+    for call in (
+        lambda: c.read_header(path),
+        lambda: c.config_from_header(path),
+        lambda: c.load_c_model(tmp_path / "model.bin", path),
+        lambda: c.import_c_model(tmp_path / "model.bin", path, tmp_path / "m.qmt"),
+    ):
         with pytest.raises(ConfigError) as info:
             call()
         messages.add(str(info.value))
@@ -490,22 +563,37 @@ def test_a_single_sigmoid_output_is_accepted_by_both(tmp_path):
 
 
 @pytest.mark.filterwarnings("error")
-@pytest.mark.parametrize("w, a, expected", [
-    ("3e38f", "0.125f", "line 5: QMTIK_W_SCALE '3e38f' must lie from 1.18e-38"),
-    ("0.05f", "3e38f", "line 6: QMTIK_A_SCALE '3e38f' must lie from 1.18e-38"),
-    ("1e36f", "1e10f", "QMTIK_W_SCALE 1e+36 and QMTIK_A_SCALE 1e+10 overflow float32 in the C library's arithmetic"),
-    ("1e34f", "1e-30f", "QMTIK_W_SCALE 1e+34 and QMTIK_A_SCALE 1e-30 overflow float32 in the C library's arithmetic"),
-])
+@pytest.mark.parametrize(
+    "w, a, expected",
+    [
+        ("3e38f", "0.125f", "line 5: QMTIK_W_SCALE '3e38f' must lie from 1.18e-38"),
+        ("0.05f", "3e38f", "line 6: QMTIK_A_SCALE '3e38f' must lie from 1.18e-38"),
+        (
+            "1e36f",
+            "1e10f",
+            "QMTIK_W_SCALE 1e+36 and QMTIK_A_SCALE 1e+10 overflow float32 in the C library's arithmetic",
+        ),
+        (
+            "1e34f",
+            "1e-30f",
+            "QMTIK_W_SCALE 1e+34 and QMTIK_A_SCALE 1e-30 overflow float32 in the C library's arithmetic",
+        ),
+    ],
+)
 @pytest.mark.parametrize("command", ["config", "import"])
-def test_scales_whose_use_overflows_are_one_line_without_numpy_warnings(tmp_path, monkeypatch, capsys, w, a,
-                                                                         expected, command):
+def test_scales_whose_use_overflows_are_one_line_without_numpy_warnings(
+    tmp_path, monkeypatch, capsys, w, a, expected, command
+):
     monkeypatch.chdir(tmp_path)
     small_header(tmp_path, w=w, a=a)
     path = tmp_path / "qmtik_config.h"
     path.write_text(path.read_text().replace(f"{w!r}f", w).replace(f"{a!r}f", a))
     c.write_c_model(tmp_path / "model.bin", random_layers((5, 3, 3, 4)))
-    argv = (["config", "from-header", "qmtik_config.h"] if command == "config" else
-            ["import-c-model", "model.bin", "--header", "qmtik_config.h", "-o", "m.qmt"])
+    argv = (
+        ["config", "from-header", "qmtik_config.h"]
+        if command == "config"
+        else ["import-c-model", "model.bin", "--header", "qmtik_config.h", "-o", "m.qmt"]
+    )
     assert expected in one_line(capsys, argv, 2)
 
 
@@ -516,15 +604,18 @@ def test_a_weight_scale_beyond_the_requantization_names_the_header(tmp_path, cap
     small_header(tmp_path, w=1e10)
     c.write_c_model(tmp_path / "model.bin", random_layers((5, 3, 3, 4)))
     message = one_line(capsys, ["import-c-model", "model.bin", "--header", "qmtik_config.h", "-o", "m.qmt"], 2)
-    assert "C header qmtik_config.h: QMTIK_W_SCALE 1e+10 and QMTIK_A_SCALE 0.125 cannot be converted: " \
+    assert (
+        "C header qmtik_config.h: QMTIK_W_SCALE 1e+10 and QMTIK_A_SCALE 0.125 cannot be converted: "
         "requantization multiplier" in message
+    )
 
 
 # --- issue 12: conditionals as the C build reads them; the C library's real example ---------------
 
-EXAMPLE = Path(__file__).parent / "data" / "qmtik-h-example"      # MIT, shinymonitor/qmtik 743f3d9
-BIG_MODEL = MNIST_HEADER.replace("#define QMTIK_H 256\n", "#define QMTIK_H 32\n#ifdef QMTIK_BIG_MODEL\n"
-                                 "#define QMTIK_H 1024\n#endif\n")
+EXAMPLE = Path(__file__).parent / "data" / "qmtik-h-example"  # MIT, shinymonitor/qmtik 743f3d9
+BIG_MODEL = MNIST_HEADER.replace(
+    "#define QMTIK_H 256\n", "#define QMTIK_H 32\n#ifdef QMTIK_BIG_MODEL\n#define QMTIK_H 1024\n#endif\n"
+)
 needs_cc = pytest.mark.skipif(find_compiler("c") is None, reason="needs a C compiler")
 
 
@@ -544,37 +635,46 @@ def test_an_ifdef_branch_not_taken_is_not_read(tmp_path, reader):
     assert c.read_header(header(tmp_path, "#define QMTIK_BIG_MODEL\n" + BIG_MODEL)).hidden == 1024
 
 
-@pytest.mark.parametrize("text, hidden", [
-    ("#ifndef QMTIK_CONFIG_H\n#define QMTIK_CONFIG_H\n{}#endif\n", 256),           # an include guard
-    ("{}#undef QMTIK_H\n#define QMTIK_H 64\n", 64),
-    ("{}#ifdef QMTIK_H\n#undef QMTIK_H\n#define QMTIK_H 48\n#else\n#define QMTIK_H 8\n#endif\n", 48),
-])
+@pytest.mark.parametrize(
+    "text, hidden",
+    [
+        ("#ifndef QMTIK_CONFIG_H\n#define QMTIK_CONFIG_H\n{}#endif\n", 256),  # an include guard
+        ("{}#undef QMTIK_H\n#define QMTIK_H 64\n", 64),
+        ("{}#ifdef QMTIK_H\n#undef QMTIK_H\n#define QMTIK_H 48\n#else\n#define QMTIK_H 8\n#endif\n", 48),
+    ],
+)
 def test_undef_else_and_include_guards_are_read_alike_by_both_readers(tmp_path, reader, text, hidden):
     h = c.read_header(header(tmp_path, text.format(MNIST_HEADER)))
     assert h.hidden == hidden
 
 
 @needs_cc
-@pytest.mark.parametrize("text, hidden", [
-    ("#if 0\n#define QMTIK_H 1024\n#elif defined(__STDC__) && QMTIK_L == 2\n#define QMTIK_H 96\n#endif\n", 96),
-    ("#if QMTIK_L > 5\n#define QMTIK_H 1024\n#else\n#define QMTIK_H 40\n#endif\n", 40),
-])
+@pytest.mark.parametrize(
+    "text, hidden",
+    [
+        ("#if 0\n#define QMTIK_H 1024\n#elif defined(__STDC__) && QMTIK_L == 2\n#define QMTIK_H 96\n#endif\n", 96),
+        ("#if QMTIK_L > 5\n#define QMTIK_H 1024\n#else\n#define QMTIK_H 40\n#endif\n", 40),
+    ],
+)
 def test_if_expressions_are_evaluated_by_the_preprocessor_as_c_does(tmp_path, text, hidden):
     base = MNIST_HEADER.replace("#define QMTIK_H 256\n", "")
     path = header(tmp_path, base + text)
     assert c.read_header(path).hidden == hidden
-    program = tmp_path / "show.c"                 # the C build itself, as an independent oracle
+    program = tmp_path / "show.c"  # the C build itself, as an independent oracle
     program.write_text('#include <stdio.h>\n#include "qmtik_config.h"\nint main(void) { printf("%d", QMTIK_H); }\n')
     subprocess.run([find_compiler("c"), str(program), "-o", str(tmp_path / "show")], check=True)
     assert subprocess.run([str(tmp_path / "show")], capture_output=True, text=True, check=True).stdout == str(hidden)
 
 
-@pytest.mark.parametrize("text, words", [
-    ("#if QMTIK_L > 1\n#define QMTIK_H 8\n#endif\n", "line 17: #if cannot be evaluated without a C compiler"),
-    ("#ifdef __STDC__\n#define QMTIK_H 8\n#endif\n", "line 17: #ifdef __STDC__: cannot be evaluated without a C"),
-    ("#ifdef A\n#elif B\n#endif\n", "line 18: #elif cannot be evaluated without a C compiler"),
-    ("#ifdef A\n", "#if without #endif"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("#if QMTIK_L > 1\n#define QMTIK_H 8\n#endif\n", "line 17: #if cannot be evaluated without a C compiler"),
+        ("#ifdef __STDC__\n#define QMTIK_H 8\n#endif\n", "line 17: #ifdef __STDC__: cannot be evaluated without a C"),
+        ("#ifdef A\n#elif B\n#endif\n", "line 18: #elif cannot be evaluated without a C compiler"),
+        ("#ifdef A\n", "#if without #endif"),
+    ],
+)
 def test_without_a_compiler_a_conditional_that_cannot_be_evaluated_is_one_line(tmp_path, monkeypatch, text, words):
     monkeypatch.setattr(c_preprocessor, "find_compiler", lambda language="c": None)
     with pytest.raises(ConfigError) as info:
@@ -582,9 +682,19 @@ def test_without_a_compiler_a_conditional_that_cannot_be_evaluated_is_one_line(t
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("line", ['#include "/dev/zero"', "#include <stdio.h>", '%:include "x.h"',
-                                  '#/* a\n */ include "/dev/zero"', '#inc\\\nlude "/dev/zero"', "#include_next <a.h>",
-                                  '#embed "/dev/zero"', '#pragma GCC dependency "/dev/zero"'])
+@pytest.mark.parametrize(
+    "line",
+    [
+        '#include "/dev/zero"',
+        "#include <stdio.h>",
+        '%:include "x.h"',
+        '#/* a\n */ include "/dev/zero"',
+        '#inc\\\nlude "/dev/zero"',
+        "#include_next <a.h>",
+        '#embed "/dev/zero"',
+        '#pragma GCC dependency "/dev/zero"',
+    ],
+)
 def test_a_directive_that_reads_another_file_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys, line):
     """#include "/dev/zero" made gcc ask for 2 GB; nothing is run for such a header."""
     monkeypatch.chdir(tmp_path)
@@ -636,22 +746,48 @@ def test_the_c_librarys_shipped_model_is_emulated_byte_for_byte_and_imported(tmp
     """The real mnist_784_model: CLibraryModel equals the C arithmetic compiled; the import
     agrees on the classes (figures in docs/migration.md, benchmarks/c_library_ties.py)."""
     (x, _), (x_test, _) = digits
-    codes = np.concatenate([mnist_like(np.concatenate([x, x_test])),
-                            np.random.default_rng(1).integers(-128, 128, (300, 784)).astype(np.int8)])
+    codes = np.concatenate(
+        [
+            mnist_like(np.concatenate([x, x_test])),
+            np.random.default_rng(1).integers(-128, 128, (300, 784)).astype(np.int8),
+        ]
+    )
     (tmp_path / "samples").write_bytes(codes.tobytes())
-    source = C_PROGRAM % {"I": 784, "H": 256, "L": 2, "O": 10, "W": "0.05", "A": "0.5",
-                          "ACT": C_ACT["leaky_relu"], "POST": ""}
+    source = C_PROGRAM % {
+        "I": 784,
+        "H": 256,
+        "L": 2,
+        "O": 10,
+        "W": "0.05",
+        "A": "0.5",
+        "ACT": C_ACT["leaky_relu"],
+        "POST": "",
+    }
     (tmp_path / "infer.c").write_text(source)
-    subprocess.run([find_compiler("c"), "-std=c99", "-O2", "-ffp-contract=off", "-o", str(tmp_path / "infer"),
-                    str(tmp_path / "infer.c"), "-lm"], check=True)
-    run = subprocess.run([str(tmp_path / "infer"), str(EXAMPLE / "mnist_784_model"), str(tmp_path / "samples")],
-                         capture_output=True, check=True)
+    subprocess.run(
+        [
+            find_compiler("c"),
+            "-std=c99",
+            "-O2",
+            "-ffp-contract=off",
+            "-o",
+            str(tmp_path / "infer"),
+            str(tmp_path / "infer.c"),
+            "-lm",
+        ],
+        check=True,
+    )
+    run = subprocess.run(
+        [str(tmp_path / "infer"), str(EXAMPLE / "mnist_784_model"), str(tmp_path / "samples")],
+        capture_output=True,
+        check=True,
+    )
     c_scores = np.frombuffer(run.stdout, dtype=np.int8).reshape(-1, 10)
     c_model = c.load_c_model(EXAMPLE / "mnist_784_model", EXAMPLE / "qmtik_config.h")
     np.testing.assert_array_equal(c_model.raw_scores(codes), c_scores)
     model = c.import_c_model(EXAMPLE / "mnist_784_model", EXAMPLE / "qmtik_config.h", tmp_path / "m.qmt")
     scores = qmtik.load_model(tmp_path / "m.qmt").scores(codes)
     rows_differing = (scores != c_scores).any(axis=1).mean()
-    assert 0.2 < rows_differing < 0.35              # measured 28.5% of the digits' rows: ties are common
+    assert 0.2 < rows_differing < 0.35  # measured 28.5% of the digits' rows: ties are common
     assert (scores.argmax(axis=1) == c_model.predict(codes)).mean() > 0.99
     assert np.abs(scores.astype(int) - c_scores).max() <= 2 and model.widths == (784, 256, 256, 256, 10)

@@ -1,4 +1,5 @@
 """Checkpoints: exact save/load, no pickle, atomic writes, and damaged or foreign files refused."""
+
 import json
 
 import numpy as np
@@ -47,6 +48,7 @@ def refused(path) -> str:
 
 # --- round trip --------------------------------------------------------------------------------
 
+
 def test_load_gives_bit_identical_outputs(net, saved, digits):
     _, (x, _) = digits
     loaded = qmtik.Network.load(saved)
@@ -82,12 +84,16 @@ def test_the_file_loads_without_pickle(saved):
 
 # --- damaged and foreign files -----------------------------------------------------------------
 
+
 def test_a_missing_checkpoint_is_refused(tmp_path):
     assert "not found" in refused(tmp_path / "nope.ckpt.npz")
 
 
-@pytest.mark.parametrize("blob", [np.random.default_rng(0).bytes(3000), b"", b"PK\x03\x04" + bytes(500)],
-                         ids=["random", "empty", "zip-magic"])
+@pytest.mark.parametrize(
+    "blob",
+    [np.random.default_rng(0).bytes(3000), b"", b"PK\x03\x04" + bytes(500)],
+    ids=["random", "empty", "zip-magic"],
+)
 def test_garbage_is_refused(tmp_path, blob):
     path = tmp_path / "bad.ckpt.npz"
     path.write_bytes(blob)
@@ -104,7 +110,7 @@ def test_a_truncated_checkpoint_is_refused(saved, keep):
 def test_a_corrupted_member_is_refused(saved):
     blob = bytearray(saved.read_bytes())
     middle = len(blob) // 3
-    blob[middle:middle + 40] = bytes(b ^ 0xFF for b in blob[middle:middle + 40])
+    blob[middle : middle + 40] = bytes(b ^ 0xFF for b in blob[middle : middle + 40])
     saved.write_bytes(bytes(blob))
     refused(saved)
 
@@ -193,8 +199,15 @@ def test_load_reads_the_resume_state(net, tmp_path):
     optimizer.steps = 7
     optimizer.state["mean"][3][...] = 0.25
     history = {**net.history_, "epochs": net.history_["epochs"][:1], "best_epoch": 1}
-    ckpt.save(path, net.config, net.input_range_, net.layers_, True, history,
-              resume={"epoch": 1, "layers": net.layers_, "optimizer": optimizer.state_arrays()})
+    ckpt.save(
+        path,
+        net.config,
+        net.input_range_,
+        net.layers_,
+        True,
+        history,
+        resume={"epoch": 1, "layers": net.layers_, "optimizer": optimizer.state_arrays()},
+    )
     state = ckpt.load(path)
     assert state["resume"]["epoch"] == 1
     assert int(state["resume"]["optimizer"]["steps"]) == 7
@@ -205,34 +218,48 @@ def test_load_reads_the_resume_state(net, tmp_path):
 
 # --- every field is checked before use ---------------------------------------------------------
 
+
 @pytest.fixture
 def interrupted(net, tmp_path):
     """A checkpoint of a run stopped after epoch 1 of 2, with its resume state."""
     path = tmp_path / "run.ckpt.npz"
     params, decay = parameters(net.layers_)
     optimizer = make_optimizer(net.config.training, params, decay)
-    optimizer.steps = 11                        # one epoch of the digits in batches of 128
+    optimizer.steps = 11  # one epoch of the digits in batches of 128
     history = {"epochs": net.history_["epochs"][:1], "best_epoch": 1, "first_loss": 2.3}
-    ckpt.save(path, net.config, net.input_range_, net.layers_, True, history,
-              resume={"epoch": 1, "layers": net.layers_, "optimizer": optimizer.state_arrays()})
+    ckpt.save(
+        path,
+        net.config,
+        net.input_range_,
+        net.layers_,
+        True,
+        history,
+        resume={"epoch": 1, "layers": net.layers_, "optimizer": optimizer.state_arrays()},
+    )
     assert ckpt.load(path)["resume"]["epoch"] == 1
     return path
 
 
-@pytest.mark.parametrize("key,value,fragment", [
-    ("history", np.array("[]"), "not a record of epochs"),
-    ("history", np.array(json.dumps({"epochs": [{"epoch": 1}], "best_epoch": 99, "first_loss": 1.0})),
-     "best_epoch 99"),
-    ("resume.epoch", np.array(-5), "resume.epoch -5"),
-    ("resume.epoch", np.array(2), "resume.epoch 2"),
-    ("optimizer.steps", np.array("x"), "optimizer.steps"),
-    ("input_range", np.array(["a", "b"]), "input_range"),
-    ("quantized", np.array([True, False]), "quantized"),
-    ("quantized", np.array("no"), "quantized"),
-    ("version", np.array(-3), "version -3"),
-    ("model.0.observed", np.array([np.nan, np.nan]), "NaN"),
-    ("model.0.observed", np.array([5.0, -5.0]), "not [low, high]"),
-])
+@pytest.mark.parametrize(
+    "key,value,fragment",
+    [
+        ("history", np.array("[]"), "not a record of epochs"),
+        (
+            "history",
+            np.array(json.dumps({"epochs": [{"epoch": 1}], "best_epoch": 99, "first_loss": 1.0})),
+            "best_epoch 99",
+        ),
+        ("resume.epoch", np.array(-5), "resume.epoch -5"),
+        ("resume.epoch", np.array(2), "resume.epoch 2"),
+        ("optimizer.steps", np.array("x"), "optimizer.steps"),
+        ("input_range", np.array(["a", "b"]), "input_range"),
+        ("quantized", np.array([True, False]), "quantized"),
+        ("quantized", np.array("no"), "quantized"),
+        ("version", np.array(-3), "version -3"),
+        ("model.0.observed", np.array([np.nan, np.nan]), "NaN"),
+        ("model.0.observed", np.array([5.0, -5.0]), "not [low, high]"),
+    ],
+)
 def test_a_damaged_field_is_refused_naming_it(interrupted, key, value, fragment):
     arrays = arrays_of(interrupted)
     arrays[key] = value
@@ -246,9 +273,14 @@ DEEP, BIG = 100_000, "1" * 5000
 
 
 @pytest.mark.parametrize("key", ["config", "history", "class_names"])
-@pytest.mark.parametrize("text, problem", [("[" * DEEP + "]" * DEEP, "nested too deeply"),
-                                           ('{"epochs": ' + BIG + "}", "holds an integer of more than 4300 digits"),
-                                           ("{", "not valid JSON")])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("[" * DEEP + "]" * DEEP, "nested too deeply"),
+        ('{"epochs": ' + BIG + "}", "holds an integer of more than 4300 digits"),
+        ("{", "not valid JSON"),
+    ],
+)
 def test_json_beyond_the_parser_limits_is_refused_naming_the_field(saved, key, text, problem):
     arrays = arrays_of(saved)
     arrays[key] = np.array(text)
@@ -260,7 +292,7 @@ def test_json_beyond_the_parser_limits_is_refused_naming_the_field(saved, key, t
 def test_an_integer_too_long_to_show_inside_the_config_is_refused(saved):
     arrays = arrays_of(saved)
     config = json.loads(str(arrays["config"]))
-    config["training"]["seed"] = int("9" * 4000)               # readable, but beyond int64
+    config["training"]["seed"] = int("9" * 4000)  # readable, but beyond int64
     arrays["config"] = np.array(json.dumps(config))
     rewrite(saved, arrays)
     message = refused(saved)
@@ -270,6 +302,7 @@ def test_an_integer_too_long_to_show_inside_the_config_is_refused(saved):
 @pytest.mark.parametrize("how", ["encrypted", "method", "deflate"])
 def test_a_hostile_archive_is_refused(saved, how):
     from conftest import hostile_npz
+
     hostile_npz(saved, how, **arrays_of(saved))
     assert "cannot be read as an .npz archive" in refused(saved)
 
@@ -283,6 +316,7 @@ def test_an_npy_named_as_a_checkpoint_is_refused(tmp_path):
 
 # --- issue 10: ranges and history records, checked before use ---------------------------------
 
+
 def edited_history(path, change) -> np.ndarray:
     history = json.loads(str(arrays_of(path)["history"]))
     change(history)
@@ -294,29 +328,32 @@ def record(**changes):
     return lambda h: h["epochs"][0].update(changes)
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (lambda h: h["epochs"][0].pop("val_metric"), "record of epoch 1 has val_loss"),
-    (lambda h: h["epochs"][0].pop("seconds"), "record of epoch 1 has seconds None"),
-    (record(loss=float("nan")), "record of epoch 1 has loss nan"),
-    (record(train_metric=-1), "record of epoch 1 has train_metric -1"),
-    (record(learning_rate=True), "record of epoch 1 has learning_rate True"),
-    (record(val_loss="1"), "record of epoch 1 has val_loss '1' and val_metric"),
-    (record(quantized="yes"), "record of epoch 1 has quantized 'yes'"),
-    (record(quantized=False), "record of epoch 1 has quantized False; with training.float_epochs = 0 it is True"),
-    (record(epoch=2), "record of epoch 1 says epoch 2"),
-    (record(epoch=True), "record of epoch 1 says epoch True"),
-    (record(epoch=1.0), "record of epoch 1 says epoch 1.0"),
-    (record(loss="x" * 100_000), "record of epoch 1 has loss 'xxxxxxxxxxxx...xxxxxxxxxxxxx', not a"),
-    (record(seconds=10**400), "record of epoch 1 has seconds 100000000000000000...0000000000000000000, not a"),
-    (lambda h: h.update(first_loss=10**400), "first_loss 1000000000000"),
-    (lambda h: h["epochs"].__setitem__(0, [1]), "record of epoch 1 is not a record"),
-    (lambda h: h.update(first_loss=float("inf")), "first_loss inf"),
-    (lambda h: h.update(first_loss=None), "first_loss None"),
-    (lambda h: h.pop("first_loss"), "first_loss is missing"),
-    (lambda h: h.pop("best_epoch"), "best_epoch is missing"),
-    (lambda h: h.update(best_epoch=True), "best_epoch True"),
-    (lambda h: h["epochs"].extend([h["epochs"][0]] * 2), "records hold 3 epochs of a run of 2"),
-])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (lambda h: h["epochs"][0].pop("val_metric"), "record of epoch 1 has val_loss"),
+        (lambda h: h["epochs"][0].pop("seconds"), "record of epoch 1 has seconds None"),
+        (record(loss=float("nan")), "record of epoch 1 has loss nan"),
+        (record(train_metric=-1), "record of epoch 1 has train_metric -1"),
+        (record(learning_rate=True), "record of epoch 1 has learning_rate True"),
+        (record(val_loss="1"), "record of epoch 1 has val_loss '1' and val_metric"),
+        (record(quantized="yes"), "record of epoch 1 has quantized 'yes'"),
+        (record(quantized=False), "record of epoch 1 has quantized False; with training.float_epochs = 0 it is True"),
+        (record(epoch=2), "record of epoch 1 says epoch 2"),
+        (record(epoch=True), "record of epoch 1 says epoch True"),
+        (record(epoch=1.0), "record of epoch 1 says epoch 1.0"),
+        (record(loss="x" * 100_000), "record of epoch 1 has loss 'xxxxxxxxxxxx...xxxxxxxxxxxxx', not a"),
+        (record(seconds=10**400), "record of epoch 1 has seconds 100000000000000000...0000000000000000000, not a"),
+        (lambda h: h.update(first_loss=10**400), "first_loss 1000000000000"),
+        (lambda h: h["epochs"].__setitem__(0, [1]), "record of epoch 1 is not a record"),
+        (lambda h: h.update(first_loss=float("inf")), "first_loss inf"),
+        (lambda h: h.update(first_loss=None), "first_loss None"),
+        (lambda h: h.pop("first_loss"), "first_loss is missing"),
+        (lambda h: h.pop("best_epoch"), "best_epoch is missing"),
+        (lambda h: h.update(best_epoch=True), "best_epoch True"),
+        (lambda h: h["epochs"].extend([h["epochs"][0]] * 2), "records hold 3 epochs of a run of 2"),
+    ],
+)
 def test_a_history_that_training_could_not_read_is_refused(interrupted, change, fragment):
     """Every key a record holds is read later (training, plots, the history file): each must
     be there, of its type, in range, and in order."""
@@ -350,12 +387,19 @@ def test_a_quantized_flag_unlike_the_kept_epoch_is_refused(saved):
     assert "quantized is False, but its kept epoch 2 ran fake-quantized" in refused(saved)
 
 
-@pytest.mark.parametrize("key, value, fragment", [
-    ("model.0.weight", lambda a: a.astype(np.float64) * 1e300, "model.0.weight holds values beyond float32"),
-    ("model.1.bias", lambda a: np.full(a.shape, -1e39), "model.1.bias holds values beyond float32"),
-    ("model.0.observed", lambda a: np.array([0.0, 1e300]), "model.0.observed holds values beyond float32"),
-    ("model.1.observed", lambda a: np.array([-2e38, 2e38]), "model.1.observed [-2e+38, 2e+38] is wider than float32"),
-])
+@pytest.mark.parametrize(
+    "key, value, fragment",
+    [
+        ("model.0.weight", lambda a: a.astype(np.float64) * 1e300, "model.0.weight holds values beyond float32"),
+        ("model.1.bias", lambda a: np.full(a.shape, -1e39), "model.1.bias holds values beyond float32"),
+        ("model.0.observed", lambda a: np.array([0.0, 1e300]), "model.0.observed holds values beyond float32"),
+        (
+            "model.1.observed",
+            lambda a: np.array([-2e38, 2e38]),
+            "model.1.observed [-2e+38, 2e+38] is wider than float32",
+        ),
+    ],
+)
 def test_values_that_overflow_float32_are_refused_naming_the_problem(saved, key, value, fragment):
     """`quantize` of such weights used to fail on a multiplier 'got 0.0...' (real.min(), which
     skips the inf the float32 cast made); the checkpoint now names the field and the problem."""
@@ -365,15 +409,18 @@ def test_values_that_overflow_float32_are_refused_naming_the_problem(saved, key,
     assert fragment in refused(saved)
 
 
-@pytest.mark.parametrize("key, value, fragment", [
-    ("optimizer.steps", np.array(-1), "optimizer.steps -1 is not the same number of steps"),
-    ("optimizer.steps", np.array(0), "optimizer.steps 0 is not the same number of steps"),
-    ("optimizer.steps", np.array(11.0), "optimizer.steps is float64"),
-    ("optimizer.square.1", np.full(8, -0.5), "optimizer.square.1 holds negative values"),
-    ("optimizer.mean.2", np.full((10, 8), 1e39), "optimizer.mean.2 holds values that are not finite in float32"),
-    ("optimizer.mean.0", np.full((8, 64), np.nan), "optimizer.mean.0 holds values that are not finite"),
-    ("optimizer.square.3", np.full(10, True), "optimizer.square.3 is bool"),
-])
+@pytest.mark.parametrize(
+    "key, value, fragment",
+    [
+        ("optimizer.steps", np.array(-1), "optimizer.steps -1 is not the same number of steps"),
+        ("optimizer.steps", np.array(0), "optimizer.steps 0 is not the same number of steps"),
+        ("optimizer.steps", np.array(11.0), "optimizer.steps is float64"),
+        ("optimizer.square.1", np.full(8, -0.5), "optimizer.square.1 holds negative values"),
+        ("optimizer.mean.2", np.full((10, 8), 1e39), "optimizer.mean.2 holds values that are not finite in float32"),
+        ("optimizer.mean.0", np.full((8, 64), np.nan), "optimizer.mean.0 holds values that are not finite"),
+        ("optimizer.square.3", np.full(10, True), "optimizer.square.3 is bool"),
+    ],
+)
 def test_an_optimizer_state_out_of_range_is_refused(interrupted, key, value, fragment):
     arrays = arrays_of(interrupted)
     arrays[key] = value
@@ -383,14 +430,18 @@ def test_an_optimizer_state_out_of_range_is_refused(interrupted, key, value, fra
 
 # --- issue 10, round 2: dtypes, class names, a .qmt given as a checkpoint -----------------------
 
-@pytest.mark.parametrize("key, value", [
-    ("model.0.weight", lambda a: a.astype(np.float16)),
-    ("model.1.observed", lambda a: a.astype(np.float16)),
-    ("input_range", lambda a: a.astype(np.float16)),
-    ("optimizer.mean.0", lambda a: a.astype(np.float16)),
-    ("optimizer.square.1", lambda a: a.astype(np.int64)),
-    ("model.1.bias", lambda a: a.astype(np.longdouble) * np.longdouble("1e400")),
-])
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("model.0.weight", lambda a: a.astype(np.float16)),
+        ("model.1.observed", lambda a: a.astype(np.float16)),
+        ("input_range", lambda a: a.astype(np.float16)),
+        ("optimizer.mean.0", lambda a: a.astype(np.float16)),
+        ("optimizer.square.1", lambda a: a.astype(np.int64)),
+        ("model.1.bias", lambda a: a.astype(np.longdouble) * np.longdouble("1e400")),
+    ],
+)
 def test_only_float32_and_float64_arrays_are_read_and_without_a_warning(interrupted, key, value):
     """A float16 array once printed numpy's 'overflow encountered in cast' (the float32 limit
     cast to float16 for the range check) on quantize and resume."""
@@ -398,18 +449,22 @@ def test_only_float32_and_float64_arrays_are_read_and_without_a_warning(interrup
     arrays[key] = value(arrays[key])
     rewrite(interrupted, arrays)
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert f"{key} is {arrays[key].dtype}" in refused(interrupted)
         assert "float32 or float64" in refused(interrupted)
 
 
-@pytest.mark.parametrize("names, fragment", [
-    (["a"] * 10, "class name 2 'a' is also class name 1"),
-    (["x" * 300] + [str(i) for i in range(9)], "is 300 bytes of UTF-8; 1 to 255 are allowed"),
-    ([""] + [str(i) for i in range(9)], "is 0 bytes"),
-    ([str(i) for i in range(9)], "9 class names for 10 classes"),
-])
+@pytest.mark.parametrize(
+    "names, fragment",
+    [
+        (["a"] * 10, "class name 2 'a' is also class name 1"),
+        (["x" * 300] + [str(i) for i in range(9)], "is 300 bytes of UTF-8; 1 to 255 are allowed"),
+        ([""] + [str(i) for i in range(9)], "is 0 bytes"),
+        ([str(i) for i in range(9)], "9 class names for 10 classes"),
+    ],
+)
 def test_class_names_follow_the_model_files_rule(saved, names, fragment):
     """Names that predict cannot tell apart or print one to a line, or that the .qmt refuses."""
     arrays = arrays_of(saved)

@@ -1,4 +1,5 @@
 """The command line, run in-process through main(argv): outputs, files, exit codes, one-line errors."""
+
 import json
 import os
 import subprocess
@@ -53,6 +54,7 @@ def trained(config, capsys):
 
 # --- init --------------------------------------------------------------------------------------
 
+
 def test_init_writes_a_config_that_loads(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["init"]) == 0
@@ -73,13 +75,14 @@ def test_init_refuses_to_overwrite_without_force(config, capsys):
 
 # --- train -------------------------------------------------------------------------------------
 
+
 def test_train_writes_checkpoint_and_history_beside_the_config(config, capsys):
     assert main(["train", "net.toml", "--epochs", "2", *TINY]) == 0
     out = capsys.readouterr().out
     ckpt, history = config.with_name("net.ckpt.npz"), config.with_name("net.history.json")
     assert ckpt.is_file() and history.is_file()
     assert "net.ckpt.npz" in out and "test accuracy" in out
-    assert "epoch 1/2" not in out                      # -q: no epoch lines
+    assert "epoch 1/2" not in out  # -q: no epoch lines
     records = json.loads(history.read_text())
     assert [r["epoch"] for r in records["epochs"]] == [1, 2]
     assert records["best_epoch"] in (1, 2)
@@ -109,15 +112,37 @@ def test_train_out_into_a_missing_directory_is_a_usage_error(config, capsys):
 
 
 def test_train_flags_override_the_config(config, capsys):
-    argv = ["train", "net.toml", "--epochs", "2", "--batch-size", "64", "--optimizer", "sgd",
-            "--learning-rate", "0.05", "--seed", "3", "--float-epochs", "1", *TINY]
+    argv = [
+        "train",
+        "net.toml",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--optimizer",
+        "sgd",
+        "--learning-rate",
+        "0.05",
+        "--seed",
+        "3",
+        "--float-epochs",
+        "1",
+        *TINY,
+    ]
     assert main(argv) == 0
     tc = qmtik.Network.load(config.with_name("net.ckpt.npz")).config.training
-    assert (tc.epochs, tc.batch_size, tc.optimizer, tc.learning_rate, tc.seed, tc.float_epochs) == \
-        (2, 64, "sgd", 0.05, 3, 1)
+    assert (tc.epochs, tc.batch_size, tc.optimizer, tc.learning_rate, tc.seed, tc.float_epochs) == (
+        2,
+        64,
+        "sgd",
+        0.05,
+        3,
+        1,
+    )
 
 
 # --- eval --------------------------------------------------------------------------------------
+
 
 def test_eval_prints_the_accuracy(trained, capsys):
     assert main(["eval", str(trained)]) == 0
@@ -148,13 +173,14 @@ def test_a_config_with_data_paths_trains_and_evaluates(tmp_path, monkeypatch, ca
     (tmp_path / "p.toml").write_text("[data]\ndataset = ''\ntrain = 'train.npz'\n")
     assert main(["train", "p.toml", "--epochs", "2", *TINY]) == 0
     assert "test accuracy" not in capsys.readouterr().out
-    line = fails(capsys, ["eval", "p.ckpt.npz"], 2)              # no test data named anywhere
+    line = fails(capsys, ["eval", "p.ckpt.npz"], 2)  # no test data named anywhere
     assert "--data" in line
     assert main(["eval", "p.ckpt.npz", "--data", "test_x.npy", "--labels", "test_y.npy"]) == 0
     assert "on 359 samples" in capsys.readouterr().out
 
 
 # --- errors ------------------------------------------------------------------------------------
+
 
 def test_an_unknown_key_via_set_exits_2(config, capsys):
     line = fails(capsys, ["train", "net.toml", "--set", "training.epoch=2", "-q"], 2)
@@ -172,10 +198,15 @@ def test_a_missing_config_exits_2(tmp_path, monkeypatch, capsys):
     assert "nope.toml" in line and "not found" in line
 
 
-@pytest.mark.parametrize("argv, key", [(["--epochs", "0"], "training.epochs"),
-                                       (["--set", "training.optimizer=adamm"], "training.optimizer"),
-                                       (["--set", "network.hidden=8"], "network.hidden"),
-                                       (["--set", "epochs"], "KEY=VALUE")])
+@pytest.mark.parametrize(
+    "argv, key",
+    [
+        (["--epochs", "0"], "training.epochs"),
+        (["--set", "training.optimizer=adamm"], "training.optimizer"),
+        (["--set", "network.hidden=8"], "network.hidden"),
+        (["--set", "epochs"], "KEY=VALUE"),
+    ],
+)
 def test_a_bad_value_exits_2(config, capsys, argv, key):
     assert key in fails(capsys, ["train", "net.toml", *argv, "-q"], 2)
     assert not config.with_name("net.ckpt.npz").exists()
@@ -205,8 +236,9 @@ def test_divergence_keeps_the_previous_checkpoint(trained, capsys):
     assert trained.read_bytes() == before
 
 
-@pytest.mark.parametrize("argv", [["train", "net.toml", "--bogus"], [], ["fly"], ["train"],
-                                  ["train", "net.toml", "--epochs", "two"]])
+@pytest.mark.parametrize(
+    "argv", [["train", "net.toml", "--bogus"], [], ["fly"], ["train"], ["train", "net.toml", "--epochs", "two"]]
+)
 def test_usage_errors_exit_2_through_argparse(tmp_path, monkeypatch, capsys, argv):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as info:
@@ -218,13 +250,15 @@ def test_usage_errors_exit_2_through_argparse(tmp_path, monkeypatch, capsys, arg
 
 def test_version_through_python_m(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    done = subprocess.run([sys.executable, "-m", "qmtik", "--version"], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "qmtik", "--version"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"qmtik {qmtik.__version__}"
 
 
 # --- interrupt and resume ----------------------------------------------------------------------
+
 
 def interrupt_at(monkeypatch, epoch: int):
     """Make training stop with KeyboardInterrupt when epoch `epoch` ends (after its checkpoint)."""
@@ -262,13 +296,13 @@ def test_resume_finishes_with_the_weights_of_an_uninterrupted_run(tmp_path, monk
 
     whole, resumed = arrays_of(tmp_path / "whole" / "net.ckpt.npz"), arrays_of(tmp_path / "resumed" / "net.ckpt.npz")
     assert sorted(whole) == sorted(resumed)
-    assert not any(k.startswith(("resume.", "optimizer.")) for k in resumed)    # a finished run
+    assert not any(k.startswith(("resume.", "optimizer.")) for k in resumed)  # a finished run
     for key in whole:
         if key != "history":
             assert np.array_equal(whole[key], resumed[key]), key
     h_whole, h_resumed = json.loads(str(whole["history"])), json.loads(str(resumed["history"]))
     assert h_whole["best_epoch"] == h_resumed["best_epoch"]
-    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h["epochs"]]   # noqa: E731
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h["epochs"]]  # noqa: E731
     assert strip(h_whole) == strip(h_resumed) and len(strip(h_whole)) == 3
 
 
@@ -289,7 +323,7 @@ def test_resume_with_a_damaged_optimizer_state_exits_1(config, monkeypatch, caps
     if damage == "missing":
         del arrays[key]
     else:
-        arrays[key] = np.array(0.5, dtype=arrays[key].dtype)      # would broadcast silently
+        arrays[key] = np.array(0.5, dtype=arrays[key].dtype)  # would broadcast silently
     path.unlink()
     np.savez(path, **arrays)
     line = fails(capsys, [*argv, "--resume"], 1)
@@ -301,12 +335,12 @@ def test_resume_of_a_different_network_exits_1(config, monkeypatch, capsys):
     with monkeypatch.context() as m:
         interrupt_at(m, 1)
         assert main(argv) == 130
-    line = fails(capsys, ["train", "net.toml", "--epochs", "3", "--set", "network.hidden=[9]", "-q",
-                          "--resume"], 1)
+    line = fails(capsys, ["train", "net.toml", "--epochs", "3", "--set", "network.hidden=[9]", "-q", "--resume"], 1)
     assert "cannot resume" in line
 
 
 # --- the integer model: quantize, info, eval, predict, train --qmt ------------------------------
+
 
 @pytest.fixture
 def qmt(trained, capsys):
@@ -348,8 +382,12 @@ def test_eval_of_a_qmt_needs_data_and_matches_the_checkpoint(qmt, capsys):
 def test_predict_prints_or_writes_classes(qmt, tmp_path, capsys):
     _, (x, _) = qmtik.load_dataset("digits")
     np.save(tmp_path / "x.npy", x[:7])
-    (tmp_path / "x.csv").write_text(",".join(f"p{i}" for i in range(64)) + "\n"
-                                    + "\n".join(",".join(str(int(v)) for v in row) for row in x[:7]) + "\n")
+    (tmp_path / "x.csv").write_text(
+        ",".join(f"p{i}" for i in range(64))
+        + "\n"
+        + "\n".join(",".join(str(int(v)) for v in row) for row in x[:7])
+        + "\n"
+    )
     expected = qmtik.load_model(qmt).predict(x[:7])
     assert main(["predict", "net.qmt", "x.npy"]) == 0
     assert capsys.readouterr().out.split() == [str(c) for c in expected]
@@ -374,6 +412,7 @@ def test_a_damaged_qmt_is_one_line_and_exit_1(qmt, capsys):
 
 
 # --- export-c ------------------------------------------------------------------------------------
+
 
 def test_export_c_writes_a_header_named_after_its_file(qmt, capsys):
     assert main(["export-c", "net.qmt", "-o", "digits.h"]) == 0
@@ -402,6 +441,7 @@ def test_export_c_check_without_a_compiler_says_so(qmt, capsys, monkeypatch):
 
 # --- review findings: outputs checked first, files told apart by content, test data first ------
 
+
 def test_outputs_in_missing_folders_are_refused_before_training(config, capsys):
     assert "folder nowhere does not exist" in fails(capsys, ["train", "net.toml", "--qmt", "nowhere/m.qmt", *TINY], 2)
     assert not config.with_name("net.ckpt.npz").exists()
@@ -410,7 +450,7 @@ def test_outputs_in_missing_folders_are_refused_before_training(config, capsys):
 def test_a_qmt_given_to_quantize_is_named_for_what_it_is(qmt, capsys):
     assert "is an integer model (.qmt)" in fails(capsys, ["quantize", "net.qmt"], 2)
     qmt.rename(qmt.with_name("model.bin"))
-    assert main(["info", "model.bin"]) == 0                   # told apart by its magic, not its name
+    assert main(["info", "model.bin"]) == 0  # told apart by its magic, not its name
 
 
 def test_bad_test_data_is_refused_before_training(tmp_path, monkeypatch, capsys):
@@ -418,8 +458,9 @@ def test_bad_test_data_is_refused_before_training(tmp_path, monkeypatch, capsys)
     _, (x, y) = qmtik.load_dataset("digits")
     np.savez(tmp_path / "train.npz", x=x, y=y)
     np.savez(tmp_path / "test.npz", x=x, y=y.astype(float) + 0.5)
-    (tmp_path / "c.toml").write_text('[data]\ndataset = ""\ntrain = "train.npz"\ntest = "test.npz"\n'
-                                     '[network]\nhidden = [4]\n')
+    (tmp_path / "c.toml").write_text(
+        '[data]\ndataset = ""\ntrain = "train.npz"\ntest = "test.npz"\n[network]\nhidden = [4]\n'
+    )
     assert "test labels" in fails(capsys, ["train", "c.toml", "-q"], 1)
     assert not (tmp_path / "c.ckpt.npz").exists()
 
@@ -437,6 +478,7 @@ def test_data_errors_name_the_data(qmt, tmp_path, capsys):
 
 
 # --- data convert, demo ------------------------------------------------------------------------
+
 
 def mnist_784_like_csv(path, rows: int = 10):
     """OpenML's mnist_784 layout on a small scale: a header, 64 pixel columns, then a quoted class."""
@@ -457,9 +499,10 @@ def test_data_convert_writes_the_c_library_samples_with_its_80_20_split(tmp_path
     blob = (tmp_path / "mnist_784_train.bin").read_bytes()
     assert len(blob) == 8 * (64 + 10)
     first = np.frombuffer(blob[:74], dtype=np.int8)
-    np.testing.assert_array_equal(first[:64], pixels[0] - 128)                  # pixel - 128
+    np.testing.assert_array_equal(first[:64], pixels[0] - 128)  # pixel - 128
     np.testing.assert_array_equal(first[64:], np.eye(10, dtype=np.int8)[labels[0]] * 127)
     from qmtik.data import load_file
+
     x, y = load_file(tmp_path / "mnist_784_test.bin", inputs=64, outputs=10)
     np.testing.assert_array_equal(x, pixels[8:])
     np.testing.assert_array_equal(y, labels[8:])
@@ -474,12 +517,15 @@ def test_data_convert_to_npz_in_one_file(tmp_path, monkeypatch, capsys):
     np.testing.assert_array_equal(got["y"], labels)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["data", "convert", "none.csv", "--to", "npz"], "data file none.csv: not found"),
-    (["data", "convert", "m.csv", "--to", "npz", "--split", "0"], "split 0.0: the share"),
-    (["data", "convert", "bad.csv", "--to", "npz"], "bad.csv, line 3: 2 columns, expected 3"),
-    (["data", "convert", "m.csv", "--to", "npz", "-o", "nodir/x"], "folder nodir does not exist"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["data", "convert", "none.csv", "--to", "npz"], "data file none.csv: not found"),
+        (["data", "convert", "m.csv", "--to", "npz", "--split", "0"], "split 0.0: the share"),
+        (["data", "convert", "bad.csv", "--to", "npz"], "bad.csv, line 3: 2 columns, expected 3"),
+        (["data", "convert", "m.csv", "--to", "npz", "-o", "nodir/x"], "folder nodir does not exist"),
+    ],
+)
 def test_data_convert_errors_are_one_line(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
     mnist_784_like_csv(tmp_path / "m.csv", rows=5)
@@ -492,8 +538,9 @@ def test_eval_reads_a_qmtik_bin_file_for_the_model(tmp_path, monkeypatch, capsys
     mnist_784_like_csv(tmp_path / "m.csv", rows=40)
     assert main(["data", "convert", "m.csv", "--to", "qmtik-bin", "--split", "1", "--input-range", "0", "255"]) == 0
     x, y = qmtik.load_dataset("digits")[0]
-    config = Config(network=qmtik.NetworkConfig(inputs=64, hidden=[16], outputs=10),
-                    data=qmtik.DataConfig(input_range=[0, 255]))
+    config = Config(
+        network=qmtik.NetworkConfig(inputs=64, hidden=[16], outputs=10), data=qmtik.DataConfig(input_range=[0, 255])
+    )
     model = qmtik.Network(config.replace("training.epochs", 2)).fit(x * 255 / 16, y).quantize()
     qmtik.save_model(tmp_path / "m.qmt", model)
     capsys.readouterr()
@@ -538,12 +585,16 @@ def test_train_eval_and_info_draw_their_plots(trained, tmp_path, capsys):
 
 
 def test_plots_without_matplotlib_say_how_to_install_it_before_any_work(trained, tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "matplotlib", None)          # import matplotlib now fails
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
     before = trained.read_bytes()
-    for argv in (["train", "net.toml", "--plot"], ["eval", "net.ckpt.npz", "--plot"], ["info", "net.ckpt.npz", "--plot"]):
+    for argv in (
+        ["train", "net.toml", "--plot"],
+        ["eval", "net.ckpt.npz", "--plot"],
+        ["info", "net.ckpt.npz", "--plot"],
+    ):
         message = fails(capsys, argv, 1)
         assert "pip install 'qmtik[plot]'" in message
-    assert trained.read_bytes() == before                           # no training ran
+    assert trained.read_bytes() == before  # no training ran
     assert not list(tmp_path.glob("*.png"))
 
 
@@ -562,7 +613,10 @@ def test_data_convert_refuses_values_that_are_not_pixels_without_a_range(tmp_pat
     message = fails(capsys, ["data", "convert", "s.csv", "--to", "qmtik-bin"], 1)
     assert "values from -3 to 300 are not pixels 0..255" in message and "--input-range" in message
     assert main(["data", "convert", "s.csv", "--to", "qmtik-bin", "--split", "1", "--input-range", "-3", "300"]) == 0
-    assert np.frombuffer((tmp_path / "s.bin").read_bytes(), dtype=np.int8)[:2].tolist() == [-125, -128]     # round(3.5 * 255 / 303) - 128, then the low end
+    assert np.frombuffer((tmp_path / "s.bin").read_bytes(), dtype=np.int8)[:2].tolist() == [
+        -125,
+        -128,
+    ]  # round(3.5 * 255 / 303) - 128, then the low end
 
 
 # --- carrying over from the C library ----------------------------------------------------------
@@ -602,18 +656,22 @@ def test_config_from_header_errors_are_one_line(tmp_path, monkeypatch, capsys):
 
 def test_import_c_model_converts_and_checks_against_the_c_arithmetic(tmp_path, monkeypatch, capsys):
     from qmtik import c_library
+
     monkeypatch.chdir(tmp_path)
     (tmp_path / "qmtik_config.h").write_text(C_HEADER)
     rng = np.random.default_rng(5)
     widths = (64, 16, 16, 10)
-    layers = [(rng.integers(-128, 128, (o, i)).astype(np.int8), rng.integers(-20, 20, o).astype(np.int8))
-              for i, o in zip(widths[:-1], widths[1:])]
+    layers = [
+        (rng.integers(-128, 128, (o, i)).astype(np.int8), rng.integers(-20, 20, o).astype(np.int8))
+        for i, o in zip(widths[:-1], widths[1:])
+    ]
     c_library.write_c_model(tmp_path / "model.bin", layers)
     x, y = qmtik.load_dataset("digits")[1]
     pixels = (x * 255 / 16).round().astype(np.uint8)
     np.savez(tmp_path / "test.npz", x=pixels, y=y)
-    assert main(["import-c-model", "model.bin", "--header", "qmtik_config.h", "-o", "m.qmt",
-                 "--check", "test.npz"]) == 0
+    assert (
+        main(["import-c-model", "model.bin", "--header", "qmtik_config.h", "-o", "m.qmt", "--check", "test.npz"]) == 0
+    )
     out = capsys.readouterr().out
     model = qmtik.load_model(tmp_path / "m.qmt")
     c_model = c_library.load_c_model(tmp_path / "model.bin", tmp_path / "qmtik_config.h")
@@ -626,19 +684,23 @@ def test_import_c_model_converts_and_checks_against_the_c_arithmetic(tmp_path, m
     assert (tmp_path / "m.qmt").read_bytes() == before
 
 
-@pytest.mark.parametrize("labels, options, message", [
-    ([0, 1, 1, 0, 1], ["--outputs", "1"], "outputs 1: the number of classes must be 2 to 65536"),
-    ([0, 1, 1, 0, 1], ["--outputs", "-1"], "outputs -1: the number of classes must be 2 to 65536"),
-    ([0, 3, 1, 0, 1], ["--outputs", "2"], "outputs 2: the labels of two.npz reach 3, so at least 4 are needed"),
-    ([0, np.nan, 1, 0, 1], [], "label nan of sample 1 is not a class number"),
-    ([0, 1.5, 1, 0, 1], [], "label 1.5 of sample 1 is not a class number"),
-    ([0, -1, 1, 0, 1], [], "label -1.0 of sample 1 is not a class number"),
-    ([0, 1e300, 1, 0, 1], [], "label 1e+300 of sample 1 is not a class number"),
-    ([0, 1, 1, 0, 1], ["--split", "0.01"], "split 0.01: of 5 samples it leaves a part empty"),
-    ([0, 1, 1, 0, 1], ["--split", "0.95"], "split 0.95: of 5 samples it leaves a part empty"),
-])
-def test_data_convert_refuses_bad_labels_and_class_counts_in_one_line(tmp_path, monkeypatch, capsys, labels,
-                                                                      options, message):
+@pytest.mark.parametrize(
+    "labels, options, message",
+    [
+        ([0, 1, 1, 0, 1], ["--outputs", "1"], "outputs 1: the number of classes must be 2 to 65536"),
+        ([0, 1, 1, 0, 1], ["--outputs", "-1"], "outputs -1: the number of classes must be 2 to 65536"),
+        ([0, 3, 1, 0, 1], ["--outputs", "2"], "outputs 2: the labels of two.npz reach 3, so at least 4 are needed"),
+        ([0, np.nan, 1, 0, 1], [], "label nan of sample 1 is not a class number"),
+        ([0, 1.5, 1, 0, 1], [], "label 1.5 of sample 1 is not a class number"),
+        ([0, -1, 1, 0, 1], [], "label -1.0 of sample 1 is not a class number"),
+        ([0, 1e300, 1, 0, 1], [], "label 1e+300 of sample 1 is not a class number"),
+        ([0, 1, 1, 0, 1], ["--split", "0.01"], "split 0.01: of 5 samples it leaves a part empty"),
+        ([0, 1, 1, 0, 1], ["--split", "0.95"], "split 0.95: of 5 samples it leaves a part empty"),
+    ],
+)
+def test_data_convert_refuses_bad_labels_and_class_counts_in_one_line(
+    tmp_path, monkeypatch, capsys, labels, options, message
+):
     monkeypatch.chdir(tmp_path)
     np.savez(tmp_path / "two.npz", x=np.arange(10).reshape(5, 2), y=np.array(labels, dtype=float))
     assert message in fails(capsys, ["data", "convert", "two.npz", "--to", "qmtik-bin", *options], 1)
@@ -654,23 +716,27 @@ def test_data_convert_needs_an_output_name(tmp_path, monkeypatch, capsys, out):
 
 def test_data_convert_reads_upper_case_names_and_refuses_a_first_row_with_numbers(tmp_path, monkeypatch, capsys):
     import gzip
+
     monkeypatch.chdir(tmp_path)
     text = ",".join([str(i) for i in range(4)] + ["label"]) + "\n1,2,3,4,1\n5,6,7,8,0\n"
     (tmp_path / "UP.CSV.GZ").write_bytes(gzip.compress(text.encode()))
-    assert "UP.CSV.GZ, line 1: 'label' is not a number" in fails(           # a sample, not a header
-        capsys, ["data", "convert", "UP.CSV.GZ", "--to", "npz", "--split", "1", "-o", "up"], 1)
+    assert "UP.CSV.GZ, line 1: 'label' is not a number" in fails(  # a sample, not a header
+        capsys, ["data", "convert", "UP.CSV.GZ", "--to", "npz", "--split", "1", "-o", "up"], 1
+    )
     (tmp_path / "UP.CSV.GZ").write_bytes(gzip.compress(text.replace("0,1,2,3,", "a,b,c,d,").encode()))
     assert main(["data", "convert", "UP.CSV.GZ", "--to", "npz", "--split", "1", "-o", "up"]) == 0
     assert "(2 samples of 2 classes" in capsys.readouterr().out
     got = arrays_of(tmp_path / "up.npz")
     np.testing.assert_array_equal(got["x"], [[1, 2, 3, 4], [5, 6, 7, 8]])
-    with open(tmp_path / "W.NPZ", "wb") as f:                           # savez would add .npz
+    with open(tmp_path / "W.NPZ", "wb") as f:  # savez would add .npz
         np.savez(f, x=got["x"], y=got["y"])
     from qmtik.data import load_file
+
     np.testing.assert_array_equal(load_file(tmp_path / "W.NPZ")[1], [1, 0])
 
 
 # --- outputs: nothing is lost --------------------------------------------------------------------
+
 
 def files_in(folder) -> dict:
     """Every regular file under folder with its bytes (links and devices left out)."""
@@ -685,25 +751,29 @@ def paths_config(tmp_path, monkeypatch):
     np.savez(tmp_path / "train.npz", x=x, y=y)
     np.save(tmp_path / "test_x.npy", x_test)
     np.save(tmp_path / "test_y.npy", y_test)
-    (tmp_path / "p.toml").write_text("[data]\ndataset = ''\ntrain = 'train.npz'\ntest = 'test_x.npy'\n"
-                                     "test_labels = 'test_y.npy'\n")
+    (tmp_path / "p.toml").write_text(
+        "[data]\ndataset = ''\ntrain = 'train.npz'\ntest = 'test_x.npy'\ntest_labels = 'test_y.npy'\n"
+    )
     (tmp_path / "sub").mkdir()
     os.link(tmp_path / "train.npz", tmp_path / "hard.npz")
     return tmp_path
 
 
-@pytest.mark.parametrize("argv, clash", [
-    (["-o", "train.npz"], "data.train"),
-    (["-o", "./sub/../train.npz"], "data.train"),
-    (["-o", "hard.npz"], "data.train"),                                   # a hard link to it
-    (["-o", "test_x.npy"], "data.test"),
-    (["-o", "test_y.npy"], "data.test_labels"),
-    (["-o", "p.toml"], "the config"),
-    (["-o", "x.ckpt.npz", "--qmt", "x.ckpt.npz"], "output"),
-    (["-o", "x.ckpt.npz", "--qmt", "x.history.json"], "the history"),
-    (["-o", "x.ckpt.npz", "--qmt", "train.npz"], "data.train"),
-    (["-o", "x.ckpt.npz", "--qmt", "c.png", "--plot", "c.png"], "--qmt"),
-])
+@pytest.mark.parametrize(
+    "argv, clash",
+    [
+        (["-o", "train.npz"], "data.train"),
+        (["-o", "./sub/../train.npz"], "data.train"),
+        (["-o", "hard.npz"], "data.train"),  # a hard link to it
+        (["-o", "test_x.npy"], "data.test"),
+        (["-o", "test_y.npy"], "data.test_labels"),
+        (["-o", "p.toml"], "the config"),
+        (["-o", "x.ckpt.npz", "--qmt", "x.ckpt.npz"], "output"),
+        (["-o", "x.ckpt.npz", "--qmt", "x.history.json"], "the history"),
+        (["-o", "x.ckpt.npz", "--qmt", "train.npz"], "data.train"),
+        (["-o", "x.ckpt.npz", "--qmt", "c.png", "--plot", "c.png"], "--qmt"),
+    ],
+)
 def test_train_refuses_an_output_that_is_an_input_or_another_output(paths_config, capsys, argv, clash):
     before = files_in(paths_config)
     line = fails(capsys, ["train", "p.toml", "--epochs", "1", *TINY, *argv], 2)
@@ -712,7 +782,7 @@ def test_train_refuses_an_output_that_is_an_input_or_another_output(paths_config
 
 
 def test_the_history_beside_the_checkpoint_may_not_be_an_input(paths_config, capsys):
-    os.replace("p.toml", "m.history.json")                     # a config by any other name
+    os.replace("p.toml", "m.history.json")  # a config by any other name
     line = fails(capsys, ["train", "m.history.json", "-o", "m.ckpt.npz", "--epochs", "1", *TINY], 2)
     assert "the history m.history.json: the same file as the config" in line
 
@@ -723,7 +793,7 @@ def workshop(qmt, capsys):
     folder = qmt.parent
     x, _ = qmtik.load_digits()
     np.savetxt(folder / "in.csv", x[:5], delimiter=",", fmt="%g")
-    (folder / "net.png").write_bytes(qmt.read_bytes())                  # a model by an odd name
+    (folder / "net.png").write_bytes(qmt.read_bytes())  # a model by an odd name
     (folder / "h.h").write_text(C_HEADER)
     (folder / "model.bin").write_bytes(bytes(100))
     for name in ("d.npz", "d_train.npz"):
@@ -732,22 +802,25 @@ def workshop(qmt, capsys):
     return folder
 
 
-@pytest.mark.parametrize("argv, clash", [
-    (["quantize", "net.ckpt.npz", "-o", "net.ckpt.npz"], "the checkpoint"),
-    (["quantize", "net.ckpt.npz", "-o", "link.npz"], "the checkpoint"),
-    (["quantize", "link.npz", "-o", "net.ckpt.npz"], "the checkpoint"),
-    (["predict", "net.qmt", "in.csv", "-o", "in.csv"], "the input"),
-    (["predict", "net.qmt", "in.csv", "-o", "net.qmt"], "the model"),
-    (["export-c", "net.qmt", "-o", "net.qmt"], "the model"),
-    (["export-c", "net.qmt", "-o", "in.csv", "--check", "in.csv"], "--check"),
-    (["eval", "net.png", "digits", "--plot", "net.png"], "the model"),
-    (["info", "net.png", "--plot", "net.png"], "the model"),
-    (["config", "from-header", "h.h", "-o", "h.h"], "the header"),
-    (["import-c-model", "model.bin", "--header", "h.h", "-o", "model.bin"], "the model"),
-    (["import-c-model", "model.bin", "--header", "h.h", "-o", "h.h"], "--header"),
-    (["data", "convert", "d.npz", "--to", "npz", "--split", "1", "-o", "d"], "the input"),
-    (["data", "convert", "d_train.npz", "--to", "npz", "-o", "d"], "the input"),
-])
+@pytest.mark.parametrize(
+    "argv, clash",
+    [
+        (["quantize", "net.ckpt.npz", "-o", "net.ckpt.npz"], "the checkpoint"),
+        (["quantize", "net.ckpt.npz", "-o", "link.npz"], "the checkpoint"),
+        (["quantize", "link.npz", "-o", "net.ckpt.npz"], "the checkpoint"),
+        (["predict", "net.qmt", "in.csv", "-o", "in.csv"], "the input"),
+        (["predict", "net.qmt", "in.csv", "-o", "net.qmt"], "the model"),
+        (["export-c", "net.qmt", "-o", "net.qmt"], "the model"),
+        (["export-c", "net.qmt", "-o", "in.csv", "--check", "in.csv"], "--check"),
+        (["eval", "net.png", "digits", "--plot", "net.png"], "the model"),
+        (["info", "net.png", "--plot", "net.png"], "the model"),
+        (["config", "from-header", "h.h", "-o", "h.h"], "the header"),
+        (["import-c-model", "model.bin", "--header", "h.h", "-o", "model.bin"], "the model"),
+        (["import-c-model", "model.bin", "--header", "h.h", "-o", "h.h"], "--header"),
+        (["data", "convert", "d.npz", "--to", "npz", "--split", "1", "-o", "d"], "the input"),
+        (["data", "convert", "d_train.npz", "--to", "npz", "-o", "d"], "the input"),
+    ],
+)
 def test_every_command_refuses_an_output_that_is_one_of_its_inputs(workshop, capsys, argv, clash):
     before = files_in(workshop)
     line = fails(capsys, argv, 2)
@@ -758,6 +831,7 @@ def test_every_command_refuses_an_output_that_is_one_of_its_inputs(workshop, cap
 def device_node(path):
     """A character device like /dev/null at path (skips where mknod is not permitted)."""
     import stat
+
     try:
         os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
     except OSError as exc:
@@ -767,13 +841,14 @@ def device_node(path):
 
 def test_outputs_to_a_device_are_written_through_it(workshop, capsys):
     import stat
+
     null = device_node(workshop / "null")
     before = files_in(workshop)
     assert main(["quantize", "net.ckpt.npz", "-o", "null"]) == 0
-    assert capsys.readouterr().out == "wrote null\n"                  # not "(0 bytes)"
+    assert capsys.readouterr().out == "wrote null\n"  # not "(0 bytes)"
     assert main(["predict", "net.qmt", "in.csv", "-o", "null"]) == 0
     assert main(["train", "net.toml", "--epochs", "1", "-o", "null", "--qmt", "null", *TINY]) == 0
-    assert "wrote null, null\n" in capsys.readouterr().out            # no null.history.json
+    assert "wrote null, null\n" in capsys.readouterr().out  # no null.history.json
     assert stat.S_ISCHR(os.stat(null).st_mode) and files_in(workshop) == before
     assert "--plot needs a path" in fails(capsys, ["train", "net.toml", "-o", "null", "--plot", *TINY], 2)
 
@@ -800,10 +875,15 @@ def test_output_to_an_open_descriptor_goes_into_it(workshop, capsys):
     assert os.path.islink(workshop / "stdout")
 
 
-@pytest.mark.parametrize("argv", [["quantize", "net.ckpt.npz", "-o", "ro.qmt"],
-                                  ["train", "net.toml", "--epochs", "1", "--qmt", "ro.qmt", *TINY],
-                                  ["export-c", "net.qmt", "-o", "ro.qmt"],
-                                  ["predict", "net.qmt", "in.csv", "-o", "ro.qmt"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["quantize", "net.ckpt.npz", "-o", "ro.qmt"],
+        ["train", "net.toml", "--epochs", "1", "--qmt", "ro.qmt", *TINY],
+        ["export-c", "net.qmt", "-o", "ro.qmt"],
+        ["predict", "net.qmt", "in.csv", "-o", "ro.qmt"],
+    ],
+)
 def test_a_read_only_output_is_refused_before_any_work(workshop, capsys, argv):
     (workshop / "ro.qmt").write_bytes(b"keep")
     (workshop / "ro.qmt").chmod(0o444)
@@ -814,6 +894,7 @@ def test_a_read_only_output_is_refused_before_any_work(workshop, capsys, argv):
 
 def test_a_socket_or_a_folder_as_output_is_refused(workshop, capsys):
     import socket
+
     with socket.socket(socket.AF_UNIX) as server:
         server.bind(str(workshop / "sock"))
         assert "sock: is a socket" in fails(capsys, ["predict", "net.qmt", "in.csv", "-o", "sock"], 2)
@@ -821,8 +902,14 @@ def test_a_socket_or_a_folder_as_output_is_refused(workshop, capsys):
     assert "is a directory" in fails(capsys, ["export-c", "net.qmt", "-o", str(workshop)], 2)
 
 
-@pytest.mark.parametrize("argv", [["init", "nodir/x.toml"], ["predict", "net.qmt", "in.csv", "-o", "nodir/p.csv"],
-                                  ["config", "from-header", "h.h", "-o", "nodir/c.toml"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["init", "nodir/x.toml"],
+        ["predict", "net.qmt", "in.csv", "-o", "nodir/p.csv"],
+        ["config", "from-header", "h.h", "-o", "nodir/c.toml"],
+    ],
+)
 def test_a_missing_folder_is_a_usage_error_for_every_command(workshop, capsys, argv):
     assert "folder nodir does not exist" in fails(capsys, argv, 2)
 
@@ -838,14 +925,15 @@ def test_train_refuses_to_overwrite_an_unfinished_run_without_resume_or_force(co
     assert "net.ckpt.npz holds an unfinished run" in line and "--resume" in line and "--force" in line
     assert checkpoint.read_bytes() == before
     assert "give one of them" in fails(capsys, [*argv, "--resume", "--force"], 2)
-    assert main([*argv, "--force"]) == 0                         # starts over
+    assert main([*argv, "--force"]) == 0  # starts over
     assert "resume.epoch" not in arrays_of(checkpoint)
-    assert main(argv) == 0                                       # a finished run: retrained as asked
-    checkpoint.write_bytes(b"PK\x03\x04 not a checkpoint")     # not one: overwritten as any output
+    assert main(argv) == 0  # a finished run: retrained as asked
+    checkpoint.write_bytes(b"PK\x03\x04 not a checkpoint")  # not one: overwritten as any output
     assert main(argv) == 0 and "resume.epoch" not in arrays_of(checkpoint)
 
 
 # --- issue 10, round 2: outputs that are devices, pipes, descriptors or unfinished runs -------------
+
 
 def test_data_convert_writes_an_npz_through_a_device_or_a_link_to_one(workshop, capsys):
     """np.savez seeks to finish its archive, which a device cannot: struct.error from zipfile."""
@@ -863,7 +951,7 @@ def test_train_refuses_a_checkpoint_output_that_takes_one_write(config, capsys, 
     """train writes its checkpoint after every epoch: a FIFO blocked on the second write, and
     /dev/stdout received every epoch's checkpoint one after another."""
     os.mkfifo(config.parent / "pipe")
-    reader = os.open(config.parent / "pipe", os.O_RDONLY | os.O_NONBLOCK)     # so that no write blocks
+    reader = os.open(config.parent / "pipe", os.O_RDONLY | os.O_NONBLOCK)  # so that no write blocks
     try:
         line = fails(capsys, ["train", "net.toml", "-o", out, "--epochs", "2", *TINY], 2)
     finally:
@@ -885,14 +973,29 @@ def with_stdout_in(path, argv, mode: str = "w+b") -> tuple[int, bytes]:
     return code, Path(path).read_bytes()
 
 
-@pytest.mark.parametrize("argv", [
-    ["quantize", "net.ckpt.npz", "-o", "/dev/stdout"],
-    ["export-c", "net.qmt", "-o", "/dev/stdout", "--prefix", "net", "--check", "d.npz"],
-    ["predict", "net.qmt", "in.csv", "-o", "/dev/stdout"],
-    ["config", "from-header", "h.h", "-o", "/dev/stdout"],
-    ["train", "net.toml", "--epochs", "1", "--set", "network.hidden=[8]", "-o", "t.ckpt.npz", "--qmt", "/dev/stdout"],
-    ["init", "/dev/stdout"],
-], ids=["quantize", "export-c", "predict", "from-header", "train", "init"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["quantize", "net.ckpt.npz", "-o", "/dev/stdout"],
+        ["export-c", "net.qmt", "-o", "/dev/stdout", "--prefix", "net", "--check", "d.npz"],
+        ["predict", "net.qmt", "in.csv", "-o", "/dev/stdout"],
+        ["config", "from-header", "h.h", "-o", "/dev/stdout"],
+        [
+            "train",
+            "net.toml",
+            "--epochs",
+            "1",
+            "--set",
+            "network.hidden=[8]",
+            "-o",
+            "t.ckpt.npz",
+            "--qmt",
+            "/dev/stdout",
+        ],
+        ["init", "/dev/stdout"],
+    ],
+    ids=["quantize", "export-c", "predict", "from-header", "train", "init"],
+)
 def test_an_output_to_stdout_is_all_stdout_holds(workshop, capsys, argv):
     """What a command says ('wrote /dev/stdout', train's epochs) goes to stderr then: it once
     followed the data on stdout, and a .qmt with a line of text after it is no .qmt."""
@@ -907,11 +1010,14 @@ def test_an_output_to_stdout_is_all_stdout_holds(workshop, capsys, argv):
     assert said.out == "" and said.err.startswith(("wrote", "epoch")) and "/dev/stdout" in said.err
 
 
-@pytest.mark.parametrize("mode, argv", [
-    ("ab", ["predict", "net.qmt", "in.csv", "-o", "FD"]),
-    ("r+b", ["quantize", "net.ckpt.npz", "-o", "FD"]),
-    ("r+b", ["export-c", "in.csv", "-o", "FD"]),
-])
+@pytest.mark.parametrize(
+    "mode, argv",
+    [
+        ("ab", ["predict", "net.qmt", "in.csv", "-o", "FD"]),
+        ("r+b", ["quantize", "net.ckpt.npz", "-o", "FD"]),
+        ("r+b", ["export-c", "in.csv", "-o", "FD"]),
+    ],
+)
 def test_a_descriptor_output_on_an_input_file_is_refused(workshop, capsys, mode, argv):
     """`-o /dev/stdout >> in.csv` appended to the input; `1<> c.ckpt.npz` overwrote the checkpoint."""
     before = files_in(workshop)
@@ -922,8 +1028,9 @@ def test_a_descriptor_output_on_an_input_file_is_refused(workshop, capsys, mode,
     assert files_in(workshop) == before
 
 
-@pytest.mark.parametrize("argv", [["predict", "net.qmt", "in.csv"], ["eval", "net.qmt", "in.csv", "--label-column", "0"],
-                                  ["info", "in.csv"]])
+@pytest.mark.parametrize(
+    "argv", [["predict", "net.qmt", "in.csv"], ["eval", "net.qmt", "in.csv", "--label-column", "0"], ["info", "in.csv"]]
+)
 def test_standard_output_on_an_input_file_is_refused(workshop, capsys, argv):
     """`qmtik predict m.qmt in.csv >> in.csv` appended the predictions to the input."""
     before = (workshop / "in.csv").read_bytes()
@@ -934,20 +1041,23 @@ def test_standard_output_on_an_input_file_is_refused(workshop, capsys, argv):
 
 def unfinished_copy(checkpoint, path):
     """A copy of a checkpoint that says its run is unfinished (what train's refusal reads)."""
-    with open(path, "wb") as f:                    # np.savez(name) would add .npz to the name
+    with open(path, "wb") as f:  # np.savez(name) would add .npz to the name
         np.savez(f, **arrays_of(checkpoint), **{"resume.epoch": np.array(1)})
     return path
 
 
-@pytest.mark.parametrize("argv", [
-    ["train", "net.toml", "--epochs", "1", "-o", "other.ckpt.npz", "--qmt", "unf.ckpt.npz", *TINY],
-    ["train", "net.toml", "--epochs", "1", "-o", "other.ckpt.npz", "--qmt", "unf.ckpt.npz", "--force", *TINY],
-    ["train", "net.toml", "--epochs", "1", "-o", "unf.npz", *TINY],                # its history: unf.history.json
-    ["quantize", "net.ckpt.npz", "-o", "unf.ckpt.npz"],
-    ["export-c", "net.qmt", "-o", "unf.ckpt.npz"],
-    ["predict", "net.qmt", "in.csv", "-o", "unf.ckpt.npz"],
-    ["init", "unf.ckpt.npz", "--force"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "net.toml", "--epochs", "1", "-o", "other.ckpt.npz", "--qmt", "unf.ckpt.npz", *TINY],
+        ["train", "net.toml", "--epochs", "1", "-o", "other.ckpt.npz", "--qmt", "unf.ckpt.npz", "--force", *TINY],
+        ["train", "net.toml", "--epochs", "1", "-o", "unf.npz", *TINY],  # its history: unf.history.json
+        ["quantize", "net.ckpt.npz", "-o", "unf.ckpt.npz"],
+        ["export-c", "net.qmt", "-o", "unf.ckpt.npz"],
+        ["predict", "net.qmt", "in.csv", "-o", "unf.ckpt.npz"],
+        ["init", "unf.ckpt.npz", "--force"],
+    ],
+)
 def test_no_output_replaces_an_unfinished_run(workshop, capsys, argv):
     unfinished_copy(workshop / "net.ckpt.npz", workshop / "unf.ckpt.npz")
     unfinished_copy(workshop / "net.ckpt.npz", workshop / "unf.history.json")
@@ -958,8 +1068,12 @@ def test_no_output_replaces_an_unfinished_run(workshop, capsys, argv):
 
 
 def test_a_whole_section_through_set_is_one_line(config, capsys):
-    for argv in (["--set", "training=1", "--epochs", "1"], ["--set", "training=[1]", "--set", "training.seed=1"],
-                 ["--set", "network=1", "--set", "network.inputs=3"], ["--set", "network={hidden=[3]}"]):
+    for argv in (
+        ["--set", "training=1", "--epochs", "1"],
+        ["--set", "training=[1]", "--set", "training.seed=1"],
+        ["--set", "network=1", "--set", "network.inputs=3"],
+        ["--set", "network={hidden=[3]}"],
+    ):
         line = fails(capsys, ["train", "net.toml", *argv, "-q"], 2)
         assert "a section, not a key" in line
 
@@ -977,8 +1091,12 @@ def test_inputs_beyond_float32_are_one_line_and_nothing_is_written(workshop, cap
     big[1, 5] = 1e300
     np.savez(workshop / "big.npz", x=big, y=np.arange(4))
     np.savetxt(workshop / "big.csv", big, delimiter=",")
-    for argv in (["export-c", "net.qmt", "-o", "big.h", "--check", "big.npz"], ["predict", "net.qmt", "big.csv"],
-                 ["eval", "net.qmt", "big.npz"], ["eval", "net.ckpt.npz", "big.npz"]):
+    for argv in (
+        ["export-c", "net.qmt", "-o", "big.h", "--check", "big.npz"],
+        ["predict", "net.qmt", "big.csv"],
+        ["eval", "net.qmt", "big.npz"],
+        ["eval", "net.ckpt.npz", "big.npz"],
+    ):
         assert "value 1.e+300 of sample 1 is beyond float32" in fails(capsys, argv, 1)
     assert not (workshop / "big.h").exists()
 
@@ -1014,16 +1132,23 @@ def test_a_reader_that_has_gone_ends_the_command_quietly(workshop, capsys, monke
     monkeypatch.undo()
     assert capsys.readouterr().err == ""
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    child = subprocess.Popen([sys.executable, "-m", "qmtik", "predict", "net.qmt", "in.csv"], cwd=workshop,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    child.stdout.close()                         # the reader has gone before the first line
+    child = subprocess.Popen(
+        [sys.executable, "-m", "qmtik", "predict", "net.qmt", "in.csv"],
+        cwd=workshop,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    child.stdout.close()  # the reader has gone before the first line
     assert child.wait(60) == 141 and child.stderr.read() == b""
     child.stderr.close()
 
 
 def test_an_os_error_is_one_line_naming_its_file_when_it_has_one():
     from qmtik.cli import os_error_line
-    assert os_error_line(FileNotFoundError(2, "No such file or directory", "x.npz")) == \
-        "x.npz: No such file or directory"
+
+    assert (
+        os_error_line(FileNotFoundError(2, "No such file or directory", "x.npz")) == "x.npz: No such file or directory"
+    )
     assert os_error_line(OSError(28, "No space left on device")) == "No space left on device"
     assert os_error_line(OSError("odd")) == "odd"

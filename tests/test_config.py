@@ -1,4 +1,5 @@
 """The config: defaults, TOML round trips, overrides, and every refusal as one informative line."""
+
 import dataclasses
 import json
 from pathlib import Path
@@ -38,6 +39,7 @@ def write(path: Path, text: str) -> Path:
 
 # --- building and round trips -----------------------------------------------------------------
 
+
 def test_defaults_build():
     config = Config()
     assert config.task == "classification"
@@ -61,15 +63,29 @@ def test_the_starter_toml_with_changes_applies_and_marks_them():
 
 
 def test_to_dict_from_dict_round_trip():
-    config = Config.from_dict({
-        "task": "regression",
-        "network": {"inputs": 5, "hidden": [7, 3], "outputs": 2, "activation": "tanh",
-                    "output": "linear", "cost": "mse"},
-        "quantization": {"weight_scale": 0.01, "weight_granularity": "tensor"},
-        "training": {"epochs": 4, "optimizer": "sgd", "nesterov": True, "float_epochs": 4,
-                     "validation_split": 0.0, "seed": 3},
-        "data": {"input_range": [0, 255]},
-    })
+    config = Config.from_dict(
+        {
+            "task": "regression",
+            "network": {
+                "inputs": 5,
+                "hidden": [7, 3],
+                "outputs": 2,
+                "activation": "tanh",
+                "output": "linear",
+                "cost": "mse",
+            },
+            "quantization": {"weight_scale": 0.01, "weight_granularity": "tensor"},
+            "training": {
+                "epochs": 4,
+                "optimizer": "sgd",
+                "nesterov": True,
+                "float_epochs": 4,
+                "validation_split": 0.0,
+                "seed": 3,
+            },
+            "data": {"input_range": [0, 255]},
+        }
+    )
     assert config.network.hidden == (7, 3)
     assert config.data.input_range == (0.0, 255.0)
     assert Config.from_dict(config.to_dict()) == config
@@ -77,15 +93,18 @@ def test_to_dict_from_dict_round_trip():
 
 
 def test_load_config_reads_a_toml_file(tmp_path):
-    path = write(tmp_path / "net.toml", "task = 'classification'\n"
-                 "[network]\nhidden = [16, 8]\nactivation = 'leaky_relu'\n"
-                 "[training]\nepochs = 3\nlearning_rate = 1\n")
+    path = write(
+        tmp_path / "net.toml",
+        "task = 'classification'\n"
+        "[network]\nhidden = [16, 8]\nactivation = 'leaky_relu'\n"
+        "[training]\nepochs = 3\nlearning_rate = 1\n",
+    )
     config = load_config(path)
     assert config.network.hidden == (16, 8)
     assert config.network.activation == "leaky_relu"
     assert config.training.epochs == 3
     assert config.training.learning_rate == 1.0 and isinstance(config.training.learning_rate, float)
-    assert config.training.batch_size == Config().training.batch_size   # untouched keys keep defaults
+    assert config.training.batch_size == Config().training.batch_size  # untouched keys keep defaults
 
 
 def test_load_config_applies_overrides(tmp_path):
@@ -96,11 +115,12 @@ def test_load_config_applies_overrides(tmp_path):
 
 # --- refusals: one line naming the key, the value and what is allowed ------------------------
 
+
 def test_unknown_key_names_it_and_suggests_the_close_one():
     message = refusal({"training": {"epoch": 3}})
     assert "training.epoch" in message
     assert "did you mean 'training.epochs'" in message
-    assert "batch_size" in message          # the allowed keys are listed
+    assert "batch_size" in message  # the allowed keys are listed
 
 
 def test_unknown_section_names_it_and_suggests_the_close_one():
@@ -116,8 +136,10 @@ def test_unknown_key_in_a_file_is_refused(tmp_path):
         load_config(path)
 
 
-@pytest.mark.parametrize("value, shown", [("10", "'10' (a string)"), (True, "True (a boolean)"),
-                                          (10.0, "10.0 (a number)"), (0, "0 (an integer)")])
+@pytest.mark.parametrize(
+    "value, shown",
+    [("10", "'10' (a string)"), (True, "True (a boolean)"), (10.0, "10.0 (a number)"), (0, "0 (an integer)")],
+)
 def test_epochs_must_be_an_integer_of_at_least_one(value, shown):
     message = refusal({"training": {"epochs": value}})
     assert "training.epochs" in message and shown in message
@@ -153,23 +175,27 @@ def test_an_unknown_activation_is_refused_with_a_hint():
         assert repr(name) in message
 
 
-@pytest.mark.parametrize("output, cost, outputs, task, reason", [
-    ("linear", "cross_entropy", 10, "classification", "cross_entropy is the cost of softmax outputs"),
-    ("softmax", "binary_cross_entropy", 10, "classification", "binary_cross_entropy is the cost of sigmoid"),
-    ("softmax", "cross_entropy", 1, "classification", "softmax over a single output"),
-    ("softmax", "mse", 3, "regression", "suits classes, not regression"),
-    ("linear", "cross_entropy", 3, "regression", "cross_entropy is the cost of softmax outputs"),
-    ("softmax", "cross_entropy", 3, "regression", "suits classes, not regression"),
-    ("linear", "mse", 1, "classification", "single-output classifier needs output = 'sigmoid'"),
-])
+@pytest.mark.parametrize(
+    "output, cost, outputs, task, reason",
+    [
+        ("linear", "cross_entropy", 10, "classification", "cross_entropy is the cost of softmax outputs"),
+        ("softmax", "binary_cross_entropy", 10, "classification", "binary_cross_entropy is the cost of sigmoid"),
+        ("softmax", "cross_entropy", 1, "classification", "softmax over a single output"),
+        ("softmax", "mse", 3, "regression", "suits classes, not regression"),
+        ("linear", "cross_entropy", 3, "regression", "cross_entropy is the cost of softmax outputs"),
+        ("softmax", "cross_entropy", 3, "regression", "suits classes, not regression"),
+        ("linear", "mse", 1, "classification", "single-output classifier needs output = 'sigmoid'"),
+    ],
+)
 def test_combinations_that_make_no_sense_are_refused_with_the_reason(output, cost, outputs, task, reason):
     message = refusal({"task": task, "network": {"output": output, "cost": cost, "outputs": outputs}})
     assert reason in message
     assert repr(output) in message and repr(cost) in message and repr(task) in message
 
 
-@pytest.mark.parametrize("training", [{"optimizer": "adam", "nesterov": True},
-                                      {"optimizer": "sgd", "momentum": 0.0, "nesterov": True}])
+@pytest.mark.parametrize(
+    "training", [{"optimizer": "adam", "nesterov": True}, {"optimizer": "sgd", "momentum": 0.0, "nesterov": True}]
+)
 def test_nesterov_needs_sgd_with_momentum(training):
     message = refusal({"training": training})
     assert "training.nesterov" in message and "True" in message
@@ -228,7 +254,7 @@ def test_a_missing_data_file_is_refused(tmp_path):
     message = str(info.value)
     assert "\n" not in message
     assert "data.train" in message and "missing.npz" in message and "does not exist" in message
-    assert str(tmp_path) in message          # the path it looked at, next to the config
+    assert str(tmp_path) in message  # the path it looked at, next to the config
 
 
 def test_a_path_together_with_a_named_dataset_is_refused():
@@ -254,27 +280,43 @@ def test_a_missing_config_file_is_refused(tmp_path):
 
 # --- every valid combination of functions builds, and trains --------------------------------
 
-VALID_PAIRS = [("linear", "mse"), ("softmax", "cross_entropy"), ("softmax", "mse"),
-               ("sigmoid", "binary_cross_entropy"), ("sigmoid", "mse")]
+VALID_PAIRS = [
+    ("linear", "mse"),
+    ("softmax", "cross_entropy"),
+    ("softmax", "mse"),
+    ("sigmoid", "binary_cross_entropy"),
+    ("sigmoid", "mse"),
+]
 
 
 @pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
 @pytest.mark.parametrize("output, cost", VALID_PAIRS)
 def test_every_valid_combination_builds_and_trains(activation, output, cost):
-    config = Config.from_dict({"network": {"inputs": 4, "hidden": [5], "outputs": 3, "activation": activation,
-                                           "output": output, "cost": cost},
-                               "training": {"epochs": 1, "batch_size": 8, "validation_split": 0.0}})
+    config = Config.from_dict(
+        {
+            "network": {
+                "inputs": 4,
+                "hidden": [5],
+                "outputs": 3,
+                "activation": activation,
+                "output": output,
+                "cost": cost,
+            },
+            "training": {"epochs": 1, "batch_size": 8, "validation_split": 0.0},
+        }
+    )
     assert (config.network.activation, config.network.output, config.network.cost) == (activation, output, cost)
     assert Config.from_dict(config.to_dict()) == config
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(24, 4)), np.arange(24) % 3
     net = qmtik.Network(config).fit(x, y)
     assert net.predict(x).shape == (24,)
-    if output != "softmax":      # a regression task accepts every output but softmax
+    if output != "softmax":  # a regression task accepts every output but softmax
         Config.from_dict({"task": "regression", "network": {"output": output, "cost": "mse", "outputs": 1}})
 
 
 # --- data paths --------------------------------------------------------------------------------
+
 
 def test_relative_data_paths_resolve_against_the_config_directory(tmp_path, monkeypatch):
     conf_dir, elsewhere = tmp_path / "conf", tmp_path / "elsewhere"
@@ -283,8 +325,10 @@ def test_relative_data_paths_resolve_against_the_config_directory(tmp_path, monk
     np.savez(conf_dir / "data" / "train.npz", x=np.zeros((3, 64)), y=np.zeros(3, int))
     np.save(conf_dir / "test.npy", np.zeros((3, 64)))
     np.save(conf_dir / "test_labels.npy", np.zeros(3, int))
-    write(conf_dir / "net.toml", "[data]\ndataset = ''\ntrain = 'data/train.npz'\n"
-                 "test = 'test.npy'\ntest_labels = 'test_labels.npy'\n")
+    write(
+        conf_dir / "net.toml",
+        "[data]\ndataset = ''\ntrain = 'data/train.npz'\ntest = 'test.npy'\ntest_labels = 'test_labels.npy'\n",
+    )
     monkeypatch.chdir(elsewhere)
     config = load_config(Path("..") / "conf" / "net.toml")
     assert Path(config.data.train).resolve() == (conf_dir / "data" / "train.npz").resolve()
@@ -307,15 +351,19 @@ def test_absolute_data_paths_are_kept(tmp_path):
 
 # --- overrides ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, expected", [
-    ("training.epochs=5", ("training.epochs", 5)),
-    ("network.hidden=[64,32]", ("network.hidden", [64, 32])),
-    ("optimizer=sgd", ("optimizer", "sgd")),
-    (" training.learning_rate = 0.01 ", ("training.learning_rate", 0.01)),
-    ("training.nesterov=true", ("training.nesterov", True)),
-    ("data.train=a/b.npz", ("data.train", "a/b.npz")),
-    ("data.dataset=''", ("data.dataset", "")),
-])
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("training.epochs=5", ("training.epochs", 5)),
+        ("network.hidden=[64,32]", ("network.hidden", [64, 32])),
+        ("optimizer=sgd", ("optimizer", "sgd")),
+        (" training.learning_rate = 0.01 ", ("training.learning_rate", 0.01)),
+        ("training.nesterov=true", ("training.nesterov", True)),
+        ("data.train=a/b.npz", ("data.train", "a/b.npz")),
+        ("data.dataset=''", ("data.dataset", "")),
+    ],
+)
 def test_parse_override(text, expected):
     key, value = parse_override(text)
     assert (key, value) == expected
@@ -349,11 +397,12 @@ def test_replace_refuses_an_unknown_section_with_a_config_error(key):
 
 def test_configs_are_frozen():
     with pytest.raises(Exception):
-        Config().training.epochs = 3      # type: ignore[misc]
+        Config().training.epochs = 3  # type: ignore[misc]
     assert NetworkConfig(hidden=[3, 2]).hidden == (3, 2)
 
 
 # --- the generated reference -------------------------------------------------------------------
+
 
 def test_docs_config_md_is_the_generated_reference():
     assert DOCS.is_file(), "generate it: PYTHONPATH=src python -m qmtik.config > docs/config.md"
@@ -370,16 +419,24 @@ def test_the_reference_lists_every_key():
 
 # --- review findings --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("section,key", [("training", "learning_rate"), ("quantization", "weight_scale"),
-                                         ("quantization", "activation_scale"), ("network", "leaky_slope"),
-                                         ("training", "weight_decay")])
+
+@pytest.mark.parametrize(
+    "section,key",
+    [
+        ("training", "learning_rate"),
+        ("quantization", "weight_scale"),
+        ("quantization", "activation_scale"),
+        ("network", "leaky_slope"),
+        ("training", "weight_decay"),
+    ],
+)
 @pytest.mark.parametrize("sign", [1, -1])
 def test_a_number_too_large_for_a_float_is_refused(section, key, sign):
     message = refusal({section: {key: sign * 10**400}})
     assert message.startswith(f"config key {section}.{key}: got ") and "allowed: " in message
 
 
-@pytest.mark.parametrize("bad", [[0, 1e-44], [1e39, 1e40], [0, 10**400], [-10**400, 0], [-1e39, 0]])
+@pytest.mark.parametrize("bad", [[0, 1e-44], [1e39, 1e40], [0, 10**400], [-(10**400), 0], [-1e39, 0]])
 def test_an_input_range_float32_cannot_hold_is_refused(bad):
     message = refusal({"data": {"input_range": bad}})
     assert message.startswith("config key data.input_range: got ")
@@ -392,22 +449,39 @@ def test_the_documented_input_range_is_what_the_refusal_says():
     assert message.endswith("allowed: " + field.metadata["allowed"])
 
 
-@pytest.mark.parametrize("low, high, ok", [(0, 255, True), (-1.5, 2.5, True), (0, 1e-30, True),
-                                           (0, 1e-44, False), (1e39, 1e40, False), (-1e39, 0, False),
-                                           (1, 1, False), (2, 1, False), (0, float("nan"), False)])
+@pytest.mark.parametrize(
+    "low, high, ok",
+    [
+        (0, 255, True),
+        (-1.5, 2.5, True),
+        (0, 1e-30, True),
+        (0, 1e-44, False),
+        (1e39, 1e40, False),
+        (-1e39, 0, False),
+        (1, 1, False),
+        (2, 1, False),
+        (0, float("nan"), False),
+    ],
+)
 def test_input_range_problem_is_public_in_config(low, high, ok):
     from qmtik.config import input_range_problem
+
     problem = input_range_problem(low, high)
     assert (problem is None) == ok
     assert problem is None or (isinstance(problem, str) and "\n" not in problem)
 
 
-@pytest.mark.parametrize("data, key", [
-    ({"dataset": "", "train": "d.npz", "train_labels": "y.npy"}, "train_labels"),
-    ({"dataset": "", "train": "x.npy", "train_labels": "y.npy", "test": "t.npz", "test_labels": "y.npy"},
-     "test_labels"),
-    ({"dataset": "", "train": "d.npz", "test_labels": "y.npy"}, "test_labels"),
-])
+@pytest.mark.parametrize(
+    "data, key",
+    [
+        ({"dataset": "", "train": "d.npz", "train_labels": "y.npy"}, "train_labels"),
+        (
+            {"dataset": "", "train": "x.npy", "train_labels": "y.npy", "test": "t.npz", "test_labels": "y.npy"},
+            "test_labels",
+        ),
+        ({"dataset": "", "train": "d.npz", "test_labels": "y.npy"}, "test_labels"),
+    ],
+)
 def test_labels_that_would_be_ignored_are_refused(data, key):
     message = refusal({"data": data})
     assert message.startswith(f"config key data.{key}: got 'y.npy' (a string); allowed: ''")
@@ -419,15 +493,18 @@ def test_paths_beside_a_named_data_set_are_refused(key):
         Config.from_dict({"data": {"dataset": "digits", key: "x.npz"}})
 
 
-@pytest.mark.parametrize("fields, key, allowed", [
-    ({"train": "x.txt"}, "data.train", "a path ending in .npz, .npy, .csv, .bin"),
-    ({"train": "x-idx3-ubyte.gz"}, "data.train_labels", "a labels path when data.train is an .idx file"),
-    ({"train": "d.csv", "train_labels": "y.npy"}, "data.train_labels", "'' when data.train is a csv file"),
-    ({"train": "d.bin", "train_labels": "y.npy"}, "data.train_labels", "'' when data.train is a qmtik-bin file"),
-    ({"train": "x.npy", "train_labels": "y.csv"}, "data.train_labels", "an .npy or IDX file"),
-    ({"train": "d.csv", "label_column": 1.5}, "data.label_column", "an integer"),
-    ({"train": "d.csv", "label_column": True}, "data.label_column", "an integer"),
-])
+@pytest.mark.parametrize(
+    "fields, key, allowed",
+    [
+        ({"train": "x.txt"}, "data.train", "a path ending in .npz, .npy, .csv, .bin"),
+        ({"train": "x-idx3-ubyte.gz"}, "data.train_labels", "a labels path when data.train is an .idx file"),
+        ({"train": "d.csv", "train_labels": "y.npy"}, "data.train_labels", "'' when data.train is a csv file"),
+        ({"train": "d.bin", "train_labels": "y.npy"}, "data.train_labels", "'' when data.train is a qmtik-bin file"),
+        ({"train": "x.npy", "train_labels": "y.csv"}, "data.train_labels", "an .npy or IDX file"),
+        ({"train": "d.csv", "label_column": 1.5}, "data.label_column", "an integer"),
+        ({"train": "d.csv", "label_column": True}, "data.label_column", "an integer"),
+    ],
+)
 def test_data_files_of_every_format_are_checked(fields, key, allowed):
     with pytest.raises(ConfigError) as info:
         DataConfig(dataset="", **fields)
@@ -435,9 +512,14 @@ def test_data_files_of_every_format_are_checked(fields, key, allowed):
     assert key in message and allowed in message and "\n" not in message
 
 
-@pytest.mark.parametrize("fields", [{"train": "mnist_784.csv", "label_column": 0},
-                                    {"train": "train-images-idx3-ubyte.gz", "train_labels": "train-labels-idx1-ubyte.gz"},
-                                    {"train": "mnist_train.bin", "test": "mnist_test.bin"}])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"train": "mnist_784.csv", "label_column": 0},
+        {"train": "train-images-idx3-ubyte.gz", "train_labels": "train-labels-idx1-ubyte.gz"},
+        {"train": "mnist_train.bin", "test": "mnist_test.bin"},
+    ],
+)
 def test_data_files_of_every_format_are_accepted(fields):
     data = DataConfig(dataset="", **fields)
     assert all(getattr(data, k) == v for k, v in fields.items())
@@ -453,6 +535,7 @@ def test_overrides_are_checked_together(tmp_path):
 
 
 # --- issue 10: every field validated, float32 values, the schedule -----------------------------
+
 
 def every_field():
     """('section', field) for every config field, top-level task as section ''."""
@@ -471,8 +554,14 @@ def test_every_field_refuses_a_value_of_the_wrong_kind(section, name):
     assert message.startswith(f"config key {key}: got ") and "allowed: " in message
 
 
-@pytest.mark.parametrize("section, name", [(s, f.name) for s, f in every_field() if " | " in f.metadata["allowed"]
-                                           and not f.metadata["allowed"].endswith("''")])
+@pytest.mark.parametrize(
+    "section, name",
+    [
+        (s, f.name)
+        for s, f in every_field()
+        if " | " in f.metadata["allowed"] and not f.metadata["allowed"].endswith("''")
+    ],
+)
 def test_every_choice_refuses_a_word_it_does_not_know(section, name):
     data = {name: "bogus"} if not section else {section: {name: "bogus"}}
     assert "'bogus' (a string)" in refusal(data)
@@ -494,11 +583,21 @@ def test_every_schedule_is_accepted(schedule):
     assert Config.from_dict({"training": {"schedule": schedule}}).training.schedule == schedule
 
 
-@pytest.mark.parametrize("key, value", [
-    ("eps", 1e-320), ("eps", 1e-40), ("eps", 1e39), ("eps", 0),
-    ("learning_rate", 1e-320), ("learning_rate", 1e39),
-    ("weight_decay", 1e300), ("weight_decay", 1e-320), ("weight_decay", 1e39), ("weight_decay", -1.0),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("eps", 1e-320),
+        ("eps", 1e-40),
+        ("eps", 1e39),
+        ("eps", 0),
+        ("learning_rate", 1e-320),
+        ("learning_rate", 1e39),
+        ("weight_decay", 1e300),
+        ("weight_decay", 1e-320),
+        ("weight_decay", 1e39),
+        ("weight_decay", -1.0),
+    ],
+)
 def test_optimizer_numbers_must_be_normal_float32(key, value):
     """Training computes in float32: an eps of 1e-320 is 0 there (and 0 / 0 NaN), a weight decay
     of 1e300 infinite; both are refused when the config is read, not found as NaN later."""
@@ -507,8 +606,10 @@ def test_optimizer_numbers_must_be_normal_float32(key, value):
     assert "a normal float32" in message and "1.18e-38" in message and "3.4e+38" in message
 
 
-@pytest.mark.parametrize("key, value", [("eps", 1.2e-38), ("eps", 1e30), ("learning_rate", 3e38),
-                                        ("weight_decay", 0), ("weight_decay", 1e30)])
+@pytest.mark.parametrize(
+    "key, value",
+    [("eps", 1.2e-38), ("eps", 1e30), ("learning_rate", 3e38), ("weight_decay", 0), ("weight_decay", 1e30)],
+)
 def test_optimizer_numbers_within_float32_are_accepted(key, value):
     assert getattr(Config.from_dict({"training": {key: value}}).training, key) == value
 
@@ -540,20 +641,25 @@ def one_line_error(call) -> str:
     return message
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("[network]\nhidden = " + "[" * DEEP + "]" * DEEP + "\n", "nested too deeply"),
-    ("[training]\nepochs = " + BIG + "\n", "an integer of more than 4300 digits"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("[network]\nhidden = " + "[" * DEEP + "]" * DEEP + "\n", "nested too deeply"),
+        ("[training]\nepochs = " + BIG + "\n", "an integer of more than 4300 digits"),
+    ],
+)
 def test_a_config_beyond_the_parser_limits_is_one_line(tmp_path, text, problem):
     path = write(tmp_path / "net.toml", text)
     message = one_line_error(lambda: load_config(path))
     assert message.startswith(f"config file {path}: ") and problem in message
 
 
-@pytest.mark.parametrize("value", ["0x" + "f" * 5000, "[0x" + "f" * 5000 + "]", "'" + "a" * 100_000 + "'",
-                                   "[" * 300 + "]" * 300])
-@pytest.mark.parametrize("key", ["training.epochs", "training.seed", "training.warmup_epochs", "network.hidden",
-                                 "network.activation"])
+@pytest.mark.parametrize(
+    "value", ["0x" + "f" * 5000, "[0x" + "f" * 5000 + "]", "'" + "a" * 100_000 + "'", "[" * 300 + "]" * 300]
+)
+@pytest.mark.parametrize(
+    "key", ["training.epochs", "training.seed", "training.warmup_epochs", "network.hidden", "network.activation"]
+)
 def test_a_value_too_long_to_show_is_refused_in_a_short_line(tmp_path, key, value):
     """A hexadecimal integer of 5000 digits is read by TOML but cannot be printed (int-digit
     limit) nor saved in a checkpoint's JSON: refused, shown short, as a huge string or list is."""
@@ -569,13 +675,18 @@ def test_an_unknown_key_of_100_kb_is_shown_short(tmp_path, text):
 
 
 def test_an_epochs_bound_too_long_to_show_still_gives_one_line():
-    message = one_line_error(lambda: Config.from_dict({"training": {"epochs": 16 ** 5000, "warmup_epochs": -1}}))
+    message = one_line_error(lambda: Config.from_dict({"training": {"epochs": 16**5000, "warmup_epochs": -1}}))
     assert "training." in message
 
 
-@pytest.mark.parametrize("value, problem", [("[" * DEEP + "]" * DEEP, "nested too deeply"),
-                                            (BIG, "an integer of more than 4300 digits"),
-                                            ("5\nseed = 3", "one TOML value")])
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        ("[" * DEEP + "]" * DEEP, "nested too deeply"),
+        (BIG, "an integer of more than 4300 digits"),
+        ("5\nseed = 3", "one TOML value"),
+    ],
+)
 def test_an_override_beyond_the_parser_limits_is_one_line(value, problem):
     message = one_line_error(lambda: parse_override("training.epochs=" + value))
     assert message.startswith("override training.epochs: ") and problem in message
@@ -583,6 +694,7 @@ def test_an_override_beyond_the_parser_limits_is_one_line(value, problem):
 
 def test_set_beyond_the_parser_limits_exits_2_with_one_line(tmp_path, capsys):
     from qmtik.cli import main
+
     path = write(tmp_path / "net.toml", "[training]\nepochs = 1\n")
     for value in ("[" * DEEP + "]" * DEEP, BIG):
         capsys.readouterr()
@@ -593,15 +705,19 @@ def test_set_beyond_the_parser_limits_exits_2_with_one_line(tmp_path, capsys):
 
 # --- issue 10, round 2: a section is not a key ----------------------------------------------------
 
-@pytest.mark.parametrize("changes, fragment", [
-    ({"training": 1, "training.epochs": 2}, "config key training: a section, not a key"),
-    ({"training": [1], "training.seed": 1}, "config key training: a section, not a key"),
-    ({"network": 1, "network.inputs": 3}, "config key network: a section, not a key"),
-    ({"network": {"hidden": [3]}}, "config key network: a section, not a key; set its keys one by one"),
-    ({"training.epochs": 2, "training": 1}, "config key training: a section, not a key"),
-    ({1: 2}, "config key 1 (an integer): a key is text"),
-    ([("training.epochs", 2)], "config changes: got"),
-])
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"training": 1, "training.epochs": 2}, "config key training: a section, not a key"),
+        ({"training": [1], "training.seed": 1}, "config key training: a section, not a key"),
+        ({"network": 1, "network.inputs": 3}, "config key network: a section, not a key"),
+        ({"network": {"hidden": [3]}}, "config key network: a section, not a key; set its keys one by one"),
+        ({"training.epochs": 2, "training": 1}, "config key training: a section, not a key"),
+        ({1: 2}, "config key 1 (an integer): a key is text"),
+        ([("training.epochs", 2)], "config changes: got"),
+    ],
+)
 def test_changes_set_keys_never_whole_sections(tmp_path, changes, fragment):
     """{'training': 1, 'training.epochs': 2} once raised TypeError ('int' object does not
     support item assignment); a whole table was taken, and could undo another change."""

@@ -1,4 +1,5 @@
 """Data: the bundled digits, IDX files, NumPy files (never unpickled), input and label checks."""
+
 import gzip
 from collections import Counter
 
@@ -28,14 +29,15 @@ def one_line(info) -> str:
 
 # --- the bundled digits ------------------------------------------------------------------------
 
+
 def test_load_digits():
     x, y = load_digits()
     assert x.shape == (1797, 64) and y.shape == (1797,)
     assert x.min() == 0 and x.max() == 16
-    np.testing.assert_array_equal(x, np.round(x))            # whole pixel counts
+    np.testing.assert_array_equal(x, np.round(x))  # whole pixel counts
     assert y.dtype.kind == "i"
     assert sorted(set(y.tolist())) == list(range(10))
-    assert min(Counter(y.tolist()).values()) > 150           # every class well represented
+    assert min(Counter(y.tolist()).values()) > 150  # every class well represented
 
 
 def test_the_digits_split_is_a_partition():
@@ -43,9 +45,11 @@ def test_the_digits_split_is_a_partition():
     (x_train, y_train), (x_test, y_test) = named_dataset("digits")
     assert len(x_train) == len(y_train) == 1438
     assert len(x_test) == len(y_test) == 359
+
     # each sample of the bundled set is in exactly one part: the rows (with labels) are the same multiset
     def rows(a, b):
         return Counter(row.tobytes() for row in np.column_stack([a, b]).astype(np.int64))
+
     assert rows(x, y) == rows(x_train, y_train) + rows(x_test, y_test)
     assert set(y_test.tolist()) == set(range(10))
 
@@ -63,6 +67,7 @@ def idx_bytes(array: np.ndarray, magic=(0, 0, 8)) -> bytes:
 
 # --- MNIST-style sets ------------------------------------------------------------------------------
 
+
 def test_load_fashion_mnist_without_the_package_says_how_to_install_it(tmp_path):
     with pytest.raises(DataError) as info:
         load_fashion_mnist(tmp_path / "fashion-mnist")
@@ -76,9 +81,9 @@ def test_load_fashion_mnist_reads_the_four_files(tmp_path):
     parts = {"train": 5, "t10k": 3}
     for prefix, n in parts.items():
         (tmp_path / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
-            gzip.compress(idx_bytes(rng.integers(0, 256, (n, 28, 28)))))
-        (tmp_path / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(
-            gzip.compress(idx_bytes(np.arange(n) % 10)))
+            gzip.compress(idx_bytes(rng.integers(0, 256, (n, 28, 28))))
+        )
+        (tmp_path / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.arange(n) % 10)))
     (x, y), (x_test, y_test) = load_fashion_mnist(tmp_path)
     assert x.shape == (5, 784) and x_test.shape == (3, 784) and x.dtype == np.uint8
     np.testing.assert_array_equal(y, [0, 1, 2, 3, 4])
@@ -86,6 +91,7 @@ def test_load_fashion_mnist_reads_the_four_files(tmp_path):
 
 
 # --- NumPy files -------------------------------------------------------------------------------
+
 
 def test_load_arrays_reads_an_npz(tmp_path):
     x, y = np.arange(12.0).reshape(4, 3), np.array([1, 0, 1, 1])
@@ -144,7 +150,7 @@ def test_pickled_object_arrays_are_refused_unopened(tmp_path, kind):
     assert not marker.exists()
     with pytest.raises(DataError) as info:
         call()
-    assert "unsafely" not in one_line(info) and "Python objects" in one_line(info)    # no advice to unpickle
+    assert "unsafely" not in one_line(info) and "Python objects" in one_line(info)  # no advice to unpickle
     assert not marker.exists()
 
 
@@ -191,6 +197,7 @@ def test_a_hostile_npz_is_refused_by_every_reader(tmp_path, how):
     zlib.error (corrupt stream) end as a DataError naming the file, wherever an .npz is read."""
     from conftest import hostile_npz
     from qmtik.data import class_names_of
+
     path = tmp_path / "d.npz"
     hostile_npz(path, how, x=np.zeros((3, 64)), y=np.arange(3), class_names=np.array(list("abcdefghij")))
     config = Config.from_dict({"data": {"dataset": "", "train": str(path)}})
@@ -213,6 +220,7 @@ def test_an_npz_named_npy_is_refused_not_returned(tmp_path):
 @pytest.mark.parametrize("shape", [(5, 0), (5, 0, 3)])
 def test_data_convert_of_samples_without_features_is_refused(tmp_path, shape):
     from qmtik.data import convert_file
+
     np.savez(tmp_path / "e.npz", x=np.zeros(shape), y=np.arange(5) % 2)
     for to in ("npz", "qmtik-bin"):
         with pytest.raises(DataError) as info:
@@ -223,6 +231,7 @@ def test_data_convert_of_samples_without_features_is_refused(tmp_path, shape):
 
 def test_data_convert_of_samples_without_features_exits_1_with_one_line(tmp_path, capsys):
     from qmtik.cli import main
+
     np.savez(tmp_path / "e.npz", x=np.zeros((5, 0)), y=np.arange(5) % 2)
     assert main(["data", "convert", str(tmp_path / "e.npz"), "--to", "npz", "-o", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
@@ -230,6 +239,7 @@ def test_data_convert_of_samples_without_features_exits_1_with_one_line(tmp_path
 
 
 # --- input checks ------------------------------------------------------------------------------
+
 
 def test_check_inputs_passes_good_inputs_through():
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
@@ -268,8 +278,7 @@ def test_check_inputs_flattens_images():
     np.testing.assert_array_equal(out[3], images[3].ravel())
 
 
-@pytest.mark.parametrize("x", [np.array([["a", "b"]]), np.array([[None, 1]], dtype=object),
-                               np.array([[1 + 2j, 0]])])
+@pytest.mark.parametrize("x", [np.array([["a", "b"]]), np.array([[None, 1]], dtype=object), np.array([[1 + 2j, 0]])])
 def test_check_inputs_refuses_non_numbers(x):
     with pytest.raises(DataError) as info:
         check_inputs(x, 2)
@@ -297,7 +306,9 @@ def test_encode_targets_one_hot():
     expected[0, 3] = expected[1, 0] = expected[2, 9] = 1
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, expected)
-    np.testing.assert_array_equal(encode_targets(np.array([3.0, 0.0]), CLASSES.task, CLASSES.network.outputs, 2), expected[:2])
+    np.testing.assert_array_equal(
+        encode_targets(np.array([3.0, 0.0]), CLASSES.task, CLASSES.network.outputs, 2), expected[:2]
+    )
 
 
 @pytest.mark.parametrize("label", [10, -1])
@@ -350,6 +361,7 @@ def test_encode_targets_single_sigmoid_output_gives_a_column():
 
 # --- review findings --------------------------------------------------------------------------
 
+
 def test_a_single_label_value_is_refused():
     with pytest.raises(qmtik.DataError, match="one label per sample, got a single value"):
         encode_targets(np.array(3), "classification", 10, 1)
@@ -365,7 +377,7 @@ def test_a_first_row_without_numbers_or_empty_cells_is_a_header(tmp_path):
     path = tmp_path / "x.csv"
     path.write_text("a,b,c\n1,2,3\n")
     np.testing.assert_array_equal(read_inputs(path), [[1, 2, 3]])
-    path.write_text("1,x,3\n4,5,6\n")                     # a number: a sample, with a bad cell
+    path.write_text("1,x,3\n4,5,6\n")  # a number: a sample, with a bad cell
     with pytest.raises(qmtik.DataError, match="line 1: 'x' is not a number"):
         read_inputs(path)
     path.write_text("1,2,3\n4,x,6\n")
@@ -375,6 +387,7 @@ def test_a_first_row_without_numbers_or_empty_cells_is_a_header(tmp_path):
 
 def test_labels_are_only_for_an_npy_of_inputs_and_other_files_are_named():
     from qmtik.data import load_named_or_path
+
     with pytest.raises(DataError, match="labels y.npy: only for an .npy or IDX file of inputs; digits brings its own"):
         load_named_or_path("digits", "y.npy")
     with pytest.raises(DataError, match="data file x.txt: expected a named data set"):
@@ -421,10 +434,16 @@ def test_a_csv_with_labels_beside_it_is_refused(tmp_path):
     assert one_line(info) == f"labels y.npy: only for an .npy or IDX file of inputs; {path} brings its own labels"
 
 
-@pytest.mark.parametrize("spec, labels, name", [
-    ("digits", "", "digits:test"), ("digits:train", "", "digits:train"), ("fashion-mnist:test", "", "fashion-mnist:test"),
-    ("data/d.npz", "", "data/d.npz"), ("x.npy", "y.npy", "x.npy with labels y.npy"),
-])
+@pytest.mark.parametrize(
+    "spec, labels, name",
+    [
+        ("digits", "", "digits:test"),
+        ("digits:train", "", "digits:train"),
+        ("fashion-mnist:test", "", "fashion-mnist:test"),
+        ("data/d.npz", "", "data/d.npz"),
+        ("x.npy", "y.npy", "x.npy with labels y.npy"),
+    ],
+)
 def test_data_name_names_what_load_named_or_path_reads(spec, labels, name):
     assert data_name(spec, labels) == name
 
@@ -441,9 +460,11 @@ def test_data_name_goes_into_the_check_errors():
 
 # --- every format through load_file and the config ---------------------------------------------
 
+
 def small_set(tmp_path):
     """Six 4-pixel samples of 3 classes in every format qmtik reads; returns (x, y, paths)."""
     from qmtik.formats import idx_bytes, one_hot_targets, qmtik_bin_bytes
+
     x = (np.arange(24).reshape(6, 4) * 11 % 256).astype(np.uint8)
     y = np.array([0, 1, 2, 2, 1, 0])
     np.savez(tmp_path / "d.npz", x=x, y=y)
@@ -458,10 +479,20 @@ def small_set(tmp_path):
     return x, y
 
 
-@pytest.mark.parametrize("data, labels", [("d.npz", ""), ("x.npy", "y.npy"), ("x-idx2-ubyte.gz", "y-idx1-ubyte"),
-                                          ("x.npy", "y-idx1-ubyte"), ("d.csv", ""), ("d.bin", "")])
+@pytest.mark.parametrize(
+    "data, labels",
+    [
+        ("d.npz", ""),
+        ("x.npy", "y.npy"),
+        ("x-idx2-ubyte.gz", "y-idx1-ubyte"),
+        ("x.npy", "y-idx1-ubyte"),
+        ("d.csv", ""),
+        ("d.bin", ""),
+    ],
+)
 def test_load_file_reads_every_format_alike(tmp_path, data, labels):
     from qmtik.data import load_file
+
     x, y = small_set(tmp_path)
     got_x, got_y = load_file(tmp_path / data, tmp_path / labels if labels else "", inputs=4, outputs=3)
     np.testing.assert_array_equal(got_x, x)
@@ -470,17 +501,19 @@ def test_load_file_reads_every_format_alike(tmp_path, data, labels):
 
 def test_a_qmtik_bin_file_needs_the_network_shape(tmp_path):
     from qmtik.data import load_file
+
     small_set(tmp_path)
     with pytest.raises(DataError) as info:
         load_file(tmp_path / "d.bin")
     assert "inputs and outputs" in one_line(info)
-    with pytest.raises(DataError) as info:                    # 6 samples of 7 bytes are not samples of 4 + 4
+    with pytest.raises(DataError) as info:  # 6 samples of 7 bytes are not samples of 4 + 4
         load_file(tmp_path / "d.bin", inputs=4, outputs=4)
     assert "42 bytes" in one_line(info)
 
 
 def test_an_idx_file_of_inputs_needs_labels(tmp_path):
     from qmtik.data import load_file
+
     small_set(tmp_path)
     with pytest.raises(DataError) as info:
         load_file(tmp_path / "x-idx2-ubyte.gz")
@@ -489,9 +522,12 @@ def test_an_idx_file_of_inputs_needs_labels(tmp_path):
 
 def test_training_reads_a_csv_named_in_the_config(tmp_path):
     from qmtik.data import load_data
+
     x, y = small_set(tmp_path)
-    config = Config(network=qmtik.NetworkConfig(inputs=4, hidden=[3], outputs=3),
-                    data=qmtik.DataConfig(dataset="", train=str(tmp_path / "d.csv"), test=str(tmp_path / "d.bin")))
+    config = Config(
+        network=qmtik.NetworkConfig(inputs=4, hidden=[3], outputs=3),
+        data=qmtik.DataConfig(dataset="", train=str(tmp_path / "d.csv"), test=str(tmp_path / "d.bin")),
+    )
     (got_x, got_y), (test_x, test_y) = load_data(config)
     np.testing.assert_array_equal(got_x, x)
     np.testing.assert_array_equal(test_y, y)
@@ -510,28 +546,34 @@ def test_inputs_beyond_float32_are_refused_naming_the_sample(value):
     """The model and the C API take float32 inputs: a float64 of 1e300 would become inf there
     (numpy's overflow warning in the C check; predict took it silently)."""
     import warnings
+
     x = np.zeros((3, 4), dtype=np.longdouble if isinstance(value, np.longdouble) else np.float64)
     x[2, 1] = value
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(DataError) as info:
             check_inputs(x, 4, "data file big.npz: inputs")
-    assert one_line(info).startswith("data file big.npz: inputs: value ") and "sample 2 is beyond float32" \
-        in one_line(info)
+    assert one_line(info).startswith("data file big.npz: inputs: value ") and "sample 2 is beyond float32" in one_line(
+        info
+    )
     assert check_inputs(np.full((1, 4), 3.4e38), 4).shape == (1, 4)
     assert check_inputs(np.full((1, 4), 2**62, dtype=np.int64), 4).shape == (1, 4)
     assert check_inputs(np.full((1, 4), 60000, dtype=np.float16), 4).shape == (1, 4)
 
 
-@pytest.mark.parametrize("names, fragment", [
-    (list("abcdefghia"), "class name 10 'a' is also class name 1"),
-    (["x" * 256] + list("abcdefghi"), "is 256 bytes of UTF-8; 1 to 255 are allowed"),
-    (list("abc"), "3 class names for 10 classes"),
-    ([], "none given, the network has 10 classes"),
-])
+@pytest.mark.parametrize(
+    "names, fragment",
+    [
+        (list("abcdefghia"), "class name 10 'a' is also class name 1"),
+        (["x" * 256] + list("abcdefghi"), "is 256 bytes of UTF-8; 1 to 255 are allowed"),
+        (list("abc"), "3 class names for 10 classes"),
+        ([], "none given, the network has 10 classes"),
+    ],
+)
 def test_class_names_to_train_with_follow_the_model_files_rule(names, fragment):
     """Training with names the checkpoint then refuses (duplicates) would lose the run."""
     from qmtik.data import check_class_names
+
     with pytest.raises(DataError) as info:
         check_class_names(names, Config())
     assert one_line(info).startswith("class names: ") and fragment in one_line(info)

@@ -1,4 +1,5 @@
 """qmtik demo: which data set it picks, and the table it ends with."""
+
 from qmtik import demo
 
 
@@ -14,13 +15,13 @@ def test_mnist_in_the_cache_is_the_default(fake_mnist):
     said = []
     assert demo.choose_dataset(None, said.append) == "mnist"
     assert said == []
-    assert demo.choose_dataset("digits", said.append) == "digits"      # asked for explicitly
+    assert demo.choose_dataset("digits", said.append) == "digits"  # asked for explicitly
 
 
 def test_the_demo_network_is_the_c_librarys_headline_example():
     config = demo.demo_config("mnist")
     assert (config.network.inputs, list(config.network.hidden), config.network.outputs) == (784, [256, 256], 10)
-    assert tuple(config.data.input_range) == (0.0, 255.0)                 # the C library's pixel - 128
+    assert tuple(config.data.input_range) == (0.0, 255.0)  # the C library's pixel - 128
     assert demo.demo_config("digits").network.inputs == 64
 
 
@@ -37,11 +38,25 @@ def test_a_demo_on_cached_mnist_runs_end_to_end(fake_mnist, monkeypatch, tmp_pat
 
 
 def test_the_table_names_every_figure_beside_the_c_library():
-    figures = {"dataset": "digits", "float_accuracy": 0.97214, "int8_accuracy": 0.96657, "qmt_bytes": 5792,
-               "float32_bytes": 19240, "single_us": 21.6, "samples_per_second": 45164.2,
-               "c_check": {"samples": 359, "score_mismatches": 0, "class_mismatches": 0, "input_mismatches": 0, "mismatched_samples": 0,
-                           "sanitized": False},
-               "flash": 5952, "ram": 184}
+    figures = {
+        "dataset": "digits",
+        "float_accuracy": 0.97214,
+        "int8_accuracy": 0.96657,
+        "qmt_bytes": 5792,
+        "float32_bytes": 19240,
+        "single_us": 21.6,
+        "samples_per_second": 45164.2,
+        "c_check": {
+            "samples": 359,
+            "score_mismatches": 0,
+            "class_mismatches": 0,
+            "input_mismatches": 0,
+            "mismatched_samples": 0,
+            "sanitized": False,
+        },
+        "flash": 5952,
+        "ram": 184,
+    }
     table = demo.summary_table(figures)
     assert "| test accuracy, float | 97.21% |  |" in table
     assert "| test accuracy, int8 | 96.66% | about 90% (MNIST) |" in table
@@ -58,6 +73,7 @@ def test_a_data_set_asked_for_by_name_is_fetched_or_its_failure_reported(offline
     import pytest
 
     from qmtik import DownloadError
+
     with pytest.raises(DownloadError, match="cannot download"):
         demo.choose_dataset("mnist", print)
     assert demo.choose_dataset("digits", print) == "digits"

@@ -1,5 +1,6 @@
 """The documentation cannot drift: the tutorial's numbers are doctests, every config key a page
 names exists, every TOML block is a valid config, every relative link leads to a file."""
+
 import dataclasses
 import doctest
 import re
@@ -23,6 +24,7 @@ def pages():
 
 # --- the tutorial's worked example -------------------------------------------------------------
 
+
 def run_doctests(text: str, name: str) -> doctest.TestResults:
     """Run the >>> examples of a markdown text, as doctest.testfile does, without printing."""
     test = doctest.DocTestParser().get_doctest(text, {}, name, name, 0)
@@ -32,8 +34,9 @@ def run_doctests(text: str, name: str) -> doctest.TestResults:
 
 
 def test_tutorial_examples_run_and_agree():
-    failed, attempted = doctest.testfile(str(TUTORIAL), module_relative=False, optionflags=OPTIONS,
-                                         encoding="utf-8", report=False)
+    failed, attempted = doctest.testfile(
+        str(TUTORIAL), module_relative=False, optionflags=OPTIONS, encoding="utf-8", report=False
+    )
     assert failed == 0
     assert attempted >= 40, "the worked example lost its >>> lines"
 
@@ -56,8 +59,11 @@ MODULES = {"qmtik", "np", "numpy", "q", "intref"}
 def named_keys(text: str) -> set:
     """Every `section.key` (or `section.key = value`) in backticks, leaving out file names and
     Python names such as `qmtik.load_model`."""
-    return {f"{section}.{key}" for section, key in KEY_SPAN.findall(text)
-            if key not in FILE_SUFFIXES and section not in MODULES}
+    return {
+        f"{section}.{key}"
+        for section, key in KEY_SPAN.findall(text)
+        if key not in FILE_SUFFIXES and section not in MODULES
+    }
 
 
 def unknown_keys(keys) -> list:
@@ -89,18 +95,19 @@ TOML_BLOCK = re.compile(r"^```toml\n(.*?)^```", re.S | re.M)
 @pytest.mark.parametrize("page", pages(), ids=lambda p: p.name)
 def test_toml_blocks_are_valid_configs(page):
     for block in TOML_BLOCK.findall(page.read_text(encoding="utf-8")):
-        Config.from_dict(tomllib.loads(block))     # raises ConfigError naming a bad key or value
+        Config.from_dict(tomllib.loads(block))  # raises ConfigError naming a bad key or value
 
 
 def test_migration_config_is_the_c_librarys_mnist_example(monkeypatch):
     """The page's config is exactly what `config from-header` makes of the C library's own
     examples/mnist_784/qmtik_config.h (a copy in tests/data): no scale or define of its own."""
     from qmtik.c_library import header_toml
+
     (block,) = TOML_BLOCK.findall(MIGRATION.read_text(encoding="utf-8"))
     monkeypatch.chdir(ROOT / "tests" / "data" / "qmtik-h-example")
     assert block == header_toml("qmtik_config.h")
     config = Config.from_dict(tomllib.loads(block))
-    assert config.network.widths == (784, 256, 256, 256, 10)     # I=784, H=256, L=2, O=10
+    assert config.network.widths == (784, 256, 256, 256, 10)  # I=784, H=256, L=2, O=10
     assert config.quantization.weight_scale == 0.05 and config.quantization.activation_scale == 0.5
     assert "BATCH_SIZE" not in block and config.data.input_range == (0.0, 255.0)
 
@@ -136,8 +143,10 @@ def test_link_check_finds_links_and_can_fail():
     readme = ROOT / "README.md"
     assert "docs/quantization.md" in relative_links(readme.read_text(encoding="utf-8"))
     assert "c-api.md" in relative_links(MIGRATION.read_text(encoding="utf-8"))
-    text = ("[a](missing.md) [b](https://example.org/x.md) [c](#top) `[d](nope.md)` "
-            "[e](../README.md#results)\n[f]: gone/file.md\n```\n[g](nope2.md)\n```\n")
+    text = (
+        "[a](missing.md) [b](https://example.org/x.md) [c](#top) `[d](nope.md)` "
+        "[e](../README.md#results)\n[f]: gone/file.md\n```\n[g](nope2.md)\n```\n"
+    )
     assert broken_links(DOCS / "x.md", text) == ["missing.md", "gone/file.md"]
 
 
@@ -154,8 +163,11 @@ def named_modules(text: str) -> set:
 
 def missing_modules(text: str) -> list:
     """The names of named_modules(text) (tests aside) that match no file or folder in the package."""
-    return sorted(name for name in named_modules(text)
-                  if not name.startswith("tests/") and not any(PACKAGE.rglob(name.rstrip("/"))))
+    return sorted(
+        name
+        for name in named_modules(text)
+        if not name.startswith("tests/") and not any(PACKAGE.rglob(name.rstrip("/")))
+    )
 
 
 def test_the_module_map_names_only_modules_that_exist():

@@ -1,5 +1,6 @@
 """Downloading data sets: the real download code against a local HTTP server serving small IDX
 files, with the pinned hash table replaced by those files' hashes."""
+
 import gzip
 import hashlib
 import http.server
@@ -18,10 +19,12 @@ from qmtik.errors import DownloadError
 from qmtik.formats import idx_bytes, read_idx
 
 RNG = np.random.default_rng(7)
-ARRAYS = {"train-images-idx3-ubyte.gz": RNG.integers(0, 256, (5, 3, 4), dtype=np.uint8),
-          "train-labels-idx1-ubyte.gz": RNG.integers(0, 10, 5, dtype=np.uint8),
-          "t10k-images-idx3-ubyte.gz": RNG.integers(0, 256, (2, 3, 4), dtype=np.uint8),
-          "t10k-labels-idx1-ubyte.gz": RNG.integers(0, 10, 2, dtype=np.uint8)}
+ARRAYS = {
+    "train-images-idx3-ubyte.gz": RNG.integers(0, 256, (5, 3, 4), dtype=np.uint8),
+    "train-labels-idx1-ubyte.gz": RNG.integers(0, 10, 5, dtype=np.uint8),
+    "t10k-images-idx3-ubyte.gz": RNG.integers(0, 256, (2, 3, 4), dtype=np.uint8),
+    "t10k-labels-idx1-ubyte.gz": RNG.integers(0, 10, 2, dtype=np.uint8),
+}
 BODIES = {name: gzip.compress(idx_bytes(a), mtime=0) for name, a in ARRAYS.items()}
 HASHES = {name: hashlib.sha256(body).hexdigest() for name, body in BODIES.items()}
 
@@ -46,15 +49,16 @@ class Server:
                 if mode == "corrupt":
                     body = body[:-1] + bytes([body[-1] ^ 1])
                 self.send_response(200)
-                if mode == "cut":                           # one chunk of a chunked body, no end
+                if mode == "cut":  # one chunk of a chunked body, no end
                     self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()
                     self.wfile.write(b"%x\r\n%s\r\n%x\r\n" % (10, body[:10], len(body) - 10))
                     return
-                self.send_header("Content-Length", {"long-length": "1" * 5000, "odd-length": "\xb2"}.get(
-                    mode, str(len(body))))                     # a hostile server's lengths: int() refuses them
+                self.send_header(
+                    "Content-Length", {"long-length": "1" * 5000, "odd-length": "\xb2"}.get(mode, str(len(body)))
+                )  # a hostile server's lengths: int() refuses them
                 self.end_headers()
-                self.wfile.write(body[:len(body) // 2] if mode == "drop" else body)
+                self.wfile.write(body[: len(body) // 2] if mode == "drop" else body)
 
             def log_message(self, *args):
                 pass
@@ -99,7 +103,7 @@ def test_download_lands_verified_files_in_the_cache(server, cache, monkeypatch):
     server.serve("a")
     use_mirrors(monkeypatch, server.url("a"))
     assert get_dataset("mnist", progress=False) == cache
-    assert names_in(cache) == sorted(FILES)                 # and no temporary file
+    assert names_in(cache) == sorted(FILES)  # and no temporary file
     for name in FILES:
         assert hashlib.sha256((cache / name).read_bytes()).hexdigest() == HASHES[name]
         np.testing.assert_array_equal(read_idx(cache / name), ARRAYS[name])
@@ -108,6 +112,7 @@ def test_download_lands_verified_files_in_the_cache(server, cache, monkeypatch):
 
 def test_the_data_loader_reads_the_downloaded_set(server, cache, monkeypatch):
     from qmtik.data import load_mnist_like
+
     server.serve("a")
     use_mirrors(monkeypatch, server.url("a"))
     get_dataset("mnist", progress=False)
@@ -145,10 +150,13 @@ def test_a_corrupt_download_is_refused_and_leaves_nothing(server, cache, monkeyp
     bad = BODIES["train-labels-idx1-ubyte.gz"]
     bad = hashlib.sha256(bad[:-1] + bytes([bad[-1] ^ 1])).hexdigest()
     expected = HASHES["train-labels-idx1-ubyte.gz"]
-    with pytest.raises(DownloadError, match=rf"/a/train-labels-idx1-ubyte.gz: checksum mismatch, "
-                                            rf"expected SHA-256 {expected[:12]}\.\.\., got {bad[:12]}\.\.\."):
+    with pytest.raises(
+        DownloadError,
+        match=rf"/a/train-labels-idx1-ubyte.gz: checksum mismatch, "
+        rf"expected SHA-256 {expected[:12]}\.\.\., got {bad[:12]}\.\.\.",
+    ):
         get_dataset("mnist", progress=False)
-    assert names_in(cache) == ["train-images-idx3-ubyte.gz"]   # the file before it, nothing else
+    assert names_in(cache) == ["train-images-idx3-ubyte.gz"]  # the file before it, nothing else
     assert find_dataset("mnist") is None
 
 
@@ -156,8 +164,11 @@ def test_a_dropped_connection_is_reported_and_leaves_nothing(server, cache, monk
     server.serve("a", "drop")
     use_mirrors(monkeypatch, server.url("a"))
     size = len(BODIES["train-images-idx3-ubyte.gz"])
-    with pytest.raises(DownloadError, match=rf"train-images-idx3-ubyte.gz: connection dropped after "
-                                            rf"{size // 2} of {size} bytes"):
+    with pytest.raises(
+        DownloadError,
+        match=rf"train-images-idx3-ubyte.gz: connection dropped after "
+        rf"{size // 2} of {size} bytes",
+    ):
         get_dataset("mnist", progress=False)
     assert names_in(cache) == []
 
@@ -165,8 +176,11 @@ def test_a_dropped_connection_is_reported_and_leaves_nothing(server, cache, monk
 def test_a_cut_chunked_body_is_reported_and_leaves_nothing(server, cache, monkeypatch):
     server.serve("a", "cut")
     use_mirrors(monkeypatch, server.url("a"))
-    with pytest.raises(DownloadError, match=r"^http://127\.0\.0\.1:\d+/a/train-images-idx3-ubyte.gz: "
-                                            r"connection dropped after 0 bytes \(IncompleteRead\)$"):
+    with pytest.raises(
+        DownloadError,
+        match=r"^http://127\.0\.0\.1:\d+/a/train-images-idx3-ubyte.gz: "
+        r"connection dropped after 0 bytes \(IncompleteRead\)$",
+    ):
         get_dataset("mnist", progress=False)
     assert names_in(cache) == []
 
@@ -174,7 +188,7 @@ def test_a_cut_chunked_body_is_reported_and_leaves_nothing(server, cache, monkey
 def test_a_file_that_cannot_be_written(server, cache, monkeypatch):
     server.serve("a")
     use_mirrors(monkeypatch, server.url("a"))
-    (cache / FILES[0]).mkdir(parents=True)                  # a folder where the file should go
+    (cache / FILES[0]).mkdir(parents=True)  # a folder where the file should go
     with pytest.raises(DownloadError, match=rf"/a/{FILES[0]}: cannot write {cache} \(output .*: is a directory\)"):
         get_dataset("mnist", progress=False)
     assert names_in(cache) == [FILES[0]] and (cache / FILES[0]).is_dir()
@@ -215,11 +229,11 @@ def test_qmtik_data_url_replaces_the_mirrors(server, cache, monkeypatch):
     server.serve("env")
     server.serve("arg")
     use_mirrors(monkeypatch, closed_port_url())
-    monkeypatch.setenv("QMTIK_DATA_URL", server.url("env").rstrip("/"))    # with or without a slash
+    monkeypatch.setenv("QMTIK_DATA_URL", server.url("env").rstrip("/"))  # with or without a slash
     get_dataset("mnist", progress=False)
     assert server.requests == [f"/env/{name}" for name in FILES]
     get_dataset("mnist", directory=cache.parent / "other", base_url=server.url("arg"), progress=False)
-    assert server.requests[4:] == [f"/arg/{name}" for name in FILES]    # the argument wins
+    assert server.requests[4:] == [f"/arg/{name}" for name in FILES]  # the argument wins
 
 
 def test_the_cache_follows_xdg_cache_home(tmp_path, monkeypatch):
@@ -227,27 +241,30 @@ def test_the_cache_follows_xdg_cache_home(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "somewhere"))
     assert cache_dir() == tmp_path / "somewhere" / "qmtik"
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    for value in ("", "relative/path"):                   # unset, or relative: ignored
+    for value in ("", "relative/path"):  # unset, or relative: ignored
         monkeypatch.setenv("XDG_CACHE_HOME", value)
         assert cache_dir() == tmp_path / "home" / ".cache" / "qmtik"
 
 
-@pytest.mark.parametrize("platform, local, expected", [
-    ("darwin", None, ("home", "Library", "Caches", "qmtik")),
-    ("win32", "appdata-local", ("appdata-local", "qmtik", "Cache")),
-    ("win32", None, ("home", "AppData", "Local", "qmtik", "Cache")),     # no LOCALAPPDATA: its usual place
-    ("linux", "appdata-local", ("home", ".cache", "qmtik")),
-])
+@pytest.mark.parametrize(
+    "platform, local, expected",
+    [
+        ("darwin", None, ("home", "Library", "Caches", "qmtik")),
+        ("win32", "appdata-local", ("appdata-local", "qmtik", "Cache")),
+        ("win32", None, ("home", "AppData", "Local", "qmtik", "Cache")),  # no LOCALAPPDATA: its usual place
+        ("linux", "appdata-local", ("home", ".cache", "qmtik")),
+    ],
+)
 def test_the_cache_is_where_each_platform_keeps_caches(tmp_path, monkeypatch, platform, local, expected):
     monkeypatch.setattr(sys, "platform", platform)
-    monkeypatch.setattr(Path, "home", lambda: tmp_path / "home")          # Windows reads USERPROFILE, not HOME
+    monkeypatch.setattr(Path, "home", lambda: tmp_path / "home")  # Windows reads USERPROFILE, not HOME
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     if local is None:
         monkeypatch.delenv("LOCALAPPDATA", raising=False)
     else:
         monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / local))
     assert cache_dir() == tmp_path.joinpath(*expected)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))           # set by its user: it wins everywhere
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # set by its user: it wins everywhere
     assert cache_dir() == tmp_path / "xdg" / "qmtik"
 
 
@@ -269,7 +286,7 @@ def test_a_file_in_place_is_kept_when_the_download_fails(server, cache, monkeypa
         get_dataset("mnist", progress=False)
     assert (cache / FILES[0]).read_bytes() == b"an older copy"
     assert names_in(cache) == [FILES[0]]
-    server.serve("a")                                       # a good download does replace it
+    server.serve("a")  # a good download does replace it
     get_dataset("mnist", progress=False)
     assert (cache / FILES[0]).read_bytes() == BODIES[FILES[0]]
 
@@ -316,11 +333,14 @@ def test_debian_copies_are_found_without_downloading(server, cache, monkeypatch,
     for name in FILES:
         (debian / name).write_bytes(BODIES[name])
     monkeypatch.setattr(download, "FASHION_MNIST_DIR", debian)
-    monkeypatch.setitem(DATASETS, "fashion-mnist", Dataset(sha256={n: "0" * 64 for n in FILES},
-                                                           mirrors=(server.url("a"),), repacked=dict(HASHES)))
+    monkeypatch.setitem(
+        DATASETS,
+        "fashion-mnist",
+        Dataset(sha256={n: "0" * 64 for n in FILES}, mirrors=(server.url("a"),), repacked=dict(HASHES)),
+    )
     assert find_dataset("fashion-mnist") == debian
     assert get_dataset("fashion-mnist") == debian and server.requests == []
-    assert find_dataset("mnist") is None                     # only Fashion-MNIST has a Debian package
+    assert find_dataset("mnist") is None  # only Fashion-MNIST has a Debian package
 
 
 def test_the_pinned_table_is_well_formed():
@@ -332,11 +352,13 @@ def test_the_pinned_table_is_well_formed():
         assert len(set(hashes)) == len(hashes) and dataset.mirrors
 
 
-DEBIAN_FASHION_MNIST = download.FASHION_MNIST_DIR        # read before a fixture patches it
+DEBIAN_FASHION_MNIST = download.FASHION_MNIST_DIR  # read before a fixture patches it
 
 
-@pytest.mark.skipif(not all((DEBIAN_FASHION_MNIST / n).is_file() for n in FILES),
-                    reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(
+    not all((DEBIAN_FASHION_MNIST / n).is_file() for n in FILES),
+    reason="Debian's dataset-fashion-mnist is not installed",
+)
 def test_the_pinned_hashes_match_debians_fashion_mnist(cache, monkeypatch):
     table = DATASETS["fashion-mnist"]
     for name in FILES:
@@ -347,10 +369,13 @@ def test_the_pinned_hashes_match_debians_fashion_mnist(cache, monkeypatch):
 
 
 def test_a_server_that_never_answers_counts_as_offline(cache, monkeypatch):
-    with socket.socket() as listener:                      # connections queue, none is answered
+    with socket.socket() as listener:  # connections queue, none is answered
         listener.bind(("127.0.0.1", 0))
         listener.listen(4)
         use_mirrors(monkeypatch, f"http://127.0.0.1:{listener.getsockname()[1]}/")
-        with pytest.raises(DownloadError, match=r"^data set mnist: cannot download \(http://127.0.0.1:\d+/"
-                                                r"train-images-idx3-ubyte.gz: no answer in 0.2 s\); offline\?"):
+        with pytest.raises(
+            DownloadError,
+            match=r"^data set mnist: cannot download \(http://127.0.0.1:\d+/"
+            r"train-images-idx3-ubyte.gz: no answer in 0.2 s\); offline\?",
+        ):
             get_dataset("mnist", timeout=0.2, progress=False)

@@ -1,5 +1,6 @@
 """Every exception qmtik raises on purpose is a QmtikError defined in errors.py and exported by
 the package, so that a caller can catch each one by a name the package shows."""
+
 import ast
 import inspect
 from pathlib import Path
@@ -40,7 +41,9 @@ def test_every_qmtik_error_is_exported():
 
 def test_the_check_can_fail(tmp_path):
     (tmp_path / "errors.py").write_text("class QmtikError(Exception): pass\n")
-    (tmp_path / "other.py").write_text("from .errors import QmtikError\nclass LateError(QmtikError, ValueError): pass\n")
+    (tmp_path / "other.py").write_text(
+        "from .errors import QmtikError\nclass LateError(QmtikError, ValueError): pass\n"
+    )
     assert error_classes_outside({"QmtikError"}, tmp_path) == ["other.py: LateError"]
 
 

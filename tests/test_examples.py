@@ -1,6 +1,7 @@
 """The examples in examples/: each README's shell commands, run as written (with fewer epochs and
 smaller data), and each main.c's output checked against Python. The commands come from the
 README itself, so the README cannot drift from what the test runs."""
+
 import re
 import shlex
 import shutil
@@ -56,7 +57,7 @@ def run_commands(commands: list[str], folder: Path, capsys) -> dict[str, str]:
             if words[0] == "python3":
                 words[0] = sys.executable
             elif words[0] == "cc":
-                words[0:1] = [CC, *STRICT]                     # the README's line, warnings as errors
+                words[0:1] = [CC, *STRICT]  # the README's line, warnings as errors
             elif not words[0].startswith("./"):
                 raise AssertionError(f"the test does not know how to run {command!r}")
             result = subprocess.run(words, cwd=folder, capture_output=True, text=True)
@@ -66,6 +67,7 @@ def run_commands(commands: list[str], folder: Path, capsys) -> dict[str, str]:
 
 
 # --- examples/mnist ----------------------------------------------------------------------------
+
 
 def test_the_mnist_config_is_the_c_librarys_headline_example():
     config = qmtik.load_config(EXAMPLES / "mnist" / "mnist.toml")
@@ -77,13 +79,16 @@ def test_the_mnist_config_is_the_c_librarys_headline_example():
 def test_the_mnist_example_prints_the_accuracy_qmtik_eval_prints(tmp_path, monkeypatch, capsys, fake_mnist):
     folder = tmp_path / "mnist"
     shutil.copytree(EXAMPLES / "mnist", folder)
-    cache = fake_mnist(train=300, test=97, seed=5)                         # offline: never downloads
+    cache = fake_mnist(train=300, test=97, seed=5)  # offline: never downloads
     monkeypatch.chdir(folder)
-    commands = reduced(readme_commands(folder / "README.md"), {
-        "qmtik train mnist.toml --qmt mnist.qmt": "qmtik train mnist.toml --qmt mnist.qmt "
-                                                  "--set network.hidden=[16,16] --epochs 1 -q",
-        "~/.cache/qmtik/mnist": str(cache),
-    })
+    commands = reduced(
+        readme_commands(folder / "README.md"),
+        {
+            "qmtik train mnist.toml --qmt mnist.qmt": "qmtik train mnist.toml --qmt mnist.qmt "
+            "--set network.hidden=[16,16] --epochs 1 -q",
+            "~/.cache/qmtik/mnist": str(cache),
+        },
+    )
     out = run_commands(commands, folder, capsys)
 
     assert out["qmtik data get mnist"] == f"mnist: {cache}\n"
@@ -93,7 +98,7 @@ def test_the_mnist_example_prints_the_accuracy_qmtik_eval_prints(tmp_path, monke
     device = out["./mnist mnist_test.bin"]
     assert re.fullmatch(r"accuracy \d+\.\d\d% on 97 samples\n", device)
     python = out["qmtik eval mnist.qmt mnist"]
-    assert python.startswith(device.rstrip("\n") + " (int8 arithmetic), ")   # the same accuracy, to the digit
+    assert python.startswith(device.rstrip("\n") + " (int8 arithmetic), ")  # the same accuracy, to the digit
 
     # the file main.c read holds the codes the model computes from the pixels
     model = qmtik.load_model(folder / "mnist.qmt")
@@ -122,14 +127,17 @@ def test_the_sensor_example_prints_what_python_predicts(tmp_path, monkeypatch, c
     folder = tmp_path / "sensor"
     shutil.copytree(SENSOR, folder)
     monkeypatch.chdir(folder)
-    commands = reduced(readme_commands(folder / "README.md"), {   # overrides are checked together
-        "qmtik train sensor.toml --qmt sensor.qmt": "qmtik train sensor.toml --qmt sensor.qmt "
-                                                    "--epochs 4 --float-epochs 2 -q",
-        "--float-epochs 200": "--float-epochs 4 --epochs 4 -q",
-    })
+    commands = reduced(
+        readme_commands(folder / "README.md"),
+        {  # overrides are checked together
+            "qmtik train sensor.toml --qmt sensor.qmt": "qmtik train sensor.toml --qmt sensor.qmt "
+            "--epochs 4 --float-epochs 2 -q",
+            "--float-epochs 200": "--float-epochs 4 --epochs 4 -q",
+        },
+    )
     out = run_commands(commands, folder, capsys)
 
-    for name in ("sensor_train.csv", "sensor_test.csv", "rows.csv"):      # make_data.py is deterministic
+    for name in ("sensor_train.csv", "sensor_test.csv", "rows.csv"):  # make_data.py is deterministic
         assert (folder / name).read_bytes() == (SENSOR / name).read_bytes(), f"make_data.py changed {name}"
     assert "(int8 arithmetic)" in out["qmtik eval sensor.qmt sensor_test.csv"]
     assert "(float arithmetic)" in out["qmtik eval sensor_float.ckpt.npz"]
@@ -150,7 +158,7 @@ def test_the_sensor_example_prints_what_python_predicts(tmp_path, monkeypatch, c
     for line, row, code, score, value in zip(lines, rows, codes, scores, values):
         match = re.fullmatch(pattern, line)
         assert match, line
-        assert list(match.groups()[:3]) == [f"{v:.2f}" for v in row]       # main.c holds rows.csv's rows
-        assert [int(g) for g in match.groups()[3:6]] == code.tolist()      # quantized on the device as in Python
-        assert int(match.group(7)) == score                                # the int8 score, exactly
-        assert abs(float(match.group(8)) - value) <= 0.005 + 1e-5          # predict's value, to the printed digit
+        assert list(match.groups()[:3]) == [f"{v:.2f}" for v in row]  # main.c holds rows.csv's rows
+        assert [int(g) for g in match.groups()[3:6]] == code.tolist()  # quantized on the device as in Python
+        assert int(match.group(7)) == score  # the int8 score, exactly
+        assert abs(float(match.group(8)) - value) <= 0.005 + 1e-5  # predict's value, to the printed digit

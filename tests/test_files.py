@@ -1,4 +1,5 @@
 """Atomic writes: the previous file survives any failure; permissions and paths are ordinary."""
+
 import fcntl
 import os
 import socket
@@ -79,6 +80,7 @@ def test_write_json_is_indented_json(tmp_path):
 
 # --- same file: an output never destroys an input ------------------------------------------------
 
+
 def test_an_output_that_is_an_input_is_refused_by_its_real_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "train.npz").write_bytes(b"data")
@@ -95,7 +97,7 @@ def test_an_output_that_is_an_input_is_refused_by_its_real_path(tmp_path, monkey
 def test_two_outputs_of_one_command_may_not_be_the_same_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(OutputError, match="--qmt x.ckpt.npz: the same file as output x.ckpt.npz"):
-        check_distinct([], [("output", "x.ckpt.npz"), ("--qmt", "x.ckpt.npz")])     # neither exists yet
+        check_distinct([], [("output", "x.ckpt.npz"), ("--qmt", "x.ckpt.npz")])  # neither exists yet
     check_distinct([], [("output", "x.ckpt.npz"), ("--qmt", "x.qmt")])
 
 
@@ -104,6 +106,7 @@ def test_a_character_device_is_no_file_to_lose(tmp_path):
 
 
 # --- what the path names: devices, FIFOs, symlinks, read-only files -------------------------------
+
 
 def char_device(path):
     """A character device node like /dev/null at path (skips where mknod is not permitted)."""
@@ -137,9 +140,11 @@ def test_a_path_that_names_an_open_descriptor_is_written_through(tmp_path):
     """-o /dev/stdout with stdout sent to a file: the output goes into that open file, after what
     was printed before, and the file is not replaced (a link in tmp_path stands in for /dev/stdout)."""
     out = tmp_path / "out.txt"
-    code = ("import os, sys; from qmtik.files import write_atomic; print('before', flush=True); "
-            "os.symlink('/proc/self/fd/1', sys.argv[1]); "
-            "write_atomic(sys.argv[1], lambda f: f.write(b'data\\n')); print('after')")
+    code = (
+        "import os, sys; from qmtik.files import write_atomic; print('before', flush=True); "
+        "os.symlink('/proc/self/fd/1', sys.argv[1]); "
+        "write_atomic(sys.argv[1], lambda f: f.write(b'data\\n')); print('after')"
+    )
     with open(out, "wb") as stdout:
         inode = os.fstat(stdout.fileno()).st_ino
         subprocess.run([sys.executable, "-c", code, str(tmp_path / "stdout")], stdout=stdout, check=True)
@@ -172,7 +177,7 @@ def test_a_symlink_stays_a_link_and_its_target_is_written_atomically(tmp_path):
     assert os.readlink(tmp_path / "link.qmt") == "models/real.qmt" and target.read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.qmt", "models"]
     assert [p.name for p in (tmp_path / "models").iterdir()] == ["real.qmt"]
-    os.symlink("models/new.qmt", tmp_path / "dangling.qmt")            # a link to a file to be
+    os.symlink("models/new.qmt", tmp_path / "dangling.qmt")  # a link to a file to be
     write_atomic(tmp_path / "dangling.qmt", lambda f: f.write(b"made"))
     assert (tmp_path / "models" / "new.qmt").read_bytes() == b"made"
     os.symlink("nowhere/x.qmt", tmp_path / "lost.qmt")
@@ -217,6 +222,7 @@ def test_a_replaced_file_keeps_its_permissions(tmp_path):
 
 # --- temporaries a kill left behind ---------------------------------------------------------------
 
+
 def age(path, seconds: float = 3600) -> None:
     """Make path look `seconds` old."""
     then = time.time() - seconds
@@ -226,13 +232,15 @@ def age(path, seconds: float = 3600) -> None:
 def test_stale_temporaries_of_the_target_are_removed_on_its_next_write(tmp_path):
     target = tmp_path / "m.qmt"
     stale, fresh, locked = (tmp_path / f".m.qmt.{tag}.tmp" for tag in ("a1b2_c3d", "fresh123", "locked12"))
-    others = [tmp_path / name for name in (".other.qmt.a1b2_c3d.tmp", ".m.qmt.toolongname.tmp", ".m.qmt.a1b2c3d.tmp",
-                                           "m.qmt.a1b2_c3d.tmp")]
+    others = [
+        tmp_path / name
+        for name in (".other.qmt.a1b2_c3d.tmp", ".m.qmt.toolongname.tmp", ".m.qmt.a1b2c3d.tmp", "m.qmt.a1b2_c3d.tmp")
+    ]
     for path in (stale, fresh, locked, *others):
         path.write_bytes(b"half")
         if path is not fresh:
             age(path)
-    with open(locked, "rb") as held:                     # as a write in progress holds it
+    with open(locked, "rb") as held:  # as a write in progress holds it
         fcntl.flock(held, fcntl.LOCK_EX)
         write_atomic(target, lambda f: f.write(b"model"))
     assert target.read_bytes() == b"model"
@@ -242,18 +250,20 @@ def test_stale_temporaries_of_the_target_are_removed_on_its_next_write(tmp_path)
 def test_a_write_killed_with_sigkill_leaves_a_temporary_that_the_next_write_removes(tmp_path):
     target = tmp_path / "m.qmt"
     target.write_bytes(b"previous")
-    code = ("import sys, time; from qmtik.files import write_atomic\n"
-            "def slow(f):\n    f.write(b'x' * 100000); f.flush(); print('writing', flush=True); time.sleep(60)\n"
-            "write_atomic(sys.argv[1], slow)\n")
+    code = (
+        "import sys, time; from qmtik.files import write_atomic\n"
+        "def slow(f):\n    f.write(b'x' * 100000); f.flush(); print('writing', flush=True); time.sleep(60)\n"
+        "write_atomic(sys.argv[1], slow)\n"
+    )
     child = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE)
     try:
         assert child.stdout.readline() == b"writing\n"
         leftovers = [p for p in tmp_path.iterdir() if p != target]
-        write_atomic(target, lambda f: f.write(b"meanwhile"))        # a write in progress is not touched
+        write_atomic(target, lambda f: f.write(b"meanwhile"))  # a write in progress is not touched
         assert all(p.exists() for p in leftovers) and len(leftovers) == 1
         for p in leftovers:
             age(p)
-        write_atomic(target, lambda f: f.write(b"meanwhile"))        # nor when it looks old: it is locked
+        write_atomic(target, lambda f: f.write(b"meanwhile"))  # nor when it looks old: it is locked
         assert all(p.exists() for p in leftovers)
     finally:
         child.kill()
@@ -266,10 +276,12 @@ def test_a_write_killed_with_sigkill_leaves_a_temporary_that_the_next_write_remo
 
 # --- writing through: seekable writers, errors named, descriptors compared ----------------------
 
+
 def test_a_writer_that_seeks_works_through_a_device_or_a_fifo(tmp_path):
     """np.savez (zipfile) seeks back to finish its archive: a device or a FIFO cannot seek, so
     what the writer writes is gathered first and then copied through."""
     import numpy as np
+
     null = char_device(tmp_path / "null.npz")
     write_atomic(null, lambda f: np.savez(f, x=np.arange(3)))
     os.symlink(os.devnull, tmp_path / "link.npz")
@@ -289,7 +301,7 @@ def test_a_writer_that_seeks_works_through_a_device_or_a_fifo(tmp_path):
 def test_a_writer_that_fails_sends_nothing_through_a_fifo(tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
-    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)          # a reader waiting on it
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader waiting on it
 
     def failing(f):
         f.write(b"half")
@@ -309,7 +321,7 @@ def test_a_failed_write_names_the_output(tmp_path, monkeypatch):
     with pytest.raises(OutputError, match=r"^output /dev/full: cannot be written \(No space left on device\)$"):
         write_atomic("/dev/full", lambda f: f.write(b"x" * 10))
 
-    def full(fd):                                # the disk fills as the data reaches it
+    def full(fd):  # the disk fills as the data reaches it
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)
@@ -320,6 +332,7 @@ def test_a_failed_write_names_the_output(tmp_path, monkeypatch):
 
 def test_an_error_of_the_writers_own_is_not_called_a_write_error(tmp_path):
     """A download's broken connection inside the writer stays that error, not 'cannot be written'."""
+
     def reading(f):
         f.write(b"part")
         raise ConnectionResetError(104, "Connection reset by peer")
@@ -332,6 +345,7 @@ def test_an_error_of_the_writers_own_is_not_called_a_write_error(tmp_path):
 
 def test_a_broken_pipe_stays_a_broken_pipe(tmp_path):
     """The command line ends quietly on a reader that has gone (| head -c1): not an error line."""
+
     def gone(f):
         raise BrokenPipeError(32, "Broken pipe")
 
@@ -350,7 +364,7 @@ def test_a_descriptor_output_on_an_input_file_is_refused(tmp_path, monkeypatch):
                 check_distinct([("the input", "in.csv")], [("output", output)])
             with pytest.raises(OutputError, match="the same file as output"):
                 check_distinct([], [("output", "in.csv"), ("--qmt", output)])
-    read, write = os.pipe()                         # a descriptor on a pipe holds nothing to lose
+    read, write = os.pipe()  # a descriptor on a pipe holds nothing to lose
     try:
         check_distinct([("the input", f"/dev/fd/{read}")], [("output", f"/dev/fd/{write}")])
     finally:
@@ -361,10 +375,11 @@ def test_a_descriptor_output_on_an_input_file_is_refused(tmp_path, monkeypatch):
 
 def test_which_outputs_go_to_stdout(tmp_path):
     from qmtik.files import goes_to_stdout, takes_one_write
+
     assert goes_to_stdout("/dev/stdout") and goes_to_stdout("/dev/fd/1")
     assert not goes_to_stdout(tmp_path / "m.qmt") and not goes_to_stdout(os.devnull)
     one, two = os.fstat(1), os.fstat(2)
-    if (one.st_dev, one.st_ino) != (two.st_dev, two.st_ino):     # pytest captures them apart
+    if (one.st_dev, one.st_ino) != (two.st_dev, two.st_ino):  # pytest captures them apart
         assert not goes_to_stdout("/dev/stderr")
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)

@@ -1,4 +1,5 @@
 """Data file formats: IDX, CSV and the C library's qmtik-bin, read, written and refused."""
+
 import gzip
 
 import numpy as np
@@ -24,16 +25,29 @@ def one_line(info) -> str:
     return message
 
 
-@pytest.mark.parametrize("name, kind", [
-    ("d.npz", "npz"), ("x.npy", "npy"), ("mnist_784.csv", "csv"), ("t.csv.gz", "csv"),
-    ("train-images-idx3-ubyte.gz", "idx"), ("train-labels-idx1-ubyte", "idx"), ("t10k-images.idx3-ubyte", "idx"),
-    ("a.idx", "idx"), ("mnist_train.bin", "qmtik-bin"), ("x.txt", None), ("x.npy.gz", None), ("model.qmt", None),
-])
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("d.npz", "npz"),
+        ("x.npy", "npy"),
+        ("mnist_784.csv", "csv"),
+        ("t.csv.gz", "csv"),
+        ("train-images-idx3-ubyte.gz", "idx"),
+        ("train-labels-idx1-ubyte", "idx"),
+        ("t10k-images.idx3-ubyte", "idx"),
+        ("a.idx", "idx"),
+        ("mnist_train.bin", "qmtik-bin"),
+        ("x.txt", None),
+        ("x.npy.gz", None),
+        ("model.qmt", None),
+    ],
+)
 def test_format_of_reads_the_name(name, kind):
     assert format_of(name) == kind
 
 
 # --- IDX files ---------------------------------------------------------------------------------
+
 
 def idx_with(array: np.ndarray, magic=(0, 0, 8)) -> bytes:
     header = bytes([*magic, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
@@ -42,7 +56,7 @@ def idx_with(array: np.ndarray, magic=(0, 0, 8)) -> bytes:
 
 @pytest.fixture
 def images():
-    return (np.arange(2 * 3 * 5) * 7 % 256).astype(np.uint8).reshape(2, 3, 5)   # odd, asymmetric shape
+    return (np.arange(2 * 3 * 5) * 7 % 256).astype(np.uint8).reshape(2, 3, 5)  # odd, asymmetric shape
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -74,20 +88,20 @@ def test_read_idx_refuses_a_bad_magic_number(tmp_path, images, magic):
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_read_idx_refuses_a_truncated_file(tmp_path, images, gz):
-    blob = idx_bytes(images)[:-4]                     # header 16 bytes + 30 - 4 = 42 bytes
+    blob = idx_bytes(images)[:-4]  # header 16 bytes + 30 - 4 = 42 bytes
     path = tmp_path / ("cut.idx.gz" if gz else "cut.idx")
     path.write_bytes(gzip.compress(blob) if gz else blob)
     with pytest.raises(DataError) as info:
         read_idx(path)
     message = one_line(info)
     assert str(path) in message
-    assert "46" in message and "42" in message         # bytes needed, bytes there
+    assert "46" in message and "42" in message  # bytes needed, bytes there
     assert "(2, 3, 5)" in message
 
 
 def test_read_idx_refuses_dimensions_that_do_not_match_the_data(tmp_path, images):
     blob = bytearray(idx_bytes(images))
-    blob[4:8] = (3).to_bytes(4, "big")                 # claims 3 images, holds 2
+    blob[4:8] = (3).to_bytes(4, "big")  # claims 3 images, holds 2
     path = tmp_path / "dims.idx"
     path.write_bytes(bytes(blob))
     with pytest.raises(DataError) as info:
@@ -122,8 +136,6 @@ def test_read_idx_refuses_unreadable_files(tmp_path, name, blob):
     assert str(path) in one_line(info)
 
 
-
-
 def test_read_idx_reads_other_element_types_big_endian(tmp_path):
     values = np.array([[1.5, -2.25], [1e6, -0.0]], dtype=">f4")
     path = tmp_path / "floats.idx"
@@ -146,6 +158,7 @@ def test_idx_bytes_round_trips_and_refuses_other_types(tmp_path, images):
 
 
 # --- CSV -------------------------------------------------------------------------------------------
+
 
 def write(path, text):
     path.write_text(text)
@@ -179,11 +192,14 @@ def test_read_csv_reads_gzip(tmp_path):
     np.testing.assert_array_equal(x, [[1, 2], [3, 4]])
 
 
-@pytest.mark.parametrize("text, line, problem", [
-    ("a,b,c\n1,2,3\n4,5\n6,7,8\n", 3, "2 columns, expected 3"),
-    ("1,2,3\n4,5,6\n7,x,9\n", 3, "'x' is not a number"),
-    ("1,2,3\n\n4,5,6,7\n", 3, "4 columns, expected 3"),
-])
+@pytest.mark.parametrize(
+    "text, line, problem",
+    [
+        ("a,b,c\n1,2,3\n4,5\n6,7,8\n", 3, "2 columns, expected 3"),
+        ("1,2,3\n4,5,6\n7,x,9\n", 3, "'x' is not a number"),
+        ("1,2,3\n\n4,5,6,7\n", 3, "4 columns, expected 3"),
+    ],
+)
 def test_read_csv_names_the_bad_line(tmp_path, text, line, problem):
     path = write(tmp_path / "bad.csv", text)
     with pytest.raises(DataError) as info:
@@ -215,7 +231,7 @@ def test_read_csv_refuses_a_missing_file(tmp_path):
 def test_a_corrupt_gzip_stream_is_refused_naming_the_file(tmp_path, reader):
     blob = gzip.compress(bytes(range(256)) * 64)
     path = tmp_path / ("d.csv.gz" if reader is read_csv else "d-idx1-ubyte.gz")
-    path.write_bytes(blob[:20] + b"\xff" * 20 + blob[40:])          # zlib.error, not BadGzipFile
+    path.write_bytes(blob[:20] + b"\xff" * 20 + blob[40:])  # zlib.error, not BadGzipFile
     with pytest.raises(DataError) as info:
         reader(path)
     assert f"{path}: not a readable gzip file" in one_line(info)
@@ -234,7 +250,7 @@ def test_a_bad_cell_in_any_row_is_an_error_naming_its_line(tmp_path, cell, row):
     path = write(tmp_path / "bad.csv", "\n".join(rows) + "\n")
     with pytest.raises(DataError) as info:
         read_csv(path)
-    assert f"{path}, line {row}: {cell.strip()!r} is not a number" in one_line(info)   # cells are stripped
+    assert f"{path}, line {row}: {cell.strip()!r} is not a number" in one_line(info)  # cells are stripped
     if row == 1:
         assert "not a header" in one_line(info)
 
@@ -265,6 +281,7 @@ def test_csv_lines_end_only_at_line_breaks(tmp_path):
 
 # --- qmtik-bin -------------------------------------------------------------------------------------
 
+
 def test_qmtik_bin_round_trips_pixels_and_one_hot_targets(tmp_path):
     pixels = np.array([[0, 128, 255], [1, 2, 3]], dtype=np.uint8)
     codes = (pixels.astype(np.int16) - 128).astype(np.int8)
@@ -273,7 +290,7 @@ def test_qmtik_bin_round_trips_pixels_and_one_hot_targets(tmp_path):
     path = tmp_path / "s.bin"
     path.write_bytes(qmtik_bin_bytes(codes, targets))
     assert path.stat().st_size == 2 * (3 + 4)
-    assert path.read_bytes()[:7] == bytes([0x80, 0x00, 0x7F, 0, 0, 127, 0])   # pixel - 128, then targets
+    assert path.read_bytes()[:7] == bytes([0x80, 0x00, 0x7F, 0, 0, 127, 0])  # pixel - 128, then targets
     got_pixels, got_targets = read_qmtik_bin(path, 3, 4)
     np.testing.assert_array_equal(got_pixels, pixels)
     np.testing.assert_array_equal(got_targets, targets)

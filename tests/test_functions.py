@@ -1,5 +1,6 @@
 """Activations, output processing and costs: stability at extreme scores, hand goldens, and every
 gradient against central finite differences in float64, with a checker that is shown to fail."""
+
 import itertools
 import math
 
@@ -20,8 +21,13 @@ from qmtik.functions import (
     softmax,
 )
 
-VALID_PAIRS = [("linear", "mse"), ("softmax", "cross_entropy"), ("softmax", "mse"),
-               ("sigmoid", "binary_cross_entropy"), ("sigmoid", "mse")]
+VALID_PAIRS = [
+    ("linear", "mse"),
+    ("softmax", "cross_entropy"),
+    ("softmax", "mse"),
+    ("sigmoid", "binary_cross_entropy"),
+    ("sigmoid", "mse"),
+]
 TOLERANCE = 1e-6
 
 
@@ -58,6 +64,7 @@ def problem(output, cost_kind, rng, n=5, k=4):
 
 # --- stability and goldens --------------------------------------------------------------------------
 
+
 def test_softmax_rows_sum_to_one_without_overflow():
     scores = np.array([[1000.0, 1000.0, 999.0], [-1000.0, 0.0, 1000.0], [1.0, 2.0, 3.0]])
     with np.errstate(over="raise", invalid="raise", divide="raise"):
@@ -78,12 +85,13 @@ def test_log_softmax_equals_log_of_softmax_where_finite():
     with np.errstate(divide="ignore"):
         logs = np.log(softmax(scores))
     finite = np.isfinite(logs)
-    assert not finite.all()                  # exp(-1800) underflows: log(softmax) is -inf there
+    assert not finite.all()  # exp(-1800) underflows: log(softmax) is -inf there
     np.testing.assert_allclose(ls[finite], logs[finite], rtol=1e-12, atol=1e-12)
     assert np.all(np.isfinite(ls))
     # the underflowed entry: -1800 - log(1 + e^-1 + ...)
-    np.testing.assert_allclose(ls[-1, 1], -1800 - math.log1p(math.exp(-1) + math.exp(-995) + math.exp(-1000)),
-                               rtol=1e-15)
+    np.testing.assert_allclose(
+        ls[-1, 1], -1800 - math.log1p(math.exp(-1) + math.exp(-995) + math.exp(-1000)), rtol=1e-15
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -126,8 +134,7 @@ def test_cost_goldens():
     assert abs(loss - math.log(2)) < 1e-15
     np.testing.assert_array_equal(grad, [[-0.25, 0.25]])
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        loss, grad = cost("binary_cross_entropy", "sigmoid", np.array([[1000.0, -1000.0]]),
-                          np.array([[0.0, 1.0]]))
+        loss, grad = cost("binary_cross_entropy", "sigmoid", np.array([[1000.0, -1000.0]]), np.array([[0.0, 1.0]]))
     assert loss == 1000.0
     np.testing.assert_array_equal(grad, [[0.5, -0.5]])
     # cross entropy with a score of 1000 stays finite
@@ -140,13 +147,14 @@ def test_cost_goldens():
 
 # --- gradients against finite differences -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("output,cost_kind", VALID_PAIRS)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_cost_gradient_matches_finite_differences(output, cost_kind, seed):
     scores, targets = problem(output, cost_kind, np.random.default_rng(seed))
     loss, grad = cost(cost_kind, output, scores, targets)
     assert grad.shape == scores.shape and grad.dtype == np.float64
-    assert np.abs(grad).max() > 1e-4          # a zero gradient would pass only against a zero
+    assert np.abs(grad).max() > 1e-4  # a zero gradient would pass only against a zero
     error = finite_difference_error(lambda s: cost(cost_kind, output, s, targets)[0], scores, grad)
     assert error < TOLERANCE, error
 
@@ -155,11 +163,11 @@ def test_cost_gradient_matches_finite_differences(output, cost_kind, seed):
 def test_gradient_checker_detects_a_scaled_gradient(output, cost_kind):
     scores, targets = problem(output, cost_kind, np.random.default_rng(5))
     _, grad = cost(cost_kind, output, scores, targets)
-    f = lambda s: cost(cost_kind, output, s, targets)[0]   # noqa: E731
+    f = lambda s: cost(cost_kind, output, s, targets)[0]  # noqa: E731
     assert gradient_ok(f, scores, grad)
     assert not gradient_ok(f, scores, grad * 1.01)
     wrong = grad.copy()
-    wrong[2, 1] += 1e-3 * np.abs(grad).max()                # one entry off by a thousandth
+    wrong[2, 1] += 1e-3 * np.abs(grad).max()  # one entry off by a thousandth
     assert not gradient_ok(f, scores, wrong)
 
 
@@ -167,19 +175,19 @@ def test_gradient_checker_detects_a_wrong_output_backward():
     # the mse gradient of a linear output, used where the output is a sigmoid
     scores, targets = problem("sigmoid", "mse", np.random.default_rng(6))
     _, wrong = cost("mse", "linear", sigmoid(scores), targets)
-    f = lambda s: cost("mse", "sigmoid", s, targets)[0]     # noqa: E731
+    f = lambda s: cost("mse", "sigmoid", s, targets)[0]  # noqa: E731
     assert not gradient_ok(f, scores, wrong)
     # and the softmax mse gradient without its Jacobian
     scores, targets = problem("softmax", "mse", np.random.default_rng(7))
     _, wrong = cost("mse", "linear", softmax(scores), targets)
-    f = lambda s: cost("mse", "softmax", s, targets)[0]     # noqa: E731
+    f = lambda s: cost("mse", "softmax", s, targets)[0]  # noqa: E731
     assert not gradient_ok(f, scores, wrong)
 
 
 def test_gradient_checker_fails_with_a_coarse_step():
     scores, targets = problem("sigmoid", "mse", np.random.default_rng(8))
     _, grad = cost("mse", "sigmoid", scores, targets)
-    f = lambda s: cost("mse", "sigmoid", s, targets)[0]     # noqa: E731
+    f = lambda s: cost("mse", "sigmoid", s, targets)[0]  # noqa: E731
     assert gradient_ok(f, scores, grad, h=1e-6)
     assert not gradient_ok(f, scores, grad, h=1.0)
 
@@ -188,7 +196,7 @@ def test_gradient_checker_fails_with_a_coarse_step():
 def test_activation_derivative_matches_finite_differences(kind):
     rng = np.random.default_rng(1)
     z = rng.normal(0, 2, 200)
-    z = z[np.abs(z) > 1e-3]                                 # away from the kinks at 0
+    z = z[np.abs(z) > 1e-3]  # away from the kinks at 0
     h = 1e-6
     numeric = (activation(kind, z + h, 0.1) - activation(kind, z - h, 0.1)) / (2 * h)
     derivative = activation_derivative(kind, z, 0.1)
@@ -213,13 +221,18 @@ def test_activation_derivative_goldens():
 
 # every valid (task, output, cost, outputs) with outputs in {1, 3}, listed by hand
 VALID = {
-    ("classification", "sigmoid", "mse", 1), ("classification", "sigmoid", "binary_cross_entropy", 1),
-    ("classification", "linear", "mse", 3), ("classification", "softmax", "cross_entropy", 3),
-    ("classification", "softmax", "mse", 3), ("classification", "sigmoid", "mse", 3),
+    ("classification", "sigmoid", "mse", 1),
+    ("classification", "sigmoid", "binary_cross_entropy", 1),
+    ("classification", "linear", "mse", 3),
+    ("classification", "softmax", "cross_entropy", 3),
+    ("classification", "softmax", "mse", 3),
+    ("classification", "sigmoid", "mse", 3),
     ("classification", "sigmoid", "binary_cross_entropy", 3),
-    ("regression", "linear", "mse", 1), ("regression", "sigmoid", "mse", 1),
+    ("regression", "linear", "mse", 1),
+    ("regression", "sigmoid", "mse", 1),
     ("regression", "sigmoid", "binary_cross_entropy", 1),
-    ("regression", "linear", "mse", 3), ("regression", "sigmoid", "mse", 3),
+    ("regression", "linear", "mse", 3),
+    ("regression", "sigmoid", "mse", 3),
     ("regression", "sigmoid", "binary_cross_entropy", 3),
 }
 
@@ -235,13 +248,16 @@ def test_combination_problem_every_combination():
             assert isinstance(reason, str) and len(reason) > 20, combo
 
 
-@pytest.mark.parametrize("combo,words", [
-    (("classification", "linear", "cross_entropy", 3), ["cross_entropy", "softmax"]),
-    (("classification", "softmax", "binary_cross_entropy", 3), ["binary_cross_entropy", "sigmoid"]),
-    (("classification", "softmax", "mse", 1), ["single output"]),
-    (("regression", "softmax", "mse", 3), ["regression"]),
-    (("classification", "linear", "mse", 1), ["single-output classifier", "sigmoid"]),
-])
+@pytest.mark.parametrize(
+    "combo,words",
+    [
+        (("classification", "linear", "cross_entropy", 3), ["cross_entropy", "softmax"]),
+        (("classification", "softmax", "binary_cross_entropy", 3), ["binary_cross_entropy", "sigmoid"]),
+        (("classification", "softmax", "mse", 1), ["single output"]),
+        (("regression", "softmax", "mse", 3), ["regression"]),
+        (("classification", "linear", "mse", 1), ["single-output classifier", "sigmoid"]),
+    ],
+)
 def test_combination_problem_reasons_name_the_problem(combo, words):
     reason = combination_problem(*combo)
     for word in words:

@@ -1,5 +1,6 @@
 """The prediction head (head.py): one rule for what scores mean, shared by Network and
 QuantizedModel; and one enumeration of each kind, so that no list can drift from another."""
+
 import ast
 import re
 from pathlib import Path
@@ -15,6 +16,7 @@ PACKAGE = Path(qmtik.__file__).parent
 
 # --- classes -----------------------------------------------------------------------------------
 
+
 def test_ties_go_to_the_first_index():
     scores = np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0], [-1.0, -5.0, -1.0], [0.0, 0.0, 7.0]])
     np.testing.assert_array_equal(head.classes(scores), [1, 0, 0, 2])
@@ -27,7 +29,7 @@ def test_a_single_output_is_thresholded_at_zero_or_the_given_threshold():
     out = head.classes(scores)
     np.testing.assert_array_equal(out, [0, 1, 1, 1, 0])
     assert out.dtype == np.int64
-    codes = np.array([[-6], [-5], [-4], [127], [-128]], dtype=np.int8)       # output zero point -5
+    codes = np.array([[-6], [-5], [-4], [127], [-128]], dtype=np.int8)  # output zero point -5
     np.testing.assert_array_equal(head.classes(codes, -5), [0, 1, 1, 1, 0])
 
 
@@ -46,14 +48,22 @@ def test_values_score_and_figures_by_hand():
     # R^2 = 1 - (1 + 0 + 1) / (1 + 0 + 1) = 0
     assert head.score("regression", "linear", scores, targets) == 0.0
     assert head.figures("regression", "linear", "mse", scores, targets) == {
-        "loss": 2 / 3, "cost": "mse", "samples": 3, "mse": 2 / 3, "mae": 2 / 3}
+        "loss": 2 / 3,
+        "cost": "mse",
+        "samples": 3,
+        "mse": 2 / 3,
+        "mae": 2 / 3,
+    }
     one_hot = np.eye(3)[[2, 0, 0]]
     assert head.score("classification", "softmax", np.array([[0, 1, 5], [3, 3, 0], [0, 1, 0.5]]), one_hot) == 2 / 3
-    assert [head.natural_cost(t, o) for t, o in [("classification", "softmax"), ("classification", "sigmoid"),
-                                                  ("regression", "sigmoid")]] == ["cross_entropy", "binary_cross_entropy", "mse"]
+    assert [
+        head.natural_cost(t, o)
+        for t, o in [("classification", "softmax"), ("classification", "sigmoid"), ("regression", "sigmoid")]
+    ] == ["cross_entropy", "binary_cross_entropy", "mse"]
 
 
 # --- one head for both APIs ----------------------------------------------------------------------
+
 
 def test_network_and_its_model_decide_classes_by_the_same_rule(trained_digits):
     """The int8 network and its integer model give the same class names and score."""
@@ -61,8 +71,9 @@ def test_network_and_its_model_decide_classes_by_the_same_rule(trained_digits):
     model = net.quantize()
     np.testing.assert_array_equal(net.predict(x), model.predict(x))
     assert net.score(x, y) == model.score(x, y)
-    np.testing.assert_array_equal(model.predict_index(x), head.classes(model.scores(model.quantize_inputs(x)),
-                                                                      model.layers[-1].output_offset))
+    np.testing.assert_array_equal(
+        model.predict_index(x), head.classes(model.scores(model.quantize_inputs(x)), model.layers[-1].output_offset)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +98,7 @@ def test_no_module_decides_classes_or_counts_them_by_itself():
 
 # --- one enumeration of each kind ----------------------------------------------------------------
 
+
 def tuples_of_strings(path: Path) -> list:
     """Every literal tuple or list of two or more strings at a module's top level."""
     found = []
@@ -98,8 +110,9 @@ def tuples_of_strings(path: Path) -> list:
     return found
 
 
-@pytest.mark.parametrize("kinds", [functions.TASKS, functions.OUTPUTS, functions.COSTS, config.OPTIMIZERS,
-                                   config.NAMED_DATASETS])
+@pytest.mark.parametrize(
+    "kinds", [functions.TASKS, functions.OUTPUTS, functions.COSTS, config.OPTIMIZERS, config.NAMED_DATASETS]
+)
 def test_each_enumeration_is_written_once(kinds):
     places = [path.name for path in sorted(PACKAGE.rglob("*.py")) if kinds in tuples_of_strings(path)]
     assert len(places) == 1, places

@@ -4,6 +4,7 @@ functions too), no cycle, and no module imports a stage above its own.
 The stages, lowest first; a module may import its own stage and the stages before it. The
 same table is docs/architecture.md's rule, so a change to one is a change to both.
 """
+
 import ast
 from pathlib import Path
 
@@ -12,13 +13,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "qmtik"
 STAGES = [  # (stage, its modules), lowest first
     ("base", {"errors", "version", "parsing", "files", "progress"}),
     ("arithmetic", {"quantization", "functions"}),
-    ("spec", {"intref", "backends"}),                    # a package's modules are on its stage
+    ("spec", {"intref", "backends"}),  # a package's modules are on its stage
     ("prediction", {"validate", "head"}),
     ("integer model", {"model", "qmtfile", "export_c", "c_check"}),
     ("configuration", {"formats", "config"}),
     ("data", {"download", "data"}),
     ("training", {"layers", "optimizers", "checkpoint", "training", "network"}),
-    ("extras", {"plots", "demo", "c_library", "c_preprocessor", "legacy"}),   # legacy: the qmtik.h carry-over
+    ("extras", {"plots", "demo", "c_library", "c_preprocessor", "legacy"}),  # legacy: the qmtik.h carry-over
     ("public surface", {"__init__"}),
     ("command line", {"cli", "__main__"}),
 ]
@@ -44,7 +45,7 @@ def imports_of(path: Path) -> set:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("qmtik")):
             if node.level:
-                base = package[:len(package) - (node.level - 1)]
+                base = package[: len(package) - (node.level - 1)]
                 base += node.module.split(".") if node.module else []
             else:
                 base = node.module.split(".")[1:]
@@ -55,20 +56,25 @@ def imports_of(path: Path) -> set:
                 else:
                     found.add((".".join(base) or "__init__", alias.name))
         elif isinstance(node, ast.Import):
-            found |= {(".".join(a.name.split(".")[1:]) or "__init__", None)
-                      for a in node.names if a.name.split(".")[0] == "qmtik"}
+            found |= {
+                (".".join(a.name.split(".")[1:]) or "__init__", None)
+                for a in node.names
+                if a.name.split(".")[0] == "qmtik"
+            }
     return found
 
 
 def known(name: str) -> bool:
-    return (PACKAGE / (name.replace(".", "/") + ".py")).is_file() or \
-        (PACKAGE / name.replace(".", "/") / "__init__.py").is_file()
+    return (PACKAGE / (name.replace(".", "/") + ".py")).is_file() or (
+        PACKAGE / name.replace(".", "/") / "__init__.py"
+    ).is_file()
 
 
 def graph() -> dict:
     """{module: {(imported module, name)}} over the whole package."""
-    return {module_name(p): {(m, n) for m, n in imports_of(p) if m != module_name(p)}
-            for p in sorted(PACKAGE.rglob("*.py"))}
+    return {
+        module_name(p): {(m, n) for m, n in imports_of(p) if m != module_name(p)} for p in sorted(PACKAGE.rglob("*.py"))
+    }
 
 
 def stage_of(module: str) -> int:
@@ -99,7 +105,9 @@ def cycles(edges: dict) -> list:
 def upward(edges: dict) -> list:
     """Imports of a later stage, and training's imports of the integer model beyond TRAINING_MAY_USE."""
     bad = []
-    training, model = (next(i for i, (s, _) in enumerate(STAGES) if s == name) for name in ("training", "integer model"))
+    training, model = (
+        next(i for i, (s, _) in enumerate(STAGES) if s == name) for name in ("training", "integer model")
+    )
     for module, imported in sorted(edges.items()):
         for target, name in sorted(imported, key=str):
             if stage_of(target) > stage_of(module):
@@ -139,14 +147,20 @@ def test_the_shipped_model_reads_neither_config_nor_data_nor_training():
 
 def test_the_checks_can_fail():
     """A cycle, an upward import and a training import of a model internal are each caught."""
-    assert cycles({"a": {("b", None)}, "b": {("c", "x")}, "c": {("a", None)}}) == ["a -> b -> c -> a", "b -> c -> a -> b",
-                                                                                 "c -> a -> b -> c"]
+    assert cycles({"a": {("b", None)}, "b": {("c", "x")}, "c": {("a", None)}}) == [
+        "a -> b -> c -> a",
+        "b -> c -> a -> b",
+        "c -> a -> b -> c",
+    ]
     assert upward({"model": {("data", "check_inputs")}}) == ["model (integer model) imports data (data)"]
-    assert upward({"layers": {("model", "integer_scores")}}) == ["layers (training) imports model.integer_scores (integer model)"]
+    assert upward({"layers": {("model", "integer_scores")}}) == [
+        "layers (training) imports model.integer_scores (integer model)"
+    ]
     assert upward({"network": {("model", "QuantizedModel")}}) == []
 
 
 def test_lazy_imports_are_read():
     """An import inside a function counts as much as one at the top."""
-    assert ("download", "find_dataset") in imports_of(PACKAGE / "data.py") or \
-        ("download", None) in {(m, None) for m, _ in imports_of(PACKAGE / "data.py")}
+    assert ("download", "find_dataset") in imports_of(PACKAGE / "data.py") or ("download", None) in {
+        (m, None) for m, _ in imports_of(PACKAGE / "data.py")
+    }

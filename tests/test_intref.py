@@ -4,6 +4,7 @@ comments), exact oracles, a one-line refusal for every bad field, and the fast p
 Integers are compared exactly; the oracles (fractions.Fraction, Python or int64 sums) are
 independent of the code under test.
 """
+
 from dataclasses import FrozenInstanceError, replace
 from fractions import Fraction
 
@@ -20,6 +21,7 @@ from test_model import random_layer
 from test_quantization import as_ints, exact_round
 
 # --- requantize: rounding ties and saturation --------------------------------------------------
+
 
 def test_rounding_shift_goldens():
     p = np.array([5, -5, 6, -6, 7, -7, 1, -1, 0, 4, -4])
@@ -44,8 +46,9 @@ def test_requantize_goldens():
     # multiplier 2**21, shift 22 is 0.5: accumulators 1, 3, -1, -3 are the ties 0.5, 1.5, -0.5, -1.5
     np.testing.assert_array_equal(intref.requantize([1, 3, -1, -3], 2**21, 22), [1, 2, -1, -2])
     # the largest product, (2**30 - 1) * (2**22 - 1) / 2**52 = 0.99999... -> 1: exact in int64
-    np.testing.assert_array_equal(intref.requantize([2**30 - 1], 2**22 - 1, 52),
-                                  [exact_round(Fraction((2**30 - 1) * (2**22 - 1), 2**52))])
+    np.testing.assert_array_equal(
+        intref.requantize([2**30 - 1], 2**22 - 1, 52), [exact_round(Fraction((2**30 - 1) * (2**22 - 1), 2**52))]
+    )
 
 
 def test_requantize_saturates_at_1024_as_the_c_does():
@@ -53,17 +56,17 @@ def test_requantize_saturates_at_1024_as_the_c_does():
     np.testing.assert_array_equal(intref.requantize([1023, 1024, 1025, -1025], 2**21, 21), [1023, 1024, 1024, -1024])
     # the largest product, (2**30 - 1) * (2**22 - 1) with shift 0, is 2**52 - ...: capped, sign kept
     np.testing.assert_array_equal(intref.requantize([2**30 - 1, -(2**30 - 1)], 2**22 - 1, 0), [1024, -1024])
-    assert intref.SATURATION == 1024 > 127 + 128        # beyond r + offset for every int8 result
+    assert intref.SATURATION == 1024 > 127 + 128  # beyond r + offset for every int8 result
 
 
 def test_saturation_never_changes_an_int8_result():
     """A layer's codes with the cap are the codes without it, for every offset: r + offset
     clamps to -128..127 both ways once |r| >= 1024 > 127 + 128."""
-    r = np.array([-10**9, -1025, -1024, -300, 0, 300, 1024, 1025, 10**9])
+    r = np.array([-(10**9), -1025, -1024, -300, 0, 300, 1024, 1025, 10**9])
     capped = np.clip(r, -intref.SATURATION, intref.SATURATION)
     for offset in range(-128, 128):
         np.testing.assert_array_equal(np.clip(capped + offset, -128, 127), np.clip(r + offset, -128, 127))
-    np.testing.assert_array_equal(np.clip(capped, -128, 127), np.clip(r, -128, 127))       # table index
+    np.testing.assert_array_equal(np.clip(capped, -128, 127), np.clip(r, -128, 127))  # table index
 
 
 @settings(max_examples=500, deadline=None)
@@ -76,6 +79,7 @@ def test_requantize_matches_exact_fraction(acc, multiplier, shift):
 
 # --- accumulate at its extremes ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fan_in", [1, 1032, 1033, 5000])
 @pytest.mark.parametrize("weight", [-127, 127])
 def test_accumulate_exact_at_the_extremes(fan_in, weight):
@@ -86,7 +90,7 @@ def test_accumulate_exact_at_the_extremes(fan_in, weight):
     expected = x.astype(np.int64) @ codes.astype(np.int64).T
     assert int(expected[0, 0]) == -128 * weight * fan_in
     if fan_in > 1032:
-        assert int(np.float32(expected[2, 0])) != int(expected[2, 0])   # float32 would be caught
+        assert int(np.float32(expected[2, 0])) != int(expected[2, 0])  # float32 would be caught
     got = intref.accumulate(x, codes, np.zeros(3, np.int64))
     np.testing.assert_array_equal(got, expected)
     # the bias limit brings the accumulator to 2**30 - 1 and no further
@@ -106,7 +110,7 @@ def test_accumulate_exact_with_odd_products(fan_in):
     codes[0] = 127
     x = rng.choice(np.array([-128, 127], dtype=np.int8), (3, fan_in))
     x[0] = 127
-    x[0, 0] = -128                 # row 0 against codes row 0: an odd sum, beyond 2**24 from fan-in 1041
+    x[0, 0] = -128  # row 0 against codes row 0: an odd sum, beyond 2**24 from fan-in 1041
     expected = x.astype(np.int64) @ codes.astype(np.int64).T
     got = intref.accumulate(x, codes, np.array([1, -1, 0, 7]))
     np.testing.assert_array_equal(got, expected + np.array([1, -1, 0, 7]))
@@ -143,11 +147,13 @@ def test_hand_layer_accumulator_and_multiplier():
 
 def test_hand_layer_linear():
     # REQ + 10, clamped to [-128, 127]: 161 + 10 = 171 -> 127
-    np.testing.assert_array_equal(intref.layer_forward(X, layer_of("linear", 10)),
-                                  [[21, 6], [-4, 12], [11, 9], [127, -87]])
+    np.testing.assert_array_equal(
+        intref.layer_forward(X, layer_of("linear", 10)), [[21, 6], [-4, 12], [11, 9], [127, -87]]
+    )
     # with offset -120 the negative side clamps at -128 but is not floored at the offset
-    np.testing.assert_array_equal(intref.layer_forward(X, layer_of("linear", -120)),
-                                  [[-109, -124], [-128, -118], [-119, -121], [41, -128]])
+    np.testing.assert_array_equal(
+        intref.layer_forward(X, layer_of("linear", -120)), [[-109, -124], [-128, -118], [-119, -121], [41, -128]]
+    )
 
 
 def test_hand_layer_relu():
@@ -167,8 +173,7 @@ def test_hand_layer_leaky_relu():
     # positive acc: round(acc / 4) - 20: 11 - 20 = -9, 2 - 20 = -18, 1 - 20 = -19, 161 - 20 = 141 -> 127
     # negative acc: round(acc / 16) - 20: -16/16 = -1 -> -21, -56/16 = -3.5 -> -4 -> -24,
     #               -2/16 = -0.125 -> 0 -> -20, -387/16 = -24.19 -> -24 -> -44
-    np.testing.assert_array_equal(intref.layer_forward(X, layer),
-                                  [[-9, -21], [-24, -18], [-19, -20], [127, -44]])
+    np.testing.assert_array_equal(intref.layer_forward(X, layer), [[-9, -21], [-24, -18], [-19, -20], [127, -44]])
 
 
 def test_hand_layer_tables():
@@ -183,8 +188,10 @@ def test_hand_layer_tables():
 
 
 def test_reference_scores_run_the_layers_in_turn():
-    hidden, out = layer_of("relu", -128), intref.build_layer(np.array([[1, 1]], np.int8), np.array([0]),
-                                                             np.array([1.0]), 0.5, -128, "linear", 0.5, 0)
+    hidden, out = (
+        layer_of("relu", -128),
+        intref.build_layer(np.array([[1, 1]], np.int8), np.array([0]), np.array([1.0]), 0.5, -128, "linear", 0.5, 0),
+    )
     # the relu codes of X (test_hand_layer_relu) summed by weights [1, 1], bias 0, M = 0.5 * 1 / 0.5 = 1:
     # -117 - 128 = -245, -128 - 126 = -254, -127 - 128 = -255, 33 - 128 = -95; clamped: -128, -128, -128, -95
     got = intref.reference_scores([hidden, out], X)
@@ -193,6 +200,7 @@ def test_reference_scores_run_the_layers_in_turn():
 
 
 # --- the layer: complete, checked and fixed on construction --------------------------------------
+
 
 def test_a_layer_is_built_complete_and_cannot_change():
     layer = layer_of("leaky_relu", -20, slope=0.25)
@@ -205,7 +213,7 @@ def test_a_layer_is_built_complete_and_cannot_change():
         layer.weights[0, 0] = 1
     weights = W.copy()
     mine = intref.build_layer(weights, B, np.array([0.25, 0.25]), 0.5, -128, "linear", 0.5, 0)
-    weights[0, 0] = 100                                  # the caller's array is not the layer's
+    weights[0, 0] = 100  # the caller's array is not the layer's
     assert int(mine.weights[0, 0]) == 2
 
 
@@ -213,47 +221,77 @@ LEAKY = layer_of("leaky_relu", -20, slope=0.25)
 SIGMOID = layer_of("sigmoid", -128, table_input_scale=0.5)
 
 
-@pytest.mark.parametrize("base, changes, expected", [
-    (LEAKY, {"activation": "gelu"}, "activation 'gelu' is not one of linear, relu, leaky_relu, sigmoid, tanh"),
-    (LEAKY, {"weights": np.array([[1.0, 2.0]])}, "weights: dtype float64, expected integers"),
-    (LEAKY, {"weights": np.ones(2, np.int8)}, "weights: shape (2,), expected (outputs >= 1, inputs in 1..65536)"),
-    (LEAKY, {"weights": np.ones((2, 0), np.int8)}, "weights: shape (2, 0), expected"),
-    (LEAKY, {"weights": np.array([[1, -128], [0, 0]], np.int8)}, "weights -128 at [0, 1] is outside -127..127"),
-    (LEAKY, {"weights": np.array([[1, 300], [0, 0]], np.int16)}, "weights 300 at [0, 1] is outside -127..127"),
-    (LEAKY, {"bias": None}, "bias: missing"),
-    (LEAKY, {"bias": np.zeros(3, np.int64)}, "bias: shape (3,), expected (2,)"),
-    (LEAKY, {"bias": np.array([0, 2**31])}, f"bias 2147483648 at [1] is outside {-q.bias_limit(2)}..{q.bias_limit(2)}"),
-    (LEAKY, {"output_multiplier": np.array([2**22, 2**21])}, "output_multiplier 4194304 at [0] is outside 0..4194303"),
-    (LEAKY, {"output_multiplier": np.array([-5, 2**21])}, "output_multiplier -5 at [0] is outside 0..4194303"),
-    (LEAKY, {"output_multiplier": np.array([2**21, 0])},
-     "output_multiplier 0 at [1] has output_shift 23; a zero multiplier has shift 0"),
-    (LEAKY, {"output_shift": np.array([23, 63])}, "output_shift 63 at [1] is outside 0..62"),
-    (LEAKY, {"output_shift": np.array([-1, 23])}, "output_shift -1 at [0] is outside 0..62"),
-    (LEAKY, {"output_shift": np.array([23.0, 23.0])}, "output_shift: dtype float64, expected integers"),
-    (LEAKY, {"negative_multiplier": None}, "negative_multiplier: missing"),
-    (LEAKY, {"negative_shift": np.array([70, 25])}, "negative_shift 70 at [0] is outside 0..62"),
-    (LEAKY, {"negative_shift": np.zeros(3, np.int64)}, "negative_shift: shape (3,), expected (2,)"),
-    (LEAKY, {"weight_scales": np.ones(3)}, "weight_scales: shape (3,), expected (2,)"),
-    (LEAKY, {"weight_scales": np.array([0.25, 1e-50])}, "weight_scales 1e-50 at [1] is not a finite positive float32"),
-    (LEAKY, {"weight_scales": np.array([1e300, 0.25])}, "weight_scales 1e+300 at [0] is not a finite positive float32"),
-    (LEAKY, {"weight_scales": np.array([0.25, np.nan])}, "weight_scales nan at [1] is not a finite positive float32"),
-    (LEAKY, {"output_scale": float("nan")}, "output_scale nan is not a finite positive number"),
-    (LEAKY, {"output_scale": 0.0}, "output_scale 0.0 is not a finite positive number"),
-    (LEAKY, {"output_scale": 1e300}, "output_scale 1e+300 must lie from 1.18e-38"),
-    (LEAKY, {"output_scale": True}, "output_scale True is not a finite positive number"),
-    (LEAKY, {"input_scale": -0.5}, "input_scale -0.5 is not a finite positive number"),
-    (LEAKY, {"output_offset": 128}, "output_offset 128 is not an integer in -128..127"),
-    (LEAKY, {"output_offset": 1.5}, "output_offset 1.5 is not an integer in -128..127"),
-    (LEAKY, {"input_zero_point": -129}, "input_zero_point -129 is not an integer in -128..127"),
-    (LEAKY, {"table": np.zeros(256, np.int8)}, "leaky_relu has a table or table_input_scale; only sigmoid and tanh"),
-    (LEAKY, {"table_input_scale": 0.1}, "leaky_relu has a table or table_input_scale; only sigmoid and tanh"),
-    (SIGMOID, {"negative_shift": np.zeros(2, np.int64)}, "sigmoid has negative_multiplier or negative_shift"),
-    (SIGMOID, {"table": None}, "table: missing"),
-    (SIGMOID, {"table": np.zeros(255, np.int8)}, "table: shape (255,), expected (256,)"),
-    (SIGMOID, {"table": np.full(256, 200, np.int16)}, "table 200 at [0] is outside -128..127"),
-    (SIGMOID, {"table_input_scale": None}, "table_input_scale None is not a finite positive number"),
-    (SIGMOID, {"table_input_scale": 1e39}, "table_input_scale 1e+39 must lie from 1.18e-38"),
-])
+@pytest.mark.parametrize(
+    "base, changes, expected",
+    [
+        (LEAKY, {"activation": "gelu"}, "activation 'gelu' is not one of linear, relu, leaky_relu, sigmoid, tanh"),
+        (LEAKY, {"weights": np.array([[1.0, 2.0]])}, "weights: dtype float64, expected integers"),
+        (LEAKY, {"weights": np.ones(2, np.int8)}, "weights: shape (2,), expected (outputs >= 1, inputs in 1..65536)"),
+        (LEAKY, {"weights": np.ones((2, 0), np.int8)}, "weights: shape (2, 0), expected"),
+        (LEAKY, {"weights": np.array([[1, -128], [0, 0]], np.int8)}, "weights -128 at [0, 1] is outside -127..127"),
+        (LEAKY, {"weights": np.array([[1, 300], [0, 0]], np.int16)}, "weights 300 at [0, 1] is outside -127..127"),
+        (LEAKY, {"bias": None}, "bias: missing"),
+        (LEAKY, {"bias": np.zeros(3, np.int64)}, "bias: shape (3,), expected (2,)"),
+        (
+            LEAKY,
+            {"bias": np.array([0, 2**31])},
+            f"bias 2147483648 at [1] is outside {-q.bias_limit(2)}..{q.bias_limit(2)}",
+        ),
+        (
+            LEAKY,
+            {"output_multiplier": np.array([2**22, 2**21])},
+            "output_multiplier 4194304 at [0] is outside 0..4194303",
+        ),
+        (LEAKY, {"output_multiplier": np.array([-5, 2**21])}, "output_multiplier -5 at [0] is outside 0..4194303"),
+        (
+            LEAKY,
+            {"output_multiplier": np.array([2**21, 0])},
+            "output_multiplier 0 at [1] has output_shift 23; a zero multiplier has shift 0",
+        ),
+        (LEAKY, {"output_shift": np.array([23, 63])}, "output_shift 63 at [1] is outside 0..62"),
+        (LEAKY, {"output_shift": np.array([-1, 23])}, "output_shift -1 at [0] is outside 0..62"),
+        (LEAKY, {"output_shift": np.array([23.0, 23.0])}, "output_shift: dtype float64, expected integers"),
+        (LEAKY, {"negative_multiplier": None}, "negative_multiplier: missing"),
+        (LEAKY, {"negative_shift": np.array([70, 25])}, "negative_shift 70 at [0] is outside 0..62"),
+        (LEAKY, {"negative_shift": np.zeros(3, np.int64)}, "negative_shift: shape (3,), expected (2,)"),
+        (LEAKY, {"weight_scales": np.ones(3)}, "weight_scales: shape (3,), expected (2,)"),
+        (
+            LEAKY,
+            {"weight_scales": np.array([0.25, 1e-50])},
+            "weight_scales 1e-50 at [1] is not a finite positive float32",
+        ),
+        (
+            LEAKY,
+            {"weight_scales": np.array([1e300, 0.25])},
+            "weight_scales 1e+300 at [0] is not a finite positive float32",
+        ),
+        (
+            LEAKY,
+            {"weight_scales": np.array([0.25, np.nan])},
+            "weight_scales nan at [1] is not a finite positive float32",
+        ),
+        (LEAKY, {"output_scale": float("nan")}, "output_scale nan is not a finite positive number"),
+        (LEAKY, {"output_scale": 0.0}, "output_scale 0.0 is not a finite positive number"),
+        (LEAKY, {"output_scale": 1e300}, "output_scale 1e+300 must lie from 1.18e-38"),
+        (LEAKY, {"output_scale": True}, "output_scale True is not a finite positive number"),
+        (LEAKY, {"input_scale": -0.5}, "input_scale -0.5 is not a finite positive number"),
+        (LEAKY, {"output_offset": 128}, "output_offset 128 is not an integer in -128..127"),
+        (LEAKY, {"output_offset": 1.5}, "output_offset 1.5 is not an integer in -128..127"),
+        (LEAKY, {"input_zero_point": -129}, "input_zero_point -129 is not an integer in -128..127"),
+        (
+            LEAKY,
+            {"table": np.zeros(256, np.int8)},
+            "leaky_relu has a table or table_input_scale; only sigmoid and tanh",
+        ),
+        (LEAKY, {"table_input_scale": 0.1}, "leaky_relu has a table or table_input_scale; only sigmoid and tanh"),
+        (SIGMOID, {"negative_shift": np.zeros(2, np.int64)}, "sigmoid has negative_multiplier or negative_shift"),
+        (SIGMOID, {"table": None}, "table: missing"),
+        (SIGMOID, {"table": np.zeros(255, np.int8)}, "table: shape (255,), expected (256,)"),
+        (SIGMOID, {"table": np.full(256, 200, np.int16)}, "table 200 at [0] is outside -128..127"),
+        (SIGMOID, {"table_input_scale": None}, "table_input_scale None is not a finite positive number"),
+        (SIGMOID, {"table_input_scale": 1e39}, "table_input_scale 1e+39 must lie from 1.18e-38"),
+    ],
+)
 def test_validate_refuses_each_bad_field_with_one_line(base, changes, expected):
     with pytest.raises(qmtik.QuantizationError) as info:
         replace(base, **changes)
@@ -274,8 +312,9 @@ def test_build_layer_reports_a_multiplier_too_large():
 
 # --- the fast path against the spec, at the extremes ---------------------------------------------
 
+
 @pytest.mark.parametrize("activation", intref.ACTIVATIONS)
-@pytest.mark.parametrize("batch", [5, 300])             # numpy alone; numpy or onnxruntime ([fast])
+@pytest.mark.parametrize("batch", [5, 300])  # numpy alone; numpy or onnxruntime ([fast])
 def test_the_models_fast_path_equals_the_spec_at_the_extremes(activation, batch):
     """Extreme codes, biases, multipliers and shifts from 0 (products up to 2**52, far beyond the
     saturation) to 62, for every activation: QuantizedModel.scores equals intref exactly."""

@@ -1,6 +1,7 @@
 """Forward and backward passes: finite-difference gradient checks in float64 for every
 combination, and the straight-through gradients of fake quantization, which finite
 differences cannot measure (the forward pass is a step function)."""
+
 import numpy as np
 import pytest
 
@@ -10,19 +11,37 @@ from qmtik import quantization as q
 from qmtik.errors import QuantizationError
 from qmtik.functions import HIDDEN_ACTIVATIONS, cost
 
-VALID_PAIRS = [("linear", "mse"), ("softmax", "cross_entropy"), ("softmax", "mse"),
-               ("sigmoid", "binary_cross_entropy"), ("sigmoid", "mse")]
+VALID_PAIRS = [
+    ("linear", "mse"),
+    ("softmax", "cross_entropy"),
+    ("softmax", "mse"),
+    ("sigmoid", "binary_cross_entropy"),
+    ("sigmoid", "mse"),
+]
 
 
-def make(activation="relu", output="softmax", cost_kind="cross_entropy", hidden=(5, 4), inputs=3,
-         outputs=3, quant=None, seed=0, dtype=np.float64):
+def make(
+    activation="relu",
+    output="softmax",
+    cost_kind="cross_entropy",
+    hidden=(5, 4),
+    inputs=3,
+    outputs=3,
+    quant=None,
+    seed=0,
+    dtype=np.float64,
+):
     task = "regression" if output == "linear" else "classification"
-    config = Config(task=task, network=NetworkConfig(inputs=inputs, hidden=list(hidden), outputs=outputs,
-                                                     activation=activation, output=output, cost=cost_kind),
-                    quantization=quant or QuantizationConfig())
+    config = Config(
+        task=task,
+        network=NetworkConfig(
+            inputs=inputs, hidden=list(hidden), outputs=outputs, activation=activation, output=output, cost=cost_kind
+        ),
+        quantization=quant or QuantizationConfig(),
+    )
     rng = np.random.default_rng(seed)
     layers = L.init_layers(config, rng, dtype)
-    for layer in layers:                       # non-zero biases so that their gradients are tested too
+    for layer in layers:  # non-zero biases so that their gradients are tested too
         layer.bias[...] = rng.normal(0, 0.3, layer.bias.shape)
     return config, layers, L.QuantSpec.from_config(config)
 
@@ -98,13 +117,15 @@ def test_gradient_check_detects_a_wrong_derivative(monkeypatch):
     rng = np.random.default_rng(3)
     codes, targets = random_codes(7, 3, rng), targets_for("linear", "mse", 7, 3, rng)
     real = L.activation_derivative
-    monkeypatch.setattr(L, "activation_derivative",
-                        lambda kind, z, slope: real(kind, z, slope * 2 if kind == "leaky_relu" else slope))
+    monkeypatch.setattr(
+        L, "activation_derivative", lambda kind, z, slope: real(kind, z, slope * 2 if kind == "leaky_relu" else slope)
+    )
     grads = analytic(config, layers, spec, codes, targets)
     assert gradient_error(config, layers, spec, codes, targets, grads) > 1e-4
 
 
 # --- fake quantization ------------------------------------------------------------------------
+
 
 def trained_ranges(layers, spec, codes):
     """Let the observers see the data once (in float), as float epochs would."""
@@ -112,15 +133,22 @@ def trained_ranges(layers, spec, codes):
 
 
 @pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
-@pytest.mark.parametrize("quant", [QuantizationConfig(), QuantizationConfig(weight_granularity="tensor"),
-                                   QuantizationConfig(weight_scale=0.01, activation_scale=0.05)])
+@pytest.mark.parametrize(
+    "quant",
+    [
+        QuantizationConfig(),
+        QuantizationConfig(weight_granularity="tensor"),
+        QuantizationConfig(weight_scale=0.01, activation_scale=0.05),
+    ],
+)
 def test_fake_quantized_forward_is_the_integer_arithmetic(activation, quant):
     """Training's forward pass gives the integer layers' int8 outputs, bit for bit."""
-    config, layers, spec = make(activation, "softmax", "cross_entropy", hidden=(17, 3), inputs=9,
-                                outputs=4, quant=quant, dtype=np.float32)
+    config, layers, spec = make(
+        activation, "softmax", "cross_entropy", hidden=(17, 3), inputs=9, outputs=4, quant=quant, dtype=np.float32
+    )
     rng = np.random.default_rng(4)
     codes = random_codes(300, 9, rng)
-    scores, _ = L.forward(layers, codes, spec, quantized=True, training=True)   # observes, then quantizes
+    scores, _ = L.forward(layers, codes, spec, quantized=True, training=True)  # observes, then quantizes
     x = codes
     for integer in L.integer_layers(layers, spec):
         x = intref.layer_forward(x, integer)
@@ -133,20 +161,19 @@ def test_fake_quantized_forward_is_the_integer_arithmetic(activation, quant):
 def test_straight_through_gradient_of_a_single_layer():
     """With no hidden layer, d cost / d weight is the cost gradient at the int8 scores,
     zero where a score was clamped, times the dequantized inputs."""
-    quant = QuantizationConfig(activation_scale=0.02)      # small: some scores clamp at +-128 codes
-    config, layers, spec = make(output="linear", cost_kind="mse", hidden=(), inputs=6, outputs=4,
-                                quant=quant, seed=5)
+    quant = QuantizationConfig(activation_scale=0.02)  # small: some scores clamp at +-128 codes
+    config, layers, spec = make(output="linear", cost_kind="mse", hidden=(), inputs=6, outputs=4, quant=quant, seed=5)
     layers[0].weight *= 4
     rng = np.random.default_rng(6)
     codes = random_codes(50, 6, rng)
     targets = rng.normal(0, 1, (50, 4))
     scores, caches = L.forward(layers, codes, spec, quantized=True, training=True)
     _, grad = cost("mse", "linear", scores, targets)
-    (d_weight, d_bias), = L.backward(layers, caches, grad, spec)
+    ((d_weight, d_bias),) = L.backward(layers, caches, grad, spec)
 
     integer = L.integer_layers(layers, spec)[0]
     acc = intref.accumulate(codes, integer.weights, integer.bias)
-    real = acc * integer.input_scale * integer.weight_scales             # unclamped real scores
+    real = acc * integer.input_scale * integer.weight_scales  # unclamped real scores
     inside = (real >= 0.02 * -128) & (real <= 0.02 * 127)
     assert 0 < inside.mean() < 1, "the test needs both clamped and unclamped scores"
     x = q.INPUT_SCALE * (codes.astype(np.float64) - q.INPUT_ZERO)
@@ -177,13 +204,13 @@ def test_straight_through_gradient_uses_the_int8_weights_for_the_layer_below():
 
 
 def test_fixed_weight_scale_stops_the_gradient_of_clipped_weights():
-    quant = QuantizationConfig(weight_scale=0.001)     # clips every weight above 0.127
+    quant = QuantizationConfig(weight_scale=0.001)  # clips every weight above 0.127
     config, layers, spec = make("relu", "linear", "mse", hidden=(), inputs=5, outputs=3, quant=quant, seed=9)
     rng = np.random.default_rng(10)
     codes = random_codes(30, 5, rng)
     scores, caches = L.forward(layers, codes, spec, quantized=True, training=True)
     _, grad = cost("mse", "linear", scores, rng.normal(0, 1, (30, 3)))
-    (d_weight, _), = L.backward(layers, caches, grad, spec)
+    ((d_weight, _),) = L.backward(layers, caches, grad, spec)
     clipped = np.abs(layers[0].weight) > 0.127
     assert clipped.any() and (~clipped).any()
     assert (d_weight[clipped] == 0).all()
@@ -193,7 +220,7 @@ def test_fixed_weight_scale_stops_the_gradient_of_clipped_weights():
 def test_table_activation_gradient_is_zero_where_the_table_input_clips():
     """Past the capped table range (|z| > 128 pre-scale steps) no gradient flows."""
     config, layers, spec = make("sigmoid", "linear", "mse", hidden=(4,), inputs=3, outputs=2, seed=11)
-    layers[0].weight *= 200                                 # pre-activations far beyond +-8
+    layers[0].weight *= 200  # pre-activations far beyond +-8
     rng = np.random.default_rng(12)
     codes = random_codes(60, 3, rng)
     scores, caches = L.forward(layers, codes, spec, quantized=True, training=True)

@@ -1,5 +1,6 @@
 """The integer model's API and its scores against the spec (intref); every backend against the
 spec at the extremes is tests/test_backends.py."""
+
 from dataclasses import replace
 
 import numpy as np
@@ -27,7 +28,7 @@ def random_layer(rng, fan_in, fan_out, activation, in_zero=-128, extreme=False):
         shift = rng.integers(0, 63, size=fan_out).astype(np.int64)
     else:
         weight = rng.integers(-127, 128, size=(fan_out, fan_in)).astype(np.int8)
-        bias = rng.integers(-2**16, 2**16, size=fan_out).astype(np.int64)
+        bias = rng.integers(-(2**16), 2**16, size=fan_out).astype(np.int64)
         multiplier = rng.integers(2**21, 2**22, size=fan_out).astype(np.int64)
         shift = rng.integers(28, 40, size=fan_out).astype(np.int64)
     out_scale, out_zero = 0.05, (-128 if activation == "relu" else int(rng.integers(-20, 20)))
@@ -37,8 +38,20 @@ def random_layer(rng, fan_in, fan_out, activation, in_zero=-128, extreme=False):
     if activation in q.TABLE_ACTIVATIONS:
         table = q.activation_table(activation, 0.03), 0.03
         out_scale, out_zero = q.table_output_params(activation)
-    return intref.IntegerLayer(weight, bias, multiplier, shift, activation, 0.01, in_zero,
-                               np.full(fan_out, 0.01), out_scale, out_zero, *negative, *table)
+    return intref.IntegerLayer(
+        weight,
+        bias,
+        multiplier,
+        shift,
+        activation,
+        0.01,
+        in_zero,
+        np.full(fan_out, 0.01),
+        out_scale,
+        out_zero,
+        *negative,
+        *table,
+    )
 
 
 def test_model_scores_equal_the_reference_through_many_layers():
@@ -91,8 +104,18 @@ def test_class_names_are_what_predict_returns(trained, digits):
 
 
 def test_ties_between_scores_go_to_the_first_class():
-    layer = intref.IntegerLayer(np.zeros((3, 2), np.int8), np.array([0, 0, 0]), np.full(3, 2**21),
-                           np.full(3, 22), "linear", 1.0, -128, np.ones(3), 1.0, 5)
+    layer = intref.IntegerLayer(
+        np.zeros((3, 2), np.int8),
+        np.array([0, 0, 0]),
+        np.full(3, 2**21),
+        np.full(3, 22),
+        "linear",
+        1.0,
+        -128,
+        np.ones(3),
+        1.0,
+        5,
+    )
     model = QuantizedModel("classification", "softmax", (0.0, 1.0), [layer])
     np.testing.assert_array_equal(model.scores(np.zeros((2, 2), np.int8)), [[5, 5, 5], [5, 5, 5]])
     np.testing.assert_array_equal(model.predict(np.zeros((2, 2))), [0, 0])
@@ -118,6 +141,7 @@ def test_small_and_chunked_batches_give_the_same_scores(n):
 
 # --- real numbers that float32 cannot compute with ------------------------------------------------
 
+
 def two_layers(rng, out_scale=0.05):
     """A 3-4-2 relu model's layers, the last with out_scale."""
     layers = [random_layer(rng, 3, 4, "relu"), random_layer(rng, 4, 2, "linear")]
@@ -125,21 +149,27 @@ def two_layers(rng, out_scale=0.05):
     return layers
 
 
-@pytest.mark.parametrize("input_range, expected", [
-    ((-1e300, 1e300), "input range [-1e+300, 1e+300] must stay finite in float32"),
-    ((0.0, 1e-300), "input range [0.0, 1e-300] must stay finite in float32, with a finite non-zero gain"),
-])
+@pytest.mark.parametrize(
+    "input_range, expected",
+    [
+        ((-1e300, 1e300), "input range [-1e+300, 1e+300] must stay finite in float32"),
+        ((0.0, 1e-300), "input range [0.0, 1e-300] must stay finite in float32, with a finite non-zero gain"),
+    ],
+)
 def test_a_model_whose_input_range_overflows_float32_cannot_be_made(input_range, expected):
     with pytest.raises(qmtik.QuantizationError) as info:
         QuantizedModel("regression", "linear", input_range, two_layers(np.random.default_rng(0)))
     assert str(info.value).startswith(f"integer model: {expected}") and "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("out_scale, expected", [
-    (1e300, "output_scale 1e+300 must lie from 1.18e-38"),
-    (1e-300, "output_scale 1e-300 must lie from 1.18e-38"),
-    (float("nan"), "output_scale nan is not a finite positive number"),
-])
+@pytest.mark.parametrize(
+    "out_scale, expected",
+    [
+        (1e300, "output_scale 1e+300 must lie from 1.18e-38"),
+        (1e-300, "output_scale 1e-300 must lie from 1.18e-38"),
+        (float("nan"), "output_scale nan is not a finite positive number"),
+    ],
+)
 def test_a_layer_whose_scale_float32_cannot_hold_cannot_be_made(out_scale, expected):
     with pytest.raises(qmtik.QuantizationError) as info:
         two_layers(np.random.default_rng(0), out_scale)
@@ -148,16 +178,20 @@ def test_a_layer_whose_scale_float32_cannot_hold_cannot_be_made(out_scale, expec
 
 def test_a_model_checks_the_chain_of_layers():
     rng = np.random.default_rng(0)
-    with pytest.raises(qmtik.QuantizationError, match="^integer model: layer 2 has 5 inputs, but layer 1 has 4 outputs$"):
-        QuantizedModel("regression", "linear", (0.0, 1.0), [random_layer(rng, 3, 4, "relu"),
-                                                             random_layer(rng, 5, 2, "linear")])
+    with pytest.raises(
+        qmtik.QuantizationError, match="^integer model: layer 2 has 5 inputs, but layer 1 has 4 outputs$"
+    ):
+        QuantizedModel(
+            "regression", "linear", (0.0, 1.0), [random_layer(rng, 3, 4, "relu"), random_layer(rng, 5, 2, "linear")]
+        )
     with pytest.raises(qmtik.QuantizationError, match="^integer model: no layers$"):
         QuantizedModel("regression", "linear", (0.0, 1.0), [])
 
 
 @pytest.mark.filterwarnings("error")
-@pytest.mark.parametrize("task, output", [("regression", "linear"), ("classification", "softmax"),
-                                          ("classification", "sigmoid")])
+@pytest.mark.parametrize(
+    "task, output", [("regression", "linear"), ("classification", "softmax"), ("classification", "sigmoid")]
+)
 def test_a_model_at_the_edges_of_float32_computes_finite_figures_without_a_warning(task, output):
     """The widest input range float32 holds and the largest output scale: finite outputs,
     probabilities and figures, no numpy warning."""

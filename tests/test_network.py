@@ -1,4 +1,5 @@
 """The scikit-learn style API: fit, predict, predict_proba, score, evaluate, save and load."""
+
 import numpy as np
 import pytest
 
@@ -24,7 +25,7 @@ def test_predict_gives_classes_of_the_int8_scores(net, digits):
     scores = net.decision_function(x)
     last = net.integer_layers()[-1]
     codes = scores / last.output_scale + last.output_offset
-    np.testing.assert_allclose(codes, np.round(codes), atol=1e-3)          # on the int8 grid
+    np.testing.assert_allclose(codes, np.round(codes), atol=1e-3)  # on the int8 grid
     assert codes.min() >= -128 and codes.max() <= 127
     predicted = net.predict(x)
     np.testing.assert_array_equal(predicted, scores.argmax(axis=1))
@@ -80,9 +81,10 @@ def test_binary_classification_with_one_sigmoid_output():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(600, 2))
     y = (x[:, 0] + x[:, 1] > 0).astype(int)
-    config = Config(network=NetworkConfig(inputs=2, hidden=[8], outputs=1, output="sigmoid",
-                                          cost="binary_cross_entropy"),
-                    training=TrainingConfig(epochs=30, batch_size=32, learning_rate=0.02))
+    config = Config(
+        network=NetworkConfig(inputs=2, hidden=[8], outputs=1, output="sigmoid", cost="binary_cross_entropy"),
+        training=TrainingConfig(epochs=30, batch_size=32, learning_rate=0.02),
+    )
     net = qmtik.Network(config).fit(x, y)
     assert set(np.unique(net.predict(x))) <= {0, 1}
     assert net.score(x, y) > 0.95
@@ -96,14 +98,15 @@ def test_regression_fits_a_smooth_function(activation):
     rng = np.random.default_rng(1)
     x = rng.uniform(-2, 2, size=(2000, 1))
     y = np.sin(x[:, 0])
-    config = Config(task="regression",
-                    network=NetworkConfig(inputs=1, hidden=[32, 32], outputs=1, activation=activation,
-                                          output="linear", cost="mse"),
-                    training=TrainingConfig(epochs=30, batch_size=32, learning_rate=0.005))
+    config = Config(
+        task="regression",
+        network=NetworkConfig(inputs=1, hidden=[32, 32], outputs=1, activation=activation, output="linear", cost="mse"),
+        training=TrainingConfig(epochs=30, batch_size=32, learning_rate=0.005),
+    )
     net = qmtik.Network(config).fit(x, y)
     predicted = net.predict(x)
     assert predicted.shape == (2000,) and predicted.dtype.kind == "f"
-    assert net.score(x, y) > 0.95                       # R^2 on the int8 arithmetic
+    assert net.score(x, y) > 0.95  # R^2 on the int8 arithmetic
     result = net.evaluate(x, y)
     assert result["mse"] == pytest.approx(((predicted - y) ** 2).mean(), rel=1e-5)
 
@@ -121,11 +124,13 @@ def test_save_and_load_give_identical_predictions(net, digits, tmp_path):
 def test_inputs_whose_range_float32_cannot_hold_are_refused():
     x = np.array([[0.0], [1e-44]] * 8)
     with pytest.raises(qmtik.DataError, match="float32"):
-        qmtik.Network(Config(network=NetworkConfig(inputs=1, hidden=[2], outputs=2),
-                             training=TrainingConfig(epochs=1))).fit(x, [0, 1] * 8)
+        qmtik.Network(
+            Config(network=NetworkConfig(inputs=1, hidden=[2], outputs=2), training=TrainingConfig(epochs=1))
+        ).fit(x, [0, 1] * 8)
 
 
 # --- issue 10: a float network too large to compute with is one error, no warnings -------------
+
 
 @pytest.fixture(scope="module")
 def float_net(digits):
@@ -147,7 +152,7 @@ def test_weights_at_the_float32_limit_are_one_error_not_warnings(float_net, digi
     args = (x, y) if method in ("evaluate", "score") else (x,)
     with pytest.raises(qmtik.TrainingError, match="^network: its float32 arithmetic fails on these inputs"):
         getattr(net, method)(*args)
-    assert float_net.score(x, y) > 0.1                   # the network as trained computes
+    assert float_net.score(x, y) > 0.1  # the network as trained computes
 
 
 def test_a_checkpoint_that_takes_one_write_is_refused_before_training(digits, tmp_path, monkeypatch):
@@ -156,6 +161,7 @@ def test_a_checkpoint_that_takes_one_write_is_refused_before_training(digits, tm
     import os
 
     from qmtik.files import OutputError
+
     (x, y), _ = digits
     os.mkfifo(tmp_path / "pipe")
     trained = []

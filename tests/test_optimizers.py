@@ -1,5 +1,6 @@
 """Optimizers step by step against the textbook formulas written out in Python floats, weight
 decay on weights only, state round trips, and the learning-rate schedule."""
+
 import math
 
 import numpy as np
@@ -8,8 +9,8 @@ import pytest
 import qmtik
 from qmtik.optimizers import OPTIMIZERS, learning_rate, make_optimizer
 
-G1 = [0.5, -2.0, 0.0]        # gradients of a 3-element parameter at step 1
-G2 = [-1.0, 4.0, 0.25]       # and at step 2
+G1 = [0.5, -2.0, 0.0]  # gradients of a 3-element parameter at step 1
+G2 = [-1.0, 4.0, 0.25]  # and at step 2
 P0 = [1.0, -3.0, 2.0]
 
 
@@ -31,6 +32,7 @@ def close(actual, expected):
 
 # --- one optimizer at a time ----------------------------------------------------------------------
 
+
 def test_sgd_plain():
     p, _ = run(config(optimizer="sgd", momentum=0.0, learning_rate=0.1), [G1])
     # p - lr g: 1 - 0.05, -3 + 0.2, 2 - 0
@@ -42,9 +44,9 @@ def test_sgd_momentum_two_steps():
     p, _ = run(config(optimizer="sgd", momentum=mu, learning_rate=lr), [G1, G2])
     expected = []
     for p0, g1, g2 in zip(P0, G1, G2):
-        v = g1                       # v1 = mu * 0 + g1
+        v = g1  # v1 = mu * 0 + g1
         x = p0 - lr * v
-        v = mu * v + g2              # v2 = mu v1 + g2
+        v = mu * v + g2  # v2 = mu v1 + g2
         expected.append(x - lr * v)
     close(p, expected)
     # element 0 by hand: v1 = 0.5, x = 0.95; v2 = 0.45 - 1 = -0.55, x = 0.95 + 0.055 = 1.005
@@ -57,7 +59,7 @@ def test_sgd_nesterov_two_steps():
     expected = []
     for p0, g1, g2 in zip(P0, G1, G2):
         v = g1
-        x = p0 - lr * (g1 + mu * v)   # step with g + mu v
+        x = p0 - lr * (g1 + mu * v)  # step with g + mu v
         v = mu * v + g2
         expected.append(x - lr * (g2 + mu * v))
     close(p, expected)
@@ -99,7 +101,7 @@ def test_adamw_decoupled_decay():
     for p0, g1, g2 in zip(P0, G1, G2):
         x, m, v = p0, 0.0, 0.0
         for t, g in ((1, g1), (2, g2)):
-            x = x - lr * wd * x                    # decay the weight, not the gradient
+            x = x - lr * wd * x  # decay the weight, not the gradient
             m = b1 * m + (1 - b1) * g
             v = b2 * v + (1 - b2) * g * g
             x = x - lr * math.sqrt(1 - b2**t) / (1 - b1**t) * m / (math.sqrt(v) + eps)
@@ -146,7 +148,7 @@ def test_rmsprop_two_steps():
 def test_sgd_weight_decay_is_l2():
     lr, wd = 0.1, 0.5
     p, _ = run(config(optimizer="sgd", momentum=0.0, learning_rate=lr, weight_decay=wd), [G1])
-    close(p, [p0 - lr * (g + wd * p0) for p0, g in zip(P0, G1)])   # 1 - 0.1 (0.5 + 0.5) = 0.9
+    close(p, [p0 - lr * (g + wd * p0) for p0, g in zip(P0, G1)])  # 1 - 0.1 (0.5 + 0.5) = 0.9
     assert abs(p[0] - 0.9) < 1e-15
 
 
@@ -161,17 +163,17 @@ def test_float32_parameters_stay_float32():
 
 # --- weight decay: weights only ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_weight_decay_applies_to_weights_not_biases(name):
-    cfg = config(optimizer=name, learning_rate=0.01, weight_decay=0.1,
-                 **({"momentum": 0.0} if name == "sgd" else {}))
+    cfg = config(optimizer=name, learning_rate=0.01, weight_decay=0.1, **({"momentum": 0.0} if name == "sgd" else {}))
     w = np.array([[1.0, -2.0], [0.5, 3.0]])
     b = np.array([1.0, -2.0])
     opt = make_optimizer(cfg, [w, b], [True, False])
     zero = [np.zeros_like(w), np.zeros_like(b)]
     opt.step(zero, 0.01)
-    np.testing.assert_array_equal(b, [1.0, -2.0])              # no gradient, no decay: unchanged
-    assert np.all(np.abs(w) < np.abs(np.array([[1.0, -2.0], [0.5, 3.0]])))   # shrunk toward 0
+    np.testing.assert_array_equal(b, [1.0, -2.0])  # no gradient, no decay: unchanged
+    assert np.all(np.abs(w) < np.abs(np.array([[1.0, -2.0], [0.5, 3.0]])))  # shrunk toward 0
     if name in ("sgd", "adamw"):
         # sgd: w - lr wd w; adamw: the same decoupled factor, and a zero Adam step
         close(w, np.array([[1.0, -2.0], [0.5, 3.0]]) * (1 - 0.01 * 0.1))
@@ -183,8 +185,17 @@ def test_weight_decay_applies_to_weights_not_biases(name):
 
 # --- state round trip ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,extra", [("sgd", {"momentum": 0.9}), ("sgd", {"momentum": 0.9, "nesterov": True}),
-                                        ("rmsprop", {}), ("adam", {}), ("adamw", {"weight_decay": 0.01})])
+
+@pytest.mark.parametrize(
+    "name,extra",
+    [
+        ("sgd", {"momentum": 0.9}),
+        ("sgd", {"momentum": 0.9, "nesterov": True}),
+        ("rmsprop", {}),
+        ("adam", {}),
+        ("adamw", {"weight_decay": 0.01}),
+    ],
+)
 def test_state_round_trip_continues_identically(name, extra):
     cfg = config(optimizer=name, learning_rate=0.05, **extra)
     rng = np.random.default_rng(4)
@@ -207,15 +218,24 @@ def test_state_round_trip_continues_identically(name, extra):
         opt_fresh.step(g, 0.05)
     for x, y, z in zip(a, b, fresh):
         np.testing.assert_array_equal(x, y)
-    assert not all(np.array_equal(x, z) for x, z in zip(a, fresh))   # the state mattered
+    assert not all(np.array_equal(x, z) for x, z in zip(a, fresh))  # the state mattered
     assert opt_b.steps == 6
 
 
 # --- each optimizer minimises a quadratic --------------------------------------------------------------
 
-@pytest.mark.parametrize("name,extra,lr", [("sgd", {"momentum": 0.0}, 0.1), ("sgd", {"momentum": 0.9}, 0.05),
-                                           ("sgd", {"momentum": 0.9, "nesterov": True}, 0.05),
-                                           ("rmsprop", {}, 0.05), ("adam", {}, 0.1), ("adamw", {}, 0.1)])
+
+@pytest.mark.parametrize(
+    "name,extra,lr",
+    [
+        ("sgd", {"momentum": 0.0}, 0.1),
+        ("sgd", {"momentum": 0.9}, 0.05),
+        ("sgd", {"momentum": 0.9, "nesterov": True}, 0.05),
+        ("rmsprop", {}, 0.05),
+        ("adam", {}, 0.1),
+        ("adamw", {}, 0.1),
+    ],
+)
 def test_minimises_a_quadratic(name, extra, lr):
     # f(p) = 1/2 sum a (p - c)^2, minimum at c
     a = np.array([1.0, 4.0, 0.5])
@@ -226,12 +246,13 @@ def test_minimises_a_quadratic(name, extra, lr):
     start = 0.5 * np.sum(a * (p - c) ** 2)
     steps = 500
     for step in range(steps):
-        opt.step([a * (p - c)], lr * (1 - step / steps))       # decaying lr lets adam settle
+        opt.step([a * (p - c)], lr * (1 - step / steps))  # decaying lr lets adam settle
     assert 0.5 * np.sum(a * (p - c) ** 2) < 1e-8 * start
     assert np.abs(p - c).max() < 1e-3
 
 
 # --- learning-rate schedule ---------------------------------------------------------------------------
+
 
 def test_warmup_is_linear_and_reaches_the_peak():
     cfg = config(learning_rate=0.4, warmup_epochs=2, epochs=10, schedule="constant")
@@ -267,10 +288,10 @@ def test_cosine_starts_at_peak_and_ends_at_min():
     total = 5 * spe
     rates = [learning_rate(cfg, s, spe) for s in range(total + 1)]
     assert rates[0] == 0.1
-    assert abs(rates[total] - 0.001) < 1e-17                 # t = 1: cos(pi) = -1
-    assert abs(rates[total // 2] - (0.001 + 0.099 * 0.5)) < 1e-15   # halfway: the mean
-    assert all(x > y for x, y in zip(rates, rates[1:]))        # strictly decreasing
-    assert rates[total - 1] - 0.001 < 0.099 * 0.01             # the last step is near the end value
+    assert abs(rates[total] - 0.001) < 1e-17  # t = 1: cos(pi) = -1
+    assert abs(rates[total // 2] - (0.001 + 0.099 * 0.5)) < 1e-15  # halfway: the mean
+    assert all(x > y for x, y in zip(rates, rates[1:]))  # strictly decreasing
+    assert rates[total - 1] - 0.001 < 0.099 * 0.01  # the last step is near the end value
     close(rates, [0.001 + 0.099 * 0.5 * (1 + math.cos(math.pi * s / total)) for s in range(total + 1)])
 
 
@@ -279,12 +300,13 @@ def test_cosine_after_warmup():
     spe = 4
     rates = [learning_rate(cfg, s, spe) for s in range(21)]
     close(rates[:4], [0.025, 0.05, 0.075, 0.1])
-    assert rates[4] == 0.1                                     # cosine starts at the peak after warm-up
+    assert rates[4] == 0.1  # cosine starts at the peak after warm-up
     close(rates[4:], [0.05 * (1 + math.cos(math.pi * k / 16)) for k in range(17)])
     assert abs(rates[20]) < 1e-17
 
 
 # --- issue 10: what checkpoint.load may assume of the state ------------------------------------
+
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_the_second_moments_a_checkpoint_checks_are_the_ones_that_stay_non_negative(name):

@@ -1,18 +1,19 @@
 """The package keeps a shape a reader can hold: modules of about 400 lines at most.
 
-A module over the budget may not grow: its ceiling is its size when the budget came in, and
-the ceiling comes down as it is split (cli.py into commands, config.py's doc generators out,
-c_library.py into legacy/). A new module over the budget fails at once.
+Sizes are counted after `ruff format`. A module over the budget may not grow: its ceiling is its
+size when the budget came in, and the ceiling comes down as it is split (cli.py into commands,
+config.py's doc generators out, c_library.py into legacy/). A new module over the budget fails at once.
 """
+
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "qmtik"
 BUDGET = 400
-CEILINGS = {            # modules over the budget today: they may shrink, never grow
-    "cli.py": 640,
-    "config.py": 565,
-    "c_library.py": 515,
-    "qmtfile.py": 435,
+CEILINGS = {  # modules over the budget today: they may shrink, never grow
+    "cli.py": 743,
+    "config.py": 661,
+    "c_library.py": 579,
+    "qmtfile.py": 463,
 }
 
 

@@ -1,4 +1,5 @@
 """Parsing what qmtik did not write: every way Python's readers fail ends as one line of ours."""
+
 import gzip
 import io
 import zipfile
@@ -11,7 +12,7 @@ from qmtik import CheckpointError, ConfigError, DataError
 from qmtik.parsing import gunzip, load_json, load_npy, load_npz, load_toml, one_line
 
 DEEP = 100_000
-BIG = "1" * 5000                         # beyond Python's int-digit limit (4300 by default)
+BIG = "1" * 5000  # beyond Python's int-digit limit (4300 by default)
 
 
 def message(info) -> str:
@@ -22,25 +23,32 @@ def message(info) -> str:
 
 # --- JSON and TOML -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, problem", [
-    ("[" * DEEP + "]" * DEEP, "nested too deeply"),
-    ('{"a": ' * DEEP + "1" + "}" * DEEP, "nested too deeply"),
-    ('{"epochs": ' + BIG + "}", "an integer of more than 4300 digits"),
-    ('{"epochs": -' + BIG + "}", "an integer of more than 4300 digits"),
-    ('{"epochs": 1,', "not valid JSON"),
-])
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("[" * DEEP + "]" * DEEP, "nested too deeply"),
+        ('{"a": ' * DEEP + "1" + "}" * DEEP, "nested too deeply"),
+        ('{"epochs": ' + BIG + "}", "an integer of more than 4300 digits"),
+        ('{"epochs": -' + BIG + "}", "an integer of more than 4300 digits"),
+        ('{"epochs": 1,', "not valid JSON"),
+    ],
+)
 def test_load_json_ends_every_failure_in_one_line(text, problem):
     with pytest.raises(CheckpointError) as info:
         load_json(text, "checkpoint c.npz: history", CheckpointError)
     assert message(info).startswith("checkpoint c.npz: history: ") and problem in message(info)
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("a = " + "[" * DEEP + "]" * DEEP, "nested too deeply"),
-    ("a = " + "{b = " * DEEP + "1" + "}" * DEEP, "nested too deeply"),
-    ("[training]\nepochs = " + BIG, "an integer of more than 4300 digits"),
-    ("[training\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("a = " + "[" * DEEP + "]" * DEEP, "nested too deeply"),
+        ("a = " + "{b = " * DEEP + "1" + "}" * DEEP, "nested too deeply"),
+        ("[training]\nepochs = " + BIG, "an integer of more than 4300 digits"),
+        ("[training\n", "not valid TOML"),
+    ],
+)
 def test_load_toml_ends_every_failure_in_one_line(text, problem):
     with pytest.raises(ConfigError) as info:
         load_toml(text, "config file c.toml", ConfigError)
@@ -70,17 +78,22 @@ def test_a_long_library_message_is_cut_to_one_short_line():
 
 # --- gzip ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("damage", ["corrupt", "truncated", "not gzip"])
 def test_gunzip_refuses_a_damaged_stream(damage):
     blob = gzip.compress(b"1,2,3\n" * 1000)
-    blob = {"corrupt": blob[:20] + b"\xff" * 20 + blob[40:], "truncated": blob[: len(blob) // 2],
-            "not gzip": b"1,2,3\n"}[damage]
+    blob = {
+        "corrupt": blob[:20] + b"\xff" * 20 + blob[40:],
+        "truncated": blob[: len(blob) // 2],
+        "not gzip": b"1,2,3\n",
+    }[damage]
     with pytest.raises(DataError) as info:
         gunzip(blob, "data file d.csv.gz", DataError)
     assert message(info).startswith("data file d.csv.gz: not a readable gzip file")
 
 
 # --- .npz and .npy -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("how", ["encrypted", "method", "deflate"])
 def test_load_npz_refuses_a_hostile_member(tmp_path, how):

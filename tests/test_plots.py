@@ -1,5 +1,6 @@
 """Plots: the numbers behind them exactly, then the pictures: valid images that show something,
 written atomically, and one clear error without matplotlib or with an unknown suffix."""
+
 import importlib
 import struct
 import sys
@@ -17,16 +18,20 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def hand_model():
     """2-2-1, relu then linear, requantization by exactly 1, inputs 0..255 so code = x - 128."""
+
     def layer(weight, activation, out_zero):
         weight = np.array(weight, dtype=np.int8)
         rows = len(weight)
-        return intref.build_layer(weight, np.zeros(rows, dtype=np.int64), np.ones(rows), 1.0, -128,
-                             activation, 1.0, out_zero)
-    return QuantizedModel("regression", "linear", (0, 255),
-                          [layer([[127, 0], [0, -1]], "relu", -128), layer([[2, 1]], "linear", 0)])
+        return intref.build_layer(
+            weight, np.zeros(rows, dtype=np.int64), np.ones(rows), 1.0, -128, activation, 1.0, out_zero
+        )
+
+    return QuantizedModel(
+        "regression", "linear", (0, 255), [layer([[127, 0], [0, -1]], "relu", -128), layer([[2, 1]], "linear", 0)]
+    )
 
 
-HAND_X = np.array([[128, 128], [129, 0], [255, 255]])   # codes [0, 0], [1, -128], [127, 127]
+HAND_X = np.array([[128, 128], [129, 0], [255, 255]])  # codes [0, 0], [1, -128], [127, 127]
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +53,7 @@ def png_size(path) -> tuple[int, int]:
 def pixels(path):
     """The image as (height, width, 3) bytes, checked against the IHDR size."""
     from matplotlib.image import imread
+
     width, height = png_size(path)
     assert 300 <= width <= 3000 and 300 <= height <= 3000
     image = imread(path)
@@ -71,6 +77,7 @@ def assert_drawn(image):
 
 
 # --- the numbers -------------------------------------------------------------------------------
+
 
 def test_layer_statistics_of_a_hand_made_model():
     first, second = plots.layer_statistics(hand_model(), HAND_X)
@@ -121,21 +128,24 @@ def test_confusion_matrix_counts_rows_true_columns_predicted():
 
 # --- the pictures ------------------------------------------------------------------------------
 
+
 def test_plot_history_draws_two_panels_with_float_epochs_and_the_best(trained, tmp_path):
     net, _ = trained
     path = tmp_path / "history.png"
     plots.plot_history(net.history_, path)
     image = pixels(path)
     width, height = png_size(path)
-    assert width > 2 * height                                   # two panels side by side
+    assert width > 2 * height  # two panels side by side
     assert_drawn(image)
-    assert colour_share(image, (217, 217, 217), 3) > 0.03       # the float epoch, shaded grey
-    assert has_colour(image, (214, 39, 40), 20)                 # the kept epoch, a red line
+    assert colour_share(image, (217, 217, 217), 3) > 0.03  # the float epoch, shaded grey
+    assert has_colour(image, (214, 39, 40), 20)  # the kept epoch, a red line
 
 
 def test_plot_history_without_validation_or_float_epochs(tmp_path):
-    records = [{"epoch": e, "loss": 1 / e, "train_metric": 0.1 * e, "val_loss": None, "val_metric": None,
-                "quantized": True} for e in (1, 2, 3)]
+    records = [
+        {"epoch": e, "loss": 1 / e, "train_metric": 0.1 * e, "val_loss": None, "val_metric": None, "quantized": True}
+        for e in (1, 2, 3)
+    ]
     plots.plot_history({"epochs": records, "best_epoch": None}, tmp_path / "h.png", task="regression")
     assert colour_share(pixels(tmp_path / "h.png"), (217, 217, 217), 3) < 0.005
     with pytest.raises(PlotError, match="no epochs"):
@@ -149,7 +159,7 @@ def test_plot_confusion(trained, digits, tmp_path):
     plots.plot_confusion(y, model.predict(x), path)
     image = pixels(path)
     assert_drawn(image)
-    assert has_colour(image, (8, 48, 107), 25)                  # the darkest blue: a full diagonal cell
+    assert has_colour(image, (8, 48, 107), 25)  # the darkest blue: a full diagonal cell
 
 
 def test_plot_layers_with_and_without_data(trained, digits, tmp_path):
@@ -159,8 +169,8 @@ def test_plot_layers_with_and_without_data(trained, digits, tmp_path):
     plots.plot_layers(model, tmp_path / "layers.png", x[:100])
     both, weights = pixels(tmp_path / "layers.png"), pixels(tmp_path / "weights.png")
     assert_drawn(both)
-    assert has_colour(both, (214, 39, 40), 20)                  # the codes at the ends, in red
-    assert both.shape[1] > 1.5 * weights.shape[1]               # a second column: the outputs
+    assert has_colour(both, (214, 39, 40), 20)  # the codes at the ends, in red
+    assert both.shape[1] > 1.5 * weights.shape[1]  # a second column: the outputs
 
 
 def test_the_same_plot_gives_the_same_bytes_and_other_formats_work(tmp_path):
@@ -176,13 +186,16 @@ def test_the_same_plot_gives_the_same_bytes_and_other_formats_work(tmp_path):
 
 # --- failures ----------------------------------------------------------------------------------
 
+
 def test_without_matplotlib_importing_works_and_plotting_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     module = importlib.reload(plots)
-    calls = [module.check_plot_path,
-             lambda p: module.plot_history({"epochs": [{"epoch": 1, "loss": 1.0, "train_metric": 0.5}]}, p),
-             lambda p: module.plot_confusion([0, 1], [0, 1], p),
-             lambda p: module.plot_layers(hand_model(), p, HAND_X)]
+    calls = [
+        module.check_plot_path,
+        lambda p: module.plot_history({"epochs": [{"epoch": 1, "loss": 1.0, "train_metric": 0.5}]}, p),
+        lambda p: module.plot_confusion([0, 1], [0, 1], p),
+        lambda p: module.plot_layers(hand_model(), p, HAND_X),
+    ]
     for call in calls:
         with pytest.raises(PlotError) as error:
             call(tmp_path / "plot.png")
@@ -208,12 +221,13 @@ def test_a_failed_plot_keeps_the_previous_file(monkeypatch, tmp_path):
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
-    monkeypatch.setattr("matplotlib.figure.Figure.savefig", broken)     # failing while rendering
+
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", broken)  # failing while rendering
     with pytest.raises(OSError, match="disk full"):
         plots.plot_confusion([0, 1], [0, 1], path)
     monkeypatch.undo()
-    monkeypatch.setattr("qmtik.files.os.replace", broken)               # failing while writing
+    monkeypatch.setattr("qmtik.files.os.replace", broken)  # failing while writing
     with pytest.raises(OSError, match="disk full"):
         plots.plot_layers(hand_model(), path, HAND_X)
     assert path.read_bytes() == b"the previous plot"
-    assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]         # no temporary file left
+    assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]  # no temporary file left

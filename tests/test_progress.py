@@ -1,10 +1,10 @@
 """What training shows: the epoch line, the bar on a terminal only, quiet."""
+
 import io
 
 from qmtik.progress import Reporter, format_epoch
 
-RECORD = {"epoch": 3, "loss": 0.31234, "train_metric": 0.889, "val_metric": 0.875, "quantized": True,
-          "seconds": 1.234}
+RECORD = {"epoch": 3, "loss": 0.31234, "train_metric": 0.889, "val_metric": 0.875, "quantized": True, "seconds": 1.234}
 
 
 class Terminal(io.StringIO):
@@ -18,8 +18,7 @@ def test_epoch_line_has_loss_accuracies_arithmetic_and_time():
 
 
 def test_regression_line_shows_the_error_and_float():
-    line = format_epoch({**RECORD, "val_metric": None, "train_metric": 0.01234, "quantized": False},
-                        10, "regression")
+    line = format_epoch({**RECORD, "val_metric": None, "train_metric": 0.01234, "quantized": False}, 10, "regression")
     assert line == "epoch  3/10  loss 0.3123  train mse 0.01234  float  1.23 s"
 
 

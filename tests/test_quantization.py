@@ -3,6 +3,7 @@
 Integers are compared exactly. The oracles are independent of the code under test: rounding
 is done on fractions.Fraction (the exact value of a float), sums in Python or numpy int64.
 """
+
 import math
 from fractions import Fraction
 
@@ -28,6 +29,7 @@ def as_ints(a):
 
 # --- round_half_away -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_round_half_away_ties_go_away_from_zero(dtype):
     x = np.array([0.5, -0.5, 1.5, 2.5, -2.5, -1.5, 3.5, 0.49, -0.51, 0.0, 7.0, -7.25], dtype=dtype)
@@ -42,9 +44,10 @@ def test_round_half_away_ties_go_away_from_zero(dtype):
 def test_round_half_away_float_just_below_half(dtype):
     below = np.nextafter(dtype(0.5), dtype(0))
     assert below < 0.5
-    assert float(below + dtype(0.5)) == 1.0          # why floor(|x| + 0.5) is wrong here
-    np.testing.assert_array_equal(q.round_half_away(np.array([below, -below], dtype=dtype)),
-                                  np.array([0, 0], dtype=dtype))
+    assert float(below + dtype(0.5)) == 1.0  # why floor(|x| + 0.5) is wrong here
+    np.testing.assert_array_equal(
+        q.round_half_away(np.array([below, -below], dtype=dtype)), np.array([0, 0], dtype=dtype)
+    )
     # and the float just above 0.5 goes up
     above = np.nextafter(dtype(0.5), dtype(1))
     np.testing.assert_array_equal(q.round_half_away(np.array([above, -above])), [1, -1])
@@ -71,10 +74,9 @@ def test_round_half_away_scalar():
 
 
 def _floats(width):
-    limit = 2.0**(24 if width == 32 else 53)
-    halves = st.integers(-(2**(22 if width == 32 else 51)), 2**(22 if width == 32 else 51)).map(lambda k: k + 0.5)
-    return st.one_of(st.floats(-limit * 4, limit * 4, width=width), halves,
-                     st.floats(-3, 3, width=width))
+    limit = 2.0 ** (24 if width == 32 else 53)
+    halves = st.integers(-(2 ** (22 if width == 32 else 51)), 2 ** (22 if width == 32 else 51)).map(lambda k: k + 0.5)
+    return st.one_of(st.floats(-limit * 4, limit * 4, width=width), halves, st.floats(-3, 3, width=width))
 
 
 @settings(max_examples=300, deadline=None)
@@ -94,6 +96,7 @@ def test_round_half_away_float64_matches_exact_oracle(values):
 
 
 # --- quantize / dequantize / fake_quantize -----------------------------------------------------------
+
 
 def test_quantize_rounds_half_away_and_clamps():
     x = np.array([0.25, -0.75, 1.25, 0.0, 63.5, 64.0, -64.0, -64.25, 1000.0, -1000.0])
@@ -120,19 +123,22 @@ def test_quantize_integer_input():
 
 
 def test_dequantize_and_fake_quantize():
-    np.testing.assert_array_equal(q.dequantize(np.array([-128, 0, 5, 127], dtype=np.int8), 0.5, 5),
-                                  [-66.5, -2.5, 0.0, 61.0])
+    np.testing.assert_array_equal(
+        q.dequantize(np.array([-128, 0, 5, 127], dtype=np.int8), 0.5, 5), [-66.5, -2.5, 0.0, 61.0]
+    )
     # 0.3 / 0.25 = 1.2 -> 1; 0.375 / 0.25 = 1.5 -> 2; clamps at -128 and 127 steps
-    np.testing.assert_array_equal(q.fake_quantize(np.array([0.3, 0.375, -0.375, 100.0, -100.0]), 0.25),
-                                  [0.25, 0.5, -0.5, 31.75, -32.0])
-    np.testing.assert_array_equal(q.fake_quantize(np.array([100.0, -100.0]), 0.25, 0, -127, 127),
-                                  [31.75, -31.75])
+    np.testing.assert_array_equal(
+        q.fake_quantize(np.array([0.3, 0.375, -0.375, 100.0, -100.0]), 0.25), [0.25, 0.5, -0.5, 31.75, -32.0]
+    )
+    np.testing.assert_array_equal(q.fake_quantize(np.array([100.0, -100.0]), 0.25, 0, -127, 127), [31.75, -31.75])
     # with a zero point the clamp moves: codes [-128, 127] stand for [0, 255 * s]
-    np.testing.assert_array_equal(q.fake_quantize(np.array([-1.0, 0.0, 2.0, 100.0]), 0.25, -128),
-                                  [0.0, 0.0, 2.0, 63.75])
+    np.testing.assert_array_equal(
+        q.fake_quantize(np.array([-1.0, 0.0, 2.0, 100.0]), 0.25, -128), [0.0, 0.0, 2.0, 63.75]
+    )
 
 
 # --- scales ----------------------------------------------------------------------------------------
+
 
 def test_affine_params_non_negative_range_uses_all_codes():
     scale, zero = q.affine_params(0.0, 2.55)
@@ -172,7 +178,7 @@ def test_affine_params_zero_exact_and_range_covered(lo, hi):
 
 
 def test_weight_scales_and_codes():
-    w = np.array([[0.5, -1.25, 0.0], [0.0625, 0.25, -0.1875]], dtype=np.float32)   # exact in float32
+    w = np.array([[0.5, -1.25, 0.0], [0.0625, 0.25, -0.1875]], dtype=np.float32)  # exact in float32
     codes, scales = q.quantize_weights(w, per_channel=True)
     np.testing.assert_array_equal(scales, [1.25 / 127, 0.25 / 127])
     assert codes.dtype == np.int8
@@ -193,6 +199,7 @@ def test_weight_scales_and_codes():
 
 
 # --- quantize_multiplier ------------------------------------------------------------------------
+
 
 def test_quantize_multiplier_goldens():
     m, s = q.quantize_multiplier([0.75, 1.0, 0.5, 2.0**20, 0.001])
@@ -244,6 +251,7 @@ def test_quantize_multiplier_property(real):
 
 # --- accumulator and bias bounds -----------------------------------------------------------------
 
+
 def test_accumulator_bound_and_bias_limit():
     assert q.accumulator_bound(1) == 128 * 127 == 16256
     assert q.accumulator_bound(1032) == 16776192 < 2**24
@@ -278,20 +286,26 @@ def test_quantize_bias_folds_the_input_zero_point(seed):
     b = rng.normal(0, 0.05, outputs)
     x = rng.integers(-128, 128, (n, inputs)).astype(np.int8)
     got = x.astype(np.int64) @ codes.astype(np.int64).T + q.quantize_bias(b, in_scale, in_zero, codes, w_scale)
-    expected = [[sum(int(codes[i, j]) * (int(x[k, j]) - in_zero) for j in range(inputs))
-                 + exact_round(float(b[i]) / (in_scale * float(w_scale[i])))
-                 for i in range(outputs)] for k in range(n)]
+    expected = [
+        [
+            sum(int(codes[i, j]) * (int(x[k, j]) - in_zero) for j in range(inputs))
+            + exact_round(float(b[i]) / (in_scale * float(w_scale[i])))
+            for i in range(outputs)
+        ]
+        for k in range(n)
+    ]
     np.testing.assert_array_equal(got, np.array(expected, dtype=np.int64))
 
 
 # --- activation tables ---------------------------------------------------------------------------
 
+
 def test_sigmoid_table():
     t = q.activation_table("sigmoid", 8 / 127)
     assert t.dtype == np.int8 and t.shape == (256,)
-    assert int(t[128]) == 0                  # round(0.5 * 256) - 128
-    assert int(t[255]) == 127                # 256 * sigmoid(8) = 255.91 -> 256 -> 128, clamped
-    assert int(t[0]) == -128                 # 256 * sigmoid(-8.06) = 0.08 -> 0 -> -128
+    assert int(t[128]) == 0  # round(0.5 * 256) - 128
+    assert int(t[255]) == 127  # 256 * sigmoid(8) = 255.91 -> 256 -> 128, clamped
+    assert int(t[0]) == -128  # 256 * sigmoid(-8.06) = 0.08 -> 0 -> -128
     assert np.all(np.diff(t.astype(np.int64)) >= 0)
     # 256 * sigmoid(1 * 8/127) = 132.03 -> 132 -> 4
     assert int(t[129]) == 4
@@ -301,16 +315,18 @@ def test_tanh_table():
     t = q.activation_table("tanh", 4 / 127)
     assert t.dtype == np.int8 and t.shape == (256,)
     assert int(t[128]) == 0
-    assert int(t[0]) == -128                 # 128 * tanh(-4.03) = -127.92 -> -128
-    assert int(t[255]) == 127                # 128 * tanh(4) = 127.91 -> 128, clamped
+    assert int(t[0]) == -128  # 128 * tanh(-4.03) = -127.92 -> -128
+    assert int(t[255]) == 127  # 128 * tanh(4) = 127.91 -> 128, clamped
     assert np.all(np.diff(t.astype(np.int64)) >= 0)
     # 128 * tanh(4/127) = 4.03 -> 4
     assert int(t[129]) == 4 and int(t[127]) == -4
 
 
 def test_tables_match_oracle():
-    for kind, pre, fn, s, z in (("sigmoid", 0.03, lambda v: 1 / (1 + math.exp(-v)), 256, -128),
-                                ("tanh", 0.021, math.tanh, 128, 0)):
+    for kind, pre, fn, s, z in (
+        ("sigmoid", 0.03, lambda v: 1 / (1 + math.exp(-v)), 256, -128),
+        ("tanh", 0.021, math.tanh, 128, 0),
+    ):
         expected = [max(-128, min(127, exact_round(s * fn(pre * k)) + z)) for k in range(-128, 128)]
         assert as_ints(q.activation_table(kind, pre)) == expected
 
@@ -321,6 +337,7 @@ def test_activation_table_unknown_kind():
 
 
 # --- inputs --------------------------------------------------------------------------------------
+
 
 def test_quantize_inputs_pixels():
     pixels = np.arange(256, dtype=np.uint8).reshape(4, 64)
@@ -357,8 +374,7 @@ def input_oracle(x, low, high):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.floats(-1e3, 1e3), st.floats(1e-3, 1e3),
-       st.lists(st.floats(-2e3, 2e3), min_size=1, max_size=30))
+@given(st.floats(-1e3, 1e3), st.floats(1e-3, 1e3), st.lists(st.floats(-2e3, 2e3), min_size=1, max_size=30))
 def test_quantize_inputs_matches_float32_oracle(low, width, values):
     high = low + width
     x = np.array(values).reshape(1, -1)
@@ -383,16 +399,17 @@ def test_quantize_inputs_is_float32_near_ties():
     x = np.array([[-1 + 2.5 / 127.5]])
     np.testing.assert_array_equal(q.quantize_inputs(x, (-1.0, 1.0)), [[-126]])
     for low, high in ((-1.0, 1.0), (0.1, 0.7)):
-        x = low + (np.arange(256) + 0.5) / (255 / (high - low))     # every half-step
+        x = low + (np.arange(256) + 0.5) / (255 / (high - low))  # every half-step
         x = np.concatenate([x, np.nextafter(x, -np.inf), np.nextafter(x, np.inf)]).reshape(3, -1)
         codes = q.quantize_inputs(x, (low, high))
         expected = input_oracle(x, low, high)
         assert as_ints(codes) == expected
         in_float64 = np.clip(q.round_half_away((x - low) * (255 / (high - low))) - 128, -128, 127)
-        assert as_ints(in_float64) != expected          # float64 arithmetic would be caught
+        assert as_ints(in_float64) != expected  # float64 arithmetic would be caught
 
 
 # --- output quantization ------------------------------------------------------------------------
+
 
 def test_output_quantization_tables_capped():
     assert q.output_quantization("sigmoid", np.array([-100.0, 100.0])) == (1 / 256, -128, 8 / 127)
@@ -414,6 +431,7 @@ def test_output_quantization_fixed_and_observed():
 
 # --- issue 10: non-finite input is a QuantizationError, harmless overflow is silent -------------
 
+
 @pytest.mark.parametrize("lo, hi", [(np.nan, 1.0), (0.0, np.inf), (-np.inf, 0.0), (-1e308, 1e308)])
 def test_affine_params_of_a_range_that_is_not_finite_is_a_quantization_error(lo, hi):
     """A NaN range used to end in 'ValueError: cannot convert float NaN to integer'."""
@@ -421,9 +439,16 @@ def test_affine_params_of_a_range_that_is_not_finite_is_a_quantization_error(lo,
         q.affine_params(lo, hi)
 
 
-@pytest.mark.parametrize("activation, observed", [
-    ("relu", [np.nan, np.nan]), ("relu", [0.0, np.inf]), ("linear", [-3e38, 3e38]),
-    ("sigmoid", [np.nan, np.nan]), ("tanh", [-np.inf, 0.0])])      # tables cap a wide finite range
+@pytest.mark.parametrize(
+    "activation, observed",
+    [
+        ("relu", [np.nan, np.nan]),
+        ("relu", [0.0, np.inf]),
+        ("linear", [-3e38, 3e38]),
+        ("sigmoid", [np.nan, np.nan]),
+        ("tanh", [-np.inf, 0.0]),
+    ],
+)  # tables cap a wide finite range
 def test_output_quantization_of_a_bad_range_is_a_quantization_error(activation, observed):
     with pytest.raises(qmtik.QuantizationError, match="not finite|wider than float32"):
         q.output_quantization(activation, np.array(observed))
@@ -439,8 +464,10 @@ def test_weights_or_biases_that_are_not_finite_are_a_quantization_error(values):
         q.quantize_bias(np.array(values), 1 / 255, -128, np.ones((2, 3), np.int8), np.array([0.01, 0.01]))
 
 
-@pytest.mark.parametrize("real, shown", [([0.5, np.inf, 0.25], "inf"), ([0.5, -2.0], "-2.0"),
-                                         ([np.nan, 0.5], "nan"), ([0.1, 0.2, -np.inf], "-inf")])
+@pytest.mark.parametrize(
+    "real, shown",
+    [([0.5, np.inf, 0.25], "inf"), ([0.5, -2.0], "-2.0"), ([np.nan, 0.5], "nan"), ([0.1, 0.2, -np.inf], "-inf")],
+)
 def test_a_bad_multiplier_is_named_not_the_smallest(real, shown):
     """The message used to print real.min(), which skips an inf among finite values."""
     with pytest.raises(qmtik.QuantizationError) as info:
@@ -476,16 +503,39 @@ def test_inputs_far_beyond_a_wide_range_clamp_without_warnings():
     np.testing.assert_array_equal(codes, [[127, -128, 127]])
 
 
-@pytest.mark.parametrize("lo, hi, ok", [(0, 1, True), (-5, -1, True), (0, 0, True), (-1.7e38, 1.7e38, True),
-                                        (1, 0, False), (np.nan, 1, False), (0, np.inf, False),
-                                        (-3e38, 3e38, False), (1e38, 3.4e38, True), (-1e38, 3e38, False)])
+@pytest.mark.parametrize(
+    "lo, hi, ok",
+    [
+        (0, 1, True),
+        (-5, -1, True),
+        (0, 0, True),
+        (-1.7e38, 1.7e38, True),
+        (1, 0, False),
+        (np.nan, 1, False),
+        (0, np.inf, False),
+        (-3e38, 3e38, False),
+        (1e38, 3.4e38, True),
+        (-1e38, 3e38, False),
+    ],
+)
 def test_range_problem(lo, hi, ok):
     assert (q.range_problem(lo, hi) is None) == ok
 
 
-@pytest.mark.parametrize("scale, ok", [(q.F32_TINY, True), (1.0, True), (q.SCALE_MAX, True), (1e-39, False),
-                                       (q.SCALE_MAX * 1.001, False), (0.0, False), (-1.0, False),
-                                       (np.nan, False), (np.inf, False)])
+@pytest.mark.parametrize(
+    "scale, ok",
+    [
+        (q.F32_TINY, True),
+        (1.0, True),
+        (q.SCALE_MAX, True),
+        (1e-39, False),
+        (q.SCALE_MAX * 1.001, False),
+        (0.0, False),
+        (-1.0, False),
+        (np.nan, False),
+        (np.inf, False),
+    ],
+)
 def test_scale_problem(scale, ok):
     """A fixed scale is a normal float32 whose 256 steps stay finite in float32."""
     problem = q.scale_problem(scale)
@@ -495,6 +545,7 @@ def test_scale_problem(scale, ok):
 
 
 # --- training's forms: the same numbers, in buffers ------------------------------------------------
+
 
 def codes_into(weight, scales, clamp=True):
     """quantize_weights_into's codes for weight (outputs x inputs), back in weight's layout."""
@@ -510,8 +561,13 @@ def test_quantize_weights_into_equals_quantize_weights_at_ties(dtype):
     """Quotients of exactly k + 0.5 (common: the issue's rounding ties) round away from zero,
     as quantize does; the largest float below 0.5 rounds to 0; values beyond 127 clip."""
     below = np.nextafter(dtype(0.5), dtype(0))
-    w = np.array([[0.5, -0.5, 2.5, -2.5, 3.5, -3.5, below, -below, 126.5, -126.5, 127.0, 0.0],
-                  [1.5, -1.5, 200.0, -1e30, 64.5, 0.25, 0.0, 7.0, -7.5, 8.5, 1.0, -1.0]], dtype=dtype)
+    w = np.array(
+        [
+            [0.5, -0.5, 2.5, -2.5, 3.5, -3.5, below, -below, 126.5, -126.5, 127.0, 0.0],
+            [1.5, -1.5, 200.0, -1e30, 64.5, 0.25, 0.0, 7.0, -7.5, 8.5, 1.0, -1.0],
+        ],
+        dtype=dtype,
+    )
     scales = np.array([1.0, 1.0])
     expected = q.quantize(w, scales[:, None].astype(dtype), 0, -q.WMAX, q.WMAX)
     np.testing.assert_array_equal(codes_into(w, scales), expected)
@@ -531,7 +587,7 @@ def test_quantize_weights_into_equals_quantize_weights(seed, per_channel, fixed)
     scales = q.weight_scales(w, per_channel, fixed)
     codes, _ = q.quantize_weights(w, per_channel, fixed)
     np.testing.assert_array_equal(codes_into(w, scales), codes)
-    if fixed is None:                                    # automatic scales need no clamp
+    if fixed is None:  # automatic scales need no clamp
         np.testing.assert_array_equal(codes_into(w, scales, clamp=False), codes)
 
 
@@ -546,7 +602,7 @@ def test_quantize_weights_into_unclamped_automatic_scales_stay_in_range(dtype):
         codes = codes_into(w, scales, clamp=False)
         assert codes.max() <= 127 and codes.min() >= -127
         np.testing.assert_array_equal(codes, q.quantize_weights(w, per_channel)[0])
-        if per_channel:                                  # below 1e-8 the scale's floor holds them
+        if per_channel:  # below 1e-8 the scale's floor holds them
             wide = np.abs(w).max(axis=1) >= 1e-8
             np.testing.assert_array_equal(np.abs(codes[wide]).max(axis=1), 127)
 

@@ -1,4 +1,5 @@
 """The training loop on real data: accuracy, determinism, the kept epoch, divergence."""
+
 import os
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def test_bundled_digits_reach_95_percent_validation_accuracy(trained, digits):
     assert best["quantized"] is True
     assert best["val_metric"] >= 0.95
     _, (x_test, y_test) = digits
-    assert trained.score(x_test, y_test) >= 0.93      # held-out part, on the int8 arithmetic
+    assert trained.score(x_test, y_test) >= 0.93  # held-out part, on the int8 arithmetic
 
 
 def test_validation_accuracy_is_the_integer_models(trained, digits):
@@ -43,8 +44,9 @@ def test_validation_accuracy_is_the_integer_models(trained, digits):
     (x, y), _ = digits
     config = trained.config
     codes = quantize_inputs(x, trained.input_range_)
-    _, val = split_validation(Split(codes, np.eye(10, dtype=np.float32)[y]), config.training.validation_split,
-                              config.training.seed)
+    _, val = split_validation(
+        Split(codes, np.eye(10, dtype=np.float32)[y]), config.training.validation_split, config.training.seed
+    )
     out = val.codes
     for layer in integer_layers(trained.layers_, QuantSpec.from_config(config)):
         out = intref.layer_forward(out, layer)
@@ -87,10 +89,17 @@ print(h.hexdigest())
 
 def test_same_seed_and_thread_count_give_the_same_bits_across_processes():
     """BLAS may split a sum differently for another thread count, so the count is pinned."""
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-           "MKL_NUM_THREADS": "1"}
-    runs = [subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
-            for _ in range(2)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(SRC),
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+    runs = [
+        subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
+        for _ in range(2)
+    ]
     assert len(runs[0].stdout.strip()) == 64
     assert runs[0].stdout == runs[1].stdout
 
@@ -138,8 +147,14 @@ def test_divergence_keeps_the_previous_checkpoint(digits, tmp_path):
 def test_every_optimizer_learns_the_digits(digits, optimizer):
     (x, y), _ = digits
     lr = {"sgd": 0.05, "rmsprop": 0.001}.get(optimizer, 0.003)
-    config = digits_config(**{"training.optimizer": optimizer, "training.learning_rate": lr,
-                              "training.epochs": 8, "training.nesterov": optimizer == "sgd"})
+    config = digits_config(
+        **{
+            "training.optimizer": optimizer,
+            "training.learning_rate": lr,
+            "training.epochs": 8,
+            "training.nesterov": optimizer == "sgd",
+        }
+    )
     net = qmtik.Network(config).fit(x, y)
     assert max(r["val_metric"] for r in net.history_["epochs"]) >= 0.9
 
@@ -147,8 +162,9 @@ def test_every_optimizer_learns_the_digits(digits, optimizer):
 @pytest.mark.parametrize("schedule", ["constant", "step", "cosine"])
 def test_every_schedule_with_warmup_learns_the_digits(digits, schedule):
     (x, y), _ = digits
-    config = digits_config(**{"training.schedule": schedule, "training.warmup_epochs": 1.5,
-                              "training.epochs": 8, "training.step_size": 4})
+    config = digits_config(
+        **{"training.schedule": schedule, "training.warmup_epochs": 1.5, "training.epochs": 8, "training.step_size": 4}
+    )
     net = qmtik.Network(config).fit(x, y)
     rates = [r["learning_rate"] for r in net.history_["epochs"]]
     if schedule == "constant":
@@ -181,15 +197,19 @@ class StopAfter(Silent):
 
 
 @pytest.mark.filterwarnings("error")
-@pytest.mark.parametrize("changes", [
-    {"training.learning_rate": 1e20},
-    {"training.learning_rate": 1e20, "training.float_epochs": 2},
-    {"training.learning_rate": 3e38, "training.optimizer": "sgd", "training.momentum": 0.0},
-    {"training.weight_decay": 1e30, "training.optimizer": "adam"},
-    {"training.weight_decay": 1e30, "training.optimizer": "sgd"},
-    {"training.learning_rate": 1e20, "network.activation": "sigmoid"},
-    {"training.learning_rate": 1e20, "network.activation": "tanh", "training.float_epochs": 1},
-], ids=["lr-int8", "lr-float", "lr-sgd", "decay-adam", "decay-sgd", "lr-sigmoid", "lr-tanh-then-int8"])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"training.learning_rate": 1e20},
+        {"training.learning_rate": 1e20, "training.float_epochs": 2},
+        {"training.learning_rate": 3e38, "training.optimizer": "sgd", "training.momentum": 0.0},
+        {"training.weight_decay": 1e30, "training.optimizer": "adam"},
+        {"training.weight_decay": 1e30, "training.optimizer": "sgd"},
+        {"training.learning_rate": 1e20, "network.activation": "sigmoid"},
+        {"training.learning_rate": 1e20, "network.activation": "tanh", "training.float_epochs": 1},
+    ],
+    ids=["lr-int8", "lr-float", "lr-sgd", "decay-adam", "decay-sgd", "lr-sigmoid", "lr-tanh-then-int8"],
+)
 def test_a_blow_up_is_divergence_and_keeps_the_checkpoint(digits, tmp_path, changes):
     """Weights, gradients or observed ranges that leave float32 stop training with the one
     'training diverged' error (no ValueError from affine_params, no numpy warning), and the
@@ -241,19 +261,36 @@ def test_an_interrupted_run_resumes(digits, tmp_path):
     assert [r["epoch"] for r in net.history_["epochs"]] == [1, 2, 3]
 
 
-@pytest.mark.parametrize("hostile, fragment", [
-    (lambda p: {"history": history_with(p, lambda h: h["epochs"][0].pop("val_metric"))}, "val_metric None"),
-    (lambda p: {"history": history_with(p, lambda h: h["epochs"][0].update(loss="low"))}, "loss 'low'"),
-    (lambda p: {"history": history_with(p, lambda h: h.update(first_loss=True))}, "first_loss True"),
-    (lambda p: {"optimizer.steps": np.array(-1)}, "optimizer.steps -1"),
-    (lambda p: {"optimizer.steps": np.array(0)}, "optimizer.steps 0"),
-    (lambda p: {"optimizer.steps": np.array(4.0)}, "optimizer.steps is float64"),
-    (lambda p: {"optimizer.square.0": np.full((6, 64), -1.0, np.float32)}, "optimizer.square.0 holds negative"),
-    (lambda p: {"optimizer.mean.1": np.full(6, 1e300)}, "optimizer.mean.1 holds values that are not finite in float32"),
-    (lambda p: {"resume.0.weight": np.full((6, 64), 1e300)}, "resume.0.weight holds values beyond float32"),
-    (lambda p: {"resume.1.observed": np.array([-3e38, 3e38])}, "resume.1.observed [-3e+38, 3e+38] is wider"),
-], ids=["no-val_metric", "loss-text", "first_loss-bool", "steps-1", "steps0", "steps-float", "moment-negative",
-        "moment-1e300", "weights-1e300", "observed-wide"])
+@pytest.mark.parametrize(
+    "hostile, fragment",
+    [
+        (lambda p: {"history": history_with(p, lambda h: h["epochs"][0].pop("val_metric"))}, "val_metric None"),
+        (lambda p: {"history": history_with(p, lambda h: h["epochs"][0].update(loss="low"))}, "loss 'low'"),
+        (lambda p: {"history": history_with(p, lambda h: h.update(first_loss=True))}, "first_loss True"),
+        (lambda p: {"optimizer.steps": np.array(-1)}, "optimizer.steps -1"),
+        (lambda p: {"optimizer.steps": np.array(0)}, "optimizer.steps 0"),
+        (lambda p: {"optimizer.steps": np.array(4.0)}, "optimizer.steps is float64"),
+        (lambda p: {"optimizer.square.0": np.full((6, 64), -1.0, np.float32)}, "optimizer.square.0 holds negative"),
+        (
+            lambda p: {"optimizer.mean.1": np.full(6, 1e300)},
+            "optimizer.mean.1 holds values that are not finite in float32",
+        ),
+        (lambda p: {"resume.0.weight": np.full((6, 64), 1e300)}, "resume.0.weight holds values beyond float32"),
+        (lambda p: {"resume.1.observed": np.array([-3e38, 3e38])}, "resume.1.observed [-3e+38, 3e+38] is wider"),
+    ],
+    ids=[
+        "no-val_metric",
+        "loss-text",
+        "first_loss-bool",
+        "steps-1",
+        "steps0",
+        "steps-float",
+        "moment-negative",
+        "moment-1e300",
+        "weights-1e300",
+        "observed-wide",
+    ],
+)
 def test_a_hostile_resume_state_is_refused_naming_the_field(digits, tmp_path, hostile, fragment):
     """Fields training reads on resume used to fail as KeyError (a record without val_metric),
     ZeroDivisionError (optimizer.steps -1) or a float32 overflow; each is a CheckpointError."""
@@ -268,9 +305,10 @@ def test_a_hostile_resume_state_is_refused_naming_the_field(digits, tmp_path, ho
 def test_resume_needs_the_steps_of_this_training_data(digits, tmp_path):
     (x, y), _ = digits
     path, config = interrupted_run(digits, tmp_path)
-    rewrite(path, **{"optimizer.steps": np.array(5)})         # the data takes 6 steps an epoch
-    with pytest.raises(qmtik.CheckpointError, match="its 1 epochs took 5 steps, where this training data "
-                                                    "takes 6 an epoch"):
+    rewrite(path, **{"optimizer.steps": np.array(5)})  # the data takes 6 steps an epoch
+    with pytest.raises(
+        qmtik.CheckpointError, match="its 1 epochs took 5 steps, where this training data takes 6 an epoch"
+    ):
         qmtik.Network(config).fit(x, y, checkpoint=path, resume=True)
 
 
@@ -300,9 +338,11 @@ def test_a_resume_state_at_the_float32_limit_is_divergence(digits, tmp_path, key
 
 # --- from the command line: one line on stderr, or nothing --------------------------------------
 
+
 def run_cli(capsys, argv) -> tuple[int, str]:
     """main(argv) with every warning an error: (exit code, stderr)."""
     from qmtik.cli import main
+
     capsys.readouterr()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -310,15 +350,18 @@ def run_cli(capsys, argv) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, code, fragment", [
-    (["--learning-rate", "1e20"], 1, "training diverged at epoch 1"),
-    (["--set", "training.weight_decay=1e30"], 1, "training diverged at epoch 1"),
-    (["--set", "training.eps=1e-320"], 2, "config key training.eps: got 1e-320"),
-    (["--set", "training.weight_decay=1e300"], 2, "config key training.weight_decay: got 1e+300"),
-    (["--set", "quantization.weight_scale=1e300"], 2, "config key quantization.weight_scale: got 1e+300"),
-    (["--set", "quantization.activation_scale=1e-320"], 2, "config key quantization.activation_scale: got 1e-320"),
-    (["--set", "training.schedule=cosin"], 2, "config key training.schedule: got 'cosin'"),
-])
+@pytest.mark.parametrize(
+    "argv, code, fragment",
+    [
+        (["--learning-rate", "1e20"], 1, "training diverged at epoch 1"),
+        (["--set", "training.weight_decay=1e30"], 1, "training diverged at epoch 1"),
+        (["--set", "training.eps=1e-320"], 2, "config key training.eps: got 1e-320"),
+        (["--set", "training.weight_decay=1e300"], 2, "config key training.weight_decay: got 1e+300"),
+        (["--set", "quantization.weight_scale=1e300"], 2, "config key quantization.weight_scale: got 1e+300"),
+        (["--set", "quantization.activation_scale=1e-320"], 2, "config key quantization.activation_scale: got 1e-320"),
+        (["--set", "training.schedule=cosin"], 2, "config key training.schedule: got 'cosin'"),
+    ],
+)
 def test_extreme_values_from_the_command_line_end_in_one_line(tmp_path, monkeypatch, capsys, argv, code, fragment):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "t.toml").write_text("[network]\nhidden = [6]\n[training]\nepochs = 2\nbatch_size = 256\n")
@@ -328,18 +371,29 @@ def test_extreme_values_from_the_command_line_end_in_one_line(tmp_path, monkeypa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.toml"]
 
 
-@pytest.mark.parametrize("changes", [
-    ["--set", "network.activation='sigmoid'", "--set", "quantization.activation_scale=1e30"],
-    ["--set", "quantization.weight_scale=1.2e-38", "--set", "network.activation='tanh'"],
-    ["--set", "training.eps=1.2e-38", "--set", "training.float_epochs=1", "--learning-rate", "1e-30"],
-], ids=["sigmoid-table-of-1e30", "tiny-weight-scale", "tiny-eps-and-rate"])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        ["--set", "network.activation='sigmoid'", "--set", "quantization.activation_scale=1e30"],
+        ["--set", "quantization.weight_scale=1.2e-38", "--set", "network.activation='tanh'"],
+        ["--set", "training.eps=1.2e-38", "--set", "training.float_epochs=1", "--learning-rate", "1e-30"],
+    ],
+    ids=["sigmoid-table-of-1e30", "tiny-weight-scale", "tiny-eps-and-rate"],
+)
 def test_successful_commands_write_nothing_on_stderr(tmp_path, monkeypatch, capsys, changes):
     """Extreme but accepted values: train, eval, quantize, info, export-c and predict succeed
     with stderr empty (numpy warnings used to appear there)."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "t.toml").write_text("[network]\nhidden = [6]\n[training]\nepochs = 1\nbatch_size = 256\n")
     np.savetxt(tmp_path / "in.csv", np.random.default_rng(0).uniform(0, 16, (4, 64)), delimiter=",")
-    for argv in (["train", "t.toml", "-q", "--qmt", "t.qmt", *changes], ["eval", "t.ckpt.npz"],
-                 ["eval", "t.qmt", "digits"], ["quantize", "t.ckpt.npz", "-o", "u.qmt"], ["info", "t.ckpt.npz"],
-                 ["export-c", "t.qmt", "-o", "t.h"], ["predict", "t.ckpt.npz", "in.csv"], ["predict", "t.qmt", "in.csv"]):
+    for argv in (
+        ["train", "t.toml", "-q", "--qmt", "t.qmt", *changes],
+        ["eval", "t.ckpt.npz"],
+        ["eval", "t.qmt", "digits"],
+        ["quantize", "t.ckpt.npz", "-o", "u.qmt"],
+        ["info", "t.ckpt.npz"],
+        ["export-c", "t.qmt", "-o", "t.h"],
+        ["predict", "t.ckpt.npz", "in.csv"],
+        ["predict", "t.qmt", "in.csv"],
+    ):
         assert run_cli(capsys, argv) == (0, ""), argv

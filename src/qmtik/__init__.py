@@ -12,27 +12,28 @@
 
 Every error qmtik raises on purpose is a QmtikError, one of those listed below (errors.py).
 """
+
 from . import export_c  # noqa: F401 - qmtik.export_c.export_c(model, prefix), as the docs show
 from .config import Config, DataConfig, NetworkConfig, QuantizationConfig, TrainingConfig, load_config
 from .data import load_arrays, load_digits, load_file
 from .data import named_dataset as load_dataset
 from .download import get_dataset
 from .errors import (
-                     CheckFailed,
-                     CheckpointError,
-                     CompilerError,
-                     ConfigError,
-                     DataError,
-                     DownloadError,
-                     ExportError,
-                     ModelFormatError,
-                     NotFittedError,
-                     OutputError,
-                     PlotError,
-                     QmtikError,
-                     QuantizationError,
-                     TrainingError,
-                     UsageError,
+    CheckFailed,
+    CheckpointError,
+    CompilerError,
+    ConfigError,
+    DataError,
+    DownloadError,
+    ExportError,
+    ModelFormatError,
+    NotFittedError,
+    OutputError,
+    PlotError,
+    QmtikError,
+    QuantizationError,
+    TrainingError,
+    UsageError,
 )
 from .model import QuantizedModel
 from .network import Network
@@ -40,11 +41,35 @@ from .qmtfile import load_model, save_model
 from .version import __version__
 
 __all__ = [
-    "Config", "NetworkConfig", "QuantizationConfig", "TrainingConfig", "DataConfig", "load_config",
-    "Network", "QuantizedModel", "load_model", "save_model",
-    "load_dataset", "load_digits", "load_arrays", "load_file", "get_dataset",
-    "QmtikError", "ConfigError", "DataError", "CheckpointError", "TrainingError", "QuantizationError",
-    "ModelFormatError", "DownloadError", "PlotError", "NotFittedError", "ExportError", "CompilerError",
-    "OutputError", "UsageError", "CheckFailed",
+    "Config",
+    "NetworkConfig",
+    "QuantizationConfig",
+    "TrainingConfig",
+    "DataConfig",
+    "load_config",
+    "Network",
+    "QuantizedModel",
+    "load_model",
+    "save_model",
+    "load_dataset",
+    "load_digits",
+    "load_arrays",
+    "load_file",
+    "get_dataset",
+    "QmtikError",
+    "ConfigError",
+    "DataError",
+    "CheckpointError",
+    "TrainingError",
+    "QuantizationError",
+    "ModelFormatError",
+    "DownloadError",
+    "PlotError",
+    "NotFittedError",
+    "ExportError",
+    "CompilerError",
+    "OutputError",
+    "UsageError",
+    "CheckFailed",
     "__version__",
 ]

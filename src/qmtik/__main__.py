@@ -1,4 +1,5 @@
 """python -m qmtik: the same as the qmtik command."""
+
 import sys
 
 from .cli import main

@@ -3,6 +3,7 @@
 Used by `qmtik export-c --check` and `--report`, by the tests and by the benchmark. Nothing
 here is needed to use a header; it only proves and measures one.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,7 @@ from .export_c import export_c
 from .model import QuantizedModel, memory_needs
 
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wconversion", "-Wshadow"]
-STRICT_CXX11 = ["-std=c++11", *STRICT[1:]]          # the header is C++ too: its declarations are extern "C"
+STRICT_CXX11 = ["-std=c++11", *STRICT[1:]]  # the header is C++ too: its declarations are extern "C"
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover"]
 LANGUAGES = {"c": (STRICT, ".c"), "c++11": (STRICT_CXX11, ".cpp")}
 
@@ -58,7 +59,7 @@ static int run_${p}(void)
     free(scratch);
     return 0;
 }
-""")   # one header of prefix p, as export-c writes it, run on its part of stdin (C99 and C++11)
+""")  # one header of prefix p, as export-c writes it, run on its part of stdin (C99 and C++11)
 
 MAIN = Template(r"""
 int main(void)
@@ -75,7 +76,7 @@ int main(void)
     }
     return 0;
 }
-""")   # the headers in turn, each reading its own part of stdin
+""")  # the headers in turn, each reading its own part of stdin
 
 
 def first_error(stderr: str) -> str:
@@ -98,27 +99,39 @@ def sanitizers_work(cc: str, folder: Path, language: str = "c") -> bool:
     """Whether cc can build with ASan and UBSan here (their runtimes installed)."""
     source = folder / ("probe" + LANGUAGES[language][1])
     source.write_text("int main(void) { return 0; }\n")
-    return subprocess.run([cc, *SANITIZE, str(source), "-o", str(folder / "probe")],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run([cc, *SANITIZE, str(source), "-o", str(folder / "probe")], capture_output=True).returncode == 0
+    )
 
 
-def run_header(model: QuantizedModel, codes, raw, folder: Path, cc: str | None = None,
-               sanitize: bool = True, prefix: str = "net", language: str = "c") -> dict:
+def run_header(
+    model: QuantizedModel,
+    codes,
+    raw,
+    folder: Path,
+    cc: str | None = None,
+    sanitize: bool = True,
+    prefix: str = "net",
+    language: str = "c",
+) -> dict:
     """Compile the model's header of prefix (the very text export-c writes with it) with a
     driver in language, "c" (C99) or "c++11" (strict warnings, sanitizers when available),
     run it on int8 codes and raw float inputs, and return what it computed."""
     return run_headers([(prefix, model, codes, raw)], folder, cc, sanitize, language)[0]
 
 
-def run_headers(runs, folder: Path, cc: str | None = None, sanitize: bool = True, language: str = "c",
-                optimize: str = "-O1") -> list:
+def run_headers(
+    runs, folder: Path, cc: str | None = None, sanitize: bool = True, language: str = "c", optimize: str = "-O1"
+) -> list:
     """run_header for several (prefix, model, codes, raw), all headers in one program (so
     their names must not clash): one compile, one run, one result per header."""
     flags, suffix = LANGUAGES[language]
     cc = cc or find_compiler(language)
     if cc is None:
-        raise CompilerError(f"no {language.upper()} compiler found (tried "
-                            f"{'$CC, gcc, cc, clang' if language == 'c' else '$CXX, g++, c++, clang++'})")
+        raise CompilerError(
+            f"no {language.upper()} compiler found (tried "
+            f"{'$CC, gcc, cc, clang' if language == 'c' else '$CXX, g++, c++, clang++'})"
+        )
     folder = Path(folder)
     stdin, parts = b"", []
     for prefix, model, codes, raw in runs:
@@ -127,20 +140,24 @@ def run_headers(runs, folder: Path, cc: str | None = None, sanitize: bool = True
         raw = np.asarray(raw, dtype="<f4").reshape(-1, model.inputs)
         stdin += struct.pack("<i", len(codes)) + codes.tobytes() + struct.pack("<i", len(raw)) + raw.tobytes()
         parts.append((model, len(codes), len(raw)))
-    driver = "#include <stdio.h>\n#include <stdlib.h>\n" \
-        + "".join(RUNNER.substitute(p=prefix, P=prefix.upper()) for prefix, *_ in runs) \
+    driver = (
+        "#include <stdio.h>\n#include <stdlib.h>\n"
+        + "".join(RUNNER.substitute(p=prefix, P=prefix.upper()) for prefix, *_ in runs)
         + MAIN.substitute(runs=", ".join(f"run_{prefix}" for prefix, *_ in runs))
+    )
     (folder / ("driver" + suffix)).write_text(driver)
     flags = [*flags, optimize] + (SANITIZE if sanitize and sanitizers_work(cc, folder, language) else [])
-    build = subprocess.run([cc, *flags, "driver" + suffix, "-o", "driver", "-lm"], cwd=folder,
-                           capture_output=True, text=True)
+    build = subprocess.run(
+        [cc, *flags, "driver" + suffix, "-o", "driver", "-lm"], cwd=folder, capture_output=True, text=True
+    )
     if build.returncode != 0:
         raise CompilerError(f"the header did not compile: {first_error(build.stderr)}")
     env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1", "UBSAN_OPTIONS": "halt_on_error=1"}
     run = subprocess.run([str(folder / "driver")], input=stdin, capture_output=True, env=env)
     if run.returncode != 0:
-        raise CompilerError(f"the compiled header failed (exit {run.returncode}): "
-                            f"{run.stderr.decode(errors='replace').strip()[:300]}")
+        raise CompilerError(
+            f"the compiled header failed (exit {run.returncode}): {run.stderr.decode(errors='replace').strip()[:300]}"
+        )
     results, offset = [], 0
     for model, n, m in parts:
         result, offset = _read_results(run.stdout, offset, model, n, m)
@@ -154,10 +171,12 @@ def _read_results(out: bytes, offset: int, model: QuantizedModel, n: int, m: int
     rows = np.frombuffer(out, np.uint8, count=n * per_code, offset=offset).reshape(n, per_code)
     offset += n * per_code
     rest = np.frombuffer(out, np.uint8, count=m * per_raw, offset=offset).reshape(m, per_raw)
-    return {"scores": rows[:, :model.outputs].view(np.int8),
-            "classes": rows[:, model.outputs:].copy().view("<i4")[:, 0],
-            "raw_codes": rest[:, :model.inputs].view(np.int8),
-            "probabilities": rest[:, model.inputs:].copy().view("<f4")}, offset + m * per_raw
+    return {
+        "scores": rows[:, : model.outputs].view(np.int8),
+        "classes": rows[:, model.outputs :].copy().view("<i4")[:, 0],
+        "raw_codes": rest[:, : model.inputs].view(np.int8),
+        "probabilities": rest[:, model.inputs :].copy().view("<f4"),
+    }, offset + m * per_raw
 
 
 def spec_classes(model: QuantizedModel, scores) -> np.ndarray:
@@ -171,15 +190,21 @@ def check(model: QuantizedModel, x, prefix: str = "net") -> dict:
     scores, classes, input codes."""
     codes = model.quantize_inputs(x)
     with tempfile.TemporaryDirectory() as tmp:
-        got = run_header(model, codes, np.asarray(x, dtype=np.float32).reshape(len(codes), -1), Path(tmp),
-                         prefix=prefix)
+        got = run_header(
+            model, codes, np.asarray(x, dtype=np.float32).reshape(len(codes), -1), Path(tmp), prefix=prefix
+        )
     want = intref.reference_scores(model.layers, codes)
     scores = (got["scores"] != want).any(axis=1)
     classes = got["classes"] != spec_classes(model, want)
     inputs = (got["raw_codes"] != codes).any(axis=1)
-    return {"samples": len(codes), "score_mismatches": int(scores.sum()), "class_mismatches": int(classes.sum()),
-            "input_mismatches": int(inputs.sum()), "mismatched_samples": int((scores | classes | inputs).sum()),
-            "sanitized": got["sanitized"]}
+    return {
+        "samples": len(codes),
+        "score_mismatches": int(scores.sum()),
+        "class_mismatches": int(classes.sum()),
+        "input_mismatches": int(inputs.sum()),
+        "mismatched_samples": int((scores | classes | inputs).sum()),
+        "sanitized": got["sanitized"],
+    }
 
 
 def code_size(model: QuantizedModel, cc: str | None = None, flags=("-Os",), prefix: str = "net") -> dict | None:
@@ -206,8 +231,12 @@ def code_size(model: QuantizedModel, cc: str | None = None, flags=("-Os",), pref
         if usage.exists():
             stack = sum(int(m.group(1)) for m in re.finditer(r"\t(\d+)\t", usage.read_text()))
     need = memory_needs(model)
-    return {"code": sizes.get("text", 0), "constants": sizes.get("rodata", need["constants"]),
-            "stack": stack, "scratch": need["scratch"]}
+    return {
+        "code": sizes.get("text", 0),
+        "constants": sizes.get("rodata", need["constants"]),
+        "stack": stack,
+        "scratch": need["scratch"],
+    }
 
 
 def _section_sizes(cc: str, obj: Path) -> dict:

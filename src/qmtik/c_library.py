@@ -9,6 +9,7 @@
 
 docs/c-library.md says which defines are read, how the conversion is done and how close it comes.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -31,34 +32,52 @@ from .model import QuantizedModel
 from .qmtfile import save_model
 
 f32 = np.float32
-C_LEAK = 0.01            # qmtik.h's QMTIK_LEAK
-C_CLAMP = 88.0           # qmtik.h clamps the arguments of sigmoid and tanh to +-88
-ROWS_PER_LOOP = 2048     # samples per pass of the float32 loop: keeps the accumulators in cache
-SWITCHES = {             # switch: (value-style define, {normalised choice: qmtik name}, flag suffix)
-    "activation": ("QMTIK_ACTIVATION", {"RELU": "relu", "LEAKYRELU": "leaky_relu", "SIGMOID": "sigmoid",
-                                         "TANH": "tanh"}, "_ACTV"),
+C_LEAK = 0.01  # qmtik.h's QMTIK_LEAK
+C_CLAMP = 88.0  # qmtik.h clamps the arguments of sigmoid and tanh to +-88
+ROWS_PER_LOOP = 2048  # samples per pass of the float32 loop: keeps the accumulators in cache
+SWITCHES = {  # switch: (value-style define, {normalised choice: qmtik name}, flag suffix)
+    "activation": (
+        "QMTIK_ACTIVATION",
+        {"RELU": "relu", "LEAKYRELU": "leaky_relu", "SIGMOID": "sigmoid", "TANH": "tanh"},
+        "_ACTV",
+    ),
     "output": ("QMTIK_OUTPUT", {"LINEAR": "linear", "SOFTMAX": "softmax", "SIGMOID": "sigmoid"}, "_PP"),
     "cost": ("QMTIK_COST", {"MSE": "mse", "CROSSENTROPY": "cross_entropy"}, "_COST"),
     "optimizer": ("QMTIK_OPTIMIZER", {"ADAM": "adam", "SGD": "sgd", "MOMENTUM": "sgd"}, "_OPT"),
 }
-AMBIGUOUS_FLAGS = {"SIGMOID"}      # a bare QMTIK_SIGMOID could be the activation or the output
-NUMBERS = {"QMTIK_I": int, "QMTIK_H": int, "QMTIK_L": int, "QMTIK_O": int, "QMTIK_W_SCALE": float,
-           "QMTIK_A_SCALE": float, "QMTIK_EPOCHS": int, "QMTIK_BATCH_SIZE": int, "QMTIK_ALPHA": float,
-           "QMTIK_INIT_ALPHA": float, "QMTIK_BETA1": float, "QMTIK_BETA2": float, "QMTIK_EPS": float,
-           "QMTIK_MOMENTUM": float, "QMTIK_LEAK": float}
+AMBIGUOUS_FLAGS = {"SIGMOID"}  # a bare QMTIK_SIGMOID could be the activation or the output
+NUMBERS = {
+    "QMTIK_I": int,
+    "QMTIK_H": int,
+    "QMTIK_L": int,
+    "QMTIK_O": int,
+    "QMTIK_W_SCALE": float,
+    "QMTIK_A_SCALE": float,
+    "QMTIK_EPOCHS": int,
+    "QMTIK_BATCH_SIZE": int,
+    "QMTIK_ALPHA": float,
+    "QMTIK_INIT_ALPHA": float,
+    "QMTIK_BETA1": float,
+    "QMTIK_BETA2": float,
+    "QMTIK_EPS": float,
+    "QMTIK_MOMENTUM": float,
+    "QMTIK_LEAK": float,
+}
 MAY_BE_ZERO = ("QMTIK_BETA1", "QMTIK_BETA2", "QMTIK_MOMENTUM")
 REQUIRED = ("QMTIK_I", "QMTIK_H", "QMTIK_L", "QMTIK_O", "QMTIK_W_SCALE", "QMTIK_A_SCALE")
 
 
 # --- the header --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class CHeader:
     """What a qmtik.h config header says: sizes, scales, switches and training numbers."""
+
     path: str
     inputs: int
     hidden: int
-    hh_layers: int               # QMTIK_L: hidden-to-hidden layers after the input-to-hidden one
+    hh_layers: int  # QMTIK_L: hidden-to-hidden layers after the input-to-hidden one
     outputs: int
     w_scale: float
     a_scale: float
@@ -67,8 +86,8 @@ class CHeader:
     cost: str
     optimizer: str = "adam"
     leak: float = C_LEAK
-    numbers: dict = field(default_factory=dict)     # every numeric define read, by name
-    ignored: tuple = ()                             # QMTIK_ defines with no meaning here
+    numbers: dict = field(default_factory=dict)  # every numeric define read, by name
+    ignored: tuple = ()  # QMTIK_ defines with no meaning here
 
     def __post_init__(self):
         """Refuse an output processing, cost and width that qmtik refuses to train
@@ -77,8 +96,9 @@ class CHeader:
         cost = qmtik_cost(self.cost, self.output)
         problem = combination_problem("classification", self.output, cost, self.outputs)
         if problem:
-            raise ConfigError(f"C header {self.path}: QMTIK_O {self.outputs}, {self.output} output, {cost} cost: "
-                              f"{problem}")
+            raise ConfigError(
+                f"C header {self.path}: QMTIK_O {self.outputs}, {self.output} output, {cost} cost: {problem}"
+            )
 
     @property
     def widths(self) -> tuple:
@@ -91,8 +111,10 @@ def qmtik_cost(cost: str, output: str) -> str:
     return "binary_cross_entropy" if cost == "cross_entropy" and output == "sigmoid" else cost
 
 
-CAST = re.compile(r"\(\s*(?:const\s+)?(?:(?:unsigned|signed)\s+)?(?:float|double|int|long|short|char|"
-                  r"size_t|u?int\d+_t)\s*\)")
+CAST = re.compile(
+    r"\(\s*(?:const\s+)?(?:(?:unsigned|signed)\s+)?(?:float|double|int|long|short|char|"
+    r"size_t|u?int\d+_t)\s*\)"
+)
 
 
 def _unwrap(text: str) -> str:
@@ -132,7 +154,7 @@ def _number(text: str, kind):
         base = 16 if digits[:2].lower() == "0x" else 8 if digits.startswith("0") else 10
         try:
             value = int(digits, base)
-        except ValueError:                   # more than sys.get_int_max_str_digits() digits
+        except ValueError:  # more than sys.get_int_max_str_digits() digits
             return None
         return -value if sign == "-" else value
     m = re.fullmatch(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)[fFlL]?", text)
@@ -148,8 +170,7 @@ def _choice(switch: str, defines: dict, path, used: set) -> str | None:
         line, value = defines[key]
         used.add(key)
         if normal(_unwrap(value)) not in choices:
-            raise ConfigError(f"C header {path}, line {line}: {key} {value!r} is not one of "
-                              f"{', '.join(choices)}")
+            raise ConfigError(f"C header {path}, line {line}: {key} {value!r} is not one of {', '.join(choices)}")
         return choices[normal(_unwrap(value))]
     found = {}
     for name, (line, value) in defines.items():
@@ -175,31 +196,48 @@ def read_header(path) -> CHeader:
             line, value = defines[name]
             numbers[name] = _number(value, kind)
             value_ok = numbers[name] is not None and (numbers[name] > 0 or (name in MAY_BE_ZERO and numbers[name] == 0))
-            if value_ok and kind is float:                 # the C library computes in float32
+            if value_ok and kind is float:  # the C library computes in float32
                 with np.errstate(over="ignore"):
                     as_f32 = f32(numbers[name])
                 value_ok = bool(np.isfinite(as_f32)) and (numbers[name] == 0 or abs(as_f32) >= np.finfo(f32).tiny)
             if not value_ok:
-                wanted = "a positive integer" if kind is int else "a normal, finite float32 " + \
-                    (">= 0" if name in MAY_BE_ZERO else "> 0")
+                wanted = (
+                    "a positive integer"
+                    if kind is int
+                    else "a normal, finite float32 " + (">= 0" if name in MAY_BE_ZERO else "> 0")
+                )
                 shown = repr(value) if len(value) <= 40 else repr(value[:40]) + f"... ({len(value)} characters)"
                 raise ConfigError(f"C header {path}, line {line}: {name} {shown} is not {wanted}")
     used = set(numbers)
     switches = {s: _choice(s, defines, path, used) for s in SWITCHES}
-    missing = [n for n in REQUIRED if n not in numbers] + \
-              [f"the {s} (such as {SWITCHES[s][0]} or a *{SWITCHES[s][2]} flag)"
-               for s in ("activation", "output", "cost") if switches[s] is None]
+    missing = [n for n in REQUIRED if n not in numbers] + [
+        f"the {s} (such as {SWITCHES[s][0]} or a *{SWITCHES[s][2]} flag)"
+        for s in ("activation", "output", "cost")
+        if switches[s] is None
+    ]
     if missing:
         raise ConfigError(f"C header {path}: {missing[0]} is not defined")
     _check_scales(path, defines, numbers)
     if switches["optimizer"] is None:
         switches["optimizer"] = "sgd" if "QMTIK_MOMENTUM" in numbers else "adam"
-    used.add("QMTIK_LR_NO_DECAY")                  # qmtik.h's constant rate: schedule = "constant"
+    used.add("QMTIK_LR_NO_DECAY")  # qmtik.h's constant rate: schedule = "constant"
     ignored = tuple(n for n in defines if n.startswith("QMTIK_") and n not in used)
-    return CHeader(str(path), numbers["QMTIK_I"], numbers["QMTIK_H"], numbers["QMTIK_L"], numbers["QMTIK_O"],
-                   numbers["QMTIK_W_SCALE"], numbers["QMTIK_A_SCALE"], switches["activation"],
-                   switches["output"], switches["cost"], switches["optimizer"],
-                   numbers.get("QMTIK_LEAK", C_LEAK), numbers, ignored)
+    return CHeader(
+        str(path),
+        numbers["QMTIK_I"],
+        numbers["QMTIK_H"],
+        numbers["QMTIK_L"],
+        numbers["QMTIK_O"],
+        numbers["QMTIK_W_SCALE"],
+        numbers["QMTIK_A_SCALE"],
+        switches["activation"],
+        switches["output"],
+        switches["cost"],
+        switches["optimizer"],
+        numbers.get("QMTIK_LEAK", C_LEAK),
+        numbers,
+        ignored,
+    )
 
 
 def _check_scales(path, defines: dict, numbers: dict) -> None:
@@ -214,15 +252,18 @@ def _check_scales(path, defines: dict, numbers: dict) -> None:
             line, text = defines[name]
             shown = repr(text) if len(text) <= 40 else repr(text[:40]) + f"... ({len(text)} characters)"
             raise ConfigError(f"C header {path}, line {line}: {name} {shown} {problem}")
-    terms = min(max(numbers["QMTIK_I"], numbers["QMTIK_H"]), 2**64) + 1   # no real file is wider
-    largest = terms * (128 * w) * (128 * a)                # float64: finite for any two float32 scales
+    terms = min(max(numbers["QMTIK_I"], numbers["QMTIK_H"]), 2**64) + 1  # no real file is wider
+    largest = terms * (128 * w) * (128 * a)  # float64: finite for any two float32 scales
     if largest > q.F32_MAX or largest / a > q.F32_MAX:
-        raise ConfigError(f"C header {path}: QMTIK_W_SCALE {w:g} and QMTIK_A_SCALE {a:g} overflow float32 in the "
-                          f"C library's arithmetic (a layer's sum reaches {largest:.3g}, {largest / a:.3g} in "
-                          "activation steps)")
+        raise ConfigError(
+            f"C header {path}: QMTIK_W_SCALE {w:g} and QMTIK_A_SCALE {a:g} overflow float32 in the "
+            f"C library's arithmetic (a layer's sum reaches {largest:.3g}, {largest / a:.3g} in "
+            "activation steps)"
+        )
 
 
 # --- the equivalent qmtik config ---------------------------------------------------------------
+
 
 def _config_entries(h: CHeader) -> list:
     """(section, key, value, comment) of the equivalent config; value None: a comment line only."""
@@ -230,22 +271,36 @@ def _config_entries(h: CHeader) -> list:
     cost = qmtik_cost(h.cost, h.output)
     rate_name = "QMTIK_ALPHA" if "QMTIK_ALPHA" in n else "QMTIK_INIT_ALPHA"
     rate = n.get(rate_name)
-    mnist = (h.inputs, h.outputs) == (784, 10)         # the C library's example: 784 pixels, 10 digits
+    mnist = (h.inputs, h.outputs) == (784, 10)  # the C library's example: 784 pixels, 10 digits
     entries = [
         ("", "task", "classification", "the C library scores classes (the largest output)"),
         ("network", "inputs", h.inputs, "QMTIK_I"),
-        ("network", "hidden", [h.hidden] * (h.hh_layers + 1),
-         f"QMTIK_H; QMTIK_L = {h.hh_layers} hidden-to-hidden layers after the input-to-hidden one"),
+        (
+            "network",
+            "hidden",
+            [h.hidden] * (h.hh_layers + 1),
+            f"QMTIK_H; QMTIK_L = {h.hh_layers} hidden-to-hidden layers after the input-to-hidden one",
+        ),
         ("network", "outputs", h.outputs, "QMTIK_O"),
         ("network", "activation", h.activation, "the *_ACTV switch"),
         ("network", "output", h.output, "the *_PP switch"),
         ("network", "cost", cost, "the *_COST switch"),
         ("quantization", "weight_scale", h.w_scale, "QMTIK_W_SCALE, fixed, one scale for every weight"),
-        ("quantization", "activation_scale", h.a_scale,
-         "QMTIK_A_SCALE; qmtik's inputs keep their own scale 1/255 and relu outputs use zero point -128"),
+        (
+            "quantization",
+            "activation_scale",
+            h.a_scale,
+            "QMTIK_A_SCALE; qmtik's inputs keep their own scale 1/255 and relu outputs use zero point -128",
+        ),
         ("training", "epochs", n.get("QMTIK_EPOCHS", train.epochs), "QMTIK_EPOCHS"),
-        ("training", "optimizer", h.optimizer, "qmtik.h trains with Adam" if h.optimizer == "adam"
-         else "momentum SGD: QMTIK_MOMENTUM or the optimizer switch"),
+        (
+            "training",
+            "optimizer",
+            h.optimizer,
+            "qmtik.h trains with Adam"
+            if h.optimizer == "adam"
+            else "momentum SGD: QMTIK_MOMENTUM or the optimizer switch",
+        ),
         ("training", "learning_rate", rate if rate is not None else train.learning_rate, rate_name),
         ("training", "schedule", "constant", "qmtik.h keeps the learning rate constant"),
         ("training", "float_epochs", 0, "qmtik.h fake-quantizes from the first step"),
@@ -254,19 +309,41 @@ def _config_entries(h: CHeader) -> list:
     if h.activation == "leaky_relu":
         entries.insert(5, ("network", "leaky_slope", h.leak, "QMTIK_LEAK"))
     if h.optimizer == "adam":
-        entries += [("training", k.lower(), n.get("QMTIK_" + k, getattr(train, k.lower())), "QMTIK_" + k)
-                    for k in ("BETA1", "BETA2", "EPS")]
+        entries += [
+            ("training", k.lower(), n.get("QMTIK_" + k, getattr(train, k.lower())), "QMTIK_" + k)
+            for k in ("BETA1", "BETA2", "EPS")
+        ]
     else:
         entries.append(("training", "momentum", n.get("QMTIK_MOMENTUM", train.momentum), "QMTIK_MOMENTUM"))
     if "QMTIK_BATCH_SIZE" in n:
-        entries.append(("training", "batch_size", n["QMTIK_BATCH_SIZE"], "QMTIK_BATCH_SIZE, not a qmtik.h define: "
-                        "qmtik.h updates after every sample, batch_size = 1"))
-    entries.append(("data", "dataset", "mnist" if mnist else "digits",
-                    "the C library's MNIST example" if mnist else
-                    "set your data here: dataset = '' and train = 'your_train.bin' (qmtik-bin samples)"))
-    entries.append(("data", "input_range", [0, 255] if mnist else "auto",
-                    "the C library's inputs: pixel - 128" if mnist else
-                    "the digits' own range; for pixels 0..255 of your own, [0, 255] is the C library's pixel - 128"))
+        entries.append(
+            (
+                "training",
+                "batch_size",
+                n["QMTIK_BATCH_SIZE"],
+                "QMTIK_BATCH_SIZE, not a qmtik.h define: qmtik.h updates after every sample, batch_size = 1",
+            )
+        )
+    entries.append(
+        (
+            "data",
+            "dataset",
+            "mnist" if mnist else "digits",
+            "the C library's MNIST example"
+            if mnist
+            else "set your data here: dataset = '' and train = 'your_train.bin' (qmtik-bin samples)",
+        )
+    )
+    entries.append(
+        (
+            "data",
+            "input_range",
+            [0, 255] if mnist else "auto",
+            "the C library's inputs: pixel - 128"
+            if mnist
+            else "the digits' own range; for pixels 0..255 of your own, [0, 255] is the C library's pixel - 128",
+        )
+    )
     entries += [("", name, None, "no qmtik equivalent; ignored") for name in h.ignored]
     return entries
 
@@ -280,7 +357,7 @@ def _toml(value) -> str:
 def header_toml(path) -> str:
     """The qmtik config TOML equivalent to a qmtik.h config header (`qmtik config from-header`)."""
     h = read_header(path)
-    config_from_header(path)                          # refuse a header qmtik cannot train
+    config_from_header(path)  # refuse a header qmtik cannot train
     lines = [f"# qmtik config converted from the C library header {h.path}", "# see docs/c-library.md"]
     current, notes = "", []
     for section, key, value, comment in _config_entries(h):
@@ -307,6 +384,7 @@ def config_from_header(path) -> Config:
 
 
 # --- the stored model and its own arithmetic --------------------------------------------------
+
 
 @functools.cache
 def libm():
@@ -344,7 +422,7 @@ class CLibraryModel:
     """
 
     def __init__(self, header: CHeader, layers: list, use_libm: bool = True):
-        self.header, self.layers = header, layers        # layers: [(weights int8 (out, in), biases int8)]
+        self.header, self.layers = header, layers  # layers: [(weights int8 (out, in), biases int8)]
         self.libm = libm() if use_libm else None
         self.w, self.a, self.leak = f32(header.w_scale), f32(header.a_scale), f32(header.leak)
 
@@ -358,11 +436,11 @@ class CLibraryModel:
 
     def accumulate(self, codes, weights, biases):
         """The float32 accumulators of one layer, added in the C library's order."""
-        wt = np.ascontiguousarray((weights.astype(f32) * self.w).T)          # (in, out)
+        wt = np.ascontiguousarray((weights.astype(f32) * self.w).T)  # (in, out)
         acc = np.empty((len(codes), weights.shape[0]), dtype=f32)
         for start in range(0, len(codes), ROWS_PER_LOOP):
-            a = np.ascontiguousarray((codes[start:start + ROWS_PER_LOOP].astype(f32) * self.a).T)   # (in, n)
-            part, tmp = acc[start:start + ROWS_PER_LOOP], np.empty((a.shape[1], wt.shape[1]), dtype=f32)
+            a = np.ascontiguousarray((codes[start : start + ROWS_PER_LOOP].astype(f32) * self.a).T)  # (in, n)
+            part, tmp = acc[start : start + ROWS_PER_LOOP], np.empty((a.shape[1], wt.shape[1]), dtype=f32)
             part[:] = biases.astype(f32) * self.w
             for j in range(len(wt)):
                 np.multiply(a[j][:, None], wt[j][None, :], out=tmp)
@@ -396,7 +474,7 @@ class CLibraryModel:
         if self.header.output == "softmax":
             e = self._fn("exp", real - real.max(axis=1, keepdims=True))
             total = np.zeros(len(z), dtype=f32)
-            for i in range(z.shape[1]):                   # summed in index order
+            for i in range(z.shape[1]):  # summed in index order
                 total += e[:, i]
             return c_round((e / total[:, None]) * f32(127)).astype(np.int8)
         if self.header.output == "sigmoid":
@@ -435,10 +513,12 @@ class CLibraryModel:
             pre = self.table_scale() if kind in q.TABLE_ACTIVATIONS else None
             try:
                 layer = intref.build_layer(codes, bias, scales, a, 0, kind, a, 0, pre, slope=float(self.leak))
-            except QuantizationError as exc:            # W_SCALE / A_SCALE beyond qmtik's multipliers
-                raise ConfigError(f"C header {self.header.path}: QMTIK_W_SCALE {w:g} and QMTIK_A_SCALE {a:g} "
-                                  f"cannot be converted: {exc}") from None
-            if pre is not None:       # the C library's codes, not qmtik's fixed-scale table
+            except QuantizationError as exc:  # W_SCALE / A_SCALE beyond qmtik's multipliers
+                raise ConfigError(
+                    f"C header {self.header.path}: QMTIK_W_SCALE {w:g} and QMTIK_A_SCALE {a:g} "
+                    f"cannot be converted: {exc}"
+                ) from None
+            if pre is not None:  # the C library's codes, not qmtik's fixed-scale table
                 layer = replace(layer, table=self.hidden_codes(f32(pre) * np.arange(q.QMIN, q.QMAX + 1, dtype=f32)))
             layers.append(layer)
         return QuantizedModel("classification", self.header.output, (0.0, 255.0), layers, class_names)
@@ -460,16 +540,25 @@ def load_c_model(model_path, header, use_libm: bool = True) -> CLibraryModel:
         raise ModelFormatError(f"C model file {model_path}: cannot be read ({exc.strerror or exc})") from None
     expected = c_model_size(header)
     if len(blob) != expected:
-        raise ModelFormatError(f"C model file {model_path}: {len(blob):,} bytes, expected {expected:,} for "
-                               f"{'-'.join(map(str, header.widths))} (from {header.path})")
-    data, pos, h, i, n, o = np.frombuffer(blob, dtype=np.int8), 0, header.hidden, header.inputs, \
-        header.hh_layers, header.outputs
+        raise ModelFormatError(
+            f"C model file {model_path}: {len(blob):,} bytes, expected {expected:,} for "
+            f"{'-'.join(map(str, header.widths))} (from {header.path})"
+        )
+    data, pos, h, i, n, o = (
+        np.frombuffer(blob, dtype=np.int8),
+        0,
+        header.hidden,
+        header.inputs,
+        header.hh_layers,
+        header.outputs,
+    )
 
     def take(*shape):
         nonlocal pos
         size = int(np.prod(shape))
         pos += size
-        return data[pos - size:pos].reshape(shape)
+        return data[pos - size : pos].reshape(shape)
+
     first = (take(h, i), take(h))
     hh_w, hh_b = take(n, h, h), take(n, h)
     last = (take(o, h), take(o))

@@ -9,6 +9,7 @@ stay), a time limit, a memory limit and an input size limit. Without a compiler,
 evaluates `#ifdef`/`#ifndef`/`#else`/`#endif`/`#undef` on ordinary names and refuses, in one
 line, every conditional it cannot evaluate exactly (`#if`, `#elif`, a reserved name).
 """
+
 from __future__ import annotations
 
 import re
@@ -19,17 +20,31 @@ import tempfile
 from .c_check import find_compiler
 from .errors import ConfigError
 
-MAX_BYTES = 1 << 20           # a config header is a few hundred bytes; 1 MiB leaves room for comments
-TIMEOUT = 10                  # seconds the preprocessor may take
-MEMORY = 512 << 20            # bytes of address space it may map (gcc asks 2 GB for #include "/dev/zero")
-FLAGS = ["-dD", "-E", "-undef", "-nostdinc", "-std=gnu99", "-x", "c", "-"]   # gnu99: no trigraphs
-ALLOWED = {"define", "undef", "if", "ifdef", "ifndef", "elif", "elifdef", "elifndef", "else", "endif",
-           "error", "warning", "line", ""}
+MAX_BYTES = 1 << 20  # a config header is a few hundred bytes; 1 MiB leaves room for comments
+TIMEOUT = 10  # seconds the preprocessor may take
+MEMORY = 512 << 20  # bytes of address space it may map (gcc asks 2 GB for #include "/dev/zero")
+FLAGS = ["-dD", "-E", "-undef", "-nostdinc", "-std=gnu99", "-x", "c", "-"]  # gnu99: no trigraphs
+ALLOWED = {
+    "define",
+    "undef",
+    "if",
+    "ifdef",
+    "ifndef",
+    "elif",
+    "elifdef",
+    "elifndef",
+    "else",
+    "endif",
+    "error",
+    "warning",
+    "line",
+    "",
+}
 LINEMARKER = re.compile(r'#\s+(\d+)\s+"(.*)"')
 DEFINE = re.compile(r"#define\s+([A-Za-z_]\w*)(\()?(.*)$")
 UNDEF = re.compile(r"#undef\s+([A-Za-z_]\w*)")
 COMMENT_OR_LITERAL = re.compile(r'"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'|//[^\n]*|/\*.*?(?:\*/|\Z)', re.DOTALL)
-DIRECTIVE = re.compile(r"[ \t\f\v]*(?:#|%:)[ \t\f\v]*([A-Za-z_]\w*)?(.*)$")   # %: is the # digraph
+DIRECTIVE = re.compile(r"[ \t\f\v]*(?:#|%:)[ \t\f\v]*([A-Za-z_]\w*)?(.*)$")  # %: is the # digraph
 
 
 def header_defines(path, use_compiler: bool = True) -> dict:
@@ -73,7 +88,7 @@ def logical_lines(text: str) -> list:
         lines.append(current)
     joined, pieces, owed, pos = "\n".join(lines), [], 0, 0
     for m in [*COMMENT_OR_LITERAL.finditer(joined), None]:
-        gap = joined[pos:m.start() if m else len(joined)]
+        gap = joined[pos : m.start() if m else len(joined)]
         if owed and "\n" in gap:
             cut = gap.index("\n")
             gap, owed = gap[:cut] + "\n" * owed + gap[cut:], 0
@@ -102,17 +117,20 @@ def refuse_other_files(path, text: str) -> None:
     for number, name, rest in directives(text):
         if name in ALLOWED or (name == "pragma" and rest.split() == ["once"]):
             continue
-        raise ConfigError(f"C header {path}, line {number}: #{name} is refused: config from-header reads one "
-                          "file, with #define, #undef and conditionals only")
+        raise ConfigError(
+            f"C header {path}, line {number}: #{name} is refused: config from-header reads one "
+            "file, with #define, #undef and conditionals only"
+        )
 
 
-def _limit_memory() -> None:      # pragma: no cover - runs in the child
+def _limit_memory() -> None:  # pragma: no cover - runs in the child
     """Cap the preprocessor's address space (preexec_fn: in the child, before exec)."""
     try:
         import resource
+
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
     except (ImportError, ValueError, OSError):
-        pass                                           # no such limit on this system: the timeout holds
+        pass  # no such limit on this system: the timeout holds
 
 
 def preprocessed_defines(path, data: bytes, cc: str) -> dict:
@@ -121,13 +139,19 @@ def preprocessed_defines(path, data: bytes, cc: str) -> dict:
     preprocessor's line markers."""
     with tempfile.TemporaryDirectory() as folder:
         try:
-            run = subprocess.run([cc, *FLAGS], input=data, capture_output=True, cwd=folder, timeout=TIMEOUT, check=False,
-                                 preexec_fn=_limit_memory if sys.platform != "win32" else None)
+            run = subprocess.run(
+                [cc, *FLAGS],
+                input=data,
+                capture_output=True,
+                cwd=folder,
+                timeout=TIMEOUT,
+                check=False,
+                preexec_fn=_limit_memory if sys.platform != "win32" else None,
+            )
         except subprocess.TimeoutExpired:
             raise ConfigError(f"C header {path}: the C preprocessor took more than {TIMEOUT} s") from None
         except OSError as exc:
-            raise ConfigError(f"C header {path}: the C preprocessor {cc} did not run ({exc.strerror or exc})") \
-                from None
+            raise ConfigError(f"C header {path}: the C preprocessor {cc} did not run ({exc.strerror or exc})") from None
     if run.returncode != 0:
         said = [line.strip() for line in run.stderr.decode(errors="replace").splitlines() if line.strip()]
         first = ([line for line in said if "error" in line] or said or [f"exit status {run.returncode}"])[0]
@@ -159,22 +183,27 @@ def fallback_defines(path, text: str) -> dict:
     """The defines in force, read without a preprocessor: #define, #undef, and #ifdef/#ifndef/
     #else/#endif on names the header itself defines or not (exact: nothing else defines them
     here); #if, #elif and tests of reserved names (__STDC__ ...) are refused, not guessed."""
-    out, active = {}, [True]            # active: whether each open conditional's branch is taken
+    out, active = {}, [True]  # active: whether each open conditional's branch is taken
     for number, name, rest in directives(text):
         where = f"C header {path}, line {number}: #{name}"
         if name in ("ifdef", "ifndef"):
             tested = rest.split()[0] if rest.split() else ""
             if re.fullmatch(r"__\w*|_[A-Z]\w*", tested) or not re.fullmatch(r"[A-Za-z_]\w*", tested):
-                raise ConfigError(f"{where} {tested}: cannot be evaluated without a C compiler (none found: "
-                                  "set CC, or install gcc or clang)")
+                raise ConfigError(
+                    f"{where} {tested}: cannot be evaluated without a C compiler (none found: "
+                    "set CC, or install gcc or clang)"
+                )
             active.append(active[-1] and ((tested in out) == (name == "ifdef")))
         elif name == "else" and len(active) > 1:
             active[-1] = active[-2] and not active[-1]
         elif name == "endif" and len(active) > 1:
             active.pop()
         elif name in ("if", "elif", "elifdef", "elifndef", "else", "endif"):
-            raise ConfigError(f"{where} cannot be evaluated without a C compiler (none found: set CC, or "
-                              "install gcc or clang)" if name not in ("else", "endif") else f"{where} without #if")
+            raise ConfigError(
+                f"{where} cannot be evaluated without a C compiler (none found: set CC, or install gcc or clang)"
+                if name not in ("else", "endif")
+                else f"{where} without #if"
+            )
         elif not active[-1]:
             continue
         elif name == "undef":

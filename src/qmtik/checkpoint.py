@@ -5,6 +5,7 @@ history) is stored as JSON strings. It holds the kept network ("model.*") and, w
 runs, the state to resume from ("resume.*", "optimizer.*"). Files are written to a temporary
 name and renamed, so a crash never leaves half a file in place of a good one.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,14 +37,27 @@ def _layer_arrays(prefix: str, layers) -> dict:
     return out
 
 
-def save(path, config: Config, input_range, layers, quantized: bool, history: dict,
-         resume: dict | None = None, class_names=None) -> None:
+def save(
+    path,
+    config: Config,
+    input_range,
+    layers,
+    quantized: bool,
+    history: dict,
+    resume: dict | None = None,
+    class_names=None,
+) -> None:
     """Write a checkpoint; resume = {'epoch', 'layers', 'optimizer'} keeps the state to go on from."""
-    arrays = {"format": np.array(FORMAT), "version": np.array(VERSION),
-              "config": np.array(config.to_json()), "history": np.array(json.dumps(history)),
-              "class_names": np.array(json.dumps(list(class_names) if class_names else None)),
-              "input_range": np.asarray(input_range, dtype=np.float64), "quantized": np.array(bool(quantized)),
-              **_layer_arrays("model", layers)}
+    arrays = {
+        "format": np.array(FORMAT),
+        "version": np.array(VERSION),
+        "config": np.array(config.to_json()),
+        "history": np.array(json.dumps(history)),
+        "class_names": np.array(json.dumps(list(class_names) if class_names else None)),
+        "input_range": np.asarray(input_range, dtype=np.float64),
+        "quantized": np.array(bool(quantized)),
+        **_layer_arrays("model", layers),
+    }
     if resume is not None:
         arrays["resume.epoch"] = np.array(resume["epoch"])
         arrays.update(_layer_arrays("resume", resume["layers"]))
@@ -55,8 +69,9 @@ def load(path) -> dict:
     """Read and check a checkpoint: {'config', 'input_range', 'layers', 'quantized', 'history', 'resume'}."""
     path = Path(path)
     if _starts_with(path, QMT_MAGIC):
-        raise CheckpointError(f"checkpoint {path}: an integer model (.qmt), not a training checkpoint; "
-                              "load it with qmtik.load_model")
+        raise CheckpointError(
+            f"checkpoint {path}: an integer model (.qmt), not a training checkpoint; load it with qmtik.load_model"
+        )
     return _check(path, load_npz(path, f"checkpoint {path}", CheckpointError))
 
 
@@ -99,7 +114,7 @@ def _check(path, arrays: dict) -> dict:
     if version < 1:
         fail(f"version {version} is not valid")
 
-    def json_of(key):               # a JSON string field; class_names may be absent
+    def json_of(key):  # a JSON string field; class_names may be absent
         text = str(need(key, "U", ())) if key in arrays or key != "class_names" else "null"
         return load_json(text, f"checkpoint {path}: {key}", CheckpointError)
 
@@ -124,20 +139,32 @@ def _check(path, arrays: dict) -> dict:
     quantized = bool(need("quantized", "b", ()))
     kept = _kept_record(history)
     if kept is not None and quantized != kept["quantized"]:
-        fail(f"quantized is {quantized}, but its kept epoch {kept['epoch']} ran "
-             f"{'fake-quantized' if kept['quantized'] else 'in float'}")
-    out = {"config": config, "input_range": tuple(input_range.tolist()), "history": history,
-           "class_names": tuple(names) if names else None,
-           "quantized": quantized, "layers": _check_layers(path, arrays, "model", config),
-           "resume": None}
+        fail(
+            f"quantized is {quantized}, but its kept epoch {kept['epoch']} ran "
+            f"{'fake-quantized' if kept['quantized'] else 'in float'}"
+        )
+    out = {
+        "config": config,
+        "input_range": tuple(input_range.tolist()),
+        "history": history,
+        "class_names": tuple(names) if names else None,
+        "quantized": quantized,
+        "layers": _check_layers(path, arrays, "model", config),
+        "resume": None,
+    }
     if "resume.epoch" in arrays:
         epoch = int(need("resume.epoch", "iu", ()))
         if not 0 < epoch < config.training.epochs or epoch != len(history["epochs"]):
-            fail(f"resume.epoch {epoch} does not fit a run of {config.training.epochs} epochs "
-                 f"with {len(history['epochs'])} recorded")
+            fail(
+                f"resume.epoch {epoch} does not fit a run of {config.training.epochs} epochs "
+                f"with {len(history['epochs'])} recorded"
+            )
         layers = _check_layers(path, arrays, "resume", config)
-        out["resume"] = {"epoch": epoch, "layers": layers,
-                         "optimizer": _check_optimizer(path, arrays, config, layers, epoch)}
+        out["resume"] = {
+            "epoch": epoch,
+            "layers": layers,
+            "optimizer": _check_optimizer(path, arrays, config, layers, epoch),
+        }
     return out
 
 
@@ -149,8 +176,8 @@ def _kept_record(history: dict) -> dict | None:
     return records[-1] if records else None
 
 
-RECORD_NUMBERS = ("loss", "train_metric", "learning_rate", "seconds")    # finite and >= 0 in every record
-RECORD_VALIDATION = ("val_loss", "val_metric")      # the same, or both null when there was no validation
+RECORD_NUMBERS = ("loss", "train_metric", "learning_rate", "seconds")  # finite and >= 0 in every record
+RECORD_VALIDATION = ("val_loss", "val_metric")  # the same, or both null when there was no validation
 
 
 def _is_number(value) -> bool:
@@ -164,7 +191,7 @@ def _is_number(value) -> bool:
         return False
 
 
-_shown = reprlib.repr       # a hostile value in a message, cut short
+_shown = reprlib.repr  # a hostile value in a message, cut short
 
 
 def _check_history(history, config: Config, fail) -> None:
@@ -192,8 +219,10 @@ def _check_history(history, config: Config, fail) -> None:
         fail("history has validation figures for some epochs and not for others")
     final_mode = config.training.float_epochs < config.training.epochs
     if best is not None and records[best - 1]["quantized"] != final_mode:
-        fail(f"history's best_epoch {best} is a {'float' if final_mode else 'fake-quantized'} epoch; "
-             "only the final mode's epochs are kept")
+        fail(
+            f"history's best_epoch {best} is a {'float' if final_mode else 'fake-quantized'} epoch; "
+            "only the final mode's epochs are kept"
+        )
 
 
 def _record_problem(record, index: int, config: Config) -> str | None:
@@ -208,11 +237,15 @@ def _record_problem(record, index: int, config: Config) -> str | None:
             return f"has {key} {_shown(record.get(key))}, not a finite number >= 0"
     figures = [record.get(key) for key in RECORD_VALIDATION]
     if figures != [None, None] and not all(_is_number(v) for v in figures):
-        return (f"has val_loss {_shown(figures[0])} and val_metric {_shown(figures[1])}: both finite "
-                "numbers >= 0 or both null")
+        return (
+            f"has val_loss {_shown(figures[0])} and val_metric {_shown(figures[1])}: both finite "
+            "numbers >= 0 or both null"
+        )
     if record.get("quantized") is not (index >= config.training.float_epochs):
-        return (f"has quantized {_shown(record.get('quantized'))}; with training.float_epochs = "
-                f"{config.training.float_epochs} it is {index >= config.training.float_epochs}")
+        return (
+            f"has quantized {_shown(record.get('quantized'))}; with training.float_epochs = "
+            f"{config.training.float_epochs} it is {index >= config.training.float_epochs}"
+        )
     return None
 
 
@@ -220,6 +253,7 @@ def _check_optimizer(path, arrays: dict, config: Config, layers, epoch: int) -> 
     """The optimizer state after `epoch` epochs: a whole number of steps, at least one an epoch,
     and each slot's array present, of its parameter's shape, finite within float32 (second
     moments >= 0). train() checks the steps against the data's steps per epoch."""
+
     def fail(problem):
         raise CheckpointError(f"checkpoint {path}: {problem}")
 
@@ -230,8 +264,10 @@ def _check_optimizer(path, arrays: dict, config: Config, layers, epoch: int) -> 
     if steps.shape != () or steps.dtype.kind not in "iu":
         fail(f"optimizer.steps is {steps.dtype} of shape {steps.shape}, not a whole number")
     if int(steps) < epoch or int(steps) % epoch:
-        fail(f"optimizer.steps {int(steps)} is not the same number of steps (at least 1) in each of "
-             f"the {epoch} epochs trained")
+        fail(
+            f"optimizer.steps {int(steps)} is not the same number of steps (at least 1) in each of "
+            f"the {epoch} epochs trained"
+        )
     state = {"steps": steps}
     shapes = [a.shape for layer in layers for a in (layer.weight, layer.bias)]
     for slot in kind.slots:
@@ -266,11 +302,19 @@ def _check_layers(path, arrays, prefix: str, config: Config) -> list[Layer]:
             if not np.isfinite(value).all():
                 raise CheckpointError(f"checkpoint {path}: {key} holds NaN or infinite values")
             if np.abs(value).max() > F32_MAX:
-                raise CheckpointError(f"checkpoint {path}: {key} holds values beyond float32 "
-                                      f"(up to {np.abs(value).max():g}; at most {F32_MAX:.3g})")
+                raise CheckpointError(
+                    f"checkpoint {path}: {key} holds values beyond float32 "
+                    f"(up to {np.abs(value).max():g}; at most {F32_MAX:.3g})"
+                )
             if name == "observed" and range_problem(*value):
                 raise CheckpointError(f"checkpoint {path}: {key} {value.tolist()} {range_problem(*value)}")
             parts[name] = value
-        layers.append(Layer(parts["weight"].astype(np.float32), parts["bias"].astype(np.float32), kind,
-                            parts["observed"].astype(np.float64)))
+        layers.append(
+            Layer(
+                parts["weight"].astype(np.float32),
+                parts["bias"].astype(np.float32),
+                kind,
+                parts["observed"].astype(np.float64),
+            )
+        )
     return layers

@@ -5,6 +5,7 @@ reference (docs/config.md) are generated from them. Every value is checked when 
 built, so a Config that exists is a Config that can be trained; a bad one raises ConfigError
 naming the key, the value given and what is allowed.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,7 +35,9 @@ NAMED_DATASETS = ("digits", "mnist", "fashion-mnist")
 INT64_MAX = 2**63 - 1
 INPUT_RANGE_ALLOWED = "'auto' or [low, high], finite in float32, with low < high"
 FLOAT32_ALLOWED = f"a number from {F32_TINY:.3g} to {F32_MAX:.3g} (a normal float32: training computes in float32)"
-SCALE_ALLOWED = f"'auto' or a number from {F32_TINY:.3g} to {SCALE_MAX:.3g} (a normal float32 whose 256 steps stay finite)"
+SCALE_ALLOWED = (
+    f"'auto' or a number from {F32_TINY:.3g} to {SCALE_MAX:.3g} (a normal float32 whose 256 steps stay finite)"
+)
 
 
 def _field(default, help: str, allowed: str):
@@ -45,6 +48,7 @@ def _field(default, help: str, allowed: str):
 
 
 # --- value checks: each returns the value (normalised) or raises ConfigError -----------------
+
 
 class _Shown(reprlib.Repr):
     """repr cut short: a hostile file's value can be a 100,000-character string, a list nested
@@ -62,8 +66,15 @@ _SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict = 3, 8, 8
 
 
 def _describe(value) -> str:
-    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", tuple: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+    kind = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        tuple: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
     return f"{_SHOWN.repr(value)} ({kind})"
 
 
@@ -72,13 +83,16 @@ def _refuse(key: str, value, allowed: str):
 
 
 def _integer(key, value, lo=None, hi=None):
-    allowed = "an integer" + (f" >= {lo}" if lo is not None else "") + \
-        (f" and <= {_SHOWN.repr(hi)}" if hi is not None else "")              # hi may be another key's value
+    allowed = (
+        "an integer"
+        + (f" >= {lo}" if lo is not None else "")
+        + (f" and <= {_SHOWN.repr(hi)}" if hi is not None else "")
+    )  # hi may be another key's value
     if isinstance(value, bool) or not isinstance(value, int):
         _refuse(key, value, allowed)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         _refuse(key, value, allowed)
-    if abs(value) > INT64_MAX:                   # JSON (the checkpoint) and numpy must hold it
+    if abs(value) > INT64_MAX:  # JSON (the checkpoint) and numpy must hold it
         _refuse(key, value, f"{allowed}, within int64")
     return value
 
@@ -88,9 +102,14 @@ def _number(key, value, lo=None, hi=None, lo_open=False, hi_open=False):
     if lo is not None:
         parts.append(f"{'>' if lo_open else '>='} {lo}")
     if hi is not None:
-        parts.append(f"{'<' if hi_open else '<='} {_SHOWN.repr(hi)}")   # hi may be another key's value
+        parts.append(f"{'<' if hi_open else '<='} {_SHOWN.repr(hi)}")  # hi may be another key's value
     allowed = "a number" + (" " + " and ".join(parts) if parts else "")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or value != value
+        or value in (float("inf"), float("-inf"))
+    ):
         _refuse(key, value, allowed)
     try:
         value = float(value)
@@ -107,8 +126,7 @@ def _choice(key, value, choices):
     if not isinstance(value, str) or value not in choices:
         hint = ""
         if isinstance(value, str):
-            close = [c for c in choices if c.lower() == value.lower()] or \
-                difflib.get_close_matches(value, choices, n=1)
+            close = [c for c in choices if c.lower() == value.lower()] or difflib.get_close_matches(value, choices, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
         _refuse(key, value, ", ".join(repr(c) for c in choices) + hint)
     return value
@@ -158,12 +176,15 @@ def _text(key, value):
 
 # --- the sections ------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class NetworkConfig:
     """Topology and the functions of the network."""
+
     inputs: int = _field(64, "number of input features", "an integer >= 1")
-    hidden: tuple = _field([64], "widths of the hidden layers, input side first (any depth, [] for none)",
-                           "a list of integers >= 1")
+    hidden: tuple = _field(
+        [64], "widths of the hidden layers, input side first (any depth, [] for none)", "a list of integers >= 1"
+    )
     outputs: int = _field(10, "number of outputs (classes, or regression targets)", "an integer >= 1")
     activation: str = _field("relu", "activation of the hidden layers", " | ".join(HIDDEN_ACTIVATIONS))
     leaky_slope: float = _field(0.01, "slope of leaky_relu for negative inputs", "a number > 0 and < 1")
@@ -199,20 +220,31 @@ class NetworkConfig:
 @dataclass(frozen=True)
 class QuantizationConfig:
     """How weights and activations become int8 (the C library's W_SCALE and A_SCALE)."""
-    weight_scale: object = _field("auto", "scale of one int8 weight step: 'auto' maps each channel's "
-                                  "largest |w| to 127; a number fixes it (per tensor) and may clip",
-                                  SCALE_ALLOWED)
-    activation_scale: object = _field("auto", "scale of one int8 activation step: 'auto' calibrates "
-                                      "each layer's range during training; a number fixes it for every layer",
-                                      SCALE_ALLOWED)
-    weight_granularity: str = _field("channel", "automatic weight scales per output channel or one per "
-                                     "tensor (a fixed weight_scale is always per tensor)", "channel | tensor")
+
+    weight_scale: object = _field(
+        "auto",
+        "scale of one int8 weight step: 'auto' maps each channel's "
+        "largest |w| to 127; a number fixes it (per tensor) and may clip",
+        SCALE_ALLOWED,
+    )
+    activation_scale: object = _field(
+        "auto",
+        "scale of one int8 activation step: 'auto' calibrates "
+        "each layer's range during training; a number fixes it for every layer",
+        SCALE_ALLOWED,
+    )
+    weight_granularity: str = _field(
+        "channel",
+        "automatic weight scales per output channel or one per tensor (a fixed weight_scale is always per tensor)",
+        "channel | tensor",
+    )
     bits: int = _field(8, "bits of weights and activations", "8")
 
     def __post_init__(self):
         object.__setattr__(self, "weight_scale", _auto_or_scale("quantization.weight_scale", self.weight_scale))
-        object.__setattr__(self, "activation_scale",
-                           _auto_or_scale("quantization.activation_scale", self.activation_scale))
+        object.__setattr__(
+            self, "activation_scale", _auto_or_scale("quantization.activation_scale", self.activation_scale)
+        )
         _choice("quantization.weight_granularity", self.weight_granularity, GRANULARITIES)
         _integer("quantization.bits", self.bits, 8, 8)
 
@@ -225,10 +257,10 @@ class QuantizationConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     """The optimizer, its schedule, and how fake quantization enters training."""
+
     epochs: int = _field(10, "passes over the training data", "an integer >= 1")
     batch_size: int = _field(128, "samples per gradient step", "an integer >= 1")
-    optimizer: str = _field("adam", "sgd (with momentum and nesterov), adam, adamw or rmsprop",
-                            " | ".join(OPTIMIZERS))
+    optimizer: str = _field("adam", "sgd (with momentum and nesterov), adam, adamw or rmsprop", " | ".join(OPTIMIZERS))
     learning_rate: float = _field(0.002, "peak learning rate", FLOAT32_ALLOWED)
     momentum: float = _field(0.9, "momentum of sgd (0 for plain sgd)", "a number >= 0 and < 1")
     nesterov: bool = _field(False, "Nesterov momentum for sgd", "true or false")
@@ -236,21 +268,25 @@ class TrainingConfig:
     beta2: float = _field(0.999, "adam / adamw second-moment decay", "a number >= 0 and < 1")
     rho: float = _field(0.99, "rmsprop squared-gradient decay", "a number >= 0 and < 1")
     eps: float = _field(1e-8, "added to denominators of adam, adamw and rmsprop", FLOAT32_ALLOWED)
-    weight_decay: float = _field(0.0, "L2 penalty on weights (not biases); decoupled for adamw",
-                                 "0 or " + FLOAT32_ALLOWED)
+    weight_decay: float = _field(
+        0.0, "L2 penalty on weights (not biases); decoupled for adamw", "0 or " + FLOAT32_ALLOWED
+    )
     schedule: str = _field("cosine", "learning-rate schedule after warm-up", " | ".join(SCHEDULES))
-    warmup_epochs: float = _field(0.0, "epochs of linear warm-up from 0 to learning_rate",
-                                  "a number >= 0 and < epochs")
+    warmup_epochs: float = _field(0.0, "epochs of linear warm-up from 0 to learning_rate", "a number >= 0 and < epochs")
     step_size: int = _field(10, "step schedule: epochs between learning-rate drops", "an integer >= 1")
     gamma: float = _field(0.1, "step schedule: factor of each drop", "a number > 0 and <= 1")
-    min_learning_rate: float = _field(0.0, "cosine schedule: the learning rate it ends at",
-                                      "a number >= 0 and <= learning_rate")
-    float_epochs: int = _field(0, "epochs trained in float before fake quantization starts",
-                               "an integer >= 0 and <= epochs")
-    validation_split: float = _field(0.1, "share of the training data held out for validation "
-                                     "(0: none; then the last epoch is kept)", "a number >= 0 and < 1")
-    seed: int = _field(0, "random seed of initialisation, shuffling and the validation split",
-                       "an integer >= 0")
+    min_learning_rate: float = _field(
+        0.0, "cosine schedule: the learning rate it ends at", "a number >= 0 and <= learning_rate"
+    )
+    float_epochs: int = _field(
+        0, "epochs trained in float before fake quantization starts", "an integer >= 0 and <= epochs"
+    )
+    validation_split: float = _field(
+        0.1,
+        "share of the training data held out for validation (0: none; then the last epoch is kept)",
+        "a number >= 0 and < 1",
+    )
+    seed: int = _field(0, "random seed of initialisation, shuffling and the validation split", "an integer >= 0")
 
     def __post_init__(self):
         k = "training."
@@ -262,13 +298,17 @@ class TrainingConfig:
             object.__setattr__(self, name, _float32(k + name, getattr(self, name), zero_ok=name == "weight_decay"))
         for name, lo, hi, lo_open, hi_open in [
             ("momentum", 0, 1, False, True),
-            ("beta1", 0, 1, False, True), ("beta2", 0, 1, False, True), ("rho", 0, 1, False, True),
-            ("gamma", 0, 1, True, False), ("min_learning_rate", 0, self.learning_rate, False, False),
+            ("beta1", 0, 1, False, True),
+            ("beta2", 0, 1, False, True),
+            ("rho", 0, 1, False, True),
+            ("gamma", 0, 1, True, False),
+            ("min_learning_rate", 0, self.learning_rate, False, False),
             ("validation_split", 0, 1, False, True),
         ]:
             object.__setattr__(self, name, _number(k + name, getattr(self, name), lo, hi, lo_open, hi_open))
-        object.__setattr__(self, "warmup_epochs",
-                           _number(k + "warmup_epochs", self.warmup_epochs, 0, self.epochs, False, True))
+        object.__setattr__(
+            self, "warmup_epochs", _number(k + "warmup_epochs", self.warmup_epochs, 0, self.epochs, False, True)
+        )
         _boolean(k + "nesterov", self.nesterov)
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             _refuse(k + "nesterov", self.nesterov, "true only with optimizer = 'sgd' and momentum > 0")
@@ -280,30 +320,49 @@ class TrainingConfig:
 @dataclass(frozen=True)
 class DataConfig:
     """Where the data comes from and how raw inputs become int8."""
-    dataset: str = _field("digits", "a named data set (digits: bundled 8x8 handwritten digits; mnist and "
-                          "fashion-mnist: from the cache that 'qmtik data get' fills, or Debian's "
-                          "dataset-fashion-mnist), or '' when train is a path",
-                          " | ".join(NAMED_DATASETS) + " | ''")
-    train: str = _field("", "training data, relative to the config file: an .npz with arrays x and y; "
-                        "an .npy or IDX file of inputs (with train_labels); a .csv with a label column; "
-                        "or the C library's qmtik-bin samples (.bin)", "a path or ''")
-    train_labels: str = _field("", "labels (or regression targets) .npy or IDX file when train is an .npy "
-                               "or IDX file", "a path or ''")
+
+    dataset: str = _field(
+        "digits",
+        "a named data set (digits: bundled 8x8 handwritten digits; mnist and "
+        "fashion-mnist: from the cache that 'qmtik data get' fills, or Debian's "
+        "dataset-fashion-mnist), or '' when train is a path",
+        " | ".join(NAMED_DATASETS) + " | ''",
+    )
+    train: str = _field(
+        "",
+        "training data, relative to the config file: an .npz with arrays x and y; "
+        "an .npy or IDX file of inputs (with train_labels); a .csv with a label column; "
+        "or the C library's qmtik-bin samples (.bin)",
+        "a path or ''",
+    )
+    train_labels: str = _field(
+        "", "labels (or regression targets) .npy or IDX file when train is an .npy or IDX file", "a path or ''"
+    )
     test: str = _field("", "test data, as train (a named data set brings its own)", "a path or ''")
     test_labels: str = _field("", "test labels when test is an .npy or IDX file", "a path or ''")
-    label_column: int = _field(-1, "which column of a .csv holds the label; negative counts from the "
-                               "end (-1: the last, as in OpenML's mnist_784)", "an integer")
-    input_range: object = _field("auto", "raw input values mapped to the int8 codes -128..127: "
-                                 "'auto' takes the training data's min and max; [0, 255] gives the "
-                                 "C library's pixel - 128", INPUT_RANGE_ALLOWED)
+    label_column: int = _field(
+        -1,
+        "which column of a .csv holds the label; negative counts from the end (-1: the last, as in OpenML's mnist_784)",
+        "an integer",
+    )
+    input_range: object = _field(
+        "auto",
+        "raw input values mapped to the int8 codes -128..127: "
+        "'auto' takes the training data's min and max; [0, 255] gives the "
+        "C library's pixel - 128",
+        INPUT_RANGE_ALLOWED,
+    )
 
     def __post_init__(self):
         for name in ("dataset", "train", "train_labels", "test", "test_labels"):
             _text("data." + name, getattr(self, name))
         for name in ("train", "train_labels", "test", "test_labels"):
             if self.dataset and getattr(self, name):
-                _refuse("data." + name, getattr(self, name),
-                        "'' when data.dataset is set (a named data set brings its own; set dataset = '' to use paths)")
+                _refuse(
+                    "data." + name,
+                    getattr(self, name),
+                    "'' when data.dataset is set (a named data set brings its own; set dataset = '' to use paths)",
+                )
         if not self.dataset and not self.train:
             _refuse("data.dataset", self.dataset, " | ".join(NAMED_DATASETS) + ", or set data.train to a path")
         if self.dataset:
@@ -314,8 +373,12 @@ class DataConfig:
             path, label_path = getattr(self, data), getattr(self, labels)
             kind = format_of(path) if path else None
             if path and kind is None:
-                _refuse("data." + data, path, "a path ending in .npz, .npy, .csv, .bin (qmtik-bin) or "
-                        "an IDX name (such as train-images-idx3-ubyte.gz)")
+                _refuse(
+                    "data." + data,
+                    path,
+                    "a path ending in .npz, .npy, .csv, .bin (qmtik-bin) or "
+                    "an IDX name (such as train-images-idx3-ubyte.gz)",
+                )
             if kind in ("npy", "idx") and not label_path:
                 _refuse("data." + labels, label_path, f"a labels path when data.{data} is an .{kind} file")
             if kind in ("npz", "csv", "qmtik-bin") and label_path:
@@ -327,8 +390,11 @@ class DataConfig:
         rng = self.input_range
         if rng != "auto":
             allowed = INPUT_RANGE_ALLOWED
-            if not (isinstance(rng, (list, tuple)) and len(rng) == 2
-                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)):
+            if not (
+                isinstance(rng, (list, tuple))
+                and len(rng) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)
+            ):
                 _refuse("data.input_range", rng, allowed)
             try:
                 low, high = float(rng[0]), float(rng[1])
@@ -344,15 +410,19 @@ class DataConfig:
         return [("data." + k, getattr(self, k)) for k in keys if getattr(self, k)]
 
 
-SECTIONS = {"network": NetworkConfig, "quantization": QuantizationConfig,
-            "training": TrainingConfig, "data": DataConfig}
+SECTIONS = {
+    "network": NetworkConfig,
+    "quantization": QuantizationConfig,
+    "training": TrainingConfig,
+    "data": DataConfig,
+}
 
 
 @dataclass(frozen=True)
 class Config:
     """A whole network description: the task and the four sections."""
-    task: str = _field("classification", "what the outputs mean: classes or real values",
-                       " | ".join(TASKS))
+
+    task: str = _field("classification", "what the outputs mean: classes or real values", " | ".join(TASKS))
     network: NetworkConfig = field(default_factory=NetworkConfig)
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -366,8 +436,10 @@ class Config:
         net = self.network
         problem = combination_problem(self.task, net.output, net.cost, net.outputs)
         if problem:
-            raise ConfigError(f"config: task = {self.task!r}, network.output = {net.output!r}, "
-                              f"network.cost = {net.cost!r}, network.outputs = {net.outputs}: {problem}")
+            raise ConfigError(
+                f"config: task = {self.task!r}, network.output = {net.output!r}, "
+                f"network.cost = {net.cost!r}, network.outputs = {net.outputs}: {problem}"
+            )
 
     # --- conversions ---
 
@@ -421,8 +493,9 @@ class Config:
             section, _, name = key.rpartition(".")
             if not section and name in SECTIONS:
                 first = dataclasses.fields(SECTIONS[name])[0].name
-                raise ConfigError(f"config key {name}: a section, not a key; set its keys one by one, such as "
-                                  f"{name}.{first}=...")
+                raise ConfigError(
+                    f"config key {name}: a section, not a key; set its keys one by one, such as {name}.{first}=..."
+                )
             if section and section not in SECTIONS:
                 _unknown(key, [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)])
             (data[section] if section else data)[name] = value
@@ -430,14 +503,15 @@ class Config:
 
 
 def _unknown(key: str, allowed, prefix: str = ""):
-    name = key[len(prefix):] if prefix else key
+    name = key[len(prefix) :] if prefix else key
     close = difflib.get_close_matches(name, allowed, n=1)
     hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
-    shown = key if len(key) <= 80 else key[:80] + "..."          # a hostile file's key can be 100 kB
+    shown = key if len(key) <= 80 else key[:80] + "..."  # a hostile file's key can be 100 kB
     raise ConfigError(f"config key {shown}: unknown key{hint} (allowed: {', '.join(allowed)})")
 
 
 # --- files -------------------------------------------------------------------------------------
+
 
 def load_config(path, overrides=None) -> Config:
     """Read a TOML config, apply 'section.key' overrides, resolve data paths next to the file.
@@ -475,7 +549,7 @@ def parse_override(text: str) -> tuple[str, object]:
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, such as training.epochs=5")
     key, raw = key.strip(), raw.strip()
     parsed = load_toml(f"v = {raw}", f"override {key}", ConfigError, lenient=True)
-    if parsed is None:                           # not TOML: a bare word, taken as a string
+    if parsed is None:  # not TOML: a bare word, taken as a string
         return key, raw
     if set(parsed) != {"v"}:
         raise ConfigError(f"override {key}: the value must be one TOML value on one line")
@@ -483,6 +557,7 @@ def parse_override(text: str) -> tuple[str, object]:
 
 
 # --- generated text ----------------------------------------------------------------------------
+
 
 def _toml_value(value) -> str:
     if isinstance(value, bool):
@@ -514,8 +589,11 @@ def starter_toml(changes: dict | None = None) -> str:
     for key, value in changes.items():
         config = config.replace(key, value)
     values, defaults = config.to_dict(), Config().to_dict()
-    lines = ["# qmtik network description: every key, with its default unless marked. Delete what",
-             "# you do not change. Reference: docs/config.md", ""]
+    lines = [
+        "# qmtik network description: every key, with its default unless marked. Delete what",
+        "# you do not change. Reference: docs/config.md",
+        "",
+    ]
     current = ""
     for section, f in _documented_fields():
         if section != current:
@@ -534,10 +612,15 @@ def starter_toml(changes: dict | None = None) -> str:
 def reference_markdown() -> str:
     """The config reference page: every key, its type, default and meaning."""
     defaults = Config().to_dict()
-    lines = ["# Config reference", "",
-             "Generated from `qmtik/config.py` (`python -m qmtik.config > docs/config.md`); a test keeps it current.",
-             "Keys outside a table go at the top of the file; the rest belong to the table named.", "",
-             "| key | allowed | default | meaning |", "| --- | --- | --- | --- |"]
+    lines = [
+        "# Config reference",
+        "",
+        "Generated from `qmtik/config.py` (`python -m qmtik.config > docs/config.md`); a test keeps it current.",
+        "Keys outside a table go at the top of the file; the rest belong to the table named.",
+        "",
+        "| key | allowed | default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
     for section, f in _documented_fields():
         key = f"{section}.{f.name}" if section else f.name
         default = defaults[section][f.name] if section else defaults[f.name]
@@ -550,17 +633,27 @@ def combinations_markdown() -> str:
 
     Every hidden activation works with every combination that does, so it is not a column.
     """
-    lines = ["## Output and cost combinations", "",
-             "Every hidden activation (" + ", ".join(HIDDEN_ACTIVATIONS) + ") works with every "
-             "combination marked as working; the others are refused with the reason shown.", "",
-             "| task | output | cost | |", "| --- | --- | --- | --- |"]
+    lines = [
+        "## Output and cost combinations",
+        "",
+        "Every hidden activation (" + ", ".join(HIDDEN_ACTIVATIONS) + ") works with every "
+        "combination marked as working; the others are refused with the reason shown.",
+        "",
+        "| task | output | cost | |",
+        "| --- | --- | --- | --- |",
+    ]
     for task in TASKS:
         for output in OUTPUTS:
             for cost in COSTS:
                 problem = combination_problem(task, output, cost, outputs=10)
-                lines.append(f"| {task} | {output} | {cost} | {'works' if problem is None else 'refused: ' + problem} |")
-    lines += ["", "A classifier with a single output must use `output = \"sigmoid\"` (a yes/no class: "
-              "class 1 when the probability is at least 0.5); softmax needs at least 2 outputs."]
+                lines.append(
+                    f"| {task} | {output} | {cost} | {'works' if problem is None else 'refused: ' + problem} |"
+                )
+    lines += [
+        "",
+        'A classifier with a single output must use `output = "sigmoid"` (a yes/no class: '
+        "class 1 when the probability is at least 0.5); softmax needs at least 2 outputs.",
+    ]
     return "\n".join(lines) + "\n"
 
 

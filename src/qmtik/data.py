@@ -4,6 +4,7 @@ Every loader returns (inputs, labels) as NumPy arrays, inputs two-dimensional (s
 features). Bad data raises DataError naming the file and the problem. The formats themselves
 (IDX, CSV, qmtik-bin) are read in formats.py.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -31,12 +32,23 @@ from .parsing import load_npy, load_npz
 from .quantization import input_range_problem, quantize_inputs
 from .validate import check_inputs, class_names_problem
 
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                         "Sneaker", "Bag", "Ankle boot")
-DIGITS_TEST_EVERY = 5       # every 5th bundled digit (index 4, 9, ...) is in its test part
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+DIGITS_TEST_EVERY = 5  # every 5th bundled digit (index 4, 9, ...) is in its test part
 
 
 # --- named data sets ---------------------------------------------------------------------------
+
 
 def load_digits():
     """The bundled UCI optdigits test set: 1797 8x8 digits, pixels 0..16, labels 0..9.
@@ -72,6 +84,7 @@ def load_mnist_like(name: str, directory=None):
         found = Path(directory)
     else:
         from .download import find_dataset  # the download code loads only when needed
+
         found = find_dataset(name)
     if found is None:
         hint = " (or 'apt-get install dataset-fashion-mnist')" if name == "fashion-mnist" else ""
@@ -85,7 +98,7 @@ def named_dataset(name: str):
         x, y = load_digits()
         test = np.arange(len(x)) % DIGITS_TEST_EVERY == DIGITS_TEST_EVERY - 1
         return (x[~test], y[~test]), (x[test], y[test])
-    if name in NAMED_DATASETS:                              # the downloaded ones
+    if name in NAMED_DATASETS:  # the downloaded ones
         return load_mnist_like(name)
     raise DataError(f"data set {name!r}: unknown (known: {', '.join(NAMED_DATASETS)})")
 
@@ -103,7 +116,9 @@ def load_arrays(path, labels_path=""):
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".npz", ".npy"):
-        raise DataError(f"data file {path}: expected an .npz with arrays x and y, or an .npy of inputs with a labels .npy")
+        raise DataError(
+            f"data file {path}: expected an .npz with arrays x and y, or an .npy of inputs with a labels .npy"
+        )
     if suffix == ".npz" and labels_path:
         raise DataError(f"labels {labels_path}: only for an .npy or IDX file of inputs; {path} brings its own labels")
     if suffix == ".npy" and not labels_path:
@@ -131,8 +146,15 @@ def _labels_file(path):
     raise DataError(f"labels {path}: expected an .npy or an IDX file")
 
 
-def load_file(path, labels_path="", *, label_column: int = -1, inputs: int | None = None,
-              outputs: int | None = None, task: str = "classification"):
+def load_file(
+    path,
+    labels_path="",
+    *,
+    label_column: int = -1,
+    inputs: int | None = None,
+    outputs: int | None = None,
+    task: str = "classification",
+):
     """(inputs, labels) from a data file in any format qmtik reads (see formats.format_of).
 
     An .npy or IDX file of inputs needs labels_path; a CSV holds its labels in label_column; a
@@ -151,7 +173,9 @@ def load_file(path, labels_path="", *, label_column: int = -1, inputs: int | Non
         return read_csv(path, label_column)
     if kind == "qmtik-bin":
         if inputs is None or outputs is None:
-            raise DataError(f"data file {path}: a qmtik-bin file is read for a network, whose inputs and outputs are needed")
+            raise DataError(
+                f"data file {path}: a qmtik-bin file is read for a network, whose inputs and outputs are needed"
+            )
         x, targets = read_qmtik_bin(path, inputs, outputs)
         return x, (labels_of_targets(targets, path) if task == "classification" else targets.astype(np.float32))
     x = _numpy_file(path) if kind == "npy" else read_idx(path)
@@ -159,8 +183,8 @@ def load_file(path, labels_path="", *, label_column: int = -1, inputs: int | Non
 
 
 CONVERT_TO = ("qmtik-bin", "npz")
-C_LIBRARY_SPLIT = 0.8          # mnist_784_data_prep.py's share of samples for training
-PIXEL_RANGE = (0.0, 255.0)     # the C library's inputs: pixel - 128
+C_LIBRARY_SPLIT = 0.8  # mnist_784_data_prep.py's share of samples for training
+PIXEL_RANGE = (0.0, 255.0)  # the C library's inputs: pixel - 128
 
 
 MAX_CLASSES = 65536
@@ -180,8 +204,17 @@ def class_labels(y, samples: int, name: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def convert_file(source, to: str, out_stem, *, labels_path="", label_column: int = -1, split: float = C_LIBRARY_SPLIT,
-                 input_range=None, outputs: int | None = None) -> list[tuple[Path, int, int]]:
+def convert_file(
+    source,
+    to: str,
+    out_stem,
+    *,
+    labels_path="",
+    label_column: int = -1,
+    split: float = C_LIBRARY_SPLIT,
+    input_range=None,
+    outputs: int | None = None,
+) -> list[tuple[Path, int, int]]:
     """Convert a classification data file to qmtik-bin (the C library's samples) or .npz.
 
     As the C library's mnist_784_data_prep.py did: the first `split` of the samples (in file
@@ -201,12 +234,16 @@ def convert_file(source, to: str, out_stem, *, labels_path="", label_column: int
     if outputs is not None and not 2 <= outputs <= MAX_CLASSES:
         raise DataError(f"outputs {outputs}: the number of classes must be 2 to {MAX_CLASSES}")
     if outputs is not None and y.max() >= outputs:
-        raise DataError(f"outputs {outputs}: the labels of {source} reach {y.max()}, so at least {y.max() + 1} are needed")
+        raise DataError(
+            f"outputs {outputs}: the labels of {source} reach {y.max()}, so at least {y.max() + 1} are needed"
+        )
     classes = outputs if outputs is not None else max(int(y.max()) + 1, 2)
     low, high = input_range if input_range is not None else PIXEL_RANGE
     if input_range is None and (x.min() < low or x.max() > high):
-        raise DataError(f"data file {source}: values from {x.min():g} to {x.max():g} are not pixels 0..255; "
-                        "give the range that maps to int8 -128..127 with --input-range LOW HIGH")
+        raise DataError(
+            f"data file {source}: values from {x.min():g} to {x.max():g} are not pixels 0..255; "
+            "give the range that maps to int8 -128..127 with --input-range LOW HIGH"
+        )
     problem = input_range_problem(low, high)
     if problem:
         raise DataError(f"input range [{low:g}, {high:g}] of {source}: {problem}; give one with --input-range")
@@ -214,9 +251,14 @@ def convert_file(source, to: str, out_stem, *, labels_path="", label_column: int
     if not 0 < cut <= len(x) or (split < 1 and cut == len(x)):
         raise DataError(f"split {split}: of {len(x)} samples it leaves a part empty")
     out_stem = Path(out_stem)
-    parts = [(out_stem, slice(None))] if split == 1 else [
-        (out_stem.with_name(out_stem.name + "_train"), slice(0, cut)),
-        (out_stem.with_name(out_stem.name + "_test"), slice(cut, None))]
+    parts = (
+        [(out_stem, slice(None))]
+        if split == 1
+        else [
+            (out_stem.with_name(out_stem.name + "_train"), slice(0, cut)),
+            (out_stem.with_name(out_stem.name + "_test"), slice(cut, None)),
+        ]
+    )
     written = []
     for stem, rows in parts:
         if to == "npz":
@@ -235,8 +277,9 @@ def load_data(config: Config):
     d = config.data
     if d.dataset:
         return named_dataset(d.dataset)
-    shape = dict(label_column=d.label_column, inputs=config.network.inputs,
-                 outputs=config.network.outputs, task=config.task)
+    shape = dict(
+        label_column=d.label_column, inputs=config.network.inputs, outputs=config.network.outputs, task=config.task
+    )
     train = load_file(d.train, d.train_labels, **shape)
     test = load_file(d.test, d.test_labels, **shape) if d.test else None
     return train, test
@@ -271,8 +314,15 @@ def check_class_names(names, config: Config):
     return names
 
 
-def load_named_or_path(spec: str, labels: str = "", *, label_column: int = -1, inputs: int | None = None,
-                       outputs: int | None = None, task: str = "classification"):
+def load_named_or_path(
+    spec: str,
+    labels: str = "",
+    *,
+    label_column: int = -1,
+    inputs: int | None = None,
+    outputs: int | None = None,
+    task: str = "classification",
+):
     """(inputs, labels) of a data set named on the command line: 'digits', 'digits:train', a path."""
     name, _, part = spec.partition(":")
     if name in NAMED_DATASETS:

@@ -9,6 +9,7 @@ MNIST (784-256-256-10, the C library's headline example) when it is in the cache
 downloaded; otherwise the bundled digits, with a line saying why. Offline, the download attempt
 gives up within a few seconds.
 """
+
 from __future__ import annotations
 
 import time
@@ -26,7 +27,7 @@ from .network import Network
 from .qmtfile import save_model
 
 DEMO_DATASETS = ("mnist", "fashion-mnist", "digits")
-DOWNLOAD_TIMEOUT = 2.0             # seconds per mirror before the demo falls back to the digits
+DOWNLOAD_TIMEOUT = 2.0  # seconds per mirror before the demo falls back to the digits
 MNIST_SETTINGS = {"training.epochs": 5}
 C_LIBRARY_CLAIMS = {"accuracy": "about 90% (MNIST)", "model": "300 KB", "inference": "0.5 ms"}
 
@@ -36,8 +37,10 @@ def demo_config(dataset: str) -> Config:
     if dataset == "digits":
         config, changes = Config(), DIGITS_STARTER
     else:
-        config = Config(network=NetworkConfig(inputs=784, hidden=[256, 256], outputs=10),
-                        data=DataConfig(dataset=dataset, input_range=[0, 255]))
+        config = Config(
+            network=NetworkConfig(inputs=784, hidden=[256, 256], outputs=10),
+            data=DataConfig(dataset=dataset, input_range=[0, 255]),
+        )
         changes = MNIST_SETTINGS
     for key, value in changes.items():
         config = config.replace(key, value)
@@ -48,9 +51,10 @@ def choose_dataset(requested: str | None, say) -> str:
     """The requested set (fetched when it is not there yet); else MNIST when cached or
     downloadable in a few seconds; else the bundled digits."""
     from .download import find_dataset, get_dataset
+
     if requested:
         if requested != "digits" and find_dataset(requested) is None:
-            get_dataset(requested)          # asked for by name: a failure is the demo's error
+            get_dataset(requested)  # asked for by name: a failure is the demo's error
         return requested
     if find_dataset("mnist") is not None:
         return "mnist"
@@ -97,8 +101,10 @@ def run_demo(dataset: str | None = None, out_dir="qmtik-demo", say=print) -> dic
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     net = config.network
-    say(f"data set {dataset}: {len(x)} training and {len(x_test)} test samples; network "
-        f"{'-'.join(map(str, [net.inputs, *net.hidden, net.outputs]))}, {config.training.epochs} epochs")
+    say(
+        f"data set {dataset}: {len(x)} training and {len(x_test)} test samples; network "
+        f"{'-'.join(map(str, [net.inputs, *net.hidden, net.outputs]))}, {config.training.epochs} epochs"
+    )
     float_net, int8_net = train_pair(config, x, y, say)
     model = int8_net.quantize()
     stem = out / dataset
@@ -107,14 +113,22 @@ def run_demo(dataset: str | None = None, out_dir="qmtik-demo", say=print) -> dic
     prefix = dataset.replace("-", "_")
     header = export_c(model, prefix)
     write_atomic(paths["header"], lambda f: f.write(header.encode()))
-    figures = {"dataset": dataset, "float_accuracy": float_net.score(x_test, y_test),
-               "int8_accuracy": model.score(x_test, y_test), "qmt_bytes": paths["model"].stat().st_size,
-               "float32_bytes": 4 * sum(layer.weights.size + layer.bias.size for layer in model.layers),
-               **inference_speed(model, x_test), "c_check": None, "flash": None, "ram": None, "paths": paths}
+    figures = {
+        "dataset": dataset,
+        "float_accuracy": float_net.score(x_test, y_test),
+        "int8_accuracy": model.score(x_test, y_test),
+        "qmt_bytes": paths["model"].stat().st_size,
+        "float32_bytes": 4 * sum(layer.weights.size + layer.bias.size for layer in model.layers),
+        **inference_speed(model, x_test),
+        "c_check": None,
+        "flash": None,
+        "ram": None,
+        "paths": paths,
+    }
     if find_compiler() is None:
         say("no C compiler found ($CC, gcc, cc, clang): the header was written but not compiled")
     else:
-        figures["c_check"] = check(model, x_test, prefix)       # the header written, compiled
+        figures["c_check"] = check(model, x_test, prefix)  # the header written, compiled
         sizes = code_size(model, prefix=prefix)
         figures["flash"] = sizes["code"] + sizes["constants"]
         figures["ram"] = sizes["scratch"] + sizes["stack"]
@@ -130,18 +144,27 @@ def summary_table(f: dict) -> str:
         agreement = "not compiled (no C compiler)"
     else:
         bad = c["mismatched_samples"]
-        agreement = (f"{c['samples'] - bad:,} of {c['samples']:,} test samples byte for byte"
-                     + (" (under ASan and UBSan)" if c["sanitized"] else ""))
+        agreement = f"{c['samples'] - bad:,} of {c['samples']:,} test samples byte for byte" + (
+            " (under ASan and UBSan)" if c["sanitized"] else ""
+        )
     rows = [
         ("test accuracy, float", f"{100 * f['float_accuracy']:.2f}%", ""),
         ("test accuracy, int8", f"{100 * f['int8_accuracy']:.2f}%", C_LIBRARY_CLAIMS["accuracy"]),
-        ("model file (.qmt)", f"{f['qmt_bytes']:,} B ({f['qmt_bytes'] / f['float32_bytes']:.0%} of float32's "
-                              f"{f['float32_bytes']:,} B)", C_LIBRARY_CLAIMS["model"]),
+        (
+            "model file (.qmt)",
+            f"{f['qmt_bytes']:,} B ({f['qmt_bytes'] / f['float32_bytes']:.0%} of float32's {f['float32_bytes']:,} B)",
+            C_LIBRARY_CLAIMS["model"],
+        ),
         ("inference, Python, one sample", f"{f['single_us']:.0f} µs", C_LIBRARY_CLAIMS["inference"]),
         ("inference, Python, batch", f"{f['samples_per_second']:,.0f} samples/s", ""),
         ("C header agrees with Python", agreement, ""),
-        ("flash / RAM the header needs", "unknown (no C compiler)" if f["flash"] is None
-         else f"{f['flash']:,} B / {f['ram']:,} B (local compiler, -Os)", ""),
+        (
+            "flash / RAM the header needs",
+            "unknown (no C compiler)"
+            if f["flash"] is None
+            else f"{f['flash']:,} B / {f['ram']:,} B (local compiler, -Os)",
+            "",
+        ),
     ]
     lines = [f"| {f['dataset']} | qmtik | C library qmtik.h claimed |", "| --- | --- | --- |"]
     return "\n".join(lines + [f"| {a} | {b} | {c} |" for a, b, c in rows])

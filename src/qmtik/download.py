@@ -9,6 +9,7 @@ replaces a good file. QMTIK_DATA_URL (or base_url) points at another server hold
 as BASE/<file name>. find_dataset() answers the same question without touching the network.
 Only the standard library is used; every failure is a one-line DownloadError.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,15 +25,20 @@ from typing import NamedTuple
 from .errors import DownloadError
 from .files import write_atomic
 
-FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 CHUNK = 1 << 16
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")   # Debian's dataset-fashion-mnist
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
 
 class Dataset(NamedTuple):
     """A data set's pinned files: SHA-256 of each file as the mirrors serve it, the mirrors in
     the order they are tried, and other known-good copies of a file (same data, other gzip)."""
+
     sha256: dict
     mirrors: tuple
     repacked: dict = {}
@@ -48,10 +54,14 @@ DATASETS = {
             "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
             "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
             "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-            "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"},
-        mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",
-                 "https://storage.googleapis.com/cvdf-datasets/mnist/",
-                 "http://yann.lecun.com/exdb/mnist/")),
+            "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        },
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ),
+    ),
     # Zalando's files (MD5 8d4fb7e6... etc. in their README): SHA-256 from tensorflow/datasets
     # tensorflow_datasets/url_checksums/fashion_mnist.txt, the same in several other projects.
     # Debian's dataset-fashion-mnist (0.0~git20200523.55506a9-1) recompressed them (gzip
@@ -62,14 +72,19 @@ DATASETS = {
             "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
             "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
             "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-            "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"},
-        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-                 "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"),
+            "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        },
+        mirrors=(
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+        ),
         repacked={
             "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
             "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
             "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
-            "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05"}),
+            "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+        },
+    ),
 }
 
 
@@ -169,10 +184,15 @@ def _fetch(name: str, dataset: Dataset, file: str, mirrors, target: Path, timeou
         except DownloadError as exc:
             errors.append(str(exc))
     if errors:
-        raise DownloadError(errors[0] if len(errors) == 1 and not unreachable
-                            else f"{file}: no mirror served it: {'; '.join(errors + unreachable)}")
-    raise DownloadError(f"data set {name}: cannot download ({unreachable[0]}); offline? Put "
-                        f"{', '.join(FILES)} in {target} by hand, or set QMTIK_DATA_URL to a mirror")
+        raise DownloadError(
+            errors[0]
+            if len(errors) == 1 and not unreachable
+            else f"{file}: no mirror served it: {'; '.join(errors + unreachable)}"
+        )
+    raise DownloadError(
+        f"data set {name}: cannot download ({unreachable[0]}); offline? Put "
+        f"{', '.join(FILES)} in {target} by hand, or set QMTIK_DATA_URL to a mirror"
+    )
 
 
 def _download(url: str, path: Path, dataset: Dataset, file: str, timeout: float, bar: bool) -> None:
@@ -194,14 +214,14 @@ def _download(url: str, path: Path, dataset: Dataset, file: str, timeout: float,
             write_atomic(path, lambda f: _receive(url, response, f, dataset, file, bar))
         except DownloadError:
             raise
-        except OSError as exc:                           # OutputError, a full disk
+        except OSError as exc:  # OutputError, a full disk
             raise DownloadError(f"{url}: cannot write {path.parent} ({exc.strerror or exc})") from None
 
 
 def _receive(url: str, response, out, dataset: Dataset, file: str, bar: bool) -> None:
     """Copy the body to out while hashing it; refuse a short body or a wrong checksum."""
     length = response.headers.get("Content-Length")
-    known = length and length.isascii() and length.isdigit() and len(length) <= 18   # not '²' nor 5000 digits
+    known = length and length.isascii() and length.isdigit() and len(length) <= 18  # not '²' nor 5000 digits
     total = int(length) if known else None
     digest, done, shown = hashlib.sha256(), 0, 0.0
     try:
@@ -220,8 +240,7 @@ def _receive(url: str, response, out, dataset: Dataset, file: str, bar: bool) ->
         raise DownloadError(f"{url}: connection dropped after {done} of {total} bytes")
     got, accepted = digest.hexdigest(), (dataset.sha256[file], dataset.repacked.get(file))
     if got not in accepted:
-        raise DownloadError(f"{url}: checksum mismatch, expected SHA-256 {accepted[0][:12]}..., "
-                            f"got {got[:12]}...")
+        raise DownloadError(f"{url}: checksum mismatch, expected SHA-256 {accepted[0][:12]}..., got {got[:12]}...")
 
 
 def _read(url: str, response, done: int) -> bytes:

@@ -9,6 +9,7 @@ nothing, keeps no mutable state, and computes exactly what intref.py, the spec, 
 (docs/quantization.md). Generated text is deterministic: fixed order, no timestamps, the
 kit's version and the model's CRC-32 recorded.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,9 +26,9 @@ from .model import QuantizedModel, memory_needs
 from .qmtfile import encode
 from .version import __version__
 
-PREFIX = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")   # matched whole: no newline slips through
+PREFIX = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")  # matched whole: no newline slips through
 MAX_PREFIX = 41
-SECTION = re.compile(r"^/\*@ (\w+)\b.*?\*/[ \t]*$", re.M)   # a template's marker line in a .h.in
+SECTION = re.compile(r"^/\*@ (\w+)\b.*?\*/[ \t]*$", re.M)  # a template's marker line in a .h.in
 PROBABILITIES = {"softmax": "softmax (softmax)", "sigmoid": "sigmoid (sigmoid)", "linear": "values (dequantized)"}
 
 
@@ -40,8 +41,10 @@ def check_prefix(prefix: str) -> str:
     prefix__ starts the header's private names.
     """
     if not isinstance(prefix, str) or len(prefix) > MAX_PREFIX or not PREFIX.fullmatch(prefix):
-        raise ExportError(f"prefix {prefix!r}: must be a lowercase C identifier (a-z first, then a-z, 0-9 and "
-                          f"single underscores inside), at most {MAX_PREFIX} characters")
+        raise ExportError(
+            f"prefix {prefix!r}: must be a lowercase C identifier (a-z first, then a-z, 0-9 and "
+            f"single underscores inside), at most {MAX_PREFIX} characters"
+        )
     return prefix
 
 
@@ -76,7 +79,7 @@ def c_float(value: float, what: str) -> str:
     if not np.isfinite(single):
         raise ExportError(f"cannot export the model: its {what} {value!r} is not a finite float32")
     digits = "%.9g" % single
-    literal = digits if any(c in digits for c in ".e") else digits + ".0"     # '1' is an int; '1.0f' a float
+    literal = digits if any(c in digits for c in ".e") else digits + ".0"  # '1' is an int; '1.0f' a float
     if np.float32(float(literal)) != single:
         raise ExportError(f"cannot export the model: its {what} {value!r} has no exact decimal float32 literal")
     return literal + "f"
@@ -107,7 +110,7 @@ def fill(name: str, section: str, **values) -> str:
 def numbers(values, per_line: int = 24) -> str:
     """An array initializer's body: the integers, per_line to an indented line."""
     values = [str(int(v)) for v in np.asarray(values).reshape(-1)]
-    return ",\n".join("    " + ", ".join(values[i:i + per_line]) for i in range(0, len(values), per_line))
+    return ",\n".join("    " + ", ".join(values[i : i + per_line]) for i in range(0, len(values), per_line))
 
 
 def export_c(model: QuantizedModel, prefix: str = "model") -> str:
@@ -115,55 +118,90 @@ def export_c(model: QuantizedModel, prefix: str = "model") -> str:
     p = check_prefix(prefix)
     names = [f"{p}__l{i}" for i in range(len(model.layers))]
     layers = [LAYER_KINDS[layer.kind](p, n, layer) for n, layer in zip(names, model.layers)]
-    return fill("header.h.in", "header", **_document(model, p), **_outputs(model, p),
-                arrays="\n".join(constants for constants, _ in layers),
-                arithmetic=fill("requantize.h.in", "requantize", p=p, saturation=intref.SATURATION),
-                layers="\n\n".join(function for _, function in layers),
-                calls="\n".join(_calls(names))) + "\n"
+    return (
+        fill(
+            "header.h.in",
+            "header",
+            **_document(model, p),
+            **_outputs(model, p),
+            arrays="\n".join(constants for constants, _ in layers),
+            arithmetic=fill("requantize.h.in", "requantize", p=p, saturation=intref.SATURATION),
+            layers="\n\n".join(function for _, function in layers),
+            calls="\n".join(_calls(names)),
+        )
+        + "\n"
+    )
 
 
 def _document(model: QuantizedModel, p: str) -> dict:
     """The documentation block's values, the macros' and quantize_input's."""
     need = memory_needs(model)
     low, high = model.input_range
-    gain = 255.0 / (high - low)                      # float32 in C and in quantize_inputs
+    gain = 255.0 / (high - low)  # float32 in C and in quantize_inputs
     names = ", ".join(map(_c_string, model.class_names or ()))
-    return {"p": p, "P": p.upper(), "version": __version__, "crc": f"{zlib.crc32(encode(model)):08x}",
-            "widths": "-".join(map(str, model.widths)), "task": model.task, "output": model.output,
-            "activations": ", ".join(layer.activation for layer in model.layers),
-            **{key: f"{need[key]:,}" for key in ("constants", "weights", "biases", "requantization", "tables")},
-            "constant_bytes": need["constants"], "scratch_bytes": need["scratch"],
-            "inputs": model.inputs, "outputs": model.outputs, "layer_count": len(model.layers),
-            "class_names": fill("header.h.in", "class_names", P=p.upper(), names=names) if names else "",
-            "probabilities_are": PROBABILITIES[model.output],
-            "low": f"{low:g}", "span": f"{high - low:g}",
-            "low_literal": c_float(low, "input range's low end"),
-            "gain_literal": c_float(gain, "input gain 255 / (high - low)")}
+    return {
+        "p": p,
+        "P": p.upper(),
+        "version": __version__,
+        "crc": f"{zlib.crc32(encode(model)):08x}",
+        "widths": "-".join(map(str, model.widths)),
+        "task": model.task,
+        "output": model.output,
+        "activations": ", ".join(layer.activation for layer in model.layers),
+        **{key: f"{need[key]:,}" for key in ("constants", "weights", "biases", "requantization", "tables")},
+        "constant_bytes": need["constants"],
+        "scratch_bytes": need["scratch"],
+        "inputs": model.inputs,
+        "outputs": model.outputs,
+        "layer_count": len(model.layers),
+        "class_names": fill("header.h.in", "class_names", P=p.upper(), names=names) if names else "",
+        "probabilities_are": PROBABILITIES[model.output],
+        "low": f"{low:g}",
+        "span": f"{high - low:g}",
+        "low_literal": c_float(low, "input range's low end"),
+        "gain_literal": c_float(gain, "input gain 255 / (high - low)"),
+    }
 
 
 def _dense(p: str, n: str, layer: intref.IntegerLayer) -> tuple[str, str]:
     """A dense layer's constants and its function (templates/dense.h.in), named n."""
     outputs, inputs = layer.weights.shape
     shape = {"p": p, "n": n, "outputs": outputs, "inputs": inputs}
-    constants = [fill("dense.h.in", "constants", **shape, weight_count=layer.weights.size,
-                      weights=numbers(layer.weights), bias=numbers(layer.bias),
-                      multiplier=numbers(layer.output_multiplier), shift=numbers(layer.output_shift))]
+    constants = [
+        fill(
+            "dense.h.in",
+            "constants",
+            **shape,
+            weight_count=layer.weights.size,
+            weights=numbers(layer.weights),
+            bias=numbers(layer.bias),
+            multiplier=numbers(layer.output_multiplier),
+            shift=numbers(layer.output_shift),
+        )
+    ]
     if layer.activation == "leaky_relu":
-        constants.append(fill("dense.h.in", "constants_leaky", **shape,
-                              neg_multiplier=numbers(layer.negative_multiplier),
-                              neg_shift=numbers(layer.negative_shift)))
+        constants.append(
+            fill(
+                "dense.h.in",
+                "constants_leaky",
+                **shape,
+                neg_multiplier=numbers(layer.negative_multiplier),
+                neg_shift=numbers(layer.negative_shift),
+            )
+        )
     if layer.table is not None:
         constants.append(fill("dense.h.in", "constants_table", **shape, table=numbers(layer.table, 16)))
         activate = fill("dense.h.in", "activate_table", **shape)
     else:
-        low = layer.output_offset if layer.activation == "relu" else -128     # relu is this clamp
+        low = layer.output_offset if layer.activation == "relu" else -128  # relu is this clamp
         activate = fill("dense.h.in", "activate_clamp", **shape, output_offset=layer.output_offset, low=low)
     requantize = fill("dense.h.in", "requantize_leaky" if layer.activation == "leaky_relu" else "requantize", **shape)
-    return "\n".join(constants), fill("dense.h.in", "layer", **shape, requantize=requantize, activate=activate,
-                                      activation=layer.activation)
+    return "\n".join(constants), fill(
+        "dense.h.in", "layer", **shape, requantize=requantize, activate=activate, activation=layer.activation
+    )
 
 
-LAYER_KINDS = {"dense": _dense}       # IntegerLayer.kind -> its constants and function
+LAYER_KINDS = {"dense": _dense}  # IntegerLayer.kind -> its constants and function
 
 
 def _calls(names: list) -> list:
@@ -181,5 +219,7 @@ def _outputs(model: QuantizedModel, p: str) -> dict:
     last = model.layers[-1]
     values = {"p": p, "P": p.upper(), "zero": last.output_offset, "scale": c_float(last.output_scale, "output scale")}
     classify = "argmax" if model.outputs > 1 else "always" if last.output_offset == -128 else "threshold"
-    return {"classify": fill("outputs.h.in", "classify_" + classify, **values),
-            "probabilities": fill("outputs.h.in", "probabilities_" + model.output, **values)}
+    return {
+        "classify": fill("outputs.h.in", "classify_" + classify, **values),
+        "probabilities": fill("outputs.h.in", "probabilities_" + model.output, **values),
+    }

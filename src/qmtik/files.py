@@ -19,6 +19,7 @@ descriptor counts as the file it is open on (-o /dev/stdout >> in.csv writes int
 A failed write raises OutputError naming the output, except a reader that has gone (a closed
 pipe): BrokenPipeError, which the command line ends on quietly.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,10 +37,10 @@ from .errors import OutputError
 
 try:
     import fcntl
-except ImportError:                        # not POSIX: no locks, so stale temporaries stay
+except ImportError:  # not POSIX: no locks, so stale temporaries stay
     fcntl = None
 
-STALE_SECONDS = 10.0   # a temporary file this old and unlocked is one a killed write left
+STALE_SECONDS = 10.0  # a temporary file this old and unlocked is one a killed write left
 IN_MEMORY = 16 * 2**20  # bytes gathered in memory for a write through; more spill to a temporary file
 _OUR_DESCRIPTOR = re.compile(r"/dev/(?:stdin|stdout|stderr)|/dev/fd/\d+|/proc/(?:self|thread-self|\d+)/fd/\d+")
 _STD = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
@@ -53,12 +54,13 @@ def _umask() -> int:
 
 # --- what a path names ---------------------------------------------------------------------------
 
+
 def _descriptor(path) -> int | None:
     """The number of our open descriptor that path names (/dev/stdout, /dev/fd/N,
     /proc/self/fd/N, directly or through links), else None. Such a path is written through
     the descriptor itself, so what we print and what we write keep their order in its file."""
     hop = os.path.abspath(path)
-    for _ in range(40):                                   # the kernel's limit on links followed
+    for _ in range(40):  # the kernel's limit on links followed
         if _OUR_DESCRIPTOR.fullmatch(hop):
             if hop in _STD:
                 return _STD[hop]
@@ -68,7 +70,7 @@ def _descriptor(path) -> int | None:
             return None
         try:
             link = os.readlink(hop)
-        except (OSError, ValueError):                    # not a link (or not readable)
+        except (OSError, ValueError):  # not a link (or not readable)
             return None
         hop = os.path.normpath(os.path.join(os.path.dirname(hop), link))
     return None
@@ -76,8 +78,13 @@ def _descriptor(path) -> int | None:
 
 def _kind(mode: int) -> str:
     """What a node that is not a regular file is, in words."""
-    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISSOCK, "socket"), (stat.S_ISBLK, "block device"),
-                       (stat.S_ISCHR, "character device"), (stat.S_ISFIFO, "FIFO")):
+    for test, name in (
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISFIFO, "FIFO"),
+    ):
         if test(mode):
             return name
     return "special file"
@@ -101,18 +108,21 @@ def _destination(path) -> tuple[bool, Path]:
         st = os.stat(target)
     except FileNotFoundError:
         st = None
-    except (OSError, ValueError) as exc:                 # a loop of links, a NUL in the name
+    except (OSError, ValueError) as exc:  # a loop of links, a NUL in the name
         raise OutputError(f"output {path}: cannot be written ({getattr(exc, 'strerror', None) or exc})") from None
     if st is not None and (stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
         return True, path
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise OutputError(f"output {path}: is a {_kind(st.st_mode)}")
     if st is not None and not st.st_mode & 0o222:
-        raise OutputError(f"output {path}: is read-only (mode {stat.S_IMODE(st.st_mode):04o}); qmtik does not "
-                          "replace it")
+        raise OutputError(
+            f"output {path}: is read-only (mode {stat.S_IMODE(st.st_mode):04o}); qmtik does not replace it"
+        )
     if st is not None and not os.access(target, os.W_OK):
-        raise OutputError(f"output {path}: is not writable for this user (mode {stat.S_IMODE(st.st_mode):04o}); "
-                          "qmtik does not replace it")
+        raise OutputError(
+            f"output {path}: is not writable for this user (mode {stat.S_IMODE(st.st_mode):04o}); "
+            "qmtik does not replace it"
+        )
     folder = target.parent if os.path.islink(path) else path.parent
     if not target.parent.is_dir():
         raise OutputError(f"output {path}: cannot be written (folder {folder} does not exist)")
@@ -157,8 +167,10 @@ def check_rewritable(path) -> None:
     """Refuse, as OutputError, a checkpoint path that takes_one_write: training writes its
     checkpoint after every epoch."""
     if takes_one_write(path):
-        raise OutputError(f"output {path}: a checkpoint is written after every epoch, so it must be a file (or a "
-                          "device such as /dev/null), not a FIFO or a descriptor such as /dev/stdout")
+        raise OutputError(
+            f"output {path}: a checkpoint is written after every epoch, so it must be a file (or a "
+            "device such as /dev/null), not a FIFO or a descriptor such as /dev/stdout"
+        )
 
 
 def goes_to_stdout(path) -> bool:
@@ -176,11 +188,13 @@ def goes_to_stdout(path) -> bool:
         out = os.fstat(1)
     except OSError:
         return False
-    return node is not None and not stat.S_ISCHR(node.st_mode) and \
-        (node.st_dev, node.st_ino) == (out.st_dev, out.st_ino)
+    return (
+        node is not None and not stat.S_ISCHR(node.st_mode) and (node.st_dev, node.st_ino) == (out.st_dev, out.st_ino)
+    )
 
 
 # --- the same file twice -------------------------------------------------------------------------
+
 
 def _node(path) -> os.stat_result | None:
     """What path reaches: for one of our descriptors the file it is open on (fstat), else the
@@ -212,8 +226,7 @@ def same_file(a, b) -> bool:
     except (OSError, ValueError):
         return False
     first, second = _node(a), _node(b)
-    return first is not None and second is not None and \
-        (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+    return first is not None and second is not None and (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
 
 
 def check_distinct(inputs, outputs) -> None:
@@ -230,12 +243,14 @@ def check_distinct(inputs, outputs) -> None:
             continue
         for other_name, other in seen:
             if same_file(path, other):
-                raise OutputError(f"{name} {path}: the same file as {other_name} {other}, which it would "
-                                  "overwrite; give another path")
+                raise OutputError(
+                    f"{name} {path}: the same file as {other_name} {other}, which it would overwrite; give another path"
+                )
         seen.append((name, path))
 
 
 # --- writing -------------------------------------------------------------------------------------
+
 
 def _temporary_name(target_name: str) -> re.Pattern:
     """The names write_atomic's temporaries of a target get: mkstemp's .NAME.XXXXXXXX.tmp."""
@@ -265,7 +280,7 @@ def remove_stale_temporaries(target) -> list[Path]:
         try:
             st = os.fstat(fd)
             if stat.S_ISREG(st.st_mode) and time.time() - st.st_mtime > STALE_SECONDS:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)        # BlockingIOError: being written
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: being written
                 os.unlink(path)
                 removed.append(path)
         except OSError:
@@ -309,7 +324,7 @@ class _Output:
         with _naming(self._path):
             return self._file.flush()
 
-    def __getattr__(self, name):                 # seek, tell, ...: the file's own
+    def __getattr__(self, name):  # seek, tell, ...: the file's own
         return getattr(self._file, name)
 
 
@@ -324,10 +339,10 @@ def _write_through(path, write) -> None:
         with _naming(path):
             if number is not None:
                 for stream in (sys.stdout, sys.stderr):
-                    stream.flush()                                 # what was printed comes first
+                    stream.flush()  # what was printed comes first
                 fd = os.dup(number)
             else:
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND)      # no O_CREAT: never a new file
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND)  # no O_CREAT: never a new file
             with os.fdopen(fd, "wb") as f:
                 shutil.copyfileobj(buffer, f)
 
@@ -359,7 +374,7 @@ def write_atomic(path, write) -> None:
         with os.fdopen(fd, "wb") as f:
             with _naming(path):
                 if fcntl is not None:
-                    fcntl.flock(fd, fcntl.LOCK_EX)      # held until renamed: not stale while written
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # held until renamed: not stale while written
                 os.fchmod(fd, stat.S_IMODE(old.st_mode) & 0o777 if old else 0o666 & ~_umask())
             write(_Output(f, path))
             with _naming(path):

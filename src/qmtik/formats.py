@@ -9,6 +9,7 @@ int8 target bytes (classes one-hot at 127). Its inputs are int8 codes under the 
 pixel - 128 convention, so qmtik reads them back as the pixels they stand for (byte + 128, 0..255):
 with data.input_range = [0, 255] a network sees exactly the codes the file holds.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,8 @@ from .parsing import gunzip
 
 FORMATS = ("npz", "npy", "csv", "idx", "qmtik-bin")
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-TARGET_ONE = 127            # qmtik-bin's "this class" target byte
-PIXEL_OFFSET = 128          # qmtik-bin input byte = pixel - 128
+TARGET_ONE = 127  # qmtik-bin's "this class" target byte
+PIXEL_OFFSET = 128  # qmtik-bin input byte = pixel - 128
 
 
 def format_of(path) -> str | None:
@@ -57,6 +58,7 @@ def _read_bytes(path, what: str) -> bytes:
 
 # --- IDX -----------------------------------------------------------------------------------------
 
+
 def read_idx(path) -> np.ndarray:
     """An IDX file (raw or .gz): its array, the magic, type and dimensions checked against its length."""
     blob = _read_bytes(path, "IDX file")
@@ -66,7 +68,7 @@ def read_idx(path) -> np.ndarray:
     header = 4 + 4 * ndim
     if ndim == 0 or len(blob) < header:
         raise DataError(f"IDX file {path}: truncated header")
-    shape = tuple(int.from_bytes(blob[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(blob[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + math.prod(shape) * dtype.itemsize
     if len(blob) != expected:
         raise DataError(f"IDX file {path}: dimensions {shape} need {expected} bytes, the file has {len(blob)}")
@@ -77,12 +79,15 @@ def idx_bytes(array) -> bytes:
     """The IDX encoding of an array of unsigned bytes (the type MNIST's files use)."""
     array = np.asarray(array)
     if array.dtype != np.uint8 or array.ndim == 0:
-        raise DataError(f"IDX: only arrays of unsigned bytes with at least one dimension are written, got {array.dtype}")
+        raise DataError(
+            f"IDX: only arrays of unsigned bytes with at least one dimension are written, got {array.dtype}"
+        )
     dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
     return bytes([0, 0, 0x08, array.ndim]) + dims + array.tobytes()
 
 
 # --- CSV -----------------------------------------------------------------------------------------
+
 
 def _cells(line: str) -> list[str]:
     """A CSV line's cells, without surrounding blanks and quotes."""
@@ -107,7 +112,7 @@ def read_csv_table(path, what: str = "CSV file") -> np.ndarray:
     """A CSV file of numbers (raw or .gz) as a float64 table; a first row none of whose cells is
     a number or empty is a header and skipped (see _is_header); quoted numbers ('5' or "5", as
     OpenML writes classes) are read. Lines end at LF, CR LF or CR, and are numbered so."""
-    text = _read_bytes(path, what).decode("utf-8-sig", errors="replace")   # a BOM (Excel) is not data
+    text = _read_bytes(path, what).decode("utf-8-sig", errors="replace")  # a BOM (Excel) is not data
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     first = next((i for i, line in enumerate(lines) if line.strip()), None)
     if first is None:
@@ -115,12 +120,13 @@ def read_csv_table(path, what: str = "CSV file") -> np.ndarray:
     skip = first + 1 if _is_header(lines[first]) else first
     if not any(line.strip() for line in lines[skip:]):
         raise DataError(f"{what} {path}: no samples")
-    for quote in (None, "'", '"'):         # numpy's C parser; on any trouble, find the line below
+    for quote in (None, "'", '"'):  # numpy's C parser; on any trouble, find the line below
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return np.loadtxt(lines[skip:], delimiter=",", ndmin=2, dtype=np.float64,
-                                  quotechar=quote, comments=None)
+                return np.loadtxt(
+                    lines[skip:], delimiter=",", ndmin=2, dtype=np.float64, quotechar=quote, comments=None
+                )
         except ValueError:
             continue
     return _read_csv_rows(lines, skip, path, what)
@@ -137,7 +143,7 @@ def _read_csv_rows(lines, skip: int, path, what: str) -> np.ndarray:
             values = [float(c) for c in cells]
         except ValueError:
             bad = next(c for c in cells if not _is_number(c))
-            first = not any(earlier.strip() for earlier in lines[:number - 1])
+            first = not any(earlier.strip() for earlier in lines[: number - 1])
             hint = "; a first row with a number or an empty cell is a sample, not a header" if first else ""
             shown = repr(bad) if len(bad) <= 40 else repr(bad[:40]) + "..."
             raise DataError(f"{what} {path}, line {number}: {shown} is not a number{hint}") from None
@@ -154,13 +160,16 @@ def read_csv(path, label_column: int = -1):
     table = read_csv_table(path, "data file")
     columns = table.shape[1]
     if not -columns <= label_column < columns or columns < 2:
-        raise DataError(f"data file {path}: label column {label_column} does not exist "
-                        f"(the file has {columns} columns; a label and at least one input are needed)")
+        raise DataError(
+            f"data file {path}: label column {label_column} does not exist "
+            f"(the file has {columns} columns; a label and at least one input are needed)"
+        )
     label_column %= columns
     return np.delete(table, label_column, axis=1), table[:, label_column]
 
 
 # --- qmtik-bin (the C library's samples) ---------------------------------------------------------
+
 
 def read_qmtik_bin(path, inputs: int, outputs: int):
     """(pixels 0..255 as uint8, int8 targets) of a qmtik-bin file for a network of `inputs` and
@@ -170,8 +179,10 @@ def read_qmtik_bin(path, inputs: int, outputs: int):
     if not blob:
         raise DataError(f"data file {path}: no samples")
     if len(blob) % record:
-        raise DataError(f"data file {path}: {len(blob)} bytes is not a whole number of samples of "
-                        f"{inputs} input and {outputs} target bytes (truncated, or another network's data)")
+        raise DataError(
+            f"data file {path}: {len(blob)} bytes is not a whole number of samples of "
+            f"{inputs} input and {outputs} target bytes (truncated, or another network's data)"
+        )
     table = np.frombuffer(blob, dtype=np.int8).reshape(-1, record)
     pixels = (table[:, :inputs].astype(np.int16) + PIXEL_OFFSET).astype(np.uint8)
     return pixels, table[:, inputs:].copy()
@@ -196,10 +207,12 @@ def one_hot_targets(labels, outputs: int) -> np.ndarray:
 
 def labels_of_targets(targets, path) -> np.ndarray:
     """The class of each one-hot target row: its 127. A row with no 127, or more than one, is refused."""
-    hits = (np.asarray(targets) == TARGET_ONE)
+    hits = np.asarray(targets) == TARGET_ONE
     counts = hits.sum(axis=1)
     if (counts != 1).any():
         bad = int(np.argmax(counts != 1))
-        raise DataError(f"data file {path}: sample {bad}'s target is not one-hot at {TARGET_ONE} "
-                        f"(a regression network reads targets, not classes)")
+        raise DataError(
+            f"data file {path}: sample {bad}'s target is not one-hot at {TARGET_ONE} "
+            f"(a regression network reads targets, not classes)"
+        )
     return hits.argmax(axis=1)

@@ -3,6 +3,7 @@
 Each function's forward and its derivative sit side by side. All work on float arrays of any
 precision (float32 in training, float64 in the gradient check).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,6 +15,7 @@ TASKS = ("classification", "regression")
 
 
 # --- activations -------------------------------------------------------------------------------
+
 
 def activation(kind: str, z, slope: float = 0.01):
     """A hidden activation (or 'linear', the identity) applied to pre-activations z."""
@@ -68,6 +70,7 @@ def log_softmax(scores):
 
 # --- output processing -------------------------------------------------------------------------
 
+
 def process_output(kind: str, scores):
     """What the network outputs from its final scores: the scores, softmax or sigmoid."""
     if kind == "linear":
@@ -80,6 +83,7 @@ def process_output(kind: str, scores):
 
 
 # --- costs -------------------------------------------------------------------------------------
+
 
 def cost(kind: str, output: str, scores, targets):
     """The mean cost over the batch and its gradient with respect to the final scores.
@@ -114,6 +118,7 @@ def _output_backward(output: str, scores, y, grad_y):
 
 
 # --- which combinations make sense -------------------------------------------------------------
+
 
 def combination_problem(task: str, output: str, cost_kind: str, outputs: int) -> str | None:
     """Why this task / output / cost / width combination cannot work, or None when it can."""

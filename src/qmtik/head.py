@@ -6,6 +6,7 @@ score reaches the threshold), class names, probabilities or regression values, a
 that judge them (accuracy, R^2, the loss). Both APIs call these functions and nothing else
 decides a class.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -13,6 +13,7 @@ The names are TFLite Micro's, with one sign convention of ours: output_shift is 
 tables) happened when the model was prepared (quantization.py); here are integers only.
 docs/quantization.md states the bounds that make every step exact.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,36 +25,44 @@ import numpy as np
 from . import quantization as q
 from .errors import QuantizationError
 
-ACTIVATIONS = ("linear", "relu", "leaky_relu", "sigmoid", "tanh")   # in this order: the .qmt codes 0..4
-SATURATION = 1024      # |requantize| is capped here, beyond any int8 result (|offset| <= 128)
+ACTIVATIONS = ("linear", "relu", "leaky_relu", "sigmoid", "tanh")  # in this order: the .qmt codes 0..4
+SATURATION = 1024  # |requantize| is capped here, beyond any int8 result (|offset| <= 128)
 
 
-@dataclass(frozen=True, eq=False)          # compared and hashed by identity: fields are arrays
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: fields are arrays
 class IntegerLayer:
     """One dense layer in integer arithmetic: int8 codes in, int8 codes out.
 
     Built complete in one call and checked then (validate): an invalid layer cannot exist.
     Its arrays are read-only copies in fixed dtypes, so it stays valid.
     """
-    kind: ClassVar[str] = "dense"        # conv2d, depthwise, pooling, flatten: future kinds
-    weights: np.ndarray                  # int8 codes in -127..127, (outputs, inputs)
-    bias: np.ndarray                     # int32 (stored as int64), input zero point folded in
-    output_multiplier: np.ndarray        # per output, 0 .. 2**22 - 1
-    output_shift: np.ndarray             # per output, a right shift 0..62
-    activation: str                      # one of ACTIVATIONS
+
+    kind: ClassVar[str] = "dense"  # conv2d, depthwise, pooling, flatten: future kinds
+    weights: np.ndarray  # int8 codes in -127..127, (outputs, inputs)
+    bias: np.ndarray  # int32 (stored as int64), input zero point folded in
+    output_multiplier: np.ndarray  # per output, 0 .. 2**22 - 1
+    output_shift: np.ndarray  # per output, a right shift 0..62
+    activation: str  # one of ACTIVATIONS
     input_scale: float
     input_zero_point: int
-    weight_scales: np.ndarray            # float64, per output channel (all equal: per tensor)
+    weight_scales: np.ndarray  # float64, per output channel (all equal: per tensor)
     output_scale: float
-    output_offset: int                   # the output zero point
-    negative_multiplier: np.ndarray | None = None   # leaky_relu only: requantizes acc < 0
+    output_offset: int  # the output zero point
+    negative_multiplier: np.ndarray | None = None  # leaky_relu only: requantizes acc < 0
     negative_shift: np.ndarray | None = None
-    table: np.ndarray | None = None                 # sigmoid / tanh only: 256 int8 entries
-    table_input_scale: float | None = None          # sigmoid / tanh only: scale of the index
+    table: np.ndarray | None = None  # sigmoid / tanh only: 256 int8 entries
+    table_input_scale: float | None = None  # sigmoid / tanh only: scale of the index
 
-    DTYPES: ClassVar[dict] = {"weights": np.int8, "bias": np.int64, "output_multiplier": np.int64,
-                              "output_shift": np.int64, "negative_multiplier": np.int64,
-                              "negative_shift": np.int64, "weight_scales": np.float64, "table": np.int8}
+    DTYPES: ClassVar[dict] = {
+        "weights": np.int8,
+        "bias": np.int64,
+        "output_multiplier": np.int64,
+        "output_shift": np.int64,
+        "negative_multiplier": np.int64,
+        "negative_shift": np.int64,
+        "weight_scales": np.float64,
+        "table": np.int8,
+    }
 
     def __post_init__(self):
         self.validate()
@@ -63,8 +72,13 @@ class IntegerLayer:
                 value = np.array(value, dtype=dtype, order="C")
                 value.flags.writeable = False
                 object.__setattr__(self, name, value)
-        for name, kind in (("output_offset", int), ("input_zero_point", int), ("input_scale", float),
-                           ("output_scale", float), ("table_input_scale", float)):
+        for name, kind in (
+            ("output_offset", int),
+            ("input_zero_point", int),
+            ("input_scale", float),
+            ("output_scale", float),
+            ("table_input_scale", float),
+        ):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, kind(getattr(self, name)))
 
@@ -96,7 +110,7 @@ class IntegerLayer:
             _fail(f"{self.activation} has negative_multiplier or negative_shift; only leaky_relu has them")
         scales = _vector(self.weight_scales, outputs, "weight_scales", "iuf")
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-            stored = scales.astype(np.float32)                      # what the file and C hold
+            stored = scales.astype(np.float32)  # what the file and C hold
             good = stored.min() > 0 and np.isfinite(stored.max())  # a NaN fails the first test
         if not good:
             bad = np.flatnonzero(~(np.isfinite(stored) & (stored > 0)))
@@ -112,32 +126,75 @@ class IntegerLayer:
             _fail(f"{self.activation} has a table or table_input_scale; only sigmoid and tanh have them")
 
 
-def build_layer(weights, bias, weight_scales, input_scale, input_zero_point, activation, output_scale,
-                output_offset, table_input_scale=None, slope=0.01) -> IntegerLayer:
+def build_layer(
+    weights,
+    bias,
+    weight_scales,
+    input_scale,
+    input_zero_point,
+    activation,
+    output_scale,
+    output_offset,
+    table_input_scale=None,
+    slope=0.01,
+) -> IntegerLayer:
     """The layer of these codes and scales: its multipliers from the real multiplier
     input_scale * weight_scale / output_scale (or / table_input_scale) and, for sigmoid and
     tanh, its table; a leaky relu's negative side multiplies by slope as well."""
-    return IntegerLayer(**layer_fields(weights, bias, weight_scales, input_scale, input_zero_point, activation,
-                                       output_scale, output_offset, table_input_scale, slope))
+    return IntegerLayer(
+        **layer_fields(
+            weights,
+            bias,
+            weight_scales,
+            input_scale,
+            input_zero_point,
+            activation,
+            output_scale,
+            output_offset,
+            table_input_scale,
+            slope,
+        )
+    )
 
 
-def layer_fields(weights, bias, weight_scales, input_scale, input_zero_point, activation, output_scale,
-                 output_offset, table_input_scale=None, slope=0.01) -> dict:
+def layer_fields(
+    weights,
+    bias,
+    weight_scales,
+    input_scale,
+    input_zero_point,
+    activation,
+    output_scale,
+    output_offset,
+    table_input_scale=None,
+    slope=0.01,
+) -> dict:
     """build_layer's IntegerLayer fields, unchecked: for training's step, whose arrays are valid
     by construction and which runs them through a backend proven equal to this spec."""
     table = activation in q.TABLE_ACTIVATIONS
     real = input_scale * np.asarray(weight_scales, dtype=np.float64) / (table_input_scale if table else output_scale)
     multiplier, shift = q.quantize_multiplier(real)
     negative = q.quantize_multiplier(real * slope) if activation == "leaky_relu" else (None, None)
-    return dict(weights=weights, bias=bias, output_multiplier=multiplier, output_shift=shift, activation=activation,
-                input_scale=input_scale, input_zero_point=input_zero_point, weight_scales=weight_scales,
-                output_scale=output_scale, output_offset=output_offset,
-                negative_multiplier=negative[0], negative_shift=negative[1],
-                table=q.activation_table(activation, table_input_scale) if table else None,
-                table_input_scale=table_input_scale if table else None)
+    return dict(
+        weights=weights,
+        bias=bias,
+        output_multiplier=multiplier,
+        output_shift=shift,
+        activation=activation,
+        input_scale=input_scale,
+        input_zero_point=input_zero_point,
+        weight_scales=weight_scales,
+        output_scale=output_scale,
+        output_offset=output_offset,
+        negative_multiplier=negative[0],
+        negative_shift=negative[1],
+        table=q.activation_table(activation, table_input_scale) if table else None,
+        table_input_scale=table_input_scale if table else None,
+    )
 
 
 # --- the arithmetic: accumulate -> requantize -> activate ---------------------------------------
+
 
 def accumulate(codes, weights, bias):
     """acc = weights @ codes + bias for every output, as int64 (|acc| < 2**30: an int32).
@@ -175,7 +232,7 @@ def activate(acc, layer: IntegerLayer):
         return layer.table.astype(np.int64)[np.clip(r, q.QMIN, q.QMAX) - q.QMIN]
     if layer.activation == "leaky_relu":
         r = np.where(acc < 0, requantize(acc, layer.negative_multiplier, layer.negative_shift), r)
-    floor = layer.output_offset if layer.activation == "relu" else q.QMIN      # relu is this clamp
+    floor = layer.output_offset if layer.activation == "relu" else q.QMIN  # relu is this clamp
     return np.clip(r + layer.output_offset, floor, q.QMAX)
 
 
@@ -193,6 +250,7 @@ def reference_scores(layers, codes) -> np.ndarray:
 
 
 # --- validation helpers: each raises QuantizationError naming the field -------------------------
+
 
 def _fail(problem: str):
     raise QuantizationError(problem)
@@ -216,7 +274,7 @@ def _vector(values, length: int, what: str, kinds: str = "iu") -> np.ndarray:
 
 def _within(values: np.ndarray, what: str, low: int, high: int) -> None:
     """Fail naming the first value outside [low, high] and its index."""
-    if values.min() >= low and values.max() <= high:        # the common case, in two reductions
+    if values.min() >= low and values.max() <= high:  # the common case, in two reductions
         return
     first = int(np.flatnonzero((values < low) | (values > high))[0])
     index = [int(i) for i in np.unravel_index(first, values.shape)]
@@ -237,8 +295,11 @@ def scale_problem(value) -> str | None:
     """Why value cannot be the scale of int8 codes, or None: a finite number > 0 that
     quantization.scale_problem, training's own rule, accepts (a normal float32 whose 256 steps
     stay finite in float32, as the C header writes it)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not (math.isfinite(value) and value > 0):
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not (math.isfinite(value) and value > 0)
+    ):
         return "is not a finite positive number"
     return q.scale_problem(value)
 
@@ -250,6 +311,5 @@ def _check_scale(value, what: str) -> None:
 
 
 def _check_code(value, what: str) -> None:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
-            or not q.QMIN <= value <= q.QMAX:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not q.QMIN <= value <= q.QMAX:
         _fail(f"{what} {value} is not an integer in {q.QMIN}..{q.QMAX}")

@@ -9,6 +9,7 @@ intref.IntegerLayer; integer_layers, which quantize() uses, builds validated one
 same functions. The backward pass then treats that rounding as the identity (the
 straight-through estimator), zero where a value was clamped.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -23,18 +24,19 @@ from .config import Config
 from .errors import QuantizationError
 from .functions import activation, activation_derivative
 
-OBSERVER_MOMENTUM = 0.05   # weight of each new batch in the moving min/max of activations
-PREDICT_CHUNK = 4096       # samples per forward pass when predicting, to bound memory
+OBSERVER_MOMENTUM = 0.05  # weight of each new batch in the moving min/max of activations
+PREDICT_CHUNK = 4096  # samples per forward pass when predicting, to bound memory
 
 
 @dataclass
 class Layer:
     """One fully connected layer: float weights (outputs x inputs), bias, activation, observed range."""
+
     weight: np.ndarray
     bias: np.ndarray
     activation: str
-    observed: np.ndarray    # moving [min, max] of the output (of the pre-activation for tables)
-    work: dict = field(default_factory=dict, repr=False, compare=False)   # training's buffers
+    observed: np.ndarray  # moving [min, max] of the output (of the pre-activation for tables)
+    work: dict = field(default_factory=dict, repr=False, compare=False)  # training's buffers
 
     def copy(self) -> "Layer":
         return Layer(self.weight.copy(), self.bias.copy(), self.activation, self.observed.copy())
@@ -43,6 +45,7 @@ class Layer:
 @dataclass(frozen=True)
 class QuantSpec:
     """The quantization choices of a config, in the form the layers need them."""
+
     per_channel: bool
     weight_scale: float | None
     activation_scale: float | None
@@ -51,9 +54,8 @@ class QuantSpec:
     @classmethod
     def from_config(cls, config: Config) -> "QuantSpec":
         qc = config.quantization
-        fixed = lambda v: None if v == "auto" else float(v)   # noqa: E731
-        return cls(qc.per_channel, fixed(qc.weight_scale), fixed(qc.activation_scale),
-                   config.network.leaky_slope)
+        fixed = lambda v: None if v == "auto" else float(v)  # noqa: E731
+        return cls(qc.per_channel, fixed(qc.weight_scale), fixed(qc.activation_scale), config.network.leaky_slope)
 
 
 def init_layers(config: Config, rng: np.random.Generator, dtype=np.float32) -> list[Layer]:
@@ -82,8 +84,9 @@ def observe(layer: Layer, values) -> None:
         layer.observed += OBSERVER_MOMENTUM * (batch - layer.observed)
     problem = q.range_problem(*layer.observed)
     if problem:
-        raise FloatingPointError(f"the observed range {layer.observed.tolist()} of a {layer.activation} "
-                                 f"layer {problem}")
+        raise FloatingPointError(
+            f"the observed range {layer.observed.tolist()} of a {layer.activation} layer {problem}"
+        )
 
 
 def product(a, b):
@@ -92,6 +95,7 @@ def product(a, b):
 
 
 # --- float ------------------------------------------------------------------------------------
+
 
 def float_layer_forward(layer: Layer, a_in, spec: QuantSpec, training: bool):
     """Float pre-activation and activation; observes the range the layer will be quantized to."""
@@ -104,8 +108,8 @@ def float_layer_forward(layer: Layer, a_in, spec: QuantSpec, training: bool):
 
 # --- fake-quantized ---------------------------------------------------------------------------
 
-def quantized_layer_forward(layer: Layer, q_in, in_scale: float, in_zero: int, spec: QuantSpec,
-                            training: bool):
+
+def quantized_layer_forward(layer: Layer, q_in, in_scale: float, in_zero: int, spec: QuantSpec, training: bool):
     """The integer layer's int8 output codes (as float32) for int8 input codes, and what backward needs.
 
     Returns (codes, fields, cache): fields are the integer layer's (intref.layer_fields). The
@@ -118,7 +122,7 @@ def quantized_layer_forward(layer: Layer, q_in, in_scale: float, in_zero: int, s
         codes, w_scale, bias = integer_weights(layer, in_scale, in_zero, spec)
         weight_t = codes.T
     weight_t = np.asarray(weight_t, dtype=q.accumulator_dtype(codes.shape[1]), order="C")
-    acc = product(np.asarray(q_in, weight_t.dtype), weight_t)   # exact sums without the bias (float)
+    acc = product(np.asarray(q_in, weight_t.dtype), weight_t)  # exact sums without the bias (float)
     dtype = layer.weight.dtype
     z = ((acc + bias) * (in_scale * w_scale)).astype(dtype)  # the real pre-activation acc stands for
     a = activation(layer.activation, z, spec.slope)
@@ -130,7 +134,9 @@ def quantized_layer_forward(layer: Layer, q_in, in_scale: float, in_zero: int, s
     if not training:
         return out, fields, None
     # straight-through: gradient passes where the value was inside the representable range
-    value, scale, zero = (z, fields["table_input_scale"], 0) if table else (a, fields["output_scale"], fields["output_offset"])
+    value, scale, zero = (
+        (z, fields["table_input_scale"], 0) if table else (a, fields["output_scale"], fields["output_offset"])
+    )
     inside = (value >= scale * (q.QMIN - zero)) & (value <= scale * (q.QMAX - zero))
     clipped_weights = None
     if spec.weight_scale is not None:
@@ -151,12 +157,15 @@ def step_weights(layer: Layer, in_scale: float, in_zero: int, spec: QuantSpec):
     weight_t = layer.weight.T
     buffers = layer.work.get("codes_t")
     if buffers is None or buffers[0].shape != weight_t.shape or buffers[0].dtype != weight_t.dtype:
-        buffers = layer.work["codes_t"] = (np.empty(weight_t.shape, weight_t.dtype),
-                                           np.empty(weight_t.shape, weight_t.dtype))
-    codes_t = q.quantize_weights_into(weight_t, w_scale.astype(weight_t.dtype), *buffers,
-                                      clamp=spec.weight_scale is not None)
+        buffers = layer.work["codes_t"] = (
+            np.empty(weight_t.shape, weight_t.dtype),
+            np.empty(weight_t.shape, weight_t.dtype),
+        )
+    codes_t = q.quantize_weights_into(
+        weight_t, w_scale.astype(weight_t.dtype), *buffers, clamp=spec.weight_scale is not None
+    )
     sums = None
-    if q.accumulator_dtype(codes_t.shape[0]) == np.float32:   # integer sums float32 holds exactly
+    if q.accumulator_dtype(codes_t.shape[0]) == np.float32:  # integer sums float32 holds exactly
         sums = (np.ones(codes_t.shape[0], codes_t.dtype) @ codes_t).astype(np.int64)
     bias = q.quantize_bias(layer.bias, in_scale, in_zero, codes_t.T, w_scale, sums)
     return codes_t.T, codes_t, w_scale, bias
@@ -173,6 +182,7 @@ def effective_weights(weights, dtype):
 
 
 # --- whole network ----------------------------------------------------------------------------
+
 
 def forward(layers: list[Layer], q_inputs, spec: QuantSpec, quantized: bool, training: bool):
     """Final scores (dequantized when quantized) and per-layer caches for backward.
@@ -219,8 +229,9 @@ def integer_weights(layer: Layer, in_scale: float, in_zero: int, spec: QuantSpec
     return codes, w_scale, q.quantize_bias(layer.bias, in_scale, in_zero, codes, w_scale)
 
 
-def integer_layer(layer: Layer, codes, w_scale, bias, in_scale: float, in_zero: int,
-                  spec: QuantSpec) -> intref.IntegerLayer:
+def integer_layer(
+    layer: Layer, codes, w_scale, bias, in_scale: float, in_zero: int, spec: QuantSpec
+) -> intref.IntegerLayer:
     """The integer layer of codes and bias with the output scale of the layer's observed range."""
     fields = step_fields(layer, codes, w_scale, bias, in_scale, in_zero, spec)
     with named(layer, codes, spec):
@@ -230,11 +241,11 @@ def integer_layer(layer: Layer, codes, w_scale, bias, in_scale: float, in_zero: 
 def step_fields(layer: Layer, codes, w_scale, bias, in_scale: float, in_zero: int, spec: QuantSpec) -> dict:
     """integer_layer's fields, without building the layer: only its scales are checked (the
     rest is valid by construction), as IntegerLayer.validate would, with the same message."""
-    out_scale, out_zero, pre_scale = q.output_quantization(layer.activation, layer.observed,
-                                                           spec.activation_scale)
+    out_scale, out_zero, pre_scale = q.output_quantization(layer.activation, layer.observed, spec.activation_scale)
     with named(layer, codes, spec):
-        fields = intref.layer_fields(codes, bias, w_scale, in_scale, in_zero, layer.activation,
-                                     out_scale, out_zero, pre_scale, spec.slope)
+        fields = intref.layer_fields(
+            codes, bias, w_scale, in_scale, in_zero, layer.activation, out_scale, out_zero, pre_scale, spec.slope
+        )
         for name in ("output_scale", "table_input_scale"):
             problem = fields[name] is not None and intref.scale_problem(fields[name])
             if problem:
@@ -244,10 +255,18 @@ def step_fields(layer: Layer, codes, w_scale, bias, in_scale: float, in_zero: in
 
 def step_kernel(fields: dict, weight_t) -> LayerKernel:
     """The numpy backend's kernel of an integer layer's fields (tests prove it equal to the spec)."""
-    return LayerKernel.from_arrays(fields["weights"], fields["bias"], fields["output_multiplier"],
-                                   fields["output_shift"], fields["activation"], fields["output_offset"],
-                                   fields["negative_multiplier"], fields["negative_shift"], fields["table"],
-                                   weight_t=weight_t)
+    return LayerKernel.from_arrays(
+        fields["weights"],
+        fields["bias"],
+        fields["output_multiplier"],
+        fields["output_shift"],
+        fields["activation"],
+        fields["output_offset"],
+        fields["negative_multiplier"],
+        fields["negative_shift"],
+        fields["table"],
+        weight_t=weight_t,
+    )
 
 
 @contextmanager
@@ -256,8 +275,9 @@ def named(layer: Layer, codes, spec: QuantSpec):
     try:
         yield
     except QuantizationError as exc:
-        fixed = [f"quantization.{name}" for name in ("weight_scale", "activation_scale")
-                 if getattr(spec, name) is not None]
+        fixed = [
+            f"quantization.{name}" for name in ("weight_scale", "activation_scale") if getattr(spec, name) is not None
+        ]
         hint = f"; check {' and '.join(fixed)}" if fixed else ""
         raise QuantizationError(f"{layer.activation} layer of {codes.shape[0]} outputs: {exc}{hint}") from None
 
@@ -279,6 +299,8 @@ def predict_scores(layers: list[Layer], q_inputs, spec: QuantSpec, quantized: bo
         codes = integer_scores([LayerKernel.prepare(layer) for layer in integer], q_inputs)
         last = integer[-1]
         return (last.output_scale * (codes.astype(np.float64) - last.output_offset)).astype(np.float32)
-    chunks = [forward(layers, q_inputs[start:start + PREDICT_CHUNK], spec, quantized=False, training=False)[0]
-              for start in range(0, len(q_inputs), PREDICT_CHUNK)]
+    chunks = [
+        forward(layers, q_inputs[start : start + PREDICT_CHUNK], spec, quantized=False, training=False)[0]
+        for start in range(0, len(q_inputs), PREDICT_CHUNK)
+    ]
     return np.concatenate(chunks) if chunks else np.zeros((0, layers[-1].weight.shape[0]), np.float32)

@@ -4,6 +4,7 @@ int8 codes in, int8 scores out, int32 accumulators between: nothing else. It com
 what the spec (intref.py, docs/quantization.md) says, through a backend (backends/: the spec
 itself, numpy or onnxruntime) that tests compare with the spec on extreme values.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ class QuantizedModel:
     "numpy", "onnx" or "auto"); None, the default, takes QMTIK_BACKEND, else "auto". All give
     the same integers; it may be set on the model at any time (model.backend = "reference").
     """
+
     task: str
     output: str
     input_range: tuple
@@ -143,13 +145,13 @@ class QuantizedModel:
     def evaluate(self, x, y) -> dict:
         """{'loss', 'accuracy'} (classification) or {'loss', 'mse', 'mae'} (regression); the loss
         is the natural cost of the output (the file does not record the training cost)."""
-        scores = self._real_scores(x)                     # float64: the figures cannot overflow
+        scores = self._real_scores(x)  # float64: the figures cannot overflow
         targets = encode_targets(y, self.task, self.outputs, len(scores))
         return {**head.figures(self.task, self.output, self.cost_for_loss, scores, targets), "int8": True}
 
     def score(self, x, y) -> float:
         """Accuracy (classification) or R^2 (regression) on the integer arithmetic."""
-        scores = self._real_scores(x)                     # float64, as in evaluate
+        scores = self._real_scores(x)  # float64, as in evaluate
         targets = encode_targets(y, self.task, self.outputs, len(scores)).astype(np.float64)
         return head.score(self.task, self.output, scores, targets)
 
@@ -190,12 +192,18 @@ def memory_needs(model: "QuantizedModel") -> dict:
     and the scores are the caller's)."""
     weights = sum(layer.weights.size for layer in model.layers)
     biases = 4 * sum(layer.bias.size for layer in model.layers)
-    requant = sum(5 * layer.output_multiplier.size * (2 if layer.negative_multiplier is not None else 1)
-                  for layer in model.layers)
+    requant = sum(
+        5 * layer.output_multiplier.size * (2 if layer.negative_multiplier is not None else 1) for layer in model.layers
+    )
     tables = sum(256 for layer in model.layers if layer.table is not None)
-    return {"weights": weights, "biases": biases, "requantization": requant, "tables": tables,
-            "constants": weights + biases + requant + tables,
-            "scratch": 2 * max(model.widths[1:-1], default=1)}   # two buffers for hidden layers
+    return {
+        "weights": weights,
+        "biases": biases,
+        "requantization": requant,
+        "tables": tables,
+        "constants": weights + biases + requant + tables,
+        "scratch": 2 * max(model.widths[1:-1], default=1),
+    }  # two buffers for hidden layers
 
 
 def describe(model: "QuantizedModel", file_bytes: int | None = None) -> str:
@@ -203,24 +211,34 @@ def describe(model: "QuantizedModel", file_bytes: int | None = None) -> str:
     params = sum(layer.weights.size + layer.bias.size for layer in model.layers)
     need = memory_needs(model)
     low, high = model.input_range
-    lines = [f"qmtik integer model: {model.task}, {model.output} output, "
-             f"{'-'.join(map(str, model.widths))}",
-             f"parameters: {params:,} (int8 weights {need['weights']:,}, int32 biases {params - need['weights']:,})"]
+    lines = [
+        f"qmtik integer model: {model.task}, {model.output} output, {'-'.join(map(str, model.widths))}",
+        f"parameters: {params:,} (int8 weights {need['weights']:,}, int32 biases {params - need['weights']:,})",
+    ]
     if file_bytes is not None:
         lines.append(f"file: {file_bytes:,} bytes (float32 weights and biases would be {4 * params:,})")
     lines.append(f"inputs: raw range [{low:g}, {high:g}] to int8 codes: (x - {low:g}) * 255/{high - low:g} - 128")
     for i, layer in enumerate(model.layers, 1):
         fan_out, fan_in = layer.weights.shape
         granularity = "per channel" if len(np.unique(layer.weight_scales)) > 1 else "per tensor"
-        lines.append(f"layer {i}: {fan_in} -> {fan_out} {layer.activation}; weight scale {granularity} "
-                     f"{_span(layer.weight_scales)}; output scale {layer.output_scale:.4g}, zero point {layer.output_offset}")
-        lines.append(f"  requantization: multiplier {_span(layer.output_multiplier, '{:d}')} / 2^{_span(layer.output_shift, '{:d}')}"
-                     + (f"; negative side {_span(layer.negative_multiplier, '{:d}')} / 2^{_span(layer.negative_shift, '{:d}')}"
-                        if layer.negative_multiplier is not None else "")
-                     + (f"; table input scale {layer.table_input_scale:.4g}" if layer.table is not None else ""))
-    lines.append(f"memory: {need['constants']:,} bytes of constants (weights {need['weights']:,}, biases "
-                 f"{need['biases']:,}, requantization {need['requantization']:,}, tables {need['tables']:,}); "
-                 f"scratch {need['scratch']:,} bytes")
+        lines.append(
+            f"layer {i}: {fan_in} -> {fan_out} {layer.activation}; weight scale {granularity} "
+            f"{_span(layer.weight_scales)}; output scale {layer.output_scale:.4g}, zero point {layer.output_offset}"
+        )
+        lines.append(
+            f"  requantization: multiplier {_span(layer.output_multiplier, '{:d}')} / 2^{_span(layer.output_shift, '{:d}')}"
+            + (
+                f"; negative side {_span(layer.negative_multiplier, '{:d}')} / 2^{_span(layer.negative_shift, '{:d}')}"
+                if layer.negative_multiplier is not None
+                else ""
+            )
+            + (f"; table input scale {layer.table_input_scale:.4g}" if layer.table is not None else "")
+        )
+    lines.append(
+        f"memory: {need['constants']:,} bytes of constants (weights {need['weights']:,}, biases "
+        f"{need['biases']:,}, requantization {need['requantization']:,}, tables {need['tables']:,}); "
+        f"scratch {need['scratch']:,} bytes"
+    )
     if model.class_names:
         lines.append("classes: " + ", ".join(model.class_names))
     return "\n".join(lines)

@@ -5,6 +5,7 @@
 
 The constructor only stores the config; what training learns ends in an underscore.
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,14 +30,18 @@ def float32_checked(method):
     """Run a method that computes with the network with numpy's overflow and invalid operations
     raising, as one TrainingError: a network that training keeps never overflows, but one read
     from a checkpoint may hold weights up to the float32 limit, too large to compute with."""
+
     @functools.wraps(method)
     def checked(self, *args, **kwargs):
         try:
             with np.errstate(over="raise", invalid="raise", divide="raise"):
                 return method(self, *args, **kwargs)
         except FloatingPointError as exc:
-            raise TrainingError(f"network: its float32 arithmetic fails on these inputs ({exc}); its weights "
-                                "are too large to compute with") from None
+            raise TrainingError(
+                f"network: its float32 arithmetic fails on these inputs ({exc}); its weights "
+                "are too large to compute with"
+            ) from None
+
     return checked
 
 
@@ -48,8 +53,18 @@ class Network:
 
     # --- training ---
 
-    def fit(self, x, y, *, validation_data=None, class_names=None, checkpoint=None, resume: bool = False,
-            verbose: bool = False, reporter: Reporter | None = None) -> "Network":
+    def fit(
+        self,
+        x,
+        y,
+        *,
+        validation_data=None,
+        class_names=None,
+        checkpoint=None,
+        resume: bool = False,
+        verbose: bool = False,
+        reporter: Reporter | None = None,
+    ) -> "Network":
         """Train on inputs x and labels y (class indices, or regression targets); returns self.
 
         validation_data=(x, y) replaces the config's validation split. class_names, one per
@@ -67,13 +82,21 @@ class Network:
         data = Split(quantize_inputs(x, self.input_range_), targets)
         if validation_data is not None:
             vx = check_inputs(validation_data[0], self.config.network.inputs, "validation inputs")
-            val = Split(quantize_inputs(vx, self.input_range_),
-                        self._targets(validation_data[1], len(vx), "validation labels"))
+            val = Split(
+                quantize_inputs(vx, self.input_range_), self._targets(validation_data[1], len(vx), "validation labels")
+            )
         else:
             data, val = split_validation(data, self.config.training.validation_split, self.config.training.seed)
         self.layers_, self.quantized_, self.history_ = train(
-            self.config, self.input_range_, data, val, checkpoint=checkpoint, resume=resume, reporter=reporter,
-            class_names=self.class_names_)
+            self.config,
+            self.input_range_,
+            data,
+            val,
+            checkpoint=checkpoint,
+            resume=resume,
+            reporter=reporter,
+            class_names=self.class_names_,
+        )
         return self
 
     def _targets(self, y, samples: int, name: str = "labels"):
@@ -87,8 +110,9 @@ class Network:
         low, high = (low, high) if high > low else (low, low + 1.0)
         problem = input_range_problem(low, high)
         if problem:
-            raise DataError(f"training inputs: their range [{low:g}, {high:g}] {problem}; rescale them or "
-                            "set data.input_range")
+            raise DataError(
+                f"training inputs: their range [{low:g}, {high:g}] {problem}; rescale them or set data.input_range"
+            )
         return low, high
 
     # --- using it ---
@@ -145,8 +169,15 @@ class Network:
     def save(self, path) -> None:
         """Write the trained network as a checkpoint (.npz, no pickle), atomically."""
         self._fitted()
-        ckpt.save(path, self.config, self.input_range_, self.layers_, self.quantized_, self.history_,
-                  class_names=self.class_names_)
+        ckpt.save(
+            path,
+            self.config,
+            self.input_range_,
+            self.layers_,
+            self.quantized_,
+            self.history_,
+            class_names=self.class_names_,
+        )
 
     @classmethod
     def load(cls, path) -> "Network":
@@ -166,5 +197,6 @@ class Network:
         observed in training.
         """
         self._fitted()
-        return QuantizedModel(self.config.task, self.config.network.output, self.input_range_,
-                              self.integer_layers(), self.class_names_)
+        return QuantizedModel(
+            self.config.task, self.config.network.output, self.input_range_, self.integer_layers(), self.class_names_
+        )

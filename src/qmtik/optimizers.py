@@ -4,6 +4,7 @@ An optimizer updates a list of parameter arrays in place from their gradients. W
 applies to weights only (decay[i] is True for them), never to biases: as an L2 term added to
 the gradient for sgd, adam and rmsprop, decoupled from it for adamw.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,9 @@ from .config import TrainingConfig
 
 class Optimizer:
     """Shared bookkeeping: the parameters, which of them decay, and named state arrays."""
+
     slots: tuple = ()
-    nonnegative: tuple = ()     # slots that hold second moments, never below 0
+    nonnegative: tuple = ()  # slots that hold second moments, never below 0
 
     def __init__(self, params, decay, config: TrainingConfig):
         self.params, self.decay, self.config = params, decay, config
@@ -50,6 +52,7 @@ class Optimizer:
 
 class SGD(Optimizer):
     """Plain sgd, or with (Nesterov) momentum when momentum > 0."""
+
     slots = ("velocity",)
 
     def update(self, i, p, g, lr, wd):
@@ -66,6 +69,7 @@ class SGD(Optimizer):
 
 class RMSprop(Optimizer):
     """Divides each step by a moving root mean square of the gradient."""
+
     slots = ("square",)
     nonnegative = ("square",)
 
@@ -81,6 +85,7 @@ class RMSprop(Optimizer):
 
 class Adam(Optimizer):
     """Adam with bias-corrected moments; weight decay as L2 added to the gradient."""
+
     slots = ("mean", "square")
     nonnegative = ("square",)
     decoupled = False
@@ -116,6 +121,7 @@ class Adam(Optimizer):
 
 class AdamW(Adam):
     """Adam with weight decay decoupled from the gradient (Loshchilov and Hutter)."""
+
     decoupled = True
 
 

@@ -10,6 +10,7 @@ JSON, TOML, .npz and .gz that comes from a user goes through this module, so tha
 ends as one line naming the thing, in the error class of the caller (ConfigError, DataError,
 CheckpointError).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -26,11 +27,19 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-TEXT_ERRORS = (ValueError, RecursionError, MemoryError)     # JSONDecodeError, TOMLDecodeError are ValueErrors
-ARCHIVE_ERRORS = (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, MemoryError,
-                  zipfile.BadZipFile, zlib.error)
-INT_DIGITS = getattr(sys, "get_int_max_str_digits", lambda: 4300)   # Python's int-digit limit
-MAX_SHOWN = 200             # characters of a library's own message kept in ours
+TEXT_ERRORS = (ValueError, RecursionError, MemoryError)  # JSONDecodeError, TOMLDecodeError are ValueErrors
+ARCHIVE_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    RuntimeError,
+    NotImplementedError,
+    MemoryError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
+INT_DIGITS = getattr(sys, "get_int_max_str_digits", lambda: 4300)  # Python's int-digit limit
+MAX_SHOWN = 200  # characters of a library's own message kept in ours
 
 
 def one_line(exc: BaseException) -> str:

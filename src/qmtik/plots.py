@@ -5,6 +5,7 @@ without it; a plot asked for without it is a PlotError. Figures are drawn with t
 canvas (no pyplot, no global state) and written atomically: a failed plot leaves the old file.
 layer_statistics and confusion_matrix hold the numbers, so they can be checked without pictures.
 """
+
 from __future__ import annotations
 
 import io
@@ -22,6 +23,7 @@ GREY, RED = "#d9d9d9", "#d62728"
 
 
 # --- the numbers -------------------------------------------------------------------------------
+
 
 def _share(mask) -> float:
     """The share of True values (0.0 for none)."""
@@ -42,14 +44,26 @@ def layer_statistics(model, x=None) -> list[dict]:
     for i, layer in enumerate(model.layers, 1):
         weights = layer.weights.ravel()
         at_limit = np.abs(weights.astype(np.int64)) == q.WMAX
-        entry = {"layer": i, "activation": layer.activation, "shape": tuple(layer.weights.shape),
-                 "weight_codes": weights, "weight_clipped": _share(at_limit),
-                 "output_codes": None, "output_low": None, "output_high": None, "output_clipped": None}
+        entry = {
+            "layer": i,
+            "activation": layer.activation,
+            "shape": tuple(layer.weights.shape),
+            "weight_codes": weights,
+            "weight_clipped": _share(at_limit),
+            "output_codes": None,
+            "output_low": None,
+            "output_high": None,
+            "output_clipped": None,
+        }
         if codes is not None:
             codes = intref.layer_forward(codes, layer)
             low, high = _share(codes == q.QMIN), _share(codes == q.QMAX)
-            entry.update(output_codes=codes.ravel(), output_low=low, output_high=high,
-                         output_clipped=high + (0.0 if layer.activation == "relu" else low))
+            entry.update(
+                output_codes=codes.ravel(),
+                output_low=low,
+                output_high=high,
+                output_clipped=high + (0.0 if layer.activation == "relu" else low),
+            )
         stats.append(entry)
     return stats
 
@@ -69,10 +83,14 @@ def confusion_matrix(y_true, y_pred, class_names=None) -> tuple[np.ndarray, list
     """
     y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
     if len(y_true) != len(y_pred) or not len(y_true):
-        raise DataError(f"confusion matrix: {len(y_true)} true labels and {len(y_pred)} predictions "
-                        "(need the same non-zero number)")
-    names = [str(c) for c in class_names] if class_names is not None else \
-        sorted({str(v) for y in (y_true, y_pred) if y.dtype.kind not in "iu" for v in y})
+        raise DataError(
+            f"confusion matrix: {len(y_true)} true labels and {len(y_pred)} predictions (need the same non-zero number)"
+        )
+    names = (
+        [str(c) for c in class_names]
+        if class_names is not None
+        else sorted({str(v) for y in (y_true, y_pred) if y.dtype.kind not in "iu" for v in y})
+    )
     lookup = {name: k for k, name in enumerate(names)}
     index_true, index_pred = _class_indices(y_true, lookup), _class_indices(y_pred, lookup)
     if min(index_true.min(), index_pred.min()) < 0:
@@ -85,6 +103,7 @@ def confusion_matrix(y_true, y_pred, class_names=None) -> tuple[np.ndarray, list
 
 
 # --- drawing -----------------------------------------------------------------------------------
+
 
 def _matplotlib():
     """matplotlib's Agg canvas and Figure classes, or PlotError when it is missing."""
@@ -104,8 +123,10 @@ def check_plot_path(path) -> str:
     fmt = Path(path).suffix.lower().lstrip(".")
     supported = canvas.get_supported_filetypes()
     if fmt not in supported:
-        raise PlotError(f"plot {path}: suffix {Path(path).suffix or '(none)'!r} is not an image format "
-                        f"matplotlib writes; allowed {', '.join(sorted(supported))}")
+        raise PlotError(
+            f"plot {path}: suffix {Path(path).suffix or '(none)'!r} is not an image format "
+            f"matplotlib writes; allowed {', '.join(sorted(supported))}"
+        )
     return fmt
 
 
@@ -162,23 +183,33 @@ def plot_confusion(y_true, y_pred, path, class_names=None) -> None:
     ax = fig.subplots()
     image = ax.imshow(counts, cmap="Blues")
     fig.colorbar(image, ax=ax, shrink=0.8)
-    if n <= 40:                                    # beyond that the numbers cannot be read
+    if n <= 40:  # beyond that the numbers cannot be read
         for (t, p), count in np.ndenumerate(counts):
-            ax.text(p, t, str(count), ha="center", va="center", fontsize=8 if n > 12 else 10,
-                    color="white" if count > counts.max() / 2 else "black")
+            ax.text(
+                p,
+                t,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=8 if n > 12 else 10,
+                color="white" if count > counts.max() / 2 else "black",
+            )
     ax.set_xticks(range(n), names, rotation=90 if max(map(len, names)) > 3 else 0)
     ax.set_yticks(range(n), names)
     accuracy = np.trace(counts) / counts.sum()
-    ax.set(xlabel="predicted", ylabel="true",
-           title=f"accuracy {100 * accuracy:.2f}% ({np.trace(counts)} of {counts.sum()} samples)")
+    ax.set(
+        xlabel="predicted",
+        ylabel="true",
+        title=f"accuracy {100 * accuracy:.2f}% ({np.trace(counts)} of {counts.sum()} samples)",
+    )
     _save(fig, path, fmt)
 
 
 def _histogram(ax, codes, lo, title, log):
     """A bar per int8 code from lo to 127; the codes at the ends in red, with a red mark on
     top so that a one-pixel bar still shows."""
-    counts = np.bincount(codes.astype(np.int64) - q.QMIN, minlength=256)[lo - q.QMIN:]
-    ax.stairs(counts[1:-1], np.arange(lo + 0.5, q.QMAX), fill=True)      # one artist: fast
+    counts = np.bincount(codes.astype(np.int64) - q.QMIN, minlength=256)[lo - q.QMIN :]
+    ax.stairs(counts[1:-1], np.arange(lo + 0.5, q.QMAX), fill=True)  # one artist: fast
     ax.bar([lo, q.QMAX], counts[[0, -1]], width=1.0, color=RED)
     ends = [(code, count) for code, count in ((lo, counts[0]), (q.QMAX, counts[-1])) if count]
     if ends:
@@ -200,15 +231,30 @@ def plot_layers(model, path, x=None) -> None:
     axes = np.asarray(fig.subplots(len(stats), columns, squeeze=False))
     for row, s in zip(axes, stats):
         fan_out, fan_in = s["shape"]
-        _histogram(row[0], s["weight_codes"], -q.WMAX, f"layer {s['layer']} ({fan_in}→{fan_out}) weights: "
-                   f"{100 * s['weight_clipped']:.2f}% at ±127", log=False)
+        _histogram(
+            row[0],
+            s["weight_codes"],
+            -q.WMAX,
+            f"layer {s['layer']} ({fan_in}→{fan_out}) weights: {100 * s['weight_clipped']:.2f}% at ±127",
+            log=False,
+        )
         if x is not None:
             low, high = 100 * s["output_low"], 100 * s["output_high"]
-            ends = (f"{high:.2f}% at 127; {low:.1f}% at −128 (relu's 0)" if s["activation"] == "relu"
-                    else f"{low:.2f}% at −128, {high:.2f}% at 127")
-            _histogram(row[1], s["output_codes"], q.QMIN, f"layer {s['layer']} {s['activation']} outputs: "
-                       f"{100 * s['output_clipped']:.2f}% clipped\n{ends}", log=True)
+            ends = (
+                f"{high:.2f}% at 127; {low:.1f}% at −128 (relu's 0)"
+                if s["activation"] == "relu"
+                else f"{low:.2f}% at −128, {high:.2f}% at 127"
+            )
+            _histogram(
+                row[1],
+                s["output_codes"],
+                q.QMIN,
+                f"layer {s['layer']} {s['activation']} outputs: {100 * s['output_clipped']:.2f}% clipped\n{ends}",
+                log=True,
+            )
     samples = "" if x is None else f"; outputs on {len(np.asarray(x))} samples"
-    fig.suptitle(f"int8 codes per layer, model {'-'.join(map(str, model.widths))}{samples}"
-                 + (" (log scale)" if x is not None else ""))
+    fig.suptitle(
+        f"int8 codes per layer, model {'-'.join(map(str, model.widths))}{samples}"
+        + (" (log scale)" if x is not None else "")
+    )
     _save(fig, path, fmt)

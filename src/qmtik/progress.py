@@ -1,4 +1,5 @@
 """What training shows: a progress bar within each epoch on a terminal, a line per epoch."""
+
 from __future__ import annotations
 
 import sys
@@ -9,8 +10,11 @@ def format_epoch(record: dict, epochs: int, task: str) -> str:
     """One line per epoch: loss, training and validation figures, the arithmetic and the time."""
     metric = "acc" if task == "classification" else "mse"
     fmt = (lambda v: f"{100 * v:6.2f}%") if task == "classification" else (lambda v: f"{v:.4g}")
-    parts = [f"epoch {record['epoch']:>{len(str(epochs))}}/{epochs}", f"loss {record['loss']:.4f}",
-             f"train {metric} {fmt(record['train_metric'])}"]
+    parts = [
+        f"epoch {record['epoch']:>{len(str(epochs))}}/{epochs}",
+        f"loss {record['loss']:.4f}",
+        f"train {metric} {fmt(record['train_metric'])}",
+    ]
     if record.get("val_metric") is not None:
         parts.append(f"val {metric} {fmt(record['val_metric'])}")
     parts.append("int8" if record["quantized"] else "float")
@@ -39,8 +43,9 @@ class Reporter:
         self._last = now
         width = 30
         filled = width * done // self.steps
-        self.bar_stream.write(f"\repoch {self.epoch}/{self.epochs} [{'#' * filled}{'.' * (width - filled)}] "
-                              f"{done}/{self.steps}")
+        self.bar_stream.write(
+            f"\repoch {self.epoch}/{self.epochs} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.steps}"
+        )
         self.bar_stream.flush()
 
     def end_epoch(self, record: dict) -> None:

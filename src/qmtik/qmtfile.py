@@ -18,6 +18,7 @@ model computes on NaN or writes `inff` into C); then checks the file's own rules
 applies too; and last, that the layers end exactly at the CRC. Nothing in a
 file is ever executed, and every problem is a ModelFormatError of one line, "model file NAME: problem".
 """
+
 from __future__ import annotations
 
 import math
@@ -38,30 +39,32 @@ from .validate import class_names_problem
 # --- the layout: every version's fields, in one place ------------------------------------------
 
 MAGIC = b"\x89QMT\r\n\x1a\n"
-VERSION = 2                                 # what encode writes
-VERSIONS = (1, 2)                           # what decode reads
-HEADER = struct.Struct("<8sHHBBBBIddI")     # 40 bytes: magic, version, header size ... file size (both versions)
-COUNT = struct.Struct("<H")                 # the number of class names
-LENGTH = struct.Struct("<B")                # the byte length of one class name
+VERSION = 2  # what encode writes
+VERSIONS = (1, 2)  # what decode reads
+HEADER = struct.Struct("<8sHHBBBBIddI")  # 40 bytes: magic, version, header size ... file size (both versions)
+COUNT = struct.Struct("<H")  # the number of class names
+LENGTH = struct.Struct("<B")  # the byte length of one class name
 CRC = struct.Struct("<I")
 # TASKS and OUTPUTS (functions.py): a task's or output's code is its index there, never reordered
-ACTIVATIONS = intref.ACTIVATIONS                                  # codes 0 .. 4, in that order
+ACTIVATIONS = intref.ACTIVATIONS  # codes 0 .. 4, in that order
 
 # version 2: a record = RECORD (kind, length) + the kind's body; a dense body = DENSE + arrays
-RECORD = struct.Struct("<BI")               # 5 bytes: kind code, the record's length in bytes (these 5 included)
-KINDS = ("dense",)                          # kind codes (IntegerLayer.kind); conv2d, depthwise, pooling, flatten next
-DENSE = struct.Struct("<IBBbd")             # 15 bytes: outputs, activation, flags, output zero point, output scale
-SCALES, REQUANT, NEGATIVE = 1, 2, 4          # DENSE flag bits: these groups are stored once per output channel
-GROUPS = {SCALES: ("weight scales", ("weight_scales",)),
-          REQUANT: ("requantization", ("output_multiplier", "output_shift")),
-          NEGATIVE: ("negative-side requantization", ("negative_multiplier", "negative_shift"))}
+RECORD = struct.Struct("<BI")  # 5 bytes: kind code, the record's length in bytes (these 5 included)
+KINDS = ("dense",)  # kind codes (IntegerLayer.kind); conv2d, depthwise, pooling, flatten next
+DENSE = struct.Struct("<IBBbd")  # 15 bytes: outputs, activation, flags, output zero point, output scale
+SCALES, REQUANT, NEGATIVE = 1, 2, 4  # DENSE flag bits: these groups are stored once per output channel
+GROUPS = {
+    SCALES: ("weight scales", ("weight_scales",)),
+    REQUANT: ("requantization", ("output_multiplier", "output_shift")),
+    NEGATIVE: ("negative-side requantization", ("negative_multiplier", "negative_shift")),
+}
 
 # version 1, read only: 24 fixed bytes, then the arrays (docs/format.md, "Version 1")
-LAYER_V1 = struct.Struct("<IBBbBdd")        # outputs, activation, weight-scale flag, zero point, 0, scales
+LAYER_V1 = struct.Struct("<IBBbBdd")  # outputs, activation, weight-scale flag, zero point, 0, scales
 
 MAX_LAYERS = 255
-MAX_WIDTH = q.MAX_FAN_IN                    # inputs and every layer's outputs: 1 .. 65536
-MAX_SIZE = 2**32 - 1                        # the file size is a u32
+MAX_WIDTH = q.MAX_FAN_IN  # inputs and every layer's outputs: 1 .. 65536
+MAX_SIZE = 2**32 - 1  # the file size is a u32
 
 
 def dense_arrays(activation: str, flags: int, outputs: int, fan_in: int) -> list:
@@ -73,12 +76,19 @@ def dense_arrays(activation: str, flags: int, outputs: int, fan_in: int) -> list
 
     def count(field):
         return outputs if flags & bit_of[field] else 1
-    arrays = [("weight_scales", "<f4", count("weight_scales")), ("weights", "i1", outputs * fan_in),
-              ("bias", "<i4", outputs), ("output_multiplier", "<u4", count("output_multiplier")),
-              ("output_shift", "u1", count("output_shift"))]
+
+    arrays = [
+        ("weight_scales", "<f4", count("weight_scales")),
+        ("weights", "i1", outputs * fan_in),
+        ("bias", "<i4", outputs),
+        ("output_multiplier", "<u4", count("output_multiplier")),
+        ("output_shift", "u1", count("output_shift")),
+    ]
     if activation == "leaky_relu":
-        arrays += [("negative_multiplier", "<u4", count("negative_multiplier")),
-                   ("negative_shift", "u1", count("negative_shift"))]
+        arrays += [
+            ("negative_multiplier", "<u4", count("negative_multiplier")),
+            ("negative_shift", "u1", count("negative_shift")),
+        ]
     if activation in q.TABLE_ACTIVATIONS:
         arrays += [("table_input_scale", "<f8", 1), ("table", "i1", 256)]
     return arrays
@@ -87,8 +97,11 @@ def dense_arrays(activation: str, flags: int, outputs: int, fan_in: int) -> list
 def _flags(arrays: dict) -> int:
     """The flag bits of a dense record whose arrays (field: values as stored) are these: a
     group's bit is set exactly when its channels' values differ (one encoding per model)."""
-    return sum(bit for bit, (_, fields) in GROUPS.items()
-               if fields[0] in arrays and _varies(*(arrays[field] for field in fields)))
+    return sum(
+        bit
+        for bit, (_, fields) in GROUPS.items()
+        if fields[0] in arrays and _varies(*(arrays[field] for field in fields))
+    )
 
 
 def _varies(*arrays) -> bool:
@@ -98,12 +111,15 @@ def _varies(*arrays) -> bool:
 
 def _failing(prefix: str):
     """A function that raises ModelFormatError("prefix: problem")."""
+
     def fail(problem: str):
         raise ModelFormatError(f"{prefix}: {problem}")
+
     return fail
 
 
 # --- writing -----------------------------------------------------------------------------------
+
 
 def encode(model: QuantizedModel) -> bytes:
     """The .qmt bytes of model (version 2): the one encoding of it.
@@ -116,9 +132,20 @@ def encode(model: QuantizedModel) -> bytes:
     size = HEADER.size + len(body) + CRC.size
     if size > MAX_SIZE:
         raise ModelFormatError(f"cannot encode model: {size:,} bytes, more than a .qmt file holds ({MAX_SIZE:,})")
-    low, high = (value + 0.0 for value in model.input_range)          # -0.0 is written +0.0
-    header = HEADER.pack(MAGIC, VERSION, HEADER.size, TASKS.index(model.task), OUTPUTS.index(model.output),
-                         len(model.layers), 0, model.inputs, low, high, size)
+    low, high = (value + 0.0 for value in model.input_range)  # -0.0 is written +0.0
+    header = HEADER.pack(
+        MAGIC,
+        VERSION,
+        HEADER.size,
+        TASKS.index(model.task),
+        OUTPUTS.index(model.output),
+        len(model.layers),
+        0,
+        model.inputs,
+        low,
+        high,
+        size,
+    )
     return _sealed(header + body)
 
 
@@ -139,13 +166,16 @@ def _names_bytes(names) -> bytes:
 
 def _record_bytes(layer: intref.IntegerLayer) -> bytes:
     """A version-2 layer record: kind, length, then the dense body (validated values only)."""
-    layout = dense_arrays(layer.activation, sum(GROUPS), layer.outputs, layer.inputs)    # every flag: all values
+    layout = dense_arrays(layer.activation, sum(GROUPS), layer.outputs, layer.inputs)  # every flag: all values
     stored = {field: np.asarray(getattr(layer, field)).reshape(-1).astype(dtype) for field, dtype, _ in layout}
     flags = _flags(stored)
-    parts = [DENSE.pack(layer.outputs, ACTIVATIONS.index(layer.activation), flags, layer.output_offset,
-                        layer.output_scale)]
-    parts += [stored[field][:count].tobytes()
-              for field, _, count in dense_arrays(layer.activation, flags, layer.outputs, layer.inputs)]
+    parts = [
+        DENSE.pack(layer.outputs, ACTIVATIONS.index(layer.activation), flags, layer.output_offset, layer.output_scale)
+    ]
+    parts += [
+        stored[field][:count].tobytes()
+        for field, _, count in dense_arrays(layer.activation, flags, layer.outputs, layer.inputs)
+    ]
     body = b"".join(parts)
     return RECORD.pack(KINDS.index(layer.kind), RECORD.size + len(body)) + body
 
@@ -158,6 +188,7 @@ def save_model(path, model: QuantizedModel) -> None:
 
 # --- reading -----------------------------------------------------------------------------------
 
+
 class _Reader:
     """Reads fields in order from blob[pos:end], refusing to run past end (`until` names it)."""
 
@@ -167,9 +198,11 @@ class _Reader:
     def take(self, count: int, what: str) -> bytes:
         if count > self.end - self.pos:
             left = "before the CRC" if self.until == "the end of the data" else "in it"
-            self.fail(f"{what} runs past {self.until} ({count:,} bytes at offset {self.pos:,}, "
-                      f"{self.end - self.pos:,} left {left})")
-        chunk = self.blob[self.pos:self.pos + count]
+            self.fail(
+                f"{what} runs past {self.until} ({count:,} bytes at offset {self.pos:,}, "
+                f"{self.end - self.pos:,} left {left})"
+            )
+        chunk = self.blob[self.pos : self.pos + count]
         self.pos += count
         return chunk
 
@@ -208,7 +241,7 @@ def _read_header(blob: bytes, fail) -> tuple:
     """(version, task, output, layers, inputs, low, high) of a header, after the whole-file checks."""
     least = HEADER.size + CRC.size
     if len(blob) < least:
-        if blob[:len(MAGIC)] != MAGIC[:len(blob)]:
+        if blob[: len(MAGIC)] != MAGIC[: len(blob)]:
             fail("not a qmtik model (wrong magic bytes)")
         found = f"{len(blob)} bytes" if blob else "an empty file"
         fail(f"truncated: {found}, fewer than the {least} bytes of a header and a CRC")
@@ -216,8 +249,10 @@ def _read_header(blob: bytes, fail) -> tuple:
     if magic != MAGIC:
         fail("not a qmtik model (wrong magic bytes)")
     if version > max(VERSIONS):
-        fail(f"format version {version} is newer than this qmtik reads ({' and '.join(map(str, VERSIONS))}): "
-             "upgrade qmtik")
+        fail(
+            f"format version {version} is newer than this qmtik reads ({' and '.join(map(str, VERSIONS))}): "
+            "upgrade qmtik"
+        )
     if version not in VERSIONS:
         fail(f"format version {version} is not valid (versions start at 1)")
     if header_size != HEADER.size:
@@ -226,7 +261,7 @@ def _read_header(blob: bytes, fail) -> tuple:
         fail(f"truncated: the header gives {size:,} bytes, the file has {len(blob):,}")
     if size < len(blob):
         fail(f"trailing data: {len(blob) - size:,} bytes after the {size:,} the header gives")
-    stored, computed = CRC.unpack_from(blob, size - CRC.size)[0], zlib.crc32(memoryview(blob)[:-CRC.size])
+    stored, computed = CRC.unpack_from(blob, size - CRC.size)[0], zlib.crc32(memoryview(blob)[: -CRC.size])
     if stored != computed:
         fail(f"corrupted: CRC mismatch (stored {stored:#010x}, computed {computed:#010x})")
     if task >= len(TASKS):
@@ -260,14 +295,17 @@ def _read_names(reader: _Reader, fail) -> tuple:
     return tuple(names)
 
 
-def _read_record(reader: _Reader, number: int, last: bool, fan_in: int, in_scale: float, in_zero: int,
-                 fail) -> intref.IntegerLayer:
+def _read_record(
+    reader: _Reader, number: int, last: bool, fan_in: int, in_scale: float, in_zero: int, fail
+) -> intref.IntegerLayer:
     """One version-2 layer record: its kind and length, then its body, which must fill it exactly."""
     where = f"layer {number}"
     kind, length = reader.unpack(RECORD, f"{where} record")
     if kind >= len(KINDS):
-        fail(f"{where}: layer kind {kind} is unknown to this qmtik (it reads "
-             f"{', '.join(f'{i} {k}' for i, k in enumerate(KINDS))}): a newer qmtik may read it")
+        fail(
+            f"{where}: layer kind {kind} is unknown to this qmtik (it reads "
+            f"{', '.join(f'{i} {k}' for i, k in enumerate(KINDS))}): a newer qmtik may read it"
+        )
     if length < RECORD.size:
         fail(f"{where}: record length {length} bytes, shorter than its kind and length ({RECORD.size} bytes)")
     start = reader.pos
@@ -279,27 +317,34 @@ def _read_record(reader: _Reader, number: int, last: bool, fan_in: int, in_scale
     return layer
 
 
-def _read_dense(reader: _Reader, where: str, last: bool, fan_in: int, in_scale: float, in_zero: int,
-                fail) -> intref.IntegerLayer:
+def _read_dense(
+    reader: _Reader, where: str, last: bool, fan_in: int, in_scale: float, in_zero: int, fail
+) -> intref.IntegerLayer:
     """A dense record's body: its codes and flags are checked here, its values by
     IntegerLayer.validate, and a flagged group must vary (one encoding per model)."""
     outputs, code, flags, out_zero, out_scale = reader.unpack(DENSE, f"{where} dense fields")
     activation = _check_codes(outputs, code, where, last, fail)
     allowed = SCALES | REQUANT | (NEGATIVE if activation == "leaky_relu" else 0)
     if flags & ~allowed:
-        fail(f"{where}: flags {flags:#04x} set bit {(flags & ~allowed).bit_length() - 1}, which {activation} does "
-             f"not use (bits: {', '.join(f'{b.bit_length() - 1} {group}' for b, (group, _) in GROUPS.items())}, "
-             "the last for leaky_relu)")
-    fields = {field: reader.array(dtype, count, f"{where} {field.replace('_', ' ')}")
-              for field, dtype, count in dense_arrays(activation, flags, outputs, fan_in)}
+        fail(
+            f"{where}: flags {flags:#04x} set bit {(flags & ~allowed).bit_length() - 1}, which {activation} does "
+            f"not use (bits: {', '.join(f'{b.bit_length() - 1} {group}' for b, (group, _) in GROUPS.items())}, "
+            "the last for leaky_relu)"
+        )
+    fields = {
+        field: reader.array(dtype, count, f"{where} {field.replace('_', ' ')}")
+        for field, dtype, count in dense_arrays(activation, flags, outputs, fan_in)
+    }
     for bit, (group, names) in GROUPS.items():
         if flags & bit and not _varies(*(fields[name] for name in names)):
-            fail(f"{where}: flag {bit} stores {group} per channel, but all {outputs:,} channels share "
-                 "one (version 2 stores a shared value once)")
+            fail(
+                f"{where}: flag {bit} stores {group} per channel, but all {outputs:,} channels share "
+                "one (version 2 stores a shared value once)"
+            )
         for name in names:
-            if name in fields:                               # one value or one per channel: one per channel
+            if name in fields:  # one value or one per channel: one per channel
                 fields[name] = np.broadcast_to(fields[name], (outputs,))
-    with np.errstate(invalid="ignore"):                      # a signalling NaN is refused by validate
+    with np.errstate(invalid="ignore"):  # a signalling NaN is refused by validate
         fields["weight_scales"] = fields["weight_scales"].astype(np.float64)
     fields["weights"] = fields["weights"].reshape(outputs, fan_in)
     if "table_input_scale" in fields:
@@ -311,8 +356,14 @@ def _layer(fields: dict, activation, in_scale, in_zero, out_scale, out_zero, whe
     """The IntegerLayer of a record's fields, validated by IntegerLayer.validate (one rule for
     every layer in memory); its complaint becomes the file's, naming the layer."""
     try:
-        return intref.IntegerLayer(activation=activation, input_scale=in_scale, input_zero_point=in_zero,
-                                   output_scale=out_scale, output_offset=out_zero, **fields)
+        return intref.IntegerLayer(
+            activation=activation,
+            input_scale=in_scale,
+            input_zero_point=in_zero,
+            output_scale=out_scale,
+            output_offset=out_zero,
+            **fields,
+        )
     except QuantizationError as exc:
         fail(f"{where}: {exc}")
 
@@ -322,15 +373,15 @@ def _check_codes(outputs: int, code: int, where: str, last: bool, fail) -> str:
     if not 1 <= outputs <= MAX_WIDTH:
         fail(f"{where}: {outputs:,} outputs, outside 1..{MAX_WIDTH}")
     if code >= len(ACTIVATIONS):
-        fail(f"{where}: activation code {code} is unknown "
-             f"({', '.join(f'{i} {a}' for i, a in enumerate(ACTIVATIONS))})")
+        fail(f"{where}: activation code {code} is unknown ({', '.join(f'{i} {a}' for i, a in enumerate(ACTIVATIONS))})")
     activation = ACTIVATIONS[code]
     _check_placement(activation, where, last, fail)
     return activation
 
 
-def _read_layer_v1(reader: _Reader, number: int, last: bool, fan_in: int, in_scale: float, in_zero: int,
-                   fail) -> intref.IntegerLayer:
+def _read_layer_v1(
+    reader: _Reader, number: int, last: bool, fan_in: int, in_scale: float, in_zero: int, fail
+) -> intref.IntegerLayer:
     """One version-1 layer record (24 fixed bytes, then every array; docs/format.md, "Version 1")."""
     where = f"layer {number}"
     outputs, code, per_channel, out_zero, reserved, out_scale, pre_scale = reader.unpack(LAYER_V1, f"{where} record")
@@ -340,13 +391,15 @@ def _read_layer_v1(reader: _Reader, number: int, last: bool, fan_in: int, in_sca
     if reserved != 0:
         fail(f"{where}: reserved byte is {reserved}, must be 0")
     table = activation in q.TABLE_ACTIVATIONS
-    if not table and (pre_scale != 0 or math.copysign(1.0, pre_scale) < 0):     # +0.0 exactly
+    if not table and (pre_scale != 0 or math.copysign(1.0, pre_scale) < 0):  # +0.0 exactly
         fail(f"{where}: table input scale {pre_scale!r} must be 0 for {activation} (only sigmoid and tanh have one)")
-    with np.errstate(invalid="ignore"):                      # a signalling NaN is refused later
+    with np.errstate(invalid="ignore"):  # a signalling NaN is refused later
         scales = reader.array("<f4", outputs if per_channel else 1, f"{where} weight scales").astype(np.float64)
-    fields = {"weight_scales": np.broadcast_to(scales, (outputs,)),
-              "weights": reader.array("i1", outputs * fan_in, f"{where} weights").reshape(outputs, fan_in),
-              "bias": reader.array("<i4", outputs, f"{where} biases")}
+    fields = {
+        "weight_scales": np.broadcast_to(scales, (outputs,)),
+        "weights": reader.array("i1", outputs * fan_in, f"{where} weights").reshape(outputs, fan_in),
+        "bias": reader.array("<i4", outputs, f"{where} biases"),
+    }
     fields["output_multiplier"], fields["output_shift"] = _read_requant(reader, outputs, f"{where} ")
     if activation == "leaky_relu":
         negative = _read_requant(reader, outputs, f"{where} negative-side ")
@@ -374,6 +427,7 @@ def load_model(path) -> QuantizedModel:
 
 # --- what a model may hold: one set of rules for encode and decode -----------------------------
 
+
 def _check_model(model: QuantizedModel, fail) -> None:
     """Refuse a model the format cannot hold (fail names the field). Each layer is valid by
     construction (IntegerLayer.validate); what is left is the file's own rules."""
@@ -383,7 +437,7 @@ def _check_model(model: QuantizedModel, fail) -> None:
         fail(f"output {model.output!r} is not one of {', '.join(OUTPUTS)}")
     if not 1 <= len(model.layers) <= MAX_LAYERS:
         fail(f"{len(model.layers)} layers; a model has 1 to {MAX_LAYERS}")
-    problem = model_problem(model.input_range, model.layers)     # the input range, the fan-in chain
+    problem = model_problem(model.input_range, model.layers)  # the input range, the fan-in chain
     if problem:
         fail(problem)
     for number, layer in enumerate(model.layers, 1):

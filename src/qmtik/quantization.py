@@ -15,26 +15,27 @@ Conventions (the contract in short):
   rounding half away from zero; the product stays below 2**52, so it is exact in int64 and in
   float64, and so is adding the half that rounds it.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from .errors import QuantizationError
 
-QMIN, QMAX = -128, 127          # int8 activation codes
-WMAX = 127                      # int8 weight codes are symmetric: [-127, 127]
-MULTIPLIER_BITS = 22            # requantization multipliers lie in [2**21, 2**22)
-MAX_SHIFT = 62                  # beyond this the product rounds to 0 for every accumulator
-ACC_LIMIT = 2**30               # |accumulator + bias| < ACC_LIMIT, always
-MAX_FAN_IN = 65536              # keeps fan_in * 128 * 127 below ACC_LIMIT
-SIGMOID_PRE_RANGE = 8.0         # sigmoid saturates to the last int8 code beyond |x| = 8
-TANH_PRE_RANGE = 4.0            # tanh does so beyond |x| = 4
-SIGMOID_SCALE, SIGMOID_ZERO = 1.0 / 256.0, -128   # sigmoid table output: [0, 1)
-TANH_SCALE, TANH_ZERO = 1.0 / 128.0, 0            # tanh table output: [-1, 1)
+QMIN, QMAX = -128, 127  # int8 activation codes
+WMAX = 127  # int8 weight codes are symmetric: [-127, 127]
+MULTIPLIER_BITS = 22  # requantization multipliers lie in [2**21, 2**22)
+MAX_SHIFT = 62  # beyond this the product rounds to 0 for every accumulator
+ACC_LIMIT = 2**30  # |accumulator + bias| < ACC_LIMIT, always
+MAX_FAN_IN = 65536  # keeps fan_in * 128 * 127 below ACC_LIMIT
+SIGMOID_PRE_RANGE = 8.0  # sigmoid saturates to the last int8 code beyond |x| = 8
+TANH_PRE_RANGE = 4.0  # tanh does so beyond |x| = 4
+SIGMOID_SCALE, SIGMOID_ZERO = 1.0 / 256.0, -128  # sigmoid table output: [0, 1)
+TANH_SCALE, TANH_ZERO = 1.0 / 128.0, 0  # tanh table output: [-1, 1)
 TABLE_ACTIVATIONS = ("sigmoid", "tanh")
-F32_TINY = float(np.finfo(np.float32).tiny)     # the smallest normal float32, about 1.2e-38
-F32_MAX = float(np.finfo(np.float32).max)       # the largest float32, about 3.4e38
-SCALE_MAX = F32_MAX / 256       # a scale whose 256 steps (every int8 code) stay finite in float32
+F32_TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32, about 1.2e-38
+F32_MAX = float(np.finfo(np.float32).max)  # the largest float32, about 3.4e38
+SCALE_MAX = F32_MAX / 256  # a scale whose 256 steps (every int8 code) stay finite in float32
 
 
 def round_half_away(x):
@@ -88,8 +89,8 @@ def quantize_weights_into(weight_t, scales, out, scratch, clamp: bool = True):
     np.abs(distance, out=distance)
     ties = distance == 0.5
     if ties.any():
-        rows, cols = np.divmod(np.flatnonzero(ties), ties.shape[1])   # far faster than nonzero's
-        at = weight_t[rows, cols] / scales[cols]            # the same quotients, elementwise
+        rows, cols = np.divmod(np.flatnonzero(ties), ties.shape[1])  # far faster than nonzero's
+        at = weight_t[rows, cols] / scales[cols]  # the same quotients, elementwise
         out[rows, cols] = at + np.copysign(weight_t.dtype.type(0.5), at)
     if clamp:
         np.minimum(out, WMAX, out=out)
@@ -129,6 +130,7 @@ def fake_quantize(x, scale, zero_point=0, lo: int = QMIN, hi: int = QMAX):
 
 # --- scales ------------------------------------------------------------------------------------
 
+
 def weight_scales(weight, per_channel: bool, fixed=None) -> np.ndarray:
     """The scale of each output channel's int8 weights (one repeated value when per tensor).
 
@@ -141,7 +143,7 @@ def weight_scales(weight, per_channel: bool, fixed=None) -> np.ndarray:
         raise QuantizationError("weights hold NaN or infinite values")
     if fixed is not None:
         return np.full(rows, float(fixed))
-    absmax = np.maximum(high, -low)                     # each row's largest |w|, without |weight|
+    absmax = np.maximum(high, -low)  # each row's largest |w|, without |weight|
     if not per_channel:
         absmax = np.full(rows, absmax.max())
     return np.maximum(absmax.astype(np.float64), 1e-8) / WMAX
@@ -182,8 +184,10 @@ def scale_problem(scale) -> str | None:
     """Why a fixed scale (quantization.weight_scale or activation_scale) cannot be the step of
     int8 codes, or None when it can: a normal float32, with 256 steps finite in float32."""
     if not F32_TINY <= float(scale) <= SCALE_MAX:
-        return f"must lie from {F32_TINY:.3g} (the smallest normal float32) to {SCALE_MAX:.3g} " \
-               "(256 steps of it finite in float32)"
+        return (
+            f"must lie from {F32_TINY:.3g} (the smallest normal float32) to {SCALE_MAX:.3g} "
+            "(256 steps of it finite in float32)"
+        )
     return None
 
 
@@ -199,6 +203,7 @@ def symmetric_scale(absmax: float, cap: float | None = None) -> float:
 
 # --- requantization ----------------------------------------------------------------------------
 
+
 def quantize_multiplier(real) -> tuple[np.ndarray, np.ndarray]:
     """Split positive real multipliers into (multiplier, shift) with real ~= multiplier / 2**shift.
 
@@ -209,9 +214,9 @@ def quantize_multiplier(real) -> tuple[np.ndarray, np.ndarray]:
     bad = np.flatnonzero(~(np.isfinite(real) & (real >= 0)))
     if bad.size:
         raise QuantizationError(f"requantization multiplier must be finite and >= 0, got {float(real[bad[0]])!r}")
-    mantissa, exponent = np.frexp(real)                      # real = mantissa * 2**exponent
+    mantissa, exponent = np.frexp(real)  # real = mantissa * 2**exponent
     mult = round_half_away(mantissa * 2.0**MULTIPLIER_BITS).astype(np.int64)
-    carry = mult == 2**MULTIPLIER_BITS                       # mantissa rounded up to 1.0
+    carry = mult == 2**MULTIPLIER_BITS  # mantissa rounded up to 1.0
     mult = np.where(carry, mult // 2, mult)
     exponent = exponent + carry
     shift = MULTIPLIER_BITS - exponent.astype(np.int64)
@@ -243,13 +248,14 @@ def bias_limit(fan_in: int) -> int:
 
 # --- activation tables -------------------------------------------------------------------------
 
+
 def activation_table(kind: str, pre_scale: float) -> np.ndarray:
     """The 256-entry int8 table of sigmoid or tanh, indexed by pre-activation code + 128."""
     if not (np.isfinite(pre_scale) and pre_scale > 0):
         raise QuantizationError(f"activation table: input scale {pre_scale!r} is not a finite number > 0")
     pre = pre_scale * np.arange(QMIN, QMAX + 1, dtype=np.float64)
     if kind == "sigmoid":
-        with np.errstate(over="ignore"):            # exp(-pre) = inf far left: sigmoid 0, exactly
+        with np.errstate(over="ignore"):  # exp(-pre) = inf far left: sigmoid 0, exactly
             out = quantize(1.0 / (1.0 + np.exp(-pre)), SIGMOID_SCALE, SIGMOID_ZERO)
     elif kind == "tanh":
         out = quantize(np.tanh(pre), TANH_SCALE, TANH_ZERO)
@@ -264,6 +270,7 @@ def table_output_params(kind: str) -> tuple[float, int]:
 
 
 # --- weights, biases and output scales --------------------------------------------------------
+
 
 def quantize_weights(weight, per_channel: bool, fixed=None) -> tuple[np.ndarray, np.ndarray]:
     """Float weights to int8 codes in [-127, 127] and the scale of each output channel."""
@@ -309,7 +316,7 @@ def quantize_bias(bias, in_scale: float, in_zero: int, weight_codes, weight_scal
 
 # --- inputs ------------------------------------------------------------------------------------
 
-INPUT_SCALE, INPUT_ZERO = 1.0 / 255.0, -128   # network inputs live in [0, 1]: code = 255 x - 128
+INPUT_SCALE, INPUT_ZERO = 1.0 / 255.0, -128  # network inputs live in [0, 1]: code = 255 x - 128
 
 
 def input_range_problem(low: float, high: float) -> str | None:
@@ -341,9 +348,9 @@ def quantize_inputs(x, input_range) -> np.ndarray:
     if x.size <= 2**16:
         return _input_codes(x, np.float32(low), gain).astype(np.int8)
     codes = np.empty(x.shape, dtype=np.int8)
-    rows = max(1, 2**16 // max(1, x[0].size))          # work in cache-sized pieces
+    rows = max(1, 2**16 // max(1, x[0].size))  # work in cache-sized pieces
     for start in range(0, len(x), rows):
-        codes[start:start + rows] = _input_codes(x[start:start + rows], np.float32(low), gain)
+        codes[start : start + rows] = _input_codes(x[start : start + rows], np.float32(low), gain)
     return codes
 
 
@@ -356,7 +363,7 @@ def _input_codes(x, low, gain):
     with np.errstate(over="ignore"):
         unit = np.subtract(x, low, dtype=np.float32)
         unit *= gain
-    np.maximum(unit, 0, out=unit)                       # np.clip costs more on small inputs
+    np.maximum(unit, 0, out=unit)  # np.clip costs more on small inputs
     np.minimum(unit, QMAX - QMIN, out=unit)
-    code = np.add(unit, 0.5 + INPUT_ZERO, dtype=np.float64)    # exact: |u| < 256 has 24 bits
+    code = np.add(unit, 0.5 + INPUT_ZERO, dtype=np.float64)  # exact: |u| < 256 has 24 bits
     return np.floor(code, out=code)

@@ -1,5 +1,6 @@
 """The training loop: mini-batches, fake quantization after the float epochs, validation on
 the integer arithmetic, the best epoch kept, checkpoints to resume from, divergence stopped."""
+
 from __future__ import annotations
 
 import time
@@ -22,6 +23,7 @@ from .progress import Reporter, Silent
 @dataclass
 class Split:
     """Int8 input codes and float targets of one part of the data."""
+
     codes: np.ndarray
     targets: np.ndarray
 
@@ -35,8 +37,7 @@ def split_validation(data: Split, share: float, seed: int) -> tuple[Split, Split
     if share == 0 or n_val == 0:
         return data, None
     if n_val >= len(data):
-        raise TrainingError(f"training.validation_split = {share} leaves no training samples "
-                            f"out of {len(data)}")
+        raise TrainingError(f"training.validation_split = {share} leaves no training samples out of {len(data)}")
     order = np.random.default_rng([seed, 0x5EED]).permutation(len(data))
     train, val = np.sort(order[n_val:]), np.sort(order[:n_val])
     return (Split(data.codes[train], data.targets[train]), Split(data.codes[val], data.targets[val]))
@@ -65,7 +66,7 @@ def evaluate_split(config, layers, spec, data: Split, quantized: bool) -> tuple[
     return float(loss), metric(config, scores, data.targets)
 
 
-DIVERGENCE_FACTOR = 1e4    # a batch loss this many times the first epoch's first one has diverged
+DIVERGENCE_FACTOR = 1e4  # a batch loss this many times the first epoch's first one has diverged
 
 
 def diverged(where: str, what: str, config: Config) -> TrainingError:
@@ -107,8 +108,9 @@ def watched(where: str, what: str, config: Config):
         raise
 
 
-def run_epoch(config, layers, optimizer, spec, data: Split, epoch: int, quantized: bool,
-              reporter, reference: list) -> tuple[float, float, float]:
+def run_epoch(
+    config, layers, optimizer, spec, data: Split, epoch: int, quantized: bool, reporter, reference: list
+) -> tuple[float, float, float]:
     """One pass over data in a seeded order; returns (mean loss, metric, last learning rate).
 
     reference holds the first batch loss of the run (set by the first step), for divergence.
@@ -119,7 +121,7 @@ def run_epoch(config, layers, optimizer, spec, data: Split, epoch: int, quantize
     total_loss, hits, lr = 0.0, 0.0, tc.learning_rate
     reporter.start_epoch(epoch + 1, tc.epochs, steps)
     for step in range(steps):
-        batch = order[step * tc.batch_size:(step + 1) * tc.batch_size]
+        batch = order[step * tc.batch_size : (step + 1) * tc.batch_size]
         targets = data.targets[batch]
         where = f"epoch {epoch + 1}, step {step + 1}"
         with watched(where, "the forward pass", config):
@@ -153,26 +155,44 @@ def checked_resume(checkpoint, config: Config, input_range, train_data: Split, v
     if state["resume"] is None:
         raise CheckpointError(f"checkpoint {checkpoint}: its run finished; nothing to resume")
     saved = state["config"]
-    changed = [name for name in ("task", "network", "quantization", "training", "data")
-               if getattr(saved, name) != getattr(config, name)]
+    changed = [
+        name
+        for name in ("task", "network", "quantization", "training", "data")
+        if getattr(saved, name) != getattr(config, name)
+    ]
     if changed or tuple(state["input_range"]) != tuple(input_range):
-        raise CheckpointError(f"checkpoint {checkpoint}: cannot resume it with another config "
-                              f"({', '.join(changed) or 'input range'} differ); resume with the same one")
+        raise CheckpointError(
+            f"checkpoint {checkpoint}: cannot resume it with another config "
+            f"({', '.join(changed) or 'input range'} differ); resume with the same one"
+        )
     epoch, steps = state["resume"]["epoch"], int(state["resume"]["optimizer"]["steps"])
     per_epoch = -(-len(train_data) // config.training.batch_size)
     if steps != epoch * per_epoch:
-        raise CheckpointError(f"checkpoint {checkpoint}: its {epoch} epochs took {steps} steps, where this "
-                              f"training data takes {per_epoch} an epoch; resume with the same data")
+        raise CheckpointError(
+            f"checkpoint {checkpoint}: its {epoch} epochs took {steps} steps, where this "
+            f"training data takes {per_epoch} an epoch; resume with the same data"
+        )
     validated = state["history"]["epochs"][0]["val_loss"] is not None
     if validated != (val_data is not None):
-        raise CheckpointError(f"checkpoint {checkpoint}: its run {'had' if validated else 'had no'} validation "
-                              f"data and this one {'has' if val_data is not None else 'has none'}; "
-                              "resume with the same")
+        raise CheckpointError(
+            f"checkpoint {checkpoint}: its run {'had' if validated else 'had no'} validation "
+            f"data and this one {'has' if val_data is not None else 'has none'}; "
+            "resume with the same"
+        )
     return state
 
 
-def train(config: Config, input_range, train_data: Split, val_data: Split | None = None, *,
-          checkpoint=None, resume: bool = False, reporter: Reporter | None = None, class_names=None):
+def train(
+    config: Config,
+    input_range,
+    train_data: Split,
+    val_data: Split | None = None,
+    *,
+    checkpoint=None,
+    resume: bool = False,
+    reporter: Reporter | None = None,
+    class_names=None,
+):
     """Train a network; returns (kept layers, whether they ran fake-quantized, history).
 
     The kept epoch is the best by validation among the epochs trained in the final mode (with
@@ -200,11 +220,19 @@ def train(config: Config, input_range, train_data: Split, val_data: Split | None
     for epoch in range(start, tc.epochs):
         quantized = epoch >= tc.float_epochs
         began = time.perf_counter()
-        loss, train_metric, lr = run_epoch(config, layers, optimizer, spec, train_data, epoch, quantized,
-                                           reporter, reference)
+        loss, train_metric, lr = run_epoch(
+            config, layers, optimizer, spec, train_data, epoch, quantized, reporter, reference
+        )
         history["first_loss"] = reference[0]
-        record = {"epoch": epoch + 1, "loss": loss, "train_metric": train_metric, "val_loss": None,
-                  "val_metric": None, "quantized": quantized, "learning_rate": lr}
+        record = {
+            "epoch": epoch + 1,
+            "loss": loss,
+            "train_metric": train_metric,
+            "val_loss": None,
+            "val_metric": None,
+            "quantized": quantized,
+            "learning_rate": lr,
+        }
         if val_data is not None:
             with watched(f"epoch {epoch + 1}", "the validation", config):
                 record["val_loss"], record["val_metric"] = evaluate_split(config, layers, spec, val_data, quantized)
@@ -215,8 +243,11 @@ def train(config: Config, input_range, train_data: Split, val_data: Split | None
             best, kept = record, ([layer.copy() for layer in layers], quantized)
             history["best_epoch"] = epoch + 1
         if checkpoint is not None:
-            resume_state = None if epoch + 1 == tc.epochs else {
-                "epoch": epoch + 1, "layers": layers, "optimizer": optimizer.state_arrays()}
+            resume_state = (
+                None
+                if epoch + 1 == tc.epochs
+                else {"epoch": epoch + 1, "layers": layers, "optimizer": optimizer.state_arrays()}
+            )
             chosen = kept or ([layer.copy() for layer in layers], quantized)
             ckpt.save(checkpoint, config, input_range, chosen[0], chosen[1], history, resume_state, class_names)
         reporter.end_epoch(record)

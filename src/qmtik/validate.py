@@ -4,6 +4,7 @@ the data loaders, training (Network) and the integer model (QuantizedModel) and 
 It sits low in the pipeline, so that the model that ships can check its inputs without
 importing data loading. Each check raises a one-line DataError, or returns a reason or None.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,8 +13,8 @@ from .errors import DataError
 from .head import class_count
 from .quantization import F32_MAX
 
-MAX_NAME = 255                              # bytes of UTF-8 in one class name (the .qmt file's limit)
-MAX_NAMES = 2**16 - 1                       # class names a .qmt file holds
+MAX_NAME = 255  # bytes of UTF-8 in one class name (the .qmt file's limit)
+MAX_NAMES = 2**16 - 1  # class names a .qmt file holds
 
 
 def check_inputs(x, inputs: int, name: str = "inputs") -> np.ndarray:
@@ -37,12 +38,14 @@ def check_inputs(x, inputs: int, name: str = "inputs") -> np.ndarray:
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         bad = int(np.argwhere(~np.isfinite(x))[0][0])
         raise DataError(f"{name}: NaN or infinite value in sample {bad}")
-    if x.dtype.kind == "f" and x.dtype.itemsize > 4:         # float16 and float32 cannot exceed it
+    if x.dtype.kind == "f" and x.dtype.itemsize > 4:  # float16 and float32 cannot exceed it
         beyond = np.abs(x) > F32_MAX
         if beyond.any():
             row, column = (int(i) for i in np.argwhere(beyond)[0])
-            raise DataError(f"{name}: value {np.format_float_scientific(x[row, column], precision=4)} of sample {row} is beyond float32 "
-                            f"(|x| <= {F32_MAX:.4g}), which the model and the C API compute in")
+            raise DataError(
+                f"{name}: value {np.format_float_scientific(x[row, column], precision=4)} of sample {row} is beyond float32 "
+                f"(|x| <= {F32_MAX:.4g}), which the model and the C API compute in"
+            )
     return x
 
 

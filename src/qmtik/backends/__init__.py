@@ -12,6 +12,7 @@ The user chooses with QuantizedModel(..., backend=name), the attribute model.bac
 environment: QMTIK_BACKEND=name sets the default instead of "auto", and QMTIK_INT8_GEMM=0
 turns the onnx backend off (auto then picks numpy).
 """
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,7 @@ from ..errors import ConfigError
 from . import numpy, onnx
 from .common import SMALL_BATCH
 
-ENV = "QMTIK_BACKEND"      # the backend of models that name none; "auto" when unset
+ENV = "QMTIK_BACKEND"  # the backend of models that name none; "auto" when unset
 
 
 class Reference:
@@ -34,8 +35,8 @@ class Reference:
         return intref.reference_scores(self.layers, codes)
 
 
-BACKENDS = {"reference": Reference, "numpy": numpy.Kernels, "onnx": onnx.Int8Network}   # name -> prepare(layers)
-AVAILABLE = {"onnx": onnx.available}   # name -> whether it can run here (the others always can)
+BACKENDS = {"reference": Reference, "numpy": numpy.Kernels, "onnx": onnx.Int8Network}  # name -> prepare(layers)
+AVAILABLE = {"onnx": onnx.available}  # name -> whether it can run here (the others always can)
 NAMES = ("auto", *BACKENDS)
 
 
@@ -68,8 +69,10 @@ def unavailable(name: str) -> str:
     """Why backend name cannot run here (onnx is the only one that may not)."""
     if os.environ.get(onnx.ENV) == "0":
         return f"backend {name!r} is turned off by {onnx.ENV}=0 in the environment"
-    return (f"backend {name!r} needs onnxruntime with an exact int8 product: pip install 'qmtik[fast]' "
-            "(or choose backend 'numpy')")
+    return (
+        f"backend {name!r} needs onnxruntime with an exact int8 product: pip install 'qmtik[fast]' "
+        "(or choose backend 'numpy')"
+    )
 
 
 def prepare(name: str, layers):

@@ -11,15 +11,15 @@ stays below 2**52 (docs/quantization.md):
 - adding a constant c with |c| <= 256 whose fractional part is 0 or 0.5 (a relu's 0.5 and
   output zero point, onnx's +128) keeps the sum exact while c * 2**FOLD_SHIFT < 2**53.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-SMALL_BATCH = 64   # batches up to this size: numpy's lower latency, and no chunking buffers
-FOLD_SHIFT = 44    # a relu may fold 0.5 and constants up to 256 into its float64 offset for shifts <= 44
+SMALL_BATCH = 64  # batches up to this size: numpy's lower latency, and no chunking buffers
+FOLD_SHIFT = 44  # a relu may fold 0.5 and constants up to 256 into its float64 offset for shifts <= 44
 
 
 def scale_of(multiplier, shift) -> np.ndarray:
     """multiplier * 2**-shift in float64: exact, the real factor a requantization multiplies by."""
     return np.asarray(multiplier).astype(np.float64) * np.exp2(-np.asarray(shift).astype(np.float64))
-

@@ -5,6 +5,7 @@ why both are exact). No dependency beyond numpy; the default for single samples 
 batches, and for every batch without onnxruntime. tests/test_backends.py compares it with
 intref.reference_scores at the extremes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from .. import intref
 from .. import quantization as q
 from .common import FOLD_SHIFT, SMALL_BATCH, scale_of
 
-ROWS_PER_PASS = 1024   # samples per pass through the layers: keeps the temporaries in cache
+ROWS_PER_PASS = 1024  # samples per pass through the layers: keeps the temporaries in cache
 
 
 @dataclass
@@ -29,27 +30,48 @@ class LayerKernel:
     relu, whose negative side clamps anyway, it is floor(y + 0.5), with 0.5 and the output zero
     point folded into the offset when the sum stays exact (shifts up to FOLD_SHIFT).
     """
+
     weight_t: np.ndarray
     activation: str
     scale: np.ndarray
-    offset: np.ndarray                  # bias * scale (relu: + 0.5 + folded_zero)
-    zero_after: int                     # the output zero point still to add after rounding
-    floor: int                          # the clamp's lower end: the zero point for relu, else -128
-    neg_scale: np.ndarray | None        # leaky relu's negative side
+    offset: np.ndarray  # bias * scale (relu: + 0.5 + folded_zero)
+    zero_after: int  # the output zero point still to add after rounding
+    floor: int  # the clamp's lower end: the zero point for relu, else -128
+    neg_scale: np.ndarray | None  # leaky relu's negative side
     neg_offset: np.ndarray | None
-    negative_below: np.ndarray | None   # -bias: acc below it means acc + bias < 0
-    table: np.ndarray | None            # sigmoid / tanh table as float32
+    negative_below: np.ndarray | None  # -bias: acc below it means acc + bias < 0
+    table: np.ndarray | None  # sigmoid / tanh table as float32
 
     @classmethod
     def prepare(cls, layer: intref.IntegerLayer) -> "LayerKernel":
         """The kernel of a (valid) integer layer."""
-        return cls.from_arrays(layer.weights, layer.bias, layer.output_multiplier, layer.output_shift,
-                               layer.activation, layer.output_offset, layer.negative_multiplier,
-                               layer.negative_shift, layer.table)
+        return cls.from_arrays(
+            layer.weights,
+            layer.bias,
+            layer.output_multiplier,
+            layer.output_shift,
+            layer.activation,
+            layer.output_offset,
+            layer.negative_multiplier,
+            layer.negative_shift,
+            layer.table,
+        )
 
     @classmethod
-    def from_arrays(cls, weights, bias, output_multiplier, output_shift, activation, output_offset,
-                    negative_multiplier=None, negative_shift=None, table=None, *, weight_t=None) -> "LayerKernel":
+    def from_arrays(
+        cls,
+        weights,
+        bias,
+        output_multiplier,
+        output_shift,
+        activation,
+        output_offset,
+        negative_multiplier=None,
+        negative_shift=None,
+        table=None,
+        *,
+        weight_t=None,
+    ) -> "LayerKernel":
         """The kernel of an integer layer's arrays, unchecked: they must be ones
         intref.IntegerLayer accepts. Training builds one at every step this way, without the
         cost of a validated layer; tests prove it equal to the spec on extreme values.
@@ -65,15 +87,14 @@ class LayerKernel:
         elif activation == "relu":
             offset = offset + 0.5
         elif activation in q.TABLE_ACTIVATIONS:
-            zero_after = 0                              # a table's index has zero point 0
+            zero_after = 0  # a table's index has zero point 0
         neg_scale = neg_offset = negative_below = None
         if activation == "leaky_relu":
             neg_scale = scale_of(negative_multiplier, negative_shift)
             neg_offset, negative_below = bias * neg_scale, -bias
         floor = int(output_offset) if activation == "relu" else q.QMIN
         table = None if table is None else np.asarray(table).astype(np.float32)
-        return cls(weight_t, activation, scale, offset, zero_after, floor, neg_scale, neg_offset,
-                   negative_below, table)
+        return cls(weight_t, activation, scale, offset, zero_after, floor, neg_scale, neg_offset, negative_below, table)
 
     def __call__(self, codes, out=None):
         """int8 codes (as floats) in, the layer's int8 output codes (as float32) out.
@@ -87,7 +108,7 @@ class LayerKernel:
         (exact integers as floats, or int32 from the onnx backend)."""
         y = np.multiply(acc, self.scale)
         y += self.offset
-        if self.activation == "relu":                  # y already holds + 0.5 (and the zero point)
+        if self.activation == "relu":  # y already holds + 0.5 (and the zero point)
             np.floor(y, out=y)
         else:
             if self.activation == "leaky_relu":
@@ -110,7 +131,7 @@ def _clamp(values, low, out):
     if values.size > 4096:
         return np.clip(values, low, q.QMAX, out=out)
     np.minimum(values, q.QMAX, out=values)
-    return np.maximum(values, low, out=out, dtype=np.float32)   # integers: exact in float32
+    return np.maximum(values, low, out=out, dtype=np.float32)  # integers: exact in float32
 
 
 class Kernels:
@@ -141,9 +162,9 @@ def integer_scores(kernels, codes) -> np.ndarray:
     out = np.empty((n, kernels[-1].weight_t.shape[1]), dtype=np.int8)
     for start in range(0, n, rows):
         stop = min(start + rows, n)
-        h = x[:stop - start]
+        h = x[: stop - start]
         np.copyto(h, codes[start:stop], casting="unsafe")
         for kernel, buffer in zip(kernels, buffers):
-            h = kernel(h.astype(kernel.weight_t.dtype, copy=False), buffer[:stop - start])
+            h = kernel(h.astype(kernel.weight_t.dtype, copy=False), buffer[: stop - start])
         out[start:stop] = h
     return out

@@ -28,6 +28,7 @@ Exactness (the same integers as the spec, intref.layer_forward, tested on extrem
   A layer outside that range (or not a relu) ends the graph and is requantized by numpy.
 - The graph is run unoptimized, so that onnxruntime fuses nothing into float32 arithmetic.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,10 +38,10 @@ import numpy as np
 from .common import FOLD_SHIFT, scale_of
 from .numpy import LayerKernel
 
-ENV = "QMTIK_INT8_GEMM"          # "0" turns the backend off
-ROWS_PER_RUN = 1024              # samples per session run: keeps the layers' buffers in cache
+ENV = "QMTIK_INT8_GEMM"  # "0" turns the backend off
+ROWS_PER_RUN = 1024  # samples per session run: keeps the layers' buffers in cache
 
-_probe_result = None             # whether onnxruntime's MatMulInteger is exact here (probed once)
+_probe_result = None  # whether onnxruntime's MatMulInteger is exact here (probed once)
 
 
 def available() -> bool:
@@ -65,9 +66,15 @@ def _probe() -> bool:
     inputs[1] = 0
     inputs[2, ::2] = 0
     want = (inputs.astype(np.int64) - 128) @ weight.astype(np.int64)
-    try:                         # onnxruntime refusing or failing the graph means no backend, not a crash
-        session = _session([_node("MatMulInteger", ["x", "w", "zero"], ["acc"])],
-                           {"w": weight, "zero": np.array(128, np.uint8)}, 64, "acc", np.int32, 4)
+    try:  # onnxruntime refusing or failing the graph means no backend, not a crash
+        session = _session(
+            [_node("MatMulInteger", ["x", "w", "zero"], ["acc"])],
+            {"w": weight, "zero": np.array(128, np.uint8)},
+            64,
+            "acc",
+            np.int32,
+            4,
+        )
         return bool(np.array_equal(session.run(None, {"x": inputs})[0], want))
     except Exception:
         return False
@@ -79,11 +86,11 @@ class Int8Network:
 
     def __init__(self, layers):
         self.kernels = [LayerKernel.prepare(layer) for layer in layers]
-        self.stretches = []      # (session, index of the layer whose accumulators it returns)
+        self.stretches = []  # (session, index of the layer whose accumulators it returns)
         first = 0
         for last, layer in enumerate(layers):
             if last == len(layers) - 1 or not _fusable(layer):
-                self.stretches.append((_stretch(layers[first:last + 1]), last))
+                self.stretches.append((_stretch(layers[first : last + 1]), last))
                 first = last + 1
 
     def __call__(self, codes) -> np.ndarray:
@@ -93,7 +100,7 @@ class Int8Network:
         """The int8 scores of int8 input codes, written into out (samples x outputs, int8)."""
         for start in range(0, len(codes), ROWS_PER_RUN):
             stop = min(start + ROWS_PER_RUN, len(codes))
-            u = codes[start:stop].view(np.uint8) ^ np.uint8(128)     # code + 128, as uint8
+            u = codes[start:stop].view(np.uint8) ^ np.uint8(128)  # code + 128, as uint8
             for session, last in self.stretches:
                 acc = session.run(None, {"x": u})[0]
                 h = self.kernels[last].requantize(acc)
@@ -105,8 +112,9 @@ class Int8Network:
 
 def _fusable(layer) -> bool:
     """Whether the graph may requantize this layer itself (see the module's exactness note)."""
-    return (layer.activation == "relu"
-            and bool(np.all(((layer.output_shift >= 1) & (layer.output_shift <= FOLD_SHIFT)) | (layer.output_multiplier == 0))))
+    return layer.activation == "relu" and bool(
+        np.all(((layer.output_shift >= 1) & (layer.output_shift <= FOLD_SHIFT)) | (layer.output_multiplier == 0))
+    )
 
 
 def _stretch(layers):
@@ -122,21 +130,28 @@ def _stretch(layers):
         init[f"scale{i}"] = scale
         init[f"offset{i}"] = layer.bias.astype(np.float64) * scale + (128.5 + layer.output_offset)
         init[f"floor{i}"] = np.array(128.0 + layer.output_offset)
-        nodes += [_node("Cast", [f"acc{i}"], [f"y{i}"], to=_DTYPES[np.dtype(np.float64)]),
-                  _node("Mul", [f"y{i}", f"scale{i}"], [f"ys{i}"]),
-                  _node("Add", [f"ys{i}", f"offset{i}"], [f"yo{i}"]),
-                  _node("Floor", [f"yo{i}"], [f"yf{i}"]),
-                  _node("Clip", [f"yf{i}", f"floor{i}", "top"], [f"yc{i}"]),
-                  _node("Cast", [f"yc{i}"], [f"u{i}"], to=_DTYPES[np.dtype(np.uint8)])]
+        nodes += [
+            _node("Cast", [f"acc{i}"], [f"y{i}"], to=_DTYPES[np.dtype(np.float64)]),
+            _node("Mul", [f"y{i}", f"scale{i}"], [f"ys{i}"]),
+            _node("Add", [f"ys{i}", f"offset{i}"], [f"yo{i}"]),
+            _node("Floor", [f"yo{i}"], [f"yf{i}"]),
+            _node("Clip", [f"yf{i}", f"floor{i}", "top"], [f"yc{i}"]),
+            _node("Cast", [f"yc{i}"], [f"u{i}"], to=_DTYPES[np.dtype(np.uint8)]),
+        ]
         x = f"u{i}"
     return _session(nodes, init, layers[0].inputs, f"acc{len(layers) - 1}", np.int32, layers[-1].outputs)
 
 
 def _session(nodes, initializers, inputs, output, dtype, outputs):
     import onnxruntime as ort
-    graph = (b"".join(_field(1, n) for n in nodes) + _field(2, "qmtik")
-             + b"".join(_field(5, _tensor(name, a)) for name, a in initializers.items())
-             + _field(11, _value_info("x", np.uint8, inputs)) + _field(12, _value_info(output, dtype, outputs)))
+
+    graph = (
+        b"".join(_field(1, n) for n in nodes)
+        + _field(2, "qmtik")
+        + b"".join(_field(5, _tensor(name, a)) for name, a in initializers.items())
+        + _field(11, _value_info("x", np.uint8, inputs))
+        + _field(12, _value_info(output, dtype, outputs))
+    )
     model = _varint_field(1, 7) + _field(2, "qmtik") + _field(7, graph) + _field(8, _varint_field(2, 13))
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -178,8 +193,12 @@ def _field(field: int, data) -> bytes:
 def _tensor(name: str, array) -> bytes:
     array = np.ascontiguousarray(array)
     raw = array.astype(array.dtype.newbyteorder("<")).tobytes()
-    return (b"".join(_varint_field(1, d) for d in array.shape) + _varint_field(2, _DTYPES[array.dtype])
-            + _field(8, name) + _field(9, raw))
+    return (
+        b"".join(_varint_field(1, d) for d in array.shape)
+        + _varint_field(2, _DTYPES[array.dtype])
+        + _field(8, name)
+        + _field(9, raw)
+    )
 
 
 def _value_info(name: str, dtype, columns: int) -> bytes:
@@ -188,7 +207,7 @@ def _value_info(name: str, dtype, columns: int) -> bytes:
 
 
 def _node(op: str, inputs, outputs, **attributes) -> bytes:
-    attrs = b"".join(_field(5, _field(1, k) + _varint_field(3, v) + _varint_field(20, 2))
-                     for k, v in attributes.items())
-    return (b"".join(_field(1, i) for i in inputs) + b"".join(_field(2, o) for o in outputs)
-            + _field(4, op) + attrs)
+    attrs = b"".join(
+        _field(5, _field(1, k) + _varint_field(3, v) + _varint_field(20, 2)) for k, v in attributes.items()
+    )
+    return b"".join(_field(1, i) for i in inputs) + b"".join(_field(2, o) for o in outputs) + _field(4, op) + attrs
