@@ -45,7 +45,8 @@ def main() -> None:
     codes = mnist_like(x8)
     rows, classes, rounding = differing(real, codes)
     print(
-        f"C library's MNIST model, {len(codes)} MNIST-like digits: accuracy {100 * (real.predict(codes) == labels).mean():.1f}%;"
+        f"C library's MNIST model, {len(codes)} MNIST-like digits: "
+        f"accuracy {100 * (real.predict(codes) == labels).mean():.1f}%;"
         f" score rows differing {100 * rows:.1f}% (rounding alone {100 * rounding:.1f}%), classes {100 * classes:.2f}%"
     )
     noise = np.random.default_rng(0).integers(-128, 128, (2000, 784)).astype(np.int8)

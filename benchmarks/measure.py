@@ -197,8 +197,8 @@ def layer_seconds(model, codes, repeats: int) -> list:
     for kernel in backends.numpy.Kernels(model.layers).kernels:
         chunks = [h[j : j + 1024].astype(kernel.weight_t.dtype) for j in range(0, len(h), 1024)]
         accumulators = [c @ kernel.weight_t for c in chunks]
-        product = median_seconds(lambda: [c @ kernel.weight_t for c in chunks], repeats)
-        requantize = median_seconds(lambda: [kernel.requantize(a) for a in accumulators], repeats)
+        product = median_seconds(lambda k=kernel, cs=chunks: [c @ k.weight_t for c in cs], repeats)
+        requantize = median_seconds(lambda k=kernel, accs=accumulators: [k.requantize(a) for a in accs], repeats)
         out.append([product, requantize])
         h = np.concatenate([kernel.requantize(a) for a in accumulators])
     return out

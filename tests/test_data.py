@@ -143,13 +143,13 @@ def test_pickled_object_arrays_are_refused_unopened(tmp_path, kind):
     if kind == "npy":
         np.save(tmp_path / "x.npy", trap, allow_pickle=True)
         np.save(tmp_path / "y.npy", np.zeros(2))
-        call = lambda: load_arrays(tmp_path / "x.npy", tmp_path / "y.npy")
+        paths = (tmp_path / "x.npy", tmp_path / "y.npy")
     else:
         np.savez(tmp_path / "d.npz", x=trap, y=np.zeros(2))
-        call = lambda: load_arrays(tmp_path / "d.npz")
+        paths = (tmp_path / "d.npz",)
     assert not marker.exists()
     with pytest.raises(DataError) as info:
-        call()
+        load_arrays(*paths)
     assert "unsafely" not in one_line(info) and "Python objects" in one_line(info)  # no advice to unpickle
     assert not marker.exists()
 

@@ -173,7 +173,7 @@ def _choice(switch: str, defines: dict, path, used: set) -> str | None:
             raise ConfigError(f"C header {path}, line {line}: {key} {value!r} is not one of {', '.join(choices)}")
         return choices[normal(_unwrap(value))]
     found = {}
-    for name, (line, value) in defines.items():
+    for name, (_line, value) in defines.items():
         flag = name.endswith(suffix) or (not value and normal(name) not in AMBIGUOUS_FLAGS)
         if name.startswith("QMTIK_") and flag and normal(name) in choices:
             found[name] = choices[normal(name)]

@@ -33,7 +33,8 @@ def model_problem(input_range, layers) -> str | None:
         if not isinstance(layer, intref.IntegerLayer):
             return f"layer {number} is a {type(layer).__name__}, not an intref.IntegerLayer"
         if number > 1 and layer.inputs != layers[number - 2].outputs:
-            return f"layer {number} has {layer.inputs} inputs, but layer {number - 1} has {layers[number - 2].outputs} outputs"
+            previous = layers[number - 2].outputs
+            return f"layer {number} has {layer.inputs} inputs, but layer {number - 1} has {previous} outputs"
     return None
 
 
@@ -226,7 +227,8 @@ def describe(model: "QuantizedModel", file_bytes: int | None = None) -> str:
             f"{_span(layer.weight_scales)}; output scale {layer.output_scale:.4g}, zero point {layer.output_offset}"
         )
         lines.append(
-            f"  requantization: multiplier {_span(layer.output_multiplier, '{:d}')} / 2^{_span(layer.output_shift, '{:d}')}"
+            f"  requantization: multiplier {_span(layer.output_multiplier, '{:d}')}"
+            f" / 2^{_span(layer.output_shift, '{:d}')}"
             + (
                 f"; negative side {_span(layer.negative_multiplier, '{:d}')} / 2^{_span(layer.negative_shift, '{:d}')}"
                 if layer.negative_multiplier is not None

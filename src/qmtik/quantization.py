@@ -208,7 +208,8 @@ def quantize_multiplier(real) -> tuple[np.ndarray, np.ndarray]:
     """Split positive real multipliers into (multiplier, shift) with real ~= multiplier / 2**shift.
 
     The multiplier lies in [2**21, 2**22), so multiplier * (accumulator + bias) < 2**52: exact in
-    int64 and in float64, with room to add the rounding half exactly. A real multiplier too small to move any accumulator becomes (0, 0).
+    int64 and in float64, with room to add the rounding half exactly. A real multiplier too small
+    to move any accumulator becomes (0, 0).
     """
     real = np.atleast_1d(np.asarray(real, dtype=np.float64))
     bad = np.flatnonzero(~(np.isfinite(real) & (real >= 0)))

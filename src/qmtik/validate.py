@@ -43,7 +43,8 @@ def check_inputs(x, inputs: int, name: str = "inputs") -> np.ndarray:
         if beyond.any():
             row, column = (int(i) for i in np.argwhere(beyond)[0])
             raise DataError(
-                f"{name}: value {np.format_float_scientific(x[row, column], precision=4)} of sample {row} is beyond float32 "
+                f"{name}: value {np.format_float_scientific(x[row, column], precision=4)} "
+                f"of sample {row} is beyond float32 "
                 f"(|x| <= {F32_MAX:.4g}), which the model and the C API compute in"
             )
     return x
