@@ -10,13 +10,9 @@ import pytest
 import qmtik
 from qmtik import Config, ConfigError, NetworkConfig
 from qmtik.config import (
-    DIGITS_STARTER,
     DataConfig,
     load_config,
     parse_override,
-    reference_markdown,
-    starter_toml,
-    tomllib,
 )
 from qmtik.functions import HIDDEN_ACTIVATIONS
 
@@ -47,19 +43,6 @@ def test_defaults_build():
     assert (config.network.output, config.network.cost) == ("softmax", "cross_entropy")
     assert config.quantization.bits == 8 and config.quantization.per_channel
     assert config.data.dataset == "digits"
-
-
-def test_the_starter_toml_is_the_defaults():
-    assert Config.from_dict(tomllib.loads(starter_toml())) == Config()
-
-
-def test_the_starter_toml_with_changes_applies_and_marks_them():
-    text = starter_toml(DIGITS_STARTER)
-    config = Config.from_dict(tomllib.loads(text))
-    assert config.training.epochs == 30 and config.training.batch_size == 32
-    assert config.training.learning_rate == 0.003
-    assert config.network == Config().network
-    assert "[default 10]" in text and "[default 128]" in text
 
 
 def test_to_dict_from_dict_round_trip():
@@ -402,19 +385,6 @@ def test_configs_are_frozen():
 
 
 # --- the generated reference -------------------------------------------------------------------
-
-
-def test_docs_config_md_is_the_generated_reference():
-    assert DOCS.is_file(), "generate it: PYTHONPATH=src python -m qmtik.config > docs/config.md"
-    assert DOCS.read_text(encoding="utf-8") == reference_markdown()
-
-
-def test_the_reference_lists_every_key():
-    text = reference_markdown()
-    for section, values in Config().to_dict().items():
-        keys = [section] if not isinstance(values, dict) else [f"{section}.{k}" for k in values]
-        for key in keys:
-            assert f"| `{key}` |" in text
 
 
 # --- review findings --------------------------------------------------------------------------

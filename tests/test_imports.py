@@ -16,7 +16,7 @@ STAGES = [  # (stage, its modules), lowest first
     ("spec", {"intref", "backends"}),  # a package's modules are on its stage
     ("prediction", {"validate", "head"}),
     ("integer model", {"model", "qmtfile", "export_c", "c_check"}),
-    ("configuration", {"formats", "config"}),
+    ("configuration", {"formats", "config", "config_docs"}),
     ("data", {"download", "data"}),
     ("training", {"layers", "optimizers", "checkpoint", "training", "network"}),
     ("extras", {"plots", "demo", "c_library", "c_preprocessor", "legacy"}),  # legacy: the qmtik.h carry-over

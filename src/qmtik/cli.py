@@ -15,7 +15,8 @@ import numpy as np
 
 from . import __version__
 from .c_check import check, code_size, find_compiler
-from .config import DIGITS_STARTER, NAMED_DATASETS, load_config, parse_override, starter_toml
+from .config import DIGITS_STARTER, NAMED_DATASETS, load_config, parse_override
+from .config_docs import starter_toml
 from .data import (
     C_LIBRARY_SPLIT,
     CONVERT_TO,
