@@ -12,10 +12,10 @@ from qmtik.config import NAMED_DATASETS
 from qmtik.data import (
     data_name,
     load_arrays,
+    load_dataset,
     load_digits,
     load_fashion_mnist,
     load_named_or_path,
-    named_dataset,
     read_inputs,
 )
 from qmtik.validate import check_inputs, encode_targets
@@ -42,7 +42,7 @@ def test_load_digits():
 
 def test_the_digits_split_is_a_partition():
     x, y = load_digits()
-    (x_train, y_train), (x_test, y_test) = named_dataset("digits")
+    (x_train, y_train), (x_test, y_test) = load_dataset("digits")
     assert len(x_train) == len(y_train) == 1438
     assert len(x_test) == len(y_test) == 359
 
@@ -56,7 +56,7 @@ def test_the_digits_split_is_a_partition():
 
 def test_an_unknown_named_dataset_is_refused():
     with pytest.raises(DataError) as info:
-        named_dataset("cifar")
+        load_dataset("cifar")
     assert "'cifar'" in one_line(info) and ", ".join(NAMED_DATASETS) in one_line(info)
 
 
@@ -537,7 +537,7 @@ def test_training_reads_a_csv_named_in_the_config(tmp_path):
 def test_mnist_not_yet_downloaded_says_how_to_fetch_it(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     with pytest.raises(DataError) as info:
-        named_dataset("mnist")
+        load_dataset("mnist")
     assert one_line(info) == "data set mnist: not downloaded yet; fetch it with 'qmtik data get mnist'"
 
 

@@ -15,8 +15,7 @@ Every error qmtik raises on purpose is a QmtikError, one of those listed below (
 
 from . import export_c  # noqa: F401 - qmtik.export_c.export_c(model, prefix), as the docs show
 from .config import Config, DataConfig, NetworkConfig, QuantizationConfig, TrainingConfig, load_config
-from .data import load_arrays, load_digits, load_file
-from .data import named_dataset as load_dataset
+from .data import load_arrays, load_dataset, load_digits, load_file
 from .download import get_dataset
 from .errors import (
     CheckFailed,

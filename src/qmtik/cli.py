@@ -177,7 +177,7 @@ def _width(model, outputs: bool = False) -> int:
     return model.config.network.outputs if outputs else model.config.network.inputs
 
 
-def describe(result: dict, task: str) -> str:
+def figures_line(result: dict, task: str) -> str:
     """One line of evaluation figures."""
     arithmetic = "int8 arithmetic" if result["int8"] else "float arithmetic"
     if task == "classification":
@@ -281,7 +281,7 @@ def cmd_train(args) -> int:
     if best is not None and not args.quiet:
         say(f"kept epoch {best} of {config.training.epochs}")
     if test is not None:
-        say("test " + describe(net.evaluate(*test), config.task))
+        say("test " + figures_line(net.evaluate(*test), config.task))
     say("wrote " + ", ".join(map(str, written)))
     return 0
 
@@ -403,7 +403,7 @@ def cmd_eval(args) -> int:
     if picture and task != "classification":
         raise UsageError("--plot draws a confusion matrix, which needs a classification model")
     result = model.evaluate(x, y)
-    say(json.dumps(result) if args.json else describe(result, task))
+    say(json.dumps(result) if args.json else figures_line(result, task))
     if picture:
         from .plots import plot_confusion
 

@@ -65,7 +65,7 @@ _SHOWN.maxstring = _SHOWN.maxother = 80
 _SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict = 3, 8, 8
 
 
-def _describe(value) -> str:
+def _shown(value) -> str:
     kind = {
         bool: "a boolean",
         int: "an integer",
@@ -79,7 +79,7 @@ def _describe(value) -> str:
 
 
 def _refuse(key: str, value, allowed: str):
-    raise ConfigError(f"config key {key}: got {_describe(value)}; allowed: {allowed}")
+    raise ConfigError(f"config key {key}: got {_shown(value)}; allowed: {allowed}")
 
 
 def _integer(key, value, lo=None, hi=None):
@@ -485,11 +485,11 @@ class Config:
         'task' or 'section.name'; a whole section ('training') is not a key: its keys are set
         one by one, so that no change can replace what another sets."""
         if not isinstance(changes, dict):
-            raise ConfigError(f"config changes: got {_describe(changes)}; allowed: a table of 'section.key' = value")
+            raise ConfigError(f"config changes: got {_shown(changes)}; allowed: a table of 'section.key' = value")
         data = self.to_dict()
         for key, value in changes.items():
             if not isinstance(key, str):
-                raise ConfigError(f"config key {_describe(key)}: a key is text, such as 'training.epochs'")
+                raise ConfigError(f"config key {_shown(key)}: a key is text, such as 'training.epochs'")
             section, _, name = key.rpartition(".")
             if not section and name in SECTIONS:
                 first = dataclasses.fields(SECTIONS[name])[0].name

@@ -92,7 +92,7 @@ def load_mnist_like(name: str, directory=None):
     return load_idx_pair(found, "train"), load_idx_pair(found, "t10k")
 
 
-def named_dataset(name: str):
+def load_dataset(name: str):
     """A named data set's ((train inputs, labels), (test inputs, labels))."""
     if name == "digits":
         x, y = load_digits()
@@ -276,7 +276,7 @@ def load_data(config: Config):
     """The config's ((train inputs, labels), (test inputs, labels) or None)."""
     d = config.data
     if d.dataset:
-        return named_dataset(d.dataset)
+        return load_dataset(d.dataset)
     shape = dict(
         label_column=d.label_column, inputs=config.network.inputs, outputs=config.network.outputs, task=config.task
     )
@@ -330,7 +330,7 @@ def load_named_or_path(
             raise DataError(f"labels {labels}: only for an .npy or IDX file of inputs; {spec} brings its own labels")
         if part not in ("", "train", "test"):
             raise DataError(f"data set {spec!r}: the part must be 'train' or 'test'")
-        train, test = named_dataset(name)
+        train, test = load_dataset(name)
         return train if part == "train" else test
     if format_of(spec) is None:
         raise DataError(f"data file {spec}: expected a named data set ({', '.join(NAMED_DATASETS)}), or {READABLE}")

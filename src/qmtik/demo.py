@@ -19,7 +19,7 @@ import numpy as np
 
 from .c_check import check, code_size, find_compiler
 from .config import DIGITS_STARTER, Config, DataConfig, NetworkConfig
-from .data import named_dataset
+from .data import load_dataset
 from .errors import QmtikError
 from .export_c import export_c
 from .files import write_atomic
@@ -97,7 +97,7 @@ def run_demo(dataset: str | None = None, out_dir="qmtik-demo", say=print) -> dic
     """Run the demo, writing into out_dir; returns its figures and the paths it wrote."""
     dataset = choose_dataset(dataset, say)
     config = demo_config(dataset)
-    (x, y), (x_test, y_test) = named_dataset(dataset)
+    (x, y), (x_test, y_test) = load_dataset(dataset)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     net = config.network
