@@ -36,6 +36,7 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import qmtik
+from qmtik.data import FASHION_MNIST_CLASSES
 from qmtik.files import check_writable, write_json
 
 MEASURE = Path(__file__).resolve().with_name("measure.py")  # runs each measurement in its own process
@@ -48,18 +49,7 @@ DATASETS = {  # name -> what is trained on it
         "inputs": 784,
         "input_range": [0, 255],
         "hidden": [256, 256],
-        "classes": (
-            "T-shirt/top",
-            "Trouser",
-            "Pullover",
-            "Dress",
-            "Coat",
-            "Sandal",
-            "Shirt",
-            "Sneaker",
-            "Bag",
-            "Ankle boot",
-        ),
+        "classes": FASHION_MNIST_CLASSES,
     },
     "mnist": {"title": "MNIST", "inputs": 784, "input_range": [0, 255], "hidden": [256, 256], "classes": DIGIT_CLASSES},
     "digits": {

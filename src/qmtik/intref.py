@@ -126,35 +126,12 @@ class IntegerLayer:
             _fail(f"{self.activation} has a table or table_input_scale; only sigmoid and tanh have them")
 
 
-def build_layer(
-    weights,
-    bias,
-    weight_scales,
-    input_scale,
-    input_zero_point,
-    activation,
-    output_scale,
-    output_offset,
-    table_input_scale=None,
-    slope=0.01,
-) -> IntegerLayer:
-    """The layer of these codes and scales: its multipliers from the real multiplier
-    input_scale * weight_scale / output_scale (or / table_input_scale) and, for sigmoid and
-    tanh, its table; a leaky relu's negative side multiplies by slope as well."""
-    return IntegerLayer(
-        **layer_fields(
-            weights,
-            bias,
-            weight_scales,
-            input_scale,
-            input_zero_point,
-            activation,
-            output_scale,
-            output_offset,
-            table_input_scale,
-            slope,
-        )
-    )
+def build_layer(*args, **kwargs) -> IntegerLayer:
+    """The layer of these codes and scales (the arguments of layer_fields), checked: its
+    multipliers from the real multiplier input_scale * weight_scale / output_scale (or
+    / table_input_scale) and, for sigmoid and tanh, its table; a leaky relu's negative side
+    multiplies by slope as well."""
+    return IntegerLayer(**layer_fields(*args, **kwargs))
 
 
 def layer_fields(
