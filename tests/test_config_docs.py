@@ -33,3 +33,12 @@ def test_the_reference_lists_every_key():
         keys = [section] if not isinstance(values, dict) else [f"{section}.{k}" for k in values]
         for key in keys:
             assert f"| `{key}` |" in text
+
+
+def test_toml_value_writes_literals_toml_reads_back():
+    from qmtik.config_docs import toml_value
+
+    values = {"b": True, "f": False, "i": -3, "x": 0.05, "s": 'a "quoted" \\ name', "l": [1, 2.5, "c"], "t": (3, 4)}
+    text = "\n".join(f"{k} = {toml_value(v)}" for k, v in values.items())
+    assert tomllib.loads(text) == {**values, "t": [3, 4]}
+    assert toml_value(True) == "true"  # not Python's True, which TOML refuses

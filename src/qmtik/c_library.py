@@ -15,7 +15,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from . import intref
 from . import quantization as q
 from .c_preprocessor import header_defines
 from .config import Config
+from .config_docs import toml_value
 from .errors import ConfigError, ModelFormatError, QuantizationError
 from .functions import combination_problem
 from .model import QuantizedModel
@@ -348,12 +348,6 @@ def _config_entries(h: CHeader) -> list:
     return entries
 
 
-def _toml(value) -> str:
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return json.dumps(value) if isinstance(value, str) else repr(value)
-
-
 def header_toml(path) -> str:
     """The qmtik config TOML equivalent to a qmtik.h config header (`qmtik config from-header`)."""
     h = read_header(path)
@@ -367,7 +361,7 @@ def header_toml(path) -> str:
         if section != current:
             lines += ["", f"[{section}]"]
             current = section
-        lines.append(f"{key} = {_toml(value)}    # {comment}")
+        lines.append(f"{key} = {toml_value(value)}    # {comment}")
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 

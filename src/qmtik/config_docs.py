@@ -11,12 +11,12 @@ from .config import SECTIONS, Config
 from .functions import COSTS, HIDDEN_ACTIVATIONS, OUTPUTS, TASKS, combination_problem
 
 
-def _toml_value(value) -> str:
-    """A TOML literal of a config value."""
+def toml_value(value) -> str:
+    """A TOML literal of a config value: the one TOML writer (c_library writes with it too)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, str):
         return json.dumps(value)
     return repr(value)
@@ -52,9 +52,9 @@ def starter_toml(changes: dict | None = None) -> str:
         key = f"{section}.{f.name}" if section else f.name
         note = ""
         if key in changes:
-            note = f" [default {_toml_value(defaults[section][f.name] if section else defaults[f.name])}]"
+            note = f" [default {toml_value(defaults[section][f.name] if section else defaults[f.name])}]"
         lines.append(f"# {f.metadata['help']} ({f.metadata['allowed']}){note}")
-        lines.append(f"{f.name} = {_toml_value(value)}")
+        lines.append(f"{f.name} = {toml_value(value)}")
     return "\n".join(lines) + "\n"
 
 
@@ -73,7 +73,7 @@ def reference_markdown() -> str:
     for section, f in _documented_fields():
         key = f"{section}.{f.name}" if section else f.name
         default = defaults[section][f.name] if section else defaults[f.name]
-        lines.append(f"| `{key}` | {f.metadata['allowed']} | `{_toml_value(default)}` | {f.metadata['help']} |")
+        lines.append(f"| `{key}` | {f.metadata['allowed']} | `{toml_value(default)}` | {f.metadata['help']} |")
     return "\n".join(lines) + "\n\n" + combinations_markdown()
 
 
