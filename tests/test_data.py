@@ -565,6 +565,8 @@ def test_inputs_beyond_float32_are_refused_naming_the_sample(value):
     "names, fragment",
     [
         (list("abcdefghia"), "class name 10 'a' is also class name 1"),
+        (["a\nb"] + list("bcdefghij"), "class name 1 'a\\nb' holds a control character"),
+        (list("abcdefghi") + ["tab\t"], "class name 10 'tab\\t' holds a control character"),
         (["x" * 256] + list("abcdefghi"), "is 256 bytes of UTF-8; 1 to 255 are allowed"),
         (list("abc"), "3 class names for 10 classes"),
         ([], "none given, the network has 10 classes"),

@@ -319,7 +319,7 @@ def test_a_single_output_classifier_compiles_clean_whatever_its_zero_point(zero,
 @needs_cc
 def test_class_names_are_escaped_for_c(tmp_path):
     model = build((4, 3, 3))
-    model.class_names = ('say "hi"\\', "??/ trigraph\nline break", "ünïcode")
+    model.class_names = ('say "hi"\\', "??/ trigraph */ end", "ünïcode")
     (tmp_path / "net.h").write_text(export_c(model, "net"))
     (tmp_path / "m.c").write_text(
         '#define NET_IMPLEMENTATION\n#include "net.h"\n#include <stdio.h>\n'
@@ -329,7 +329,7 @@ def test_class_names_are_escaped_for_c(tmp_path):
     build_ = subprocess.run([CC, *STRICT, "m.c", "-o", "m", "-lm"], cwd=tmp_path, capture_output=True, text=True)
     assert build_.returncode == 0, build_.stderr
     out = subprocess.run([str(tmp_path / "m")], capture_output=True).stdout.decode()
-    assert out == 'say "hi"\\|??/ trigraph\nline break|ünïcode|'
+    assert out == 'say "hi"\\|??/ trigraph */ end|ünïcode|'
 
 
 # --- what export-c refuses, and a compile failure is never a success ----------------------------

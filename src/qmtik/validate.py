@@ -7,6 +7,8 @@ importing data loading. Each check raises a one-line DataError, or returns a rea
 
 from __future__ import annotations
 
+import unicodedata
+
 import numpy as np
 
 from .errors import DataError
@@ -81,7 +83,8 @@ def encode_targets(y, task: str, outputs: int, samples: int, name: str = "labels
 def class_names_problem(task: str, names, outputs: int) -> str | None:
     """Why these class names cannot go with a model of this task and outputs, or None: one
     name per class, text of 1 to MAX_NAME bytes of UTF-8, all different (predict could not tell
-    them apart). The one rule for the .qmt file, the checkpoint and Network.fit."""
+    them apart), without control characters such as a line break (predict prints
+    one name per line). The one rule for the .qmt file, the checkpoint and Network.fit."""
     if not names:
         return None
     if task != "classification":
@@ -101,6 +104,8 @@ def class_names_problem(task: str, names, outputs: int) -> str | None:
             return f"class name {number} {name!r} cannot be written as UTF-8"
         if not 1 <= size <= MAX_NAME:
             return f"class name {number} {name!r} is {size} bytes of UTF-8; 1 to {MAX_NAME} are allowed"
+        if any(unicodedata.category(char) == "Cc" for char in name):
+            return f"class name {number} {name!r} holds a control character; predict prints one name per line"
         if first.setdefault(name, number) != number:
             return f"class name {number} {name!r} is also class name {first[name]}"
     return None
