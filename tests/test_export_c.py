@@ -767,3 +767,9 @@ def test_check_counts_each_disagreeing_sample_once(monkeypatch):
     result = c_check.check(model, x)
     assert (result["score_mismatches"], result["class_mismatches"], result["input_mismatches"]) == (1, 1, 1)
     assert result["mismatched_samples"] == 2
+
+
+def test_save_header_writes_the_header_export_c_makes(tmp_path):
+    model = MODELS["relu-17-3"]
+    text = qmtik.save_header(tmp_path / "net.h", model, "net")
+    assert text == export_c(model, "net") and (tmp_path / "net.h").read_text() == text

@@ -8,12 +8,11 @@
     net.save("digits.ckpt.npz"); net = qmtik.Network.load("digits.ckpt.npz")
     model = net.quantize()                               # integer-only: int8 in, int8 scores out
     qmtik.save_model("digits.qmt", model); model = qmtik.load_model("digits.qmt")
-    header = qmtik.export_c.export_c(model, "digits")    # the model as one C header (text)
+    qmtik.save_header("digits.h", model, "digits")     # the model as one C header
 
 Every error qmtik raises on purpose is a QmtikError, one of those listed below (errors.py).
 """
 
-from . import export_c  # noqa: F401 - qmtik.export_c.export_c(model, prefix), as the docs show
 from .config import Config, DataConfig, NetworkConfig, QuantizationConfig, TrainingConfig, load_config
 from .data import load_arrays, load_dataset, load_digits, load_file
 from .download import get_dataset
@@ -34,6 +33,7 @@ from .errors import (
     TrainingError,
     UsageError,
 )
+from .export_c import save_header
 from .model import QuantizedModel
 from .network import Network
 from .qmtfile import load_model, save_model
@@ -50,6 +50,7 @@ __all__ = [
     "QuantizedModel",
     "load_model",
     "save_model",
+    "save_header",
     "load_dataset",
     "load_digits",
     "load_arrays",

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import intref
 from .errors import ExportError
+from .files import write_atomic
 from .model import QuantizedModel, memory_needs
 from .qmtfile import encode
 from .version import __version__
@@ -131,6 +132,13 @@ def export_c(model: QuantizedModel, prefix: str = "model") -> str:
         )
         + "\n"
     )
+
+
+def save_header(path, model: QuantizedModel, prefix: str = "model") -> str:
+    """Write model's C header (export_c) to path, atomically; returns its text."""
+    text = export_c(model, prefix)
+    write_atomic(path, lambda f: f.write(text.encode()))
+    return text
 
 
 def _document(model: QuantizedModel, p: str) -> dict:
