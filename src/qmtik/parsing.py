@@ -13,6 +13,7 @@ CheckpointError).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import re
@@ -99,37 +100,38 @@ def gunzip(blob: bytes, what: str, error) -> bytes:
         raise error(f"{what}: not a readable gzip file ({one_line(exc)})") from None
 
 
-def load_npz(path, what: str, error, keys=None) -> dict:
-    """{name: array} of an .npz archive read without pickles: every member, or those of keys it
-    holds. A missing file, a file that is not an .npz and every way of reading one wrong raise
-    error('WHAT: PROBLEM') on one line."""
+@contextlib.contextmanager
+def _numpy_file(path, what: str, error, expected: str):
+    """The open file at path for np.load; a missing file, a folder and every way of reading
+    `expected` wrong raise error('WHAT: PROBLEM') on one line."""
     try:
         with open(path, "rb") as file:
-            archive = np.load(file, allow_pickle=False)
-            if isinstance(archive, np.lib.npyio.NpzFile):
-                with archive:
-                    names = archive.files if keys is None else [k for k in keys if k in archive.files]
-                    return {k: archive[k] for k in names}
+            yield file
     except FileNotFoundError:
         raise error(f"{what}: not found") from None
     except IsADirectoryError:
         raise error(f"{what}: is a directory") from None
     except ARCHIVE_ERRORS as exc:
-        raise error(f"{what}: {numpy_problem(exc, 'an .npz archive')}") from None
+        raise error(f"{what}: {numpy_problem(exc, expected)}") from None
+
+
+def load_npz(path, what: str, error, keys=None) -> dict:
+    """{name: array} of an .npz archive read without pickles: every member, or those of keys it
+    holds. A missing file, a file that is not an .npz and every way of reading one wrong raise
+    error('WHAT: PROBLEM') on one line."""
+    with _numpy_file(path, what, error, "an .npz archive") as file:
+        archive = np.load(file, allow_pickle=False)
+        if isinstance(archive, np.lib.npyio.NpzFile):
+            with archive:
+                names = archive.files if keys is None else [k for k in keys if k in archive.files]
+                return {k: archive[k] for k in names}
     raise error(f"{what}: a single NumPy array (.npy), not an .npz archive of named arrays")
 
 
 def load_npy(path, what: str, error) -> np.ndarray:
     """The array of an .npy file read without pickles; any failure raises error('WHAT: ...')."""
-    try:
-        with open(path, "rb") as file:
-            array = np.load(file, allow_pickle=False)
-    except FileNotFoundError:
-        raise error(f"{what}: not found") from None
-    except IsADirectoryError:
-        raise error(f"{what}: is a directory") from None
-    except ARCHIVE_ERRORS as exc:
-        raise error(f"{what}: {numpy_problem(exc, 'a NumPy array')}") from None
+    with _numpy_file(path, what, error, "a NumPy array") as file:
+        array = np.load(file, allow_pickle=False)
     if not isinstance(array, np.ndarray):
         array.close()
         raise error(f"{what}: an .npz archive, not a single NumPy array (.npy)")
