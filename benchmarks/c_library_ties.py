@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import qmtik
-from qmtik import c_library as c
+from qmtik import legacy as c
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "tests" / "data" / "qmtik-h-example"
 

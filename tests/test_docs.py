@@ -101,7 +101,7 @@ def test_toml_blocks_are_valid_configs(page):
 def test_migration_config_is_the_c_librarys_mnist_example(monkeypatch):
     """The page's config is exactly what `config from-header` makes of the C library's own
     examples/mnist_784/qmtik_config.h (a copy in tests/data): no scale or define of its own."""
-    from qmtik.c_library import header_toml
+    from qmtik.legacy import header_toml
 
     (block,) = TOML_BLOCK.findall(MIGRATION.read_text(encoding="utf-8"))
     monkeypatch.chdir(ROOT / "tests" / "data" / "qmtik-h-example")

@@ -382,13 +382,13 @@ def c_library_files(source, tmp_path):
         if not (QMTIK_H_EXAMPLE / "mnist_784_model").exists():
             pytest.skip(f"the C library's example is not at {QMTIK_H_EXAMPLE} (set QMTIK_H_EXAMPLE)")
         return QMTIK_H_EXAMPLE / "mnist_784_model", QMTIK_H_EXAMPLE / "qmtik_config.h"
-    from qmtik import c_library
+    from qmtik import legacy
 
     rng = np.random.default_rng(0)
     widths = (784, 256, 256, 256, 10)
     layers = [(rng.integers(-128, 128, (n, m)), rng.integers(-128, 128, n)) for m, n in zip(widths, widths[1:])]
     (tmp_path / "qmtik_config.h").write_text(MNIST_784_HEADER)
-    c_library.write_c_model(tmp_path / "mnist_784_model", layers)
+    legacy.write_c_model(tmp_path / "mnist_784_model", layers)
     return tmp_path / "mnist_784_model", tmp_path / "qmtik_config.h"
 
 
@@ -396,10 +396,10 @@ def c_library_files(source, tmp_path):
 def test_an_imported_qmtik_h_model_stores_its_requantization_once(source, tmp_path):
     """qmtik.h has one weight scale and one activation scale: every record is per tensor (v1 wrote
     345,336 bytes for the C library's 335,114-byte model; version 2 writes 337,625)."""
-    from qmtik import c_library
+    from qmtik import legacy
 
     model_path, header_path = c_library_files(source, tmp_path)
-    model = c_library.import_c_model(model_path, header_path, tmp_path / "x.qmt")
+    model = legacy.import_c_model(model_path, header_path, tmp_path / "x.qmt")
     blob = (tmp_path / "x.qmt").read_bytes()
     assert model.widths == (784, 256, 256, 256, 10)
     per_tensor = (

@@ -12,7 +12,7 @@ from .functions import COSTS, HIDDEN_ACTIVATIONS, OUTPUTS, TASKS, combination_pr
 
 
 def toml_value(value) -> str:
-    """A TOML literal of a config value: the one TOML writer (c_library writes with it too)."""
+    """A TOML literal of a config value: the one TOML writer (legacy.header_config writes with it too)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
@@ -64,7 +64,8 @@ def reference_markdown() -> str:
     lines = [
         "# Config reference",
         "",
-        "Generated from `qmtik/config.py` (`python -m qmtik.config_docs > docs/config.md`); a test keeps it current.",
+        "Generated from `qmtik/config_sections.py` (`python -m qmtik.config_docs > docs/config.md`); "
+        "a test keeps it current.",
         "Keys outside a table go at the top of the file; the rest belong to the table named.",
         "",
         "| key | allowed | default | meaning |",

@@ -17,8 +17,8 @@ import subprocess
 import sys
 import tempfile
 
-from .c_check import find_compiler
-from .errors import ConfigError
+from ..c_check import find_compiler
+from ..errors import ConfigError
 
 MAX_BYTES = 1 << 20  # a config header is a few hundred bytes; 1 MiB leaves room for comments
 TIMEOUT = 10  # seconds the preprocessor may take
