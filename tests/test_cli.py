@@ -434,7 +434,7 @@ def test_export_c_check_and_report(qmt, capsys):
 
 
 def test_export_c_check_without_a_compiler_says_so(qmt, capsys, monkeypatch):
-    monkeypatch.setattr("qmtik.cli.find_compiler", lambda: None)
+    monkeypatch.setattr("qmtik.workflow.find_compiler", lambda: None)
     assert main(["export-c", "net.qmt", "--check", "digits:test"]) == 0
     assert "no C compiler found" in capsys.readouterr().out
 
@@ -655,7 +655,7 @@ def test_config_from_header_errors_are_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_import_c_model_converts_and_checks_against_the_c_arithmetic(tmp_path, monkeypatch, capsys):
-    from qmtik import c_library
+    from qmtik import legacy
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "qmtik_config.h").write_text(C_HEADER)
@@ -665,7 +665,7 @@ def test_import_c_model_converts_and_checks_against_the_c_arithmetic(tmp_path, m
         (rng.integers(-128, 128, (o, i)).astype(np.int8), rng.integers(-20, 20, o).astype(np.int8))
         for i, o in zip(widths[:-1], widths[1:])
     ]
-    c_library.write_c_model(tmp_path / "model.bin", layers)
+    legacy.write_c_model(tmp_path / "model.bin", layers)
     x, y = qmtik.load_dataset("digits")[1]
     pixels = (x * 255 / 16).round().astype(np.uint8)
     np.savez(tmp_path / "test.npz", x=pixels, y=y)
@@ -674,7 +674,7 @@ def test_import_c_model_converts_and_checks_against_the_c_arithmetic(tmp_path, m
     )
     out = capsys.readouterr().out
     model = qmtik.load_model(tmp_path / "m.qmt")
-    c_model = c_library.load_c_model(tmp_path / "model.bin", tmp_path / "qmtik_config.h")
+    c_model = legacy.load_c_model(tmp_path / "model.bin", tmp_path / "qmtik_config.h")
     same = int((c_model.predict(pixels.astype(np.int16) - 128) == model.predict_index(pixels)).sum())
     assert f"check: {same} of 359 classes equal" in out and same >= 0.95 * 359
     assert "wrote m.qmt" in out and "64-16-16-10" in out
