@@ -5,13 +5,16 @@
     python benchmarks/run.py --dataset mnist # one data set: fashion-mnist | mnist | all (the default)
     python benchmarks/run.py --inference     # only the integer model's figures (trains one int8 network)
     python benchmarks/run.py --profile       # only where one int8 epoch's time goes
-    python benchmarks/torch_side_by_side.py  # training beside PyTorch's float and QAT (torch==2.13.0 installed)
+    python benchmarks/run.py --side-by-side  # only training beside PyTorch's float and QAT
+                                             # (benchmarks/torch_side_by_side.py; torch==2.13.0 installed)
 
 On Fashion-MNIST (Debian's dataset-fashion-mnist) and on MNIST when qmtik's cache holds it
 (`qmtik data get mnist`): 784-256-256-10 trained int8 (fake quantization from the first epoch)
 and float with qmtik's defaults, each seed in a process of its own, so that its peak resident
 memory is its own; then seed 0's integer model in another process: its file, batch
 throughput, single-sample latency in Python and in the compiled C header, its peak memory.
+When torch is installed, the full run (no part chosen, not --quick) ends with the side by side with
+PyTorch, whose runs resume from their JSON files; without it that part says why it is skipped.
 Times are medians. The markdown table goes to stdout, progress to stderr, and everything, with
 the machine's description, to --json (benchmarks/results.json).
 """
@@ -476,6 +479,9 @@ def parse(argv) -> argparse.Namespace:
     )
     parser.add_argument("--inference", action="store_true", help="only the integer model's figures")
     parser.add_argument("--profile", action="store_true", help="only where one int8 epoch's time goes")
+    parser.add_argument(
+        "--side-by-side", action="store_true", help="only training beside PyTorch (torch==2.13.0 installed)"
+    )
     parser.add_argument("--seeds", type=int, help="seeds of each arithmetic (default 3; --quick 1)")
     parser.add_argument("--epochs", type=int, help="default 8; --quick 2")
     parser.add_argument("--samples", type=int, help="use only this many training samples (--quick 10000)")
@@ -490,8 +496,23 @@ def settings_of(args) -> dict:
     return settings
 
 
+def side_by_side(args, whole_run: bool) -> int:
+    """Training beside PyTorch's (benchmarks/torch_side_by_side.py, which prints its table):
+    asked for with --side-by-side, or at the end of a full run when torch is installed."""
+    import torch_side_by_side  # beside this file; imports this module, so imported here
+
+    why = torch_side_by_side.torch_missing()
+    if why and whole_run:
+        log(f"side by side with PyTorch: skipped: {why}")
+        return 0
+    chosen = [] if args.dataset == "all" else ["--dataset", args.dataset]  # its default: Fashion-MNIST
+    return torch_side_by_side.main(["--quick"] if args.quick else chosen)
+
+
 def main(argv=None) -> int:
     args = parse(argv)
+    if args.side_by_side:
+        return side_by_side(args, whole_run=False)
     settings = settings_of(args)
     parts = [p for p, only in (("inference", args.inference), ("profile", args.profile)) if only] or list(PARTS)
     try:
@@ -520,6 +541,9 @@ def main(argv=None) -> int:
     write_json(args.json, results)
     print(text)
     log(f"wrote {args.json} ({time.perf_counter() - began:.0f} s in all)")
+    if parts == list(PARTS) and not args.quick:  # a smoke run stays one
+        print()
+        return side_by_side(args, whole_run=True)
     return 0
 
 

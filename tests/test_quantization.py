@@ -544,69 +544,6 @@ def test_scale_problem(scale, ok):
         assert np.isfinite(np.float32(scale) * np.float32(256)) and np.float32(scale) >= q.F32_TINY
 
 
-# --- training's forms: the same numbers, in buffers ------------------------------------------------
-
-
-def codes_into(weight, scales, clamp=True):
-    """quantize_weights_into's codes for weight (outputs x inputs), back in weight's layout."""
-    weight_t = weight.T
-    out, scratch = np.empty(weight_t.shape, weight.dtype), np.empty(weight_t.shape, weight.dtype)
-    result = q.quantize_weights_into(weight_t, scales.astype(weight.dtype), out, scratch, clamp)
-    assert result is out
-    return out.T
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_quantize_weights_into_equals_quantize_weights_at_ties(dtype):
-    """Quotients of exactly k + 0.5 (common: the issue's rounding ties) round away from zero,
-    as quantize does; the largest float below 0.5 rounds to 0; values beyond 127 clip."""
-    below = np.nextafter(dtype(0.5), dtype(0))
-    w = np.array(
-        [
-            [0.5, -0.5, 2.5, -2.5, 3.5, -3.5, below, -below, 126.5, -126.5, 127.0, 0.0],
-            [1.5, -1.5, 200.0, -1e30, 64.5, 0.25, 0.0, 7.0, -7.5, 8.5, 1.0, -1.0],
-        ],
-        dtype=dtype,
-    )
-    scales = np.array([1.0, 1.0])
-    expected = q.quantize(w, scales[:, None].astype(dtype), 0, -q.WMAX, q.WMAX)
-    np.testing.assert_array_equal(codes_into(w, scales), expected)
-    np.testing.assert_array_equal(codes_into(w, scales)[0, :6], [1, -1, 3, -3, 4, -4])
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.booleans(), st.sampled_from([None, 0.001, 0.05]))
-def test_quantize_weights_into_equals_quantize_weights(seed, per_channel, fixed):
-    """Random weights, some of them made exact ties of their scale: the codes of training's
-    buffered form equal quantize_weights' (per channel, per tensor, fixed scales that clip)."""
-    rng = np.random.default_rng(seed)
-    w = (rng.standard_normal((7, 33)) * rng.choice([0.01, 0.1, 1.0])).astype(np.float32)
-    scales = q.weight_scales(w, per_channel, fixed)
-    ties = rng.integers(-127, 127, (7, 33)) + 0.5
-    w = np.where(rng.random((7, 33)) < 0.3, (ties * scales[:, None]).astype(np.float32), w)
-    scales = q.weight_scales(w, per_channel, fixed)
-    codes, _ = q.quantize_weights(w, per_channel, fixed)
-    np.testing.assert_array_equal(codes_into(w, scales), codes)
-    if fixed is None:  # automatic scales need no clamp
-        np.testing.assert_array_equal(codes_into(w, scales, clamp=False), codes)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_quantize_weights_into_unclamped_automatic_scales_stay_in_range(dtype):
-    """Each channel's largest |w| over its automatic scale rounds to exactly +-127 without a
-    clamp, across many magnitudes (the scale rounded to the weights' precision)."""
-    rng = np.random.default_rng(7)
-    w = (rng.standard_normal((64, 50)) * np.logspace(-12, 30, 64)[:, None]).astype(dtype)
-    for per_channel in (True, False):
-        scales = q.weight_scales(w, per_channel)
-        codes = codes_into(w, scales, clamp=False)
-        assert codes.max() <= 127 and codes.min() >= -127
-        np.testing.assert_array_equal(codes, q.quantize_weights(w, per_channel)[0])
-        if per_channel:  # below 1e-8 the scale's floor holds them
-            wide = np.abs(w).max(axis=1) >= 1e-8
-            np.testing.assert_array_equal(np.abs(codes[wide]).max(axis=1), 127)
-
-
 def test_weight_scales_refuse_nan_and_inf_in_any_row():
     for bad in (np.nan, np.inf, -np.inf):
         w = np.ones((3, 4), np.float32)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import intref
+from . import fused, intref
 from . import quantization as q
 from .backends.numpy import LayerKernel, integer_scores
 from .config import Config
@@ -121,7 +121,7 @@ def quantized_layer_forward(layer: Layer, q_in, in_scale: float, in_zero: int, s
     else:
         codes, w_scale, bias = integer_weights(layer, in_scale, in_zero, spec)
         weight_t = codes.T
-    weight_t = np.asarray(weight_t, dtype=q.accumulator_dtype(codes.shape[1]), order="C")
+    weight_t = np.asarray(weight_t, dtype=q.accumulator_dtype(codes.shape[1]))  # BLAS takes either order
     acc = product(np.asarray(q_in, weight_t.dtype), weight_t)  # exact sums without the bias (float)
     dtype = layer.weight.dtype
     z = ((acc + bias) * (in_scale * w_scale)).astype(dtype)  # the real pre-activation acc stands for
@@ -146,29 +146,20 @@ def quantized_layer_forward(layer: Layer, q_in, in_scale: float, in_zero: int, s
 
 
 def step_weights(layer: Layer, in_scale: float, in_zero: int, spec: QuantSpec):
-    """integer_weights for a training step: the same codes, as floats (exact integers) in the
-    transposed layout the product needs, (codes, codes transposed, scales, bias).
+    """integer_weights for a training step: the same codes, as floats (exact integers), and
+    their transpose for the product, (codes, codes transposed, scales, bias).
 
-    The transposed codes are written into a buffer the layer keeps between steps (the
-    previous step's backward pass is done with them by then), which saves allocating,
-    converting and transposing them at every step.
+    The codes are written into buffers the layer keeps between steps (the previous step's
+    backward pass is done with them by then), which saves allocating them at every step.
     """
     w_scale = q.weight_scales(layer.weight, spec.per_channel, spec.weight_scale)
-    weight_t = layer.weight.T
-    buffers = layer.work.get("codes_t")
-    if buffers is None or buffers[0].shape != weight_t.shape or buffers[0].dtype != weight_t.dtype:
-        buffers = layer.work["codes_t"] = (
-            np.empty(weight_t.shape, weight_t.dtype),
-            np.empty(weight_t.shape, weight_t.dtype),
-        )
-    codes_t = q.quantize_weights_into(
-        weight_t, w_scale.astype(weight_t.dtype), *buffers, clamp=spec.weight_scale is not None
-    )
-    sums = None
-    if q.accumulator_dtype(codes_t.shape[0]) == np.float32:  # integer sums float32 holds exactly
-        sums = (np.ones(codes_t.shape[0], codes_t.dtype) @ codes_t).astype(np.int64)
-    bias = q.quantize_bias(layer.bias, in_scale, in_zero, codes_t.T, w_scale, sums)
-    return codes_t.T, codes_t, w_scale, bias
+    buffers = layer.work.get("codes")
+    if buffers is None or buffers[0].shape != layer.weight.shape or buffers[0].dtype != layer.weight.dtype:
+        buffers = layer.work["codes"] = (np.empty_like(layer.weight), np.empty_like(layer.weight))
+    limit = q.WMAX if spec.weight_scale is not None else 0  # automatic scales cannot clip
+    codes, sums = fused.weight_codes(layer.weight, w_scale.astype(layer.weight.dtype), limit, *buffers)
+    bias = q.quantize_bias(layer.bias, in_scale, in_zero, codes, w_scale, sums)
+    return codes, codes.T, w_scale, bias
 
 
 def effective_weights(weights, dtype):
@@ -177,7 +168,7 @@ def effective_weights(weights, dtype):
     pass a gradient on (not the first)."""
     if isinstance(weights, tuple):
         codes, w_scale = weights
-        return (codes * w_scale[:, None]).astype(dtype)
+        return fused.dequantized(codes, w_scale, np.empty(codes.shape, dtype))
     return weights
 
 

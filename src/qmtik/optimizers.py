@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from . import fused
 from .config import TrainingConfig
 
 
@@ -96,22 +97,12 @@ class Adam(Optimizer):
             p -= p.dtype.type(lr * wd) * p
         elif wd:
             g = g + wd * p
-        m, v = self.state["mean"][i], self.state["square"][i]
-        work, denominator = self.buffers(i, p)
-        m *= c.beta1
-        m += np.multiply(g, 1 - c.beta1, out=work)
-        v *= c.beta2
-        np.multiply(g, 1 - c.beta2, out=work)
-        v += np.multiply(work, g, out=work)
         step = lr * math.sqrt(1 - c.beta2**self.steps) / (1 - c.beta1**self.steps)
-        np.sqrt(v, out=denominator)
-        denominator += p.dtype.type(c.eps)
-        np.multiply(m, p.dtype.type(step), out=work)
-        p -= np.divide(work, denominator, out=work)
+        m, v = self.state["mean"][i], self.state["square"][i]
+        fused.adam_update(p, g, m, v, c.beta1, c.beta2, c.eps, step, *self.buffers(i, p))
 
     def buffers(self, i, p):
-        """Two scratch arrays of p's shape, made once: the update is the same arithmetic,
-        in the same order, as the plain expressions, without allocating at every step."""
+        """Two scratch arrays of p's shape, made once, for the NumPy form of the update."""
         if not hasattr(self, "_buffers"):
             self._buffers = {}
         if i not in self._buffers:

@@ -70,34 +70,6 @@ def _round_half_away_float(x):
     return nearest
 
 
-def quantize_weights_into(weight_t, scales, out, scratch, clamp: bool = True):
-    """The int8 weight codes of quantize_weights, as floats, written into out: weight_t is
-    the weights transposed (inputs x outputs), scales the output channels' scales in the
-    weights' precision. The same values as quantize(weight, scales[:, None], 0, -WMAX, WMAX),
-    computed in buffers the caller keeps (training rounds every weight at every step).
-
-    Rounding as round_half_away does it (rint, then the ties found by their exact distance
-    0.5), except that a tie's quotient is computed again from the weight, so that the
-    distances can be made absolute in place. clamp=False is for automatic scales (the largest
-    |w| of the channel or tensor over 127, rounded to the weights' precision): no quotient is
-    then beyond 127 * (1 + 2**-21) < 127.5, so no code leaves [-127, 127] to be clamped.
-    """
-    with np.errstate(over="ignore", invalid="ignore"):
-        np.divide(weight_t, scales, out=scratch)
-        np.rint(scratch, out=out)
-        distance = np.subtract(scratch, out, out=scratch)  # exact; inf - inf is NaN, no tie
-    np.abs(distance, out=distance)
-    ties = distance == 0.5
-    if ties.any():
-        rows, cols = np.divmod(np.flatnonzero(ties), ties.shape[1])  # far faster than nonzero's
-        at = weight_t[rows, cols] / scales[cols]  # the same quotients, elementwise
-        out[rows, cols] = at + np.copysign(weight_t.dtype.type(0.5), at)
-    if clamp:
-        np.minimum(out, WMAX, out=out)
-        np.maximum(out, -WMAX, out=out)
-    return out
-
-
 def clamp_codes(q, lo: int = QMIN, hi: int = QMAX):
     """Saturate integer codes to [lo, hi]."""
     return np.clip(q, lo, hi)
