@@ -30,6 +30,7 @@ from .errors import (
     PlotError,
     QmtikError,
     QuantizationError,
+    ShapeError,
     TrainingError,
     UsageError,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "CheckpointError",
     "TrainingError",
     "QuantizationError",
+    "ShapeError",
     "ModelFormatError",
     "DownloadError",
     "PlotError",

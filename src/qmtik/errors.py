@@ -10,6 +10,10 @@ class ConfigError(QmtikError, ValueError):
     """A configuration value, key or combination that qmtik refuses."""
 
 
+class ShapeError(QmtikError, ValueError):
+    """A window (convolution, pooling) that does not fit its input, or an array of the wrong shape."""
+
+
 class DataError(QmtikError, ValueError):
     """Data that cannot be used: missing file, wrong shape, NaN, labels out of range."""
 
