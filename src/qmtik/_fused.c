@@ -66,21 +66,18 @@ static inline float round_half_away(float x) {
 
 /* The codes of a rows x cols weight matrix over each row's scale, rounded half away from
    zero and clamped to [-limit, limit] when limit > 0, as floats (training multiplies with
-   floats), and each row's exact sum of codes. */
+   floats). */
 static void weight_codes_loop(const float *restrict w, const float *restrict scales, Py_ssize_t rows,
-                              Py_ssize_t cols, float limit, float *restrict codes, int64_t *restrict sums) {
+                                         Py_ssize_t cols, float limit, float *restrict codes) {
+    float high = limit > 0 ? limit : INFINITY;
     for (Py_ssize_t r = 0; r < rows; r++) {
         const float *row = w + r * cols;
-        float *out = codes + r * cols, scale = scales[r], high = limit > 0 ? limit : INFINITY;
-        int32_t sum = 0; /* below 2**31: cols * 127, cols < 2**24 (checked by the caller) */
+        float *out = codes + r * cols, scale = scales[r];
         for (Py_ssize_t c = 0; c < cols; c++) {
             float code = round_half_away(row[c] / scale);
             code = code > high ? high : code;
-            code = code < -high ? -high : code;
-            out[c] = code;
-            sum += (int32_t)(fabsf(code) <= 1e9f ? code : 0.0f); /* codes are small: no undefined casts */
+            out[c] = code < -high ? -high : code;
         }
-        sums[r] = sum;
     }
 }
 
@@ -124,25 +121,20 @@ static PyObject *adam(PyObject *self, PyObject *args) {
 }
 
 static PyObject *weight_codes(PyObject *self, PyObject *args) {
-    Py_buffer w, scales, codes, sums;
+    Py_buffer w, scales, codes;
     Py_ssize_t rows, cols;
     float limit;
     int ok = 0;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*nnfw*w*", &w, &scales, &rows, &cols, &limit, &codes, &sums)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*y*nnfw*", &w, &scales, &rows, &cols, &limit, &codes)) return NULL;
     if (float_count(&w, rows * cols, "weight") && float_count(&scales, rows, "scales") &&
         float_count(&codes, rows * cols, "codes")) {
-        if (sums.len != rows * (Py_ssize_t)sizeof(int64_t)) {
-            PyErr_SetString(PyExc_ValueError, "sums: expected one int64 per row");
-        } else {
-            Py_BEGIN_ALLOW_THREADS weight_codes_loop(w.buf, scales.buf, rows, cols, limit, codes.buf, sums.buf);
-            Py_END_ALLOW_THREADS ok = 1;
-        }
+        Py_BEGIN_ALLOW_THREADS weight_codes_loop(w.buf, scales.buf, rows, cols, limit, codes.buf);
+        Py_END_ALLOW_THREADS ok = 1;
     }
     PyBuffer_Release(&w);
     PyBuffer_Release(&scales);
     PyBuffer_Release(&codes);
-    PyBuffer_Release(&sums);
     if (!ok) return NULL;
     Py_RETURN_NONE;
 }
@@ -170,7 +162,7 @@ static PyObject *dequantize_rows(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"adam", adam, METH_VARARGS, "adam(p, g, m, v, b1, c1, b2, c2, eps, step) -> count of non-finite results"},
-    {"weight_codes", weight_codes, METH_VARARGS, "weight_codes(w, scales, rows, cols, limit, codes, sums)"},
+    {"weight_codes", weight_codes, METH_VARARGS, "weight_codes(w, scales, rows, cols, limit, codes)"},
     {"dequantize_rows", dequantize_rows, METH_VARARGS, "dequantize_rows(codes, scales, rows, cols, out)"},
     {NULL, NULL, 0, NULL},
 };

@@ -79,9 +79,8 @@ def weight_codes(weight, scales, limit: float, out, scratch) -> tuple[np.ndarray
     codes (int64). Codes round half away from zero and are clamped to [-limit, limit] when
     limit > 0; limit 0 is for automatic scales, whose codes cannot leave [-127, 127]."""
     if using_compiled() and _fits(weight, scales, out) and weight.ndim == 2 and weight.size:
-        sums = np.empty(weight.shape[0], np.int64)
-        compiled.weight_codes(weight, scales, *weight.shape, limit, out, sums)
-        return out, sums
+        compiled.weight_codes(weight, scales, *weight.shape, limit, out)
+        return out, code_sums(out)
     return weight_codes_numpy(weight, scales, limit, out, scratch)
 
 
