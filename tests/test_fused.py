@@ -178,3 +178,85 @@ def test_dequantized_weights_equal_numpys_product_rounded_once(form):
     scales = rng.random(9) * 10.0 ** rng.integers(-12, 3, 9)
     got = fused.dequantized(codes, scales, np.empty_like(codes))
     assert got.tobytes() == (codes * scales[:, None]).astype(np.float32).tobytes()
+
+
+@pytest.mark.parametrize("cols", [1, 7, 8, 9, 33, 784])
+def test_row_absmax_finds_each_rows_largest_magnitude_and_non_finite_weights(form, cols):
+    """Every row length around the compiled loop's 8 lanes; a NaN or an inf anywhere is seen."""
+    rng = np.random.default_rng(cols)
+    w = rng.standard_normal((5, cols)).astype(np.float32)
+    w[1, -1] = -50.0  # the largest magnitude in the last (remainder) position
+    absmax, finite = fused.row_absmax(w)
+    np.testing.assert_array_equal(absmax, np.abs(w).max(axis=1).astype(np.float64))
+    assert finite and absmax[1] == 50.0
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in ((0, 0), (4, cols - 1), (2, cols // 2)):
+            w2 = w.copy()
+            w2[where] = bad
+            assert not fused.row_absmax(w2)[1]
+            with pytest.raises(qmtik.QuantizationError, match="NaN or infinite"):
+                q.weight_scales(w2, per_channel=True)
+
+
+# --- a dense layer's step: pre-activation, requantization, straight-through mask -------------------
+
+
+def kernel_of(rng, activation, outputs=19, fan_in=40, shift_high=False):
+    """The NumPy backend's kernel of a random integer layer (numpy's LayerKernel, as training builds it)."""
+    from qmtik import intref
+    from qmtik.backends.numpy import LayerKernel
+
+    weights = rng.integers(-127, 128, (outputs, fan_in))
+    bias = rng.integers(-(2**20), 2**20, outputs)
+    w_scales = rng.random(outputs) * 0.01 + 1e-4
+    out_scale = 1e-9 if shift_high else rng.random() * 0.1 + 0.01  # tiny: shifts beyond FOLD_SHIFT
+    offset = int(rng.integers(-128, 128)) if activation != "relu" else -128
+    fields = intref.layer_fields(weights, bias, w_scales, 1 / 255, -128, activation, out_scale, offset)
+    return LayerKernel.from_arrays(**{k: fields[k] for k in (
+        "weights", "bias", "output_multiplier", "output_shift", "activation", "output_offset")})  # fmt: skip
+
+
+@pytest.mark.skipif(not BUILT, reason="qmtik._fused did not build")
+@pytest.mark.parametrize("activation", ["relu", "linear"])
+@pytest.mark.parametrize("seed", range(4))
+def test_compiled_requantize_step_equals_the_numpy_kernel_bit_for_bit(activation, seed, monkeypatch):
+    """Random layers and accumulators spanning far past the int8 range, zero points folded into
+    the offset and not, exact rounding ties, zero (signed) results: the codes and the mask."""
+    monkeypatch.setenv("QMTIK_FUSED", "")
+    rng = np.random.default_rng(seed)
+    kernel = kernel_of(rng, activation, shift_high=seed == 3)
+    acc = rng.integers(-(2**24), 2**24, (33, 19)).astype(np.float32)
+    acc[0] = 0.0
+    acc[1] = -0.0
+    ties = (np.arange(-130, 130)[:19] + 0.5 - kernel.offset) / kernel.scale  # y = k + 0.5 where exact
+    acc[2] = np.where(np.float32(ties) == ties, ties, acc[2]).astype(np.float32)
+    value = rng.standard_normal((33, 19)).astype(np.float32)
+    value[3] = [-0.0] * 19
+    got = fused.requantize_step(kernel, acc, value, -0.5, 1.25)
+    expected = fused.requantize_step_numpy(kernel, acc, value, -0.5, 1.25)
+    for g, e in zip(got, expected):
+        assert g.dtype == e.dtype and g.tobytes() == e.tobytes()
+
+
+@pytest.mark.skipif(not BUILT, reason="qmtik._fused did not build")
+@pytest.mark.parametrize("kind", ["relu", "linear"])
+@pytest.mark.parametrize("observe_pre", [False, True])
+def test_compiled_preactivate_equals_numpy_bit_for_bit(kind, observe_pre, monkeypatch):
+    monkeypatch.setenv("QMTIK_FUSED", "")
+    rng = np.random.default_rng(11)
+    acc = rng.integers(-(2**23), 2**23, (37, 21)).astype(np.float32)
+    acc[0, :5] = [0.0, -0.0, 1.0, -1.0, 0.0]
+    bias = rng.integers(-(2**29), 2**29, 21)
+    bias[:5] = 0
+    z_scale = rng.random(21) * 10.0 ** rng.integers(-12, -3, 21)
+    got = fused.preactivate(acc, bias, z_scale, kind, 0.01, np.float32, observe_pre)
+    expected = fused.preactivate_numpy(acc, bias, z_scale, kind, 0.01, np.float32, observe_pre)
+    assert got[0].tobytes() == expected[0].tobytes() and got[1].tobytes() == expected[1].tobytes()
+    assert [float(v) for v in got[2]] == [float(v) for v in expected[2]]
+
+
+def test_preactivate_overflow_raises_under_errstate_as_numpy_does(form):
+    acc = np.full((2, 3), 2.0**23, np.float32)
+    bias, z_scale = np.zeros(3, np.int64), np.full(3, 1e35)
+    with np.errstate(over="raise", invalid="raise"), pytest.raises(FloatingPointError, match="overflow"):
+        fused.preactivate(acc, bias, z_scale, "relu", 0.01, np.float32, False)

@@ -71,8 +71,9 @@ def known(name: str) -> bool:
 
 
 def graph() -> dict:
-    """{module: {(imported module, name)}} over the whole package."""
-    return {
+    """{module: {(imported module, name)}} over the whole package (a compiled module imports nothing)."""
+    compiled = {module_name(p): set() for p in sorted(PACKAGE.rglob("*.c"))}
+    return compiled | {
         module_name(p): {(m, n) for m, n in imports_of(p) if m != module_name(p)} for p in sorted(PACKAGE.rglob("*.py"))
     }
 

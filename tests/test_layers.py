@@ -234,9 +234,9 @@ def test_table_activation_gradient_is_zero_where_the_table_input_clips():
 def test_observer_moves_toward_each_batch():
     config, layers, spec = make("relu", "linear", "mse", hidden=(), inputs=2, outputs=1)
     layer = layers[0]
-    L.observe(layer, np.array([0.0, 10.0]))
+    L.observe(layer, 0.0, 10.0)
     np.testing.assert_array_equal(layer.observed, [0.0, 10.0])
-    L.observe(layer, np.array([-2.0, 20.0]))
+    L.observe(layer, -2.0, 20.0)
     np.testing.assert_allclose(layer.observed, [-2.0 * L.OBSERVER_MOMENTUM, 10 + 10 * L.OBSERVER_MOMENTUM])
 
 

@@ -558,3 +558,16 @@ def test_quantize_bias_with_code_sums_equals_without():
     expected = q.quantize_bias(bias, 1 / 255, -128, codes, scales)
     given_sums = q.quantize_bias(bias, 1 / 255, -128, codes.astype(np.float32), scales, np.array([129, -63]))
     np.testing.assert_array_equal(given_sums, expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.floats(-1e6, 1e6), st.integers(-300, 300).map(lambda k: k + 0.5)))
+def test_round_half_away_scalar_equals_round_half_away(x):
+    """The scalar form training uses for zero points rounds as the array form does, ties too."""
+    assert q.round_half_away_scalar(x) == int(q.round_half_away(np.float64(x)))
+    assert isinstance(q.round_half_away_scalar(x), int)
+
+
+def test_round_half_away_scalar_at_the_float_just_below_a_half():
+    below = math.nextafter(0.5, 0.0)
+    assert [q.round_half_away_scalar(v) for v in (below, -below, 0.5, -0.5, 2.5, -2.5)] == [0, 0, 1, -1, 3, -3]

@@ -14,6 +14,9 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* Adam's loop is also compiled for AVX2 where GCC can, picked at run time: the same
    IEEE operations, twice as wide (no FMA: that is a separate target, and contraction is off). */
@@ -48,6 +51,48 @@ QMTIK_WIDE static Py_ssize_t adam_loop(float *restrict p, const float *restrict 
         v[i] = vi;
         p[i] = pi;
         bad += not_finite(pi) | not_finite(vi) | not_finite(mi);
+    }
+    return bad;
+}
+
+/* Each row's largest |w| (rows of a rows x cols matrix). Returns how many weights are not
+   finite (their rows' results then mean nothing). A maximum is exact, so SSE2's 8 lanes at
+   a time give the scalar loop's result; compilers do not vectorize this reduction themselves. */
+static Py_ssize_t row_absmax_loop(const float *restrict w, Py_ssize_t rows, Py_ssize_t cols,
+                                  float *restrict absmax) {
+    Py_ssize_t bad = 0;
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        const float *row = w + r * cols;
+        float high = 0.0f;
+        Py_ssize_t c = 0;
+#if defined(__SSE2__)
+        const __m128 magnitude = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
+        const __m128i exponent = _mm_set1_epi32(0x7f800000);
+        __m128 high0 = _mm_setzero_ps(), high1 = _mm_setzero_ps();
+        __m128i odd = _mm_setzero_si128();
+        for (; c + 8 <= cols; c += 8) {
+            __m128 a = _mm_and_ps(_mm_loadu_ps(row + c), magnitude);
+            __m128 b = _mm_and_ps(_mm_loadu_ps(row + c + 4), magnitude);
+            high0 = _mm_max_ps(high0, a);
+            high1 = _mm_max_ps(high1, b);
+            odd = _mm_sub_epi32(odd, _mm_cmpeq_epi32(_mm_and_si128(_mm_castps_si128(a), exponent), exponent));
+            odd = _mm_sub_epi32(odd, _mm_cmpeq_epi32(_mm_and_si128(_mm_castps_si128(b), exponent), exponent));
+        }
+        float lanes[4];
+        int32_t counts[4];
+        _mm_storeu_ps(lanes, _mm_max_ps(high0, high1));
+        _mm_storeu_si128((__m128i *)counts, odd);
+        for (int k = 0; k < 4; k++) {
+            high = lanes[k] > high ? lanes[k] : high;
+            bad += counts[k];
+        }
+#endif
+        for (; c < cols; c++) {
+            float x = fabsf(row[c]);
+            bad += not_finite(x);
+            high = x > high ? x : high;
+        }
+        absmax[r] = high;
     }
     return bad;
 }
@@ -93,6 +138,97 @@ static void dequantize_rows_loop(const float *restrict codes, const double *rest
     }
 }
 
+/* The smallest and largest of n floats (none of them NaN) into range[0..1]: exact, so SSE2's
+   lanes give the scalar loop's result (compilers do not vectorize this reduction themselves). */
+static void range_loop(const float *restrict x, Py_ssize_t n, float *restrict range) {
+    float low = INFINITY, high = -INFINITY;
+    Py_ssize_t i = 0;
+#if defined(__SSE2__)
+    __m128 lows = _mm_set1_ps(INFINITY), highs = _mm_set1_ps(-INFINITY);
+    for (; i + 4 <= n; i += 4) {
+        __m128 v = _mm_loadu_ps(x + i);
+        lows = _mm_min_ps(lows, v);
+        highs = _mm_max_ps(highs, v);
+    }
+    float l[4], h[4];
+    _mm_storeu_ps(l, lows);
+    _mm_storeu_ps(h, highs);
+    for (int k = 0; k < 4; k++) {
+        low = l[k] < low ? l[k] : low;
+        high = h[k] > high ? h[k] : high;
+    }
+#endif
+    for (; i < n; i++) {
+        low = x[i] < low ? x[i] : low;
+        high = x[i] > high ? x[i] : high;
+    }
+    range[0] = low;
+    range[1] = high;
+}
+
+/* A dense layer's real pre-activation z and activation a (relu, or the identity) from its
+   exact accumulators without the bias (rows x outputs): z = float((acc + bias) * z_scale) in
+   float64, a = relu(z) as NumPy's maximum(z, 0) computes it; the smallest and largest of the
+   watched values (z when watch_z, else a) into range[0..1]. Returns how many z are not finite
+   (float32 overflowed: NumPy's cast would raise, and the caller does). */
+static Py_ssize_t preactivate_loop(const float *restrict acc, const double *restrict bias,
+                                   const double *restrict z_scale, Py_ssize_t rows, Py_ssize_t outputs, int relu,
+                                   int watch_z, float *restrict z, float *restrict a, float *restrict range) {
+    Py_ssize_t bad = 0;
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        for (Py_ssize_t o = 0; o < outputs; o++) {
+            Py_ssize_t i = r * outputs + o;
+            float value = (float)(((double)acc[i] + bias[o]) * z_scale[o]);
+            bad += not_finite(value);
+            z[i] = value;
+            a[i] = relu && !(value > 0.0f) ? 0.0f : value; /* +0.0 for -0.0, as NumPy */
+        }
+    }
+    if (!bad) range_loop(watch_z ? z : a, rows * outputs, range);
+    return bad;
+}
+
+/* trunc and floor of |y| <= 2**31 by a truncating conversion, which vectorizes where the
+   library calls do not; the sign of a zero is kept, as trunc and floor keep it. */
+static inline double trunc_small(double y) { return copysign((double)(int32_t)y, y); }
+static inline double floor_small(double y) {
+    double t = trunc_small(y);
+    return t > y ? t - 1.0 : t;
+}
+
+/* One requantized code: see requantize_loop. */
+static inline float requantized(float acc, double scale, double offset, int relu, double zero_after,
+                                double floor_code) {
+    double y = (double)acc * scale;
+    y = y + offset;
+    y = y < -1024.0 ? -1024.0 : (y > 1024.0 ? 1024.0 : y); /* whole numbers beyond the clamp */
+    y = relu ? floor_small(y) : trunc_small(y + copysign(0.5, y));
+    y = zero_after != 0 ? y + zero_after : y; /* NumPy adds none when it is 0 (-0.0 stays) */
+    y = y < floor_code ? floor_code : y;
+    return (float)(y > 127.0 ? 127.0 : y);
+}
+
+/* The int8 output codes (as floats) of a relu or linear layer from the same accumulators, as
+   the NumPy backend's LayerKernel.requantize computes them: y = acc * scale + offset in
+   float64, then floor (relu, whose offset holds + 0.5) or round half away from zero (linear),
+   plus the zero point still to add, clamped to [floor_code, 127]; and the straight-through
+   mask inside = (lower <= a <= upper), as floats. */
+static void requantize_loop(const float *restrict acc, const double *restrict scale, const double *restrict offset,
+                            Py_ssize_t rows, Py_ssize_t outputs, int relu, double zero_after, double floor_code,
+                            const float *restrict a, float lower, float upper, float *restrict codes,
+                            float *restrict inside) {
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        const float *row = acc + r * outputs;
+        float *out = codes + r * outputs;
+        if (relu) {
+            for (Py_ssize_t o = 0; o < outputs; o++) out[o] = requantized(row[o], scale[o], offset[o], 1, zero_after, floor_code);
+        } else {
+            for (Py_ssize_t o = 0; o < outputs; o++) out[o] = requantized(row[o], scale[o], offset[o], 0, zero_after, floor_code);
+        }
+    }
+    for (Py_ssize_t i = 0; i < rows * outputs; i++) inside[i] = (float)((a[i] >= lower) & (a[i] <= upper));
+}
+
 /* --- the Python side: buffers in, counts out ------------------------------------------------ */
 
 static int float_count(Py_buffer *b, Py_ssize_t n, const char *what) {
@@ -117,6 +253,20 @@ static PyObject *adam(PyObject *self, PyObject *args) {
     PyBuffer_Release(&g);
     PyBuffer_Release(&m);
     PyBuffer_Release(&v);
+    return bad < 0 ? NULL : PyLong_FromSsize_t(bad);
+}
+
+static PyObject *row_absmax(PyObject *self, PyObject *args) {
+    Py_buffer w, absmax;
+    Py_ssize_t rows, cols, bad = -1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*nnw*", &w, &rows, &cols, &absmax)) return NULL;
+    if (float_count(&w, rows * cols, "weight") && float_count(&absmax, rows, "absmax")) {
+        Py_BEGIN_ALLOW_THREADS bad = row_absmax_loop(w.buf, rows, cols, absmax.buf);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&w);
+    PyBuffer_Release(&absmax);
     return bad < 0 ? NULL : PyLong_FromSsize_t(bad);
 }
 
@@ -160,13 +310,79 @@ static PyObject *dequantize_rows(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *preactivate(PyObject *self, PyObject *args) {
+    Py_buffer acc, bias, z_scale, z, a, range;
+    Py_ssize_t rows, outputs, bad = -1;
+    int relu, watch_z;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*y*nnppw*w*w*", &acc, &bias, &z_scale, &rows, &outputs, &relu, &watch_z, &z, &a,
+                          &range))
+        return NULL;
+    Py_ssize_t n = rows * outputs;
+    if (float_count(&acc, n, "acc") && float_count(&z, n, "z") && float_count(&a, n, "a") &&
+        float_count(&range, 2, "range")) {
+        if (bias.len != outputs * (Py_ssize_t)sizeof(double) || z_scale.len != outputs * (Py_ssize_t)sizeof(double)) {
+            PyErr_SetString(PyExc_ValueError, "bias and z_scale: expected one float64 per output");
+        } else {
+            Py_BEGIN_ALLOW_THREADS bad = preactivate_loop(acc.buf, bias.buf, z_scale.buf, rows, outputs, relu, watch_z,
+                                                          z.buf, a.buf, range.buf);
+            Py_END_ALLOW_THREADS
+        }
+    }
+    PyBuffer_Release(&acc);
+    PyBuffer_Release(&bias);
+    PyBuffer_Release(&z_scale);
+    PyBuffer_Release(&z);
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&range);
+    return bad < 0 ? NULL : PyLong_FromSsize_t(bad);
+}
+
+static PyObject *requantize(PyObject *self, PyObject *args) {
+    Py_buffer acc, scale, offset, a, codes, inside;
+    Py_ssize_t rows, outputs;
+    int relu, ok = 0;
+    double zero_after, floor_code;
+    float lower, upper;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*y*nnpddy*ffw*w*", &acc, &scale, &offset, &rows, &outputs, &relu, &zero_after,
+                          &floor_code, &a, &lower, &upper, &codes, &inside))
+        return NULL;
+    Py_ssize_t n = rows * outputs;
+    if (float_count(&acc, n, "acc") && float_count(&a, n, "a") && float_count(&codes, n, "codes") &&
+        float_count(&inside, n, "inside")) {
+        if (scale.len != outputs * (Py_ssize_t)sizeof(double) || offset.len != outputs * (Py_ssize_t)sizeof(double)) {
+            PyErr_SetString(PyExc_ValueError, "scale and offset: expected one float64 per output");
+        } else {
+            Py_BEGIN_ALLOW_THREADS requantize_loop(acc.buf, scale.buf, offset.buf, rows, outputs, relu, zero_after,
+                                                   floor_code, a.buf, lower, upper, codes.buf, inside.buf);
+            Py_END_ALLOW_THREADS ok = 1;
+        }
+    }
+    PyBuffer_Release(&acc);
+    PyBuffer_Release(&scale);
+    PyBuffer_Release(&offset);
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&codes);
+    PyBuffer_Release(&inside);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"adam", adam, METH_VARARGS, "adam(p, g, m, v, b1, c1, b2, c2, eps, step) -> count of non-finite results"},
+    {"row_absmax", row_absmax, METH_VARARGS, "row_absmax(w, rows, cols, absmax) -> count of non-finite weights"},
     {"weight_codes", weight_codes, METH_VARARGS, "weight_codes(w, scales, rows, cols, limit, codes)"},
     {"dequantize_rows", dequantize_rows, METH_VARARGS, "dequantize_rows(codes, scales, rows, cols, out)"},
+    {"preactivate", preactivate, METH_VARARGS,
+     "preactivate(acc, bias, z_scale, rows, outputs, relu, watch_z, z, a, range) -> count of non-finite z"},
+    {"requantize", requantize, METH_VARARGS,
+     "requantize(acc, scale, offset, rows, outputs, relu, zero_after, floor, a, lower, upper, codes, inside)"},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fused", "qmtik's fused training loops", -1, methods};
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_fused", "qmtik's fused training loops", -1, methods, NULL, NULL, NULL, NULL,
+};
 
 PyMODINIT_FUNC PyInit__fused(void) { return PyModule_Create(&module); }

@@ -17,6 +17,8 @@ import os
 
 import numpy as np
 
+from .functions import activation
+
 try:
     from . import _fused as compiled
 except ImportError:  # no C compiler when qmtik was installed: the NumPy forms
@@ -28,9 +30,16 @@ def using_compiled() -> bool:
     return compiled is not None and os.environ.get("QMTIK_FUSED", "") != "numpy"
 
 
+FLOAT32 = np.dtype(np.float32)
+
+
 def _fits(*arrays) -> bool:
-    """The compiled loops take C-contiguous float32 arrays."""
-    return all(a.dtype == np.float32 and a.flags.c_contiguous for a in arrays)
+    """The compiled loops take C-contiguous float32 arrays (a plain loop: it runs for every
+    parameter at every step)."""
+    for a in arrays:
+        if a.dtype != FLOAT32 or not a.flags.c_contiguous:
+            return False
+    return True
 
 
 def _raise_if_not_finite(bad: int, what: str) -> None:
@@ -71,6 +80,17 @@ def adam_update_numpy(p, g, m, v, beta1: float, beta2: float, eps: float, step: 
 
 
 # --- weights -----------------------------------------------------------------------------------
+
+
+def row_absmax(weight) -> tuple[np.ndarray, bool]:
+    """Each row's largest |w| (float64), and whether every weight is finite."""
+    if using_compiled() and weight.ndim == 2 and weight.size and _fits(weight):
+        absmax = np.empty(weight.shape[0], np.float32)
+        bad = compiled.row_absmax(weight, *weight.shape, absmax)
+        return absmax.astype(np.float64), bad == 0
+    high, low = weight.max(axis=1), weight.min(axis=1)  # a NaN or an inf shows in them
+    finite = bool(np.isfinite(high).all() and np.isfinite(low).all())
+    return np.maximum(high, -low).astype(np.float64), finite
 
 
 def weight_codes(weight, scales, limit: float, out, scratch) -> tuple[np.ndarray, np.ndarray]:
@@ -123,3 +143,67 @@ def code_sums(codes) -> np.ndarray:
     if codes.dtype == np.float32 and 127 * codes.shape[1] < 2**24:
         return (codes @ np.ones(codes.shape[1], codes.dtype)).astype(np.int64)
     return codes.astype(np.int64).sum(axis=1)
+
+
+# --- a dense layer's step, after its product ----------------------------------------------------
+
+
+def preactivate(acc, bias, z_scale, kind: str, slope: float, dtype, observe_pre: bool):
+    """A dense layer's real pre-activation z = (acc + bias) * z_scale, in float64 rounded once to
+    dtype, its activation a, and (min, max) of what its observer watches: z when observe_pre
+    (the tables' input), else a. acc: the exact accumulators without the bias (rows x outputs)."""
+    if (
+        using_compiled()
+        and kind in ("relu", "linear")
+        and dtype == FLOAT32
+        and _fits(acc)
+        and bias.dtype.kind in "iuf"
+        and z_scale.dtype == np.float64
+        and acc.ndim == 2
+    ):
+        z, a, seen = np.empty_like(acc), np.empty_like(acc), np.empty(2, np.float32)
+        rows, outputs = acc.shape
+        bias = np.ascontiguousarray(bias, dtype=np.float64)  # exact: |bias| < 2**30
+        bad = compiled.preactivate(acc, bias, np.ascontiguousarray(z_scale), rows, outputs,
+                                   kind == "relu", observe_pre, z, a, seen)  # fmt: skip
+        _raise_if_not_finite(bad, "the cast of the pre-activations to float32")
+        return z, a, (seen[0], seen[1])
+    return preactivate_numpy(acc, bias, z_scale, kind, slope, dtype, observe_pre)
+
+
+def preactivate_numpy(acc, bias, z_scale, kind: str, slope: float, dtype, observe_pre: bool):
+    """preactivate in NumPy: the definition the compiled loop is checked against."""
+    z = np.add(acc, bias, dtype=np.float64)
+    z *= z_scale
+    z = z.astype(dtype)
+    a = activation(kind, z, slope)
+    watched = z if observe_pre else a
+    return z, a, (watched.min(), watched.max())
+
+
+def requantize_step(kernel, acc, value, lower: float, upper: float):
+    """A layer's int8 output codes (as float32) from its accumulators, by kernel (the NumPy
+    backend's LayerKernel of the step's integer layer), and the straight-through mask
+    lower <= value <= upper (as value's dtype): where training's gradient passes."""
+    if (
+        using_compiled()
+        and kernel.activation in ("relu", "linear")
+        and kernel.table is None
+        and _fits(acc, value)
+        and acc.shape == value.shape
+        and acc.ndim == 2
+    ):
+        codes, inside = np.empty_like(acc), np.empty_like(value)
+        rows, outputs = acc.shape
+        scale = np.ascontiguousarray(np.broadcast_to(kernel.scale, outputs), dtype=np.float64)
+        offset = np.ascontiguousarray(np.broadcast_to(kernel.offset, outputs), dtype=np.float64)
+        compiled.requantize(acc, scale, offset, rows, outputs, kernel.activation == "relu", kernel.zero_after,
+                            kernel.floor, value, lower, upper, codes, inside)  # fmt: skip
+        return codes, inside
+    return requantize_step_numpy(kernel, acc, value, lower, upper)
+
+
+def requantize_step_numpy(kernel, acc, value, lower: float, upper: float):
+    """requantize_step in NumPy: the definition the compiled loop is checked against."""
+    inside = (value >= lower) & (value <= upper)
+    return kernel.requantize(acc), inside.astype(value.dtype)

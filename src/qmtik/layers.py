@@ -70,15 +70,15 @@ def init_layers(config: Config, rng: np.random.Generator, dtype=np.float32) -> l
     return layers
 
 
-def observe(layer: Layer, values) -> None:
-    """Move the layer's observed [min, max] toward this batch's (the first batch sets it).
+def observe(layer: Layer, low, high) -> None:
+    """Move the layer's observed [min, max] toward this batch's [low, high] (the first batch sets it).
 
     A range that float32 codes cannot stand for (not finite, or wider than float32 holds) is
     an overflow of training, raised as numpy raises one: FloatingPointError, which the
     training loop reports as divergence.
     """
-    batch = np.array([values.min(), values.max()], dtype=np.float64)
-    if np.isnan(layer.observed).any():
+    batch = np.array([low, high], dtype=np.float64)
+    if layer.observed[0] != layer.observed[0]:  # NaN: nothing observed yet
         layer.observed = batch
     else:
         layer.observed += OBSERVER_MOMENTUM * (batch - layer.observed)
@@ -102,7 +102,8 @@ def float_layer_forward(layer: Layer, a_in, spec: QuantSpec, training: bool):
     z = product(a_in, layer.weight.T) + layer.bias
     a = activation(layer.activation, z, spec.slope)
     if training:
-        observe(layer, z if layer.activation in q.TABLE_ACTIVATIONS else a)
+        watched = z if layer.activation in q.TABLE_ACTIVATIONS else a
+        observe(layer, watched.min(), watched.max())
     return a, (a_in, layer.weight, z, None, None)
 
 
@@ -122,27 +123,29 @@ def quantized_layer_forward(layer: Layer, q_in, in_scale: float, in_zero: int, s
         codes, w_scale, bias = integer_weights(layer, in_scale, in_zero, spec)
         weight_t = codes.T
     weight_t = np.asarray(weight_t, dtype=q.accumulator_dtype(codes.shape[1]))  # BLAS takes either order
-    acc = product(np.asarray(q_in, weight_t.dtype), weight_t)  # exact sums without the bias (float)
+    q_in = np.asarray(q_in, weight_t.dtype)  # int8 codes as floats (the first layer's come as int8)
+    acc = product(q_in, weight_t)  # exact sums without the bias (float)
     dtype = layer.weight.dtype
-    z = ((acc + bias) * (in_scale * w_scale)).astype(dtype)  # the real pre-activation acc stands for
-    a = activation(layer.activation, z, spec.slope)
     table = layer.activation in q.TABLE_ACTIVATIONS
+    # the real pre-activation acc stands for, its activation, and the range the observer watches
+    z, a, seen = fused.preactivate(acc, bias, in_scale * w_scale, layer.activation, spec.slope, dtype, table)
     if training:
-        observe(layer, z if table else a)
+        observe(layer, *seen)
     fields = step_fields(layer, codes, w_scale, bias, in_scale, in_zero, spec)
-    out = step_kernel(fields, weight_t).requantize(acc)
+    kernel = step_kernel(fields, weight_t)
     if not training:
-        return out, fields, None
+        return kernel.requantize(acc), fields, None
     # straight-through: gradient passes where the value was inside the representable range
     value, scale, zero = (
         (z, fields["table_input_scale"], 0) if table else (a, fields["output_scale"], fields["output_offset"])
     )
-    inside = (value >= scale * (q.QMIN - zero)) & (value <= scale * (q.QMAX - zero))
+    out, inside = fused.requantize_step(kernel, acc, value, scale * (q.QMIN - zero), scale * (q.QMAX - zero))
     clipped_weights = None
     if spec.weight_scale is not None:
         clipped_weights = np.abs(layer.weight) <= q.WMAX * spec.weight_scale
-    a_in = (in_scale * (np.asarray(q_in, dtype) - in_zero)).astype(dtype, copy=False)
-    return out, fields, (a_in, (codes, w_scale), z, inside.astype(dtype), clipped_weights)
+    a_in = np.subtract(q_in, in_zero, dtype=dtype)  # the real inputs, for the weights' gradient
+    np.multiply(in_scale, a_in, out=a_in)
+    return out, fields, (a_in, (codes, w_scale), z, inside, clipped_weights)
 
 
 def step_weights(layer: Layer, in_scale: float, in_zero: int, spec: QuantSpec):

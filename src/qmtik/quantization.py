@@ -18,8 +18,11 @@ Conventions (the contract in short):
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from . import fused
 from .errors import QuantizationError
 
 QMIN, QMAX = -128, 127  # int8 activation codes
@@ -110,12 +113,11 @@ def weight_scales(weight, per_channel: bool, fixed=None) -> np.ndarray:
     A fixed scale (the C library's W_SCALE) is per tensor and may clip.
     """
     rows = weight.shape[0]
-    high, low = weight.max(axis=1), weight.min(axis=1)  # a NaN or an inf shows in them
-    if not (np.isfinite(high).all() and np.isfinite(low).all()):
+    absmax, finite = fused.row_absmax(weight)
+    if not finite:
         raise QuantizationError("weights hold NaN or infinite values")
     if fixed is not None:
         return np.full(rows, float(fixed))
-    absmax = np.maximum(high, -low)  # each row's largest |w|, without |weight|
     if not per_channel:
         absmax = np.full(rows, absmax.max())
     return np.maximum(absmax.astype(np.float64), 1e-8) / WMAX
@@ -134,8 +136,16 @@ def affine_params(lo: float, hi: float) -> tuple[float, int]:
     if hi - lo < 1e-8:
         hi = lo + 1e-8
     scale = (hi - lo) / (QMAX - QMIN)
-    zero_point = int(np.clip(QMIN - round_half_away(np.float64(lo / scale)), QMIN, QMAX))
+    zero_point = min(max(QMIN - round_half_away_scalar(lo / scale), QMIN), QMAX)
     return scale, zero_point
+
+
+def round_half_away_scalar(x: float) -> int:
+    """round_half_away of one finite Python float, as an int, without NumPy's per-call cost
+    (training chooses every layer's zero point at every step): the truncated part is exact."""
+    whole = math.trunc(x)
+    part = x - whole
+    return whole + (part >= 0.5) - (part <= -0.5)
 
 
 def range_problem(lo: float, hi: float) -> str | None:
@@ -184,8 +194,8 @@ def quantize_multiplier(real) -> tuple[np.ndarray, np.ndarray]:
     to move any accumulator becomes (0, 0).
     """
     real = np.atleast_1d(np.asarray(real, dtype=np.float64))
-    bad = np.flatnonzero(~(np.isfinite(real) & (real >= 0)))
-    if bad.size:
+    if not (real.min() >= 0 and np.isfinite(real.max())):  # a NaN fails the first test
+        bad = np.flatnonzero(~(np.isfinite(real) & (real >= 0)))
         raise QuantizationError(f"requantization multiplier must be finite and >= 0, got {float(real[bad[0]])!r}")
     mantissa, exponent = np.frexp(real)  # real = mantissa * 2**exponent
     mult = round_half_away(mantissa * 2.0**MULTIPLIER_BITS).astype(np.int64)
@@ -193,7 +203,7 @@ def quantize_multiplier(real) -> tuple[np.ndarray, np.ndarray]:
     mult = np.where(carry, mult // 2, mult)
     exponent = exponent + carry
     shift = MULTIPLIER_BITS - exponent.astype(np.int64)
-    if np.any((shift < 0) & (mult > 0)):
+    if shift.min() < 0 and np.any((shift < 0) & (mult > 0)):
         raise QuantizationError(f"requantization multiplier {real.max():.3g} is too large (below 2**22 allowed)")
     vanishing = (shift > MAX_SHIFT) | (real == 0)
     return np.where(vanishing, 0, mult), np.where(vanishing, 0, shift)
@@ -284,7 +294,7 @@ def quantize_bias(bias, in_scale: float, in_zero: int, weight_codes, weight_scal
         code_sums = weight_codes.astype(np.int64).sum(axis=1)
     codes = codes - in_zero * code_sums
     limit = bias_limit(weight_codes.shape[1])
-    return np.clip(codes, -limit, limit).astype(np.int64)
+    return np.minimum(np.maximum(codes, -limit), limit).astype(np.int64)  # np.clip costs more on few values
 
 
 # --- inputs ------------------------------------------------------------------------------------
