@@ -11,15 +11,22 @@ from qmtik import fused
 from qmtik import quantization as q
 
 BUILT = fused.compiled is not None
-FORMS = ["numpy", pytest.param("compiled", marks=pytest.mark.skipif(not BUILT, reason="qmtik._fused did not build"))]
+NOT_BUILT = pytest.mark.skipif(not BUILT, reason="qmtik._fused did not build")
+FORMS = ["numpy", pytest.param("compiled", marks=NOT_BUILT), pytest.param("compiled-narrow", marks=NOT_BUILT)]
 
 
 @pytest.fixture(params=FORMS)
 def form(request, monkeypatch):
-    """Run the test with each form of the loops: QMTIK_FUSED=numpy or the compiled module."""
+    """Run the test with each form of the loops: QMTIK_FUSED=numpy, the compiled module, and
+    the compiled module without its AVX2 forms (what a processor without AVX2 runs)."""
     monkeypatch.setenv("QMTIK_FUSED", "numpy" if request.param == "numpy" else "")
-    assert fused.using_compiled() == (request.param == "compiled")
-    return request.param
+    assert fused.using_compiled() == (request.param != "numpy")
+    if request.param == "compiled-narrow":
+        before = fused.compiled.wide(False)
+        yield request.param
+        fused.compiled.wide(before)
+    else:
+        yield request.param
 
 
 def test_the_compiled_module_builds_where_a_compiler_is():
@@ -100,8 +107,11 @@ def test_unclamped_codes_of_automatic_scales_stay_in_range(form, dtype):
 
 
 @pytest.mark.skipif(not BUILT, reason="qmtik._fused did not build")
-def test_compiled_codes_equal_numpy_codes_bit_for_bit_on_odd_shapes():
-    """Shapes of one row or column and odd sizes (vector loops' remainders), signed zeros kept."""
+@pytest.mark.parametrize("wide", [True, False])
+def test_compiled_codes_equal_numpy_codes_bit_for_bit_on_odd_shapes(wide):
+    """Shapes of one row or column and odd sizes (vector loops' remainders), signed zeros
+    kept, rounding ties, with the AVX2 form (where the processor has it) and without."""
+    before = fused.compiled.wide(wide)
     rng = np.random.default_rng(3)
     for rows, cols in [(1, 1), (33, 65), (10, 784), (257, 31)]:
         w = (rng.standard_normal((rows, cols)) * 0.1).astype(np.float32)
@@ -109,10 +119,13 @@ def test_compiled_codes_equal_numpy_codes_bit_for_bit_on_odd_shapes():
         scales = q.weight_scales(w, True).astype(np.float32)
         w[-1, -1] = -1e-9
         out_c, out_n, scratch = (np.empty((rows, cols), np.float32) for _ in range(3))
+        w[0, -1] = 2.5 * scales[0]  # a tie, when float32 holds the product exactly
+        w[-1, 0] = -1000.0  # clamped
         codes_c, sums_c = fused.weight_codes(w, scales, q.WMAX, out_c, scratch)
         codes_n, sums_n = fused.weight_codes_numpy(w, scales, q.WMAX, out_n, scratch)
         assert codes_c.tobytes() == codes_n.tobytes()
         np.testing.assert_array_equal(sums_c, sums_n)
+    fused.compiled.wide(before)
 
 
 # --- Adam ----------------------------------------------------------------------------------------

@@ -18,12 +18,20 @@
 #include <emmintrin.h>
 #endif
 
-/* Adam's loop is also compiled for AVX2 where GCC can, picked at run time: the same
-   IEEE operations, twice as wide (no FMA: that is a separate target, and contraction is off). */
+/* On x86-64 with GCC or clang, the loops also run AVX2 forms where the processor has it,
+   chosen at run time: the same IEEE operations, twice as wide (no FMA: that is a separate
+   target, and contraction is off). Adam's loop is cloned by GCC; the weight codes' is written
+   with intrinsics. */
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
 #define QMTIK_WIDE __attribute__((target_clones("avx2", "default")))
 #else
 #define QMTIK_WIDE
+#endif
+#if defined(__GNUC__) && defined(__x86_64__)
+#define QMTIK_AVX2 1
+#include <immintrin.h>
+#else
+#define QMTIK_AVX2 0
 #endif
 
 /* Whether a float is infinite or NaN, from its exponent bits: a test compilers vectorize. */
@@ -109,20 +117,55 @@ static inline float round_half_away(float x) {
     return small ? copysignf(whole, x) : x;
 }
 
+/* One weight code: w / scale rounded half away from zero, clamped to [-high, high]. */
+static inline float weight_code(float w, float scale, float high) {
+    float code = round_half_away(w / scale);
+    code = code > high ? high : code;
+    return code < -high ? -high : code;
+}
+
+#if QMTIK_AVX2
+/* weight_code on 8 weights at once with AVX2 (the scalar steps, the same IEEE operations;
+   compilers do not vectorize the scalar form for AVX2). Weights are finite (weight_scales
+   checks them); an infinite quotient rounds to itself, as round_half_away keeps it. */
+__attribute__((target("avx2"))) static void weight_codes_avx2(const float *restrict row, float scale, float high,
+                                                              Py_ssize_t cols, float *restrict out) {
+    const __m256 scales = _mm256_set1_ps(scale), highs = _mm256_set1_ps(high), lows = _mm256_set1_ps(-high);
+    const __m256 half = _mm256_set1_ps(0.5f), minus_half = _mm256_set1_ps(-0.5f), one = _mm256_set1_ps(1.0f);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    Py_ssize_t c = 0;
+    for (; c + 8 <= cols; c += 8) {
+        __m256 x = _mm256_div_ps(_mm256_loadu_ps(row + c), scales);
+        __m256 whole = _mm256_round_ps(x, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        __m256 part = _mm256_sub_ps(x, whole); /* exact; NaN for an infinite x: no step */
+        __m256 up = _mm256_and_ps(_mm256_cmp_ps(part, half, _CMP_GE_OQ), one);
+        __m256 down = _mm256_and_ps(_mm256_cmp_ps(part, minus_half, _CMP_LE_OQ), one);
+        whole = _mm256_add_ps(whole, _mm256_sub_ps(up, down));
+        whole = _mm256_or_ps(_mm256_andnot_ps(sign, whole), _mm256_and_ps(sign, x)); /* copysign */
+        _mm256_storeu_ps(out + c, _mm256_max_ps(_mm256_min_ps(whole, highs), lows));
+    }
+    for (; c < cols; c++) out[c] = weight_code(row[c], scale, high);
+}
+#endif
+
+static int use_avx2 = 0; /* set when the module loads, on a processor that has AVX2 */
+
 /* The codes of a rows x cols weight matrix over each row's scale, rounded half away from
    zero and clamped to [-limit, limit] when limit > 0, as floats (training multiplies with
    floats). */
 static void weight_codes_loop(const float *restrict w, const float *restrict scales, Py_ssize_t rows,
-                                         Py_ssize_t cols, float limit, float *restrict codes) {
+                              Py_ssize_t cols, float limit, float *restrict codes) {
     float high = limit > 0 ? limit : INFINITY;
     for (Py_ssize_t r = 0; r < rows; r++) {
         const float *row = w + r * cols;
         float *out = codes + r * cols, scale = scales[r];
-        for (Py_ssize_t c = 0; c < cols; c++) {
-            float code = round_half_away(row[c] / scale);
-            code = code > high ? high : code;
-            out[c] = code < -high ? -high : code;
+#if QMTIK_AVX2
+        if (use_avx2) {
+            weight_codes_avx2(row, scale, high, cols, out);
+            continue;
         }
+#endif
+        for (Py_ssize_t c = 0; c < cols; c++) out[c] = weight_code(row[c], scale, high);
     }
 }
 
@@ -369,6 +412,17 @@ static PyObject *requantize(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* wide(flag) -> whether the AVX2 forms were in use: tests run both forms of the loops. */
+static PyObject *wide(PyObject *self, PyObject *args) {
+    int flag, before = use_avx2;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "p", &flag)) return NULL;
+#if QMTIK_AVX2
+    use_avx2 = flag && __builtin_cpu_supports("avx2");
+#endif
+    return PyBool_FromLong(before);
+}
+
 static PyMethodDef methods[] = {
     {"adam", adam, METH_VARARGS, "adam(p, g, m, v, b1, c1, b2, c2, eps, step) -> count of non-finite results"},
     {"row_absmax", row_absmax, METH_VARARGS, "row_absmax(w, rows, cols, absmax) -> count of non-finite weights"},
@@ -378,6 +432,7 @@ static PyMethodDef methods[] = {
      "preactivate(acc, bias, z_scale, rows, outputs, relu, watch_z, z, a, range) -> count of non-finite z"},
     {"requantize", requantize, METH_VARARGS,
      "requantize(acc, scale, offset, rows, outputs, relu, zero_after, floor, a, lower, upper, codes, inside)"},
+    {"wide", wide, METH_VARARGS, "wide(flag) -> whether the AVX2 forms were in use before"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -385,4 +440,10 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_fused", "qmtik's fused training loops", -1, methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__fused(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fused(void) {
+#if QMTIK_AVX2
+    __builtin_cpu_init();
+    use_avx2 = __builtin_cpu_supports("avx2");
+#endif
+    return PyModule_Create(&module);
+}
