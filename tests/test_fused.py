@@ -232,23 +232,33 @@ def kernel_of(rng, activation, outputs=19, fan_in=40, shift_high=False):
 @pytest.mark.skipif(not BUILT, reason="qmtik._fused did not build")
 @pytest.mark.parametrize("activation", ["relu", "linear"])
 @pytest.mark.parametrize("seed", range(4))
-def test_compiled_requantize_step_equals_the_numpy_kernel_bit_for_bit(activation, seed, monkeypatch):
+@pytest.mark.parametrize("width", [7, 19])
+def test_compiled_requantize_equals_the_numpy_kernel_bit_for_bit(activation, seed, width, monkeypatch):
     """Random layers and accumulators spanning far past the int8 range, zero points folded into
-    the offset and not, exact rounding ties, zero (signed) results: the codes and the mask."""
+    the offset and not, exact rounding ties, zero (signed) results: the codes and the mask, by
+    the AVX2 loop (with its scalar remainder) and by the portable loop."""
     monkeypatch.setenv("QMTIK_FUSED", "")
     rng = np.random.default_rng(seed)
-    kernel = kernel_of(rng, activation, shift_high=seed == 3)
-    acc = rng.integers(-(2**24), 2**24, (33, 19)).astype(np.float32)
+    kernel = kernel_of(rng, activation, outputs=width, shift_high=seed == 3)
+    acc = rng.integers(-(2**24), 2**24, (33, width)).astype(np.float32)
     acc[0] = 0.0
     acc[1] = -0.0
-    ties = (np.arange(-130, 130)[:19] + 0.5 - kernel.offset) / kernel.scale  # y = k + 0.5 where exact
+    ties = (np.arange(-130, 130)[:width] + 0.5 - kernel.offset) / kernel.scale  # y = k + 0.5 where exact
     acc[2] = np.where(np.float32(ties) == ties, ties, acc[2]).astype(np.float32)
-    value = rng.standard_normal((33, 19)).astype(np.float32)
-    value[3] = [-0.0] * 19
-    got = fused.requantize_step(kernel, acc, value, -0.5, 1.25)
+    value = rng.standard_normal((33, width)).astype(np.float32)
+    value[3] = -0.0
     expected = fused.requantize_step_numpy(kernel, acc, value, -0.5, 1.25)
-    for g, e in zip(got, expected):
-        assert g.dtype == e.dtype and g.tobytes() == e.tobytes()
+    for wide in (True, False):
+        before = fused.compiled.wide(wide)
+        rows, outputs = acc.shape
+        codes, inside = np.empty_like(acc), np.empty_like(value)
+        scale, offset = (
+            np.ascontiguousarray(np.broadcast_to(v, outputs), dtype=np.float64) for v in (kernel.scale, kernel.offset)
+        )
+        fused.compiled.requantize(acc, scale, offset, rows, outputs, activation == "relu", kernel.zero_after,
+                                  kernel.floor, value, -0.5, 1.25, codes, inside)  # fmt: skip
+        fused.compiled.wide(before)
+        assert codes.tobytes() == expected[0].tobytes() and inside.tobytes() == expected[1].tobytes()
 
 
 @pytest.mark.skipif(not BUILT, reason="qmtik._fused did not build")

@@ -251,6 +251,37 @@ static inline float requantized(float acc, double scale, double offset, int relu
     return (float)(y > 127.0 ? 127.0 : y);
 }
 
+#if QMTIK_AVX2
+/* requantized on 4 accumulators at once with AVX2: the same float64 operations and choices. */
+__attribute__((target("avx2"))) static void requantize_row_avx2(const float *restrict acc,
+                                                                const double *restrict scale,
+                                                                const double *restrict offset, Py_ssize_t outputs,
+                                                                int relu, double zero_after, double floor_code,
+                                                                float *restrict out) {
+    const __m256d limit = _mm256_set1_pd(1024.0), minus_limit = _mm256_set1_pd(-1024.0);
+    const __m256d half = _mm256_set1_pd(0.5), sign = _mm256_set1_pd(-0.0);
+    const __m256d zero = _mm256_set1_pd(zero_after), low = _mm256_set1_pd(floor_code), high = _mm256_set1_pd(127.0);
+    Py_ssize_t o = 0;
+    for (; o + 4 <= outputs; o += 4) {
+        __m256d y = _mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(acc + o)), _mm256_loadu_pd(scale + o));
+        y = _mm256_add_pd(y, _mm256_loadu_pd(offset + o));
+        y = _mm256_blendv_pd(y, minus_limit, _mm256_cmp_pd(y, minus_limit, _CMP_LT_OQ));
+        y = _mm256_blendv_pd(y, limit, _mm256_cmp_pd(y, limit, _CMP_GT_OQ));
+        if (relu) {
+            y = _mm256_round_pd(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+        } else {
+            __m256d halfway = _mm256_or_pd(_mm256_and_pd(sign, y), half); /* copysign(0.5, y) */
+            y = _mm256_round_pd(_mm256_add_pd(y, halfway), _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        }
+        if (zero_after != 0) y = _mm256_add_pd(y, zero);
+        y = _mm256_blendv_pd(y, low, _mm256_cmp_pd(y, low, _CMP_LT_OQ));
+        y = _mm256_blendv_pd(y, high, _mm256_cmp_pd(y, high, _CMP_GT_OQ));
+        _mm_storeu_ps(out + o, _mm256_cvtpd_ps(y));
+    }
+    for (; o < outputs; o++) out[o] = requantized(acc[o], scale[o], offset[o], relu, zero_after, floor_code);
+}
+#endif
+
 /* The int8 output codes (as floats) of a relu or linear layer from the same accumulators, as
    the NumPy backend's LayerKernel.requantize computes them: y = acc * scale + offset in
    float64, then floor (relu, whose offset holds + 0.5) or round half away from zero (linear),
@@ -263,11 +294,14 @@ static void requantize_loop(const float *restrict acc, const double *restrict sc
     for (Py_ssize_t r = 0; r < rows; r++) {
         const float *row = acc + r * outputs;
         float *out = codes + r * outputs;
-        if (relu) {
-            for (Py_ssize_t o = 0; o < outputs; o++) out[o] = requantized(row[o], scale[o], offset[o], 1, zero_after, floor_code);
-        } else {
-            for (Py_ssize_t o = 0; o < outputs; o++) out[o] = requantized(row[o], scale[o], offset[o], 0, zero_after, floor_code);
+#if QMTIK_AVX2
+        if (use_avx2) {
+            requantize_row_avx2(row, scale, offset, outputs, relu, zero_after, floor_code, out);
+            continue;
         }
+#endif
+        for (Py_ssize_t o = 0; o < outputs; o++)
+            out[o] = requantized(row[o], scale[o], offset[o], relu, zero_after, floor_code);
     }
     for (Py_ssize_t i = 0; i < rows * outputs; i++) inside[i] = (float)((a[i] >= lower) & (a[i] <= upper));
 }
@@ -412,13 +446,13 @@ static PyObject *requantize(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* wide(flag) -> whether the AVX2 forms were in use: tests run both forms of the loops. */
+/* wide([flag]) -> whether the AVX2 forms were in use (and sets it): tests run both forms. */
 static PyObject *wide(PyObject *self, PyObject *args) {
-    int flag, before = use_avx2;
+    int flag = -1, before = use_avx2;
     (void)self;
-    if (!PyArg_ParseTuple(args, "p", &flag)) return NULL;
+    if (!PyArg_ParseTuple(args, "|p", &flag)) return NULL;
 #if QMTIK_AVX2
-    use_avx2 = flag && __builtin_cpu_supports("avx2");
+    if (flag >= 0) use_avx2 = flag && __builtin_cpu_supports("avx2");
 #endif
     return PyBool_FromLong(before);
 }
@@ -432,7 +466,7 @@ static PyMethodDef methods[] = {
      "preactivate(acc, bias, z_scale, rows, outputs, relu, watch_z, z, a, range) -> count of non-finite z"},
     {"requantize", requantize, METH_VARARGS,
      "requantize(acc, scale, offset, rows, outputs, relu, zero_after, floor, a, lower, upper, codes, inside)"},
-    {"wide", wide, METH_VARARGS, "wide(flag) -> whether the AVX2 forms were in use before"},
+    {"wide", wide, METH_VARARGS, "wide([flag]) -> whether the AVX2 forms were in use (before setting them to flag)"},
     {NULL, NULL, 0, NULL},
 };
 

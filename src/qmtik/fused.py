@@ -184,9 +184,13 @@ def preactivate_numpy(acc, bias, z_scale, kind: str, slope: float, dtype, observ
 def requantize_step(kernel, acc, value, lower: float, upper: float):
     """A layer's int8 output codes (as float32) from its accumulators, by kernel (the NumPy
     backend's LayerKernel of the step's integer layer), and the straight-through mask
-    lower <= value <= upper (as value's dtype): where training's gradient passes."""
+    lower <= value <= upper (as value's dtype): where training's gradient passes.
+
+    The compiled form runs only where its AVX2 form does: without AVX2, float64 rounding in
+    C is slower than NumPy's own."""
     if (
         using_compiled()
+        and compiled.wide()
         and kernel.activation in ("relu", "linear")
         and kernel.table is None
         and _fits(acc, value)
