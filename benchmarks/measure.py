@@ -302,16 +302,16 @@ def cortex_m4_sizes(model) -> dict | None:
 PHASES = {  # phase -> the functions whose time is the phase's: (module, owner or None, name)
     "matrix products": [("layers", None, "product")],
     "weight quantization (codes, scales, bias)": [("layers", None, "step_weights")],
-    "integer layer (multipliers, tables, requantization)": [
-        ("layers", None, "step_fields"),
-        ("layers", None, "step_kernel"),
-        ("backends.numpy", "LayerKernel", "requantize"),
+    "integer layer (multipliers, tables)": [("layers", None, "step_fields"), ("layers", None, "step_kernel")],
+    "pre-activation, requantization, straight-through masks": [
+        ("fused", None, "preactivate"),
+        ("fused", None, "requantize_step"),
     ],
     "optimizer": [("optimizers", "Optimizer", "step")],
     "cost": [("training", None, "cost")],
     "validation (integer model)": [("training", None, "evaluate_split")],
 }
-OTHER = "other (activations, observers, straight-through masks, batches, bookkeeping)"
+OTHER = "other (activation derivatives, gradient sums, observers, batches, the loop)"
 
 
 def measure_profile(spec: dict) -> dict:

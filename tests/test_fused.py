@@ -141,6 +141,7 @@ def adam_run(compiled: bool, steps: int = 5, seed: int = 0, scale: float = 1.0):
     for t in range(1, steps + 1):
         g = (rng.standard_normal(1000) * scale).astype(np.float32)
         g[:10] = [0.0, -0.0, 1e-30, -1e-30, 1e18, -1e18, 1e-45, 3.0, -3.0, 1.0]
+        g[10:20] = 0.0  # moments that decay into subnormals
         step = 0.01 * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)
         update(p, g, m, v, 0.9, 0.999, 1e-7, step, work, denominator)
     return p, m, v
@@ -283,3 +284,17 @@ def test_preactivate_overflow_raises_under_errstate_as_numpy_does(form):
     bias, z_scale = np.zeros(3, np.int64), np.full(3, 1e35)
     with np.errstate(over="raise", invalid="raise"), pytest.raises(FloatingPointError, match="overflow"):
         fused.preactivate(acc, bias, z_scale, "relu", 0.01, np.float32, False)
+
+
+def test_adam_moments_never_stay_subnormal(form):
+    """A weight whose gradient was once non-zero and then always 0: its first moment decays
+    by beta1 a step, and would sink through the subnormal floats (slow to compute); it becomes
+    0 at the first step it would be subnormal, and the weight stops exactly where it would."""
+    p, m, v = np.ones(3, np.float32), np.zeros(3, np.float32), np.zeros(3, np.float32)
+    work, den = np.empty(3, np.float32), np.empty(3, np.float32)
+    fused.adam_update(p, np.full(3, 1e-3, np.float32), m, v, 0.9, 0.999, 1e-8, 1e-3, work, den)
+    tiny = np.finfo(np.float32).tiny
+    for _ in range(1000):
+        fused.adam_update(p, np.zeros(3, np.float32), m, v, 0.9, 0.999, 1e-8, 1e-3, work, den)
+        assert not ((np.abs(m) < tiny) & (m != 0)).any() and not ((v < tiny) & (v != 0)).any()
+    assert (m == 0).all() and (v > 0).all()

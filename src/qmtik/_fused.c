@@ -11,6 +11,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -41,8 +42,15 @@ static inline int not_finite(float x) {
     return (bits & 0x7f800000u) == 0x7f800000u;
 }
 
+/* x, or +0.0 when x is subnormal or zero (|x| below the smallest normal float): the product
+   with 0 or 1 and the sum with +0.0 (which makes -0.0 +0.0) vectorize where a select does not. */
+static inline float flush_subnormal(float x) {
+    return x * (float)(fabsf(x) >= FLT_MIN) + 0.0f;
+}
+
 /* Adam's update of one parameter array, in place: the moments, then the step.
-   m = m*b1 + g*c1;  v = v*b2 + (g*c2)*g;  p = p - (m*step) / (sqrt(v) + eps)
+   m = m*b1 + g*c1;  v = v*b2 + (g*c2)*g;  each 0 where below the smallest normal float;
+   p = p - (m*step) / (sqrt(v) + eps)
    Returns how many results are not finite (the caller reports divergence). */
 QMTIK_WIDE static Py_ssize_t adam_loop(float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
                             Py_ssize_t n, float b1, float c1, float b2, float c2, float eps, float step) {
@@ -50,9 +58,11 @@ QMTIK_WIDE static Py_ssize_t adam_loop(float *restrict p, const float *restrict 
     for (Py_ssize_t i = 0; i < n; i++) {
         float mi = m[i] * b1;
         mi = mi + g[i] * c1;
+        mi = flush_subnormal(mi); /* subnormal moments are 0: see fused.adam_update */
         float vi = v[i] * b2;
         float w = g[i] * c2;
         vi = vi + w * g[i];
+        vi = flush_subnormal(vi);
         float denominator = sqrtf(vi) + eps;
         float pi = p[i] - (mi * step) / denominator;
         m[i] = mi;

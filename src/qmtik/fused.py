@@ -58,7 +58,10 @@ def adam_update(p, g, m, v, beta1: float, beta2: float, eps: float, step: float,
         m = m*beta1 + g*(1-beta1);  v = v*beta2 + (g*(1-beta2))*g;  p -= (m*step) / (sqrt(v) + eps)
 
     in p's precision, step the bias-corrected learning rate; work and denominator are scratch
-    arrays of p's shape (the NumPy form's, so that it allocates nothing)."""
+    arrays of p's shape. A moment below the smallest normal float (about 1.2e-38 in float32)
+    becomes 0: the first moment of a weight whose gradient is always 0 (a pixel that is always
+    black) decays by beta1 each step into subnormal numbers, which processors compute a
+    hundred times slower, and which move no weight (their step is below any weight's precision)."""
     if using_compiled() and _fits(p, g, m, v):
         bad = compiled.adam(p, g, m, v, beta1, 1 - beta1, beta2, 1 - beta2, eps, step)
         _raise_if_not_finite(bad, "the Adam update")
@@ -68,11 +71,14 @@ def adam_update(p, g, m, v, beta1: float, beta2: float, eps: float, step: float,
 
 def adam_update_numpy(p, g, m, v, beta1: float, beta2: float, eps: float, step: float, work, denominator) -> None:
     """adam_update in NumPy: the definition the compiled loop is checked against."""
+    tiny = np.finfo(p.dtype).tiny
     m *= beta1
     m += np.multiply(g, 1 - beta1, out=work)
+    np.copyto(m, 0, where=np.abs(m, out=work) < tiny)
     v *= beta2
     np.multiply(g, 1 - beta2, out=work)
     v += np.multiply(work, g, out=work)
+    np.copyto(v, 0, where=v < tiny)
     np.sqrt(v, out=denominator)
     denominator += p.dtype.type(eps)
     np.multiply(m, p.dtype.type(step), out=work)
