@@ -40,7 +40,7 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import qmtik
 from qmtik.data import FASHION_MNIST_CLASSES
-from qmtik.files import check_writable, write_json
+from qmtik.output_files import check_writable, write_json
 
 MEASURE = Path(__file__).resolve().with_name("measure.py")  # runs each measurement in its own process
 DEFAULT_JSON = Path(__file__).resolve().with_name("results.json")

@@ -9,7 +9,7 @@ import pytest
 
 import qmtik
 from qmtik import download
-from qmtik.formats import idx_bytes
+from qmtik.data_formats import idx_bytes
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ from qmtik import backends, intref
 from qmtik import quantization as q
 from qmtik.backends import onnx
 from qmtik.backends.numpy import LayerKernel
-from qmtik.model import QuantizedModel
+from qmtik.integer_model import QuantizedModel
 
 ACTIVATIONS = intref.ACTIVATIONS  # linear, relu, leaky_relu, sigmoid, tanh
 MULTIPLIERS = [0, 1, 2**21, 2**22 - 1]  # with shifts 0 and 62 among the others below

@@ -10,7 +10,7 @@ import pytest
 from qmtik import backends, intref
 from qmtik.backends import onnx
 from qmtik.backends.common import SMALL_BATCH
-from qmtik.model import QuantizedModel
+from qmtik.integer_model import QuantizedModel
 from test_model import random_layer, reference
 
 has_onnxruntime = pytest.mark.skipif(

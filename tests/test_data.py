@@ -463,7 +463,7 @@ def test_data_name_goes_into_the_check_errors():
 
 def small_set(tmp_path):
     """Six 4-pixel samples of 3 classes in every format qmtik reads; returns (x, y, paths)."""
-    from qmtik.formats import idx_bytes, one_hot_targets, qmtik_bin_bytes
+    from qmtik.data_formats import idx_bytes, one_hot_targets, qmtik_bin_bytes
 
     x = (np.arange(24).reshape(6, 4) * 11 % 256).astype(np.uint8)
     y = np.array([0, 1, 2, 2, 1, 0])

@@ -157,7 +157,7 @@ PACKAGE = ROOT / "src" / "qmtik"
 
 
 def named_modules(text: str) -> set:
-    """The package paths a page names in backticks: `model.py`, `backends/`, `templates/*.h.in`."""
+    """The package paths a page names in backticks: `integer_model.py`, `backends/`, `templates/*.h.in`."""
     return set(re.findall(r"`((?:[a-z_0-9]+/)*(?:[a-z_0-9]+\.py|[a-z_0-9]+/)(?:\*\.h\.in)?)`", text))
 
 

@@ -15,7 +15,7 @@ import pytest
 import qmtik
 from qmtik.c_check import STRICT, find_compiler
 from qmtik.cli import main
-from qmtik.formats import read_csv_table
+from qmtik.data_formats import read_csv_table
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CC = find_compiler()

@@ -18,7 +18,7 @@ from qmtik import quantization as q
 from qmtik.c_check import STRICT, find_compiler, run_header, run_headers, sanitizers_work, spec_classes
 from qmtik.export_c import ExportError, check_prefix, export_c
 from qmtik.functions import process_output
-from qmtik.model import QuantizedModel
+from qmtik.integer_model import QuantizedModel
 
 CC = find_compiler()
 needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler ($CC, gcc, cc or clang) on this machine")

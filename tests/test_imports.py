@@ -11,12 +11,12 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "qmtik"
 
 STAGES = [  # (stage, its modules), lowest first
-    ("base", {"errors", "version", "parsing", "files", "progress", "paths"}),
+    ("base", {"errors", "version", "parsing", "output_files", "progress", "paths"}),
     ("arithmetic", {"quantization", "functions", "spatial", "conv_ops", "fused", "_fused"}),
     ("spec", {"intref", "backends"}),  # a package's modules are on its stage
     ("prediction", {"validate", "head"}),
-    ("integer model", {"model", "qmtfile_layout", "qmtfile_reader", "qmtfile", "export_c", "c_check"}),
-    ("configuration", {"formats", "config_values", "config_sections", "config", "config_docs"}),
+    ("integer model", {"integer_model", "qmtfile_layout", "qmtfile_reader", "qmtfile", "export_c", "c_check"}),
+    ("configuration", {"data_formats", "config_values", "config_sections", "config", "config_docs"}),
     ("data", {"download", "data"}),
     ("training", {"layers", "optimizers", "checkpoint", "training", "network"}),
     ("extras", {"plots", "demo", "legacy", "workflow"}),  # legacy: the qmtik.h carry-over
@@ -25,7 +25,7 @@ STAGES = [  # (stage, its modules), lowest first
 ]
 # Training reaches the integer model only through these names: Network.quantize() makes a
 # QuantizedModel, and a checkpoint tells itself from a .qmt file by the file's magic.
-TRAINING_MAY_USE = {("model", "QuantizedModel"), ("qmtfile", "MAGIC")}
+TRAINING_MAY_USE = {("integer_model", "QuantizedModel"), ("qmtfile", "MAGIC")}
 
 
 def module_name(path: Path) -> str:
@@ -135,14 +135,14 @@ def test_the_shipped_model_reads_neither_config_nor_data_nor_training():
     """What ships (the spec, its backends, the integer model, its file and C) imports nothing of
     configuration, data loading or training, nor anything that does."""
     edges = graph()
-    shipped = {"intref", "backends", "model", "qmtfile", "qmtfile_layout", "qmtfile_reader", "export_c", "c_check"}
+    shipped = {"intref", "backends", "integer_model", "qmtfile", "qmtfile_layout", "qmtfile_reader", "export_c", "c_check"}
     reached, todo = set(), list(shipped)
     while todo:
         for target, _ in edges[todo.pop()]:
             if target not in reached:
                 reached.add(target)
                 todo.append(target)
-    forbidden = {"config", "formats", "data", "download", "layers", "training", "network", "optimizers", "checkpoint"}
+    forbidden = {"config", "data_formats", "data", "download", "layers", "training", "network", "optimizers", "checkpoint"}
     assert reached & forbidden == set()
 
 
@@ -153,11 +153,11 @@ def test_the_checks_can_fail():
         "b -> c -> a -> b",
         "c -> a -> b -> c",
     ]
-    assert upward({"model": {("data", "check_inputs")}}) == ["model (integer model) imports data (data)"]
-    assert upward({"layers": {("model", "integer_scores")}}) == [
-        "layers (training) imports model.integer_scores (integer model)"
+    assert upward({"integer_model": {("data", "check_inputs")}}) == ["integer_model (integer model) imports data (data)"]
+    assert upward({"layers": {("integer_model", "integer_scores")}}) == [
+        "layers (training) imports integer_model.integer_scores (integer model)"
     ]
-    assert upward({"network": {("model", "QuantizedModel")}}) == []
+    assert upward({"network": {("integer_model", "QuantizedModel")}}) == []
 
 
 def test_lazy_imports_are_read():

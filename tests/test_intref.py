@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import qmtik
 from qmtik import intref
 from qmtik import quantization as q
-from qmtik.model import QuantizedModel
+from qmtik.integer_model import QuantizedModel
 from test_model import random_layer
 from test_quantization import as_ints, exact_round
 

@@ -160,7 +160,7 @@ def test_a_checkpoint_that_takes_one_write_is_refused_before_training(digits, tm
     one another (and a FIFO blocks once its reader has gone)."""
     import os
 
-    from qmtik.files import OutputError
+    from qmtik.output_files import OutputError
 
     (x, y), _ = digits
     os.mkfifo(tmp_path / "pipe")

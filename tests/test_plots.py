@@ -11,7 +11,7 @@ import pytest
 import qmtik
 from qmtik import Config, PlotError, QuantizedModel, TrainingConfig, intref, plots
 from qmtik.errors import DataError
-from qmtik.files import OutputError
+from qmtik.output_files import OutputError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -226,7 +226,7 @@ def test_a_failed_plot_keeps_the_previous_file(monkeypatch, tmp_path):
     with pytest.raises(OSError, match="disk full"):
         plots.plot_confusion([0, 1], [0, 1], path)
     monkeypatch.undo()
-    monkeypatch.setattr("qmtik.files.os.replace", broken)  # failing while writing
+    monkeypatch.setattr("qmtik.output_files.os.replace", broken)  # failing while writing
     with pytest.raises(OSError, match="disk full"):
         plots.plot_layers(hand_model(), path, HAND_X)
     assert path.read_bytes() == b"the previous plot"

@@ -23,7 +23,7 @@ from qmtik import intref, qmtfile
 from qmtik import quantization as q
 from qmtik.errors import ModelFormatError, QuantizationError
 from qmtik.export_c import export_c
-from qmtik.model import QuantizedModel
+from qmtik.integer_model import QuantizedModel
 from qmtik.qmtfile import decode, encode, load_model, save_model
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "format.md"

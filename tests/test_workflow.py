@@ -124,7 +124,7 @@ def test_without_a_compiler_the_needs_are_the_model_s_and_nothing_is_checked(run
     model = qmtik.load_model(folder / "net.qmt")
     monkeypatch.setattr("qmtik.workflow.code_size", lambda model, prefix: None)
     monkeypatch.setattr("qmtik.workflow.find_compiler", lambda: None)
-    needs = qmtik.model.memory_needs(model)
+    needs = qmtik.integer_model.memory_needs(model)
     assert workflow.header_needs(model, "net") == {
         "compiled": False,
         "constants": needs["constants"],

@@ -35,7 +35,7 @@ from .errors import (
     UsageError,
 )
 from .export_c import save_header
-from .model import QuantizedModel
+from .integer_model import QuantizedModel
 from .network import Network
 from .qmtfile import load_model, save_model
 from .version import __version__

@@ -20,7 +20,7 @@ import numpy as np
 from . import intref
 from .errors import CompilerError
 from .export_c import export_c
-from .model import QuantizedModel, memory_needs
+from .integer_model import QuantizedModel, memory_needs
 
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wconversion", "-Wshadow"]
 STRICT_CXX11 = ["-std=c++11", *STRICT[1:]]  # the header is C++ too: its declarations are extern "C"

@@ -16,7 +16,7 @@ import numpy as np
 
 from .config import Config
 from .errors import CheckpointError, ConfigError
-from .files import write_atomic
+from .output_files import write_atomic
 from .layers import Layer
 from .optimizers import OPTIMIZERS
 from .parsing import load_json, load_npz

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from . import config_values as check
 from .config_values import FLOAT32_ALLOWED, INPUT_RANGE_ALLOWED, SCALE_ALLOWED, documented
-from .formats import format_of
+from .data_formats import format_of
 from .functions import COSTS, HIDDEN_ACTIVATIONS, OUTPUTS
 from .quantization import MAX_FAN_IN
 

@@ -2,7 +2,7 @@
 
 Every loader returns (inputs, labels) as NumPy arrays, inputs two-dimensional (samples x
 features). Bad data raises DataError naming the file and the problem. The formats themselves
-(IDX, CSV, qmtik-bin) are read in formats.py.
+(IDX, CSV, qmtik-bin) are read in data_formats.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import numpy as np
 
 from .config import NAMED_DATASETS, Config
 from .errors import DataError
-from .files import write_atomic
-from .formats import (
+from .output_files import write_atomic
+from .data_formats import (
     format_of,
     labels_of_targets,
     one_hot_targets,
@@ -155,7 +155,7 @@ def load_file(
     outputs: int | None = None,
     task: str = "classification",
 ):
-    """(inputs, labels) from a data file in any format qmtik reads (see formats.format_of).
+    """(inputs, labels) from a data file in any format qmtik reads (see data_formats.format_of).
 
     An .npy or IDX file of inputs needs labels_path; a CSV holds its labels in label_column; a
     qmtik-bin file needs the network's inputs and outputs to know where a sample ends.

@@ -22,7 +22,7 @@ from .config import DIGITS_STARTER, Config, DataConfig, NetworkConfig
 from .data import load_dataset
 from .errors import QmtikError
 from .export_c import export_c
-from .files import write_atomic
+from .output_files import write_atomic
 from .network import Network
 from .qmtfile import save_model
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .errors import DownloadError
-from .files import write_atomic
+from .output_files import write_atomic
 
 FILES = (
     "train-images-idx3-ubyte.gz",

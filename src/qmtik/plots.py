@@ -16,7 +16,7 @@ import numpy as np
 from . import intref
 from . import quantization as q
 from .errors import DataError, PlotError
-from .files import write_atomic
+from .output_files import write_atomic
 
 MISSING = "plots need matplotlib: pip install 'qmtik[plot]'"
 GREY, RED = "#d9d9d9", "#d62728"

@@ -12,7 +12,7 @@ from . import intref
 from . import quantization as q
 from .errors import ModelFormatError
 from .functions import OUTPUTS, TASKS
-from .model import QuantizedModel, model_problem
+from .integer_model import QuantizedModel, model_problem
 from .validate import class_names_problem
 
 MAGIC = b"\x89QMT\r\n\x1a\n"

@@ -21,7 +21,7 @@ from . import intref
 from . import quantization as q
 from .errors import ModelFormatError, QuantizationError
 from .functions import OUTPUTS, TASKS
-from .model import QuantizedModel
+from .integer_model import QuantizedModel
 from .qmtfile_layout import (
     ACTIVATIONS,
     COUNT,

@@ -19,9 +19,9 @@ from .config_docs import starter_toml
 from .data import class_names_of, data_name, load_data, load_named_or_path, read_inputs
 from .errors import UsageError
 from .export_c import export_c
-from .files import write_atomic, write_json
+from .output_files import write_atomic, write_json
 from .head import classes as predicted_classes
-from .model import QuantizedModel, memory_needs
+from .integer_model import QuantizedModel, memory_needs
 from .network import Network
 from .progress import Reporter
 from .qmtfile import MAGIC, load_model, save_model

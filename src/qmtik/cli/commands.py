@@ -12,7 +12,7 @@ from ..config import load_config, parse_override
 from ..data import convert_file
 from ..errors import CheckFailed, ExportError, UsageError
 from ..export_c import check_prefix, prefix_from_name
-from ..files import OutputError, check_rewritable, write_atomic, writes_through
+from ..output_files import OutputError, check_rewritable, write_atomic, writes_through
 from ..paths import convert_outputs, curves_path, default_checkpoint, history_path, made_from, qmt_path, unfinished_run
 from ..progress import Reporter
 from ..qmtfile import save_model

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import NAMED_DATASETS
 from ..errors import OutputError, PlotError, UsageError
-from ..files import check_distinct, check_writable, goes_to_stdout, writes_through
+from ..output_files import check_distinct, check_writable, goes_to_stdout, writes_through
 from ..paths import unfinished_run
 
 
@@ -36,7 +36,7 @@ def say(text: str) -> None:
 
 def output_path(path, *, replaces_run: bool = False) -> Path:
     """An output path from the command line, refused (as usage, exit 2) before any work: a
-    missing folder, a folder, a socket, a read-only file (files.check_writable), and the
+    missing folder, a folder, a socket, a read-only file (output_files.check_writable), and the
     checkpoint of an unfinished training run, which only train's own -o may replace (with
     --resume or --force: replaces_run). An output that goes to stdout sends the command's
     text to stderr (Console)."""

@@ -18,7 +18,7 @@ import numpy as np
 from .. import intref
 from .. import quantization as q
 from ..errors import ConfigError, QuantizationError
-from ..model import QuantizedModel
+from ..integer_model import QuantizedModel
 from .header import CHeader
 
 f32 = np.float32

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelFormatError
-from ..model import QuantizedModel
+from ..integer_model import QuantizedModel
 from ..qmtfile import save_model
 from .arithmetic import CLibraryModel
 from .header import CHeader, read_header

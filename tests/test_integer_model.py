@@ -9,7 +9,7 @@ import pytest
 import qmtik
 from qmtik import intref
 from qmtik import quantization as q
-from qmtik.model import QuantizedModel
+from qmtik.integer_model import QuantizedModel
 
 
 def reference(codes, layers):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from qmtik import DataError
-from qmtik.formats import (
+from qmtik.data_formats import (
     format_of,
     idx_bytes,
     labels_of_targets,

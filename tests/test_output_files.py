@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qmtik.files import OutputError, check_distinct, check_writable, write_atomic, write_json
+from qmtik.output_files import OutputError, check_distinct, check_writable, write_atomic, write_json
 
 
 def test_write_atomic_replaces_the_file(tmp_path):
@@ -141,7 +141,7 @@ def test_a_path_that_names_an_open_descriptor_is_written_through(tmp_path):
     was printed before, and the file is not replaced (a link in tmp_path stands in for /dev/stdout)."""
     out = tmp_path / "out.txt"
     code = (
-        "import os, sys; from qmtik.files import write_atomic; print('before', flush=True); "
+        "import os, sys; from qmtik.output_files import write_atomic; print('before', flush=True); "
         "os.symlink('/proc/self/fd/1', sys.argv[1]); "
         "write_atomic(sys.argv[1], lambda f: f.write(b'data\\n')); print('after')"
     )
@@ -251,7 +251,7 @@ def test_a_write_killed_with_sigkill_leaves_a_temporary_that_the_next_write_remo
     target = tmp_path / "m.qmt"
     target.write_bytes(b"previous")
     code = (
-        "import sys, time; from qmtik.files import write_atomic\n"
+        "import sys, time; from qmtik.output_files import write_atomic\n"
         "def slow(f):\n    f.write(b'x' * 100000); f.flush(); print('writing', flush=True); time.sleep(60)\n"
         "write_atomic(sys.argv[1], slow)\n"
     )
@@ -374,7 +374,7 @@ def test_a_descriptor_output_on_an_input_file_is_refused(tmp_path, monkeypatch):
 
 
 def test_which_outputs_go_to_stdout(tmp_path):
-    from qmtik.files import goes_to_stdout, takes_one_write
+    from qmtik.output_files import goes_to_stdout, takes_one_write
 
     assert goes_to_stdout("/dev/stdout") and goes_to_stdout("/dev/fd/1")
     assert not goes_to_stdout(tmp_path / "m.qmt") and not goes_to_stdout(os.devnull)
