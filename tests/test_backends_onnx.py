@@ -11,7 +11,7 @@ from qmtik import backends, intref
 from qmtik.backends import onnx
 from qmtik.backends.common import SMALL_BATCH
 from qmtik.integer_model import QuantizedModel
-from test_model import random_layer, reference
+from test_integer_model import random_layer, reference
 
 has_onnxruntime = pytest.mark.skipif(
     not onnx.available(), reason="onnxruntime is not installed (pip install 'qmtik[fast]'), or QMTIK_INT8_GEMM=0"

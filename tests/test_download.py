@@ -14,9 +14,9 @@ import pytest
 
 from conftest import closed_port_url
 from qmtik import download
+from qmtik.data_formats import idx_bytes, read_idx
 from qmtik.download import DATASETS, FILES, Dataset, cache_dir, find_dataset, get_dataset
 from qmtik.errors import DownloadError
-from qmtik.data_formats import idx_bytes, read_idx
 
 RNG = np.random.default_rng(7)
 ARRAYS = {

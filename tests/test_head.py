@@ -85,9 +85,9 @@ def trained_digits():
 
 
 def test_no_module_decides_classes_or_counts_them_by_itself():
-    """`max(outputs, 2)` and `.argmax(axis=1)` on scores are the head's alone (formats.py reads
+    """`max(outputs, 2)` and `.argmax(axis=1)` on scores are the head's alone (data_formats.py reads
     one-hot rows, legacy/arithmetic.py is the C library's own arithmetic, both outside the rule)."""
-    allowed = {"head.py", "formats.py", "legacy/arithmetic.py"}
+    allowed = {"head.py", "data_formats.py", "legacy/arithmetic.py"}
     for path in sorted(PACKAGE.rglob("*.py")):
         if path.relative_to(PACKAGE).as_posix() in allowed:
             continue

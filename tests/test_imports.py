@@ -135,14 +135,33 @@ def test_the_shipped_model_reads_neither_config_nor_data_nor_training():
     """What ships (the spec, its backends, the integer model, its file and C) imports nothing of
     configuration, data loading or training, nor anything that does."""
     edges = graph()
-    shipped = {"intref", "backends", "integer_model", "qmtfile", "qmtfile_layout", "qmtfile_reader", "export_c", "c_check"}
+    shipped = {
+        "intref",
+        "backends",
+        "integer_model",
+        "qmtfile",
+        "qmtfile_layout",
+        "qmtfile_reader",
+        "export_c",
+        "c_check",
+    }
     reached, todo = set(), list(shipped)
     while todo:
         for target, _ in edges[todo.pop()]:
             if target not in reached:
                 reached.add(target)
                 todo.append(target)
-    forbidden = {"config", "data_formats", "data", "download", "layers", "training", "network", "optimizers", "checkpoint"}
+    forbidden = {
+        "config",
+        "data_formats",
+        "data",
+        "download",
+        "layers",
+        "training",
+        "network",
+        "optimizers",
+        "checkpoint",
+    }
     assert reached & forbidden == set()
 
 
@@ -153,7 +172,9 @@ def test_the_checks_can_fail():
         "b -> c -> a -> b",
         "c -> a -> b -> c",
     ]
-    assert upward({"integer_model": {("data", "check_inputs")}}) == ["integer_model (integer model) imports data (data)"]
+    assert upward({"integer_model": {("data", "check_inputs")}}) == [
+        "integer_model (integer model) imports data (data)"
+    ]
     assert upward({"layers": {("integer_model", "integer_scores")}}) == [
         "layers (training) imports integer_model.integer_scores (integer model)"
     ]

@@ -17,7 +17,7 @@ import qmtik
 from qmtik import intref
 from qmtik import quantization as q
 from qmtik.integer_model import QuantizedModel
-from test_model import random_layer
+from test_integer_model import random_layer
 from test_quantization import as_ints, exact_round
 
 # --- requantize: rounding ties and saturation --------------------------------------------------

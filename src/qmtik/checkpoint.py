@@ -16,9 +16,9 @@ import numpy as np
 
 from .config import Config
 from .errors import CheckpointError, ConfigError
-from .output_files import write_atomic
 from .layers import Layer
 from .optimizers import OPTIMIZERS
+from .output_files import write_atomic
 from .parsing import load_json, load_npz
 from .qmtfile import MAGIC as QMT_MAGIC
 from .quantization import F32_MAX, input_range_problem, range_problem

@@ -15,8 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from .config import NAMED_DATASETS, Config
-from .errors import DataError
-from .output_files import write_atomic
 from .data_formats import (
     format_of,
     labels_of_targets,
@@ -27,7 +25,9 @@ from .data_formats import (
     read_idx,
     read_qmtik_bin,
 )
+from .errors import DataError
 from .head import class_count
+from .output_files import write_atomic
 from .parsing import load_npy, load_npz
 from .quantization import input_range_problem, quantize_inputs
 from .validate import check_inputs, class_names_problem

@@ -22,8 +22,8 @@ from .config import DIGITS_STARTER, Config, DataConfig, NetworkConfig
 from .data import load_dataset
 from .errors import QmtikError
 from .export_c import export_c
-from .output_files import write_atomic
 from .network import Network
+from .output_files import write_atomic
 from .qmtfile import save_model
 
 DEMO_DATASETS = ("mnist", "fashion-mnist", "digits")

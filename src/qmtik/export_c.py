@@ -22,8 +22,8 @@ import numpy as np
 
 from . import intref
 from .errors import ExportError
-from .output_files import write_atomic
 from .integer_model import QuantizedModel, memory_needs
+from .output_files import write_atomic
 from .qmtfile import encode
 from .version import __version__
 

@@ -17,9 +17,9 @@ from . import head
 from .config import Config
 from .data import check_class_names
 from .errors import DataError, NotFittedError, TrainingError
-from .output_files import check_rewritable
-from .layers import QuantSpec, integer_layers, predict_scores
 from .integer_model import QuantizedModel
+from .layers import QuantSpec, integer_layers, predict_scores
+from .output_files import check_rewritable
 from .progress import Reporter
 from .quantization import input_range_problem, quantize_inputs
 from .training import Split, split_validation, train

@@ -29,9 +29,9 @@ import numpy as np
 
 from . import intref
 from .errors import ModelFormatError
-from .output_files import write_atomic
 from .functions import OUTPUTS, TASKS
 from .integer_model import QuantizedModel
+from .output_files import write_atomic
 from .qmtfile_layout import (
     ACTIVATIONS,
     COUNT,

@@ -19,10 +19,10 @@ from .config_docs import starter_toml
 from .data import class_names_of, data_name, load_data, load_named_or_path, read_inputs
 from .errors import UsageError
 from .export_c import export_c
-from .output_files import write_atomic, write_json
 from .head import classes as predicted_classes
 from .integer_model import QuantizedModel, memory_needs
 from .network import Network
+from .output_files import write_atomic, write_json
 from .progress import Reporter
 from .qmtfile import MAGIC, load_model, save_model
 from .validate import check_inputs, encode_targets
