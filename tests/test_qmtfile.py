@@ -114,7 +114,7 @@ def walk(blob: bytes):
     layers, fan_in = [], inputs
     for _ in range(blob[14]):
         kind, length, outputs, activation, flags = struct.unpack_from("<BIIBB", blob, pos)
-        assert kind == 0  # dense, the one kind so far
+        assert kind == 0  # dense (the window kinds: tests/test_qmtfile_windows.py)
         at = {
             "outputs": outputs,
             "fan_in": fan_in,
@@ -581,8 +581,9 @@ def test_a_record_of_an_unknown_kind_is_refused_by_its_kind():
     blob = encode(MODELS["relu-17"])
     at = walk(blob)[1][0]
     refused(
-        patched(blob, at["kind"], b"\x01"),
-        "layer 1: layer kind 1 is unknown to this qmtik (it reads 0 dense): a newer qmtik may read it",
+        patched(blob, at["kind"], b"\x06"),
+        "layer 1: layer kind 6 is unknown to this qmtik (it reads 0 dense, 1 conv2d, 2 depthwise_conv2d, "
+        "3 max_pool, 4 avg_pool, 5 global_avg_pool): a newer qmtik may read it",
     )
     refused(patched(blob, at["kind"], b"\xff"), "layer 1: layer kind 255 is unknown")
 

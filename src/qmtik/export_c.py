@@ -115,8 +115,15 @@ def numbers(values, per_line: int = 24) -> str:
 
 
 def export_c(model: QuantizedModel, prefix: str = "model") -> str:
-    """The C header text of model; public names start with prefix_, private ones prefix__."""
+    """The C header text of model; public names start with prefix_, private ones prefix__.
+    A layer of a kind without a template (LAYER_KINDS) is refused, never written as dense."""
     p = check_prefix(prefix)
+    for number, layer in enumerate(model.layers, 1):
+        if layer.kind not in LAYER_KINDS:
+            raise ExportError(
+                f"layer {number} is a {layer.kind} layer: the C export has dense layers only "
+                "(convolutions come with the next release)"
+            )
     names = [f"{p}__l{i}" for i in range(len(model.layers))]
     layers = [LAYER_KINDS[layer.kind](p, n, layer) for n, layer in zip(names, model.layers)]
     return (

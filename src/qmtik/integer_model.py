@@ -11,18 +11,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import backends, head, intref
+from . import backends, head, intref, intref_windows
 from . import quantization as q
 from .errors import DataError, QuantizationError
 from .functions import TASKS
 from .validate import check_inputs, encode_targets
 
+LAYER_KINDS = ("dense", *intref_windows.KINDS)  # what a QuantizedModel computes
+FILE_KINDS = LAYER_KINDS  # what the .qmt file holds: every kind (qmtfile_layout.KINDS, codes 0 .. 5)
+LAYER_TYPES = (intref.IntegerLayer, intref_windows.PoolLayer)  # every layer class: valid by construction
 
-def model_problem(input_range, layers) -> str | None:
+
+def model_problem(input_range, layers, kinds=FILE_KINDS, inputs=None) -> str | None:
     """Why these layers and input range cannot make a model, or None: the input range must map
-    raw inputs to int8 codes in float32 (input_range_problem, training's own rule), and each
-    layer (an intref.IntegerLayer, valid by construction) must read as many inputs as the
-    previous one has outputs. One rule for QuantizedModel and the .qmt file's checks."""
+    raw inputs to int8 codes in float32 (input_range_problem, training's own rule), each layer
+    (an intref or intref_windows layer, valid by construction) must be of a kind in kinds and
+    read as many inputs (flat codes per sample) as the previous one has outputs, the first as
+    many as inputs when given. One rule for QuantizedModel (kinds=LAYER_KINDS) and the .qmt
+    file's checks (qmtfile_layout.check_model, with the file's kinds, which are all of them)."""
     low, high = input_range
     problem = q.input_range_problem(low, high)
     if problem:
@@ -30,8 +36,14 @@ def model_problem(input_range, layers) -> str | None:
     if not layers:
         return "no layers"
     for number, layer in enumerate(layers, 1):
-        if not isinstance(layer, intref.IntegerLayer):
-            return f"layer {number} is a {type(layer).__name__}, not an intref.IntegerLayer"
+        if not isinstance(layer, LAYER_TYPES):
+            return (
+                f"layer {number} is a {type(layer).__name__}, not an intref.IntegerLayer (or an intref_windows layer)"
+            )
+        if layer.kind not in kinds:
+            return f"layer {number} is a {layer.kind} layer, which is not one of {', '.join(kinds)}"
+        if number == 1 and inputs is not None and layer.inputs != inputs:
+            return f"layer 1 has {layer.inputs} inputs, but the model has {inputs}"
         if number > 1 and layer.inputs != layers[number - 2].outputs:
             previous = layers[number - 2].outputs
             return f"layer {number} has {layer.inputs} inputs, but layer {number - 1} has {previous} outputs"
@@ -65,7 +77,7 @@ class QuantizedModel:
         if self.backend is not None:
             backends.check_name(self.backend)
         self.input_range = (float(self.input_range[0]), float(self.input_range[1]))
-        problem = model_problem(self.input_range, self.layers)
+        problem = model_problem(self.input_range, self.layers, LAYER_KINDS)
         if problem:
             raise QuantizationError(f"integer model: {problem}")
         if self.class_names is not None:
@@ -101,7 +113,7 @@ class QuantizedModel:
         """int8 scores (samples x outputs) of int8 input codes, computed exactly by the backend
         (backends.choose), which is prepared on its first use."""
         codes = _int8_codes(codes, self.inputs)
-        name = backends.choose(self.backend, len(codes))
+        name = backends.choose(self.backend, len(codes), self.layers)
         if name not in self._prepared:
             self._prepared[name] = backends.prepare(name, self.layers)
         return self._prepared[name](codes)
@@ -190,13 +202,15 @@ def _span(values, fmt="{:.3g}") -> str:
 def memory_needs(model: "QuantizedModel") -> dict:
     """Bytes an integer inference needs: constants (weights, biases, multipliers, shifts,
     tables) and scratch (two int8 buffers of the widest hidden layer, used in turn; the input
-    and the scores are the caller's)."""
-    weights = sum(layer.weights.size for layer in model.layers)
-    biases = 4 * sum(layer.bias.size for layer in model.layers)
+    and the scores are the caller's). Pools have no constants; a convolution's window buffers
+    come with its C kernels (next release) and are not counted yet."""
+    layers = _weighted(model.layers)
+    weights = sum(layer.weights.size for layer in layers)
+    biases = 4 * sum(layer.bias.size for layer in layers)
     requant = sum(
-        5 * layer.output_multiplier.size * (2 if layer.negative_multiplier is not None else 1) for layer in model.layers
+        5 * layer.output_multiplier.size * (2 if layer.negative_multiplier is not None else 1) for layer in layers
     )
-    tables = sum(256 for layer in model.layers if layer.table is not None)
+    tables = sum(256 for layer in layers if layer.table is not None)
     return {
         "weights": weights,
         "biases": biases,
@@ -209,7 +223,7 @@ def memory_needs(model: "QuantizedModel") -> dict:
 
 def describe(model: "QuantizedModel", file_bytes: int | None = None) -> str:
     """What `qmtik info` prints: topology, sizes, each layer's scales and requantization, memory."""
-    params = sum(layer.weights.size + layer.bias.size for layer in model.layers)
+    params = sum(layer.weights.size + layer.bias.size for layer in _weighted(model.layers))
     need = memory_needs(model)
     low, high = model.input_range
     lines = [
@@ -220,10 +234,17 @@ def describe(model: "QuantizedModel", file_bytes: int | None = None) -> str:
         lines.append(f"file: {file_bytes:,} bytes (float32 weights and biases would be {4 * params:,})")
     lines.append(f"inputs: raw range [{low:g}, {high:g}] to int8 codes: (x - {low:g}) * 255/{high - low:g} - 128")
     for i, layer in enumerate(model.layers, 1):
+        lead = f"layer {i}: "
+        if layer.kind != "dense":  # its window first, then (convolutions) the dense figures per window
+            lines.append(lead + _window_text(layer))
+            lead = "  "
+        if not isinstance(layer, intref.IntegerLayer):  # a pool: its scale passes through
+            lines.append(f"{lead}scale {layer.output_scale:.4g}, zero point {layer.output_offset} (the input's)")
+            continue
         fan_out, fan_in = layer.weights.shape
         granularity = "per channel" if len(np.unique(layer.weight_scales)) > 1 else "per tensor"
         lines.append(
-            f"layer {i}: {fan_in} -> {fan_out} {layer.activation}; weight scale {granularity} "
+            f"{lead}{fan_in} -> {fan_out} {layer.activation}; weight scale {granularity} "
             f"{_span(layer.weight_scales)}; output scale {layer.output_scale:.4g}, zero point {layer.output_offset}"
         )
         lines.append(
@@ -244,3 +265,15 @@ def describe(model: "QuantizedModel", file_bytes: int | None = None) -> str:
     if model.class_names:
         lines.append("classes: " + ", ".join(model.class_names))
     return "\n".join(lines)
+
+
+def _weighted(layers) -> list:
+    """The layers that have weights, biases and requantization (dense and the convolutions)."""
+    return [layer for layer in layers if isinstance(layer, intref.IntegerLayer)]
+
+
+def _window_text(layer) -> str:
+    """'conv2d 3x3 stride 1x1 pads (1, 1, 1, 1): 28x28x1 -> 28x28x16' for a window layer."""
+    (kh, kw), (sh, sw) = layer.kernel, layer.stride
+    shapes = "x".join(map(str, layer.input_shape)), "x".join(map(str, layer.output_shape))
+    return f"{layer.kind} {kh}x{kw} stride {sh}x{sw} pads {layer.pads}: {shapes[0]} -> {shapes[1]}"

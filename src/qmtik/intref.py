@@ -37,7 +37,7 @@ class IntegerLayer:
     Its arrays are read-only copies in fixed dtypes, so it stays valid.
     """
 
-    kind: ClassVar[str] = "dense"  # conv2d, depthwise, pooling, flatten: future kinds
+    kind: ClassVar[str] = "dense"  # the other kinds: intref_windows.py (flatten is a reshape, no layer)
     weights: np.ndarray  # int8 codes in -127..127, (outputs, inputs)
     bias: np.ndarray  # int32 (stored as int64), input zero point folded in
     output_multiplier: np.ndarray  # per output, 0 .. 2**22 - 1
@@ -214,7 +214,12 @@ def activate(acc, layer: IntegerLayer):
 
 
 def layer_forward(codes, layer: IntegerLayer):
-    """int8 codes in, the layer's int8 codes out (both as int64 arrays, samples x features)."""
+    """int8 codes in, the layer's int8 codes out (both as int64 arrays, samples x features).
+
+    Dense here; every other kind (intref_windows.py: convolutions, pools) is dispatched by its
+    `kind` to its own forward, which reads and writes the same flat rows (NHWC, row-major)."""
+    if layer.kind != "dense":
+        return layer.forward(codes)
     return activate(accumulate(codes, layer.weights, layer.bias), layer)
 
 

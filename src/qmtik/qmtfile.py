@@ -6,10 +6,12 @@ place to import the format from: `encode` writes version 2; `decode` and `load_m
 qmtfile_layout.py.
 
 Version 2's layer records are typed: each starts with a kind code and its own length, so a
-reader refuses a kind it does not know by name (new kinds, conv2d and the like, get new codes),
-and a dense record stores each of its weight scales, requantization and negative-side
-requantization once when every channel shares it, or once per channel (a flag bit each). The
-flags follow from the values, so a model has exactly one encoding: encode(decode(b)) == b.
+reader refuses a kind it does not know by name. Kind 0 is dense; kinds 1 .. 5 (conv2d,
+depthwise_conv2d, the pools) start with their window (qmtfile_windows.py), and a convolution's
+goes on as a dense record. A dense body stores each of its weight scales, requantization and
+negative-side requantization once when every channel shares it, or once per channel (a flag
+bit each). The flags follow from the values, so a model has exactly one encoding:
+encode(decode(b)) == b.
 
 Writing packs every field with an explicit little-endian type (never a dump of memory) and
 saves through a temporary file that is renamed into place. Reading checks, in this order, the
@@ -51,6 +53,7 @@ from .qmtfile_layout import (
     varies,
 )
 from .qmtfile_reader import decode, load_model
+from .qmtfile_windows import window_bytes
 
 __all__ = ["MAGIC", "OUTPUTS", "TASKS", "VERSION", "decode", "encode", "load_model", "save_model"]
 
@@ -111,20 +114,27 @@ def _names_bytes(names) -> bytes:
     return b"".join(parts)
 
 
-def _record_bytes(layer: intref.IntegerLayer) -> bytes:
-    """A version-2 layer record: kind, length, then the dense body (validated values only)."""
-    layout = dense_arrays(layer.activation, sum(GROUPS), layer.outputs, layer.inputs)  # every flag: all values
+def _record_bytes(layer) -> bytes:
+    """A version-2 layer record: kind, length, then its body (validated values only): a dense
+    body; a window (qmtfile_windows.window_bytes), then for a convolution a dense body."""
+    body = b"" if layer.kind == "dense" else window_bytes(layer)
+    if isinstance(layer, intref.IntegerLayer):  # dense and the convolutions
+        body += _dense_body(layer)
+    return RECORD.pack(KINDS.index(layer.kind), RECORD.size + len(body)) + body
+
+
+def _dense_body(layer: intref.IntegerLayer) -> bytes:
+    """The DENSE fields and arrays of a dense layer or a convolution: its outputs are its weight
+    rows (output channels), its fan-in their length."""
+    outputs, fan_in = layer.weights.shape
+    layout = dense_arrays(layer.activation, sum(GROUPS), outputs, fan_in)  # every flag: all values
     stored = {field: np.asarray(getattr(layer, field)).reshape(-1).astype(dtype) for field, dtype, _ in layout}
     flags = _flags(stored)
-    parts = [
-        DENSE.pack(layer.outputs, ACTIVATIONS.index(layer.activation), flags, layer.output_offset, layer.output_scale)
-    ]
+    parts = [DENSE.pack(outputs, ACTIVATIONS.index(layer.activation), flags, layer.output_offset, layer.output_scale)]
     parts += [
-        stored[field][:count].tobytes()
-        for field, _, count in dense_arrays(layer.activation, flags, layer.outputs, layer.inputs)
+        stored[field][:count].tobytes() for field, _, count in dense_arrays(layer.activation, flags, outputs, fan_in)
     ]
-    body = b"".join(parts)
-    return RECORD.pack(KINDS.index(layer.kind), RECORD.size + len(body)) + body
+    return b"".join(parts)
 
 
 def save_model(path, model: QuantizedModel) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 
-from . import intref
+from . import intref, qmtfile_windows
 from . import quantization as q
 from .errors import ModelFormatError
 from .functions import OUTPUTS, TASKS
@@ -27,7 +27,9 @@ ACTIVATIONS = intref.ACTIVATIONS  # codes 0 .. 4, in that order
 
 # version 2: a record = RECORD (kind, length) + the kind's body; a dense body = DENSE + arrays
 RECORD = struct.Struct("<BI")  # 5 bytes: kind code, the record's length in bytes (these 5 included)
-KINDS = ("dense",)  # kind codes (IntegerLayer.kind); conv2d, depthwise, pooling, flatten next
+KINDS = ("dense", *qmtfile_windows.KINDS)  # kind codes 0 .. 5 (a layer's .kind), never reordered
+# a window record (kinds 1 .. 5) = RECORD + its window (qmtfile_windows: WINDOW, or SHAPE for
+# global_avg_pool); a convolution's then goes on as a dense body (DENSE + arrays), a pool's ends
 DENSE = struct.Struct("<IBBbd")  # 15 bytes: outputs, activation, flags, output zero point, output scale
 SCALES, REQUANT, NEGATIVE = 1, 2, 4  # DENSE flag bits: these groups are stored once per output channel
 GROUPS = {
@@ -90,20 +92,32 @@ def failing(prefix: str):
 
 def check_model(model: QuantizedModel, fail) -> None:
     """Refuse a model the format cannot hold (fail names the field). Each layer is valid by
-    construction (IntegerLayer.validate); what is left is the file's own rules."""
+    construction (IntegerLayer.validate, and the window classes'); what is left is the file's
+    own rules: codes, widths, where linear layers may be, and the chain of window layers (their
+    shapes, and the input scale and zero point the file does not store)."""
     if model.task not in TASKS:
         fail(f"task {model.task!r} is not one of {', '.join(TASKS)}")
     if model.output not in OUTPUTS:
         fail(f"output {model.output!r} is not one of {', '.join(OUTPUTS)}")
     if not 1 <= len(model.layers) <= MAX_LAYERS:
         fail(f"{len(model.layers)} layers; a model has 1 to {MAX_LAYERS}")
-    problem = model_problem(model.input_range, model.layers)  # the input range, the fan-in chain
+    problem = model_problem(model.input_range, model.layers, KINDS)  # the input range, the fan-in chain
     if problem:
         fail(problem)
+    previous, scale, zero = None, q.INPUT_SCALE, q.INPUT_ZERO
     for number, layer in enumerate(model.layers, 1):
-        check_placement(layer.activation, f"layer {number}", number == len(model.layers), fail)
+        where = f"layer {number}"
+        if isinstance(layer, intref.IntegerLayer):  # dense and the convolutions
+            check_placement(layer.activation, where, number == len(model.layers), fail, layer.kind)
         if layer.outputs > MAX_WIDTH:
-            fail(f"layer {number}: {layer.outputs:,} outputs, outside 1..{MAX_WIDTH}")
+            fail(f"{where}: {layer.outputs:,} outputs, outside 1..{MAX_WIDTH}")
+        if layer.kind != "dense":
+            fan_in = previous.outputs if previous is not None else layer.inputs
+            problem = qmtfile_windows.shape_problem(layer.input_shape, fan_in, previous, number)
+            problem = problem or qmtfile_windows.scale_problem(layer, scale, zero, where)
+            if problem:
+                fail(problem)
+        previous, scale, zero = layer, layer.output_scale, layer.output_offset
     problem = class_names_problem(model.task, model.class_names, model.layers[-1].outputs)
     if problem:
         fail(problem)
@@ -116,9 +130,10 @@ def check_range(low: float, high: float, fail) -> None:
         fail(f"input range [{low}, {high}] {problem}")
 
 
-def check_placement(activation: str, where: str, last: bool, fail) -> None:
-    """Fail unless the last layer is linear and no hidden layer is."""
+def check_placement(activation: str, where: str, last: bool, fail, kind: str = "dense") -> None:
+    """Fail unless the last layer is linear and no hidden dense layer is (a hidden convolution
+    may be linear, as a depthwise-separable block's often is)."""
     if last and activation != "linear":
         fail(f"{where}: activation {activation}, but the last layer must be linear")
-    if not last and activation == "linear":
+    if not last and activation == "linear" and kind == "dense":
         fail(f"{where}: activation linear, but a hidden layer must not be linear")

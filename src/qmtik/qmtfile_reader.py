@@ -2,7 +2,9 @@
 
 Reading checks, in this order, the length, magic, version, header size, file size and CRC-32;
 then parses field by field with a bounds check before every read (`_Reader`); builds each layer
-as an intref.IntegerLayer, whose validate() is the one set of rules for every layer in memory;
+as an intref.IntegerLayer (a window kind's, its window read and checked first by
+qmtfile_windows, as its intref_windows class), whose validate() is the one set of rules for
+every layer in memory;
 then checks the file's own rules (qmtfile_layout.check_model, which the writer applies too);
 and last, that the layers end exactly at the CRC. Every problem is a ModelFormatError of one
 line, "model file NAME: problem".
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import intref
+from . import intref, qmtfile_windows
 from . import quantization as q
 from .errors import ModelFormatError, QuantizationError
 from .functions import OUTPUTS, TASKS
@@ -84,10 +86,10 @@ def decode(blob: bytes, name: str = "<bytes>") -> QuantizedModel:
     version, task, output, count, inputs, low, high = _read_header(blob, fail)
     reader = _Reader(blob, HEADER.size, len(blob) - CRC.size, fail)
     names = _read_names(reader, fail)
-    read_layer = _read_record if version == 2 else _read_layer_v1
     layers, fan_in, in_scale, in_zero = [], inputs, q.INPUT_SCALE, q.INPUT_ZERO
     for number in range(1, count + 1):
-        layer = read_layer(reader, number, number == count, fan_in, in_scale, in_zero, fail)
+        args = (reader, number, number == count, fan_in, in_scale, in_zero, fail)
+        layer = _read_record(*args, layers[-1] if layers else None) if version == 2 else _read_layer_v1(*args)
         layers.append(layer)
         fan_in, in_scale, in_zero = layer.outputs, layer.output_scale, layer.output_offset
     model = QuantizedModel(TASKS[task], OUTPUTS[output], (low, high), layers, names or None)
@@ -155,10 +157,9 @@ def _read_names(reader: _Reader, fail) -> tuple:
     return tuple(names)
 
 
-def _read_record(
-    reader: _Reader, number: int, last: bool, fan_in: int, in_scale: float, in_zero: int, fail
-) -> intref.IntegerLayer:
-    """One version-2 layer record: its kind and length, then its body, which must fill it exactly."""
+def _read_record(reader: _Reader, number: int, last: bool, fan_in: int, in_scale: float, in_zero: int, fail, previous):
+    """One version-2 layer record (after previous, None for layer 1): its kind and length, then
+    its body, which must fill it exactly."""
     where = f"layer {number}"
     kind, length = reader.unpack(RECORD, f"{where} record")
     if kind >= len(KINDS):
@@ -171,19 +172,37 @@ def _read_record(
     start = reader.pos
     reader.take(length - RECORD.size, f"{where} record")
     body = _Reader(reader.blob, start, reader.pos, fail, "the end of its record")
-    layer = _read_dense(body, where, last, fan_in, in_scale, in_zero, fail)
+    if kind == 0:
+        layer = _read_dense(body, where, last, fan_in, in_scale, in_zero, fail)
+    else:
+        layer = _read_window(body, KINDS[kind], number, last, previous, fan_in, in_scale, in_zero, fail)
     if body.pos != body.end:
         fail(f"{where}: record length {length:,} bytes, but its fields take {body.pos - start + RECORD.size:,}")
     return layer
 
 
+def _read_window(reader: _Reader, kind: str, number: int, last: bool, previous, fan_in, in_scale, in_zero, fail):
+    """A window record's body: its window, checked first (qmtfile_windows.read_window); a pool's
+    ends there, a convolution's goes on as a dense body over its taps (kh*kw*C, depthwise kh*kw)."""
+    window, out_hw = qmtfile_windows.read_window(reader, kind, number, fan_in, previous, fail)
+    if kind not in qmtfile_windows.CONVOLUTIONS:
+        return qmtfile_windows.pool_layer(kind, window, in_scale, in_zero, f"layer {number}", fail)
+    taps = qmtfile_windows.fan_in_of(kind, window["input_shape"], window["kernel"])
+    conv = {"kind": kind, "out_hw": out_hw, "window": window}
+    return _read_dense(reader, f"layer {number}", last, taps, in_scale, in_zero, fail, conv)
+
+
 def _read_dense(
-    reader: _Reader, where: str, last: bool, fan_in: int, in_scale: float, in_zero: int, fail
+    reader: _Reader, where: str, last: bool, fan_in: int, in_scale: float, in_zero: int, fail, conv=None
 ) -> intref.IntegerLayer:
-    """A dense record's body: its codes and flags are checked here, its values by
-    IntegerLayer.validate, and a flagged group must vary (one encoding per model)."""
+    """A dense body, of a dense record or of a convolution's after its window (conv: its kind,
+    output size and window): its codes and flags are checked here, its values by its class's
+    validate, and a flagged group must vary (one encoding per model)."""
+    kind = conv["kind"] if conv else "dense"
     outputs, code, flags, out_zero, out_scale = reader.unpack(DENSE, f"{where} dense fields")
-    activation = _check_codes(outputs, code, where, last, fail)
+    activation = _check_codes(outputs, code, where, last, fail, kind)
+    if conv:
+        qmtfile_windows.check_channels(kind, conv["window"]["input_shape"], conv["out_hw"], outputs, where, fail)
     allowed = SCALES | REQUANT | (NEGATIVE if activation == "leaky_relu" else 0)
     if flags & ~allowed:
         fail(
@@ -209,14 +228,17 @@ def _read_dense(
     fields["weights"] = fields["weights"].reshape(outputs, fan_in)
     if "table_input_scale" in fields:
         fields["table_input_scale"] = float(fields["table_input_scale"][0])
-    return _layer(fields, activation, in_scale, in_zero, out_scale, out_zero, where, fail)
+    return _layer(fields, activation, in_scale, in_zero, out_scale, out_zero, where, fail, conv)
 
 
-def _layer(fields: dict, activation, in_scale, in_zero, out_scale, out_zero, where, fail) -> intref.IntegerLayer:
-    """The IntegerLayer of a record's fields, validated by IntegerLayer.validate (one rule for
-    every layer in memory); its complaint becomes the file's, naming the layer."""
+def _layer(fields: dict, activation, in_scale, in_zero, out_scale, out_zero, where, fail, conv=None):
+    """The layer of a record's fields (an IntegerLayer, or a convolution's class with its
+    window), validated by its class's validate (one rule for every layer in memory); its
+    complaint becomes the file's, naming the layer."""
+    cls = qmtfile_windows.CLASSES[conv["kind"]] if conv else intref.IntegerLayer
     try:
-        return intref.IntegerLayer(
+        return cls(
+            **(conv["window"] if conv else {}),
             activation=activation,
             input_scale=in_scale,
             input_zero_point=in_zero,
@@ -228,14 +250,14 @@ def _layer(fields: dict, activation, in_scale, in_zero, out_scale, out_zero, whe
         fail(f"{where}: {exc}")
 
 
-def _check_codes(outputs: int, code: int, where: str, last: bool, fail) -> str:
+def _check_codes(outputs: int, code: int, where: str, last: bool, fail, kind: str = "dense") -> str:
     """The activation of a record's outputs and activation code, both checked."""
     if not 1 <= outputs <= MAX_WIDTH:
         fail(f"{where}: {outputs:,} outputs, outside 1..{MAX_WIDTH}")
     if code >= len(ACTIVATIONS):
         fail(f"{where}: activation code {code} is unknown ({', '.join(f'{i} {a}' for i, a in enumerate(ACTIVATIONS))})")
     activation = ACTIVATIONS[code]
-    check_placement(activation, where, last, fail)
+    check_placement(activation, where, last, fail, kind)
     return activation
 
 

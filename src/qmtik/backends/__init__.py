@@ -1,8 +1,10 @@
 """Backends: the forms of the integer spec (intref) a QuantizedModel can compute its scores with.
 
     reference   intref.reference_scores itself: int64, step by step; slow, the definition
-    numpy       float32/float64 products and float64 requantization, provably exact (numpy.py)
-    onnx        onnxruntime's int8 products (the [fast] extra), requantized as numpy does (onnx.py)
+    numpy       float32/float64 products and float64 requantization, provably exact (numpy.py;
+                the window kinds, convolutions and pools, in windows.py)
+    onnx        onnxruntime's int8 products (the [fast] extra), requantized as numpy does (onnx.py);
+                dense layers only: "auto" picks numpy for a model with window layers
     auto        onnx for int8 batches of more than SMALL_BATCH samples when it is available,
                 else numpy: the default
 
@@ -53,15 +55,18 @@ def default() -> str:
     return "auto" if name is None else check_name(name, ENV)
 
 
-def choose(name, samples: int) -> str:
-    """The backend that computes a batch of int8 codes: name itself (None: the default), or for
-    "auto" onnx above SMALL_BATCH samples when available (single samples keep numpy's lower
-    latency), else numpy. A backend asked for by name that cannot run is a one-line ConfigError."""
+def choose(name, samples: int, layers=()) -> str:
+    """The backend that computes a batch of int8 codes through layers: name itself (None: the
+    default), or for "auto" onnx above SMALL_BATCH samples when available and the layers are
+    all dense (single samples keep numpy's lower latency), else numpy. A backend asked for by
+    name that cannot run, or cannot compute a layer's kind, is a one-line ConfigError."""
     name = default() if name is None else check_name(name)
     if name == "auto":
-        return "onnx" if samples > SMALL_BATCH and onnx.available() else "numpy"
+        return "onnx" if samples > SMALL_BATCH and onnx.available() and not onnx.unsupported(layers) else "numpy"
     if name in AVAILABLE and not AVAILABLE[name]():
         raise ConfigError(unavailable(name))
+    if name == "onnx" and onnx.unsupported(layers):
+        raise ConfigError(f"{onnx.unsupported(layers)} (choose backend 'numpy' or 'auto')")
     return name
 
 

@@ -14,9 +14,11 @@ import numpy as np
 
 from .. import intref
 from .. import quantization as q
+from . import windows
 from .common import FOLD_SHIFT, SMALL_BATCH, scale_of
 
 ROWS_PER_PASS = 1024  # samples per pass through the layers: keeps the temporaries in cache
+WINDOW_ROWS = 128  # samples per pass of a model with window layers: their im2col rows are many
 
 
 @dataclass
@@ -96,6 +98,15 @@ class LayerKernel:
         table = None if table is None else np.asarray(table).astype(np.float32)
         return cls(weight_t, activation, scale, offset, zero_after, floor, neg_scale, neg_offset, negative_below, table)
 
+    @property
+    def dtype(self):
+        """The float type of the codes it multiplies (the window kernels have one too)."""
+        return self.weight_t.dtype
+
+    @property
+    def outputs(self) -> int:
+        return self.weight_t.shape[1]
+
     def __call__(self, codes, out=None):
         """int8 codes (as floats) in, the layer's int8 output codes (as float32) out.
 
@@ -134,11 +145,20 @@ def _clamp(values, low, out):
     return np.maximum(values, low, out=out, dtype=np.float32)  # integers: exact in float32
 
 
+def prepare(layer):
+    """The kernel of one layer, by its kind: LayerKernel for dense, windows.KERNELS for the
+    window kinds (intref_windows.py; a convolution keeps its requantization in a LayerKernel)."""
+    if layer.kind == "dense":
+        return LayerKernel.prepare(layer)
+    dense = LayerKernel.prepare(layer) if isinstance(layer, intref.IntegerLayer) else None
+    return windows.KERNELS[layer.kind](layer, dense)
+
+
 class Kernels:
     """A model's layers as numpy kernels: call it with int8 codes for the int8 scores."""
 
     def __init__(self, layers):
-        self.kernels = [LayerKernel.prepare(layer) for layer in layers]
+        self.kernels = [prepare(layer) for layer in layers]
 
     def __call__(self, codes) -> np.ndarray:
         return integer_scores(self.kernels, codes)
@@ -148,18 +168,21 @@ def integer_scores(kernels, codes) -> np.ndarray:
     """int8 scores of int8 input codes through prepared layers, ROWS_PER_PASS samples at a time.
 
     Buffers are allocated once per call: fresh large arrays for every pass would cost more in
-    page faults than the arithmetic. Batches up to SMALL_BATCH skip them (single-sample latency).
+    page faults than the arithmetic. Batches up to SMALL_BATCH skip them (single-sample latency),
+    and so do models with window layers, WINDOW_ROWS samples at a time.
     """
     n = len(codes)
     if n <= SMALL_BATCH:
-        h = codes.astype(kernels[0].weight_t.dtype)
-        for kernel in kernels:
-            h = kernel(h.astype(kernel.weight_t.dtype, copy=False))
-        return h.astype(np.int8)
+        return _forward(kernels, codes).astype(np.int8)
+    if not all(isinstance(kernel, LayerKernel) for kernel in kernels):  # window layers
+        out = np.empty((n, kernels[-1].outputs), dtype=np.int8)
+        for start in range(0, n, WINDOW_ROWS):
+            out[start : start + WINDOW_ROWS] = _forward(kernels, codes[start : start + WINDOW_ROWS])
+        return out
     rows = min(ROWS_PER_PASS, n)
-    x = np.empty((rows, kernels[0].weight_t.shape[0]), dtype=kernels[0].weight_t.dtype)
-    buffers = [np.empty((rows, k.weight_t.shape[1]), dtype=np.float32) for k in kernels]
-    out = np.empty((n, kernels[-1].weight_t.shape[1]), dtype=np.int8)
+    x = np.empty((rows, kernels[0].weight_t.shape[0]), dtype=kernels[0].dtype)
+    buffers = [np.empty((rows, k.outputs), dtype=np.float32) for k in kernels]
+    out = np.empty((n, kernels[-1].outputs), dtype=np.int8)
     for start in range(0, n, rows):
         stop = min(start + rows, n)
         h = x[: stop - start]
@@ -168,3 +191,11 @@ def integer_scores(kernels, codes) -> np.ndarray:
             h = kernel(h.astype(kernel.weight_t.dtype, copy=False), buffer[: stop - start])
         out[start:stop] = h
     return out
+
+
+def _forward(kernels, codes):
+    """The layers' int8 codes (as floats) of a few samples' codes, without buffers."""
+    h = codes.astype(kernels[0].dtype)
+    for kernel in kernels:
+        h = kernel(h.astype(kernel.dtype, copy=False))
+    return h

@@ -35,6 +35,7 @@ import os
 
 import numpy as np
 
+from ..errors import ConfigError
 from .common import FOLD_SHIFT, scale_of
 from .numpy import LayerKernel
 
@@ -57,6 +58,15 @@ def available() -> bool:
         else:
             _probe_result = _probe()
     return _probe_result
+
+
+def unsupported(layers) -> str | None:
+    """Why the graph cannot compute these layers, or None: it has dense layers only (the
+    window kinds of intref_windows.py run in the numpy backend; "auto" picks it for them)."""
+    for number, layer in enumerate(layers, 1):
+        if layer.kind != "dense":
+            return f"backend 'onnx' computes dense layers only, and layer {number} is a {layer.kind} layer"
+    return None
 
 
 def _probe() -> bool:
@@ -85,6 +95,9 @@ class Int8Network:
     that the numpy backend's kernels requantize. Call it with int8 codes for the int8 scores."""
 
     def __init__(self, layers):
+        problem = unsupported(layers)
+        if problem:
+            raise ConfigError(f"{problem} (choose backend 'numpy' or 'auto')")
         self.kernels = [LayerKernel.prepare(layer) for layer in layers]
         self.stretches = []  # (session, index of the layer whose accumulators it returns)
         first = 0
