@@ -96,8 +96,11 @@ class Config:
         """Plain data (lists, numbers, strings) that from_dict and TOML both read back."""
         out = {"task": self.task}
         for name in SECTIONS:
-            section = dataclasses.asdict(getattr(self, name))
-            out[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in section.items()}
+            section = getattr(self, name)
+            if hasattr(section, "to_dict"):  # [network] writes its layer tables and leaves out derived keys
+                out[name] = section.to_dict()
+                continue
+            out[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(section).items()}
         return out
 
     def to_json(self) -> str:
@@ -121,6 +124,8 @@ class Config:
             for key in values:
                 if key not in known:
                     check.unknown(f"{name}.{key}", known, prefix=f"{name}.")
+            if hasattr(section_cls, "check_keys"):  # what only the keys written can tell
+                section_cls.check_keys(values)
             sections[name] = section_cls(**values)
         return cls(task=data.get("task", "classification"), **sections)
 
@@ -136,6 +141,9 @@ class Config:
         if not isinstance(changes, dict):
             raise ConfigError(f"config changes: got {check.shown(changes)}; allowed: a table of 'section.key' = value")
         data = self.to_dict()
+        for key, name in (("network.input_shape", "inputs"), ("network.layers", "hidden")):
+            if changes.get(key) and f"network.{name}" not in changes:
+                data["network"].pop(name, None)  # derived (inputs) or unused (hidden) once the change is made
         for key, value in changes.items():
             if not isinstance(key, str):
                 raise ConfigError(f"config key {check.shown(key)}: a key is text, such as 'training.epochs'")

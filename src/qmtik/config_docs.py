@@ -8,6 +8,7 @@ import dataclasses
 import json
 
 from .config import SECTIONS, Config
+from .config_layers import KEY_DOCS, KIND_KEYS, KINDS
 from .functions import COSTS, HIDDEN_ACTIVATIONS, OUTPUTS, TASKS, combination_problem
 
 
@@ -17,6 +18,8 @@ def toml_value(value) -> str:
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table: a layer of network.layers
+        return "{" + ", ".join(f"{key} = {toml_value(v)}" for key, v in value.items()) + "}"
     if isinstance(value, str):
         return json.dumps(value)
     return repr(value)
@@ -48,13 +51,18 @@ def starter_toml(changes: dict | None = None) -> str:
         if section != current:
             lines += ["", f"[{section}]"]
             current = section
+        if section and f.name not in values[section]:
+            continue  # derived or unused here (inputs and hidden beside network.layers)
         value = values[section][f.name] if section else values[f.name]
         key = f"{section}.{f.name}" if section else f.name
         note = ""
         if key in changes:
             note = f" [default {toml_value(defaults[section][f.name] if section else defaults[f.name])}]"
         lines.append(f"# {f.metadata['help']} ({f.metadata['allowed']}){note}")
-        lines.append(f"{f.name} = {toml_value(value)}")
+        line = f"{f.name} = {toml_value(value)}"
+        if key == "network.layers" and not value:  # left as a comment, [[network.layers]] tables can follow
+            line = f"# {line}    (or [[network.layers]] tables after the last key of [network])"
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -75,7 +83,57 @@ def reference_markdown() -> str:
         key = f"{section}.{f.name}" if section else f.name
         default = defaults[section][f.name] if section else defaults[f.name]
         lines.append(f"| `{key}` | {f.metadata['allowed']} | `{toml_value(default)}` | {f.metadata['help']} |")
-    return "\n".join(lines) + "\n\n" + combinations_markdown()
+    return "\n".join(lines) + "\n\n" + layers_markdown() + "\n" + combinations_markdown()
+
+
+def layers_markdown() -> str:
+    """The keys of a `[[network.layers]]` table: which kinds take each, what it allows, its default."""
+    lines = [
+        "## Layer tables",
+        "",
+        "`network.layers` is a list of tables, one per layer, input side first, each written as a",
+        '`[[network.layers]]` table (or inline, `layers = [{kind = "flatten"}, ...]`, as `--set` takes it).',
+        "The output layer (dense, `outputs` units, linear scores) is implied after them, and a dense",
+        "layer flattens a spatial input. Shapes are channels last; a 1-D network's input is",
+        "`[length, channels]`, and its kernels, strides and pool sizes are integers. Each layer's",
+        "shape is checked when the config loads. A key its kind does not take is refused.",
+        "",
+        "| key | kinds | allowed | default | meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for key, (allowed, default, meaning) in KEY_DOCS.items():
+        kinds = [kind for kind in KINDS if key in KIND_KEYS[kind]] if key != "kind" else ["all"]
+        lines.append(f"| `{key}` | {', '.join(kinds)} | {allowed} | {default} | {meaning} |")
+    lines += [
+        "",
+        "A layer's output: conv2d and conv1d have `filters` channels, depthwise_conv2d keeps its input's",
+        "(one filter per channel), pointwise is a 1x1 conv2d, pools keep the channels, global_avg_pool",
+        "leaves `[channels]`, flatten `[height * width * channels]`, dense `[units]`. With padding",
+        '"same" a window of stride s leaves ceil(size / s) positions (TensorFlow\'s rule: an odd',
+        "padding puts the extra row or column at the bottom or right); otherwise",
+        "floor((size + pads - window) / stride) + 1.",
+        "",
+        "```toml",
+        "[network]",
+        "input_shape = [8, 8, 1]",
+        "outputs = 10",
+        "",
+        "[[network.layers]]",
+        'kind = "conv2d"',
+        "filters = 8",
+        "kernel = 3",
+        'padding = "same"',
+        "batch_norm = true",
+        "",
+        "[[network.layers]]",
+        'kind = "max_pool"',
+        "size = 2",
+        "",
+        "[[network.layers]]",
+        'kind = "global_avg_pool"',
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def combinations_markdown() -> str:

@@ -8,11 +8,14 @@ together into a Config and reads the TOML file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 
+from . import config_layers as layer_config
 from . import config_values as check
 from .config_values import FLOAT32_ALLOWED, INPUT_RANGE_ALLOWED, SCALE_ALLOWED, documented
 from .data_formats import format_of
+from .errors import ConfigError
 from .functions import COSTS, HIDDEN_ACTIVATIONS, OUTPUTS
 from .quantization import MAX_FAN_IN
 
@@ -24,42 +27,145 @@ NAMED_DATASETS = ("digits", "mnist", "fashion-mnist")
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Topology and the functions of the network."""
+    """Topology and the functions of the network: an MLP (inputs, hidden), or a list of layers
+    over an input shape (input_shape, layers; config_layers.py). Either way the output layer,
+    dense with `outputs` units, is implied."""
 
-    inputs: int = documented(64, "number of input features", "an integer >= 1")
+    inputs: int = documented(
+        64, "number of input features (derived from input_shape when that is given)", "an integer >= 1"
+    )
+    input_shape: tuple = documented(
+        [],
+        "shape of one sample, channels last: [height, width, channels], [length, channels], "
+        "or [] for flat [inputs]; flat data is reshaped to it in row-major order",
+        "[] or a list of 1 to 3 integers >= 1",
+    )
     hidden: tuple = documented(
         [64], "widths of the hidden layers, input side first (any depth, [] for none)", "a list of integers >= 1"
     )
+    layers: tuple = documented(
+        [],
+        "the layers, input side first, as [[network.layers]] tables (see Layer tables below); "
+        "[] for the MLP of hidden (beside layers, hidden is left out, [] or its default)",
+        "[] or a list of layer tables",
+    )
     outputs: int = documented(10, "number of outputs (classes, or regression targets)", "an integer >= 1")
-    activation: str = documented("relu", "activation of the hidden layers", " | ".join(HIDDEN_ACTIVATIONS))
+    activation: str = documented(
+        "relu", "activation of the hidden layers (the default of each layer table's)", " | ".join(HIDDEN_ACTIVATIONS)
+    )
     leaky_slope: float = documented(0.01, "slope of leaky_relu for negative inputs", "a number > 0 and < 1")
     output: str = documented("softmax", "output processing applied to the final scores", " | ".join(OUTPUTS))
     cost: str = documented("cross_entropy", "training cost", " | ".join(COSTS))
 
     def __post_init__(self):
-        check.integer("network.inputs", self.inputs, 1, MAX_FAN_IN)
+        shape = layer_config.input_shape("network.input_shape", self.input_shape)
+        object.__setattr__(self, "input_shape", shape)
+        if shape and self.inputs not in (_DEFAULT_INPUTS, math.prod(shape)):
+            raise ConfigError(_contradiction(self.inputs, shape))
+        object.__setattr__(self, "inputs", math.prod(shape) if shape else self.inputs)
+        check.integer("network.inputs", self.inputs, 1, layer_config.MAX_VALUES if shape else MAX_FAN_IN)
         if isinstance(self.hidden, (str, bytes)) or not isinstance(self.hidden, (list, tuple)):
             check.refuse("network.hidden", self.hidden, "a list of integers >= 1, such as [256, 256]")
         for width in self.hidden:
             if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= MAX_FAN_IN:
                 check.refuse("network.hidden", list(self.hidden), f"a list of integers from 1 to {MAX_FAN_IN}")
-        object.__setattr__(self, "hidden", tuple(self.hidden))
+        layers = layer_config.parse_layers(self.layers)
+        if layers and tuple(self.hidden) not in ((), _DEFAULT_HIDDEN):
+            raise ConfigError(_both_hidden_and_layers(list(self.hidden)))
+        object.__setattr__(self, "layers", layers)
+        object.__setattr__(self, "hidden", () if layers else tuple(self.hidden))
         check.integer("network.outputs", self.outputs, 1, MAX_FAN_IN)
         check.choice("network.activation", self.activation, HIDDEN_ACTIVATIONS)
         object.__setattr__(self, "leaky_slope", check.number("network.leaky_slope", self.leaky_slope, 0, 1, True, True))
         check.choice("network.output", self.output, OUTPUTS)
         check.choice("network.cost", self.cost, COSTS)
+        given = layers or tuple(layer_config.LayerSpec("dense", units=w) for w in self.hidden)
+        source = "network.layers" if layers else "network.hidden"
+        shapes = layer_config.infer_shapes(self.sample_shape, given, self.outputs, self.activation, source)
+        object.__setattr__(self, "_shapes", shapes)
+
+    @staticmethod
+    def check_keys(values: dict) -> None:
+        """What only the keys written can tell: inputs written beside an input_shape they
+        contradict, even when they equal the default (64)."""
+        if "input_shape" in values and "inputs" in values:
+            shape = layer_config.input_shape("network.input_shape", values["input_shape"])
+            if shape and values["inputs"] != math.prod(shape):
+                raise ConfigError(_contradiction(values["inputs"], shape))
+
+    def to_dict(self) -> dict:
+        """The section as plain data that from_dict reads back; a network of layers leaves out
+        inputs (derived) and hidden (unused), so that overriding input_shape or layers works."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "layers":
+                value = [spec.to_dict() for spec in value]
+            if self.layers and f.name == "hidden" or self.input_shape and f.name == "inputs":
+                continue
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @property
+    def sample_shape(self) -> tuple:
+        """One sample's shape: input_shape, or (inputs,) for a flat input."""
+        return self.input_shape or (self.inputs,)
+
+    @property
+    def shapes(self) -> tuple:
+        """Each layer's LayerShape (config_layers.py): resolved spec, input and output shape,
+        window geometry, weights, biases, MACs; the implied output layer last."""
+        return self._shapes
+
+    @property
+    def layer_specs(self) -> tuple:
+        """Every layer as a resolved LayerSpec, the implied output layer (dense, linear) last;
+        an MLP's are dense layers of the hidden widths."""
+        return tuple(layer.spec for layer in self._shapes)
+
+    @property
+    def is_dense(self) -> bool:
+        """True when every layer is dense (an MLP, whatever its input shape)."""
+        return all(spec.kind == "dense" for spec in self.layer_specs)
 
     @property
     def widths(self) -> tuple:
-        """All layer widths, inputs first, outputs last."""
-        return (self.inputs, *self.hidden, self.outputs)
+        """All layer widths, inputs first, outputs last (dense networks only)."""
+        self._dense_only("widths")
+        return (self.inputs, *(spec.units for spec in self.layer_specs))
 
     @property
     def layer_activations(self) -> tuple:
         """Each layer's activation: the hidden activation, then linear for the output layer
-        (its scores go through the output processing instead)."""
-        return (self.activation,) * len(self.hidden) + ("linear",)
+        (its scores go through the output processing instead). Dense networks only."""
+        self._dense_only("layer_activations")
+        return tuple(spec.activation for spec in self.layer_specs)
+
+    def _dense_only(self, name: str) -> None:
+        """Refuse an MLP-only property of a network with other layers, rather than mislead."""
+        if not self.is_dense:
+            kinds = sorted({spec.kind for spec in self.layer_specs} - {"dense"})
+            raise ConfigError(f"network.{name}: the network has {', '.join(kinds)} layers; use network.shapes")
+
+
+_DEFAULT_INPUTS = 64
+_DEFAULT_HIDDEN = (64,)
+
+
+def _contradiction(inputs, shape) -> str:
+    """The message of an inputs that contradicts input_shape."""
+    return (
+        f"config key network.inputs: got {check.shown(inputs)}, but network.input_shape = {list(shape)} "
+        f"gives {math.prod(shape)} inputs; leave inputs out (it is derived) or make them agree"
+    )
+
+
+def _both_hidden_and_layers(hidden) -> str:
+    """The message of hidden widths beside a list of layers."""
+    return (
+        f"config key network.hidden: got {check.shown(hidden)} beside network.layers; "
+        'allowed: [] or left out (with layers, write dense layers as [[network.layers]] kind = "dense")'
+    )
 
 
 @dataclass(frozen=True)
