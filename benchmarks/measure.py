@@ -127,7 +127,8 @@ def measure_training(spec: dict) -> dict:
 
 def agreement(net, model, x_test) -> float:
     """Share of test samples whose integer-model class equals training's fake-quantized forward pass."""
-    from qmtik.layers import QuantSpec, forward
+    from qmtik.layers import QuantSpec
+    from qmtik.passes import forward
 
     codes = model.quantize_inputs(x_test)
     spec = QuantSpec.from_config(net.config)

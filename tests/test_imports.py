@@ -21,7 +21,10 @@ STAGES = [  # (stage, its modules), lowest first
     ),
     ("configuration", {"data_formats", "config_values", "config_layers", "config_sections", "config", "config_docs"}),
     ("data", {"download", "data"}),
-    ("training", {"layers", "optimizers", "checkpoint", "training", "network"}),
+    (
+        "training",
+        {"batch_norm", "layers", "window_layers", "passes", "optimizers", "checkpoint", "training", "network"},
+    ),
     ("extras", {"plots", "demo", "legacy", "workflow"}),  # legacy: the qmtik.h carry-over
     ("public surface", {"__init__"}),
     ("command line", {"cli", "__main__"}),

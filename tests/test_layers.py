@@ -7,6 +7,7 @@ import pytest
 
 from qmtik import Config, NetworkConfig, QuantizationConfig, intref
 from qmtik import layers as L
+from qmtik import passes as P
 from qmtik import quantization as q
 from qmtik.errors import QuantizationError
 from qmtik.functions import HIDDEN_ACTIVATIONS, cost
@@ -57,14 +58,14 @@ def targets_for(output, cost_kind, n, outputs, rng):
 
 
 def loss_of(config, layers, spec, codes, targets):
-    scores, _ = L.forward(layers, codes, spec, quantized=False, training=False)
+    scores, _ = P.forward(layers, codes, spec, quantized=False, training=False)
     return cost(config.network.cost, config.network.output, scores, targets)[0]
 
 
 def analytic(config, layers, spec, codes, targets):
-    scores, caches = L.forward(layers, codes, spec, quantized=False, training=True)
+    scores, caches = P.forward(layers, codes, spec, quantized=False, training=True)
     _, grad = cost(config.network.cost, config.network.output, scores, targets)
-    return L.backward(layers, caches, grad, spec)
+    return P.backward(layers, caches, grad, spec)
 
 
 def gradient_error(config, layers, spec, codes, targets, grads, eps=1e-6):
@@ -129,7 +130,7 @@ def test_gradient_check_detects_a_wrong_derivative(monkeypatch):
 
 def trained_ranges(layers, spec, codes):
     """Let the observers see the data once (in float), as float epochs would."""
-    L.forward(layers, codes, spec, quantized=False, training=True)
+    P.forward(layers, codes, spec, quantized=False, training=True)
 
 
 @pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
@@ -148,13 +149,13 @@ def test_fake_quantized_forward_is_the_integer_arithmetic(activation, quant):
     )
     rng = np.random.default_rng(4)
     codes = random_codes(300, 9, rng)
-    scores, _ = L.forward(layers, codes, spec, quantized=True, training=True)  # observes, then quantizes
+    scores, _ = P.forward(layers, codes, spec, quantized=True, training=True)  # observes, then quantizes
     x = codes
-    for integer in L.integer_layers(layers, spec):
+    for integer in P.integer_layers(layers, spec):
         x = intref.layer_forward(x, integer)
-    last = L.integer_layers(layers, spec)[-1]
+    last = P.integer_layers(layers, spec)[-1]
     np.testing.assert_array_equal(scores, (last.output_scale * (x - last.output_offset)).astype(np.float32))
-    again, _ = L.forward(layers, codes, spec, quantized=True, training=False)
+    again, _ = P.forward(layers, codes, spec, quantized=True, training=False)
     np.testing.assert_array_equal(again, scores)
 
 
@@ -167,11 +168,11 @@ def test_straight_through_gradient_of_a_single_layer():
     rng = np.random.default_rng(6)
     codes = random_codes(50, 6, rng)
     targets = rng.normal(0, 1, (50, 4))
-    scores, caches = L.forward(layers, codes, spec, quantized=True, training=True)
+    scores, caches = P.forward(layers, codes, spec, quantized=True, training=True)
     _, grad = cost("mse", "linear", scores, targets)
-    ((d_weight, d_bias),) = L.backward(layers, caches, grad, spec)
+    ((d_weight, d_bias),) = P.backward(layers, caches, grad, spec)
 
-    integer = L.integer_layers(layers, spec)[0]
+    integer = P.integer_layers(layers, spec)[0]
     acc = intref.accumulate(codes, integer.weights, integer.bias)
     real = acc * integer.input_scale * integer.weight_scales  # unclamped real scores
     inside = (real >= 0.02 * -128) & (real <= 0.02 * 127)
@@ -189,12 +190,12 @@ def test_straight_through_gradient_uses_the_int8_weights_for_the_layer_below():
     codes = random_codes(40, 4, rng)
     targets = rng.normal(0, 1, (40, 3))
     trained_ranges(layers, spec, codes)
-    scores, caches = L.forward(layers, codes, spec, quantized=True, training=True)
+    scores, caches = P.forward(layers, codes, spec, quantized=True, training=True)
     _, grad = cost("mse", "linear", scores, targets)
-    grads = L.backward(layers, caches, grad, spec)
-    top = L.integer_layers(layers, spec)[1]
+    grads = P.backward(layers, caches, grad, spec)
+    top = P.integer_layers(layers, spec)[1]
     w_int8 = top.weights * top.weight_scales[:, None]
-    a_in, weights, z, inside, _ = caches[1]
+    a_in, weights, z, inside, _, _ = caches[1]
     w_eff = L.effective_weights(weights, layers[1].weight.dtype)
     np.testing.assert_allclose(w_eff, w_int8, rtol=1e-12)
     g_top = grad * inside
@@ -208,9 +209,9 @@ def test_fixed_weight_scale_stops_the_gradient_of_clipped_weights():
     config, layers, spec = make("relu", "linear", "mse", hidden=(), inputs=5, outputs=3, quant=quant, seed=9)
     rng = np.random.default_rng(10)
     codes = random_codes(30, 5, rng)
-    scores, caches = L.forward(layers, codes, spec, quantized=True, training=True)
+    scores, caches = P.forward(layers, codes, spec, quantized=True, training=True)
     _, grad = cost("mse", "linear", scores, rng.normal(0, 1, (30, 3)))
-    ((d_weight, _),) = L.backward(layers, caches, grad, spec)
+    ((d_weight, _),) = P.backward(layers, caches, grad, spec)
     clipped = np.abs(layers[0].weight) > 0.127
     assert clipped.any() and (~clipped).any()
     assert (d_weight[clipped] == 0).all()
@@ -223,9 +224,9 @@ def test_table_activation_gradient_is_zero_where_the_table_input_clips():
     layers[0].weight *= 200  # pre-activations far beyond +-8
     rng = np.random.default_rng(12)
     codes = random_codes(60, 3, rng)
-    scores, caches = L.forward(layers, codes, spec, quantized=True, training=True)
-    _, _, z, inside, _ = caches[0]
-    pre_scale = L.integer_layers(layers, spec)[0].table_input_scale
+    scores, caches = P.forward(layers, codes, spec, quantized=True, training=True)
+    _, _, z, inside, _, _ = caches[0]
+    pre_scale = P.integer_layers(layers, spec)[0].table_input_scale
     assert pre_scale == pytest.approx(q.SIGMOID_PRE_RANGE / 127)
     np.testing.assert_array_equal(inside, ((z >= pre_scale * -128) & (z <= pre_scale * 127)).astype(z.dtype))
     assert 0 < inside.mean() < 1
@@ -257,8 +258,8 @@ def test_trainings_step_refuses_a_scale_the_integer_layer_refuses_with_the_same_
     layers[0].observed = np.array([0.0, 3.4e38])
     codes = random_codes(4, 3, np.random.default_rng(0))
     with pytest.raises(QuantizationError) as step:
-        L.forward(layers, codes, spec, quantized=True, training=False)
+        P.forward(layers, codes, spec, quantized=True, training=False)
     with pytest.raises(QuantizationError) as validated:
-        L.integer_layers(layers, spec)
+        P.integer_layers(layers, spec)
     assert str(step.value) == str(validated.value)
     assert str(step.value).startswith("relu layer of 5 outputs: output_scale 1.33")

@@ -11,7 +11,8 @@ import pytest
 import qmtik
 from qmtik import intref
 from qmtik.config import DIGITS_STARTER
-from qmtik.layers import QuantSpec, integer_layers
+from qmtik.layers import QuantSpec
+from qmtik.passes import integer_layers
 from qmtik.quantization import quantize_inputs
 from qmtik.training import Split, split_validation
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import batch_norm as bn
 from . import fused, intref
 from . import quantization as q
 from .backends.numpy import LayerKernel, integer_scores
@@ -30,16 +31,32 @@ PREDICT_CHUNK = 4096  # samples per forward pass when predicting, to bound memor
 
 @dataclass
 class Layer:
-    """One fully connected layer: float weights (outputs x inputs), bias, activation, observed range."""
+    """One layer of the network in training: float weights (outputs x inputs, a convolution's
+    (out_c, kh * kw * in_c): dense over each window), bias, activation, observed range; for
+    the layers over windows (window_layers.py), their kind, window and input shape (H, W, C);
+    a batch normalization (batch_norm.py) when the layer has one. Pools have no weights."""
 
     weight: np.ndarray
     bias: np.ndarray
     activation: str
     observed: np.ndarray  # moving [min, max] of the output (of the pre-activation for tables)
     work: dict = field(default_factory=dict, repr=False, compare=False)  # training's buffers
+    kind: str = "dense"
+    window: object = None  # spatial.Geometry of a convolution or a pool
+    in_shape: tuple | None = None  # (H, W, C) of a layer over windows
+    norm: bn.Norm | None = None
 
     def copy(self) -> "Layer":
-        return Layer(self.weight.copy(), self.bias.copy(), self.activation, self.observed.copy())
+        norm = None if self.norm is None else self.norm.copy()
+        weight, bias, observed = self.weight.copy(), self.bias.copy(), self.observed.copy()
+        return Layer(weight, bias, self.activation, observed, kind=self.kind, window=self.window,
+                     in_shape=self.in_shape, norm=norm)  # fmt: skip
+
+    def params(self) -> list:
+        """The arrays the optimizer trains: weight, bias, and a normalization's gamma and beta."""
+        if not self.weight.size:
+            return []
+        return [self.weight, self.bias] + ([] if self.norm is None else [self.norm.gamma, self.norm.beta])
 
 
 @dataclass(frozen=True)
@@ -98,13 +115,17 @@ def product(a, b):
 
 
 def float_layer_forward(layer: Layer, a_in, spec: QuantSpec, training: bool):
-    """Float pre-activation and activation; observes the range the layer will be quantized to."""
+    """Float pre-activation (normalized when the layer has a normalization) and activation;
+    observes the range the layer will be quantized to. a_in: rows of inputs."""
     z = product(a_in, layer.weight.T) + layer.bias
+    norm_cache = None
+    if layer.norm is not None:
+        z, norm_cache = bn.normalize(layer.norm, z, training)
     a = activation(layer.activation, z, spec.slope)
     if training:
         watched = z if layer.activation in q.TABLE_ACTIVATIONS else a
         observe(layer, watched.min(), watched.max())
-    return a, (a_in, layer.weight, z, None, None)
+    return a, (a_in, layer.weight, z, None, None, norm_cache)
 
 
 # --- fake-quantized ---------------------------------------------------------------------------
@@ -117,15 +138,17 @@ def quantized_layer_forward(layer: Layer, q_in, in_scale: float, in_zero: int, s
     observed range is updated from the float value of this very accumulator before the output
     scale is chosen, so the first step is calibrated.
     """
-    if training:
-        codes, weight_t, w_scale, bias = step_weights(layer, in_scale, in_zero, spec)
-    else:
-        codes, w_scale, bias = integer_weights(layer, in_scale, in_zero, spec)
-        weight_t = codes.T
-    weight_t = np.asarray(weight_t, dtype=q.accumulator_dtype(codes.shape[1]))  # BLAS takes either order
+    codes, w_scale, sums = step_weights(layer, spec) if training else integer_weights(layer, spec)
+    weight_t = np.asarray(codes.T, dtype=q.accumulator_dtype(codes.shape[1]))  # BLAS takes either order
     q_in = np.asarray(q_in, weight_t.dtype)  # int8 codes as floats (the first layer's come as int8)
     acc = product(q_in, weight_t)  # exact sums without the bias (float)
     dtype = layer.weight.dtype
+    unfolded, real_bias, norm_cache = (codes, w_scale), layer.bias, None
+    if layer.norm is not None:
+        acc, codes, w_scale, sums, real_bias, norm_cache = folded(layer, acc, codes, w_scale, sums, in_scale, in_zero,
+                                                                  training)  # fmt: skip
+        weight_t = codes.T
+    bias = q.quantize_bias(real_bias, in_scale, in_zero, codes, w_scale, sums)
     table = layer.activation in q.TABLE_ACTIVATIONS
     # the real pre-activation acc stands for, its activation, and the range the observer watches
     z, a, seen = fused.preactivate(acc, bias, in_scale * w_scale, layer.activation, spec.slope, dtype, table)
@@ -145,12 +168,26 @@ def quantized_layer_forward(layer: Layer, q_in, in_scale: float, in_zero: int, s
         clipped_weights = np.abs(layer.weight) <= q.WMAX * spec.weight_scale
     a_in = np.subtract(q_in, in_zero, dtype=dtype)  # the real inputs, for the weights' gradient
     np.multiply(in_scale, a_in, out=a_in)
-    return out, fields, (a_in, (codes, w_scale), z, inside, clipped_weights)
+    return out, fields, (a_in, unfolded, z, inside, clipped_weights, norm_cache)
 
 
-def step_weights(layer: Layer, in_scale: float, in_zero: int, spec: QuantSpec):
-    """integer_weights for a training step: the same codes, as floats (exact integers), and
-    their transpose for the product, (codes, codes transposed, scales, bias).
+def folded(layer: Layer, acc, codes, w_scale, sums, in_scale: float, in_zero: int, training: bool):
+    """The step's integer layer with its normalization folded in (batch_norm.py says how):
+    (accumulators, codes, scales, code sums, real bias) of the folded layer, and what backward
+    needs. The statistics are of the unfolded layer's real pre-activation z0."""
+    norm = layer.norm
+    z0 = (np.subtract(acc, in_zero * sums, dtype=np.float64) * (in_scale * w_scale) + layer.bias).astype(acc.dtype)
+    mean, var = bn.statistics(norm, z0, training)
+    sign, magnitude, real_bias = bn.fold(norm, var, mean, layer.bias)
+    zhat = ((z0 - mean) / np.sqrt(np.asarray(var) + bn.EPS)).astype(layer.weight.dtype)
+    cache = (zhat, (sign * magnitude).astype(layer.weight.dtype), training and not norm.frozen)
+    codes = codes * sign[:, None].astype(codes.dtype)
+    return acc * sign.astype(acc.dtype), codes, w_scale * magnitude, sums * sign.astype(np.int64), real_bias, cache
+
+
+def step_weights(layer: Layer, spec: QuantSpec):
+    """integer_weights for a training step: the same codes, as floats (exact integers), their
+    scales and each output's sum of codes.
 
     The codes are written into buffers the layer keeps between steps (the previous step's
     backward pass is done with them by then), which saves allocating them at every step.
@@ -161,8 +198,25 @@ def step_weights(layer: Layer, in_scale: float, in_zero: int, spec: QuantSpec):
         buffers = layer.work["codes"] = (np.empty_like(layer.weight), np.empty_like(layer.weight))
     limit = q.WMAX if spec.weight_scale is not None else 0  # automatic scales cannot clip
     codes, sums = fused.weight_codes(layer.weight, w_scale.astype(layer.weight.dtype), limit, *buffers)
-    bias = q.quantize_bias(layer.bias, in_scale, in_zero, codes, w_scale, sums)
-    return codes, codes.T, w_scale, bias
+    return codes, w_scale, sums
+
+
+def layer_backward(layer: Layer, cache, grad, spec: QuantSpec, need_input: bool):
+    """The gradients of the layer's params() and, when need_input, of its input rows, from the
+    gradient of its output rows (float and fake-quantized passes alike: straight-through)."""
+    a_in, weights, z, inside, clipped_weights, norm_cache = cache
+    g = grad * activation_derivative(layer.activation, z, spec.slope)
+    if inside is not None:
+        g = g * inside
+    extra = []
+    if norm_cache is not None:
+        g, d_gamma, d_beta = bn.backward(g, norm_cache)
+        extra = [d_gamma, d_beta]
+    d_weight = product(g.T, a_in)
+    if clipped_weights is not None:
+        d_weight = d_weight * clipped_weights
+    grads = [d_weight, g.sum(axis=0), *extra]
+    return grads, product(g, effective_weights(weights, layer.weight.dtype)) if need_input else None
 
 
 def effective_weights(weights, dtype):
@@ -175,60 +229,30 @@ def effective_weights(weights, dtype):
     return weights
 
 
-# --- whole network ----------------------------------------------------------------------------
-
-
-def forward(layers: list[Layer], q_inputs, spec: QuantSpec, quantized: bool, training: bool):
-    """Final scores (dequantized when quantized) and per-layer caches for backward.
-
-    q_inputs are the int8 input codes; in float mode the network sees their real values.
-    """
-    dtype = layers[0].weight.dtype
-    caches = []
-    if not quantized:
-        a = (q.INPUT_SCALE * (np.asarray(q_inputs, dtype) - q.INPUT_ZERO)).astype(dtype)
-        for layer in layers:
-            a, cache = float_layer_forward(layer, a, spec, training)
-            caches.append(cache)
-        return a, caches
-    codes, scale, zero = q_inputs, q.INPUT_SCALE, q.INPUT_ZERO
-    for layer in layers:
-        codes, fields, cache = quantized_layer_forward(layer, codes, scale, zero, spec, training)
-        scale, zero = fields["output_scale"], fields["output_offset"]
-        caches.append(cache)
-    return (scale * (codes.astype(np.float64) - zero)).astype(dtype), caches
-
-
-def backward(layers: list[Layer], caches, grad_scores, spec: QuantSpec):
-    """Gradients (d weight, d bias) of every layer, from d cost / d final scores."""
-    grads = [None] * len(layers)
-    grad = grad_scores
-    for i in reversed(range(len(layers))):
-        a_in, weights, z, inside, clipped_weights = caches[i]
-        g = grad * activation_derivative(layers[i].activation, z, spec.slope)
-        if inside is not None:
-            g = g * inside
-        d_weight = product(g.T, a_in)
-        if clipped_weights is not None:
-            d_weight = d_weight * clipped_weights
-        grads[i] = (d_weight, g.sum(axis=0))
-        if i > 0:
-            grad = product(g, effective_weights(weights, layers[i].weight.dtype))
-    return grads
-
-
-def integer_weights(layer: Layer, in_scale: float, in_zero: int, spec: QuantSpec):
-    """A layer's int8 weight codes, their scales and its int32 bias (input zero point folded)."""
+def integer_weights(layer: Layer, spec: QuantSpec):
+    """A layer's int8 weight codes (as floats), their scales and each output's sum of codes."""
     codes, w_scale = q.quantize_weights(layer.weight, spec.per_channel, spec.weight_scale)
-    return codes, w_scale, q.quantize_bias(layer.bias, in_scale, in_zero, codes, w_scale)
+    codes = codes.astype(layer.weight.dtype)
+    return codes, w_scale, fused.code_sums(codes)
 
 
-def integer_layer(
-    layer: Layer, codes, w_scale, bias, in_scale: float, in_zero: int, spec: QuantSpec
-) -> intref.IntegerLayer:
-    """The integer layer of codes and bias with the output scale of the layer's observed range."""
-    fields = step_fields(layer, codes, w_scale, bias, in_scale, in_zero, spec)
-    with named(layer, codes, spec):
+def integer_fields(layer: Layer, in_scale: float, in_zero: int, spec: QuantSpec) -> dict:
+    """The fields of the integer layer a trained layer stands for (intref.layer_fields): its
+    codes as int8, the output scale of its observed range, its normalization folded in with
+    the moving statistics, as the frozen training step folds them."""
+    codes, w_scale, sums = integer_weights(layer, spec)
+    real_bias = layer.bias
+    if layer.norm is not None:
+        sign, magnitude, real_bias = bn.fold(layer.norm, layer.norm.var, layer.norm.mean, layer.bias)
+        codes, w_scale, sums = codes * sign[:, None], w_scale * magnitude, sums * sign.astype(np.int64)
+    bias = q.quantize_bias(real_bias, in_scale, in_zero, codes, w_scale, sums)
+    return step_fields(layer, codes.astype(np.int8), w_scale, bias, in_scale, in_zero, spec)
+
+
+def integer_layer(layer: Layer, in_scale: float, in_zero: int, spec: QuantSpec) -> intref.IntegerLayer:
+    """The dense integer layer a trained dense layer stands for."""
+    fields = integer_fields(layer, in_scale, in_zero, spec)
+    with named(layer, fields["weights"], spec):
         return intref.IntegerLayer(**fields)
 
 
@@ -274,27 +298,3 @@ def named(layer: Layer, codes, spec: QuantSpec):
         ]
         hint = f"; check {' and '.join(fixed)}" if fixed else ""
         raise QuantizationError(f"{layer.activation} layer of {codes.shape[0]} outputs: {exc}{hint}") from None
-
-
-def integer_layers(layers: list[Layer], spec: QuantSpec) -> list[intref.IntegerLayer]:
-    """The integer layers a trained network stands for (the input to the integer model)."""
-    out, scale, zero = [], q.INPUT_SCALE, q.INPUT_ZERO
-    for layer in layers:
-        integer = integer_layer(layer, *integer_weights(layer, scale, zero, spec), scale, zero, spec)
-        out.append(integer)
-        scale, zero = integer.output_scale, integer.output_offset
-    return out
-
-
-def predict_scores(layers: list[Layer], q_inputs, spec: QuantSpec, quantized: bool):
-    """Final scores of many samples: the integer model's when quantized, else float's."""
-    if quantized:
-        integer = integer_layers(layers, spec)
-        codes = integer_scores([LayerKernel.prepare(layer) for layer in integer], q_inputs)
-        last = integer[-1]
-        return (last.output_scale * (codes.astype(np.float64) - last.output_offset)).astype(np.float32)
-    chunks = [
-        forward(layers, q_inputs[start : start + PREDICT_CHUNK], spec, quantized=False, training=False)[0]
-        for start in range(0, len(q_inputs), PREDICT_CHUNK)
-    ]
-    return np.concatenate(chunks) if chunks else np.zeros((0, layers[-1].weight.shape[0]), np.float32)

@@ -18,8 +18,9 @@ from .config import Config
 from .data import check_class_names
 from .errors import DataError, NotFittedError, TrainingError
 from .integer_model import QuantizedModel
-from .layers import QuantSpec, integer_layers, predict_scores
+from .layers import QuantSpec
 from .output_files import check_rewritable
+from .passes import integer_layers, predict_scores
 from .progress import Reporter
 from .quantization import input_range_problem, quantize_inputs
 from .training import Split, split_validation, train

@@ -15,8 +15,9 @@ from .config import Config
 from .errors import CheckpointError, QuantizationError, TrainingError
 from .functions import cost, process_output
 from .head import accuracy
-from .layers import QuantSpec, backward, forward, init_layers, predict_scores
+from .layers import QuantSpec, init_layers
 from .optimizers import learning_rate, make_optimizer
+from .passes import backward, forward, parameters, predict_scores
 from .progress import Reporter, Silent
 
 
@@ -139,12 +140,6 @@ def run_epoch(
         total_loss += float(loss) * len(batch)
         reporter.step(step + 1)
     return total_loss / len(data), hits / len(data), lr
-
-
-def parameters(layers):
-    """The arrays the optimizer updates, weights and biases interleaved, and which decay."""
-    params = [p for layer in layers for p in (layer.weight, layer.bias)]
-    return params, [i % 2 == 0 for i in range(len(params))]
 
 
 def checked_resume(checkpoint, config: Config, input_range, train_data: Split, val_data: Split | None) -> dict:

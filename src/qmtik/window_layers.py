@@ -1,0 +1,134 @@
+"""The layers over windows, in training: convolutions, pools, and the passes that dispatch on a
+layer's kind.
+
+A convolution is a dense layer over its windows: im2col turns a batch (n, H, W, C) into one
+row per output position, (n * out_h * out_w, kh * kw * C), and the dense layer's float or
+fake-quantized pass (layers.py) runs on those rows unchanged: the same weight codes, scales,
+requantization and straight-through gradient. In the fake-quantized pass the windows are read
+from the int8 codes padded with the input's zero point, as the integer model pads them, so that
+padding is real 0. col2im carries the rows' gradient back to the input.
+
+Pools keep their input's scale and zero point. Max pooling takes the largest code, which is
+the largest value; average pooling adds a window's codes and divides by its size, rounding
+half away from zero (docs/quantization.md). The gradient treats that rounding as the identity.
+
+Activations between layers are (n, H, W, C) arrays over windows and (n, features) rows after
+a dense layer; a dense layer flattens a spatial input (row-major NHWC, as TFLite flattens).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import conv_ops
+from . import quantization as q
+from .layers import Layer, QuantSpec, float_layer_forward, layer_backward, quantized_layer_forward
+from .spatial import col2im, im2col
+
+CONVOLUTIONS = ("conv2d",)  # conv1d and pointwise are conv2d with a (1, k) or 1 x 1 window
+POOLS = ("max_pool", "avg_pool", "global_avg_pool")
+
+
+def spatial(x, layer: Layer):
+    """x as the layer's (n, H, W, C) input (a flat input is reshaped in row-major order)."""
+    return x.reshape(len(x), *layer.in_shape)
+
+
+def output_shape(layer: Layer) -> tuple:
+    """A layer's output shape per sample: (H, W, C) over windows, (C,) after global pooling,
+    (outputs,) for a dense layer."""
+    if layer.kind == "dense":
+        return (layer.weight.shape[0],)
+    if layer.kind == "global_avg_pool":
+        return (layer.in_shape[2],)
+    channels = layer.weight.shape[0] if layer.kind in CONVOLUTIONS else layer.in_shape[2]
+    return (*layer.window.out_hw, channels)
+
+
+# --- float -------------------------------------------------------------------------------------
+
+
+def float_forward(layer: Layer, a, spec: QuantSpec, training: bool):
+    """The layer's float output for a batch, and what float_backward needs."""
+    if layer.kind == "dense":
+        return float_layer_forward(layer, a.reshape(len(a), -1), spec, training)
+    if layer.kind in CONVOLUTIONS:
+        rows = im2col(spatial(a, layer), layer.window, 0)
+        out, cache = float_layer_forward(layer, rows, spec, training)
+        return out.reshape(len(a), *output_shape(layer)), (cache, a.shape)
+    return pool_forward(layer, spatial(a, layer))
+
+
+def pool_forward(layer: Layer, x):
+    """A pool of real values (or of codes: the same windows), and its backward cache."""
+    geo = layer.window
+    if layer.kind == "max_pool":
+        return conv_ops.max_pool_forward(x, geo.kernel, geo.stride, pads_of(geo))
+    if layer.kind == "avg_pool":
+        return conv_ops.avg_pool_forward(x, geo.kernel, geo.stride)
+    return conv_ops.global_avg_pool_forward(x)
+
+
+def pads_of(geo):
+    """A Geometry's padding as the explicit [top, bottom, left, right] conv_ops takes."""
+    return list(geo.pads)
+
+
+# --- fake-quantized -------------------------------------------------------------------------------
+
+
+def quantized_forward(layer: Layer, codes, scale: float, zero: int, spec: QuantSpec, training: bool):
+    """The layer's int8 output codes (as floats) for int8 input codes, their (scale, zero point),
+    and what backward needs (the fields of a layer with weights go with its cache)."""
+    if layer.kind == "dense":
+        out, fields, cache = quantized_layer_forward(layer, codes.reshape(len(codes), -1), scale, zero, spec, training)
+        return out, (fields["output_scale"], fields["output_offset"]), cache
+    if layer.kind in CONVOLUTIONS:
+        x = spatial(np.asarray(codes, np.float32), layer)
+        rows = im2col(x, layer.window, zero)  # padded with the zero point: real 0
+        out, fields, cache = quantized_layer_forward(layer, rows, scale, zero, spec, training)
+        out = out.reshape(len(codes), *output_shape(layer))
+        return out, (fields["output_scale"], fields["output_offset"]), (cache, x.shape)
+    x = spatial(np.asarray(codes, np.float32), layer)
+    if layer.kind == "max_pool":
+        out, cache = pool_forward(layer, x)
+        return out, (scale, zero), cache
+    cache = x.shape if layer.kind == "global_avg_pool" else (x.shape, layer.window)  # conv_ops' caches
+    return average_codes(layer, x), (scale, zero), cache
+
+
+def average_codes(layer: Layer, x):
+    """A window's codes added up exactly and divided by its size, rounded half away from zero:
+    the float64 quotient of two integers rounds exactly (a tie k + 0.5 is a float, and any
+    other quotient is at least 1 / (2 * size) from one)."""
+    if layer.kind == "global_avg_pool":
+        total = x.sum(axis=(1, 2), dtype=np.float64)
+        count = x.shape[1] * x.shape[2]
+    else:
+        geo = layer.window
+        total = np.zeros((len(x), *geo.out_hw, x.shape[3]), np.float64)
+        for _, _, rows, columns in geo.offsets():
+            total += x[:, rows, columns]
+        count = geo.kernel[0] * geo.kernel[1]
+    return q.round_half_away(total / count).astype(np.float32)
+
+
+# --- backward ------------------------------------------------------------------------------------
+
+
+def layer_gradients(layer: Layer, cache, grad, spec: QuantSpec, need_input: bool):
+    """(the gradients of the layer's params(), d input) from d output, float or fake-quantized
+    alike (the straight-through rule makes them the same passes)."""
+    if layer.kind == "dense":
+        return layer_backward(layer, cache, grad.reshape(len(grad), -1), spec, need_input)
+    if layer.kind in CONVOLUTIONS:
+        dense_cache, in_shape = cache
+        rows = grad.reshape(-1, grad.shape[-1])
+        grads, d_rows = layer_backward(layer, dense_cache, rows, spec, need_input)
+        d_in = None if d_rows is None else col2im(d_rows, layer.window, in_shape[3])
+        return grads, d_in
+    if layer.kind == "max_pool":
+        return [], conv_ops.max_pool_backward(grad, cache)
+    if layer.kind == "avg_pool":
+        return [], conv_ops.avg_pool_backward(grad, cache)
+    return [], conv_ops.global_avg_pool_backward(grad, cache)
