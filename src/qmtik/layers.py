@@ -20,7 +20,7 @@ import numpy as np
 from . import batch_norm as bn
 from . import fused, intref
 from . import quantization as q
-from .backends.numpy import LayerKernel, integer_scores
+from .backends.numpy import LayerKernel
 from .config import Config
 from .errors import QuantizationError
 from .functions import activation, activation_derivative
