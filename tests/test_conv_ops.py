@@ -209,3 +209,14 @@ def test_the_gradient_check_can_fail():
 def test_shape_errors(call, words):
     with pytest.raises(ShapeError, match=words):
         call()
+
+
+def test_tiled_max_pool_ties_send_the_gradient_to_the_first_tap_only():
+    """Windows that tile the input (stride = size), where int8 codes tie often: each window's
+    gradient goes to its first row-major tap that equals its maximum, as with overlapping ones."""
+    x = np.array([[3, 3, 1, 2], [3, 0, 2, 2], [5, 5, 7, 7], [5, 5, 7, 7]], np.float64).reshape(1, 4, 4, 1)
+    y, cache = C.max_pool_forward(x, 2)
+    np.testing.assert_array_equal(y.reshape(2, 2), [[3, 2], [5, 7]])
+    d_x = C.max_pool_backward(np.array([1.0, 2.0, 3.0, 4.0]).reshape(1, 2, 2, 1), cache)
+    expected = [[1, 0, 0, 2], [0, 0, 0, 0], [3, 0, 4, 0], [0, 0, 0, 0]]
+    np.testing.assert_array_equal(d_x.reshape(4, 4), expected)

@@ -48,16 +48,32 @@ class Norm:
         return Norm(self.gamma.copy(), self.beta.copy(), self.mean.copy(), self.var.copy(), self.frozen)
 
 
+def column_sums(x):
+    """x.sum(axis=0) as a product with ones: numpy's reduction down a tall, narrow array (a
+    convolution's rows x channels) is about ten times slower than BLAS."""
+    return np.ones(x.shape[0], x.dtype) @ x
+
+
+def moments(x) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's mean and (biased) variance, as float64, from two BLAS reductions."""
+    mean = column_sums(x).astype(np.float64) / len(x)
+    centred = x - mean.astype(x.dtype)
+    return mean, column_sums(centred * centred).astype(np.float64) / len(x)
+
+
+def move(norm: Norm, mean, var, count: int) -> None:
+    """Move the moving statistics toward a batch's (its variance made unbiased, as PyTorch does)."""
+    norm.mean += MOMENTUM * (mean - norm.mean)
+    norm.var += MOMENTUM * (var * (count / max(count - 1, 1)) - norm.var)
+
+
 def statistics(norm: Norm, z0, training: bool) -> tuple[np.ndarray, np.ndarray]:
     """(mean, var) to normalize z0 (rows x channels) with: the batch's while training with the
     statistics unfrozen, which also moves the moving ones toward them; else the moving ones."""
     if not training or norm.frozen:
         return norm.mean, norm.var
-    mean = z0.mean(axis=0, dtype=np.float64)
-    var = z0.var(axis=0, dtype=np.float64)
-    unbiased = var * (len(z0) / max(len(z0) - 1, 1))
-    norm.mean += MOMENTUM * (mean - norm.mean)
-    norm.var += MOMENTUM * (unbiased - norm.var)
+    mean, var = moments(z0)
+    move(norm, mean, var, len(z0))
     return mean, var
 
 
@@ -70,22 +86,24 @@ def factor_of(norm: Norm, var) -> np.ndarray:
 def normalize(norm: Norm, z0, training: bool):
     """z from z0 (rows x channels) in z0's precision, and what backward needs."""
     mean, var = statistics(norm, z0, training)
-    factor = factor_of(norm, var)
-    zhat = ((z0 - mean) / np.sqrt(np.asarray(var) + EPS)).astype(z0.dtype)
-    z = (factor * (z0 - mean) + norm.beta).astype(z0.dtype)
-    return z, (zhat, factor.astype(z0.dtype), training and not norm.frozen)
+    inverse = 1.0 / np.sqrt(np.asarray(var, np.float64) + EPS)
+    zhat = z0 * inverse.astype(z0.dtype) - (mean * inverse).astype(z0.dtype)
+    z = zhat * norm.gamma.astype(z0.dtype) + norm.beta.astype(z0.dtype)
+    return z, (zhat, factor_of(norm, var).astype(z0.dtype), training and not norm.frozen)
 
 
 def backward(grad, cache):
     """(d z0, d gamma, d beta) from d z: through the batch's statistics when they trained."""
     zhat, factor, batch = cache
-    d_gamma = (grad * zhat).sum(axis=0)
-    d_beta = grad.sum(axis=0)
+    d_gamma = column_sums(grad * zhat)
+    d_beta = column_sums(grad)
     if not batch:
         return grad * factor, d_gamma, d_beta
     n = grad.shape[0]
-    d_z0 = (factor / n) * (n * grad - d_beta - zhat * d_gamma)
-    return d_z0.astype(grad.dtype), d_gamma, d_beta
+    d_z0 = grad * grad.dtype.type(n) - d_beta
+    d_z0 -= zhat * d_gamma
+    d_z0 *= factor / grad.dtype.type(n)
+    return d_z0, d_gamma, d_beta
 
 
 def fold(norm: Norm, var, mean, bias):

@@ -148,10 +148,18 @@ def pool_geometry(x, size, stride, padding, average: bool) -> Geometry:
     return geo
 
 
+def tiles(geo: Geometry) -> bool:
+    """Whether the windows tile the input without overlap or padding (stride = size), the
+    common case, which max pooling computes with one reshape instead of a pass per tap."""
+    return geo.stride == geo.kernel and not any(geo.pads)
+
+
 def max_pool_forward(x, size, stride=None, padding="valid"):
     """The largest value of each window; backward sends the gradient to its first (row-major)
     position, as PyTorch and TensorFlow do, so equal values do not share it."""
     geo = pool_geometry(x, size, stride, padding, average=False)
+    if tiles(geo):
+        return _tiled_max_pool(x, geo)
     xp = pad(x, geo, -np.inf)
     y = np.full((x.shape[0], *geo.out_hw, x.shape[3]), -np.inf, x.dtype)
     where = np.zeros(y.shape, np.int16 if geo.kernel[0] * geo.kernel[1] < 2**15 else np.int64)
@@ -163,8 +171,40 @@ def max_pool_forward(x, size, stride=None, padding="valid"):
     return y, (where, x.shape, geo)
 
 
+def _tap(x, geo: Geometry, i: int, j: int):
+    """The (i, j) element of every window, when the windows tile x: a strided view."""
+    (oh, ow), (kh, kw) = geo.out_hw, geo.kernel
+    return x[:, i : oh * kh : kh, j : ow * kw : kw]
+
+
+def _tiled_max_pool(x, geo: Geometry):
+    """max_pool_forward where the windows tile the input: a maximum per tap, in place."""
+    (kh, kw) = geo.kernel
+    y = _tap(x, geo, 0, 0).copy()
+    for i in range(kh):
+        for j in range(kw):
+            if i or j:
+                np.maximum(y, _tap(x, geo, i, j), out=y)
+    return y, (x, y, geo)
+
+
+def _tiled_max_pool_backward(grad, x, y, geo: Geometry):
+    """Each window's gradient to its first (row-major) tap equal to its maximum."""
+    d_x = np.zeros(x.shape, grad.dtype)
+    taken = np.zeros(y.shape, bool)
+    for i in range(geo.kernel[0]):
+        for j in range(geo.kernel[1]):
+            hit = _tap(x, geo, i, j) == y
+            hit &= ~taken
+            np.copyto(_tap(d_x, geo, i, j), grad, where=hit)
+            taken |= hit
+    return d_x
+
+
 def max_pool_backward(grad, cache):
     """d x of max_pool_forward: each output's gradient added to the input it took its value from."""
+    if tiles(cache[2]):
+        return _tiled_max_pool_backward(grad, *cache)
     where, shape, geo = cache
     d_xp = np.zeros((shape[0], *geo.padded_hw, shape[3]), grad.dtype)
     for tap, (_, _, rows, columns) in enumerate(geo.offsets()):

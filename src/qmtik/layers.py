@@ -26,7 +26,7 @@ from .errors import QuantizationError
 from .functions import activation, activation_derivative
 
 OBSERVER_MOMENTUM = 0.05  # weight of each new batch in the moving min/max of activations
-PREDICT_CHUNK = 4096  # samples per forward pass when predicting, to bound memory
+BLAS_SUMS_FROM = 4096  # rows from which a bias gradient is summed by BLAS (a convolution's windows)
 
 
 @dataclass
@@ -174,13 +174,23 @@ def quantized_layer_forward(layer: Layer, q_in, in_scale: float, in_zero: int, s
 def folded(layer: Layer, acc, codes, w_scale, sums, in_scale: float, in_zero: int, training: bool):
     """The step's integer layer with its normalization folded in (batch_norm.py says how):
     (accumulators, codes, scales, code sums, real bias) of the folded layer, and what backward
-    needs. The statistics are of the unfolded layer's real pre-activation z0."""
+    needs. The statistics are of the unfolded layer's real pre-activation z0, which is each
+    channel's accumulators times in_scale * w_scale, less the zero point's share, plus the bias:
+    so they come from the accumulators' own, and z0 is never made."""
     norm = layer.norm
-    z0 = (np.subtract(acc, in_zero * sums, dtype=np.float64) * (in_scale * w_scale) + layer.bias).astype(acc.dtype)
-    mean, var = bn.statistics(norm, z0, training)
+    real = in_scale * w_scale  # z0 = real * (acc - in_zero * sums) + bias, per channel
+    offset = layer.bias.astype(np.float64) - real * in_zero * sums
+    if training and not norm.frozen:
+        acc_mean, acc_var = bn.moments(acc)
+        mean, var = real * acc_mean + offset, real * real * acc_var
+        bn.move(norm, mean, var, len(acc))
+    else:
+        mean, var = norm.mean, norm.var
     sign, magnitude, real_bias = bn.fold(norm, var, mean, layer.bias)
-    zhat = ((z0 - mean) / np.sqrt(np.asarray(var) + bn.EPS)).astype(layer.weight.dtype)
-    cache = (zhat, (sign * magnitude).astype(layer.weight.dtype), training and not norm.frozen)
+    inverse = 1.0 / np.sqrt(np.asarray(var, np.float64) + bn.EPS)
+    dtype = layer.weight.dtype
+    zhat = acc * (real * inverse).astype(dtype) + ((offset - mean) * inverse).astype(dtype)
+    cache = (zhat, (sign * magnitude).astype(dtype), training and not norm.frozen)
     codes = codes * sign[:, None].astype(codes.dtype)
     return acc * sign.astype(acc.dtype), codes, w_scale * magnitude, sums * sign.astype(np.int64), real_bias, cache
 
@@ -215,7 +225,7 @@ def layer_backward(layer: Layer, cache, grad, spec: QuantSpec, need_input: bool)
     d_weight = product(g.T, a_in)
     if clipped_weights is not None:
         d_weight = d_weight * clipped_weights
-    grads = [d_weight, g.sum(axis=0), *extra]
+    grads = [d_weight, g.sum(axis=0) if len(g) <= BLAS_SUMS_FROM else bn.column_sums(g), *extra]
     return grads, product(g, effective_weights(weights, layer.weight.dtype)) if need_input else None
 
 
