@@ -16,7 +16,7 @@ import numpy as np
 
 from .config import Config
 from .errors import CheckpointError, ConfigError
-from .layers import Layer
+from .layers import Layer, init_layers
 from .optimizers import OPTIMIZERS
 from .output_files import write_atomic
 from .parsing import load_json, load_npz
@@ -29,12 +29,7 @@ VERSION = 1
 
 
 def _layer_arrays(prefix: str, layers) -> dict:
-    out = {}
-    for i, layer in enumerate(layers):
-        out[f"{prefix}.{i}.weight"] = layer.weight
-        out[f"{prefix}.{i}.bias"] = layer.bias
-        out[f"{prefix}.{i}.observed"] = layer.observed
-    return out
+    return {f"{prefix}.{i}.{name}": value for i, layer in enumerate(layers) for name, value in layer.state().items()}
 
 
 def save(
@@ -269,7 +264,7 @@ def _check_optimizer(path, arrays: dict, config: Config, layers, epoch: int) -> 
             f"the {epoch} epochs trained"
         )
     state = {"steps": steps}
-    shapes = [a.shape for layer in layers for a in (layer.weight, layer.bias)]
+    shapes = [a.shape for layer in layers for a in layer.params()]
     for slot in kind.slots:
         for i, shape in enumerate(shapes):
             key = f"optimizer.{slot}.{i}"
@@ -287,34 +282,29 @@ def _check_optimizer(path, arrays: dict, config: Config, layers, epoch: int) -> 
 
 
 def _check_layers(path, arrays, prefix: str, config: Config) -> list[Layer]:
-    widths = config.network.widths
-    layers = []
-    for i, (fan_in, fan_out, kind) in enumerate(zip(widths[:-1], widths[1:], config.network.layer_activations)):
-        expected = {"weight": (fan_out, fan_in), "bias": (fan_out,), "observed": (2,)}
+    """The layers the config describes, with the checkpoint's arrays: each one present, of the
+    layer's shape, finite within float32; an observed range one that quantizes."""
+    layers = init_layers(config, np.random.default_rng(0))
+    for i, layer in enumerate(layers):
         parts = {}
-        for name, shape in expected.items():
+        for name, template in layer.state().items():
             key = f"{prefix}.{i}.{name}"
             if key not in arrays:
-                raise CheckpointError(f"checkpoint {path}: missing {key!r} for a {'-'.join(map(str, widths))} network")
+                raise CheckpointError(f"checkpoint {path}: missing {key!r} for the config's network")
             value = arrays[key]
-            if _float_problem(value, shape):
-                raise CheckpointError(f"checkpoint {path}: {key} {_float_problem(value, shape)}")
+            if _float_problem(value, template.shape):
+                raise CheckpointError(f"checkpoint {path}: {key} {_float_problem(value, template.shape)}")
             if not np.isfinite(value).all():
                 raise CheckpointError(f"checkpoint {path}: {key} holds NaN or infinite values")
-            if np.abs(value).max() > F32_MAX:
+            if np.abs(value).max(initial=0) > F32_MAX:
                 raise CheckpointError(
                     f"checkpoint {path}: {key} holds values beyond float32 "
                     f"(up to {np.abs(value).max():g}; at most {F32_MAX:.3g})"
                 )
             if name == "observed" and range_problem(*value):
                 raise CheckpointError(f"checkpoint {path}: {key} {value.tolist()} {range_problem(*value)}")
+            if name == "var" and (value < 0).any():
+                raise CheckpointError(f"checkpoint {path}: {key} holds negative values; a variance is >= 0")
             parts[name] = value
-        layers.append(
-            Layer(
-                parts["weight"].astype(np.float32),
-                parts["bias"].astype(np.float32),
-                kind,
-                parts["observed"].astype(np.float64),
-            )
-        )
+        layer.load_state(parts)
     return layers

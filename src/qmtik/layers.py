@@ -52,6 +52,25 @@ class Layer:
         return Layer(weight, bias, self.activation, observed, kind=self.kind, window=self.window,
                      in_shape=self.in_shape, norm=norm)  # fmt: skip
 
+    def state(self) -> dict:
+        """The named arrays a checkpoint keeps: weight, bias and observed range of a layer with
+        weights, and its normalization's gamma, beta and moving statistics."""
+        if not self.weight.size:
+            return {}
+        out = {"weight": self.weight, "bias": self.bias, "observed": self.observed}
+        if self.norm is not None:
+            out.update(gamma=self.norm.gamma, beta=self.norm.beta, mean=self.norm.mean, var=self.norm.var)
+        return out
+
+    def load_state(self, arrays: dict) -> None:
+        """Take the arrays of state() (checked by the caller: the same names and shapes)."""
+        for name, value in arrays.items():
+            target = self.state()[name]
+            if name == "observed":
+                self.observed = np.array(value, np.float64)
+            else:
+                target[...] = value
+
     def params(self) -> list:
         """The arrays the optimizer trains: weight, bias, and a normalization's gamma and beta."""
         if not self.weight.size:

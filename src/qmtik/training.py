@@ -204,7 +204,7 @@ def train(
     if resume and checkpoint is not None and Path(checkpoint).exists():
         state = checked_resume(checkpoint, config, input_range, train_data, val_data)
         for layer, saved in zip(layers, state["resume"]["layers"]):
-            layer.weight[...], layer.bias[...], layer.observed = saved.weight, saved.bias, saved.observed
+            layer.load_state(saved.state())
         optimizer.load_state_arrays(state["resume"]["optimizer"])
         history, start = state["history"], state["resume"]["epoch"]
         reference.append(history["first_loss"])
