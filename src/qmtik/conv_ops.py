@@ -178,34 +178,34 @@ def _tap(x, geo: Geometry, i: int, j: int):
 
 
 def _tiled_max_pool(x, geo: Geometry):
-    """max_pool_forward where the windows tile the input: a maximum per tap, in place."""
-    (kh, kw) = geo.kernel
+    """max_pool_forward where the windows tile the input: a maximum per tap, in place, then
+    which tap each maximum came from (the first, in row-major order: the taps are visited
+    last to first, each overwriting the ones after it)."""
+    kh, kw = geo.kernel
+    taps = [(i, j) for i in range(kh) for j in range(kw)]
     y = _tap(x, geo, 0, 0).copy()
-    for i in range(kh):
-        for j in range(kw):
-            if i or j:
-                np.maximum(y, _tap(x, geo, i, j), out=y)
-    return y, (x, y, geo)
+    for i, j in taps[1:]:
+        np.maximum(y, _tap(x, geo, i, j), out=y)
+    where = np.zeros(y.shape, np.int16)
+    for number in reversed(range(1, len(taps))):
+        where[_tap(x, geo, *taps[number]) == y] = number
+    where[_tap(x, geo, 0, 0) == y] = 0
+    return y, (where, x.shape, geo)
 
 
-def _tiled_max_pool_backward(grad, x, y, geo: Geometry):
-    """Each window's gradient to its first (row-major) tap equal to its maximum."""
-    d_x = np.zeros(x.shape, grad.dtype)
-    taken = np.zeros(y.shape, bool)
-    for i in range(geo.kernel[0]):
-        for j in range(geo.kernel[1]):
-            hit = _tap(x, geo, i, j) == y
-            hit &= ~taken
-            np.copyto(_tap(d_x, geo, i, j), grad, where=hit)
-            taken |= hit
+def _tiled_max_pool_backward(grad, where, shape, geo: Geometry):
+    """Each window's gradient to the tap its maximum came from."""
+    d_x = np.zeros(shape, grad.dtype)
+    for number, (i, j) in enumerate((i, j) for i in range(geo.kernel[0]) for j in range(geo.kernel[1])):
+        np.copyto(_tap(d_x, geo, i, j), grad, where=where == number)
     return d_x
 
 
 def max_pool_backward(grad, cache):
     """d x of max_pool_forward: each output's gradient added to the input it took its value from."""
-    if tiles(cache[2]):
-        return _tiled_max_pool_backward(grad, *cache)
     where, shape, geo = cache
+    if tiles(geo):
+        return _tiled_max_pool_backward(grad, where, shape, geo)
     d_xp = np.zeros((shape[0], *geo.padded_hw, shape[3]), grad.dtype)
     for tap, (_, _, rows, columns) in enumerate(geo.offsets()):
         d_xp[:, rows, columns] += np.where(where == tap, grad, 0)

@@ -142,6 +142,21 @@ def run_epoch(
     return total_loss / len(data), hits / len(data), lr
 
 
+def statistics_frozen_from(tc) -> int:
+    """The first epoch (from 0) whose steps normalize with the moving statistics, frozen:
+    training.freeze_bn_epoch, or by default the last two epochs (never the first), so that
+    the epochs kept train on exactly the arithmetic that ships."""
+    chosen = getattr(tc, "freeze_bn_epoch", "auto")
+    return max(tc.epochs - 2, 1) if chosen == "auto" else int(chosen)
+
+
+def freeze_statistics(layers, frozen: bool) -> None:
+    """Set whether the layers' batch normalizations use the moving statistics."""
+    for layer in layers:
+        if layer.norm is not None:
+            layer.norm.frozen = frozen
+
+
 def checked_resume(checkpoint, config: Config, input_range, train_data: Split, val_data: Split | None) -> dict:
     """The checked state of an unfinished run (checkpoint.load checks every field) that this
     run can go on from: the same config and input range, the same number of steps per epoch
@@ -214,6 +229,7 @@ def train(
         reporter.message(f"resuming after epoch {start} from {checkpoint}")
     for epoch in range(start, tc.epochs):
         quantized = epoch >= tc.float_epochs
+        freeze_statistics(layers, epoch >= statistics_frozen_from(tc))
         began = time.perf_counter()
         loss, train_metric, lr = run_epoch(
             config, layers, optimizer, spec, train_data, epoch, quantized, reporter, reference
