@@ -188,8 +188,8 @@ def _tiled_max_pool(x, geo: Geometry):
         np.maximum(y, _tap(x, geo, i, j), out=y)
     where = np.zeros(y.shape, np.int16)
     for number in reversed(range(1, len(taps))):
-        where[_tap(x, geo, *taps[number]) == y] = number
-    where[_tap(x, geo, 0, 0) == y] = 0
+        np.copyto(where, number, where=_tap(x, geo, *taps[number]) == y)
+    np.copyto(where, 0, where=_tap(x, geo, 0, 0) == y)
     return y, (where, x.shape, geo)
 
 
