@@ -22,7 +22,7 @@ from . import fused, intref
 from . import quantization as q
 from .backends.numpy import LayerKernel
 from .config import Config
-from .errors import QuantizationError
+from .errors import ConfigError, QuantizationError
 from .functions import activation, activation_derivative
 
 OBSERVER_MOMENTUM = 0.05  # weight of each new batch in the moving min/max of activations
@@ -95,14 +95,34 @@ class QuantSpec:
 
 
 def init_layers(config: Config, rng: np.random.Generator, dtype=np.float32) -> list[Layer]:
-    """Random layers: He-normal before relu and leaky relu, Glorot-normal otherwise; zero biases."""
-    net = config.network
-    widths = net.widths
+    """Random layers for the config's network: He-normal weights before relu and leaky relu,
+    Glorot-normal otherwise, zero biases; a batch normalization starts as the identity. A
+    flatten layer is no layer: a dense layer flattens its input (row-major, as TFLite does)."""
     layers = []
-    for fan_in, fan_out, kind in zip(widths[:-1], widths[1:], net.layer_activations):
-        std = np.sqrt(2.0 / fan_in) if kind in ("relu", "leaky_relu") else np.sqrt(2.0 / (fan_in + fan_out))
+    for shape in config.network.shapes:
+        spec = shape.spec
+        if spec.kind == "flatten":
+            continue
+        in_shape = shape.in_shape if len(shape.in_shape) != 2 else (1, *shape.in_shape)  # 1-D: height 1
+        if spec.kind == "depthwise_conv2d":  # the integer model has it; training's pass is still to come
+            raise ConfigError(
+                f"config key network.layers[{shape.index}] (depthwise_conv2d): training depthwise convolutions is not "
+                "supported yet; use conv2d or pointwise"
+            )
+        if spec.kind in ("max_pool", "avg_pool", "global_avg_pool"):
+            empty, nothing = np.zeros((0, 0), dtype), np.zeros(0, dtype)
+            layers.append(Layer(empty, nothing, "linear", np.full(2, np.nan), kind=spec.kind, window=shape.geometry,
+                                in_shape=in_shape))  # fmt: skip
+            continue
+        fan_out = spec.units if spec.kind == "dense" else shape.out_shape[-1]
+        fan_in = shape.weights // fan_out
+        std = np.sqrt(2.0 / fan_in) if spec.activation in ("relu", "leaky_relu") else np.sqrt(2.0 / (fan_in + fan_out))
         weight = (rng.standard_normal((fan_out, fan_in)) * std).astype(dtype)
-        layers.append(Layer(weight, np.zeros(fan_out, dtype), kind, np.full(2, np.nan)))
+        layer = Layer(weight, np.zeros(fan_out, dtype), spec.activation, np.full(2, np.nan))
+        if spec.kind != "dense":
+            layer.kind, layer.window, layer.in_shape = "conv2d", shape.geometry, in_shape
+            layer.norm = bn.Norm.identity(fan_out, dtype) if spec.batch_norm else None
+        layers.append(layer)
     return layers
 
 

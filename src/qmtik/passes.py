@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import quantization as q
-from .backends.numpy import LayerKernel, integer_scores
-from .layers import Layer, QuantSpec, integer_layer
-from .window_layers import float_forward, layer_gradients, quantized_forward
+from .backends.numpy import integer_scores, prepare
+from .layers import Layer, QuantSpec
+from .window_layers import float_forward, integer_layer_of, layer_gradients, quantized_forward
 
 PREDICT_CHUNK = 4096  # samples per forward pass when predicting, to bound memory
 
@@ -62,9 +62,8 @@ def integer_layers(layers: list[Layer], spec: QuantSpec) -> list:
     """The integer layers a trained network stands for (the input to the integer model)."""
     out, scale, zero = [], q.INPUT_SCALE, q.INPUT_ZERO
     for layer in layers:
-        integer = integer_layer(layer, scale, zero, spec)
+        integer, (scale, zero) = integer_layer_of(layer, scale, zero, spec)
         out.append(integer)
-        scale, zero = integer.output_scale, integer.output_offset
     return out
 
 
@@ -72,7 +71,7 @@ def predict_scores(layers: list[Layer], q_inputs, spec: QuantSpec, quantized: bo
     """Final scores of many samples: the integer model's when quantized, else float's."""
     if quantized:
         integer = integer_layers(layers, spec)
-        codes = integer_scores([LayerKernel.prepare(layer) for layer in integer], q_inputs)
+        codes = integer_scores([prepare(layer) for layer in integer], q_inputs)
         last = integer[-1]
         return (last.output_scale * (codes.astype(np.float64) - last.output_offset)).astype(np.float32)
     chunks = [

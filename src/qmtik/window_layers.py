@@ -20,9 +20,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import conv_ops
+from . import conv_ops, intref_windows
 from . import quantization as q
-from .layers import Layer, QuantSpec, float_layer_forward, layer_backward, quantized_layer_forward
+from .layers import (
+    Layer,
+    QuantSpec,
+    float_layer_forward,
+    integer_fields,
+    integer_layer,
+    layer_backward,
+    named,
+    quantized_layer_forward,
+)
 from .spatial import col2im, im2col
 
 CONVOLUTIONS = ("conv2d",)  # conv1d and pointwise are conv2d with a (1, k) or 1 x 1 window
@@ -132,3 +141,29 @@ def layer_gradients(layer: Layer, cache, grad, spec: QuantSpec, need_input: bool
     if layer.kind == "avg_pool":
         return [], conv_ops.avg_pool_backward(grad, cache)
     return [], conv_ops.global_avg_pool_backward(grad, cache)
+
+
+# --- the integer layers -----------------------------------------------------------------------------
+
+
+def integer_layer_of(layer: Layer, scale: float, zero: int, spec: QuantSpec):
+    """The integer layer (intref / intref_windows) a trained layer stands for, given its input's
+    scale and zero point, and its output's (scale, zero point)."""
+    if layer.kind == "dense":
+        integer = integer_layer(layer, scale, zero, spec)
+        return integer, (integer.output_scale, integer.output_offset)
+    if layer.kind in CONVOLUTIONS:
+        fields = integer_fields(layer, scale, zero, spec)
+        geo = layer.window
+        with named(layer, fields["weights"], spec):
+            integer = intref_windows.ConvLayer(
+                **fields, input_shape=layer.in_shape, kernel=geo.kernel, stride=geo.stride, pads=geo.pads
+            )
+        return integer, (integer.output_scale, integer.output_offset)
+    if layer.kind == "global_avg_pool":
+        return intref_windows.GlobalAvgPoolLayer(input_shape=layer.in_shape, scale=scale, zero_point=zero), (scale, zero)
+    geo = layer.window
+    kind = intref_windows.MaxPoolLayer if layer.kind == "max_pool" else intref_windows.AvgPoolLayer
+    pool = kind(input_shape=layer.in_shape, kernel=geo.kernel, scale=scale, zero_point=zero, stride=geo.stride,
+                pads=geo.pads)  # fmt: skip
+    return pool, (scale, zero)
