@@ -44,16 +44,26 @@ def dense(rng, inputs, outputs, activation="linear", dtype=np.float64):
     return Layer(weight, np.zeros(outputs, dtype), activation, np.full(2, np.nan))
 
 
+def depthwise(rng, in_shape, kernel, stride=1, padding="valid", activation="relu", norm=False, dtype=np.float64):
+    """A depthwise layer over in_shape with random weights (C, kh * kw)."""
+    layer = conv(rng, (*in_shape[:2], 1), in_shape[2], kernel, stride, padding, activation, norm, dtype)
+    layer.kind, layer.in_shape = "depthwise_conv2d", tuple(in_shape)
+    return layer
+
+
 def small_network(rng, kind="max_pool", norm=True, padding="same", stride=1, dtype=np.float64):
-    """conv 3x3 (padding, stride) -> pool -> conv 1x1 -> global average pool -> dense: 7x7x2 in."""
+    """conv 3x3 (padding, stride) -> pool -> depthwise 2x2 -> conv 1x1 -> global average pool
+    -> dense: 7x7x2 in."""
     first = conv(rng, (7, 7, 2), 4, 3, stride, padding, norm=norm, dtype=dtype)
     shape = (*first.window.out_hw, 4)
     second = pool(kind, shape, 2, 1, dtype=dtype)
     shape = (*second.window.out_hw, 4)
+    middle = depthwise(rng, shape, 2, 1, [1, 0, 0, 1], "leaky_relu", norm=norm, dtype=dtype)
+    shape = (*middle.window.out_hw, 4)
     third = conv(rng, shape, 3, 1, activation="tanh", norm=norm, dtype=dtype)
     shape = (*third.window.out_hw, 3)
     gap = pool("global_avg_pool", shape, dtype=dtype)
-    return [first, second, third, gap, dense(rng, 3, 5, dtype=dtype)]
+    return [first, second, middle, third, gap, dense(rng, 3, 5, dtype=dtype)]
 
 
 def loss_and_grads(layers, codes, weights_out):
@@ -89,7 +99,7 @@ def test_float_gradients_of_a_small_convolutional_network_match_central_differen
     _, grads = loss_and_grads(layers, codes, weights_out)
     params = [p for layer in layers for p in layer.params()]
     flat = [g for layer_grads in grads for g in layer_grads]
-    assert len(params) == len(flat) == (2 * 4 + 2 if norm else 3 * 2)
+    assert len(params) == len(flat) == (3 * 4 + 2 if norm else 4 * 2)
     for param, grad in zip(params, flat):
         assert grad.shape == param.shape
         for index in list(np.ndindex(param.shape))[:: max(1, param.size // 12)]:
@@ -152,3 +162,38 @@ def test_average_pooling_of_codes_rounds_half_away_from_zero():
     np.testing.assert_array_equal(out.reshape(-1), [-2, 2, -128, 127])
     assert (scale, zero) == (0.5, -3)
     assert q.round_half_away(np.array([-127.5]))[0] == -128
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_the_fake_quantized_forward_of_a_small_cnn_is_the_integer_model_that_ships(training):
+    """conv + batch norm (frozen, a negative gamma), max pool, depthwise + batch norm, average
+    pool, pointwise conv (tanh), global average pool, dense: the scores of training's
+    fake-quantized pass (the step's, with the compiled loops, and prediction's) equal the
+    integer model's, computed by the spec (intref) from the integer layers made of them."""
+    from qmtik import intref
+
+    rng = np.random.default_rng(11)
+    layers = small_network(rng, "avg_pool", norm=True, padding="same", stride=1, dtype=np.float32)
+    for layer in layers:
+        layer.weight, layer.bias = layer.weight.astype(np.float32), layer.bias.astype(np.float32)
+        if layer.norm is not None:
+            layer.norm.frozen = True
+            layer.norm.mean[:] = rng.standard_normal(len(layer.norm.mean)) * 0.3
+            layer.norm.var[:] = rng.uniform(0.3, 2.0, len(layer.norm.var))
+    codes = rng.integers(-128, 128, (9, 7 * 7 * 2)).astype(np.int8)
+    P.forward(layers, codes, SPEC, quantized=True, training=True)  # observes every range once
+    for layer in layers:
+        layer.observed = np.array([min(layer.observed[0], -0.5), max(layer.observed[1], 0.5)])
+    scores, _ = P.forward(layers, codes, SPEC, quantized=True, training=training)
+    if training:  # the step observed again; the integer layers must be made from the same ranges
+        pass
+    integer = P.integer_layers(layers, SPEC)
+    assert [layer.kind for layer in integer] == [
+        "conv2d", "avg_pool", "depthwise_conv2d", "conv2d", "global_avg_pool", "dense"
+    ]
+    expected = intref.reference_scores(integer, codes).astype(np.float64)
+    last = integer[-1]
+    expected = (last.output_scale * (expected - last.output_offset)).astype(np.float32)
+    np.testing.assert_array_equal(P.predict_scores(layers, codes, SPEC, quantized=True), expected)
+    if not training:
+        np.testing.assert_array_equal(scores, expected)

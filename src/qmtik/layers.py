@@ -22,7 +22,7 @@ from . import fused, intref
 from . import quantization as q
 from .backends.numpy import LayerKernel
 from .config import Config
-from .errors import ConfigError, QuantizationError
+from .errors import QuantizationError
 from .functions import activation, activation_derivative
 
 OBSERVER_MOMENTUM = 0.05  # weight of each new batch in the moving min/max of activations
@@ -104,11 +104,6 @@ def init_layers(config: Config, rng: np.random.Generator, dtype=np.float32) -> l
         if spec.kind == "flatten":
             continue
         in_shape = shape.in_shape if len(shape.in_shape) != 2 else (1, *shape.in_shape)  # 1-D: height 1
-        if spec.kind == "depthwise_conv2d":  # the integer model has it; training's pass is still to come
-            raise ConfigError(
-                f"config key network.layers[{shape.index}] (depthwise_conv2d): training depthwise convolutions is not "
-                "supported yet; use conv2d or pointwise"
-            )
         if spec.kind in ("max_pool", "avg_pool", "global_avg_pool"):
             empty, nothing = np.zeros((0, 0), dtype), np.zeros(0, dtype)
             layers.append(Layer(empty, nothing, "linear", np.full(2, np.nan), kind=spec.kind, window=shape.geometry,
@@ -120,7 +115,8 @@ def init_layers(config: Config, rng: np.random.Generator, dtype=np.float32) -> l
         weight = (rng.standard_normal((fan_out, fan_in)) * std).astype(dtype)
         layer = Layer(weight, np.zeros(fan_out, dtype), spec.activation, np.full(2, np.nan))
         if spec.kind != "dense":
-            layer.kind, layer.window, layer.in_shape = "conv2d", shape.geometry, in_shape
+            layer.kind = "depthwise_conv2d" if spec.kind == "depthwise_conv2d" else "conv2d"
+            layer.window, layer.in_shape = shape.geometry, in_shape
             layer.norm = bn.Norm.identity(fan_out, dtype) if spec.batch_norm else None
         layers.append(layer)
     return layers
@@ -153,10 +149,12 @@ def product(a, b):
 # --- float ------------------------------------------------------------------------------------
 
 
-def float_layer_forward(layer: Layer, a_in, spec: QuantSpec, training: bool):
+def float_layer_forward(layer: Layer, a_in, spec: QuantSpec, training: bool, z=None):
     """Float pre-activation (normalized when the layer has a normalization) and activation;
-    observes the range the layer will be quantized to. a_in: rows of inputs."""
-    z = product(a_in, layer.weight.T) + layer.bias
+    observes the range the layer will be quantized to. a_in: rows of inputs; z, when given,
+    the pre-activation rows another product made of a_in (a depthwise convolution's)."""
+    if z is None:
+        z = product(a_in, layer.weight.T) + layer.bias
     norm_cache = None
     if layer.norm is not None:
         z, norm_cache = bn.normalize(layer.norm, z, training)
@@ -170,17 +168,20 @@ def float_layer_forward(layer: Layer, a_in, spec: QuantSpec, training: bool):
 # --- fake-quantized ---------------------------------------------------------------------------
 
 
-def quantized_layer_forward(layer: Layer, q_in, in_scale: float, in_zero: int, spec: QuantSpec, training: bool):
+def quantized_layer_forward(
+    layer: Layer, q_in, in_scale: float, in_zero: int, spec: QuantSpec, training: bool, accumulate=None
+):
     """The integer layer's int8 output codes (as float32) for int8 input codes, and what backward needs.
 
     Returns (codes, fields, cache): fields are the integer layer's (intref.layer_fields). The
     observed range is updated from the float value of this very accumulator before the output
-    scale is chosen, so the first step is calibrated.
+    scale is chosen, so the first step is calibrated. accumulate(q_in, codes, sums), when given,
+    makes the accumulator rows another way than the product (a depthwise convolution's).
     """
     codes, w_scale, sums = step_weights(layer, spec) if training else integer_weights(layer, spec)
     weight_t = np.asarray(codes.T, dtype=q.accumulator_dtype(codes.shape[1]))  # BLAS takes either order
     q_in = np.asarray(q_in, weight_t.dtype)  # int8 codes as floats (the first layer's come as int8)
-    acc = product(q_in, weight_t)  # exact sums without the bias (float)
+    acc = product(q_in, weight_t) if accumulate is None else accumulate(q_in, codes, sums)  # exact, no bias
     dtype = layer.weight.dtype
     unfolded, real_bias, norm_cache = (codes, w_scale), layer.bias, None
     if layer.norm is not None:
@@ -250,17 +251,24 @@ def step_weights(layer: Layer, spec: QuantSpec):
     return codes, w_scale, sums
 
 
-def layer_backward(layer: Layer, cache, grad, spec: QuantSpec, need_input: bool):
-    """The gradients of the layer's params() and, when need_input, of its input rows, from the
-    gradient of its output rows (float and fake-quantized passes alike: straight-through)."""
-    a_in, weights, z, inside, clipped_weights, norm_cache = cache
+def pre_activation_gradient(layer: Layer, cache, grad, spec: QuantSpec):
+    """d z0 (the gradient of the pre-activation rows, before any normalization) and the
+    normalization's [d gamma, d beta], from the gradient of the layer's output rows."""
+    _, _, z, inside, _, norm_cache = cache
     g = grad * activation_derivative(layer.activation, z, spec.slope)
     if inside is not None:
         g = g * inside
-    extra = []
-    if norm_cache is not None:
-        g, d_gamma, d_beta = bn.backward(g, norm_cache)
-        extra = [d_gamma, d_beta]
+    if norm_cache is None:
+        return g, []
+    g, d_gamma, d_beta = bn.backward(g, norm_cache)
+    return g, [d_gamma, d_beta]
+
+
+def layer_backward(layer: Layer, cache, grad, spec: QuantSpec, need_input: bool):
+    """The gradients of the layer's params() and, when need_input, of its input rows, from the
+    gradient of its output rows (float and fake-quantized passes alike: straight-through)."""
+    a_in, weights, _, _, clipped_weights, _ = cache
+    g, extra = pre_activation_gradient(layer, cache, grad, spec)
     d_weight = product(g.T, a_in)
     if clipped_weights is not None:
         d_weight = d_weight * clipped_weights

@@ -28,13 +28,16 @@ from .layers import (
     float_layer_forward,
     integer_fields,
     integer_layer,
+    effective_weights,
     layer_backward,
     named,
+    pre_activation_gradient,
     quantized_layer_forward,
 )
-from .spatial import col2im, im2col
+from .spatial import col2im, im2col, pad
 
-CONVOLUTIONS = ("conv2d",)  # conv1d and pointwise are conv2d with a (1, k) or 1 x 1 window
+CONVOLUTIONS = ("conv2d", "depthwise_conv2d")  # conv1d and pointwise are conv2d with a (1, k) or 1 x 1 window
+EXACT_FLOAT32_TAPS = 2**24 // (255 * 127)  # a depthwise window sums (code - zero) * weight exactly in float32
 POOLS = ("max_pool", "avg_pool", "global_avg_pool")
 
 
@@ -61,11 +64,21 @@ def float_forward(layer: Layer, a, spec: QuantSpec, training: bool):
     """The layer's float output for a batch, and what float_backward needs."""
     if layer.kind == "dense":
         return float_layer_forward(layer, a.reshape(len(a), -1), spec, training)
+    if layer.kind == "depthwise_conv2d":
+        x = spatial(a, layer)
+        z, _ = conv_ops.depthwise_forward(x, taps_of(layer, layer.weight), layer.bias, layer.window.stride, pads_of(layer.window))
+        out, cache = float_layer_forward(layer, x, spec, training, z=z.reshape(-1, z.shape[3]))
+        return out.reshape(len(a), *output_shape(layer)), (cache, x.shape)
     if layer.kind in CONVOLUTIONS:
         rows = im2col(spatial(a, layer), layer.window, 0)
         out, cache = float_layer_forward(layer, rows, spec, training)
         return out.reshape(len(a), *output_shape(layer)), (cache, a.shape)
     return pool_forward(layer, spatial(a, layer))
+
+
+def taps_of(layer: Layer, weight):
+    """A depthwise layer's weights (c, kh * kw) as conv_ops takes them, (c, kh, kw)."""
+    return weight.reshape(weight.shape[0], *layer.window.kernel)
 
 
 def pool_forward(layer: Layer, x):
@@ -92,6 +105,13 @@ def quantized_forward(layer: Layer, codes, scale: float, zero: int, spec: QuantS
     if layer.kind == "dense":
         out, fields, cache = quantized_layer_forward(layer, codes.reshape(len(codes), -1), scale, zero, spec, training)
         return out, (fields["output_scale"], fields["output_offset"]), cache
+    if layer.kind == "depthwise_conv2d":
+        x = spatial(np.asarray(codes, np.float32), layer)
+        out, fields, cache = quantized_layer_forward(
+            layer, x, scale, zero, spec, training, accumulate=lambda q_in, w, sums: depthwise_acc(layer, q_in, w, sums, zero)
+        )
+        out = out.reshape(len(codes), *output_shape(layer))
+        return out, (fields["output_scale"], fields["output_offset"]), (cache, x.shape)
     if layer.kind in CONVOLUTIONS:
         x = spatial(np.asarray(codes, np.float32), layer)
         rows = im2col(x, layer.window, zero)  # padded with the zero point: real 0
@@ -104,6 +124,20 @@ def quantized_forward(layer: Layer, codes, scale: float, zero: int, spec: QuantS
         return out, (scale, zero), cache
     cache = x.shape if layer.kind == "global_avg_pool" else (x.shape, layer.window)  # conv_ops' caches
     return average_codes(layer, x), (scale, zero), cache
+
+
+def depthwise_acc(layer: Layer, q_in, codes, sums, zero: int):
+    """A depthwise layer's exact accumulator rows (n * out_h * out_w, c) without the bias: the
+    sum over each window of (code - zero) * weight code, padding being the zero point (0 after
+    the subtraction), plus zero * the channel's weight sum, which the bias takes back."""
+    taps = layer.window.kernel[0] * layer.window.kernel[1]
+    dtype = np.float32 if taps < EXACT_FLOAT32_TAPS else np.float64
+    centred = np.subtract(q_in, zero, dtype=dtype)
+    acc, _ = conv_ops.depthwise_forward(centred, taps_of(layer, codes.astype(dtype)), None, layer.window.stride,
+                                        pads_of(layer.window))  # fmt: skip
+    acc = acc.reshape(-1, acc.shape[3])
+    acc += (zero * sums).astype(dtype)
+    return acc
 
 
 def average_codes(layer: Layer, x):
@@ -130,6 +164,8 @@ def layer_gradients(layer: Layer, cache, grad, spec: QuantSpec, need_input: bool
     alike (the straight-through rule makes them the same passes)."""
     if layer.kind == "dense":
         return layer_backward(layer, cache, grad.reshape(len(grad), -1), spec, need_input)
+    if layer.kind == "depthwise_conv2d":
+        return depthwise_gradients(layer, cache, grad, spec)
     if layer.kind in CONVOLUTIONS:
         dense_cache, in_shape = cache
         rows = grad.reshape(-1, grad.shape[-1])
@@ -141,6 +177,21 @@ def layer_gradients(layer: Layer, cache, grad, spec: QuantSpec, need_input: bool
     if layer.kind == "avg_pool":
         return [], conv_ops.avg_pool_backward(grad, cache)
     return [], conv_ops.global_avg_pool_backward(grad, cache)
+
+
+def depthwise_gradients(layer: Layer, cache, grad, spec: QuantSpec):
+    """A depthwise layer's [d weight, d bias, (d gamma, d beta)] and d input: the pre-activation's
+    gradient carried back per kernel tap (conv_ops), through the weights' real values."""
+    dense_cache, in_shape = cache
+    a_in, weights, _, _, clipped_weights, _ = dense_cache
+    g, extra = pre_activation_gradient(layer, dense_cache, grad.reshape(-1, grad.shape[-1]), spec)
+    real = taps_of(layer, effective_weights(weights, layer.weight.dtype))
+    g = g.reshape(in_shape[0], *layer.window.out_hw, in_shape[3])
+    d_x, d_weight, d_bias = conv_ops.depthwise_backward(g, (pad(a_in, layer.window, 0), real, layer.window, True))
+    d_weight = d_weight.reshape(layer.weight.shape)
+    if clipped_weights is not None:
+        d_weight = d_weight * clipped_weights
+    return [d_weight, d_bias, *extra], d_x
 
 
 # --- the integer layers -----------------------------------------------------------------------------
@@ -155,8 +206,9 @@ def integer_layer_of(layer: Layer, scale: float, zero: int, spec: QuantSpec):
     if layer.kind in CONVOLUTIONS:
         fields = integer_fields(layer, scale, zero, spec)
         geo = layer.window
+        kind = intref_windows.DepthwiseLayer if layer.kind == "depthwise_conv2d" else intref_windows.ConvLayer
         with named(layer, fields["weights"], spec):
-            integer = intref_windows.ConvLayer(
+            integer = kind(
                 **fields, input_shape=layer.in_shape, kernel=geo.kernel, stride=geo.stride, pads=geo.pads
             )
         return integer, (integer.output_scale, integer.output_offset)
