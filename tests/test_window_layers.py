@@ -189,7 +189,12 @@ def test_the_fake_quantized_forward_of_a_small_cnn_is_the_integer_model_that_shi
         pass
     integer = P.integer_layers(layers, SPEC)
     assert [layer.kind for layer in integer] == [
-        "conv2d", "avg_pool", "depthwise_conv2d", "conv2d", "global_avg_pool", "dense"
+        "conv2d",
+        "avg_pool",
+        "depthwise_conv2d",
+        "conv2d",
+        "global_avg_pool",
+        "dense",
     ]
     expected = intref.reference_scores(integer, codes).astype(np.float64)
     last = integer[-1]

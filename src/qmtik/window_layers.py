@@ -25,10 +25,10 @@ from . import quantization as q
 from .layers import (
     Layer,
     QuantSpec,
+    effective_weights,
     float_layer_forward,
     integer_fields,
     integer_layer,
-    effective_weights,
     layer_backward,
     named,
     pre_activation_gradient,
@@ -66,7 +66,9 @@ def float_forward(layer: Layer, a, spec: QuantSpec, training: bool):
         return float_layer_forward(layer, a.reshape(len(a), -1), spec, training)
     if layer.kind == "depthwise_conv2d":
         x = spatial(a, layer)
-        z, _ = conv_ops.depthwise_forward(x, taps_of(layer, layer.weight), layer.bias, layer.window.stride, pads_of(layer.window))
+        z, _ = conv_ops.depthwise_forward(
+            x, taps_of(layer, layer.weight), layer.bias, layer.window.stride, pads_of(layer.window)
+        )
         out, cache = float_layer_forward(layer, x, spec, training, z=z.reshape(-1, z.shape[3]))
         return out.reshape(len(a), *output_shape(layer)), (cache, x.shape)
     if layer.kind in CONVOLUTIONS:
@@ -108,7 +110,13 @@ def quantized_forward(layer: Layer, codes, scale: float, zero: int, spec: QuantS
     if layer.kind == "depthwise_conv2d":
         x = spatial(np.asarray(codes, np.float32), layer)
         out, fields, cache = quantized_layer_forward(
-            layer, x, scale, zero, spec, training, accumulate=lambda q_in, w, sums: depthwise_acc(layer, q_in, w, sums, zero)
+            layer,
+            x,
+            scale,
+            zero,
+            spec,
+            training,
+            accumulate=lambda q_in, w, sums: depthwise_acc(layer, q_in, w, sums, zero),
         )
         out = out.reshape(len(codes), *output_shape(layer))
         return out, (fields["output_scale"], fields["output_offset"]), (cache, x.shape)
@@ -208,12 +216,13 @@ def integer_layer_of(layer: Layer, scale: float, zero: int, spec: QuantSpec):
         geo = layer.window
         kind = intref_windows.DepthwiseLayer if layer.kind == "depthwise_conv2d" else intref_windows.ConvLayer
         with named(layer, fields["weights"], spec):
-            integer = kind(
-                **fields, input_shape=layer.in_shape, kernel=geo.kernel, stride=geo.stride, pads=geo.pads
-            )
+            integer = kind(**fields, input_shape=layer.in_shape, kernel=geo.kernel, stride=geo.stride, pads=geo.pads)
         return integer, (integer.output_scale, integer.output_offset)
     if layer.kind == "global_avg_pool":
-        return intref_windows.GlobalAvgPoolLayer(input_shape=layer.in_shape, scale=scale, zero_point=zero), (scale, zero)
+        return intref_windows.GlobalAvgPoolLayer(input_shape=layer.in_shape, scale=scale, zero_point=zero), (
+            scale,
+            zero,
+        )
     geo = layer.window
     kind = intref_windows.MaxPoolLayer if layer.kind == "max_pool" else intref_windows.AvgPoolLayer
     pool = kind(input_shape=layer.in_shape, kernel=geo.kernel, scale=scale, zero_point=zero, stride=geo.stride,
