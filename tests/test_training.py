@@ -398,3 +398,39 @@ def test_successful_commands_write_nothing_on_stderr(tmp_path, monkeypatch, caps
         ["predict", "t.qmt", "in.csv"],
     ):
         assert run_cli(capsys, argv) == (0, ""), argv
+
+
+@pytest.mark.parametrize("epochs, chosen, first_frozen", [(10, "auto", 8), (2, "auto", 1), (1, "auto", 1), (10, 3, 2)])
+def test_batch_statistics_freeze_from_the_chosen_epoch(epochs, chosen, first_frozen):
+    """'auto' freezes the last two epochs but never the first; a number is the first frozen
+    epoch counted from 1 (the config's), returned counted from 0 (the loop's)."""
+    from qmtik.training import statistics_frozen_from
+
+    config = qmtik.Config().replace_many({"training.epochs": epochs, "training.freeze_bn_epoch": chosen})
+    assert statistics_frozen_from(config.training) == first_frozen
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "last", True])
+def test_freeze_bn_epoch_refuses_what_is_not_auto_or_an_epoch(bad):
+    with pytest.raises(qmtik.ConfigError, match="training.freeze_bn_epoch.*'auto' or an integer >= 1"):
+        qmtik.Config().replace("training.freeze_bn_epoch", bad)
+
+
+def test_a_cnn_trains_its_batch_norm_then_freezes_it_and_the_kept_model_is_the_integer_one():
+    """A tiny CNN on the digits, 3 epochs: the moving statistics move during the first two
+    (batch statistics) and stay in the last (frozen); the integer model's predictions equal the
+    network's fake-quantized ones."""
+    x, y = qmtik.load_dataset("digits")[0]
+    layers = [
+        {"kind": "conv2d", "filters": 4, "kernel": 3, "padding": "same", "batch_norm": True},
+        {"kind": "max_pool", "size": 2},
+        {"kind": "global_avg_pool"},
+    ]
+    config = qmtik.Config().replace_many(
+        {"network.input_shape": [8, 8, 1], "network.layers": layers, "training.epochs": 3, "data.input_range": [0, 16]}
+    )
+    net = qmtik.Network(config).fit(x[:400], y[:400])
+    norm = net.layers_[0].norm
+    assert norm is not None and norm.frozen and not np.allclose(norm.var, 1.0)
+    model = net.quantize()
+    np.testing.assert_array_equal(model.predict(x), net.predict(x))

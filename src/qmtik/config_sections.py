@@ -236,6 +236,12 @@ class TrainingConfig:
     float_epochs: int = documented(
         0, "epochs trained in float before fake quantization starts", "an integer >= 0 and <= epochs"
     )
+    freeze_bn_epoch: object = documented(
+        "auto",
+        "the first epoch (from 1) whose batch normalizations use their moving statistics, frozen, "
+        "which is the arithmetic that ships: 'auto' freezes the last two epochs (never the first)",
+        "'auto' or an integer >= 1",
+    )
     validation_split: float = documented(
         0.1,
         "share of the training data held out for validation (0: none; then the last epoch is kept)",
@@ -269,6 +275,11 @@ class TrainingConfig:
             check.refuse(k + "nesterov", self.nesterov, "true only with optimizer = 'sgd' and momentum > 0")
         check.integer(k + "step_size", self.step_size, 1)
         check.integer(k + "float_epochs", self.float_epochs, 0, self.epochs)
+        frozen_from = self.freeze_bn_epoch
+        if frozen_from != "auto" and (
+            isinstance(frozen_from, bool) or not isinstance(frozen_from, int) or frozen_from < 1
+        ):
+            check.refuse(k + "freeze_bn_epoch", frozen_from, "'auto' or an integer >= 1")
         check.integer(k + "seed", self.seed, 0)
 
 

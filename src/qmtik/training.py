@@ -143,11 +143,12 @@ def run_epoch(
 
 
 def statistics_frozen_from(tc) -> int:
-    """The first epoch (from 0) whose steps normalize with the moving statistics, frozen:
-    training.freeze_bn_epoch, or by default the last two epochs (never the first), so that
-    the epochs kept train on exactly the arithmetic that ships."""
-    chosen = getattr(tc, "freeze_bn_epoch", "auto")
-    return max(tc.epochs - 2, 1) if chosen == "auto" else int(chosen)
+    """The first epoch (counted from 0 here, from 1 in the config) whose steps normalize with
+    the moving statistics, frozen: training.freeze_bn_epoch, or by default the last two epochs
+    (never the first), so that the epochs kept train on exactly the arithmetic that ships."""
+    if tc.freeze_bn_epoch == "auto":
+        return max(tc.epochs - 2, 1)
+    return tc.freeze_bn_epoch - 1
 
 
 def freeze_statistics(layers, frozen: bool) -> None:
