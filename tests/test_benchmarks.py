@@ -348,3 +348,19 @@ def test_side_by_side_names_why_torch_is_skipped(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_torch)
     assert "pip install torch==2.13.0" in side.torch_missing()
+
+
+def test_the_cnn_benchmark_quick_run_trains_each_arithmetic_and_resumes_from_its_files(tmp_path, capsys):
+    """benchmarks/cnn.py --quick: a tiny CNN on the digits, int8 and float, one JSON per run,
+    the table printed; run again, it reads the files instead of training."""
+    cnn = load("cnn")
+    out = tmp_path / "runs"
+    assert cnn.main(["--quick", "--parts", "main", "--out", str(out)]) == 0
+    files = sorted(p.name for p in out.glob("*.json"))
+    assert files == ["digits-e2-main-float-s0.json", "digits-e2-main-int8-s0.json"]
+    run = json.loads((out / "digits-e2-main-int8-s0.json").read_text())
+    assert 0 <= run["test_accuracy"] <= 1 and len(run["epoch_seconds"]) == 2 and run["weight_bytes"] == 5304
+    table = capsys.readouterr().out
+    assert "| int8 |" in table and "| float |" in table
+    assert cnn.main(["--quick", "--parts", "main", "--out", str(out)]) == 0
+    assert "read" in capsys.readouterr().err
