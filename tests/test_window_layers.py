@@ -202,3 +202,64 @@ def test_the_fake_quantized_forward_of_a_small_cnn_is_the_integer_model_that_shi
     np.testing.assert_array_equal(P.predict_scores(layers, codes, SPEC, quantized=True), expected)
     if not training:
         np.testing.assert_array_equal(scores, expected)
+
+
+def cnn_config(layers, input_shape, epochs=2, seed=0):
+    import qmtik
+
+    return qmtik.Config().replace_many(
+        {
+            "network.input_shape": input_shape,
+            "network.layers": layers,
+            "training.epochs": epochs,
+            "training.seed": seed,
+            "data.input_range": [0, 16],
+        }  # fmt: skip
+    )
+
+
+def test_a_conv1d_network_from_its_config_has_exact_float64_gradients():
+    """conv1d (stride 2, explicit [left, right] padding), max pool, pointwise, flatten and dense
+    over (length 12, 2 channels) signals: the layers init_layers builds from the config, their
+    gradients against central differences in float64."""
+    from qmtik.layers import init_layers
+
+    layers_config = [
+        {"kind": "conv1d", "filters": 3, "kernel": 3, "stride": 2, "padding": [1, 2], "batch_norm": True},
+        {"kind": "max_pool", "size": 2},
+        {"kind": "pointwise", "filters": 2, "activation": "tanh"},
+        {"kind": "flatten"},
+    ]
+    rng = np.random.default_rng(4)
+    layers = init_layers(cnn_config(layers_config, [12, 2]), rng, dtype=np.float64)
+    assert [layer.kind for layer in layers] == ["conv2d", "max_pool", "conv2d", "dense"]
+    assert layers[0].in_shape == (1, 12, 2) and layers[0].window.out_hw == (1, 7)
+    codes = rng.integers(-128, 128, (5, 24)).astype(np.int8)
+    weights_out = rng.standard_normal((5, 10))
+    _, grads = loss_and_grads(layers, codes, weights_out)
+    for param, grad in zip([p for layer in layers for p in layer.params()], [g for lg in grads for g in lg]):
+        for index in list(np.ndindex(param.shape))[:: max(1, param.size // 8)]:
+            keep = param[index]
+            param[index] = keep + 1e-6
+            up = loss_and_grads(layers, codes, weights_out)[0]
+            param[index] = keep - 1e-6
+            down = loss_and_grads(layers, codes, weights_out)[0]
+            param[index] = keep
+            assert grad[index] == pytest.approx((up - down) / 2e-6, rel=1e-4, abs=1e-6)
+
+
+def test_the_same_cnn_config_and_seed_give_the_same_model_bit_for_bit():
+    import qmtik
+
+    x, y = qmtik.load_dataset("digits")[0]
+    layers_config = [
+        {"kind": "conv2d", "filters": 4, "kernel": 3, "padding": "same", "batch_norm": True},
+        {"kind": "avg_pool", "size": 2},
+        {"kind": "depthwise_conv2d", "kernel": 2, "batch_norm": True},
+        {"kind": "global_avg_pool"},
+    ]
+    models = [qmtik.Network(cnn_config(layers_config, [8, 8, 1])).fit(x[:300], y[:300]).quantize() for _ in range(2)]
+    blobs = [qmtik.qmtfile.encode(model) for model in models]
+    assert blobs[0] == blobs[1]
+    other = qmtik.Network(cnn_config(layers_config, [8, 8, 1], seed=1)).fit(x[:300], y[:300]).quantize()
+    assert qmtik.qmtfile.encode(other) != blobs[0]

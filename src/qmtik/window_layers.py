@@ -172,6 +172,7 @@ def layer_gradients(layer: Layer, cache, grad, spec: QuantSpec, need_input: bool
     alike (the straight-through rule makes them the same passes)."""
     if layer.kind == "dense":
         return layer_backward(layer, cache, grad.reshape(len(grad), -1), spec, need_input)
+    grad = grad.reshape(len(grad), *output_shape(layer))  # a dense layer after it passes back flat rows
     if layer.kind == "depthwise_conv2d":
         return depthwise_gradients(layer, cache, grad, spec)
     if layer.kind in CONVOLUTIONS:
