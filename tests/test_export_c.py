@@ -707,6 +707,7 @@ def test_the_templates_are_package_data():
         "templates/header.h.in",
         "templates/outputs.h.in",
         "templates/requantize.h.in",
+        "templates/windows.h.in",
     ]
     assert all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files)
 
@@ -714,6 +715,7 @@ def test_the_templates_are_package_data():
 def test_every_template_is_used_and_every_hole_filled(monkeypatch):
     """The models between them use each template of each file; a hole left out is one line."""
     import qmtik.export_c as ex
+    from test_export_c_windows import NETWORKS
 
     used, real = set(), ex.fill
 
@@ -726,14 +728,14 @@ def test_every_template_is_used_and_every_hole_filled(monkeypatch):
     single.layers[-1] = replace(single.layers[-1], output_offset=-128)
     named = build((4, 3, 3))
     named.class_names = ("a", "b", "c")
-    for model in [*MODELS.values(), single, named]:
+    for model in [*MODELS.values(), single, named, *NETWORKS.values()]:
         export_c(model, "net")
     every = {
         (name, section)
-        for name in ("header.h.in", "requantize.h.in", "dense.h.in", "outputs.h.in")
+        for name in ("header.h.in", "requantize.h.in", "dense.h.in", "outputs.h.in", "windows.h.in")
         for section in ex.templates(name)
     }
-    assert used == every and len(every) == 18
+    assert used == every and len(every) == 33
     with pytest.raises(ExportError, match=r"^template dense.h.in, layer: no value for inputs$"):
         real("dense.h.in", "layer", p="p", n="n", outputs=1, requantize="", activate="", activation="")
 

@@ -1,6 +1,6 @@
 """A QuantizedModel of window layers (intref_windows.py): its chain of flat sizes, its scores
 through every backend that computes them, its description; its .qmt file (the records:
-tests/test_qmtfile_windows.py); and the C export's refusal until it holds the window kinds."""
+tests/test_qmtfile_windows.py); and its C header's arena (the kernels: test_export_c_windows.py)."""
 
 import numpy as np
 import pytest
@@ -10,7 +10,7 @@ from qmtik import intref_windows as iw
 from qmtik import quantization as q
 from qmtik.errors import ConfigError, ExportError, QuantizationError
 from qmtik.export_c import export_c, save_header
-from qmtik.integer_model import QuantizedModel, model_problem
+from qmtik.integer_model import QuantizedModel, memory_needs, model_problem
 from qmtik.qmtfile import encode, save_model
 
 
@@ -99,15 +99,25 @@ def test_a_cnn_model_describes_its_windows():
     assert "parameters: 151 " in text  # 36 + 4 conv, 108 + 3 dense
 
 
-def test_the_file_holds_window_layers_and_the_header_refuses_them_in_one_line(tmp_path):
-    """The .qmt records of the window kinds: tests/test_qmtfile_windows.py."""
+def test_the_file_holds_window_layers_and_the_header_exports_them(tmp_path):
+    """The .qmt records of the window kinds: tests/test_qmtfile_windows.py; the header's
+    kernels, compiled and compared with the spec: tests/test_export_c_windows.py."""
     model = cnn()
     save_model(tmp_path / "m.qmt", model)
     assert (tmp_path / "m.qmt").read_bytes() == encode(model)
-    (tmp_path / "m.qmt").unlink()
-    header = "layer 1 is a conv2d layer: the C export has dense layers only (convolutions come with the next release)"
-    for write in (lambda: export_c(model), lambda: save_header(tmp_path / "m.h", model)):
-        with pytest.raises(ExportError) as info:
-            write()
-        assert str(info.value) == header
-    assert not list(tmp_path.iterdir())
+    text = save_header(tmp_path / "m.h", model, "m")
+    assert text == export_c(model, "m") == (tmp_path / "m.h").read_text()
+    assert "static void m__l0(const int8_t *in, int8_t *out)" in text  # the conv2d kernel
+    pool = "/* max_pool 2x2, stride 2x2, pads 0 0 0 0: 6x6x4 -> 3x3x4,\n   in place, from the last output."
+    assert pool in text  # the pool's input lies at the arena's end: it writes over it from its last output
+    assert "#define M_ARENA_BYTES 180\n" in text  # the conv's 36 in + 144 out; the pool needs 144
+    assert memory_needs(model)["arena"] == 180
+    assert "arena 180 bytes (the input included)" in model.info()
+
+
+def test_a_layer_the_export_has_no_kernel_for_is_refused_in_one_line(monkeypatch):
+    from qmtik import export_c as ex
+
+    monkeypatch.delitem(ex.LAYER_KINDS, "max_pool")
+    with pytest.raises(ExportError, match="^layer 2 is a max_pool layer, which the C export has no kernel for$"):
+        export_c(cnn())

@@ -236,6 +236,7 @@ def code_size(model: QuantizedModel, cc: str | None = None, flags=("-Os",), pref
         "constants": sizes.get("rodata", need["constants"]),
         "stack": stack,
         "scratch": need["scratch"],
+        "arena": need["arena"],
     }
 
 

@@ -2,7 +2,8 @@
 
 The C is in templates/*.h.in (string.Template, named holes): header.h.in the whole file,
 requantize.h.in the shared arithmetic, one template per layer kind (dense.h.in), outputs.h.in
-the class and the probabilities. This module computes the values and fills the holes; it
+the class and the probabilities, windows.h.in the convolutions and pools (over flat NHWC
+rows). This module computes the values and fills the holes; it
 never edits generated text. The header holds the model as `static const` arrays (so they
 live in flash) and the integer kernels; it is C99 and C++11, needs <stdint.h>, allocates
 nothing, keeps no mutable state, and computes exactly what intref.py, the spec, computes
@@ -20,9 +21,9 @@ from string import Template
 
 import numpy as np
 
-from . import intref
+from . import intref, intref_windows
 from .errors import ExportError
-from .integer_model import QuantizedModel, memory_needs
+from .integer_model import QuantizedModel, arena_plan, memory_needs
 from .output_files import write_atomic
 from .qmtfile import encode
 from .version import __version__
@@ -120,22 +121,22 @@ def export_c(model: QuantizedModel, prefix: str = "model") -> str:
     p = check_prefix(prefix)
     for number, layer in enumerate(model.layers, 1):
         if layer.kind not in LAYER_KINDS:
-            raise ExportError(
-                f"layer {number} is a {layer.kind} layer: the C export has dense layers only "
-                "(convolutions come with the next release)"
-            )
+            raise ExportError(f"layer {number} is a {layer.kind} layer, which the C export has no kernel for")
     names = [f"{p}__l{i}" for i in range(len(model.layers))]
-    layers = [LAYER_KINDS[layer.kind](p, n, layer) for n, layer in zip(names, model.layers)]
+    plan = None if all(layer.kind == "dense" for layer in model.layers) else arena_plan(model.layers)[1]
+    orders = [order for _, _, order in plan or ()] + [None] * (len(names) - len(plan or ()))
+    layers = [LAYER_KINDS[layer.kind](p, n, layer, o) for n, layer, o in zip(names, model.layers, orders)]
+    values = _document(model, p)
     return (
         fill(
             "header.h.in",
             "header",
-            **_document(model, p),
+            **values,
             **_outputs(model, p),
-            arrays="\n".join(constants for constants, _ in layers),
+            **_workspace(plan, names, values),
+            arrays="\n".join(constants for constants, _ in layers if constants),
             arithmetic=fill("requantize.h.in", "requantize", p=p, saturation=intref.SATURATION),
             layers="\n\n".join(function for _, function in layers),
-            calls="\n".join(_calls(names)),
         )
         + "\n"
     )
@@ -162,10 +163,11 @@ def _document(model: QuantizedModel, p: str) -> dict:
         "widths": "-".join(map(str, model.widths)),
         "task": model.task,
         "output": model.output,
-        "activations": ", ".join(layer.activation for layer in model.layers),
+        "activations": ", ".join(_layer_word(layer) for layer in model.layers),
         **{key: f"{need[key]:,}" for key in ("constants", "weights", "biases", "requantization", "tables")},
         "constant_bytes": need["constants"],
         "scratch_bytes": need["scratch"],
+        "arena_bytes": need["arena"],
         "inputs": model.inputs,
         "outputs": model.outputs,
         "layer_count": len(model.layers),
@@ -178,10 +180,36 @@ def _document(model: QuantizedModel, p: str) -> dict:
     }
 
 
-def _dense(p: str, n: str, layer: intref.IntegerLayer) -> tuple[str, str]:
-    """A dense layer's constants and its function (templates/dense.h.in), named n."""
+def _layer_word(layer) -> str:
+    """The doc block's word for a layer: a dense layer's activation (as ever), a window layer's
+    kind too ('conv2d relu', 'max_pool')."""
+    if layer.kind == "dense":
+        return layer.activation
+    return layer.kind + (f" {layer.activation}" if isinstance(layer, intref.IntegerLayer) else "")
+
+
+def _dense(p: str, n: str, layer: intref.IntegerLayer, order=None) -> tuple[str, str]:
+    """A dense layer's constants and its function (templates/dense.h.in), named n (never in place)."""
     outputs, inputs = layer.weights.shape
-    shape = {"p": p, "n": n, "outputs": outputs, "inputs": inputs}
+    constants, requantize, activate = _requantized(p, n, layer, "acc[o]", "first + o")
+    return constants, fill(
+        "dense.h.in",
+        "layer",
+        p=p,
+        n=n,
+        outputs=outputs,
+        inputs=inputs,
+        requantize=requantize,
+        activate=activate,
+        activation=layer.activation,
+    )
+
+
+def _requantized(p: str, n: str, layer: intref.IntegerLayer, acc: str, channel: str) -> tuple[str, str, str]:
+    """The constants of a layer with weights (dense and the convolutions: dense.h.in's), and
+    the C expressions of r and of the output code from the accumulator acc of output channel."""
+    outputs, inputs = layer.weights.shape
+    shape = {"p": p, "n": n, "outputs": outputs, "inputs": inputs, "acc": acc, "channel": channel}
     constants = [
         fill(
             "dense.h.in",
@@ -211,22 +239,77 @@ def _dense(p: str, n: str, layer: intref.IntegerLayer) -> tuple[str, str]:
         low = layer.output_offset if layer.activation == "relu" else -128  # relu is this clamp
         activate = fill("dense.h.in", "activate_clamp", **shape, output_offset=layer.output_offset, low=low)
     requantize = fill("dense.h.in", "requantize_leaky" if layer.activation == "leaky_relu" else "requantize", **shape)
-    return "\n".join(constants), fill(
-        "dense.h.in", "layer", **shape, requantize=requantize, activate=activate, activation=layer.activation
+    return "\n".join(constants), requantize, activate
+
+
+def _window(p: str, n: str, layer, order: str | None) -> tuple[str, str]:
+    """A window layer's constants (convolutions: dense.h.in's; pools: none) and its function
+    (templates/windows.h.in), named n, its sizes written in; a pool's loops in order
+    ("reverse": from the last output, when it runs in place at the arena's end)."""
+    (in_h, in_w, in_c), (out_h, out_w, channels) = layer.input_shape, layer.output_shape
+    (kh, kw), (sh, sw), (top, bottom, left, right) = layer.kernel, layer.stride, layer.pads
+    title = f"{layer.kind} {kh}x{kw}, stride {sh}x{sw}, pads {top} {bottom} {left} {right}: "
+    title += f"{in_h}x{in_w}x{in_c} -> {out_h}x{out_w}x{channels}"
+    sizes = dict(p=p, n=n, title=title, in_h=in_h, in_w=in_w, in_c=in_c, out_h=out_h, out_w=out_w)
+    sizes.update(channels=channels, kh=kh, kw=kw, stride_h=sh, stride_w=sw, pad_top=top, pad_left=left)
+    if not isinstance(layer, intref.IntegerLayer):  # a pool: integers only, nothing to requantize
+        loops = [
+            _loop(name, size, order == "reverse") for name, size in (("oy", out_h), ("ox", out_w), ("o", channels))
+        ]
+        note = {None: "", "forward": ",\n   in place", "reverse": ",\n   in place, from the last output"}[order]
+        sizes["title"] += note
+        return "", fill(
+            "windows.h.in", layer.kind, **sizes, count=kh * kw, rows=loops[0], columns=loops[1], depth=loops[2]
+        )
+    constants, requantize, activate = _requantized(p, n, layer, "acc", "o")
+    section = "depthwise" if layer.kind == "depthwise_conv2d" else "conv2d"
+    return constants, fill(
+        "windows.h.in",
+        section,
+        **sizes,
+        taps=layer.weights.shape[1],
+        zero=layer.input_zero_point,
+        requantize=requantize,
+        activate=activate,
+        activation=layer.activation,
     )
 
 
-LAYER_KINDS = {"dense": _dense}  # IntegerLayer.kind -> its constants and function
+LAYER_KINDS = {"dense": _dense, **dict.fromkeys(intref_windows.KINDS, _window)}  # kind -> constants, function
 
 
-def _calls(names: list) -> list:
-    """predict's calls of the layers in turn, through the two halves of the scratch."""
+def _loop(index: str, size: int, reverse: bool) -> str:
+    """A for loop's head over index in 0..size-1, upward or (reverse) downward."""
+    return (
+        f"for ({index} = {size - 1}; {index} >= 0; --{index})"
+        if reverse
+        else f"for ({index} = 0; {index} < {size}; ++{index})"
+    )
+
+
+def _workspace(plan: list | None, names: list, values: dict) -> dict:
+    """The header's text on predict's memory: a network of dense layers (plan None) keeps its
+    scratch (two halves used in turn, the input the caller's); one with window layers takes an
+    arena, the input included, each layer writing where arena_plan places its output."""
+    kind = "scratch" if plan is None else "arena"
+    if kind == "scratch":
+        targets = [f"buffers[{i % 2}]" for i in range(len(names))]
+    else:
+        targets = [f"bytes + {offset}" for _, offset, _ in plan]
     calls, source = [], "input"
     for i, name in enumerate(names):
-        target = "scores" if i == len(names) - 1 else f"buffers[{i % 2}]"
+        target = "scores" if i == len(names) - 1 else targets[i]
         calls.append(fill("header.h.in", "call", layer=name, source=source, target=target))
         source = target
-    return calls
+    return {
+        "workspace": kind,
+        **{
+            hole: fill("header.h.in", f"{section}_{kind}", **values)
+            for hole, section in (("usage", "usage"), ("ram", "ram"), ("memory_macros", "macros"))
+        },
+        "workspace_doc": fill("header.h.in", f"workspace_{kind}", **values),
+        "predict": fill("header.h.in", f"predict_{kind}", **values, calls="\n".join(calls)),
+    }
 
 
 def _outputs(model: QuantizedModel, p: str) -> dict:

@@ -199,12 +199,56 @@ def _span(values, fmt="{:.3g}") -> str:
     return fmt.format(lo) if lo == hi else f"{fmt.format(lo)}..{fmt.format(hi)}"
 
 
+def in_place(layer, end: int) -> str | None:
+    """How a layer whose input lies at this end of the arena (0: its start, 1: its end) may
+    write its output over its input, flush with the same end: "forward", "reverse" or None.
+    Only pools may. A pool's kernel reads each output's window before writing that output.
+    Forward (start end; top and left pads 0): outputs in increasing order; each tap (y, x)
+    of output (oy, ox) has y >= oy, x >= ox and W >= out_w, so it lies at or after the
+    output's own place, never on one written before. Reverse (the far end; no padding):
+    outputs in decreasing order, the output k at (arena - out + k); its last tap lies at most
+    in - out codes after k (equal at the last output, the offset grows with oy and ox since
+    W >= out_w and the stride >= 1), so at or before the output's own place."""
+    if layer.kind not in intref_windows.POOLS:
+        return None
+    if end == 0 and layer.pads[0] == layer.pads[2] == 0:
+        return "forward"
+    return "reverse" if end == 1 and not any(layer.pads) else None
+
+
+def arena_plan(layers) -> tuple:
+    """(arena bytes, [(end, offset, order)] for each layer but the last) of a network with
+    window layers, the input at the arena's start: each layer reads its input at one end of
+    the arena and writes its output flush with the other (order None), or, a pool, over its
+    input flush with the same end (in_place's order). A layer needs its input plus its
+    output (in place: its input), the last layer its input (the scores are the caller's);
+    the arena is the largest need: the plan's peak, computed exactly."""
+    end, size_in, needs, placed = 0, layers[0].inputs, [], []
+    for layer in layers[:-1]:
+        order = in_place(layer, end)
+        needs.append(size_in if order else size_in + layer.outputs)
+        end = end if order else 1 - end
+        size_in = layer.outputs
+        placed.append((end, size_in, order))
+    size = max(needs + [size_in])
+    return size, [(end, 0 if end == 0 else size - n, order) for end, n, order in placed]
+
+
+def arena_bytes(layers) -> int:
+    """The arena of arena_plan: bytes of activations, the input included."""
+    return arena_plan(layers)[0]
+
+
 def memory_needs(model: "QuantizedModel") -> dict:
     """Bytes an integer inference needs: constants (weights, biases, multipliers, shifts,
-    tables) and scratch (two int8 buffers of the widest hidden layer, used in turn; the input
-    and the scores are the caller's). Pools have no constants; a convolution's window buffers
-    come with its C kernels (next release) and are not counted yet."""
+    tables), the scratch predict takes and the arena of activations, the input included.
+    Dense layers only: the scratch is two int8 buffers of the widest hidden layer, used in
+    turn, and the input is the caller's (arena = inputs + scratch). With window layers the
+    scratch is the arena (arena_bytes), which holds the input too. Pools have no constants;
+    no kernel needs a buffer besides its input and output (no im2col)."""
     layers = _weighted(model.layers)
+    dense = all(layer.kind == "dense" for layer in model.layers)
+    scratch = 2 * max(model.widths[1:-1], default=1) if dense else arena_bytes(model.layers)
     weights = sum(layer.weights.size for layer in layers)
     biases = 4 * sum(layer.bias.size for layer in layers)
     requant = sum(
@@ -217,14 +261,16 @@ def memory_needs(model: "QuantizedModel") -> dict:
         "requantization": requant,
         "tables": tables,
         "constants": weights + biases + requant + tables,
-        "scratch": 2 * max(model.widths[1:-1], default=1),
-    }  # two buffers for hidden layers
+        "scratch": scratch,
+        "arena": model.inputs + scratch if dense else scratch,
+    }
 
 
 def describe(model: "QuantizedModel", file_bytes: int | None = None) -> str:
     """What `qmtik info` prints: topology, sizes, each layer's scales and requantization, memory."""
     params = sum(layer.weights.size + layer.bias.size for layer in _weighted(model.layers))
     need = memory_needs(model)
+    dense = all(layer.kind == "dense" for layer in model.layers)
     low, high = model.input_range
     lines = [
         f"qmtik integer model: {model.task}, {model.output} output, {'-'.join(map(str, model.widths))}",
@@ -260,7 +306,7 @@ def describe(model: "QuantizedModel", file_bytes: int | None = None) -> str:
     lines.append(
         f"memory: {need['constants']:,} bytes of constants (weights {need['weights']:,}, biases "
         f"{need['biases']:,}, requantization {need['requantization']:,}, tables {need['tables']:,}); "
-        f"scratch {need['scratch']:,} bytes"
+        + (f"scratch {need['scratch']:,} bytes" if dense else f"arena {need['arena']:,} bytes (the input included)")
     )
     if model.class_names:
         lines.append("classes: " + ", ".join(model.class_names))
