@@ -162,3 +162,74 @@ def test_the_sensor_example_prints_what_python_predicts(tmp_path, monkeypatch, c
         assert [int(g) for g in match.groups()[3:6]] == code.tolist()  # quantized on the device as in Python
         assert int(match.group(7)) == score  # the int8 score, exactly
         assert abs(float(match.group(8)) - value) <= 0.005 + 1e-5  # predict's value, to the printed digit
+
+
+# --- examples/gestures -------------------------------------------------------------------------
+
+GESTURES = EXAMPLES / "gestures"
+
+
+def test_the_gestures_config_is_a_small_conv1d_network_on_its_csv():
+    config = qmtik.load_config(GESTURES / "gestures.toml")
+    assert list(config.network.input_shape) == [48, 3] and config.network.outputs == 6
+    kinds = [layer.kind for layer in config.network.layers]
+    assert kinds == ["conv1d", "max_pool", "conv1d", "max_pool", "conv1d", "global_avg_pool"]
+    assert tuple(config.data.input_range) == (-128.0, 127.0)  # the int8 code of a count is the count
+    sizes = [(GESTURES / name).stat().st_size for name in ("gestures_train.csv", "gestures_test.csv")]
+    assert sum(sizes) < 450_000  # small enough to commit
+
+
+def main_c_windows(path: Path) -> np.ndarray:
+    """The int8 windows main.c holds, one row per window."""
+    body = re.search(r"windows\[WINDOWS\]\[GESTURES_INPUTS\] = \{(.*?)\n\};", path.read_text(), re.S)
+    blocks = re.findall(r"\{(.*?)\}", re.sub(r"/\*.*?\*/", "", body.group(1)), re.S)
+    return np.array([[int(v) for v in re.findall(r"-?\d+", block)] for block in blocks])
+
+
+@needs_cc
+def test_the_gestures_example_prints_what_python_predicts(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "gestures"
+    shutil.copytree(GESTURES, folder)
+    monkeypatch.chdir(folder)
+    commands = reduced(
+        readme_commands(folder / "README.md"),
+        {
+            "qmtik train gestures.toml --qmt gestures.qmt": "qmtik train gestures.toml --qmt gestures.qmt "
+            "--epochs 5 --float-epochs 3 --learning-rate 0.01 -q",
+            "--float-epochs 40": "--float-epochs 1 --epochs 1 -q",
+        },
+    )
+    out = run_commands(commands, folder, capsys)
+
+    for name in ("gestures_train.csv", "gestures_test.csv", "windows.csv"):  # make_data.py is deterministic
+        assert (folder / name).read_bytes() == (GESTURES / name).read_bytes(), f"make_data.py changed {name}"
+    evaluation = re.match(
+        r"accuracy (\d+\.\d\d)% on 300 samples \(int8 arithmetic\)", out["qmtik eval gestures.qmt gestures_test.csv"]
+    )
+    assert evaluation and float(evaluation.group(1)) >= 85.0  # 92.67% on x86-64 after these 5 epochs
+    assert "(float arithmetic)" in out["qmtik eval gestures_float.ckpt.npz"]
+    assert "(int8 arithmetic)" in out["qmtik eval gestures_float.qmt gestures_test.csv"]
+    check = out["qmtik export-c gestures.qmt -o gestures.h --check gestures_test.csv --report"]
+    assert "check: 300 samples, 0 score, 0 class and 0 input-code mismatches" in check
+    flash, ram = (
+        int(re.search(rf"{what}: ([\d,]+) bytes", check).group(1).replace(",", "")) for what in ("flash", "RAM")
+    )
+    assert flash <= 16 * 1024 and ram <= 4 * 1024  # the issue's budget for this example (local compiler, -Os)
+
+    windows = read_csv_table(folder / "windows.csv")
+    np.testing.assert_array_equal(main_c_windows(folder / "main.c"), windows)  # main.c holds windows.csv
+    model = qmtik.load_model(folder / "gestures.qmt")
+    codes = model.quantize_inputs(windows)
+    np.testing.assert_array_equal(codes, windows)  # no scaling: the counts are the codes
+    scores, classes = model.scores(codes), model.predict(windows)
+    assert out["qmtik predict gestures.qmt windows.csv"].split() == [str(c) for c in classes]
+
+    names = ["idle", "shake", "circle", "tap", "wave", "flip"]
+    lines = out["./gestures"].splitlines()
+    assert len(lines) == len(windows) == len(names)
+    for line, name, score, cls in zip(lines, names, scores, classes):
+        match = re.fullmatch(r"(\w+) window -> scores ((?:-?\d+ ?){6}) -> (\w+) \(probability [01]\.\d\d\)", line)
+        assert match, line
+        assert match.group(1) == name  # a test window of each class, in class order
+        assert [int(s) for s in match.group(2).split()] == score.tolist()  # the int8 scores, exactly
+        assert match.group(3) == names[cls]  # the class predict gives
