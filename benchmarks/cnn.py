@@ -4,12 +4,13 @@
     python benchmarks/cnn.py --quick         # digits (8x8), a tiny CNN, 1 seed, 2 epochs: seconds
     python benchmarks/cnn.py --parts sizes   # only some parts: main, sizes, torch
 
-The networks are examples/fashion_cnn.toml's (three 3x3 convolutions with batch norm, two max
-pools, a global average pool, the output layer) at three widths; "main" is the width the
-figures are quoted for. Each run (a network, an arithmetic, a seed) is one process and one
-JSON file in --out (benchmarks/cnn_runs/ by default); a run whose file exists is read, not run
-again, so an interrupted benchmark resumes (--fresh runs everything again). PyTorch's float and
-eager QAT epochs of the same network (conv, batch norm and relu fused for QAT, as PyTorch's
+The networks (NETWORKS below) are 3x3 convolutions with batch norm and 2x2 max pools, ending in
+a flatten or a global average pool, then the output layer; "main" (two convolutions, flatten)
+is the one the figures are quoted for, "gap-16" is examples/fashion_cnn.toml's. Each run (a
+network, an arithmetic, a seed) is one process and one JSON file in --out (benchmarks/cnn_runs/
+by default); a run whose file exists is read, not run again, so an interrupted benchmark
+resumes (--fresh runs everything again). PyTorch's float and eager QAT epochs of
+the same network (conv, batch norm and relu fused for QAT, as PyTorch's
 flow has it) are timed when torch is installed (torch==2.13.0, a benchmark-only install).
 """
 
@@ -28,7 +29,19 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 EXAMPLE = HERE.parent / "examples" / "fashion_cnn.toml"
-WIDTHS = {"small": (8, 16, 32), "main": (16, 32, 64), "large": (24, 48, 96)}
+
+
+def conv(filters: int) -> dict:
+    return {"kind": "conv2d", "filters": filters, "kernel": 3, "padding": "same", "batch_norm": True}
+
+
+POOL = {"kind": "max_pool", "size": 2}
+NETWORKS = {  # name -> its layer tables (the output layer, dense 10, is implied)
+    "main": [conv(32), POOL, conv(64), POOL, {"kind": "flatten"}],  # 50,504 bytes of weights and biases
+    "gap-16": [conv(16), POOL, conv(32), POOL, conv(64), {"kind": "global_avg_pool"}],  # examples/fashion_cnn.toml
+    "gap-8": [conv(8), POOL, conv(16), POOL, conv(32), {"kind": "global_avg_pool"}],
+}
+TINY = [conv(8), POOL, conv(16), {"kind": "global_avg_pool"}]  # --quick: 8x8 digits
 FULL = {"dataset": "fashion-mnist", "epochs": 10, "seeds": 3, "samples": None}
 QUICK = {"dataset": "digits", "epochs": 2, "seeds": 1, "samples": None}
 
@@ -37,27 +50,18 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def config_for(settings: dict, widths, mode: str, seed: int):
-    """The example's network at these widths (or a tiny one on 8x8 digits), with the settings'
-    epochs and seed; int8 fake-quantizes from the first epoch, float never does."""
+def config_for(settings: dict, network: str, mode: str, seed: int):
+    """The named network (or a tiny one on 8x8 digits) with the example's other settings and
+    the settings' epochs and seed; int8 fake-quantizes from the first epoch, float never does."""
     import qmtik
 
     config = qmtik.load_config(EXAMPLE)
     if settings["dataset"] == "digits":
-        tiny = [
-            {"kind": "conv2d", "filters": widths[0], "kernel": 3, "padding": "same", "batch_norm": True},
-            {"kind": "max_pool", "size": 2},
-            {"kind": "conv2d", "filters": widths[1], "kernel": 3, "padding": "same", "batch_norm": True},
-            {"kind": "global_avg_pool"},
-        ]
-        config = config.replace_many({"network.input_shape": [8, 8, 1], "network.layers": tiny,
-                                      "data.input_range": [0, 16]})  # fmt: skip
+        config = config.replace_many(
+            {"network.input_shape": [8, 8, 1], "network.layers": TINY, "data.input_range": [0, 16]}
+        )
     else:
-        layers = [dict(layer.to_dict()) for layer in config.network.layers]
-        convs = [layer for layer in layers if layer["kind"] == "conv2d"]
-        for layer, filters in zip(convs, widths):
-            layer["filters"] = filters
-        config = config.replace("network.layers", layers)
+        config = config.replace("network.layers", NETWORKS[network])
     return config.replace_many(
         {
             "training.epochs": settings["epochs"],
@@ -87,7 +91,7 @@ def run_qmtik(settings: dict, size: str, mode: str, seed: int) -> dict:
     import qmtik
 
     (x, y), (x_test, y_test) = data(settings)
-    config = config_for(settings, WIDTHS[size], mode, seed)
+    config = config_for(settings, size, mode, seed)
     began = time.perf_counter()
     net = qmtik.Network(config).fit(x, y)
     seconds = time.perf_counter() - began
@@ -113,10 +117,12 @@ def run_torch(settings: dict, size: str, qat: bool) -> dict:
 
     torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     torch.manual_seed(0)
-    config = config_for(settings, WIDTHS[size], "float", 0)
+    config = config_for(settings, size, "float", 0)
     h, w, c = config.network.input_shape
     modules, channels, fuse = [], c, []
-    for spec in config.network.layers:
+    features = channels
+    for shape in config.network.shapes[:-1]:
+        spec = shape.spec
         if spec.kind == "conv2d":
             fuse.append([str(len(modules)), str(len(modules) + 1), str(len(modules) + 2)])
             modules += [nn.Conv2d(channels, spec.filters, 3, padding=1, bias=False), nn.BatchNorm2d(spec.filters),
@@ -126,7 +132,10 @@ def run_torch(settings: dict, size: str, qat: bool) -> dict:
             modules.append(nn.MaxPool2d(2))
         elif spec.kind == "global_avg_pool":
             modules += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-    modules.append(nn.Linear(channels, config.network.outputs))
+        elif spec.kind == "flatten":
+            modules.append(nn.Flatten())
+        features = math.prod(shape.out_shape)
+    modules.append(nn.Linear(features, config.network.outputs))
     model = nn.Sequential(*modules)
     if qat:
         with warnings.catch_warnings():
@@ -197,6 +206,12 @@ def per_sample_us(r: dict) -> float:
     return 1e6 * min(r["epoch_seconds"]) / r["trained_samples"]
 
 
+def layers_text(name: str) -> str:
+    """A network's layers in a few characters: c32 p c64 p f."""
+    short = {"conv2d": "c", "max_pool": "p", "flatten": "f", "global_avg_pool": "g"}
+    return " ".join(short[t["kind"]] + str(t.get("filters", "")) for t in NETWORKS[name])
+
+
 def tables(runs: list[dict], settings: dict) -> str:
     """The accuracy table (median over seeds), the sizes table, the speed table."""
     lines = [f"{settings['dataset']}, {settings['epochs']} epochs, {settings['seeds']} seed(s)", ""]
@@ -211,11 +226,11 @@ def tables(runs: list[dict], settings: dict) -> str:
             lines.append(f"| {mode} | {100 * accuracy:.2f}% | {each} | {these[0]['weight_bytes']:,} bytes | "
                          f"{statistics.median(per_sample_us(r) for r in these):.0f} µs |")  # fmt: skip
     sizes = [r for r in runs if r["mode"] == "int8" and r["seed"] == 0]
-    lines += ["", "| size (int8, seed 0) | widths | test accuracy | weights and biases | a layer's input + output |",
+    lines += ["", "| network (int8, seed 0) | layers | test accuracy | weights and biases | a layer's input + output |",
               "| --- | --- | --- | --- | --- |"]  # fmt: skip
-    for size in WIDTHS:
+    for size in NETWORKS:
         for r in (r for r in sizes if r["size"] == size):
-            lines.append(f"| {size} | {'-'.join(map(str, WIDTHS[size]))} | {100 * r['test_accuracy']:.2f}% | "
+            lines.append(f"| {size} | {layers_text(size)} | {100 * r['test_accuracy']:.2f}% | "
                          f"{r['weight_bytes']:,} bytes | {r['activation_bytes']:,} bytes |")  # fmt: skip
     speed = {r["mode"]: per_sample_us(r) for r in runs if r["size"] == "main" and r.get("seed", 0) == 0}
     if "torch-qat" in speed:
@@ -259,7 +274,7 @@ def main(argv=None) -> int:
         else:
             plan += [("torch", "main", mode, 0) for mode in ("torch-float", "torch-qat")]
     if "sizes" in parts:
-        plan += [("qmtik", size, "int8", 0) for size in WIDTHS if size != "main"]
+        plan += [("qmtik", size, "int8", 0) for size in NETWORKS if size != "main"]
     if "main" in parts:
         plan += [("qmtik", "main", mode, seed) for mode in ("int8", "float") for seed in range(1, settings["seeds"])]
     runs = []

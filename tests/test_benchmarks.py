@@ -359,7 +359,7 @@ def test_the_cnn_benchmark_quick_run_trains_each_arithmetic_and_resumes_from_its
     files = sorted(p.name for p in out.glob("*.json"))
     assert files == ["digits-e2-main-float-s0.json", "digits-e2-main-int8-s0.json"]
     run = json.loads((out / "digits-e2-main-int8-s0.json").read_text())
-    assert 0 <= run["test_accuracy"] <= 1 and len(run["epoch_seconds"]) == 2 and run["weight_bytes"] == 5304
+    assert 0 <= run["test_accuracy"] <= 1 and len(run["epoch_seconds"]) == 2 and run["weight_bytes"] == 1520
     table = capsys.readouterr().out
     assert "| int8 |" in table and "| float |" in table
     assert cnn.main(["--quick", "--parts", "main", "--out", str(out)]) == 0
