@@ -775,3 +775,17 @@ def test_save_header_writes_the_header_export_c_makes(tmp_path):
     model = MODELS["relu-17-3"]
     text = qmtik.save_header(tmp_path / "net.h", model, "net")
     assert text == export_c(model, "net") and (tmp_path / "net.h").read_text() == text
+
+
+def test_the_header_names_its_model_by_the_qmt_files_own_crc():
+    """The CRC macro is the .qmt file's CRC field (a CRC of a whole file that ends in its own
+    CRC is the same constant for every file: the header named every model 0x2144df1c)."""
+    import struct
+
+    from qmtik import qmtfile
+
+    texts = [export_c(build((5, 3, 2), "leaky_relu", seed=seed), "tiny") for seed in (11, 12)]
+    crcs = [int(text.split("#define TINY_CRC32 0x")[1][:8], 16) for text in texts]
+    assert crcs[0] != crcs[1]
+    blob = qmtfile.encode(build((5, 3, 2), "leaky_relu", seed=11))
+    assert crcs[0] == struct.unpack("<I", blob[-4:])[0]
