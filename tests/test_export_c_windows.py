@@ -14,7 +14,17 @@ from qmtik import intref_windows as iw
 from qmtik import quantization as q
 from qmtik.c_check import SANITIZE, STRICT, STRICT_CXX11, find_compiler, run_headers, sanitizers_work
 from qmtik.export_c import export_c
-from qmtik.integer_model import QuantizedModel, arena_bytes, arena_plan, in_place, memory_needs
+from qmtik.integer_model import (
+    QuantizedModel,
+    arena_bytes,
+    arena_plan,
+    fusable,
+    fusions,
+    in_place,
+    layer_memory,
+    memory_needs,
+    overlapping,
+)
 
 CC = find_compiler()
 needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler on this machine")
@@ -179,25 +189,29 @@ def test_every_layer_computes_the_spec_byte_for_byte_under_sanitizers(compiler, 
 
 
 def test_the_arena_plan_keeps_each_input_until_read_and_its_size_is_the_peak():
-    """The plan by hand: layer i reads its input's bytes and writes its output's; the two are
-    disjoint unless a pool runs in place (same end, flush with it); all lie in the arena, and
-    some layer needs all of it."""
+    """The plan by hand: step k (a layer, or a convolution fused with its pool) reads its
+    input's bytes and writes its output's; the two are disjoint unless a pool runs in place
+    (same end, flush with it); all lie in the arena, and some step needs all of it."""
     for model in NETWORKS.values():
         layers = model.layers
-        size, placed = arena_plan(layers)
+        size, plan = arena_plan(layers)
         assert memory_needs(model)["arena"] == memory_needs(model)["scratch"] == size == arena_bytes(layers)
-        source, peak = (0, model.inputs), layers[-1].inputs
-        for layer, (end, offset, order) in zip(layers, placed):
-            target = (offset, offset + layer.outputs)
+        assert [i for step, *_ in plan for i in step] == list(range(len(layers)))
+        source, peak = (0, model.inputs), layers[plan[-1][0][0]].inputs
+        for step, end, offset, order in plan[:-1]:
+            first, last = layers[step[0]], layers[step[-1]]
+            target = (offset, offset + last.outputs)
             assert 0 <= target[0] and target[1] <= size and (end == 0) == (offset == 0)
+            assert len(step) == 1 or (first.kind in iw.CONVOLUTIONS and last.kind in iw.POOLS and order is None)
             if order is None:
                 assert target[1] <= source[0] or source[1] <= target[0]
-                peak = max(peak, layer.inputs + layer.outputs)
+                peak = max(peak, first.inputs + last.outputs)
             else:
-                assert layer.kind in iw.POOLS and (target[0] == source[0] or target[1] == source[1] == size)
-                peak = max(peak, layer.inputs)
+                assert last.kind in iw.POOLS and (target[0] == source[0] or target[1] == source[1] == size)
+                peak = max(peak, first.inputs)
             source = target
         assert size == peak
+        assert max(part["ram"] for part in layer_memory(layers)) == size
     text = export_c(NETWORKS["2d"], "net")
     assert f"#define NET_ARENA_BYTES {arena_bytes(NETWORKS['2d'].layers)}\n" in text
     assert "#define NET_SCRATCH_BYTES NET_ARENA_BYTES\n" in text and "malloc(" not in text
@@ -206,13 +220,80 @@ def test_the_arena_plan_keeps_each_input_until_read_and_its_size_is_the_peak():
 
 
 def test_the_arena_of_the_fashion_cnn_by_hand():
-    """examples/fashion_cnn.toml's shapes: conv 784 + 12,544 is the peak; the first pool runs in
-    place from its last output (the arena's end), the second from its first (the start)."""
+    """examples/fashion_cnn.toml's shapes (gap-16): each convolution is fused with the pool after
+    it, so the peak is the second step, 14x14x16 = 3,136 in + 7x7x32 = 1,568 out (unfused:
+    784 + 28x28x16 = 13,328)."""
     c = Chain((28, 28, 1), seed=0).conv(16, 3, 1, "same").pool("max_pool", 2).conv(32, 3, 1, "same")
     c.pool("max_pool", 2).conv(64, 3, 1, "same").pool("global_avg_pool").dense(10)
-    size, placed = arena_plan(c.layers)
-    assert size == 784 + 28 * 28 * 16 == 13_328
-    assert [order for _, _, order in placed] == [None, "reverse", None, "forward", None, "reverse"]
+    size, plan = arena_plan(c.layers)
+    assert [step for step, *_ in plan] == [(0, 1), (2, 3), (4, 5), (6,)]
+    assert size == 3_136 + 1_568 == 4_704
+    assert [part["ram"] for part in layer_memory(c.layers)] == [3_920] * 2 + [4_704] * 2 + [1_632] * 2 + [64]
+
+
+def test_the_arena_of_the_main_cnn_is_the_issues_figure():
+    """benchmarks/cnn.py's "main": 28x28x1 -> conv 32 same -> max pool 2 -> conv 64 -> max pool 2
+    -> dense 10 needs max(784 + 6,272, 6,272 + 3,136) bytes, not 784 + 25,088."""
+    c = Chain((28, 28, 1), seed=0).conv(32, 3, 1, "same").pool("max_pool", 2).conv(64, 3, 1, "same")
+    c.pool("max_pool", 2).dense(10)
+    assert arena_bytes(c.layers) == max(784 + 6_272, 6_272 + 3_136) == 9_408
+    assert fusions(c.layers) == {0, 2}
+
+
+def test_overlapping_pools_are_fused_only_when_the_arena_shrinks():
+    """A 3x3 stride-2 max pool recomputes conv outputs when fused: fused only when that lowers
+    the peak. After the first convolution it does (784 + 32x13x13 < 784 + 28x28x32); after the
+    second (4 channels), whose step 5,408 + 676 is below that peak, it is left as two kernels."""
+    c = Chain((28, 28, 1), seed=0).conv(32, 3, 1, "same").pool("max_pool", 3, 2).conv(4, 3, 1, "same")
+    c.pool("max_pool", 3, 2).dense(10)
+    assert overlapping(c.layers[1]) and overlapping(c.layers[3]) and fusable(c.layers) == [0, 2]
+    assert fusions(c.layers) == {0}
+    assert arena_bytes(c.layers) == 784 + 13 * 13 * 32
+
+
+FUSED_POOLS = [  # kind, size, stride, padding: every geometry a pool may have, over a 7x3 conv output
+    ("max_pool", 2, None, "valid"),
+    ("max_pool", 3, 1, "same"),  # overlapping, padded on every side
+    ("max_pool", (2, 3), (3, 2), "same"),
+    ("max_pool", 3, 2, [2, 1, 0, 2]),  # overlapping rows, asymmetric pads
+    ("avg_pool", (2, 1), 1, "valid"),  # overlapping
+    ("avg_pool", 3, 3, "valid"),  # a row and columns left over
+    ("global_avg_pool", None, None, "valid"),
+]
+
+
+def fused_models():
+    """conv2d (17 channels) and depthwise (3), 3x3 stride (1, 2) same over 7x6x3, each followed
+    by every pool of FUSED_POOLS and an identity (so the scores are the pool's codes)."""
+    models = []
+    for k, (kind, size, stride, padding) in enumerate(FUSED_POOLS):
+        for depthwise in (False, True):
+            activation = ["relu", "tanh", "leaky_relu", "linear"][(2 * k + depthwise) % 4]
+            c = Chain((7, 6, 3), seed=20 + k).conv(17, 3, (1, 2), "same", activation, depthwise=depthwise)
+            c.pool(kind, size, stride, padding)
+            models.append(QuantizedModel("classification", "softmax", (-1.0, 3.0), c.layers + [identity(c.layers[-1])]))
+    return models
+
+
+@needs_cc
+def test_every_fused_convolution_and_pool_computes_the_spec_under_sanitizers(tmp_path, monkeypatch):
+    """Fusion forced on every pair (overlapping pools too): each fused kernel gives the spec's
+    codes (the two layers in turn), byte for byte under ASan and UBSan, the arena malloc'ed at
+    exactly the plan's peak, which is the fused step's input + pooled output."""
+    import qmtik.integer_model
+
+    monkeypatch.setattr(qmtik.integer_model, "fusions", lambda layers: frozenset(fusable(layers)))
+    runs = []
+    for k, model in enumerate(fused_models()):
+        conv, pool = model.layers[:2]
+        assert arena_plan(model.layers)[1][0][0] == (0, 1)
+        assert arena_bytes(model.layers) == max(conv.inputs + pool.outputs, pool.outputs)
+        assert "fused with " + pool.kind in export_c(model, "net")
+        runs.append((f"f{k}", model, codes_for(model, k, 120), np.zeros((1, model.inputs), np.float32)))
+    results = run_headers(runs, tmp_path, CC, optimize="-O0")
+    for (prefix, model, codes, _), got in zip(runs, results):
+        np.testing.assert_array_equal(got["scores"], intref.reference_scores(model.layers, codes), err_msg=prefix)
+    assert {got["sanitized"] for got in results} == {sanitizers_work(CC, tmp_path)}
 
 
 def written_before_read(layer, order) -> bool:

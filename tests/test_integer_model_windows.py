@@ -107,12 +107,11 @@ def test_the_file_holds_window_layers_and_the_header_exports_them(tmp_path):
     assert (tmp_path / "m.qmt").read_bytes() == encode(model)
     text = save_header(tmp_path / "m.h", model, "m")
     assert text == export_c(model, "m") == (tmp_path / "m.h").read_text()
-    assert "static void m__l0(const int8_t *in, int8_t *out)" in text  # the conv2d kernel
-    pool = "/* max_pool 2x2, stride 2x2, pads 0 0 0 0: 6x6x4 -> 3x3x4,\n   in place, from the last output."
-    assert pool in text  # the pool's input lies at the arena's end: it writes over it from its last output
-    assert "#define M_ARENA_BYTES 180\n" in text  # the conv's 36 in + 144 out; the pool needs 144
-    assert memory_needs(model)["arena"] == 180
-    assert "arena 180 bytes (the input included)" in model.info()
+    assert "static void m__l0(const int8_t *in, int8_t *out)" in text  # the conv2d kernel, the pool fused in
+    assert ",\n   fused with max_pool 2x2, stride 2x2, pads 0 0 0 0: 6x6x4 -> 3x3x4." in text
+    assert "#define M_ARENA_BYTES 72\n" in text  # the conv's 36 in + the pool's 36 out (unfused: 36 + 144)
+    assert memory_needs(model)["arena"] == 72
+    assert "arena 72 bytes (the input included)" in model.info()
 
 
 def test_a_layer_the_export_has_no_kernel_for_is_refused_in_one_line(monkeypatch):

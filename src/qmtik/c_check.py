@@ -20,7 +20,7 @@ import numpy as np
 from . import intref
 from .errors import CompilerError
 from .export_c import export_c
-from .integer_model import QuantizedModel, memory_needs
+from .integer_model import QuantizedModel, arena_plan, layer_memory, memory_needs
 
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wconversion", "-Wshadow"]
 STRICT_CXX11 = ["-std=c++11", *STRICT[1:]]  # the header is C++ too: its declarations are extern "C"
@@ -230,6 +230,7 @@ def code_size(model: QuantizedModel, cc: str | None = None, flags=("-Os",), pref
         usage = folder / "net.su"
         if usage.exists():
             stack = sum(int(m.group(1)) for m in re.finditer(r"\t(\d+)\t", usage.read_text()))
+        functions = _function_sizes(cc, [*STRICT, *flags], folder, prefix)
     need = memory_needs(model)
     return {
         "code": sizes.get("text", 0),
@@ -237,17 +238,80 @@ def code_size(model: QuantizedModel, cc: str | None = None, flags=("-Os",), pref
         "stack": stack,
         "scratch": need["scratch"],
         "arena": need["arena"],
+        "layers": per_layer(model, functions, prefix),
     }
+
+
+def per_layer(model: QuantizedModel, functions: dict, prefix: str = "net") -> list:
+    """--report's figures per layer: {'layer', 'kind', 'fused' (the number of the layer its
+    kernel is fused with, or None), 'code' (its kernel's bytes, None when unmeasured; a pool
+    fused into the convolution before it: 0, the kernel counted there), 'constants', 'ram' (the
+    bytes of the arena step it runs in; dense layers only: its input and output buffers)}
+    from integer_model.layer_memory, arena_plan's steps and the kernels' sizes."""
+    layers, rows = model.layers, []
+    dense = all(layer.kind == "dense" for layer in layers)
+    steps = {i: step for step, *_ in ([] if dense else arena_plan(layers)[1]) for i in step}
+    for i, (layer, memory) in enumerate(zip(layers, layer_memory(layers))):
+        step = steps.get(i, (i,))
+        rows.append(
+            {
+                "layer": i + 1,
+                "kind": layer.kind,
+                "fused": next((j + 1 for j in step if j != i), None),
+                "code": functions.get(f"{prefix}__l{i}") if step[0] == i else 0,
+                "constants": sum(memory["constants"].values()),
+                "ram": memory["ram"],
+            }
+        )
+    return rows
+
+
+def layer_lines(rows: list) -> list:
+    """export-c --report's lines per layer (per_layer's rows): flash (code and constants) and the
+    RAM of its step."""
+    lines = []
+    for row in rows:
+        code = "code ?" if row["code"] is None else f"code {row['code']:,}"
+        flash = "?" if row["code"] is None else f"{row['code'] + row['constants']:,}"
+        fused = f", fused with layer {row['fused']}" if row["fused"] else ""
+        lines.append(
+            f"  layer {row['layer']} {row['kind']}{fused}: flash {flash} bytes ({code}, constants "
+            f"{row['constants']:,}); RAM {row['ram']:,} bytes"
+        )
+    return lines
+
+
+def _function_sizes(cc: str, flags: list, folder: Path, prefix: str) -> dict:
+    """{function name: bytes} of the layer kernels, from the header compiled (without the float
+    helpers) with -fno-inline, each function in its own section, by the nm that goes with cc: a
+    layer's own code (in the header proper most are inlined into predict, so the total is
+    measured apart). {} when that fails or there is no nm."""
+    tool = _binutil(cc, ("nm", "llvm-nm"))
+    options = ["-fno-inline", "-ffunction-sections", "-c", "-o", "layers.o"]
+    build = subprocess.run([cc, *flags, *options, "net.c"], cwd=folder, capture_output=True, text=True)
+    if tool is None or build.returncode != 0:
+        return {}
+    out = subprocess.run([tool, "-S", str(folder / "layers.o")], capture_output=True, text=True).stdout
+    sizes = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and re.fullmatch(rf"{prefix}__l\d+", parts[3]):
+            sizes[parts[3]] = int(parts[1], 16)
+    return sizes
+
+
+def _binutil(cc: str, names) -> str | None:
+    """The binutils tool (size, nm) that goes with cc: arm-none-eabi-nm for arm-none-eabi-gcc."""
+    prefix = Path(cc).name[:-3] if Path(cc).name.endswith("gcc") else ""
+    for name in (prefix + names[0], *names):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
 
 
 def _section_sizes(cc: str, obj: Path) -> dict:
     """Section sizes of an object file, by the binutils `size` that goes with cc."""
-    size_tool = None
-    prefix = Path(cc).name[:-3] if Path(cc).name.endswith("gcc") else ""
-    for name in (prefix + "size", "size", "llvm-size"):
-        if shutil.which(name):
-            size_tool = shutil.which(name)
-            break
+    size_tool = _binutil(cc, ("size", "llvm-size"))
     if size_tool is None:
         return {}
     out = subprocess.run([size_tool, "-A", str(obj)], capture_output=True, text=True).stdout

@@ -121,10 +121,8 @@ def export_c(model: QuantizedModel, prefix: str = "model") -> str:
     for number, layer in enumerate(model.layers, 1):
         if layer.kind not in LAYER_KINDS:
             raise ExportError(f"layer {number} is a {layer.kind} layer, which the C export has no kernel for")
-    names = [f"{p}__l{i}" for i in range(len(model.layers))]
-    plan = None if all(layer.kind == "dense" for layer in model.layers) else arena_plan(model.layers)[1]
-    orders = [order for _, _, order in plan or ()] + [None] * (len(names) - len(plan or ()))
-    layers = [LAYER_KINDS[layer.kind](p, n, layer, o) for n, layer, o in zip(names, model.layers, orders)]
+    steps = _steps(model.layers)
+    parts = [_step(p, model.layers, step, order) for step, _, order in steps]
     values = _document(model, p)
     return (
         fill(
@@ -132,10 +130,10 @@ def export_c(model: QuantizedModel, prefix: str = "model") -> str:
             "header",
             **values,
             **_outputs(model, p),
-            **_workspace(plan, names, values),
-            arrays="\n".join(constants for constants, _ in layers if constants),
+            **_workspace(steps, p, values, "scratch" if _dense_only(model.layers) else "arena"),
+            arrays="\n".join(constants for constants, _ in parts if constants),
             arithmetic=fill("requantize.h.in", "requantize", p=p, saturation=intref.SATURATION),
-            layers="\n\n".join(function for _, function in layers),
+            layers="\n\n".join(function for _, function in parts),
         )
         + "\n"
     )
@@ -245,33 +243,93 @@ def _window(p: str, n: str, layer, order: str | None) -> tuple[str, str]:
     """A window layer's constants (convolutions: dense.h.in's; pools: none) and its function
     (templates/windows.h.in), named n, its sizes written in; a pool's loops in order
     ("reverse": from the last output, when it runs in place at the arena's end)."""
+    sizes = _sizes(p, n, layer)
+    if not isinstance(layer, intref.IntegerLayer):  # a pool: integers only, nothing to requantize
+        (out_h, out_w, channels), reverse = layer.output_shape, order == "reverse"
+        loops = [_loop(name, size, reverse) for name, size in (("oy", out_h), ("ox", out_w), ("o", channels))]
+        note = {None: "", "forward": ",\n   in place", "reverse": ",\n   in place, from the last output"}[order]
+        sizes["title"] += note
+        count = layer.kernel[0] * layer.kernel[1]
+        return "", fill(
+            "windows.h.in", layer.kind, **sizes, count=count, rows=loops[0], columns=loops[1], depth=loops[2]
+        )
+    constants, convolution = _convolution(p, n, layer)
+    section = "depthwise" if layer.kind == "depthwise_conv2d" else "conv2d"
+    return constants, fill("windows.h.in", section, **sizes, **convolution)
+
+
+def _fused(p: str, n: str, conv, pool) -> tuple[str, str]:
+    """A convolution and the pool after it as one kernel (windows.h.in's conv2d_pool or
+    depthwise_pool), named n: the conv's constants, and a function that pools each conv output
+    as it computes it (integer_model.fusions says when)."""
+    sizes = _sizes(p, n, conv)
+    (pool_h, pool_w, _), (pkh, pkw), (psh, psw) = pool.output_shape, pool.kernel, pool.stride
+    sizes["title"] += ",\n   fused with " + _sizes(p, n, pool)["title"]
+    kind = "max_pool" if pool.kind == "max_pool" else "avg_pool"
+    steps = {"count": pkh * pkw, "out_h": conv.output_shape[0], "out_w": conv.output_shape[1]}
+    skip = fill("windows.h.in", "skip_padding", **steps) + "\n" if any(pool.pads) else ""
+    constants, convolution = _convolution(p, n, conv)
+    section = "depthwise_pool" if conv.kind == "depthwise_conv2d" else "conv2d_pool"
+    return constants, fill(
+        "windows.h.in",
+        section,
+        **sizes,
+        **convolution,
+        pool_h=pool_h,
+        pool_w=pool_w,
+        pkh=pkh,
+        pkw=pkw,
+        pool_sh=psh,
+        pool_sw=psw,
+        pool_top=pool.pads[0],
+        pool_left=pool.pads[2],
+        start=-128 if kind == "max_pool" else 0,
+        skip=skip,
+        take=fill("windows.h.in", "take_" + kind),
+        finish=fill("windows.h.in", "finish_" + kind, **steps),
+    )
+
+
+def _sizes(p: str, n: str, layer) -> dict:
+    """A window layer's holes: names, sizes, window and a title saying them."""
     (in_h, in_w, in_c), (out_h, out_w, channels) = layer.input_shape, layer.output_shape
     (kh, kw), (sh, sw), (top, bottom, left, right) = layer.kernel, layer.stride, layer.pads
     title = f"{layer.kind} {kh}x{kw}, stride {sh}x{sw}, pads {top} {bottom} {left} {right}: "
     title += f"{in_h}x{in_w}x{in_c} -> {out_h}x{out_w}x{channels}"
     sizes = dict(p=p, n=n, title=title, in_h=in_h, in_w=in_w, in_c=in_c, out_h=out_h, out_w=out_w)
     sizes.update(channels=channels, kh=kh, kw=kw, stride_h=sh, stride_w=sw, pad_top=top, pad_left=left)
-    if not isinstance(layer, intref.IntegerLayer):  # a pool: integers only, nothing to requantize
-        loops = [
-            _loop(name, size, order == "reverse") for name, size in (("oy", out_h), ("ox", out_w), ("o", channels))
-        ]
-        note = {None: "", "forward": ",\n   in place", "reverse": ",\n   in place, from the last output"}[order]
-        sizes["title"] += note
-        return "", fill(
-            "windows.h.in", layer.kind, **sizes, count=kh * kw, rows=loops[0], columns=loops[1], depth=loops[2]
-        )
+    return sizes
+
+
+def _convolution(p: str, n: str, layer) -> tuple[str, dict]:
+    """A convolution's constants and the holes of its arithmetic (taps, zero, requantize, activate)."""
     constants, requantize, activate = _requantized(p, n, layer, "acc", "o")
-    section = "depthwise" if layer.kind == "depthwise_conv2d" else "conv2d"
-    return constants, fill(
-        "windows.h.in",
-        section,
-        **sizes,
-        taps=layer.weights.shape[1],
-        zero=layer.input_zero_point,
-        requantize=requantize,
-        activate=activate,
-        activation=layer.activation,
-    )
+    holes = dict(taps=layer.weights.shape[1], zero=layer.input_zero_point, activation=layer.activation)
+    return constants, dict(holes, requantize=requantize, activate=activate)
+
+
+def _steps(layers) -> list:
+    """predict's calls: (layer indices, target, order) per step. Dense layers only: one layer a
+    step, the scratch's halves in turn; with window layers arena_plan's steps (a convolution
+    fused with its pool is one), each output at its offset; the last step's target is None (the
+    scores)."""
+    if _dense_only(layers):
+        return [((i,), f"buffers[{i % 2}]", None) for i in range(len(layers))]
+    plan = arena_plan(layers)[1]
+    return [(step, None if offset is None else f"bytes + {offset}", order) for step, _, offset, order in plan]
+
+
+def _dense_only(layers) -> bool:
+    """Whether a network is dense layers only (its header keeps the scratch, as ever)."""
+    return all(layer.kind == "dense" for layer in layers)
+
+
+def _step(p: str, layers, step: tuple, order) -> tuple[str, str]:
+    """One step's constants and function, named for its first layer (prefix__l3)."""
+    if len(step) == 2:
+        return _fused(p, f"{p}__l{step[0]}", layers[step[0]], layers[step[1]])
+    layer = layers[step[0]]
+    return LAYER_KINDS[layer.kind](p, f"{p}__l{step[0]}", layer, order)
 
 
 LAYER_KINDS = {"dense": _dense, **dict.fromkeys(intref_windows.KINDS, _window)}  # kind -> constants, function
@@ -286,19 +344,14 @@ def _loop(index: str, size: int, reverse: bool) -> str:
     )
 
 
-def _workspace(plan: list | None, names: list, values: dict) -> dict:
-    """The header's text on predict's memory: a network of dense layers (plan None) keeps its
-    scratch (two halves used in turn, the input the caller's); one with window layers takes an
-    arena, the input included, each layer writing where arena_plan places its output."""
-    kind = "scratch" if plan is None else "arena"
-    if kind == "scratch":
-        targets = [f"buffers[{i % 2}]" for i in range(len(names))]
-    else:
-        targets = [f"bytes + {offset}" for _, offset, _ in plan]
+def _workspace(steps: list, p: str, values: dict, kind: str) -> dict:
+    """The header's text on predict's memory: a network of dense layers keeps its scratch (two
+    halves used in turn, the input the caller's); one with window layers takes an arena, the
+    input included, each step writing where arena_plan places its output (_steps)."""
     calls, source = [], "input"
-    for i, name in enumerate(names):
-        target = "scores" if i == len(names) - 1 else targets[i]
-        calls.append(fill("header.h.in", "call", layer=name, source=source, target=target))
+    for k, (step, target, _) in enumerate(steps):
+        target = "scores" if k == len(steps) - 1 else target
+        calls.append(fill("header.h.in", "call", layer=f"{p}__l{step[0]}", source=source, target=target))
         source = target
     return {
         "workspace": kind,

@@ -216,27 +216,103 @@ def in_place(layer, end: int) -> str | None:
     return "reverse" if end == 1 and not any(layer.pads) else None
 
 
-def arena_plan(layers) -> tuple:
-    """(arena bytes, [(end, offset, order)] for each layer but the last) of a network with
-    window layers, the input at the arena's start: each layer reads its input at one end of
-    the arena and writes its output flush with the other (order None), or, a pool, over its
-    input flush with the same end (in_place's order). A layer needs its input plus its
-    output (in place: its input), the last layer its input (the scores are the caller's);
-    the arena is the largest need: the plan's peak, computed exactly."""
+def fusable(layers) -> list:
+    """The indices i where a convolution (conv2d, depthwise) is followed by a pool (max, average
+    or global average): the pairs the header may run as one kernel, the conv's output never stored."""
+    return [
+        i
+        for i in range(len(layers) - 1)
+        if layers[i].kind in intref_windows.CONVOLUTIONS and layers[i + 1].kind in intref_windows.POOLS
+    ]
+
+
+def overlapping(pool) -> bool:
+    """Whether a pool's windows overlap (a stride below the window): fused, the convolution then
+    computes the outputs they share once per window."""
+    return any(s < k for s, k in zip(pool.stride, pool.kernel))
+
+
+def fusions(layers) -> frozenset:
+    """The fusable pairs (fusable's i) the plan fuses. Pools whose windows do not overlap are
+    fused (each conv output computed at most once: never slower, and the step needs input +
+    pooled output instead of input + conv output), unless the plan without that fusion is
+    smaller (a later pool then runs in place at the other end); overlapping ones only when the
+    plan with the fusion is smaller, since they recompute. Decided pair by pair, in order, from
+    all fused."""
+    chosen = set(fusable(layers))
+    for i in fusable(layers):
+        with_it, without = _plan(layers, chosen)[0], _plan(layers, chosen - {i})[0]
+        if without < with_it or (overlapping(layers[i + 1]) and without == with_it):
+            chosen.discard(i)
+    return frozenset(chosen)
+
+
+def _plan(layers, fused) -> tuple:
+    """arena_plan's (bytes, steps) with the pairs fused (a set of fusable's indices)."""
+    steps, i = [], 0
+    while i < len(layers):
+        steps.append(tuple(range(i, i + (2 if i in fused else 1))))
+        i += len(steps[-1])
     end, size_in, needs, placed = 0, layers[0].inputs, [], []
-    for layer in layers[:-1]:
-        order = in_place(layer, end)
-        needs.append(size_in if order else size_in + layer.outputs)
+    for step in steps[:-1]:
+        last = layers[step[-1]]
+        order = in_place(last, end) if len(step) == 1 else None
+        needs.append(size_in if order else size_in + last.outputs)
         end = end if order else 1 - end
-        size_in = layer.outputs
-        placed.append((end, size_in, order))
+        size_in = last.outputs
+        placed.append((step, end, size_in, order))
     size = max(needs + [size_in])
-    return size, [(end, 0 if end == 0 else size - n, order) for end, n, order in placed]
+    return size, [(step, end, 0 if end == 0 else size - n, order) for step, end, n, order in placed] + [
+        (steps[-1], None, None, None)
+    ]
+
+
+def arena_plan(layers) -> tuple:
+    """(arena bytes, [(step, end, offset, order)]) of a network with window layers, the input
+    at the arena's start. A step is a tuple of layer indices: one layer, or a convolution and
+    the pool fused with it (fusions), whose output is the pool's. Each step reads its input at
+    one end of the arena and writes its output flush with the other (order None), or, a pool,
+    over its input flush with the same end (in_place's order). A step needs its input plus its
+    output (in place: its input), the last step its input (the scores are the caller's, so its
+    end, offset and order are None); the arena is the largest need: the plan's peak, exactly."""
+    return _plan(layers, fusions(layers))
 
 
 def arena_bytes(layers) -> int:
     """The arena of arena_plan: bytes of activations, the input included."""
     return arena_plan(layers)[0]
+
+
+def layer_memory(layers) -> list:
+    """Per layer, {'constants': its bytes in flash (weights, biases, multipliers, shifts,
+    table; a pool none), 'ram': the bytes its step needs while it runs}. With window layers
+    that is its arena_plan step's (input + output; in place or last: input; both layers of a
+    fused pair name their step's); dense layers only, its input (the first's is the
+    caller's, so 0) plus its output (the last's: the scores, the caller's)."""
+    if all(layer.kind == "dense" for layer in layers):
+        ram = [(i > 0) * layer.inputs + (i < len(layers) - 1) * layer.outputs for i, layer in enumerate(layers)]
+    else:
+        plan, ram, size_in = arena_plan(layers)[1], [0] * len(layers), layers[0].inputs
+        for k, (step, _, _, order) in enumerate(plan):
+            out = layers[step[-1]].outputs
+            for i in step:
+                ram[i] = size_in if order or k == len(plan) - 1 else size_in + out
+            size_in = out
+    return [{"constants": _constants(layer), "ram": need} for layer, need in zip(layers, ram)]
+
+
+def _constants(layer) -> dict:
+    """A layer's constants in bytes, by kind: weights (int8), biases (int32), requantization
+    (an int32 multiplier and a uint8 shift per output, twice for leaky relu), table (256)."""
+    if not isinstance(layer, intref.IntegerLayer):
+        return {"weights": 0, "biases": 0, "requantization": 0, "tables": 0}
+    twice = 2 if layer.negative_multiplier is not None else 1
+    return {
+        "weights": layer.weights.size,
+        "biases": 4 * layer.bias.size,
+        "requantization": 5 * layer.output_multiplier.size * twice,
+        "tables": 256 if layer.table is not None else 0,
+    }
 
 
 def memory_needs(model: "QuantizedModel") -> dict:
@@ -246,24 +322,12 @@ def memory_needs(model: "QuantizedModel") -> dict:
     turn, and the input is the caller's (arena = inputs + scratch). With window layers the
     scratch is the arena (arena_bytes), which holds the input too. Pools have no constants;
     no kernel needs a buffer besides its input and output (no im2col)."""
-    layers = _weighted(model.layers)
     dense = all(layer.kind == "dense" for layer in model.layers)
     scratch = 2 * max(model.widths[1:-1], default=1) if dense else arena_bytes(model.layers)
-    weights = sum(layer.weights.size for layer in layers)
-    biases = 4 * sum(layer.bias.size for layer in layers)
-    requant = sum(
-        5 * layer.output_multiplier.size * (2 if layer.negative_multiplier is not None else 1) for layer in layers
-    )
-    tables = sum(256 for layer in layers if layer.table is not None)
-    return {
-        "weights": weights,
-        "biases": biases,
-        "requantization": requant,
-        "tables": tables,
-        "constants": weights + biases + requant + tables,
-        "scratch": scratch,
-        "arena": model.inputs + scratch if dense else scratch,
-    }
+    parts = [_constants(layer) for layer in model.layers]
+    need = {key: sum(part[key] for part in parts) for key in ("weights", "biases", "requantization", "tables")}
+    need["constants"] = sum(need.values())
+    return {**need, "scratch": scratch, "arena": model.inputs + scratch if dense else scratch}
 
 
 def describe(model: "QuantizedModel", file_bytes: int | None = None) -> str:
@@ -307,6 +371,7 @@ def describe(model: "QuantizedModel", file_bytes: int | None = None) -> str:
         f"memory: {need['constants']:,} bytes of constants (weights {need['weights']:,}, biases "
         f"{need['biases']:,}, requantization {need['requantization']:,}, tables {need['tables']:,}); "
         + (f"scratch {need['scratch']:,} bytes" if dense else f"arena {need['arena']:,} bytes (the input included)")
+        + "".join(f"; layers {i + 1} and {i + 2} run as one kernel" for i in sorted(fusions(model.layers)))
     )
     if model.class_names:
         lines.append("classes: " + ", ".join(model.class_names))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .. import workflow
+from ..c_check import layer_lines
 from ..config import load_config, parse_override
 from ..data import convert_file
 from ..errors import CheckFailed, ExportError, UsageError
@@ -130,7 +131,8 @@ def cmd_export_c(args) -> int:
     size = workflow.write_header(model, out, prefix)
     say(f"wrote {out} ({size:,} bytes), prefix {prefix}")
     if args.report:
-        say(needs_line(workflow.header_needs(model, prefix)))
+        needs = workflow.header_needs(model, prefix)
+        say("\n".join([needs_line(needs), *layer_lines(needs.get("layers", []))]))
     if args.check:
         result = workflow.check_header(model, x, prefix)
         if result is None:
