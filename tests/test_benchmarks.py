@@ -364,3 +364,17 @@ def test_the_cnn_benchmark_quick_run_trains_each_arithmetic_and_resumes_from_its
     assert "| int8 |" in table and "| float |" in table
     assert cnn.main(["--quick", "--parts", "main", "--out", str(out)]) == 0
     assert "read" in capsys.readouterr().err
+
+
+def test_the_cnn_benchmarks_main_network_is_the_flat_example():
+    """examples/fashion_cnn_flat.toml is the network benchmarks/cnn.py quotes as "main", and
+    examples/fashion_cnn.toml its "gap-16": the figures a user reproduces are the README's."""
+    import qmtik
+
+    cnn = load("cnn")
+    examples = BENCHMARKS.parent / "examples"
+    for name, file in (("main", "fashion_cnn_flat.toml"), ("gap-16", "fashion_cnn.toml")):
+        example = qmtik.load_config(examples / file)
+        benchmark = cnn.config_for({"dataset": "fashion-mnist", "epochs": 10}, name, "int8", 0)
+        assert example.network.layers == benchmark.network.layers
+        assert example.training.epochs == 10 and example.network.input_shape == (28, 28, 1)
