@@ -167,9 +167,39 @@ def run_torch(settings: dict, size: str, qat: bool) -> dict:
             "trained_samples": len(x), "library": torch.__version__}  # fmt: skip
 
 
+def device_sizes(settings: dict, network: str) -> dict | None:
+    """The Cortex-M4 header's flash and RAM (arm-none-eabi-gcc -Os, else the local compiler;
+    None without one) of the network: its integer model after one epoch on 256 samples, since
+    flash and RAM depend on the shapes, not on the weights' values."""
+    import shutil
+
+    import qmtik
+    from qmtik.c_check import code_size
+
+    (x, y), _ = data(settings)
+    config = config_for(settings, network, "int8", 0).replace_many(
+        {"training.epochs": 1, "training.validation_split": 0}
+    )
+    model = qmtik.Network(config).fit(x[:256], y[:256]).quantize()
+    cc = shutil.which("arm-none-eabi-gcc")
+    flags = ("-Os", "-mcpu=cortex-m4", "-mthumb") if cc else ("-Os",)
+    sizes = code_size(model, cc, flags)
+    if sizes is None:
+        return None
+    return {"flash": sizes["code"] + sizes["constants"], "ram": sizes["arena"] + sizes["stack"],
+            "compiler": "Cortex-M4" if cc else "local"}  # fmt: skip
+
+
 def child(kind: str, spec: dict) -> dict:
     if kind == "qmtik":
         return run_qmtik(spec["settings"], spec["size"], spec["mode"], spec["seed"])
+    if kind == "device":
+        return {
+            "size": spec["size"],
+            "mode": "device",
+            "seed": 0,
+            **(device_sizes(spec["settings"], spec["size"]) or {}),
+        }
     return run_torch(spec["settings"], spec["size"], spec["mode"] == "torch-qat")
 
 
@@ -226,13 +256,23 @@ def tables(runs: list[dict], settings: dict) -> str:
             lines.append(f"| {mode} | {100 * accuracy:.2f}% | {each} | {these[0]['weight_bytes']:,} bytes | "
                          f"{statistics.median(per_sample_us(r) for r in these):.0f} µs |")  # fmt: skip
     sizes = [r for r in runs if r["mode"] == "int8" and r["seed"] == 0]
-    lines += ["", "| network (int8, seed 0) | layers | test accuracy | weights and biases | a layer's input + output |",
-              "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    device = {r["size"]: r for r in runs if r["mode"] == "device" and "flash" in r}
+    header = (
+        "| network (int8, seed 0) | layers | test accuracy | weights and biases | a layer's input + output "
+        "| header flash | header RAM (arena + stack) |"
+    )
+    lines += ["", header, "| --- | --- | --- | --- | --- | --- | --- |"]
     for size in NETWORKS:
         for r in (r for r in sizes if r["size"] == size):
+            d = device.get(size)
+            on_device = f"{d['flash']:,} bytes ({d['compiler']}) | {d['ram']:,} bytes" if d else "— | —"
             lines.append(f"| {size} | {layers_text(size)} | {100 * r['test_accuracy']:.2f}% | "
-                         f"{r['weight_bytes']:,} bytes | {r['activation_bytes']:,} bytes |")  # fmt: skip
-    speed = {r["mode"]: per_sample_us(r) for r in runs if r["size"] == "main" and r.get("seed", 0) == 0}
+                         f"{r['weight_bytes']:,} bytes | {r['activation_bytes']:,} bytes | {on_device} |")  # fmt: skip
+    speed = {
+        r["mode"]: per_sample_us(r)
+        for r in runs
+        if r["size"] == "main" and r.get("seed", 0) == 0 and "epoch_seconds" in r
+    }
     if "torch-qat" in speed:
         lines += [
             "",
@@ -275,6 +315,7 @@ def main(argv=None) -> int:
             plan += [("torch", "main", mode, 0) for mode in ("torch-float", "torch-qat")]
     if "sizes" in parts:
         plan += [("qmtik", size, "int8", 0) for size in NETWORKS if size != "main"]
+        plan += [("device", size, "device", 0) for size in NETWORKS]
     if "main" in parts:
         plan += [("qmtik", "main", mode, seed) for mode in ("int8", "float") for seed in range(1, settings["seeds"])]
     runs = []
