@@ -73,6 +73,20 @@ def loss_and_grads(layers, codes, weights_out):
     return loss, P.backward(layers, caches, weights_out.astype(scores.dtype), SPEC)
 
 
+def assert_central_differences(layers, codes, weights_out, params, grads, samples: int):
+    """Each gradient equals central differences of the loss at about `samples` entries of its parameter."""
+    for param, grad in zip(params, grads):
+        assert grad.shape == param.shape
+        for index in list(np.ndindex(param.shape))[:: max(1, param.size // samples)]:
+            keep = param[index]
+            param[index] = keep + 1e-6
+            up = loss_and_grads(layers, codes, weights_out)[0]
+            param[index] = keep - 1e-6
+            down = loss_and_grads(layers, codes, weights_out)[0]
+            param[index] = keep
+            assert grad[index] == pytest.approx((up - down) / 2e-6, rel=1e-4, abs=1e-6)
+
+
 @pytest.mark.parametrize(
     "kind, norm, padding, stride, frozen",
     [
@@ -100,16 +114,7 @@ def test_float_gradients_of_a_small_convolutional_network_match_central_differen
     params = [p for layer in layers for p in layer.params()]
     flat = [g for layer_grads in grads for g in layer_grads]
     assert len(params) == len(flat) == (3 * 4 + 2 if norm else 4 * 2)
-    for param, grad in zip(params, flat):
-        assert grad.shape == param.shape
-        for index in list(np.ndindex(param.shape))[:: max(1, param.size // 12)]:
-            keep = param[index]
-            param[index] = keep + 1e-6
-            up = loss_and_grads(layers, codes, weights_out)[0]
-            param[index] = keep - 1e-6
-            down = loss_and_grads(layers, codes, weights_out)[0]
-            param[index] = keep
-            assert grad[index] == pytest.approx((up - down) / 2e-6, rel=1e-4, abs=1e-6)
+    assert_central_differences(layers, codes, weights_out, params, flat, samples=12)
 
 
 def test_the_frozen_fake_quantized_step_is_the_integer_layer_that_ships():
@@ -237,15 +242,8 @@ def test_a_conv1d_network_from_its_config_has_exact_float64_gradients():
     codes = rng.integers(-128, 128, (5, 24)).astype(np.int8)
     weights_out = rng.standard_normal((5, 10))
     _, grads = loss_and_grads(layers, codes, weights_out)
-    for param, grad in zip([p for layer in layers for p in layer.params()], [g for lg in grads for g in lg]):
-        for index in list(np.ndindex(param.shape))[:: max(1, param.size // 8)]:
-            keep = param[index]
-            param[index] = keep + 1e-6
-            up = loss_and_grads(layers, codes, weights_out)[0]
-            param[index] = keep - 1e-6
-            down = loss_and_grads(layers, codes, weights_out)[0]
-            param[index] = keep
-            assert grad[index] == pytest.approx((up - down) / 2e-6, rel=1e-4, abs=1e-6)
+    params, flat = [p for layer in layers for p in layer.params()], [g for lg in grads for g in lg]
+    assert_central_differences(layers, codes, weights_out, params, flat, samples=8)
 
 
 def test_the_same_cnn_config_and_seed_give_the_same_model_bit_for_bit():

@@ -14,8 +14,8 @@ import numpy as np
 
 from .. import intref
 from .. import quantization as q
-from . import windows
 from .common import FOLD_SHIFT, SMALL_BATCH, scale_of
+from .windows import KERNELS
 
 ROWS_PER_PASS = 1024  # samples per pass through the layers: keeps the temporaries in cache
 WINDOW_ROWS = 128  # samples per pass of a model with window layers: their im2col rows are many
@@ -151,7 +151,7 @@ def prepare(layer):
     if layer.kind == "dense":
         return LayerKernel.prepare(layer)
     dense = LayerKernel.prepare(layer) if isinstance(layer, intref.IntegerLayer) else None
-    return windows.KERNELS[layer.kind](layer, dense)
+    return KERNELS[layer.kind](layer, dense)
 
 
 class Kernels:
