@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import reprlib
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -61,13 +62,64 @@ def save(
 
 
 def load(path) -> dict:
-    """Read and check a checkpoint: {'config', 'input_range', 'layers', 'quantized', 'history', 'resume'}."""
+    """Read and check a checkpoint: {'config', 'input_range', 'layers', 'quantized', 'history', 'resume'}.
+
+    Each member's array header is read before its data (parsing.load_npz): a member of no
+    checkpoint, or one whose shape is not the one its config gives it, is refused uninflated."""
     path = Path(path)
     if _starts_with(path, QMT_MAGIC):
         raise CheckpointError(
             f"checkpoint {path}: an integer model (.qmt), not a training checkpoint; load it with qmtik.load_model"
         )
-    return _check(path, load_npz(path, f"checkpoint {path}", CheckpointError))
+    what = f"checkpoint {path}"
+    meta = load_npz(path, what, CheckpointError, keys=tuple(SCALARS), check=_scalar_problem)
+    shapes = _member_shapes(meta)
+    if shapes is None:  # not a checkpoint, or no config to check the arrays by: _check says why
+        return _check(path, meta)
+    return _check(path, load_npz(path, what, CheckpointError, check=partial(_shape_problem, shapes)))
+
+
+SCALARS = {key: () for key in ("format", "version", "config", "history", "class_names", "quantized")}
+SCALARS.update({"input_range": (2,), "resume.epoch": (), "optimizer.steps": ()})
+
+
+def _scalar_problem(key: str, dtype, shape) -> str | None:
+    """Why a header of one of the SCALARS members cannot be that member's, or None."""
+    if key in SCALARS and shape != SCALARS[key]:
+        return f"is {dtype} of shape {shape}, not what a checkpoint holds"
+    return None
+
+
+def _member_shapes(meta: dict) -> dict | None:
+    """{member: shape} of every array member the checkpoint's config allows, or None when the
+    config cannot be read (then _check refuses the checkpoint with the reason)."""
+    if "format" not in meta or str(meta["format"]) != FORMAT or "config" not in meta:
+        return None
+    if "format" not in meta or str(meta["format"]) != FORMAT or "config" not in meta:
+        return None
+    try:
+        config = Config.from_dict(json.loads(str(meta["config"])))
+        layers = init_layers(config, np.random.default_rng(0))
+    except Exception:  # noqa: BLE001 - any reason at all: _check gives the one-line message
+        return None
+    shapes = dict(SCALARS)
+    for prefix in ("model", "resume"):
+        shapes.update({key: a.shape for key, a in _layer_arrays(prefix, layers).items()})
+    params = [a.shape for layer in layers for a in layer.params()]
+    for slot in OPTIMIZERS[config.training.optimizer].slots:
+        shapes.update({f"optimizer.{slot}.{i}": shape for i, shape in enumerate(params)})
+    return shapes
+
+
+def _shape_problem(shapes: dict, key: str, dtype, shape) -> str | None:
+    """Why an array header cannot be that of the member key of a checkpoint of these shapes."""
+    if key not in shapes:
+        return "is not an array of a checkpoint of its config's network"
+    if key in SCALARS:
+        return _scalar_problem(key, dtype, shape)
+    if shape != shapes[key]:
+        return f"is {dtype} of shape {shape}; expected float32 or float64 of shape {shapes[key]}"
+    return None
 
 
 def _starts_with(path, magic: bytes) -> bool:

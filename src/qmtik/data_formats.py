@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .parsing import gunzip
+from .parsing import READ_LIMIT, input_stream, limit, over_limit, read_input, read_up_to
 
 FORMATS = ("npz", "npy", "csv", "idx", "qmtik-bin")
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -44,35 +44,44 @@ def format_of(path) -> str | None:
     return None
 
 
-def _read_bytes(path, what: str) -> bytes:
-    """A file's bytes, gunzipped when its name ends in .gz."""
-    path = Path(path)
-    try:
-        blob = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{what} {path}: not found") from None
-    except OSError as exc:
-        raise DataError(f"{what} {path}: cannot be read ({exc.strerror or exc})") from None
-    return gunzip(blob, f"{what} {path}", DataError) if path.suffix.lower() == ".gz" else blob
+def _read_bytes(path, what: str) -> bytearray:
+    """A file's bytes, gunzipped when its name ends in .gz: at most the read limit (parsing.py)."""
+    return read_input(path, f"{what} {path}", DataError, gz=_is_gz(path))
+
+
+def _is_gz(path) -> bool:
+    return Path(path).suffix.lower() == ".gz"
 
 
 # --- IDX -----------------------------------------------------------------------------------------
 
 
 def read_idx(path) -> np.ndarray:
-    """An IDX file (raw or .gz): its array, the magic, type and dimensions checked against its length."""
-    blob = _read_bytes(path, "IDX file")
-    if len(blob) < 4 or blob[0] != 0 or blob[1] != 0 or blob[2] not in IDX_TYPES:
-        raise DataError(f"IDX file {path}: not an IDX file (bad magic number)")
-    dtype, ndim = np.dtype(IDX_TYPES[blob[2]]), blob[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(blob) < header:
-        raise DataError(f"IDX file {path}: truncated header")
-    shape = tuple(int.from_bytes(blob[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + math.prod(shape) * dtype.itemsize
-    if len(blob) != expected:
-        raise DataError(f"IDX file {path}: dimensions {shape} need {expected} bytes, the file has {len(blob)}")
-    return np.frombuffer(blob, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    """An IDX file (raw or .gz): its array, the magic, type and dimensions checked against its
+    length before the body is read (a gzip is inflated no further than its dimensions declare)."""
+    what = f"IDX file {path}"
+    with input_stream(path, what, DataError, gz=_is_gz(path)) as (stream, most):
+        start = read_up_to(stream, 4)
+        if len(start) < 4 or start[0] != 0 or start[1] != 0 or start[2] not in IDX_TYPES:
+            raise DataError(f"{what}: not an IDX file (bad magic number)")
+        dtype, ndim = np.dtype(IDX_TYPES[start[2]]), start[3]
+        header = 4 + 4 * ndim
+        dims = read_up_to(stream, 4 * ndim)
+        if ndim == 0 or len(dims) < 4 * ndim:
+            raise DataError(f"{what}: truncated header")
+        shape = tuple(int.from_bytes(dims[4 * i : 4 + 4 * i], "big") for i in range(ndim))
+        expected = header + math.prod(shape) * dtype.itemsize
+        if expected > limit(READ_LIMIT):
+            raise DataError(over_limit(what, f"dimensions {shape} need {expected:,} bytes", READ_LIMIT))
+        sized = not _is_gz(path) and stream.seekable()  # a regular file: its size is known
+        if expected > most or (sized and expected != most):
+            found = f"{most}" if sized else f"at most {most} ({'inflated' if _is_gz(path) else 'a stream'})"
+            raise DataError(f"{what}: dimensions {shape} need {expected} bytes, the file has {found}")
+        body = read_up_to(stream, expected - header + 1)
+    if header + len(body) != expected:
+        found = "more" if len(body) > expected - header else f"{header + len(body)}"
+        raise DataError(f"{what}: dimensions {shape} need {expected} bytes, the file has {found}")
+    return np.frombuffer(body, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def idx_bytes(array) -> bytes:

@@ -15,13 +15,19 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import json
+import math
+import os
 import re
+import stat
 import sys
 import zipfile
 import zlib
 
 import numpy as np
+
+from .errors import QmtikError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -92,47 +98,222 @@ def numpy_problem(exc: BaseException, kind: str) -> str:
     return f"cannot be read as {kind} ({one_line(exc)})"
 
 
-def gunzip(blob: bytes, what: str, error) -> bytes:
-    """The bytes a gzip stream holds; a corrupt or truncated stream raises error('WHAT: ...')."""
-    try:
-        return gzip.decompress(blob)
-    except (OSError, EOFError, zlib.error, MemoryError) as exc:
-        raise error(f"{what}: not a readable gzip file ({one_line(exc)})") from None
+# --- input files, bounded ------------------------------------------------------------------------
+
+READ_LIMIT = ("QMTIK_MAX_READ_BYTES", 4 << 30)  # the most read or inflated from one input file
+STREAM_LIMIT = ("QMTIK_MAX_STREAM_BYTES", 256 << 20)  # the most read from a FIFO or stdin
+DEFLATE_RATIO = 1032  # deflate (gzip, zip) inflates one byte to at most 1032
+CHUNK = 1 << 20
+
+
+def limit(setting: tuple) -> int:
+    """A limit's value: its environment variable (a whole number of bytes) when set, else its default."""
+    name, default = setting
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 20):
+        from .errors import ConfigError
+
+        raise ConfigError(f"{name}={text[:40]!r}: expected a whole number of bytes")
+    return int(text)
+
+
+def over_limit(what: str, amount: str, setting: tuple) -> str:
+    """The one line for an input beyond a limit, naming how to raise it."""
+    return f"{what}: {amount}, more than the {limit(setting):,} qmtik reads (raise it with {setting[0]}=BYTES)"
+
+
+def _node_kind(mode: int) -> str:
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
 
 
 @contextlib.contextmanager
-def _numpy_file(path, what: str, error, expected: str):
-    """The open file at path for np.load; a missing file, a folder and every way of reading
-    `expected` wrong raise error('WHAT: PROBLEM') on one line."""
+def open_input(path, what: str, error):
+    """(file, size) of an input opened for reading: size is the length of a regular file, None
+    for a FIFO or a pipe (stdin as /dev/stdin), whose reads the caller bounds. A folder, a device
+    (a link to /dev/zero), a socket and a missing file are refused before a byte is read."""
     try:
-        with open(path, "rb") as file:
-            yield file
+        file = open(path, "rb")  # noqa: SIM115 - closed below, after the checks
     except FileNotFoundError:
         raise error(f"{what}: not found") from None
     except IsADirectoryError:
         raise error(f"{what}: is a directory") from None
-    except ARCHIVE_ERRORS as exc:
-        raise error(f"{what}: {numpy_problem(exc, expected)}") from None
+    except OSError as exc:
+        raise error(f"{what}: cannot be read ({exc.strerror or exc})") from None
+    with file:
+        mode = os.fstat(file.fileno()).st_mode
+        if stat.S_ISDIR(mode):
+            raise error(f"{what}: is a directory")
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise error(f"{what}: {_node_kind(mode)}; qmtik reads regular files, FIFOs and pipes")
+        yield file, (os.fstat(file.fileno()).st_size if stat.S_ISREG(mode) else None)
 
 
-def load_npz(path, what: str, error, keys=None) -> dict:
-    """{name: array} of an .npz archive read without pickles: every member, or those of keys it
-    holds. A missing file, a file that is not an .npz and every way of reading one wrong raise
-    error('WHAT: PROBLEM') on one line."""
-    with _numpy_file(path, what, error, "an .npz archive") as file:
-        archive = np.load(file, allow_pickle=False)
-        if isinstance(archive, np.lib.npyio.NpzFile):
-            with archive:
-                names = archive.files if keys is None else [k for k in keys if k in archive.files]
-                return {k: archive[k] for k in names}
-    raise error(f"{what}: a single NumPy array (.npy), not an .npz archive of named arrays")
+@contextlib.contextmanager
+def input_stream(path, what: str, error, *, gz: bool = False):
+    """(stream, most) of an input, gunzipped with gz: most is the most bytes the stream can give
+    (the file's size, DEFLATE_RATIO times it inflated, the stream limit for a FIFO), never above
+    the read limit, so that a size a header declares is checked against it before any body is
+    read. Every failure inside, a corrupt gzip, a read error, is one line of error."""
+    with open_input(path, what, error) as (file, size):
+        if size is not None and size > limit(READ_LIMIT):
+            raise error(over_limit(what, f"{size:,} bytes", READ_LIMIT))
+        most = size if size is not None else limit(STREAM_LIMIT)
+        try:
+            stream = gzip.GzipFile(fileobj=file, mode="rb") if gz else file
+            yield stream, min(most * DEFLATE_RATIO if gz else most, limit(READ_LIMIT))
+        except QmtikError:
+            raise
+        except (OSError, EOFError, zlib.error) as exc:
+            problem = "not a readable gzip file" if gz else "cannot be read"
+            raise error(f"{what}: {problem} ({one_line(exc)})") from None
+        except MemoryError:
+            raise error(f"{what}: too large to read") from None
+
+
+def read_up_to(stream, count: int) -> bytearray:
+    """At most count bytes of stream (fewer at its end), read a chunk at a time: memory grows
+    with what arrives, never with what a header claims."""
+    data = bytearray()
+    while len(data) < count:
+        chunk = stream.read(min(count - len(data), CHUNK))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def read_input(path, what: str, error, *, gz: bool = False) -> bytearray:
+    """The bytes of an input file (gunzipped with gz), at most the read limit: a regular file
+    larger is refused before it is read, a FIFO, stdin or gzip stream past its bound as it is read."""
+    with input_stream(path, what, error, gz=gz) as (stream, most):
+        data = read_up_to(stream, most + 1)
+    if len(data) > most:
+        setting = STREAM_LIMIT if most < limit(READ_LIMIT) and not gz else READ_LIMIT
+        raise error(over_limit(what, f"more than {most:,} bytes", setting))
+    return data
+
+
+def gunzip(blob: bytes, what: str, error) -> bytes:
+    """The bytes a gzip stream holds, at most the read limit; a corrupt, truncated or larger
+    stream raises error('WHAT: ...')."""
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(blob), mode="rb") as stream:
+            data = read_up_to(stream, limit(READ_LIMIT) + 1)
+    except (OSError, EOFError, zlib.error, MemoryError) as exc:
+        raise error(f"{what}: not a readable gzip file ({one_line(exc)})") from None
+    if len(data) > limit(READ_LIMIT):
+        raise error(over_limit(what, "inflates to more", READ_LIMIT))
+    return bytes(data)
+
+
+# --- .npy and .npz: headers first ----------------------------------------------------------------
+
+NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
+
+
+def _array_header(stream, what: str, error) -> tuple:
+    """(shape, fortran_order, dtype, data bytes) of the .npy header at stream's position, read
+    without pickles and checked: no Python objects, no zero-size items."""
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"NumPy format version {version[0]}.{version[1]} is not read")
+    except (ValueError, EOFError, SyntaxError, TypeError) as exc:
+        raise error(f"{what}: not a NumPy file (.npy or .npz) ({one_line(exc)})") from None
+    if dtype.hasobject:
+        raise error(f"{what}: holds an array of Python objects, which qmtik does not read (it never unpickles)")
+    if dtype.itemsize == 0:
+        raise error(f"{what}: holds an array of {dtype} items of no size")
+    return shape, fortran, dtype, math.prod(shape) * dtype.itemsize
+
+
+def _array_body(stream, header: tuple, what: str, error, expected: int) -> np.ndarray:
+    """The array of a header read from stream: its declared size must be expected (the bytes
+    left in the file or member, or the most a stream holds when it is None)."""
+    shape, fortran, dtype, nbytes = header
+    if nbytes != expected:
+        raise error(f"{what}: an array of shape {shape} and {dtype} needs {nbytes:,} bytes, it holds {expected:,}")
+    if nbytes > limit(READ_LIMIT):
+        raise error(over_limit(what, f"an array of shape {shape} ({nbytes:,} bytes)", READ_LIMIT))
+    data = read_up_to(stream, nbytes + 1)
+    if len(data) != nbytes:
+        raise error(f"{what}: truncated: an array of shape {shape} needs {nbytes:,} bytes, it holds {len(data):,}")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _seekable(stream, most: int, what: str, error):
+    """stream itself when it can seek (a regular file), else its bytes (at most `most`) in memory."""
+    if stream.seekable():
+        return stream
+    data = read_up_to(stream, most + 1)
+    if len(data) > most:
+        raise error(over_limit(what, f"more than {most:,} bytes", STREAM_LIMIT))
+    return io.BytesIO(data)
 
 
 def load_npy(path, what: str, error) -> np.ndarray:
-    """The array of an .npy file read without pickles; any failure raises error('WHAT: ...')."""
-    with _numpy_file(path, what, error, "a NumPy array") as file:
-        array = np.load(file, allow_pickle=False)
-    if not isinstance(array, np.ndarray):
-        array.close()
-        raise error(f"{what}: an .npz archive, not a single NumPy array (.npy)")
-    return array
+    """The array of an .npy file read without pickles, its header first: its declared size must
+    be what the file holds, at most the read limit; any failure raises error('WHAT: ...')."""
+    with input_stream(path, what, error) as (stream, most):
+        stream = _seekable(stream, most, what, error)
+        if stream.read(len(ZIP_MAGIC)) == ZIP_MAGIC:
+            raise error(f"{what}: an .npz archive, not a single NumPy array (.npy)")
+        end = stream.seek(0, io.SEEK_END)
+        stream.seek(0)
+        header = _array_header(stream, what, error)
+        return _array_body(stream, header, what, error, end - stream.tell())
+
+
+def load_npz(path, what: str, error, keys=None, *, check=None) -> dict:
+    """{name: array} of an .npz archive read without pickles: every member, or those of keys it
+    holds. Each member's array header is read first and its declared size checked against the
+    member's size, the most its compressed bytes can inflate to and the read limit, before its
+    data is inflated; check(name, dtype, shape) -> problem or None refuses one by its header
+    (a member the caller does not know, of the wrong shape), uninflated. A missing file, a
+    file that is not an .npz and every way of reading one wrong raise error('WHAT: PROBLEM')."""
+    with input_stream(path, what, error) as (stream, most):
+        stream = _seekable(stream, most, what, error)  # zipfile seeks
+        start = stream.read(len(NPY_MAGIC))
+        if start == NPY_MAGIC:
+            raise error(f"{what}: a single NumPy array (.npy), not an .npz archive of named arrays")
+        if not start.startswith(b"PK"):
+            raise error(f"{what}: not a NumPy file (.npy or .npz)")
+        stream.seek(0)
+        try:
+            with zipfile.ZipFile(stream) as archive:
+                return _npz_members(archive, what, error, keys, check)
+        except QmtikError:
+            raise
+        except ARCHIVE_ERRORS as exc:
+            raise error(f"{what}: {numpy_problem(exc, 'an .npz archive')}") from None
+
+
+def _npz_members(archive, what: str, error, keys, check) -> dict:
+    members = {}
+    for info in archive.infolist():
+        name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        if name in members:
+            raise error(f"{what}: holds two members named {name!r}")
+        members[name] = info
+    out = {}
+    for name in [k for k in (members if keys is None else keys) if k in members]:
+        info = members[name]
+        inflatable = info.compress_size * (DEFLATE_RATIO if info.compress_type else 1) + 64
+        if info.file_size > inflatable:
+            raise error(f"{what}: member {name!r} claims {info.file_size:,} bytes from {info.compress_size:,}")
+        with archive.open(info) as member:
+            header = _array_header(member, f"{what}: member {name!r}", error)
+            problem = check(name, header[2], header[0]) if check else None
+            if problem:
+                raise error(f"{what}: {name} {problem}")
+            expected = info.file_size - member.tell()
+            out[name] = _array_body(member, header, f"{what}: member {name!r}", error, expected)
+    return out
