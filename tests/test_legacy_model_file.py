@@ -23,7 +23,7 @@ def test_model_file_layout_and_length(tmp_path):
     (tmp_path / "short").write_bytes((tmp_path / "model").read_bytes()[:-1])
     with pytest.raises(ModelFormatError, match=r"C model file .*short: 57 bytes, expected 58 for 5-3-3-3-4"):
         c.load_c_model(tmp_path / "short", path)
-    with pytest.raises(ModelFormatError, match="cannot be read"):
+    with pytest.raises(ModelFormatError, match="missing: not found$"):
         c.load_c_model(tmp_path / "missing", path)
 
 

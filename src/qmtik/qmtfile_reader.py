@@ -13,17 +13,19 @@ line, "model file NAME: problem".
 from __future__ import annotations
 
 import math
+import os
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from . import intref, qmtfile_windows
+from . import intref, limits, qmtfile_windows
 from . import quantization as q
 from .errors import ModelFormatError, QuantizationError
 from .functions import OUTPUTS, TASKS
 from .integer_model import QuantizedModel
+from .parsing import input_stream, read_up_to
 from .qmtfile_layout import (
     ACTIVATIONS,
     COUNT,
@@ -36,6 +38,7 @@ from .qmtfile_layout import (
     LENGTH,
     MAGIC,
     MAX_LAYERS,
+    MAX_SIZE,
     MAX_WIDTH,
     NEGATIVE,
     RECORD,
@@ -87,16 +90,27 @@ def decode(blob: bytes, name: str = "<bytes>") -> QuantizedModel:
     reader = _Reader(blob, HEADER.size, len(blob) - CRC.size, fail)
     names = _read_names(reader, fail)
     layers, fan_in, in_scale, in_zero = [], inputs, q.INPUT_SCALE, q.INPUT_ZERO
+    _within_limits(limits.Figures(0, 0, 0, count), fail)  # QMTIK_MAX_LAYERS, before any record
     for number in range(1, count + 1):
         args = (reader, number, number == count, fan_in, in_scale, in_zero, fail)
         layer = _read_record(*args, layers[-1] if layers else None) if version == 2 else _read_layer_v1(*args)
         layers.append(layer)
         fan_in, in_scale, in_zero = layer.outputs, layer.output_scale, layer.output_offset
+    _within_limits(limits.model_figures(layers), fail)  # a window layer's cost is not the file's size
     model = QuantizedModel(TASKS[task], OUTPUTS[output], (low, high), layers, names or None)
     check_model(model, fail)
     if reader.pos != reader.end:
         fail(f"{reader.end - reader.pos:,} bytes left over between the last layer and the CRC")
     return model
+
+
+def _within_limits(figures, fail) -> None:
+    """Fail when the model needs more than the limits in force (limits.py: the QMTIK_MAX_*
+    variables, else the defaults): parameters are bounded by the file's size, but a pool's
+    operations, the activations and the depth are not."""
+    found = limits.problem(figures, config_keys=False)
+    if found:
+        fail(f"the model {found}")
 
 
 def _read_header(blob: bytes, fail) -> tuple:
@@ -107,22 +121,8 @@ def _read_header(blob: bytes, fail) -> tuple:
             fail("not a qmtik model (wrong magic bytes)")
         found = f"{len(blob)} bytes" if blob else "an empty file"
         fail(f"truncated: {found}, fewer than the {least} bytes of a header and a CRC")
-    magic, version, header_size, task, output, count, reserved, inputs, low, high, size = HEADER.unpack_from(blob)
-    if magic != MAGIC:
-        fail("not a qmtik model (wrong magic bytes)")
-    if version > max(VERSIONS):
-        fail(
-            f"format version {version} is newer than this qmtik reads ({' and '.join(map(str, VERSIONS))}): "
-            "upgrade qmtik"
-        )
-    if version not in VERSIONS:
-        fail(f"format version {version} is not valid (versions start at 1)")
-    if header_size != HEADER.size:
-        fail(f"header size {header_size}, expected {HEADER.size}")
-    if size > len(blob):
-        fail(f"truncated: the header gives {size:,} bytes, the file has {len(blob):,}")
-    if size < len(blob):
-        fail(f"trailing data: {len(blob) - size:,} bytes after the {size:,} the header gives")
+    version = check_start(blob, len(blob), fail)
+    _, _, _, task, output, count, reserved, inputs, low, high, size = HEADER.unpack_from(blob)
     stored, computed = CRC.unpack_from(blob, size - CRC.size)[0], zlib.crc32(memoryview(blob)[: -CRC.size])
     if stored != computed:
         fail(f"corrupted: CRC mismatch (stored {stored:#010x}, computed {computed:#010x})")
@@ -295,13 +295,41 @@ def _read_requant(reader: _Reader, outputs: int, what: str) -> tuple:
     return reader.array("<u4", outputs, what + "multipliers"), reader.array("u1", outputs, what + "shifts")
 
 
+def check_start(head: bytes, length: int, fail) -> int:
+    """The version of a file whose first HEADER.size bytes are head and whose length is length,
+    after the checks a header allows before the body is read: magic, version, header size and
+    the file size it gives (load_model runs them against os.stat before reading the body)."""
+    magic, version, header_size, *_, size = HEADER.unpack_from(head)
+    if magic != MAGIC:
+        fail("not a qmtik model (wrong magic bytes)")
+    if version > max(VERSIONS):
+        fail(
+            f"format version {version} is newer than this qmtik reads ({' and '.join(map(str, VERSIONS))}): "
+            "upgrade qmtik"
+        )
+    if version not in VERSIONS:
+        fail(f"format version {version} is not valid (versions start at 1)")
+    if header_size != HEADER.size:
+        fail(f"header size {header_size}, expected {HEADER.size}")
+    if size > length:
+        fail(f"truncated: the header gives {size:,} bytes, the file has {length:,}")
+    if size < length:
+        fail(f"trailing data: {length - size:,} bytes after the {size:,} the header gives")
+    return version
+
+
 def load_model(path) -> QuantizedModel:
-    """Read and check a .qmt file; a missing or unreadable file is a ModelFormatError too."""
+    """Read and check a .qmt file; a missing or unreadable file is a ModelFormatError too. The
+    header is checked against the file's size (os.stat) before the body is read: a large file
+    of another kind is refused after 40 bytes; a device or a folder before any (parsing.py)."""
     path = Path(path)
-    try:
-        blob = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelFormatError(f"model file {path}: not found") from None
-    except OSError as exc:
-        raise ModelFormatError(f"model file {path}: cannot be read ({exc.strerror or exc})") from None
+    what = f"model file {path}"
+    with input_stream(path, what, ModelFormatError) as (stream, most):
+        blob = read_up_to(stream, HEADER.size)
+        length = os.fstat(stream.fileno()).st_size if stream.seekable() else 0
+        if length >= HEADER.size + CRC.size:  # else decode names the short file
+            check_start(blob, length, failing(what))
+        blob += read_up_to(stream, min(most, MAX_SIZE) + 1 - len(blob))
+    if len(blob) > MAX_SIZE:
+        raise ModelFormatError(f"{what}: more than the {MAX_SIZE:,} bytes a .qmt file holds")
     return decode(blob, str(path))

@@ -7,12 +7,14 @@ integer model and saves it as a .qmt file (`qmtik import-c-model`).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ModelFormatError
 from ..integer_model import QuantizedModel
+from ..parsing import input_stream, read_up_to
 from ..qmtfile import save_model
 from .arithmetic import CLibraryModel
 from .header import CHeader, read_header
@@ -28,15 +30,14 @@ def load_c_model(model_path, header, use_libm: bool = True) -> CLibraryModel:
     """Read the raw int8 dump of QMTIK_store_model: [H][I] weights, [H] biases, [L][H][H],
     [L][H], [O][H], [O]. header is a CHeader or the path of its qmtik_config.h."""
     header = header if isinstance(header, CHeader) else read_header(header)
-    try:
-        blob = Path(model_path).read_bytes()
-    except OSError as exc:
-        raise ModelFormatError(f"C model file {model_path}: cannot be read ({exc.strerror or exc})") from None
     expected = c_model_size(header)
-    if len(blob) != expected:
+    with input_stream(model_path, f"C model file {model_path}", ModelFormatError) as (stream, _):
+        length = os.fstat(stream.fileno()).st_size if stream.seekable() else None
+        blob = read_up_to(stream, expected + 1) if length in (None, expected) else b""  # no body read when wrong
+    if (length if length is not None else len(blob)) != expected:
         raise ModelFormatError(
-            f"C model file {model_path}: {len(blob):,} bytes, expected {expected:,} for "
-            f"{'-'.join(map(str, header.widths))} (from {header.path})"
+            f"C model file {model_path}: {length if length is not None else len(blob):,} bytes, expected "
+            f"{expected:,} for {'-'.join(map(str, header.widths))} (from {header.path})"
         )
     data, pos, h, i, n, o = (
         np.frombuffer(blob, dtype=np.int8),
