@@ -14,7 +14,7 @@ STAGES = [  # (stage, its modules), lowest first
     ("base", {"errors", "version", "parsing", "output_files", "progress", "paths"}),
     ("arithmetic", {"quantization", "functions", "spatial", "conv_ops", "fused", "_fused"}),
     ("spec", {"intref", "intref_windows", "backends"}),  # a package's modules are on its stage
-    ("prediction", {"validate", "head"}),
+    ("prediction", {"validate", "head", "limits"}),
     (
         "integer model",
         {"integer_model", "qmtfile_windows", "qmtfile_layout", "qmtfile_reader", "qmtfile", "export_c", "c_check"},

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config_values as check
+from . import limits as size_limits
 from .config_sections import (
     GRANULARITIES,
     NAMED_DATASETS,
@@ -69,13 +70,15 @@ __all__ = [  # the sections, their enumerations and the shared rules are read fr
 
 @dataclass(frozen=True)
 class Config:
-    """A whole network description: the task and the four sections."""
+    """A whole network description: the task and the five sections (the last, [limits], bounds
+    the network's size: limits.py)."""
 
     task: str = documented("classification", "what the outputs mean: classes or real values", " | ".join(TASKS))
     network: NetworkConfig = field(default_factory=NetworkConfig)
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    limits: size_limits.LimitsConfig = field(default_factory=size_limits.LimitsConfig)
 
     def __post_init__(self):
         check.choice("task", self.task, TASKS)
@@ -89,6 +92,7 @@ class Config:
                 f"config: task = {self.task!r}, network.output = {net.output!r}, "
                 f"network.cost = {net.cost!r}, network.outputs = {net.outputs}: {problem}"
             )
+        size_limits.check(size_limits.network_figures(net.shapes), "config [network]", self.limits)
 
     # --- conversions ---
 
@@ -161,6 +165,8 @@ class Config:
 
 # --- files -------------------------------------------------------------------------------------
 
+MAX_CONFIG_BYTES = 1 << 20  # a config of 255 layer tables is about 25 kB
+
 
 def load_config(path, overrides=None) -> Config:
     """Read a TOML config, apply 'section.key' overrides, resolve data paths next to the file.
@@ -170,7 +176,11 @@ def load_config(path, overrides=None) -> Config:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            blob = f.read(MAX_CONFIG_BYTES + 1)  # a device or a huge file is refused, not read whole
+        if len(blob) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path}: larger than {MAX_CONFIG_BYTES >> 20} MiB; a config is a few kB")
+        text = blob.decode("utf-8").replace("\r\n", "\n")
     except FileNotFoundError:
         raise ConfigError(f"config file {path}: not found") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -10,6 +10,7 @@ import json
 from .config import SECTIONS, Config
 from .config_layers import KEY_DOCS, KIND_KEYS, KINDS
 from .functions import COSTS, HIDDEN_ACTIVATIONS, OUTPUTS, TASKS, combination_problem
+from .limits import LIMITS, env_name
 
 
 def toml_value(value) -> str:
@@ -83,7 +84,22 @@ def reference_markdown() -> str:
         key = f"{section}.{f.name}" if section else f.name
         default = defaults[section][f.name] if section else defaults[f.name]
         lines.append(f"| `{key}` | {f.metadata['allowed']} | `{toml_value(default)}` | {f.metadata['help']} |")
-    return "\n".join(lines) + "\n\n" + layers_markdown() + "\n" + combinations_markdown()
+    return "\n".join(lines) + "\n\n" + layers_markdown() + "\n" + limits_markdown() + "\n" + combinations_markdown()
+
+
+def limits_markdown() -> str:
+    """The [limits] section: how its keys and the QMTIK_MAX_* variables bound a network."""
+    rows = [f"`{key}` or `{env_name(key)}`" for key, *_ in LIMITS.values()]
+    return (
+        "## Limits\n\n"
+        "A network is checked against four limits when its config loads, before any data is read:\n"
+        "a config over one is refused in one line naming the figure, its value, the limit and how to\n"
+        f"raise it: {', '.join(rows)}.\n"
+        "An environment variable, when set, wins over the `[limits]` key (the environment is the\n"
+        "operator's, a config file may come from anyone); C headers and model files are checked\n"
+        "against the same limits, raised by the environment only. Every limit, its default and why:\n"
+        "[limits.md](limits.md).\n"
+    )
 
 
 def layers_markdown() -> str:

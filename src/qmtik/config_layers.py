@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, fields
 
 from . import config_values as check
+from . import limits
 from .errors import ConfigError, ShapeError
 from .functions import HIDDEN_ACTIVATIONS
 from .quantization import MAX_FAN_IN
@@ -126,6 +127,9 @@ def parse_layers(value) -> tuple:
     """network.layers (a list of tables, or of LayerSpecs) as a tuple of checked LayerSpecs."""
     if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple)):
         check.refuse("network.layers", value, "a list of layer tables ([[network.layers]] with kind = ...)")
+    flattens = sum(1 for t in value if isinstance(t, dict) and t.get("kind") == "flatten")
+    flattens += sum(1 for t in value if isinstance(t, LayerSpec) and t.kind == "flatten")
+    limits.check_depth(len(value) - flattens + 1, "config key network.layers")  # before parsing a table
     return tuple(parse_layer(i, table) for i, table in enumerate(value))
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 
 from . import config_layers as layer_config
 from . import config_values as check
+from . import limits
 from .config_values import FLOAT32_ALLOWED, INPUT_RANGE_ALLOWED, SCALE_ALLOWED, documented
 from .data_formats import format_of
 from .errors import ConfigError
@@ -69,6 +70,7 @@ class NetworkConfig:
         for width in self.hidden:
             if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= MAX_FAN_IN:
                 check.refuse("network.hidden", list(self.hidden), f"a list of integers from 1 to {MAX_FAN_IN}")
+        limits.check_depth(len(self.hidden) + 1, "config key network.hidden")  # before building a layer
         layers = layer_config.parse_layers(self.layers)
         if layers and tuple(self.hidden) not in ((), _DEFAULT_HIDDEN):
             raise ConfigError(_both_hidden_and_layers(list(self.hidden)))
@@ -370,4 +372,5 @@ SECTIONS = {
     "quantization": QuantizationConfig,
     "training": TrainingConfig,
     "data": DataConfig,
+    "limits": limits.LimitsConfig,  # how large a network may be (limits.py, docs/limits.md)
 }
