@@ -7,6 +7,7 @@ import http.server
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,40 @@ BODIES = {name: gzip.compress(idx_bytes(a), mtime=0) for name, a in ARRAYS.items
 HASHES = {name: hashlib.sha256(body).hexdigest() for name, body in BODIES.items()}
 
 
+def misbehave(handler, body: bytes, mode: str) -> bool:
+    """A hostile server's answers: 'slow' (the right length, then a byte every 0.05 s),
+    'endless' (no length, zeros until the client leaves), 'big-length' (a length past the
+    pinned size), 'short-length' (a length one byte short of the body), 'redirect' (a
+    redirect to itself). Returns whether it answered."""
+    if mode not in ("slow", "endless", "big-length", "short-length", "redirect"):
+        return False
+    if mode == "redirect":
+        handler.send_response(302)
+        handler.send_header("Location", handler.path)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+        return True
+    handler.send_response(200)
+    lengths = {"slow": len(body), "big-length": 10**12, "short-length": len(body) - 1}
+    if mode in lengths:
+        handler.send_header("Content-Length", str(lengths[mode]))
+    handler.end_headers()
+    try:
+        if mode == "slow":
+            for i in range(len(body)):
+                handler.wfile.write(body[i : i + 1])
+                handler.wfile.flush()
+                time.sleep(0.05)
+        elif mode == "endless":
+            while True:
+                handler.wfile.write(bytes(1 << 16))
+        else:
+            handler.wfile.write(body)
+    except OSError:  # the client left
+        pass
+    return True
+
+
 class Server:
     """An HTTP server on 127.0.0.1 serving routes[path] = (body, mode); mode 'ok', 'corrupt'
     (one byte changed), 'drop' (half the body, then the connection is closed), 'cut' (a
@@ -46,6 +81,8 @@ class Server:
                     self.send_error(404)
                     return
                 body, mode = state.routes[self.path]
+                if misbehave(self, body, mode):
+                    return
                 if mode == "corrupt":
                     body = body[:-1] + bytes([body[-1] ^ 1])
                 self.send_response(200)
@@ -91,8 +128,9 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "xdg" / "qmtik" / "mnist"
 
 
-def use_mirrors(monkeypatch, *mirrors):
-    monkeypatch.setitem(DATASETS, "mnist", Dataset(sha256=dict(HASHES), mirrors=mirrors))
+def use_mirrors(monkeypatch, *mirrors, pinned=True):
+    sizes = {name: len(body) for name, body in BODIES.items()} if pinned else {}
+    monkeypatch.setitem(DATASETS, "mnist", Dataset(sha256=dict(HASHES), mirrors=mirrors, sizes=sizes))
 
 
 def names_in(directory):
@@ -179,7 +217,7 @@ def test_a_cut_chunked_body_is_reported_and_leaves_nothing(server, cache, monkey
     with pytest.raises(
         DownloadError,
         match=r"^http://127\.0\.0\.1:\d+/a/train-images-idx3-ubyte.gz: "
-        r"connection dropped after 0 bytes \(IncompleteRead\)$",
+        r"connection dropped after 10 bytes \(IncompleteRead\)$",  # read1: the first chunk arrived,
     ):
         get_dataset("mnist", progress=False)
     assert names_in(cache) == []
@@ -379,3 +417,99 @@ def test_a_server_that_never_answers_counts_as_offline(cache, monkeypatch):
             r"train-images-idx3-ubyte.gz: no answer in 0.2 s\); offline\?",
         ):
             get_dataset("mnist", timeout=0.2, progress=False)
+
+
+# --- bounded in time and size (issue 15) ---------------------------------------------------------
+
+
+def one_line_of(info) -> str:
+    text = str(info.value)
+    assert "\n" not in text and len(text) < 400, text
+    return text
+
+
+def test_a_server_sending_a_byte_at_a_time_meets_the_deadline(server, cache, monkeypatch):
+    server.serve("a", "slow")
+    use_mirrors(monkeypatch, server.url("a"))
+    start = time.monotonic()
+    with pytest.raises(DownloadError) as info:
+        get_dataset("mnist", progress=False, deadline=0.5)
+    assert time.monotonic() - start < 5  # was: until the whole body had trickled in, at any pace
+    assert "in 0.5 s, not the whole file; the deadline is QMTIK_DOWNLOAD_DEADLINE" in one_line_of(info)
+    assert names_in(cache) == [] and not cache.exists()
+
+
+def test_the_deadline_comes_from_the_environment(server, cache, monkeypatch):
+    server.serve("a", "slow")
+    use_mirrors(monkeypatch, server.url("a"))
+    monkeypatch.setenv("QMTIK_DOWNLOAD_DEADLINE", "0.3")
+    with pytest.raises(DownloadError, match="in 0.3 s, not the whole file"):
+        get_dataset("mnist", progress=False)
+    monkeypatch.setenv("QMTIK_DOWNLOAD_DEADLINE", "soon")
+    with pytest.raises(DownloadError, match="download deadline 'soon': expected a number of seconds > 0"):
+        get_dataset("mnist", progress=False)
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+def test_an_endless_body_stops_at_the_pinned_size(server, cache, monkeypatch, pinned):
+    server.serve("a", "endless")
+    use_mirrors(monkeypatch, server.url("a"), pinned=pinned)
+    monkeypatch.setattr(download, "UNPINNED_SIZE", 1 << 20)
+    with pytest.raises(DownloadError) as info:
+        get_dataset("mnist", progress=False, deadline=20)
+    most = len(BODIES[FILES[0]]) if pinned else 1 << 20
+    assert f"more than the {most:,} bytes of train-images-idx3-ubyte.gz; refused" in one_line_of(info)
+    assert names_in(cache) == []  # was: the body written on and on (12.2 GB in 45 s)
+
+
+def test_a_length_past_the_pinned_size_is_refused_before_the_body(server, cache, monkeypatch):
+    server.serve("a", "big-length")
+    use_mirrors(monkeypatch, server.url("a"))
+    with pytest.raises(DownloadError) as info:
+        get_dataset("mnist", progress=False)
+    assert f"announces 1,000,000,000,000 bytes; train-images-idx3-ubyte.gz is {len(BODIES[FILES[0]]):,}" in (
+        one_line_of(info)
+    )
+
+
+def test_a_wrong_length_fails_the_checksum(server, cache, monkeypatch):
+    server.serve("a", "short-length")
+    use_mirrors(monkeypatch, server.url("a"))
+    with pytest.raises(DownloadError, match="checksum mismatch") as info:
+        get_dataset("mnist", progress=False)
+    one_line_of(info)
+
+
+def test_a_redirect_loop_is_one_line(server, cache, monkeypatch):
+    server.serve("a", "redirect")
+    use_mirrors(monkeypatch, server.url("a"))
+    with pytest.raises(DownloadError) as info:
+        get_dataset("mnist", progress=False)
+    assert one_line_of(info).endswith(
+        "train-images-idx3-ubyte.gz: redirected in a loop (or more than 10 times); HTTP 302"
+    )
+
+
+def test_a_failed_get_into_a_new_directory_removes_what_it_made(server, cache, monkeypatch, tmp_path):
+    server.serve("a", only=FILES[:2])  # the third file is missing: 404
+    use_mirrors(monkeypatch, server.url("a"))
+    (tmp_path / "old").mkdir()
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        get_dataset("mnist", directory=tmp_path / "old" / "a" / "b", progress=False)
+    assert names_in(tmp_path / "old") == []  # was: a/b left behind, with two files
+    (tmp_path / "old" / "a").mkdir()
+    (tmp_path / "old" / "a" / "mine.txt").write_text("kept")
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        get_dataset("mnist", directory=tmp_path / "old" / "a" / "b", progress=False)
+    assert names_in(tmp_path / "old" / "a") == ["mine.txt"]
+
+
+def test_data_get_takes_a_deadline(server, cache, monkeypatch, tmp_path, capsys):
+    from qmtik.cli import main
+
+    server.serve("a", "slow")
+    use_mirrors(monkeypatch, server.url("a"))
+    code = main(["data", "get", "mnist", "--dir", str(tmp_path / "x" / "y"), "--deadline", "0.3"])
+    err = capsys.readouterr().err
+    assert code == 1 and "in 0.3 s, not the whole file" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()

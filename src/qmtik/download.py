@@ -12,6 +12,7 @@ Only the standard library is used; every failure is a one-line DownloadError.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -24,6 +25,7 @@ from typing import NamedTuple
 
 from .errors import DownloadError
 from .output_files import write_atomic
+from .parsing import one_line
 
 FILES = (
     "train-images-idx3-ubyte.gz",
@@ -37,11 +39,17 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's datase
 
 class Dataset(NamedTuple):
     """A data set's pinned files: SHA-256 of each file as the mirrors serve it, the mirrors in
-    the order they are tried, and other known-good copies of a file (same data, other gzip)."""
+    the order they are tried, other known-good copies of a file (same data, other gzip), and
+    each file's size as served (a download stops there: a longer body is refused)."""
 
     sha256: dict
     mirrors: tuple
     repacked: dict = {}
+    sizes: dict = {}
+
+
+UNPINNED_SIZE = 64 << 20  # the most fetched of a file whose size is not pinned
+DEADLINE = ("QMTIK_DOWNLOAD_DEADLINE", 600.0)  # seconds for one file, from the request to its last byte
 
 
 DATASETS = {
@@ -61,6 +69,12 @@ DATASETS = {
             "https://storage.googleapis.com/cvdf-datasets/mnist/",
             "http://yann.lecun.com/exdb/mnist/",
         ),
+        sizes={  # the sizes the mirrors serve (also in tensorflow_datasets' url_checksums)
+            "train-images-idx3-ubyte.gz": 9912422,
+            "train-labels-idx1-ubyte.gz": 28881,
+            "t10k-images-idx3-ubyte.gz": 1648877,
+            "t10k-labels-idx1-ubyte.gz": 4542,
+        },
     ),
     # Zalando's files (MD5 8d4fb7e6... etc. in their README): SHA-256 from tensorflow/datasets
     # tensorflow_datasets/url_checksums/fashion_mnist.txt, the same in several other projects.
@@ -83,6 +97,12 @@ DATASETS = {
             "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
             "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
             "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+        },
+        sizes={  # Zalando's files; Debian's are 24 and 23 bytes shorter (no file name in the gzip header)
+            "train-images-idx3-ubyte.gz": 26421880,
+            "train-labels-idx1-ubyte.gz": 29515,
+            "t10k-images-idx3-ubyte.gz": 4422102,
+            "t10k-labels-idx1-ubyte.gz": 5148,
         },
     ),
 }
@@ -146,14 +166,32 @@ def find_dataset(name: str, directory=None) -> Path | None:
     return None
 
 
-def get_dataset(name: str, directory=None, base_url=None, timeout: float = 10.0, progress=None) -> Path:
+def deadline_seconds(deadline=None) -> float:
+    """The per-file deadline: deadline if given, else $QMTIK_DOWNLOAD_DEADLINE, else DEADLINE's default."""
+    name, default = DEADLINE
+    text = os.environ.get(name, "").strip() if deadline is None else str(deadline)
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise DownloadError(f"download deadline {text[:40]!r}: expected a number of seconds > 0 ({name} or --deadline)")
+    return value
+
+
+def get_dataset(name: str, directory=None, base_url=None, timeout: float = 10.0, progress=None, deadline=None) -> Path:
     """The directory holding the data set's four verified files, fetching what is missing.
 
     Files go to directory, else to the cache. base_url, else $QMTIK_DATA_URL, replaces the
     mirrors; timeout (seconds) bounds every connection and read, so that an unreachable host
-    fails instead of hanging. progress: a bar on stderr; None means only when it is a terminal.
+    fails instead of hanging; deadline (seconds, else $QMTIK_DOWNLOAD_DEADLINE, else 600)
+    bounds each file from its request to its last byte, and a file stops at its pinned size.
+    A failure removes what this call created: the folders it made and, in a directory given,
+    the files it wrote (in the cache, verified files stay for the next run). progress: a bar
+    on stderr; None means only when it is a terminal.
     """
     dataset = _dataset(name)
+    seconds = deadline_seconds(deadline)
     found = find_dataset(name, directory)
     if found is not None:
         return found
@@ -161,23 +199,42 @@ def get_dataset(name: str, directory=None, base_url=None, timeout: float = 10.0,
     base = base_url or os.environ.get("QMTIK_DATA_URL")
     mirrors = (base,) if base else dataset.mirrors
     bar = sys.stderr.isatty() if progress is None else bool(progress)
+    made = [p for p in (target, *target.parents) if not os.path.lexists(p)]  # deepest first
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        _remove(made, [])
         raise DownloadError(f"data set {name}: cannot write {target} ({exc.strerror or exc})") from None
-    for file in FILES:
-        if not _is_valid(target / file, dataset, file):
-            _fetch(name, dataset, file, mirrors, target, timeout, bar)
+    written = []
+    try:
+        for file in FILES:
+            if not _is_valid(target / file, dataset, file):
+                _fetch(name, dataset, file, mirrors, target, (timeout, seconds), bar)
+                written.append(target / file)
+    except BaseException:
+        _remove(made, written if directory is not None else [])
+        raise
     return target
 
 
-def _fetch(name: str, dataset: Dataset, file: str, mirrors, target: Path, timeout: float, bar: bool) -> None:
-    """Fetch one file from the first mirror that serves it intact; one error if none does."""
+def _remove(folders, files) -> None:
+    """Remove files, then each folder (deepest first) left empty: what a failed call created."""
+    for path in files:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty: anything put there meanwhile stays
+
+
+def _fetch(name: str, dataset: Dataset, file: str, mirrors, target: Path, times, bar: bool) -> None:
+    """Fetch one file from the first mirror that serves it intact; one error if none does.
+    times: (seconds for a connection or a read, seconds for the whole file)."""
     errors, unreachable = [], []
     for base in mirrors:
         url = base.rstrip("/") + "/" + file
         try:
-            _download(url, target / file, dataset, file, timeout, bar)
+            _download(url, target / file, dataset, file, times, bar)
             return
         except _Unreachable as exc:
             unreachable.append(f"{url}: {exc}")
@@ -195,40 +252,56 @@ def _fetch(name: str, dataset: Dataset, file: str, mirrors, target: Path, timeou
     )
 
 
-def _download(url: str, path: Path, dataset: Dataset, file: str, timeout: float, bar: bool) -> None:
+def _download(url: str, path: Path, dataset: Dataset, file: str, times, bar: bool) -> None:
     """Stream url into a temporary file beside path, verify it, rename it over path."""
+    timeout, seconds = times
+    end = time.monotonic() + seconds
     try:
-        response = urllib.request.urlopen(url, timeout=timeout)
+        response = urllib.request.urlopen(url, timeout=min(timeout, seconds))
     except urllib.error.HTTPError as exc:
-        raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        if exc.code in (301, 302, 303, 307, 308):
+            raise DownloadError(f"{url}: redirected in a loop (or more than 10 times); HTTP {exc.code}") from None
+        raise DownloadError(f"{url}: HTTP {exc.code} {one_line(exc.reason)}") from None
     except urllib.error.URLError as exc:
-        raise _Unreachable(getattr(exc.reason, "strerror", None) or str(exc.reason)) from None
+        raise _Unreachable(one_line(getattr(exc.reason, "strerror", None) or exc.reason)) from None
     except TimeoutError:
-        raise _Unreachable(f"no answer in {timeout:g} s") from None
+        raise _Unreachable(f"no answer in {min(timeout, seconds):g} s") from None
     except (OSError, http.client.HTTPException) as exc:
-        raise DownloadError(f"{url}: connection dropped ({str(exc) or type(exc).__name__})") from None
+        raise DownloadError(f"{url}: connection dropped ({one_line(exc)})") from None
     except ValueError as exc:
-        raise DownloadError(f"{url}: not a URL ({exc})") from None
+        raise DownloadError(f"{url}: not a URL ({one_line(exc)})") from None
     with response:
         try:
-            write_atomic(path, lambda f: _receive(url, response, f, dataset, file, bar))
+            write_atomic(path, lambda f: _receive(url, response, f, dataset, file, (end, seconds), bar))
         except DownloadError:
             raise
         except OSError as exc:  # OutputError, a full disk
             raise DownloadError(f"{url}: cannot write {path.parent} ({exc.strerror or exc})") from None
 
 
-def _receive(url: str, response, out, dataset: Dataset, file: str, bar: bool) -> None:
-    """Copy the body to out while hashing it; refuse a short body or a wrong checksum."""
+def _receive(url: str, response, out, dataset: Dataset, file: str, ends, bar: bool) -> None:
+    """Copy the body to out while hashing it, at most the file's pinned size and until the
+    deadline; refuse a body of another length or a wrong checksum."""
+    end, seconds = ends
+    most = dataset.sizes.get(file, UNPINNED_SIZE)
     length = response.headers.get("Content-Length")
     known = length and length.isascii() and length.isdigit() and len(length) <= 18  # not '²' nor 5000 digits
     total = int(length) if known else None
+    if total is not None and total > most:
+        raise DownloadError(f"{url}: the server announces {total:,} bytes; {file} is {most:,}")
     digest, done, shown = hashlib.sha256(), 0, 0.0
     try:
-        while chunk := _read(url, response, done):
+        while chunk := _read(url, response, done, most + 1 - done):
             digest.update(chunk)
             out.write(chunk)
             done += len(chunk)
+            if done > most:
+                raise DownloadError(f"{url}: more than the {most:,} bytes of {file}; refused")
+            if time.monotonic() > end:
+                raise DownloadError(
+                    f"{url}: {done:,} bytes in {seconds:g} s, not the whole file; the deadline is "
+                    f"{DEADLINE[0]} or --deadline SECONDS"
+                )
             if bar and time.monotonic() - shown > 0.1:
                 shown = time.monotonic()
                 _draw(file, done, total)
@@ -243,10 +316,12 @@ def _receive(url: str, response, out, dataset: Dataset, file: str, bar: bool) ->
         raise DownloadError(f"{url}: checksum mismatch, expected SHA-256 {accepted[0][:12]}..., got {got[:12]}...")
 
 
-def _read(url: str, response, done: int) -> bytes:
-    """The next chunk of the body (b"" at its end); a broken connection as a DownloadError."""
+def _read(url: str, response, done: int, most: int) -> bytes:
+    """The next bytes of the body that have arrived, at most `most` (b"" at its end): read1
+    returns what one read gives, so a slow server meets the deadline; a broken connection is a
+    DownloadError."""
     try:
-        return response.read(CHUNK)
+        return response.read1(min(CHUNK, most))
     except (OSError, http.client.HTTPException) as exc:
         raise DownloadError(f"{url}: connection dropped after {done} bytes ({type(exc).__name__})") from None
 

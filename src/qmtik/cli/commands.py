@@ -244,7 +244,7 @@ def cmd_data_get(args) -> int:
     """qmtik data get NAME: download a data set into the cache (or --dir)."""
     from ..download import get_dataset  # urllib loads only for this command
 
-    directory = get_dataset(args.name, directory=args.dir, base_url=args.url)
+    directory = get_dataset(args.name, directory=args.dir, base_url=args.url, deadline=args.deadline)
     say(f"{args.name}: {directory}")
     return 0
 

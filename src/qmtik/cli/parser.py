@@ -153,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--url",
         help="fetch from this base URL instead (default: $QMTIK_DATA_URL, else the canonical locations and mirrors)",
     )
+    p.add_argument(
+        "--deadline",
+        type=float,
+        metavar="SECONDS",
+        help="give up on a file not fetched whole in this time (default: $QMTIK_DOWNLOAD_DEADLINE, else 600)",
+    )
     p.set_defaults(func=cmd_data_get)
     p = data_sub.add_parser(
         "convert", help="convert a classification data file, as the C library's mnist_784_data_prep.py did"
