@@ -2,9 +2,12 @@
 the lines and defines its errors name, and the scales it refuses."""
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from legacy_helpers import MNIST_HEADER, header, one_line, random_layers, small_header
 from qmtik import legacy as c
+from qmtik.c_check import find_compiler
 from qmtik.errors import ConfigError
 
 # --- the header --------------------------------------------------------------------------------
@@ -92,12 +95,13 @@ def test_an_integer_python_cannot_read_is_a_one_line_error_at_its_line(tmp_path,
     assert "qmtik_config.h, line 1: QMTIK_I" in message and "is not a positive integer" in message
 
 
-def test_a_hexadecimal_integer_too_long_to_print_is_refused_by_the_config(tmp_path):
+def test_a_hexadecimal_integer_too_long_to_print_is_refused_by_the_limits(tmp_path):
     path = with_inputs(tmp_path, "0x" + "f" * 5000)
     with pytest.raises(ConfigError) as info:
         c.config_from_header(path)
     message = str(info.value)
-    assert "\n" not in message and len(message) < 300 and "network.inputs" in message, message
+    assert "\n" not in message and len(message) < 300, message
+    assert "needs more than 10^6023 parameters" in message and "QMTIK_MAX_PARAMETERS" in message, message
 
 
 def test_parentheses_nested_100000_deep_are_read_in_linear_time(tmp_path):
@@ -178,3 +182,99 @@ def test_scales_whose_use_overflows_are_one_line_without_numpy_warnings(
         else ["import-c-model", "model.bin", "--header", "qmtik_config.h", "-o", "m.qmt"]
     )
     assert expected in one_line(capsys, argv, 2)
+
+
+# --- bounded: sizes checked before anything is built, numbers read in linear time (issue 15) ----
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1" * 50_000 + "x",  # 20,000 digits and an x took 17.8 s, 50,000 over 60 s: the float regex backtracked
+        "1" * 25_000 + "." + "1" * 25_000 + "x",
+        "1" * 50_000 + "e+",
+        "(" * 25_000 + "1" * 50_000 + "x" + ")" * 25_000,
+    ],
+)
+def test_a_50000_digit_scale_that_is_no_number_is_refused_at_its_line(tmp_path, value):
+    path = small_header(tmp_path)
+    path.write_text(path.read_text().replace("#define QMTIK_W_SCALE 0.05f", f"#define QMTIK_W_SCALE {value}"))
+    with pytest.raises(ConfigError) as info:
+        c.read_header(path)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 300, message
+    assert "line 5: QMTIK_W_SCALE '1111" in message or "line 5: QMTIK_W_SCALE '((((" in message, message
+    assert "is not a normal, finite float32 > 0" in message
+
+
+def test_50000_digits_of_a_valid_scale_are_read_in_full(tmp_path):
+    path = small_header(tmp_path)
+    scale = "0." + "0" * 49_990 + "1" + "e49990f"  # 1e-49991 * 1e49990 = 0.1
+    path.write_text(path.read_text().replace("#define QMTIK_W_SCALE 0.05f", f"#define QMTIK_W_SCALE {scale}"))
+    assert c.read_header(path).w_scale == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("command", ["config", "import"])
+def test_qmtik_l_of_a_billion_is_refused_by_depth_before_any_list_is_built(tmp_path, monkeypatch, capsys, command):
+    """QMTIK_L 1000000000 built a 10^9-element list of widths in both commands."""
+    monkeypatch.chdir(tmp_path)
+    small_header(tmp_path, layers=1_000_000_000)
+    c.write_c_model(tmp_path / "model.bin", random_layers((5, 3, 3, 4)))
+    argv = (
+        ["config", "from-header", "qmtik_config.h"]
+        if command == "config"
+        else ["import-c-model", "model.bin", "--header", "qmtik_config.h", "-o", "m.qmt"]
+    )
+    message = one_line(capsys, argv, 2)
+    assert "needs 1,000,000,002 layers, the limit is 255, the most the .qmt format holds" in message, message
+    assert not (tmp_path / "m.qmt").exists()
+
+
+def test_a_header_over_the_parameter_limit_names_the_variable_that_raises_it(tmp_path, monkeypatch):
+    path = small_header(tmp_path, i=4096, h=4096, layers=1, o=10)  # 4096 * 4096 * 2 + ... > 2^22
+    with pytest.raises(ConfigError) as info:
+        c.read_header(path)
+    assert str(info.value).endswith(
+        "the network: needs 33,603,594 parameters, the limit is 4,194,304; raise it with QMTIK_MAX_PARAMETERS"
+    )
+    monkeypatch.setenv("QMTIK_MAX_PARAMETERS", "40_000_000")
+    assert c.read_header(path).widths == (4096, 4096, 4096, 10)
+    monkeypatch.setenv("QMTIK_MAX_LAYERS", "2")
+    with pytest.raises(ConfigError, match="needs 3 layers, the limit is 2, set by QMTIK_MAX_LAYERS"):
+        c.read_header(path)
+
+
+# hostile edits of a valid header: the reader gives a CHeader or one line of ConfigError
+TOKENS = ["(", ")", "(int)", "#", "#define QMTIK_L ", "#if 1\n", "#endif\n", "#undef QMTIK_H\n", "/*", "*/", "//"]
+TOKENS += ['"', "'", "\\", "\\\n", "\n", " ", "0x", "e", ".", "f", "1", "9" * 30, "-", "QMTIK_", "_PP", "\x00", "é"]
+
+
+@st.composite
+def mutated_header(draw):
+    text = MNIST_HEADER
+    for _ in range(draw(st.integers(1, 6))):
+        at = draw(st.integers(0, len(text)))
+        if draw(st.booleans()):
+            text = text[:at] + draw(st.lists(st.sampled_from(TOKENS), max_size=4).map("".join)) + text[at:]
+        else:
+            text = text[:at] + text[at + draw(st.integers(1, 40)) :]
+    return text
+
+
+@pytest.mark.parametrize("use_compiler", [False, True])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=mutated_header())
+def test_a_mutated_header_gives_a_header_or_one_line(tmp_path, monkeypatch, use_compiler, text):
+    if use_compiler and find_compiler("c") is None:
+        pytest.skip("needs a C compiler")
+    monkeypatch.setattr(
+        "qmtik.legacy.header.header_defines", lambda path: c.header_defines(path, use_compiler=use_compiler)
+    )
+    path = tmp_path / "mutant.h"
+    path.write_bytes(text.encode("utf-8", errors="surrogatepass"))
+    try:
+        read = c.read_header(path)
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith(f"C header {path}") and len(str(exc)) < 400, str(exc)
+        return
+    assert isinstance(read, c.CHeader) and len(read.widths) == read.hh_layers + 3 <= 256

@@ -5,6 +5,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from legacy_helpers import EXAMPLE, MNIST_HEADER, header, one_line
 from qmtik import legacy as c
@@ -129,3 +131,29 @@ def test_the_c_librarys_example_header_is_read_as_the_c_library_builds_it(reader
     assert h.widths == (784, 256, 256, 256, 10) and (h.w_scale, h.a_scale) == (0.05, 0.5)
     assert (h.activation, h.output, h.cost, h.optimizer) == ("leaky_relu", "softmax", "cross_entropy", "adam")
     assert "QMTIK_BATCH_SIZE" not in h.numbers and h.numbers["QMTIK_EPOCHS"] == 8
+
+
+# --- linear time (issue 15) --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("quote", ['"', "'"])
+def test_an_unterminated_literal_of_escaped_quotes_is_scanned_once(quote):
+    """The comment-and-literal regex retried every escaped quote to the line's end: 20,000 of
+    them took 6 s, 200,000 would take ten minutes. The line comes back as it was (an
+    unterminated literal is ordinary text), and the comment after the next line is still one."""
+    line = quote + ("\\" + quote) * 200_000
+    lines = preprocessor.logical_lines(line + "\n#define QMTIK_H 3 /* three */\n")
+    assert lines == [(1, line), (2, "#define QMTIK_H 3  "), (3, "")]
+
+
+def test_a_header_of_200000_escaped_quotes_is_read_by_both_readers(tmp_path):
+    path = header(tmp_path, MNIST_HEADER + '"' + '\\"' * 200_000 + "\n")
+    assert c.read_header(path).hidden == 256
+    assert preprocessor.fallback_defines(path, path.read_text())["QMTIK_H"] == (2, "256")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=['"', "'", "/", "*", "\\", "\n", "a", " "], max_size=40))
+def test_the_linear_scanner_finds_what_the_regex_finds(text):
+    found = [(m.start(), m.end()) for m in preprocessor.COMMENT_OR_LITERAL.finditer(text)]
+    assert list(preprocessor.comments_and_literals(text)) == found

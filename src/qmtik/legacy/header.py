@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import limits
 from .. import quantization as q
 from ..errors import ConfigError
 from ..functions import combination_problem
@@ -74,9 +75,12 @@ class CHeader:
     ignored: tuple = ()  # QMTIK_ defines with no meaning here
 
     def __post_init__(self):
-        """Refuse an output processing, cost and width that qmtik refuses to train
+        """Refuse a network over the limits (limits.py: QMTIK_L 1000000000 is a count, never a
+        list), and an output processing, cost and width that qmtik refuses to train
         (functions.combination_problem): one rule for `config from-header` and `import-c-model`,
         whose model of softmax over QMTIK_O 1 disagreed with the C library."""
+        figures = limits.repeated_mlp_figures(self.inputs, self.hidden, self.hh_layers, self.outputs)
+        limits.check(figures, f"C header {self.path}: the network", config_keys=False)  # before any list
         cost = qmtik_cost(self.cost, self.output)
         problem = combination_problem("classification", self.output, cost, self.outputs)
         if problem:
@@ -126,12 +130,18 @@ def _unwrap(text: str) -> str:
     return text[pos:end].strip()
 
 
+# Each part of these can match a character one way only, so a failed match costs its length, not
+# its square (\d+\.?\d* would try every split of 20,000 digits followed by an x: 17.8 s).
+INTEGER = re.compile(r"([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9]\d*)[uUlL]*")
+FLOAT = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)[fFlL]?")
+
+
 def _number(text: str, kind):
     """A C integer (decimal, 0x hexadecimal, 0 octal) or floating literal (suffixes, casts,
     parentheses allowed), or None; None too for a decimal beyond Python's int-digit limit."""
     text = _unwrap(text)
     if kind is int:
-        m = re.fullmatch(r"([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9]\d*)[uUlL]*", text)
+        m = INTEGER.fullmatch(text)
         if not m:
             return None
         sign, digits = m.groups()
@@ -141,7 +151,7 @@ def _number(text: str, kind):
         except ValueError:  # more than sys.get_int_max_str_digits() digits
             return None
         return -value if sign == "-" else value
-    m = re.fullmatch(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)[fFlL]?", text)
+    m = FLOAT.fullmatch(text)
     return float(m.group(1)) if m else None
 
 

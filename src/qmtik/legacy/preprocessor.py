@@ -87,17 +87,77 @@ def logical_lines(text: str) -> list:
         starts.append(start)
         lines.append(current)
     joined, pieces, owed, pos = "\n".join(lines), [], 0, 0
-    for m in [*COMMENT_OR_LITERAL.finditer(joined), None]:
-        gap = joined[pos : m.start() if m else len(joined)]
+    for start, end in [*comments_and_literals(joined), (len(joined), None)]:
+        gap = joined[pos:start]
         if owed and "\n" in gap:
             cut = gap.index("\n")
             gap, owed = gap[:cut] + "\n" * owed + gap[cut:], 0
         pieces.append(gap)
-        if m:
-            pieces.append(" " if m.group()[0] == "/" else m.group())
-            owed += m.group().count("\n") if m.group()[0] == "/" else 0
-            pos = m.end()
+        if end is not None:
+            token = joined[start:end]
+            pieces.append(" " if token[0] == "/" else token)
+            owed += token.count("\n") if token[0] == "/" else 0
+            pos = end
     return list(zip(starts, "".join(pieces).split("\n")))
+
+
+def comments_and_literals(text: str):
+    """(start, end) of each comment, string and character literal of the text, in order: what
+    COMMENT_OR_LITERAL.finditer finds, in linear time. The regular expression retries every
+    quote of an unterminated literal, each time to the end of its line (`"\\"\\"\\"...`: the
+    square of the line's length); here a literal's end, once found from a position inside it,
+    is remembered for that position, so each character is scanned at most once per quote."""
+    ends = {'"': {}, "'": {}}  # quote: {position inside a literal: its end, or -1 unterminated}
+    pos = 0
+    while True:
+        m = _OPENER.search(text, pos)
+        if not m:
+            return
+        start, char = m.start(), m.group()
+        if char == "/":
+            follow = text[start + 1 : start + 2]
+            if follow == "/":
+                stop = text.find("\n", start)
+                end = len(text) if stop < 0 else stop
+            elif follow == "*":
+                stop = text.find("*/", start + 2)
+                end = len(text) if stop < 0 else stop + 2
+            else:
+                pos = start + 1
+                continue
+        else:
+            end = _literal_end(text, start, char, ends[char])
+            if end < 0:  # unterminated: the quote is an ordinary character
+                pos = start + 1
+                continue
+        yield start, end
+        pos = end
+
+
+_OPENER = re.compile(r"[\"'/]")
+
+
+def _literal_end(text: str, start: int, quote: str, known: dict) -> int:
+    """The end (after the closing quote) of the literal opened by the quote at start, or -1
+    when it ends at a line's end or the text's first: '\\' takes the next character, whatever
+    it is. known holds the answers for positions scanned before, and gets this scan's."""
+    path, j, size = [], start + 1, len(text)
+    while True:
+        if j in known:
+            end = known[j]
+            break
+        path.append(j)
+        char = text[j] if j < size else "\n"
+        if char == quote:
+            end = j + 1
+            break
+        if char == "\n" or (char == "\\" and j + 1 >= size):
+            end = -1
+            break
+        j += 2 if char == "\\" else 1
+    for p in path:
+        known[p] = end
+    return end
 
 
 def directives(text: str) -> list:
