@@ -481,3 +481,49 @@ def test_an_integer_model_is_not_a_checkpoint_and_no_pickle_advice_is_shown(net,
     path.write_bytes(b"just some text, not numpy\n")
     message = refused(path)
     assert "pickle" not in message and "not a NumPy file" in message
+
+
+# --- bounded (issue 15): headers before data ------------------------------------------------------
+
+
+def with_member(path, name: str, blob: bytes, method=None):
+    import zipfile
+
+    with zipfile.ZipFile(path, "a", method or zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, blob)
+
+
+def npy_header(shape, descr="<f4") -> bytes:
+    import io
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False, "shape": shape})
+    return header.getvalue()
+
+
+def test_an_unknown_member_is_refused_without_inflating_it(saved):
+    """checkpoint.load inflated every member, unknown ones too, before any check: a corrupt
+    deflate stream in a member no checkpoint holds shows whether it was inflated."""
+    import zipfile
+
+    with_member(saved, "junk.npy", npy_header((4,)) + bytes(16))
+    with zipfile.ZipFile(saved) as archive:
+        info = archive.getinfo("junk.npy")
+    blob = bytearray(saved.read_bytes())
+    local = info.header_offset
+    start = local + 30 + int.from_bytes(blob[local + 26 : local + 28], "little")
+    start += int.from_bytes(blob[local + 28 : local + 30], "little")
+    blob[start : start + info.compress_size] = b"\xff" * info.compress_size  # block type 3: invalid
+    saved.write_bytes(bytes(blob))
+    assert refused(saved).endswith("junk is not an array of a checkpoint of its config's network")
+
+
+def test_a_member_declaring_8_tib_is_refused_by_its_header(saved):
+    arrays = arrays_of(saved)
+    del arrays["model.0.weight"]
+    rewrite(saved, arrays)
+    with_member(saved, "model.0.weight.npy", npy_header((2**40,)) + bytes(16384))
+    message = refused(saved)
+    assert (
+        "model.0.weight is float32 of shape (1099511627776,); expected float32 or float64 of shape (8, 64)" in message
+    )

@@ -1152,3 +1152,16 @@ def test_an_os_error_is_one_line_naming_its_file_when_it_has_one():
     )
     assert os_error_line(OSError(28, "No space left on device")) == "No space left on device"
     assert os_error_line(OSError("odd")) == "odd"
+
+
+def test_info_of_a_large_file_or_a_device_is_one_line_read_no_further(tmp_path, capsys):
+    """`qmtik info` of a 1.5 GB file read all of it to report wrong magic; a link to /dev/zero
+    ended in MemoryError."""
+    big = tmp_path / "big.qmt"
+    with open(big, "wb") as f:
+        f.truncate(1_500_000_000)
+    (tmp_path / "zero.qmt").symlink_to("/dev/zero")
+    for name, problem in [("big.qmt", "not a qmtik model (wrong magic bytes)"), ("zero.qmt", "a device")]:
+        assert main(["info", str(tmp_path / name)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and problem in err and "Traceback" not in err

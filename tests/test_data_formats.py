@@ -314,3 +314,68 @@ def test_targets_that_are_not_one_hot_are_refused(tmp_path):
     with pytest.raises(DataError) as info:
         labels_of_targets(np.array([[0, 127], [127, 127]], dtype=np.int8), "s.bin")
     assert "sample 1" in one_line(info)
+
+
+# --- bounded (issue 15): a gzip inflates no further than its header declares --------------------
+
+
+def peak_bytes(call) -> int:
+    """The most memory Python allocated while call() ran (tracemalloc: bytes, bytearrays, arrays)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        call()
+    except DataError:
+        pass
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_a_gzip_idx_bomb_is_refused_after_its_declared_bytes(tmp_path):
+    """A small gzip whose header declares 10 labels but which inflates to 200 MB: it was
+    inflated whole (2.6 GB from 1.27 MB) before the 16-byte header was read."""
+    path = tmp_path / "bomb-labels-idx1-ubyte.gz"
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        f.write(bytes([0, 0, 8, 1]) + (10).to_bytes(4, "big"))
+        for _ in range(200):
+            f.write(bytes(1 << 20))
+    assert path.stat().st_size < 400_000
+    with pytest.raises(DataError) as info:
+        read_idx(path)
+    assert one_line(info) == f"IDX file {path}: dimensions (10,) need 18 bytes, the file has more"
+    assert peak_bytes(lambda: read_idx(path)) < 4 << 20
+
+
+def test_a_gzip_idx_declaring_more_than_its_stream_can_hold_is_refused_uninflated(tmp_path):
+    path = tmp_path / "claims-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(bytes([0, 0, 8, 3]) + (60000).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2))
+    with pytest.raises(DataError) as info:
+        read_idx(path)
+    assert one_line(info).startswith(
+        f"IDX file {path}: dimensions (60000, 28, 28) need 47040016 bytes, the file has at most "
+    )
+    path.write_bytes(gzip.compress(bytes([0, 0, 8, 2]) + (2**31).to_bytes(4, "big") * 2))
+    with pytest.raises(
+        DataError, match=r"need 4,611,686,018,427,387,916 bytes, more than the 4,294,967,296 qmtik reads"
+    ):
+        read_idx(path)
+
+
+def test_a_raw_idx_is_checked_against_its_size_before_its_body_is_read(tmp_path):
+    path = tmp_path / "big.idx"
+    with open(path, "wb") as f:
+        f.write(bytes([0, 0, 8, 1]) + (10).to_bytes(4, "big"))
+        f.truncate(1 << 30)  # 1 GB, sparse: was read whole to report the length
+    with pytest.raises(DataError, match=r"dimensions \(10,\) need 18 bytes, the file has 1073741824$"):
+        read_idx(path)
+    assert peak_bytes(lambda: read_idx(path)) < 1 << 20
+
+
+@pytest.mark.parametrize("name", ["d.csv", "d.bin", "d.idx", "d.csv.gz"])
+def test_a_link_to_dev_zero_is_refused_unread(tmp_path, name):
+    (tmp_path / name).symlink_to("/dev/zero")  # was: MemoryError
+    reader = {"d.csv": read_csv, "d.csv.gz": read_csv, "d.idx": read_idx, "d.bin": lambda p: read_qmtik_bin(p, 3, 2)}
+    with pytest.raises(DataError, match="a device; qmtik reads regular files, FIFOs and pipes$"):
+        reader[name](tmp_path / name)

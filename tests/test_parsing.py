@@ -141,3 +141,105 @@ def test_a_missing_file_or_a_directory_is_named(tmp_path, loader):
         loader(tmp_path / "nope", "d", DataError)
     with pytest.raises(DataError, match="d: is a directory"):
         loader(tmp_path, "d", DataError)
+
+
+# --- bounded inputs (issue 15): declared sizes, devices, FIFOs ----------------------------------
+
+
+def npy_claiming(shape, descr="<f8") -> bytes:
+    """An .npy whose header declares shape but which holds 16 KB of data."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False, "shape": shape})
+    return header.getvalue() + bytes(16384)
+
+
+def test_an_npy_declaring_8_tib_is_refused_by_its_header(tmp_path):
+    path = tmp_path / "x.npy"
+    path.write_bytes(npy_claiming((2**40,)))  # 17 KB; numpy tried to allocate 8 TiB
+    with pytest.raises(DataError) as info:
+        load_npy(path, "d", DataError)
+    assert (
+        message(info)
+        == "d: an array of shape (1099511627776,) and float64 needs 8,796,093,022,208 bytes, it holds 16,384"
+    )
+
+
+def test_an_npz_member_declaring_8_tib_is_refused_before_inflating(tmp_path):
+    with zipfile.ZipFile(tmp_path / "d.npz", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x.npy", npy_claiming((2**40,)))
+    with pytest.raises(DataError) as info:
+        load_npz(tmp_path / "d.npz", "d", DataError)
+    assert message(info).startswith("d: member 'x': an array of shape (1099511627776,) and float64 needs")
+
+
+def test_a_member_claiming_more_than_deflate_can_hold_is_refused(tmp_path):
+    np.savez_compressed(tmp_path / "d.npz", x=np.zeros(1000))
+    blob = bytearray((tmp_path / "d.npz").read_bytes())
+    central = blob.index(b"PK\x01\x02")
+    blob[central + 24 : central + 28] = (10**9).to_bytes(4, "little")  # uncompressed size, 1 GB
+    (tmp_path / "d.npz").write_bytes(bytes(blob))
+    with pytest.raises(DataError) as info:
+        load_npz(tmp_path / "d.npz", "d", DataError)
+    assert "member 'x' claims 1,000,000,000 bytes from" in message(info)
+
+
+def test_a_device_is_refused_unread(tmp_path):
+    (tmp_path / "zero.npy").symlink_to("/dev/zero")  # was: MemoryError
+    for loader in (load_npy, load_npz):
+        with pytest.raises(DataError, match="^d: a device; qmtik reads regular files, FIFOs and pipes$"):
+            loader(tmp_path / "zero.npy", "d", DataError)
+
+
+def test_a_fifo_is_read_up_to_the_stream_limit(tmp_path, monkeypatch):
+    import os
+    import threading
+
+    from qmtik.parsing import read_input
+
+    fifo = tmp_path / "in.csv"
+    os.mkfifo(fifo)
+
+    def feed(size):
+        with open(fifo, "wb") as f:
+            try:
+                f.write(b"1" * size)
+            except BrokenPipeError:
+                pass
+
+    monkeypatch.setenv("QMTIK_MAX_STREAM_BYTES", "1000")
+    thread = threading.Thread(target=feed, args=(999,))
+    thread.start()
+    assert read_input(fifo, "d", DataError) == b"1" * 999
+    thread.join()
+    thread = threading.Thread(target=feed, args=(100_000,))
+    thread.start()
+    with pytest.raises(DataError) as info:
+        read_input(fifo, "d", DataError)
+    thread.join()
+    assert (
+        message(info)
+        == "d: more than 1,000 bytes, more than the 1,000 qmtik reads (raise it with QMTIK_MAX_STREAM_BYTES=BYTES)"
+    )
+
+
+def test_a_file_past_the_read_limit_is_refused_by_its_size(tmp_path, monkeypatch):
+    from qmtik.parsing import read_input
+
+    path = tmp_path / "big.csv"
+    with open(path, "wb") as f:
+        f.truncate(5 << 30)  # 5 GB, sparse; was: MemoryError
+    with pytest.raises(DataError) as info:
+        read_input(path, "d", DataError)
+    assert message(info) == (
+        "d: 5,368,709,120 bytes, more than the 4,294,967,296 qmtik reads (raise it with QMTIK_MAX_READ_BYTES=BYTES)"
+    )
+    monkeypatch.setenv("QMTIK_MAX_READ_BYTES", "lots")
+    with pytest.raises(ConfigError, match="QMTIK_MAX_READ_BYTES='lots': expected a whole number of bytes"):
+        read_input(path, "d", DataError)
+
+
+def test_gunzip_stops_at_the_read_limit(monkeypatch):
+    monkeypatch.setenv("QMTIK_MAX_READ_BYTES", "1000")
+    assert gunzip(gzip.compress(b"x" * 1000), "d", DataError) == b"x" * 1000
+    with pytest.raises(DataError, match="^d: inflates to more, more than the 1,000 qmtik reads"):
+        gunzip(gzip.compress(b"x" * 1001), "d", DataError)

@@ -1015,3 +1015,76 @@ def sweep(blob: bytes, values=(0x00, 0xFF, 0x80, 0x7F), skip=()):
     for cut in range(len(blob)):
         with pytest.raises(ModelFormatError):
             decode(blob[:cut])
+
+
+# --- bounded (issue 15): the header against os.stat before the body ------------------------------
+
+
+def peak_bytes(call) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        call()
+    except ModelFormatError:
+        pass
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_a_large_file_of_another_kind_is_refused_after_its_first_bytes(tmp_path):
+    path = tmp_path / "big.qmt"
+    with open(path, "wb") as f:
+        f.write(b"not a model at all, " * 4)
+        f.truncate(1_500_000_000)  # sparse; `qmtik info` read all 1.5 GB to say "wrong magic"
+    with pytest.raises(ModelFormatError, match=r"big\.qmt: not a qmtik model \(wrong magic bytes\)$"):
+        load_model(path)
+    assert peak_bytes(lambda: load_model(path)) < 1 << 20
+
+
+def test_a_file_longer_than_its_header_says_is_refused_before_its_body(tmp_path):
+    blob = encode(build([4, 3, 2]))
+    path = tmp_path / "long.qmt"
+    with open(path, "wb") as f:
+        f.write(blob)
+        f.truncate(2 << 30)  # 2 GB, sparse: read whole before
+    with pytest.raises(ModelFormatError, match=rf"trailing data: {(2 << 30) - len(blob):,} bytes after the"):
+        load_model(path)
+    assert peak_bytes(lambda: load_model(path)) < 1 << 20
+    with open(path, "r+b") as f:
+        f.truncate(5 << 30)  # 5 GB: MemoryError
+    with pytest.raises(ModelFormatError, match="5,368,709,120 bytes, more than the 4,294,967,296 qmtik reads"):
+        load_model(path)
+
+
+def test_a_device_or_a_fifo_past_the_stream_limit_is_refused(tmp_path, monkeypatch):
+    import threading
+
+    (tmp_path / "zero.qmt").symlink_to("/dev/zero")
+    with pytest.raises(ModelFormatError, match=r"zero\.qmt: a device; qmtik reads regular files, FIFOs and pipes$"):
+        load_model(tmp_path / "zero.qmt")
+    blob = encode(build([4, 3, 2]))
+    fifo = tmp_path / "pipe.qmt"
+    os.mkfifo(fifo)
+
+    def feed(data):
+        with open(fifo, "wb") as f:
+            try:
+                f.write(data)
+            except BrokenPipeError:
+                pass
+
+    thread = threading.Thread(target=feed, args=(blob,))
+    thread.start()
+    assert encode(load_model(fifo)) == blob
+    thread.join()
+    monkeypatch.setenv("QMTIK_MAX_STREAM_BYTES", str(len(blob) - 1))
+    thread = threading.Thread(target=feed, args=(blob,))
+    thread.start()
+    with pytest.raises(
+        ModelFormatError,
+        match=r"qmtik reads \(raise it with QMTIK_MAX_STREAM_BYTES=BYTES\)$",
+    ):
+        load_model(fifo)
+    thread.join()

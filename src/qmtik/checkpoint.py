@@ -76,7 +76,8 @@ def load(path) -> dict:
     shapes = _member_shapes(meta)
     if shapes is None:  # not a checkpoint, or no config to check the arrays by: _check says why
         return _check(path, meta)
-    return _check(path, load_npz(path, what, CheckpointError, check=partial(_shape_problem, shapes)))
+    known = _Known(shapes)
+    return _check(path, load_npz(path, what, CheckpointError, known=known, check=partial(_shape_problem, shapes)))
 
 
 SCALARS = {key: () for key in ("format", "version", "config", "history", "class_names", "quantized")}
@@ -111,10 +112,20 @@ def _member_shapes(meta: dict) -> dict | None:
     return shapes
 
 
+class _Known:
+    """Whether a member is one of the arrays a checkpoint of its config holds (load_npz's known)."""
+
+    problem = "is not an array of a checkpoint of its config's network"
+
+    def __init__(self, shapes: dict):
+        self.shapes = shapes
+
+    def __call__(self, name: str) -> bool:
+        return name in self.shapes
+
+
 def _shape_problem(shapes: dict, key: str, dtype, shape) -> str | None:
     """Why an array header cannot be that of the member key of a checkpoint of these shapes."""
-    if key not in shapes:
-        return "is not an array of a checkpoint of its config's network"
     if key in SCALARS:
         return _scalar_problem(key, dtype, shape)
     if shape != shapes[key]:

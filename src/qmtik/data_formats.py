@@ -138,7 +138,10 @@ def read_csv_table(path, what: str = "CSV file") -> np.ndarray:
                 )
         except ValueError:
             continue
-    return _read_csv_rows(lines, skip, path, what)
+    try:
+        return _read_csv_rows(lines, skip, path, what)
+    except MemoryError:
+        raise DataError(f"{what} {path}: too large to read") from None
 
 
 def _read_csv_rows(lines, skip: int, path, what: str) -> np.ndarray:

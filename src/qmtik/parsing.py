@@ -272,12 +272,13 @@ def load_npy(path, what: str, error) -> np.ndarray:
         return _array_body(stream, header, what, error, end - stream.tell())
 
 
-def load_npz(path, what: str, error, keys=None, *, check=None) -> dict:
+def load_npz(path, what: str, error, keys=None, *, known=None, check=None) -> dict:
     """{name: array} of an .npz archive read without pickles: every member, or those of keys it
     holds. Each member's array header is read first and its declared size checked against the
     member's size, the most its compressed bytes can inflate to and the read limit, before its
-    data is inflated; check(name, dtype, shape) -> problem or None refuses one by its header
-    (a member the caller does not know, of the wrong shape), uninflated. A missing file, a
+    data is inflated. known(name) -> bool refuses a member by its name before any byte of it is
+    inflated (with the words known.problem); check(name, dtype, shape) -> problem or None
+    refuses one by its header. A missing file, a
     file that is not an .npz and every way of reading one wrong raise error('WHAT: PROBLEM')."""
     with input_stream(path, what, error) as (stream, most):
         stream = _seekable(stream, most, what, error)  # zipfile seeks
@@ -289,19 +290,21 @@ def load_npz(path, what: str, error, keys=None, *, check=None) -> dict:
         stream.seek(0)
         try:
             with zipfile.ZipFile(stream) as archive:
-                return _npz_members(archive, what, error, keys, check)
+                return _npz_members(archive, what, error, keys, known, check)
         except QmtikError:
             raise
         except ARCHIVE_ERRORS as exc:
             raise error(f"{what}: {numpy_problem(exc, 'an .npz archive')}") from None
 
 
-def _npz_members(archive, what: str, error, keys, check) -> dict:
+def _npz_members(archive, what: str, error, keys, known, check) -> dict:
     members = {}
     for info in archive.infolist():
         name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
         if name in members:
             raise error(f"{what}: holds two members named {name!r}")
+        if known is not None and not known(name):
+            raise error(f"{what}: {name[:60]} {known.problem}")
         members[name] = info
     out = {}
     for name in [k for k in (members if keys is None else keys) if k in members]:

@@ -25,7 +25,7 @@ from . import quantization as q
 from .errors import ModelFormatError, QuantizationError
 from .functions import OUTPUTS, TASKS
 from .integer_model import QuantizedModel
-from .parsing import input_stream, read_up_to
+from .parsing import STREAM_LIMIT, input_stream, over_limit, read_up_to
 from .qmtfile_layout import (
     ACTIVATIONS,
     COUNT,
@@ -330,6 +330,6 @@ def load_model(path) -> QuantizedModel:
         if length >= HEADER.size + CRC.size:  # else decode names the short file
             check_start(blob, length, failing(what))
         blob += read_up_to(stream, min(most, MAX_SIZE) + 1 - len(blob))
-    if len(blob) > MAX_SIZE:
-        raise ModelFormatError(f"{what}: more than the {MAX_SIZE:,} bytes a .qmt file holds")
+    if len(blob) > min(most, MAX_SIZE):  # a FIFO or stdin past the stream limit
+        raise ModelFormatError(over_limit(what, f"more than {min(most, MAX_SIZE):,} bytes", STREAM_LIMIT))
     return decode(blob, str(path))
