@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import qmtik
 from qmtik import Config, ConfigError, NetworkConfig
@@ -694,3 +696,64 @@ def test_changes_set_keys_never_whole_sections(tmp_path, changes, fragment):
     path = write(tmp_path / "c.toml", "")
     assert fragment in one_line_error(lambda: load_config(path, changes))
     assert fragment in one_line_error(lambda: Config().replace_many(changes))
+
+
+# --- bounded readers (issue 15): a hostile file or --set gives a Config or one line ------------
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fashion_cnn.toml"
+TOML_TOKENS = ["[", "]", "{", "}", "=", ",", '"', "'", "\n", " ", "#", ".", "-", "+", "_", "0x", "e", "inf", "nan"]
+TOML_TOKENS += ["1", "65536", "9" * 25, "true", "[[network.layers]]\n", "[limits]\n", "max_layers = 1\n", "[" * 50]
+TOML_TOKENS += ["kind", "units", "filters", "hidden", "outputs", "\\u0000", "é", "\x00", "\r"]
+KEYS = sorted(
+    f"{section}.{f.name}" for section, cls in qmtik.config.SECTIONS.items() for f in dataclasses.fields(cls)
+) + ["task", "network", "limits.max_nothing", "", "a.b.c"]
+
+
+@st.composite
+def mutated_toml(draw, text: str):
+    for _ in range(draw(st.integers(1, 6))):
+        at = draw(st.integers(0, len(text)))
+        if draw(st.booleans()):
+            text = text[:at] + draw(st.lists(st.sampled_from(TOML_TOKENS), max_size=5).map("".join)) + text[at:]
+        else:
+            text = text[:at] + text[at + draw(st.integers(1, 30)) :]
+    return text
+
+
+def config_or_one_line(read):
+    """read() gives a Config, or raises a ConfigError of one line; nothing else."""
+    try:
+        result = read()
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and 0 < len(str(exc)) < 2000, str(exc)
+        return None
+    assert isinstance(result, Config)
+    return result
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=mutated_toml(EXAMPLE.read_text(encoding="utf-8")))
+def test_a_mutated_config_file_gives_a_config_or_one_line(tmp_path, text):
+    path = tmp_path / "mutant.toml"
+    path.write_bytes(text.encode("utf-8", errors="surrogatepass"))
+    config = config_or_one_line(lambda: load_config(path))
+    if config is not None:
+        assert qmtik.limits.network_figures(config.network.shapes).layers <= 255
+
+
+@settings(max_examples=150, deadline=None)
+@given(key=st.sampled_from(KEYS), raw=st.lists(st.sampled_from(TOML_TOKENS), max_size=8).map("".join))
+def test_a_random_set_gives_a_config_or_one_line(key, raw):
+    def read():
+        return Config().replace_many(dict([parse_override(f"{key}={raw}")]))
+
+    config_or_one_line(read)
+
+
+def test_a_config_file_over_1_mib_is_refused_unread(tmp_path):
+    path = tmp_path / "big.toml"
+    path.write_text("# " + "x" * (1 << 20) + "\ntask = 'classification'\n")
+    with pytest.raises(ConfigError, match=r"big.toml: larger than 1 MiB; a config is a few kB$"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "none.toml")

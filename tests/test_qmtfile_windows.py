@@ -499,3 +499,40 @@ def test_random_window_models_round_trip_and_refuse_damage(model, data):
         decode(blob[: data.draw(st.integers(0, len(blob) - 1))])
     at = data.draw(st.integers(0, len(blob) - 5))
     decodes_or_refuses(patched(blob, at, bytes([data.draw(st.integers(0, 255))])))
+
+
+# --- limits (issue 15): a window layer's cost is not bounded by the file's size ----------------
+
+
+def test_a_model_has_the_figures_of_the_config_it_comes_from():
+    from qmtik import limits
+    from qmtik.config import load_config
+
+    config = load_config(Path(__file__).parents[1] / "examples" / "fashion_cnn.toml")
+    figures = limits.model_figures(fashion_cnn().layers)
+    assert figures == limits.network_figures(config.network.shapes)
+    assert figures == limits.Figures(23_946, 110_056, 1_941_824, 7)
+
+
+def test_a_pool_of_272_million_comparisons_in_a_small_file_is_refused_on_load(monkeypatch):
+    """A 128x128 max pool of stride 1 over 256x256 codes: 44 bytes of window, 16,641 outputs of
+    16,384 taps each, more than the default QMTIK_MAX_MACS, refused before the model can run."""
+    monkeypatch.setenv("QMTIK_MAX_MACS", str(2**40))  # to encode it (conftest decodes every file)
+    blob = encode(chain((256, 256, 1), [pool("max_pool", (128, 128), stride=1), dense(2)]))
+    assert len(blob) < 40_000 and decode(blob).layers[0].output_shape == (129, 129, 1)
+    monkeypatch.delenv("QMTIK_MAX_MACS")
+    with pytest.raises(ModelFormatError) as info:
+        decode(blob, "pool.qmt")
+    assert str(info.value) == (
+        "model file pool.qmt: the model needs 272,679,426 multiply-accumulates per sample, "
+        "the limit is 134,217,728; raise it with QMTIK_MAX_MACS"
+    )
+
+
+def test_a_model_deeper_than_qmtik_max_layers_is_refused_before_its_records(monkeypatch):
+    blob = encode(MODELS["conv-pool-dense"]())
+    monkeypatch.setenv("QMTIK_MAX_LAYERS", "2")
+    with pytest.raises(ModelFormatError, match="the model needs 3 layers, the limit is 2, set by QMTIK_MAX_LAYERS; "):
+        decode(blob)
+    monkeypatch.setenv("QMTIK_MAX_LAYERS", "3")
+    assert len(decode(blob).layers) == 3

@@ -142,7 +142,8 @@ def problem(figures: Figures, section: LimitsConfig | None = None, config_keys: 
         if figure == "layers" and limit == FORMAT_LAYERS:
             return f"{said}, the most the .qmt format holds (it cannot be raised)"
         if source == "env":
-            return f"{said}, set by {env_name(key)} (which wins over [limits] {key}); raise it there"
+            over = f" (which wins over [limits] {key})" if config_keys else ""
+            return f"{said}, set by {env_name(key)}{over}; raise it there"
         how = f"[limits] {key} or {env_name(key)}" if config_keys else env_name(key)
         cap = f" (at most {FORMAT_LAYERS})" if figure == "layers" else ""
         return f"{said}; raise it with {how}{cap}"
