@@ -2,9 +2,11 @@
 figures, the limits in force ([limits] keys, QMTIK_MAX_* winning), one-line refusals at config
 load, before data is read, and the shipped networks within the defaults."""
 
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from qmtik import limits
@@ -223,3 +225,30 @@ def test_a_repeated_mlp_is_counted_without_its_widths():
 def test_a_figure_too_large_to_print_is_shown_by_its_size():
     message = limits.problem(limits.Figures(10**5000, 1, 1, 1))
     assert message.startswith("needs more than 10^") and len(message) < 200
+
+
+def test_one_hot_labels_take_samples_times_outputs_not_outputs_squared(monkeypatch):
+    """outputs = 65536 asked for 16 GiB: np.eye(65536) before picking the labels' rows. With the
+    limit raised, 3 labels of 65536 classes take 3 rows."""
+    from qmtik.validate import encode_targets
+
+    monkeypatch.setattr("numpy.eye", lambda *a, **k: pytest.fail("an identity matrix of the outputs"))
+    one_hot = encode_targets(np.array([65535, 0, 7]), "classification", 65536, 3)
+    assert one_hot.shape == (3, 65536) and one_hot.dtype == np.float32
+    np.testing.assert_array_equal(np.argwhere(one_hot), [[0, 65535], [1, 0], [2, 7]])
+
+
+def test_a_checkpoint_whose_network_is_over_the_limits_is_refused_before_its_arrays(tmp_path):
+    from qmtik import checkpoint
+    from qmtik.errors import CheckpointError
+
+    config = Config().to_dict()
+    config["network"]["hidden"] = [65536, 65536]
+    path = tmp_path / "big.ckpt.npz"
+    np.savez(path, format=np.array("qmtik-checkpoint"), version=np.array(1), config=np.array(json.dumps(config)))
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.load(path)
+    assert str(info.value) == (
+        f"checkpoint {path}: its config is invalid (config [network]: needs 4,299,948,042 parameters, the limit "
+        "is 4,194,304; raise it with [limits] max_parameters or QMTIK_MAX_PARAMETERS)"
+    )

@@ -77,7 +77,9 @@ def encode_targets(y, task: str, outputs: int, samples: int, name: str = "labels
     labels = y.astype(np.int64)
     if outputs == 1:
         return labels.astype(np.float32)[:, None]
-    return np.eye(outputs, dtype=np.float32)[labels]
+    one_hot = np.zeros((samples, outputs), dtype=np.float32)  # not np.eye(outputs): outputs^2 floats
+    one_hot[np.arange(samples), labels] = 1.0
+    return one_hot
 
 
 def class_names_problem(task: str, names, outputs: int) -> str | None:
