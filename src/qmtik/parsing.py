@@ -24,6 +24,7 @@ import stat
 import sys
 import zipfile
 import zlib
+from tokenize import TokenError
 
 import numpy as np
 
@@ -109,7 +110,7 @@ CHUNK = 1 << 20
 def limit(setting: tuple) -> int:
     """A limit's value: its environment variable (a whole number of bytes) when set, else its default."""
     name, default = setting
-    text = os.environ.get(name, "").strip()
+    text = os.environ.get(name, "").strip().replace("_", "")  # 16_777_216, as limits.py reads them
     if not text:
         return default
     if not (text.isascii() and text.isdigit() and len(text) <= 20):
@@ -226,7 +227,7 @@ def _array_header(stream, what: str, error) -> tuple:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
         else:
             raise ValueError(f"NumPy format version {version[0]}.{version[1]} is not read")
-    except (ValueError, EOFError, SyntaxError, TypeError) as exc:
+    except (ValueError, EOFError, SyntaxError, TypeError, TokenError, RecursionError, MemoryError) as exc:
         raise error(f"{what}: not a NumPy file (.npy or .npz) ({one_line(exc)})") from None
     if dtype.hasobject:
         raise error(f"{what}: holds an array of Python objects, which qmtik does not read (it never unpickles)")

@@ -178,7 +178,7 @@ def refuse_other_files(path, text: str) -> None:
         if name in ALLOWED or (name == "pragma" and rest.split() == ["once"]):
             continue
         raise ConfigError(
-            f"C header {path}, line {number}: #{name} is refused: config from-header reads one "
+            f"C header {path}, line {number}: #{name[:40]} is refused: config from-header reads one "
             "file, with #define, #undef and conditionals only"
         )
 
@@ -245,7 +245,7 @@ def fallback_defines(path, text: str) -> dict:
     here); #if, #elif and tests of reserved names (__STDC__ ...) are refused, not guessed."""
     out, active = {}, [True]  # active: whether each open conditional's branch is taken
     for number, name, rest in directives(text):
-        where = f"C header {path}, line {number}: #{name}"
+        where = f"C header {path}, line {number}: #{name[:40]}"
         if name in ("ifdef", "ifndef"):
             tested = rest.split()[0] if rest.split() else ""
             if re.fullmatch(r"__\w*|_[A-Z]\w*", tested) or not re.fullmatch(r"[A-Za-z_]\w*", tested):
