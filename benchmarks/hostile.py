@@ -12,7 +12,8 @@ Cases (benchmarks/hostile_cases.py) run in worker processes, many per worker, ea
 - hang: no answer within 10 s for one case (the worker is killed and replaced);
 - over-allocation: the worker's peak RSS above 256 MB + 4x the case's input size (a worker
   that crosses it reports the case and is replaced), or an allocation refused by its address
-  space limit (RLIMIT_AS: its size at start + 1 GiB), seen as MemoryError or "too large to read";
+  space limit (RLIMIT_AS: its size at start + 2 GiB), seen as MemoryError or a message of
+  numpy's "Unable to allocate" or qmtik's "too large to read";
 - wrong: the unmutated seed not loading or not equal to the reference, or a mutant accepted that
   the area's strict validator refuses (a .qmt that loads must be encode(load(file)) == file);
 - damaged: an input or a previous output changed, or a failed download left the folder it made.
@@ -56,7 +57,7 @@ def worker() -> None:
     seeds, server = cases.seeds(), cases.Server()
     vm = _vm_bytes()
     if vm:
-        resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), resource.RLIM_INFINITY))
+        resource.setrlimit(resource.RLIMIT_AS, (vm + (2 << 30), resource.RLIM_INFINITY))
     root = Path(tempfile.mkdtemp(prefix="qmtik-hostile-"))
     for line in sys.stdin:
         area, index = line.split()

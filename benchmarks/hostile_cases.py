@@ -195,9 +195,12 @@ def mutate_gz(blob: bytes, rng: np.random.Generator) -> bytes:
     choice = int(rng.integers(4))
     if choice == 0:
         return mutate_bytes(blob, rng)
-    if choice == 1:
-        return gzip.compress(inner + bytes(int(rng.integers(1, 1 << 24))), mtime=0)  # a bomb: up to 16 MB of zeros
+    if choice == 1:  # a bomb: gzip members of 1 MB of zeros each (1 KB), up to 1 GB inflated
+        return gzip.compress(inner, mtime=0) + _ZEROS_MEMBER * int(rng.integers(1, 1024))
     return gzip.compress(mutate_bytes(inner, rng), mtime=0)
+
+
+_ZEROS_MEMBER = gzip.compress(bytes(1 << 20), compresslevel=9, mtime=0)
 
 
 def case_files(area: str, index: int, seed: dict) -> dict:
@@ -261,7 +264,7 @@ def run_case(area: str, index: int, seed: dict, folder: Path, server=None) -> tu
     except QmtikError as exc:
         text = str(exc)
         outcome = ("refused", text) if "\n" not in text and len(text) <= MAX_LINE else ("unexpected", text[:300])
-        if "too large to read" in text:
+        if "too large to read" in text or "allocate" in text:
             outcome = ("overalloc", text[:300])
     except MemoryError:
         outcome = ("overalloc", "MemoryError")
