@@ -379,3 +379,11 @@ def test_a_link_to_dev_zero_is_refused_unread(tmp_path, name):
     reader = {"d.csv": read_csv, "d.csv.gz": read_csv, "d.idx": read_idx, "d.bin": lambda p: read_qmtik_bin(p, 3, 2)}
     with pytest.raises(DataError, match="a device; qmtik reads regular files, FIFOs and pipes$"):
         reader[name](tmp_path / name)
+
+
+def test_an_idx_of_255_dimensions_is_named_in_a_short_line(tmp_path):
+    path = tmp_path / "many.idx"
+    path.write_bytes(bytes([0, 0, 8, 255]) + (3_000_000_000).to_bytes(4, "big") * 255)
+    with pytest.raises(DataError) as info:
+        read_idx(path)
+    assert len(one_line(info)) < 300 and "(3000000000, 3000000000" in one_line(info)

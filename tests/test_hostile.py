@@ -89,3 +89,21 @@ def test_the_quick_run_prints_one_table_of_zeros(tmp_path, capsys):
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["areas"]["model"]["done"] == 40
     assert runner.main(["--quick", "--areas", "model", "--json", str(tmp_path / "run.json")]) == 0  # resumed: done
+
+
+def test_a_long_override_is_named_in_a_short_line():
+    """Found by the campaign: an override's whole text (thousands of characters) was quoted."""
+    from qmtik import ConfigError
+    from qmtik.config import parse_override
+
+    with pytest.raises(ConfigError) as info:
+        parse_override("training.epochs" * 1000)
+    assert len(str(info.value)) < 300
+
+
+def test_a_key_holding_a_newline_is_named_on_one_line():
+    from qmtik import Config, ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        Config().replace_many({"n\x00twork\n.hidden": 3})
+    assert "\n" not in str(info.value)

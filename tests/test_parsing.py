@@ -243,3 +243,16 @@ def test_gunzip_stops_at_the_read_limit(monkeypatch):
     assert gunzip(gzip.compress(b"x" * 1000), "d", DataError) == b"x" * 1000
     with pytest.raises(DataError, match="^d: inflates to more, more than the 1,000 qmtik reads"):
         gunzip(gzip.compress(b"x" * 1001), "d", DataError)
+
+
+def test_text_past_unicode_and_structured_arrays_are_refused(tmp_path):
+    """Found by benchmarks/hostile.py: a '<U' array with a code point past U+10FFFF made numpy's
+    str() raise SystemError; a structured dtype is no array of numbers or text."""
+    bad = npy_claiming((1,), "<U1")[:-16384] + (0x110000).to_bytes(4, "little")
+    with zipfile.ZipFile(tmp_path / "d.npz", "w") as archive:
+        archive.writestr("config.npy", bad)
+    with pytest.raises(CheckpointError, match="config': holds text that is not Unicode"):
+        load_npz(tmp_path / "d.npz", "c", CheckpointError)
+    np.save(tmp_path / "s.npy", np.zeros(2, dtype=[("a", "<f4"), ("b", "<i2")]))
+    with pytest.raises(DataError, match="holds an array of .*, not of plain numbers or text$"):
+        load_npy(tmp_path / "s.npy", "d", DataError)

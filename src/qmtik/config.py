@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -205,13 +206,14 @@ def parse_override(text: str) -> tuple[str, object]:
     """'training.epochs=5' to ('training.epochs', 5); values are TOML (bare words are strings)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"override {text!r}: expected KEY=VALUE, such as training.epochs=5")
+        raise ConfigError(f"override {reprlib.repr(text)}: expected KEY=VALUE, such as training.epochs=5")
     key, raw = key.strip(), raw.strip()
-    parsed = load_toml(f"v = {raw}", f"override {key}", ConfigError, lenient=True)
+    shown = key if len(key) <= 80 else key[:80] + "..."  # a hostile key is long
+    parsed = load_toml(f"v = {raw}", f"override {shown}", ConfigError, lenient=True)
     if parsed is None:  # not TOML: a bare word, taken as a string
         return key, raw
     if set(parsed) != {"v"}:
-        raise ConfigError(f"override {key}: the value must be one TOML value on one line")
+        raise ConfigError(f"override {shown}: the value must be one TOML value on one line")
     return key, parsed["v"]
 
 

@@ -166,6 +166,7 @@ def unknown(key: str, allowed, prefix: str = ""):
     close = difflib.get_close_matches(name, allowed, n=1)
     hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
     short = key if len(key) <= 80 else key[:80] + "..."  # a hostile file's key can be 100 kB
+    short = short if short.isprintable() else repr(short)  # a newline in a key stays on one line
     raise ConfigError(f"config key {short}: unknown key{hint} (allowed: {', '.join(allowed)})")
 
 

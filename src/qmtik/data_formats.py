@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .parsing import READ_LIMIT, input_stream, limit, over_limit, read_input, read_up_to
+from .parsing import READ_LIMIT, byte_count, input_stream, limit, over_limit, read_input, read_up_to, shortened
 
 FORMATS = ("npz", "npy", "csv", "idx", "qmtik-bin")
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -70,17 +70,18 @@ def read_idx(path) -> np.ndarray:
         if ndim == 0 or len(dims) < 4 * ndim:
             raise DataError(f"{what}: truncated header")
         shape = tuple(int.from_bytes(dims[4 * i : 4 + 4 * i], "big") for i in range(ndim))
+        what = f"{what}: dimensions {shortened(str(shape))}"
         expected = header + math.prod(shape) * dtype.itemsize
         if expected > limit(READ_LIMIT):
-            raise DataError(over_limit(what, f"dimensions {shape} need {expected:,} bytes", READ_LIMIT))
+            raise DataError(over_limit(what, f"need {byte_count(expected)} bytes", READ_LIMIT))
         sized = not _is_gz(path) and stream.seekable()  # a regular file: its size is known
         if expected > most or (sized and expected != most):
             found = f"{most}" if sized else f"at most {most} ({'inflated' if _is_gz(path) else 'a stream'})"
-            raise DataError(f"{what}: dimensions {shape} need {expected} bytes, the file has {found}")
+            raise DataError(f"{what} need {expected} bytes, the file has {found}")
         body = read_up_to(stream, expected - header + 1)
     if header + len(body) != expected:
         found = "more" if len(body) > expected - header else f"{header + len(body)}"
-        raise DataError(f"{what}: dimensions {shape} need {expected} bytes, the file has {found}")
+        raise DataError(f"{what} need {expected} bytes, the file has {found}")
     return np.frombuffer(body, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 

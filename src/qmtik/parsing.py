@@ -231,8 +231,8 @@ def _array_header(stream, what: str, error) -> tuple:
         raise error(f"{what}: not a NumPy file (.npy or .npz) ({one_line(exc)})") from None
     if dtype.hasobject:
         raise error(f"{what}: holds an array of Python objects, which qmtik does not read (it never unpickles)")
-    if dtype.itemsize == 0:
-        raise error(f"{what}: holds an array of {dtype} items of no size")
+    if dtype.itemsize == 0 or dtype.fields is not None or dtype.subdtype is not None:
+        raise error(f"{what}: holds an array of {shortened(str(dtype))}, not of plain numbers or text")
     return shape, fortran, dtype, math.prod(shape) * dtype.itemsize
 
 
@@ -240,14 +240,29 @@ def _array_body(stream, header: tuple, what: str, error, expected: int) -> np.nd
     """The array of a header read from stream: its declared size must be expected (the bytes
     left in the file or member, or the most a stream holds when it is None)."""
     shape, fortran, dtype, nbytes = header
+    shown = shortened(str(shape))
     if nbytes != expected:
-        raise error(f"{what}: an array of shape {shape} and {dtype} needs {nbytes:,} bytes, it holds {expected:,}")
+        raise error(f"{what}: an array of shape {shown} and {dtype} needs {nbytes:,} bytes, it holds {expected:,}")
     if nbytes > limit(READ_LIMIT):
-        raise error(over_limit(what, f"an array of shape {shape} ({nbytes:,} bytes)", READ_LIMIT))
+        raise error(over_limit(what, f"an array of shape {shown} ({byte_count(nbytes)} bytes)", READ_LIMIT))
     data = read_up_to(stream, nbytes + 1)
     if len(data) != nbytes:
-        raise error(f"{what}: truncated: an array of shape {shape} needs {nbytes:,} bytes, it holds {len(data):,}")
+        raise error(f"{what}: truncated: an array of shape {shown} needs {nbytes:,} bytes, it holds {len(data):,}")
+    if dtype.kind == "U":  # code points past U+10FFFF make numpy's str() fail with SystemError
+        codes = np.frombuffer(data, dtype=np.dtype("u4").newbyteorder(dtype.byteorder))
+        if (codes > 0x10FFFF).any():
+            raise error(f"{what}: holds text that is not Unicode (a code point past U+10FFFF)")
     return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def byte_count(count: int) -> str:
+    """A count of bytes a hostile header declares, in digits when it has at most 24 of them."""
+    return f"{count:,}" if count < 10**24 else f"about 10^{len(str(count)) - 1}"
+
+
+def shortened(text: str, most: int = 80) -> str:
+    """text, cut to `most` characters: a hostile header's dtype or shape can be long."""
+    return text if len(text) <= most else text[:most] + "..."
 
 
 def _seekable(stream, most: int, what: str, error):
@@ -305,7 +320,7 @@ def _npz_members(archive, what: str, error, keys, known, check) -> dict:
         if name in members:
             raise error(f"{what}: holds two members named {name!r}")
         if known is not None and not known(name):
-            raise error(f"{what}: {name[:60]} {known.problem}")
+            raise error(f"{what}: {name[:60]} {getattr(known, 'problem', 'is not a member it may hold')}")
         members[name] = info
     out = {}
     for name in [k for k in (members if keys is None else keys) if k in members]:
