@@ -131,12 +131,21 @@ def _node_kind(mode: int) -> str:
     return "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
 
 
+def _check_node(mode: int, what: str, error) -> None:
+    if stat.S_ISDIR(mode):
+        raise error(f"{what}: is a directory")
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        raise error(f"{what}: {_node_kind(mode)}; qmtik reads regular files, FIFOs and pipes")
+
+
 @contextlib.contextmanager
 def open_input(path, what: str, error):
     """(file, size) of an input opened for reading: size is the length of a regular file, None
     for a FIFO or a pipe (stdin as /dev/stdin), whose reads the caller bounds. A folder, a device
-    (a link to /dev/zero), a socket and a missing file are refused before a byte is read."""
+    (a link to /dev/zero), a socket and a missing file are refused before a byte is read, a
+    device before it is opened (opening some has effects); the open file is checked again."""
     try:
+        _check_node(os.stat(path).st_mode, what, error)
         file = open(path, "rb")  # noqa: SIM115 - closed below, after the checks
     except FileNotFoundError:
         raise error(f"{what}: not found") from None
@@ -146,10 +155,7 @@ def open_input(path, what: str, error):
         raise error(f"{what}: cannot be read ({exc.strerror or exc})") from None
     with file:
         mode = os.fstat(file.fileno()).st_mode
-        if stat.S_ISDIR(mode):
-            raise error(f"{what}: is a directory")
-        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
-            raise error(f"{what}: {_node_kind(mode)}; qmtik reads regular files, FIFOs and pipes")
+        _check_node(mode, what, error)
         yield file, (os.fstat(file.fileno()).st_size if stat.S_ISREG(mode) else None)
 
 
