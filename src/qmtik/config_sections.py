@@ -1,5 +1,6 @@
 """The four sections of a config ([network], [quantization], [training], [data]) as frozen
-dataclasses, each value checked as the section is built (config_values.py).
+dataclasses, each value checked as the section is built (config_values.py); the fifth,
+[limits], is limits.py's (it is read below the configuration, by the .qmt reader too).
 
 Every field carries a help text and the values it allows (`documented`): the starter config
 and docs/config.md are generated from them (config_docs.py). config.py puts the sections
