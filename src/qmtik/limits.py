@@ -74,7 +74,7 @@ def env_name(key: str) -> str:
 def _limit_field(figure: str, help: str):
     key, _, default, _ = LIMITS[figure]
     allowed = (
-        f"an integer from 1 to {FORMAT_LAYERS} (the .qmt format's most)" if figure == "layers" else "an integer >= 1"
+        f"an integer from 1 to {FORMAT_LAYERS}, the .qmt format's most" if figure == "layers" else "an integer >= 1"
     )
     return field(default=default, metadata={"help": f"{help}; {env_name(key)} wins over it", "allowed": allowed})
 
