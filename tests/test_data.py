@@ -580,3 +580,27 @@ def test_class_names_to_train_with_follow_the_model_files_rule(names, fragment):
         check_class_names(names, Config())
     assert one_line(info).startswith("class names: ") and fragment in one_line(info)
     assert check_class_names(list("abcdefghij"), Config()) == tuple("abcdefghij")
+
+
+def test_the_data_loaders_refuse_an_npy_declaring_8_tib_by_its_header(tmp_path):
+    """A 17 KB .npy whose header declares shape (2**40,): numpy tried to allocate 8 TiB."""
+    import io
+
+    from qmtik.data import load_file, read_inputs
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (2**40,)})
+    (tmp_path / "x.npy").write_bytes(header.getvalue() + bytes(16384))
+    np.save(tmp_path / "y.npy", np.zeros(3))
+    for call in (lambda: load_file(tmp_path / "x.npy", tmp_path / "y.npy"), lambda: read_inputs(tmp_path / "x.npy")):
+        with pytest.raises(DataError, match=r"needs 8,796,093,022,208 bytes, it holds 16,384$"):
+            call()
+
+
+def test_a_5_gb_csv_is_refused_by_its_size(tmp_path):
+    from qmtik.data import load_file
+
+    with open(tmp_path / "big.csv", "wb") as f:
+        f.truncate(5 << 30)  # sparse; was: MemoryError
+    with pytest.raises(DataError, match="5,368,709,120 bytes, more than the 4,294,967,296 qmtik reads"):
+        load_file(tmp_path / "big.csv")
