@@ -25,6 +25,7 @@ from .config_sections import (
     SCHEDULES,
     SECTIONS,
     DataConfig,
+    DeployConfig,
     NetworkConfig,
     QuantizationConfig,
     TrainingConfig,
@@ -76,6 +77,7 @@ class Config:
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
 
     def __post_init__(self):
         check.choice("task", self.task, TASKS)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 
 from . import config_layers as layer_config
 from . import config_values as check
+from .config_deploy import DeployConfig
 from .config_values import FLOAT32_ALLOWED, INPUT_RANGE_ALLOWED, SCALE_ALLOWED, documented
 from .data_formats import format_of
 from .errors import ConfigError
@@ -370,4 +371,5 @@ SECTIONS = {
     "quantization": QuantizationConfig,
     "training": TrainingConfig,
     "data": DataConfig,
+    "deploy": DeployConfig,  # config_deploy.py
 }
