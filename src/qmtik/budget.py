@@ -88,16 +88,16 @@ def estimate(what, target: str | Target = "cortex-m4") -> dict:
 def overshoot(figures: dict, max_flash: int = 0, max_ram: int = 0, exact: bool = False) -> str | None:
     """One line saying what exceeds a budget (0: none), the heaviest layer named; or None.
     figures: estimate's (exact False: code and stack are allowances) or a measurement's."""
-    approx = "=" if exact else "≈"
+    approx, known = ("", "") if exact else ("≈ ", " exact")
     for what, budget in (("flash", max_flash), ("RAM", max_ram)):
         need = figures["flash" if what == "flash" else "ram"]
         if not budget or need <= budget:
             continue
         if what == "flash":
-            parts = f"constants {figures['constants']:,} exact, code {approx} {figures['code']:,}"
+            parts = f"constants {figures['constants']:,}{known}, code {approx}{figures['code']:,}"
             key = "constants"
         else:
-            parts = f"arena {figures['arena']:,} exact, stack {approx} {figures['stack']:,}"
+            parts = f"arena {figures['arena']:,}{known}, stack {approx}{figures['stack']:,}"
             key = "ram"
         line = f"needs {need:,} B of {what} ({parts}), the budget is {show_size(budget)}"
         rows = figures.get("layers") or []

@@ -21,10 +21,10 @@ UNITS = {None: 1, "K": 1024, "KiB": 1024, "M": 1024 * 1024, "MiB": 1024 * 1024}
 SIZE_ALLOWED = "bytes (an integer), or a text such as '256K', '256 KiB', '1M' or '2MiB' (1 K = 1,024); 0: no budget"
 
 
-def size_problem(value) -> str | None:
+def size_problem(value, key: str = "size") -> str | None:
     """Why value is no size (parse_size's forms), or None."""
     try:
-        parse_size(value)
+        parse_size(value, key)
     except ConfigError as exc:
         return str(exc)
     return None
@@ -43,7 +43,7 @@ def parse_size(value, key: str = "size") -> int:
             check.refuse(key, value, SIZE_ALLOWED)
         size = int(match.group(1)) * UNITS[match.group(2)]
     if size < 0 or size > MAX_SIZE:
-        check.refuse(key, value, f"a size from 0 to 4 GiB ({SIZE_ALLOWED})")
+        check.refuse(key, value, f"{SIZE_ALLOWED}; at most 4 GiB")
     return size
 
 
