@@ -22,7 +22,7 @@ def test_the_table_names_four_cores_and_the_host():
 
 def test_every_layer_kind_has_a_code_allowance():
     for target in TARGETS.values():
-        assert set(target.code_per_kind) == {"dense", *KINDS}
+        assert set(target.code_first) == set(target.code_more) == {"dense", *KINDS}
         assert target.stack > 0 and target.code_base > 0
         assert target.flags()[:2] == [f"-mcpu={target.cpu}", "-mthumb"]
 

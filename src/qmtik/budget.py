@@ -62,10 +62,18 @@ def estimate(what, target: str | Target = "cortex-m4") -> dict:
     scratch buffers; with window layers PREFIX_ARENA_BYTES) plus the stack allowance."""
     target = target if isinstance(target, Target) else get_target(target) or TARGETS["cortex-m4"]
     model = model_of(what)
-    layers, rows = model.layers, []
+    layers, rows, seen = model.layers, [], set()
     owner = _kernels(layers)
     for i, (layer, memory) in enumerate(zip(layers, layer_memory(layers))):
-        code = target.code_per_kind[layer.kind] if owner[i] == i else target.code_fused_pool
+        kernel = layer.kind if owner[i] == i else "fused " + layer.kind
+        if owner[i] != i:
+            code = target.code_fused_pool[kernel in seen]
+        else:
+            code = (target.code_more if kernel in seen else target.code_first)[layer.kind]
+        seen.add(kernel)
+        if getattr(layer, "table", None) is not None and "table" not in seen:
+            code += target.code_table
+            seen.add("table")
         constants = sum(memory["constants"].values())
         rows.append(
             {"layer": i + 1, "kind": layer.kind, "constants": constants, "code": code, "flash": constants + code}
@@ -73,6 +81,7 @@ def estimate(what, target: str | Target = "cortex-m4") -> dict:
         )
     need = memory_needs(model)
     code = target.code_base + sum(row["code"] for row in rows)
+    stack = target.stack_dense if all(layer.kind == "dense" for layer in layers) else target.stack
     return {
         "target": target.name,
         "layers": rows,
@@ -80,8 +89,8 @@ def estimate(what, target: str | Target = "cortex-m4") -> dict:
         "code": code,
         "flash": need["constants"] + code,
         "arena": need["arena"],
-        "stack": target.stack,
-        "ram": need["arena"] + target.stack,
+        "stack": stack,
+        "ram": need["arena"] + stack,
     }
 
 
