@@ -106,7 +106,8 @@ def overshoot(figures: dict, max_flash: int = 0, max_ram: int = 0, exact: bool =
             parts = f"constants {figures['constants']:,}{known}, code {approx}{figures['code']:,}"
             key = "constants"
         else:
-            parts = f"arena {figures['arena']:,}{known}, stack {approx}{figures['stack']:,}"
+            buffer = "scratch" if exact else "arena"  # measured: the buffer predict is given
+            parts = f"{buffer} {figures['arena']:,}{known}, stack {approx}{figures['stack']:,}"
             key = "ram"
         line = f"needs {need:,} B of {what} ({parts}), the budget is {show_size(budget)}"
         rows = figures.get("layers") or []

@@ -64,7 +64,7 @@ def on_target(model, x, prefix: str, target: str, emulator: str, max_flash: int,
         f"linked, -Os); RAM {result['ram']:,} bytes (scratch {result['scratch']:,}, stack {result['stack']:,} "
         "painted)"
     )
-    figures = {**result, "arena": result["scratch"]}
+    figures = {**result, "arena": result["scratch"], "layers": estimate(model, target)["layers"]}  # exact per layer
     problem = overshoot(figures, max_flash, max_ram, exact=True)
     if result["mismatched_samples"]:
         raise CheckFailed(f"the emulated header disagrees with Python on {result['mismatched_samples']} samples")
