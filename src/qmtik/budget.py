@@ -122,7 +122,7 @@ def check_config(config: Config) -> dict:
     """estimate() of the config on its [deploy] target; a ConfigError (one line) when it exceeds
     [deploy]'s max_flash or max_ram."""
     deploy = config.deploy
-    figures = estimate(config, deploy.target if deploy.target in TARGETS else "cortex-m4")
+    figures = estimate(config, deploy.target)
     problem = overshoot(figures, deploy.max_flash, deploy.max_ram)
     if problem:
         raise ConfigError(f"[deploy] on {figures['target']}: the network {problem}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from . import config_values as check
 from .config_values import documented
 from .errors import ConfigError
-from .targets import NAMES, target_problem
+from .targets import TARGETS
 
 MAX_SIZE = 1 << 32  # a Cortex-M's whole address space: any budget above is a mistake
 SIZE = re.compile(r"(\d+)\s?(K|KiB|M|MiB)?")
@@ -63,7 +63,7 @@ class DeployConfig:
         "cortex-m4",
         "the microcontroller core the budgets are for (its code and stack allowances; "
         "qmtik info --target, export-c --target)",
-        " | ".join(NAMES),
+        " | ".join(TARGETS),
     )
     max_flash: int = documented(
         0, "flash the model may take: constants, code (qmtik train checks it before training)", SIZE_ALLOWED
@@ -71,7 +71,7 @@ class DeployConfig:
     max_ram: int = documented(0, "RAM the model may take: its arena or scratch, and stack", SIZE_ALLOWED)
 
     def __post_init__(self):
-        if not isinstance(self.target, str) or target_problem(self.target):
-            check.refuse("deploy.target", self.target, " | ".join(NAMES))
+        if not isinstance(self.target, str) or self.target not in TARGETS:
+            check.refuse("deploy.target", self.target, " | ".join(TARGETS))
         for key in ("max_flash", "max_ram"):
             object.__setattr__(self, key, parse_size(getattr(self, key), f"deploy.{key}"))
