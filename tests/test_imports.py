@@ -17,15 +17,20 @@ STAGES = [  # (stage, its modules), lowest first
     ("prediction", {"validate", "head", "limits"}),
     (
         "integer model",
-        {"integer_model", "qmtfile_windows", "qmtfile_layout", "qmtfile_reader", "qmtfile", "export_c", "c_check"},
+        {"integer_model", "qmtfile_windows", "qmtfile_layout", "qmtfile_reader", "qmtfile", "export_c", "c_check"}
+        | {"targets", "cross", "emulate"},
     ),
-    ("configuration", {"data_formats", "config_values", "config_layers", "config_sections", "config", "config_docs"}),
+    (
+        "configuration",
+        {"data_formats", "config_values", "config_layers", "config_sections", "config", "config_docs"}
+        | {"config_deploy"},
+    ),
     ("data", {"download", "data"}),
     (
         "training",
         {"batch_norm", "layers", "window_layers", "passes", "optimizers", "checkpoint", "training", "network"},
     ),
-    ("extras", {"plots", "demo", "legacy", "workflow"}),  # legacy: the qmtik.h carry-over
+    ("extras", {"plots", "demo", "legacy", "workflow", "budget"}),  # legacy: the qmtik.h carry-over
     ("public surface", {"__init__"}),
     ("command line", {"cli", "__main__"}),
 ]

@@ -27,6 +27,7 @@ from .config_sections import (
     SCHEDULES,
     SECTIONS,
     DataConfig,
+    DeployConfig,
     NetworkConfig,
     QuantizationConfig,
     TrainingConfig,
@@ -80,6 +81,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     data: DataConfig = field(default_factory=DataConfig)
     limits: size_limits.LimitsConfig = field(default_factory=size_limits.LimitsConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
 
     def __post_init__(self):
         check.choice("task", self.task, TASKS)
