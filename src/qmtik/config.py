@@ -29,6 +29,7 @@ from .config_sections import (
     NetworkConfig,
     QuantizationConfig,
     TrainingConfig,
+    TuneConfig,
 )
 from .config_values import documented
 from .errors import ConfigError
@@ -78,6 +79,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     data: DataConfig = field(default_factory=DataConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)  # config_tune.py: qmtik tune's search
 
     def __post_init__(self):
         check.choice("task", self.task, TASKS)

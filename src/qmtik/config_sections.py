@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from . import config_layers as layer_config
 from . import config_values as check
 from .config_deploy import DeployConfig
+from .config_tune import TuneConfig
 from .config_values import FLOAT32_ALLOWED, INPUT_RANGE_ALLOWED, SCALE_ALLOWED, documented
 from .data_formats import format_of
 from .errors import ConfigError
@@ -372,4 +373,5 @@ SECTIONS = {
     "training": TrainingConfig,
     "data": DataConfig,
     "deploy": DeployConfig,  # config_deploy.py
+    "tune": TuneConfig,  # config_tune.py
 }
