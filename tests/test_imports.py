@@ -27,7 +27,8 @@ STAGES = [  # (stage, its modules), lowest first
         "training",
         {"batch_norm", "layers", "window_layers", "passes", "optimizers", "checkpoint", "training", "network"},
     ),
-    ("extras", {"plots", "demo", "legacy", "workflow", "budget"} | {"tune_space", "tune", "tune_front"}),  # legacy: the qmtik.h carry-over
+    ("extras", {"plots", "demo", "legacy", "workflow", "budget"}  # legacy: the qmtik.h carry-over
+     | {"tune_space", "tune", "tune_front"}),
     ("public surface", {"__init__"}),
     ("command line", {"cli", "__main__"}),
 ]
