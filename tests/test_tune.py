@@ -166,3 +166,14 @@ def test_the_front_comes_from_the_records(tmp_path):
     on_front = front(records)
     assert on_front and all(r["accuracy"] is not None for r in on_front)
     assert best(records) in on_front
+
+
+def test_a_worker_uses_one_blas_thread_by_default():
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="the thread limit needs threadpoolctl ([tune] extra)")
+    from qmtik.tune import _threads
+
+    with _threads(1):
+        inside = [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+    assert all(n == 1 for n in inside)
+    with _threads(None) as limit:  # 0 or None: left as it is
+        assert limit.limit is None
