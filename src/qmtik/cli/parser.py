@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..data import C_LIBRARY_SPLIT, CONVERT_TO
+from ..targets import TARGETS
 from ..version import __version__
 from .commands import (
     cmd_config_from_header,
@@ -209,7 +210,9 @@ def add_tune_parser(sub) -> None:
     )
     p.add_argument("--max-flash", help="flash budget (bytes, or such as 64K); default: [deploy] max_flash")
     p.add_argument("--max-ram", help="RAM budget (bytes, or such as 16K); default: [deploy] max_ram")
-    p.add_argument("--target", help="the microcontroller of the budget (default: [deploy] target)")
+    p.add_argument(
+        "--target", choices=sorted(TARGETS), help="the microcontroller of the budget (default: [deploy] target)"
+    )
     p.add_argument("--timeout", help="stop starting trials after this long: 3600, 90s, 30m, 1h")
     p.add_argument("--resume", action="store_true", help="go on with the study file of an interrupted search")
     p.add_argument("--storage", metavar="URL", help="a shared study storage, such as postgresql://user@host/db")
