@@ -177,3 +177,10 @@ def test_a_worker_uses_one_blas_thread_by_default():
     assert all(n == 1 for n in inside)
     with _threads(None) as limit:  # 0 or None: left as it is
         assert limit.limit is None
+
+
+def test_a_timeout_stops_starting_trials_and_the_study_resumes_later(tmp_path):
+    run = search(DIGITS, 1000, url(tmp_path), "s", Budget(), timeout=1.0)
+    assert 1 <= run.trained < 1000 and run.seconds < 60
+    again = search(DIGITS, run.trained + 1, url(tmp_path), "s", Budget())
+    assert again.trained == 1
