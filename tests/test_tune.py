@@ -184,3 +184,15 @@ def test_a_timeout_stops_starting_trials_and_the_study_resumes_later(tmp_path):
     assert 1 <= run.trained < 1000 and run.seconds < 60
     again = search(DIGITS, run.trained + 1, url(tmp_path), "s", Budget())
     assert again.trained == 1
+
+
+def test_the_fingerprint_names_data_files_not_where_a_machine_keeps_them(tmp_path):
+    from qmtik.tune import fingerprint
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        folder.mkdir()
+        (folder / "train.npz").write_bytes(b"")
+    configs = [DIGITS.replace_many({"data.dataset": "", "data.train": str(f / "train.npz")}) for f in (a, b)]
+    assert fingerprint(configs[0], BUDGET) == fingerprint(configs[1], BUDGET)
+    assert fingerprint(configs[0], BUDGET)["data"]["train"] == "train.npz"

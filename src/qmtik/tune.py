@@ -30,7 +30,8 @@ from .progress import Reporter
 from .tune_space import Budget, Unfit, candidate, fits, network_line, space_problem
 
 EXTRA = "qmtik tune needs the [tune] extra (Optuna): pip install 'qmtik[tune]'"
-COUNTED = ("COMPLETE", "PRUNED")  # trained trials, unless marked rejected
+COUNTED = ("COMPLETE", "PRUNED")
+PATH_KEYS = ("train", "train_labels", "test", "test_labels")  # trained trials, unless marked rejected
 
 
 def engine():
@@ -85,12 +86,15 @@ def open_storage(url: str, config: Config):
 
 
 def fingerprint(config: Config, budget: Budget) -> dict:
-    """What makes a study's trials comparable: the space, the base network, data and budget."""
+    """What makes a study's trials comparable: the space, the base network, data and budget;
+    the same on every machine that runs a worker."""
     net = config.network
     return {
         "tune": config.tune.space(),
         "network": {"input_shape": list(net.input_shape), "inputs": net.inputs, "outputs": net.outputs},
-        "data": {k: v for k, v in config.to_dict()["data"].items()},
+        "data": {  # paths by file name: each machine may keep the data elsewhere
+            k: Path(v).name if k in PATH_KEYS and v else v for k, v in config.to_dict()["data"].items()
+        },
         "seed": config.training.seed,
         "validation_split": config.training.validation_split,
         "budget": budget.to_dict(),
