@@ -1,6 +1,8 @@
 """qmtik tune on the command line, in-process: its outputs beside the config, checked first;
 its refusals in one line; --resume, --export and --plot."""
 
+import sys
+
 import pytest
 
 from qmtik.cli import main
@@ -108,3 +110,10 @@ def test_timeouts(text, seconds):
 def test_a_zero_timeout_is_refused():
     with pytest.raises(UsageError):
         parse_timeout("0")
+
+
+def test_without_the_extra_the_command_says_how_to_install_it_and_writes_nothing(config, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    err = fails(capsys, ["tune", str(config), "--trials", "1"], 1)
+    assert "qmtik tune needs the [tune] extra (Optuna): pip install 'qmtik[tune]'" in err
+    assert sorted(p.name for p in config.parent.iterdir()) == ["net.toml"]
