@@ -23,14 +23,18 @@ STAGES = [  # (stage, its modules), lowest first
     (
         "configuration",
         {"data_formats", "config_values", "config_layers", "config_sections", "config", "config_docs"}
-        | {"config_deploy"},
+        | {"config_deploy", "config_tune"},
     ),
     ("data", {"download", "data"}),
     (
         "training",
         {"batch_norm", "layers", "window_layers", "passes", "optimizers", "checkpoint", "training", "network"},
     ),
-    ("extras", {"plots", "demo", "legacy", "workflow", "budget"}),  # legacy: the qmtik.h carry-over
+    (
+        "extras",
+        {"plots", "demo", "legacy", "workflow", "budget"}  # legacy: the qmtik.h carry-over
+        | {"tune_space", "tune", "tune_front"},
+    ),
     ("public surface", {"__init__"}),
     ("command line", {"cli", "__main__"}),
 ]

@@ -32,6 +32,7 @@ from .errors import (
     QuantizationError,
     ShapeError,
     TrainingError,
+    TuneError,
     UsageError,
 )
 from .export_c import save_header
@@ -71,6 +72,7 @@ __all__ = [
     "ExportError",
     "CompilerError",
     "OutputError",
+    "TuneError",
     "UsageError",
     "CheckFailed",
     "__version__",

@@ -31,6 +31,7 @@ from .config_sections import (
     NetworkConfig,
     QuantizationConfig,
     TrainingConfig,
+    TuneConfig,
 )
 from .config_values import documented
 from .errors import ConfigError
@@ -82,6 +83,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     limits: size_limits.LimitsConfig = field(default_factory=size_limits.LimitsConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)  # config_tune.py: qmtik tune's search
 
     def __post_init__(self):
         check.choice("task", self.task, TASKS)

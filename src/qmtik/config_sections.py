@@ -16,6 +16,7 @@ from . import config_layers as layer_config
 from . import config_values as check
 from . import limits
 from .config_deploy import DeployConfig
+from .config_tune import TuneConfig
 from .config_values import FLOAT32_ALLOWED, INPUT_RANGE_ALLOWED, SCALE_ALLOWED, documented
 from .data_formats import format_of
 from .errors import ConfigError
@@ -376,4 +377,5 @@ SECTIONS = {
     "data": DataConfig,
     "limits": limits.LimitsConfig,  # how large a network may be (limits.py, docs/limits.md)
     "deploy": DeployConfig,  # config_deploy.py
+    "tune": TuneConfig,  # config_tune.py
 }

@@ -62,5 +62,9 @@ class OutputError(QmtikError, OSError):
     """An output file that cannot be written where it was asked for."""
 
 
+class TuneError(QmtikError, RuntimeError):
+    """A search that cannot run: the [tune] extra missing, a storage out of reach, a study of another space."""
+
+
 class UsageError(QmtikError):
     """A command line that asks for something impossible (exit code 2)."""

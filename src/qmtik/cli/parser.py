@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..data import C_LIBRARY_SPLIT, CONVERT_TO
+from ..targets import TARGETS
 from ..version import __version__
 from .commands import (
     cmd_config_from_header,
@@ -20,6 +21,7 @@ from .commands import (
     cmd_quantize,
     cmd_train,
 )
+from .tune_command import cmd_tune
 
 
 def add_plot_option(parser, what: str, default: str) -> None:
@@ -138,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default="qmtik-demo", help="folder for what it writes (default: qmtik-demo)")
     p.set_defaults(func=cmd_demo)
 
+    add_tune_parser(sub)
+
     cfg = sub.add_parser("config", help="carry a config over from the C library qmtik.h")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     p = cfg_sub.add_parser("from-header", help="the qmtik config equivalent to a qmtik.h config header")
@@ -201,3 +205,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outputs", type=int, help="classes (default: the largest label + 1)")
     p.set_defaults(func=cmd_data_convert)
     return parser
+
+
+def add_tune_parser(sub) -> None:
+    """qmtik tune: the budget-aware search (cli/tune_command.py; the [tune] extra)."""
+    p = sub.add_parser("tune", help="search the config's [tune] space for the best network within a budget")
+    p.add_argument("config", help="the TOML config whose [tune] section declares the space")
+    p.add_argument(
+        "--trials", type=int, required=True, help="trained trials the study should hold (rejected ones do not count)"
+    )
+    p.add_argument("--max-flash", help="flash budget (bytes, or such as 64K); default: [deploy] max_flash")
+    p.add_argument("--max-ram", help="RAM budget (bytes, or such as 16K); default: [deploy] max_ram")
+    p.add_argument(
+        "--target", choices=sorted(TARGETS), help="the microcontroller of the budget (default: [deploy] target)"
+    )
+    p.add_argument("--timeout", help="stop starting trials after this long: 3600, 90s, 30m, 1h")
+    p.add_argument("--resume", action="store_true", help="go on with the study file of an interrupted search")
+    p.add_argument("--storage", metavar="URL", help="a shared study storage, such as postgresql://user@host/db")
+    p.add_argument("--study", metavar="NAME", help="the study's name (default: the config's name)")
+    p.add_argument("--threads", type=int, default=1, help="BLAS threads of this worker (default 1; 0: as is)")
+    p.add_argument("-o", "--out", help="the best config's path (default: beside the config, NAME.best.toml)")
+    p.add_argument("--export", action="store_true", help="also train the best config fully; write its .qmt and header")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
+    p.add_argument("-q", "--quiet", action="store_true", help="no line per trial")
+    add_plot_option(p, "the trials' accuracy against flash and the front", "beside the config, NAME.front.png")
+    p.set_defaults(func=cmd_tune)
