@@ -20,8 +20,11 @@ STAGES = [  # (stage, its modules), lowest first
         {"integer_model", "qmtfile_windows", "qmtfile_layout", "qmtfile_reader", "qmtfile", "export_c", "c_check"}
         | {"targets", "cross", "emulate"},
     ),
-    ("configuration", {"data_formats", "config_values", "config_layers", "config_sections", "config", "config_docs"}
-     | {"config_deploy"}),
+    (
+        "configuration",
+        {"data_formats", "config_values", "config_layers", "config_sections", "config", "config_docs"}
+        | {"config_deploy"},
+    ),
     ("data", {"download", "data"}),
     (
         "training",

@@ -62,10 +62,18 @@ def estimate(what, target: str | Target = "cortex-m4") -> dict:
     scratch buffers; with window layers PREFIX_ARENA_BYTES) plus the stack allowance."""
     target = target if isinstance(target, Target) else get_target(target) or TARGETS["cortex-m4"]
     model = model_of(what)
-    layers, rows = model.layers, []
+    layers, rows, seen = model.layers, [], set()
     owner = _kernels(layers)
     for i, (layer, memory) in enumerate(zip(layers, layer_memory(layers))):
-        code = target.code_per_kind[layer.kind] if owner[i] == i else target.code_fused_pool
+        kernel = layer.kind if owner[i] == i else "fused " + layer.kind
+        if owner[i] != i:
+            code = target.code_fused_pool[kernel in seen]
+        else:
+            code = (target.code_more if kernel in seen else target.code_first)[layer.kind]
+        seen.add(kernel)
+        if getattr(layer, "table", None) is not None and "table" not in seen:
+            code += target.code_table
+            seen.add("table")
         constants = sum(memory["constants"].values())
         rows.append(
             {"layer": i + 1, "kind": layer.kind, "constants": constants, "code": code, "flash": constants + code}
@@ -73,6 +81,7 @@ def estimate(what, target: str | Target = "cortex-m4") -> dict:
         )
     need = memory_needs(model)
     code = target.code_base + sum(row["code"] for row in rows)
+    stack = target.stack_dense if all(layer.kind == "dense" for layer in layers) else target.stack
     return {
         "target": target.name,
         "layers": rows,
@@ -80,24 +89,25 @@ def estimate(what, target: str | Target = "cortex-m4") -> dict:
         "code": code,
         "flash": need["constants"] + code,
         "arena": need["arena"],
-        "stack": target.stack,
-        "ram": need["arena"] + target.stack,
+        "stack": stack,
+        "ram": need["arena"] + stack,
     }
 
 
 def overshoot(figures: dict, max_flash: int = 0, max_ram: int = 0, exact: bool = False) -> str | None:
     """One line saying what exceeds a budget (0: none), the heaviest layer named; or None.
     figures: estimate's (exact False: code and stack are allowances) or a measurement's."""
-    approx = "=" if exact else "≈"
+    approx, known = ("", "") if exact else ("≈ ", " exact")
     for what, budget in (("flash", max_flash), ("RAM", max_ram)):
         need = figures["flash" if what == "flash" else "ram"]
         if not budget or need <= budget:
             continue
         if what == "flash":
-            parts = f"constants {figures['constants']:,} exact, code {approx} {figures['code']:,}"
+            parts = f"constants {figures['constants']:,}{known}, code {approx}{figures['code']:,}"
             key = "constants"
         else:
-            parts = f"arena {figures['arena']:,} exact, stack {approx} {figures['stack']:,}"
+            buffer = "scratch" if exact else "arena"  # measured: the buffer predict is given
+            parts = f"{buffer} {figures['arena']:,}{known}, stack {approx}{figures['stack']:,}"
             key = "ram"
         line = f"needs {need:,} B of {what} ({parts}), the budget is {show_size(budget)}"
         rows = figures.get("layers") or []
@@ -112,7 +122,7 @@ def check_config(config: Config) -> dict:
     """estimate() of the config on its [deploy] target; a ConfigError (one line) when it exceeds
     [deploy]'s max_flash or max_ram."""
     deploy = config.deploy
-    figures = estimate(config, deploy.target if deploy.target in TARGETS else "cortex-m4")
+    figures = estimate(config, deploy.target)
     problem = overshoot(figures, deploy.max_flash, deploy.max_ram)
     if problem:
         raise ConfigError(f"[deploy] on {figures['target']}: the network {problem}")

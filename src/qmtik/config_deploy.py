@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from . import config_values as check
 from .config_values import documented
 from .errors import ConfigError
-from .targets import NAMES, target_problem
+from .targets import TARGETS
 
 MAX_SIZE = 1 << 32  # a Cortex-M's whole address space: any budget above is a mistake
 SIZE = re.compile(r"(\d+)\s?(K|KiB|M|MiB)?")
@@ -21,10 +21,10 @@ UNITS = {None: 1, "K": 1024, "KiB": 1024, "M": 1024 * 1024, "MiB": 1024 * 1024}
 SIZE_ALLOWED = "bytes (an integer), or a text such as '256K', '256 KiB', '1M' or '2MiB' (1 K = 1,024); 0: no budget"
 
 
-def size_problem(value) -> str | None:
+def size_problem(value, key: str = "size") -> str | None:
     """Why value is no size (parse_size's forms), or None."""
     try:
-        parse_size(value)
+        parse_size(value, key)
     except ConfigError as exc:
         return str(exc)
     return None
@@ -43,7 +43,7 @@ def parse_size(value, key: str = "size") -> int:
             check.refuse(key, value, SIZE_ALLOWED)
         size = int(match.group(1)) * UNITS[match.group(2)]
     if size < 0 or size > MAX_SIZE:
-        check.refuse(key, value, f"a size from 0 to 4 GiB ({SIZE_ALLOWED})")
+        check.refuse(key, value, f"{SIZE_ALLOWED}; at most 4 GiB")
     return size
 
 
@@ -63,7 +63,7 @@ class DeployConfig:
         "cortex-m4",
         "the microcontroller core the budgets are for (its code and stack allowances; "
         "qmtik info --target, export-c --target)",
-        " | ".join(NAMES),
+        " | ".join(TARGETS),
     )
     max_flash: int = documented(
         0, "flash the model may take: constants, code (qmtik train checks it before training)", SIZE_ALLOWED
@@ -71,7 +71,7 @@ class DeployConfig:
     max_ram: int = documented(0, "RAM the model may take: its arena or scratch, and stack", SIZE_ALLOWED)
 
     def __post_init__(self):
-        if not isinstance(self.target, str) or target_problem(self.target):
-            check.refuse("deploy.target", self.target, " | ".join(NAMES))
+        if not isinstance(self.target, str) or self.target not in TARGETS:
+            check.refuse("deploy.target", self.target, " | ".join(TARGETS))
         for key in ("max_flash", "max_ram"):
             object.__setattr__(self, key, parse_size(getattr(self, key), f"deploy.{key}"))

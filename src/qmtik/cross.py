@@ -68,6 +68,7 @@ def build(
     if problem:
         raise CompilerError(problem)
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     codes = np.asarray(codes, dtype=np.int8).reshape(-1, model.inputs)
     if len(codes) == 0:
         raise CompilerError("the emulated check needs at least one input")

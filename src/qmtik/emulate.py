@@ -14,6 +14,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,19 @@ from .integer_model import QuantizedModel
 from .targets import TARGETS, Target, get_target
 
 EMULATORS = ("unicorn", "qemu")
-TIMEOUT = 120.0  # seconds a run may take: a miscompiled kernel may loop
+TIMEOUT = 120.0  # seconds a run may take besides its inferences': a miscompiled kernel may loop
+SLOWEST = 2e6  # multiply-accumulates per second an inference is allowed at least (a loaded machine)
+
+
+def timeout_for(model: QuantizedModel, samples: int) -> float:
+    """A run's timeout: TIMEOUT plus its inferences at SLOWEST (a Cortex-M0 takes about 11
+    instructions per multiply-accumulate; unicorn runs tens of millions a second)."""
+    macs = 0
+    for layer in model.layers:
+        weights = getattr(layer, "weights", None)
+        channels = len(getattr(layer, "bias", ())) or 1
+        macs += layer.inputs if weights is None else weights.size * max(1, layer.outputs // channels)
+    return TIMEOUT + samples * macs / SLOWEST
 
 
 def emulator_problem(emulator: str, target: Target) -> str | None:
@@ -77,14 +90,25 @@ def _thumb_count(code: bytes) -> int:
     return count
 
 
-def run_unicorn(built: Build, target: Target, timeout: float = TIMEOUT, marks=("qm_mark",)) -> dict:
+def run_unicorn(
+    built: Build,
+    target: Target,
+    timeout: float = TIMEOUT,
+    marks=("qm_mark",),
+    counted: int | None = 16,
+    per_instruction: bool = False,
+) -> dict:
     """Run the harness on unicorn's model of target's core until it reaches qm_exit: the scores,
-    classes and stack it left in RAM, the instructions it executed, and the instruction count
-    at each entry to a function of marks ({name: [counts]})."""
+    classes and stack it left in RAM, and the instruction count at each entry to a function of
+    marks ({name: [counts]}). Counting costs a Python call per block: the first `counted`
+    inferences are counted (None: all; 0: none), the rest run at unicorn's full speed.
+    per_instruction: count with a hook on every instruction instead (slow: the tests' oracle)."""
     import unicorn
     from unicorn import arm_const
 
-    uc = unicorn.Uc(unicorn.UC_ARCH_ARM, unicorn.UC_MODE_THUMB | unicorn.UC_MODE_MCLASS)
+    # not UC_MODE_MCLASS: unicorn 2 then runs a Cortex-M33 whatever model is set; the model alone
+    # makes the core an M-profile one (the M0 refuses Thumb-2, tests/test_emulate.py)
+    uc = unicorn.Uc(unicorn.UC_ARCH_ARM, unicorn.UC_MODE_THUMB)
     uc.ctl_set_cpu_model(getattr(arm_const, target.unicorn_cpu))
     for origin, length in (target.flash, target.ram):
         uc.mem_map(origin, length)
@@ -94,23 +118,38 @@ def run_unicorn(built: Build, target: Target, timeout: float = TIMEOUT, marks=("
     uc.reg_write(arm_const.UC_ARM_REG_SP, vectors[0])
     watched = {built.address(name): name for name in marks}
     counts, seen, at = [0], {}, {name: [] for name in marks}
+    stop_after = None if counted is None or "qm_mark" not in marks else 2 * counted
 
     def on_block(uc, address, size, _):
         n = seen.get((address, size))
         if n is None:
-            n = seen[(address, size)] = _thumb_count(bytes(uc.mem_read(address, size)))
+            n = seen[(address, size)] = 1 if per_instruction else _thumb_count(bytes(uc.mem_read(address, size)))
         if address in watched:
             at[watched[address]].append(counts[0])
+            if stop_after is not None and len(at["qm_mark"]) == stop_after:
+                uc.emu_stop()
         counts[0] += n
 
-    uc.hook_add(unicorn.UC_HOOK_BLOCK, on_block)
-    end = built.address("qm_exit")
-    try:
-        uc.emu_start(vectors[1] | 1, end, timeout=int(timeout * 1e6))
-    except unicorn.UcError as exc:
-        pc = uc.reg_read(arm_const.UC_ARM_REG_PC)
-        raise CompilerError(f"the emulated run on {target.name} failed at {pc:#x}: {exc}") from None
-    if uc.reg_read(arm_const.UC_ARM_REG_PC) & ~1 != end:
+    hook = (
+        None
+        if counted == 0
+        else uc.hook_add(unicorn.UC_HOOK_CODE if per_instruction else unicorn.UC_HOOK_BLOCK, on_block)
+    )
+    end, start, deadline = built.address("qm_exit"), vectors[1] | 1, time.monotonic() + timeout
+    for _ in range(2):  # counting, then (when stopped early) the rest without the hook
+        left = deadline - time.monotonic()
+        try:
+            if left > 0:
+                uc.emu_start(start, end, timeout=int(left * 1e6))
+        except unicorn.UcError as exc:
+            pc = uc.reg_read(arm_const.UC_ARM_REG_PC)
+            raise CompilerError(f"the emulated run on {target.name} failed at {pc:#x}: {exc}") from None
+        pc = uc.reg_read(arm_const.UC_ARM_REG_PC) & ~1
+        if pc == end or time.monotonic() >= deadline or hook is None:
+            break
+        uc.hook_del(hook)
+        start = pc | 1
+    if pc != end:
         raise CompilerError(f"the emulated run on {target.name} did not finish within {timeout:g} s")
 
     def read(name, size):
@@ -120,7 +159,6 @@ def run_unicorn(built: Build, target: Target, timeout: float = TIMEOUT, marks=("
         "scores": np.frombuffer(read("qm_scores", built.samples * built.outputs), np.int8).reshape(built.samples, -1),
         "classes": np.frombuffer(read("qm_classes", 4 * built.samples), "<i4"),
         "stack": struct.unpack("<I", read("qm_stack", 4))[0],
-        "instructions": counts[0],
         "marks": at,
     }
 
@@ -145,7 +183,6 @@ def run_qemu(built: Build, target: Target, timeout: float = TIMEOUT) -> dict:
         "scores": scores.reshape(built.samples, -1),
         "classes": np.frombuffer(bytes.fromhex(lines["c"]), "<i4"),
         "stack": struct.unpack("<I", bytes.fromhex(lines["k"]))[0],
-        "instructions": None,
         "marks": {},
     }
 
@@ -175,14 +212,16 @@ def check(
     emulator: str = "unicorn",
     prefix: str = "net",
     codes=None,
-    timeout: float = TIMEOUT,
+    timeout: float | None = None,
     optimize: str = "-Os",
+    counted: int | None = 16,
 ) -> dict:
     """Build the header for target, run it in the emulator on raw inputs x (or int8 codes) and
     compare every score byte and class with the spec (intref.reference_scores); with the
-    instructions per inference (unicorn; min, median, max, the call included), the model's
+    instructions per inference (unicorn; min, median, max over the first `counted`, the call
+    included), the model's
     flash (code and constants, from the linked ELF) and RAM (scratch, and the stack measured by
-    painting)."""
+    painting). timeout: seconds (None: timeout_for the model and the inputs)."""
     target = get_target(target_name)
     if target is None:
         raise CompilerError("the host target runs no emulator (c_check.py compiles for the host)")
@@ -190,15 +229,19 @@ def check(
     if why:
         raise CompilerError(why)
     codes = model.quantize_inputs(x) if codes is None else np.asarray(codes, dtype=np.int8)
+    timeout = timeout_for(model, len(codes)) if timeout is None else timeout
     with tempfile.TemporaryDirectory() as tmp:
         built = build(model, codes, target, Path(tmp), prefix, optimize)
         sizes = model_sizes(built)
-        got = (run_unicorn if emulator == "unicorn" else run_qemu)(built, target, timeout)
+        if emulator == "unicorn":
+            got = run_unicorn(built, target, timeout, counted=counted)
+        else:
+            got = run_qemu(built, target, timeout)
     want = intref.reference_scores(model.layers, codes)
     scores = (got["scores"] != want).any(axis=1)
     classes = got["classes"] != model.classes(want)
     marks = got["marks"].get("qm_mark", [])
-    per = np.diff(marks)[::2] if len(marks) == 2 * len(codes) else np.array([])
+    per = np.diff(marks)[::2] if len(marks) >= 2 else np.array([])
     return {
         "target": target.name,
         "emulator": emulator,
@@ -207,6 +250,7 @@ def check(
         "class_mismatches": int(classes.sum()),
         "mismatched_samples": int((scores | classes).sum()),
         "instructions": [int(per.min()), int(np.median(per)), int(per.max())] if len(per) else None,
+        "counted": len(per),
         **sizes,
         "flash": sizes["code"] + sizes["constants"],
         "stack": got["stack"],

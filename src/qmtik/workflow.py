@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .budget import check_config as check_budget
 from .c_check import check, code_size, find_compiler
 from .config import DIGITS_STARTER, Config
 from .config_docs import starter_toml
@@ -127,7 +128,9 @@ def train(
     """Train the network config describes on its data, saving the checkpoint after every epoch
     (resume=True goes on from it); then write the history (JSON), the integer model (.qmt) and
     the training curves (PNG) where given, and evaluate on the config's test data. Bad test
-    data is refused before training, not after."""
+    data is refused before training, not after; so is a network that exceeds the config's
+    [deploy] budgets, from its topology alone, before any data is read (budget.py)."""
+    check_budget(config)
     (x, y), test = load_data(config)
     if test is not None:
         check_inputs(test[0], config.network.inputs, "test inputs")

@@ -17,6 +17,7 @@ from ..output_files import OutputError, check_rewritable, write_atomic, writes_t
 from ..paths import convert_outputs, curves_path, default_checkpoint, history_path, made_from, qmt_path, unfinished_run
 from ..progress import Reporter
 from ..qmtfile import save_model
+from . import deploy
 from .console import Console, data_file, distinct, output_path, plot_path, say, size_of
 
 TRAIN_FLAGS = {  # command-line flag -> config key
@@ -104,6 +105,8 @@ def cmd_info(args) -> int:
     if args.data and picture is None:
         raise UsageError("--data goes with --plot: the activations are drawn on that data")
     distinct([("the model", args.model), ("--data", data_file(args.data))], [("--plot", picture)])
+    if args.target is not None:  # estimates for a microcontroller (cli/deploy.py)
+        return deploy.info_target(args.model, deploy.target_of(args.target))
     model, text = workflow.describe_file(args.model)
     say(text)
     if picture:
@@ -125,11 +128,18 @@ def cmd_export_c(args) -> int:
         check_prefix(prefix)
     except ExportError as exc:
         raise UsageError(str(exc)) from None
+    deploy.target_of(args.target)
+    target, max_flash, max_ram = deploy.budgets_of(args, args.model)  # flags, else a checkpoint's [deploy]
     model = workflow.load_integer_model(args.model)
+    x = None
     if args.check:  # read and check DATA first: nothing is written on a bad one
         x, _ = workflow.load_inputs(args.check, model, args.labels or "", args.label_column)
     size = workflow.write_header(model, out, prefix)
     say(f"wrote {out} ({size:,} bytes), prefix {prefix}")
+    if target != "host":  # built for a Cortex-M and run in an emulator (cli/deploy.py)
+        return deploy.on_target(model, x, prefix, target, args.emulator, max_flash, max_ram)
+    if max_flash or max_ram:
+        deploy.host_budgets(model, prefix, max_flash, max_ram)
     if args.report:
         needs = workflow.header_needs(model, prefix)
         say("\n".join([needs_line(needs), *layer_lines(needs.get("layers", []))]))

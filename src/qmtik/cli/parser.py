@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
         p, "each layer's int8 weights (and activations on --data) with the share clipped", "NAME.layers.png, here"
     )
     p.add_argument("--data", help="data whose activations --plot draws (as eval's DATA)")
+    p.add_argument(
+        "--target",
+        help="estimate flash and RAM per layer on this microcontroller before compiling (cortex-m0, cortex-m4, "
+        "cortex-m7, cortex-m33); MODEL may then be a config (.toml)",
+    )
     p.set_defaults(func=cmd_info)
 
     data_help = (
@@ -106,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", help="prefix of the header's names (default: the header's file name)")
     p.add_argument("--report", action="store_true", help="compile it and report the flash and RAM it needs")
     p.add_argument("--check", metavar="DATA", help="compile it and confirm identical outputs on DATA")
+    p.add_argument(
+        "--target",
+        help="host (the local compiler, the default), or cortex-m0, cortex-m4, cortex-m7, cortex-m33: built with "
+        "arm-none-eabi-gcc and run in an emulator (docs/c-api.md)",
+    )
+    p.add_argument("--emulator", choices=("unicorn", "qemu"), default="unicorn", help="for --target (default unicorn)")
+    p.add_argument("--max-flash", metavar="SIZE", help="fail (exit 1) when the compiled header needs more flash")
+    p.add_argument("--max-ram", metavar="SIZE", help="fail (exit 1) when it needs more RAM (scratch and stack)")
     p.add_argument("--labels", help=argparse.SUPPRESS)
     p.add_argument("--label-column", type=int, default=-1, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_export_c)
