@@ -704,6 +704,7 @@ def test_the_templates_are_package_data():
     files = sorted(path.relative_to(SRC).as_posix() for path in (SRC / "templates").iterdir())
     assert files == [
         "templates/dense.h.in",
+        "templates/dots.h.in",
         "templates/harness.c.in",  # the emulated check's (cross.py)
         "templates/header.h.in",
         "templates/link.ld.in",
@@ -735,10 +736,10 @@ def test_every_template_is_used_and_every_hole_filled(monkeypatch):
         export_c(model, "net")
     every = {
         (name, section)
-        for name in ("header.h.in", "requantize.h.in", "dense.h.in", "outputs.h.in", "windows.h.in")
+        for name in ("header.h.in", "requantize.h.in", "dense.h.in", "dots.h.in", "outputs.h.in", "windows.h.in")
         for section in ex.templates(name)
     }
-    assert used == every and len(every) == 40  # windows.h.in: 5 kinds, 2 fused kernels and their 5 pool steps
+    assert used == every and len(every) == 41  # windows.h.in: 5 kinds, 2 fused kernels and their 5 pool steps
     with pytest.raises(ExportError, match=r"^template dense.h.in, layer: no value for inputs$"):
         real("dense.h.in", "layer", p="p", n="n", outputs=1, requantize="", activate="", activation="")
 

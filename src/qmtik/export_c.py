@@ -132,11 +132,19 @@ def export_c(model: QuantizedModel, prefix: str = "model") -> str:
             **_outputs(model, p),
             **_workspace(steps, p, values, "scratch" if _dense_only(model.layers) else "arena"),
             arrays="\n".join(constants for constants, _ in parts if constants),
-            arithmetic=fill("requantize.h.in", "requantize", p=p, saturation=intref.SATURATION),
+            arithmetic=_arithmetic(model, p),
             layers="\n\n".join(function for _, function in parts),
         )
         + "\n"
     )
+
+
+def _arithmetic(model: QuantizedModel, p: str) -> str:
+    """The shared arithmetic: requantization, and the dot products when a dense layer uses them."""
+    text = fill("requantize.h.in", "requantize", p=p, saturation=intref.SATURATION)
+    if any(layer.kind == "dense" for layer in model.layers):
+        text += "\n\n" + fill("dots.h.in", "dots", p=p, P=p.upper())
+    return text
 
 
 def save_header(path, model: QuantizedModel, prefix: str = "model") -> str:

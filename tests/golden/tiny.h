@@ -120,20 +120,196 @@ static int32_t tiny__clamp(int32_t value, int32_t low, int32_t high)
     return value < low ? low : (value > high ? high : value);
 }
 
+#if !defined(TINY_PORTABLE_DOTS) && defined(__GNUC__) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+/* The DSP path. A word holds four codes b0 b1 b2 b3 (little-endian, either order works as
+   weights and inputs are read alike): SXTB16 gives the 16-bit pair (b0, b2), SXTB16 ROR #8 the
+   pair (b1, b3), and SMLAD adds both products of two pairs to an accumulator. Inline assembly,
+   as gcc 12 does not fuse the rotation into SXTB16; not volatile, so it schedules freely. */
+static uint32_t tiny__word(const int8_t *codes)         /* an unaligned LDR on these cores */
+{
+    uint32_t word;
+    __builtin_memcpy(&word, codes, 4);
+    return word;
+}
+
+static uint32_t tiny__even(uint32_t word)
+{
+    uint32_t pair;
+    __asm("sxtb16 %0, %1" : "=r"(pair) : "r"(word));
+    return pair;
+}
+
+static uint32_t tiny__odd(uint32_t word)
+{
+    uint32_t pair;
+    __asm("sxtb16 %0, %1, ror #8" : "=r"(pair) : "r"(word));
+    return pair;
+}
+
+static int32_t tiny__smlad(uint32_t a, uint32_t b, int32_t acc)
+{
+    int32_t sum;
+    __asm("smlad %0, %1, %2, %3" : "=r"(sum) : "r"(a), "r"(b), "r"(acc));
+    return sum;
+}
+
+static void tiny__dots(const int8_t *weights, const int8_t *in, int32_t inputs, int32_t count, int32_t *acc)
+{
+    const int32_t words = inputs >> 2, rest = inputs & 3;
+    int32_t o, i;
+    for (o = 0; o + 4 <= count; o += 4) {       /* four rows share each input word */
+        const int8_t *w0 = weights + o * inputs, *w2 = w0 + 2 * inputs, *x = in;
+        int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        if (words > 0) {                        /* 25 instructions per 16 products */
+            int32_t n = words;
+            uint32_t even, odd, t0, t1;
+            __asm("1:\n\t"
+                  "ldr %[t0], [%[x]], #4\n\t"
+                  "sxtb16 %[even], %[t0]\n\t"
+                  "sxtb16 %[odd], %[t0], ror #8\n\t"
+                  "ldr %[t0], [%[w0], %[stride]]\n\t"
+                  "sxtb16 %[t1], %[t0]\n\t"
+                  "smlad %[s1], %[t1], %[even], %[s1]\n\t"
+                  "sxtb16 %[t0], %[t0], ror #8\n\t"
+                  "smlad %[s1], %[t0], %[odd], %[s1]\n\t"
+                  "ldr %[t0], [%[w0]], #4\n\t"
+                  "sxtb16 %[t1], %[t0]\n\t"
+                  "smlad %[s0], %[t1], %[even], %[s0]\n\t"
+                  "sxtb16 %[t0], %[t0], ror #8\n\t"
+                  "smlad %[s0], %[t0], %[odd], %[s0]\n\t"
+                  "ldr %[t0], [%[w2], %[stride]]\n\t"
+                  "sxtb16 %[t1], %[t0]\n\t"
+                  "smlad %[s3], %[t1], %[even], %[s3]\n\t"
+                  "sxtb16 %[t0], %[t0], ror #8\n\t"
+                  "smlad %[s3], %[t0], %[odd], %[s3]\n\t"
+                  "ldr %[t0], [%[w2]], #4\n\t"
+                  "sxtb16 %[t1], %[t0]\n\t"
+                  "smlad %[s2], %[t1], %[even], %[s2]\n\t"
+                  "sxtb16 %[t0], %[t0], ror #8\n\t"
+                  "smlad %[s2], %[t0], %[odd], %[s2]\n\t"
+                  "subs %[n], %[n], #1\n\t"
+                  "bne 1b"
+                  : [s0] "+r"(s0), [s1] "+r"(s1), [s2] "+r"(s2), [s3] "+r"(s3), [x] "+r"(x), [w0] "+r"(w0),
+                    [w2] "+r"(w2), [n] "+r"(n), [even] "=&r"(even), [odd] "=&r"(odd), [t0] "=&r"(t0), [t1] "=&r"(t1)
+                  : [stride] "r"(inputs)
+                  : "cc", "memory");
+        }
+        for (i = 0; i < rest; ++i) {            /* the last inputs, fewer than four */
+            s0 += (int32_t)w0[i] * x[i];
+            s1 += (int32_t)w0[inputs + i] * x[i];
+            s2 += (int32_t)w2[i] * x[i];
+            s3 += (int32_t)w2[inputs + i] * x[i];
+        }
+        acc[o] = s0;
+        acc[o + 1] = s1;
+        acc[o + 2] = s2;
+        acc[o + 3] = s3;
+    }
+    for (; o < count; ++o) {                    /* the last rows, fewer than four */
+        const int8_t *w0 = weights + o * inputs;
+        int32_t s0 = 0;
+        for (i = 0; i + 4 <= inputs; i += 4) {
+            const uint32_t x = tiny__word(in + i), w = tiny__word(w0 + i);
+            s0 = tiny__smlad(tiny__odd(w), tiny__odd(x), tiny__smlad(tiny__even(w), tiny__even(x), s0));
+        }
+        for (; i < inputs; ++i)
+            s0 += (int32_t)w0[i] * in[i];
+        acc[o] = s0;
+    }
+}
+#elif !defined(TINY_PORTABLE_DOTS) && defined(__ARM_ARCH_6M__)
+/* The ARMv6-M path: four rows share each input load and one negative index walks the five
+   arrays up to zero (LDRSB's register-offset form), the sums in r8-r11 (ADD reaches them): 15
+   instructions per 4 products. A naked function, so that no register allocator is involved
+   (gcc -Os finds no room for such an asm statement); arguments: the ends of the input and of
+   row 0 (the rows follow each other), the row length (> 0), where the four sums go. */
+#define TINY__UNUSED __attribute__((unused))     /* read by the assembly, not by C */
+static __attribute__((naked, noinline)) void tiny__dot4(const int8_t *x TINY__UNUSED, const int8_t *w TINY__UNUSED,
+                                                        int32_t n TINY__UNUSED, int32_t *acc TINY__UNUSED)
+{
+    __asm(".syntax unified\n\t"               /* gcc reads Thumb-1 inline assembly as divided */
+          "push {r3, r4, r5, r6, r7, lr}\n\t"
+          "mov r4, r8\n\t"
+          "mov r5, r9\n\t"
+          "mov r6, r10\n\t"
+          "mov r7, r11\n\t"
+          "push {r4, r5, r6, r7}\n\t"
+          "adds r3, r1, r2\n\t"                /* r1, r3, r4, r5: the ends of rows 0 to 3 */
+          "adds r4, r3, r2\n\t"
+          "adds r5, r4, r2\n\t"
+          "rsbs r2, r2, #0\n\t"                /* the index, -n up to -1 */
+          "movs r6, #0\n\t"
+          "mov r8, r6\n\t"
+          "mov r9, r6\n\t"
+          "mov r10, r6\n\t"
+          "mov r11, r6\n"
+          "1:\n\t"
+          "ldrsb r6, [r0, r2]\n\t"
+          "ldrsb r7, [r1, r2]\n\t"
+          "muls r7, r6, r7\n\t"
+          "add r8, r7\n\t"
+          "ldrsb r7, [r3, r2]\n\t"
+          "muls r7, r6, r7\n\t"
+          "add r9, r7\n\t"
+          "ldrsb r7, [r4, r2]\n\t"
+          "muls r7, r6, r7\n\t"
+          "add r10, r7\n\t"
+          "ldrsb r7, [r5, r2]\n\t"
+          "muls r7, r6, r7\n\t"
+          "add r11, r7\n\t"
+          "adds r2, #1\n\t"
+          "bne 1b\n\t"
+          "pop {r4, r5, r6, r7}\n\t"           /* r8-r11 back, the sums to acc */
+          "mov r0, r8\n\t"
+          "mov r1, r9\n\t"
+          "mov r2, r10\n\t"
+          "mov r3, r11\n\t"
+          "mov r8, r4\n\t"
+          "mov r9, r5\n\t"
+          "mov r10, r6\n\t"
+          "mov r11, r7\n\t"
+          "pop {r4}\n\t"
+          "stmia r4!, {r0, r1, r2, r3}\n\t"
+          "pop {r4, r5, r6, r7, pc}");
+}
+
+static void tiny__dots(const int8_t *weights, const int8_t *in, int32_t inputs, int32_t count, int32_t *acc)
+{
+    int32_t o, i;
+    for (o = 0; o + 4 <= count; o += 4)
+        tiny__dot4(in + inputs, weights + (o + 1) * inputs, inputs, acc + o);
+    for (; o < count; ++o) {                    /* the last rows, fewer than four */
+        const int8_t *w = weights + o * inputs;
+        int32_t sum = 0;
+        for (i = 0; i < inputs; ++i)
+            sum += (int32_t)w[i] * (int32_t)in[i];
+        acc[o] = sum;
+    }
+}
+#else
+/* The portable path: one row at a time, the loop a host compiler vectorizes. */
+static void tiny__dots(const int8_t *weights, const int8_t *in, int32_t inputs, int32_t count, int32_t *acc)
+{
+    int32_t o, i;
+    for (o = 0; o < count; ++o) {
+        const int8_t *w = weights + o * inputs;
+        int32_t sum = 0;
+        for (i = 0; i < inputs; ++i)
+            sum += (int32_t)w[i] * (int32_t)in[i];
+        acc[o] = sum;
+    }
+}
+#endif
+
 static void tiny__l0(const int8_t *in, int8_t *out)
 {
-    int32_t acc[16], first, count, o, i;
+    int32_t acc[16], first, count, o;
     for (first = 0; first < 3; first += 16) {
         count = 3 - first < 16 ? 3 - first : 16;
-        for (o = 0; o < count; ++o) {          /* int8 dot products, vectorised */
-            const int8_t *w = tiny__l0_weights + (first + o) * 5;
-            int32_t sum = 0;
-            for (i = 0; i < 5; ++i)
-                sum += (int32_t)w[i] * (int32_t)in[i];
-            acc[o] = sum + tiny__l0_bias[first + o];
-        }
+        tiny__dots(tiny__l0_weights + first * 5, in, 5, count, acc);
         for (o = 0; o < count; ++o) {          /* requantization, branch-free */
             int32_t r;
+            acc[o] += tiny__l0_bias[first + o];
             r = acc[o] < 0 ? tiny__requantize(acc[o], tiny__l0_neg_multiplier[first + o], tiny__l0_neg_shift[first + o])
                         : tiny__requantize(acc[o], tiny__l0_multiplier[first + o], tiny__l0_shift[first + o]);
             out[first + o] = (int8_t)tiny__clamp(r + -19, -128, 127);   /* leaky_relu */
@@ -143,18 +319,13 @@ static void tiny__l0(const int8_t *in, int8_t *out)
 
 static void tiny__l1(const int8_t *in, int8_t *out)
 {
-    int32_t acc[16], first, count, o, i;
+    int32_t acc[16], first, count, o;
     for (first = 0; first < 2; first += 16) {
         count = 2 - first < 16 ? 2 - first : 16;
-        for (o = 0; o < count; ++o) {          /* int8 dot products, vectorised */
-            const int8_t *w = tiny__l1_weights + (first + o) * 3;
-            int32_t sum = 0;
-            for (i = 0; i < 3; ++i)
-                sum += (int32_t)w[i] * (int32_t)in[i];
-            acc[o] = sum + tiny__l1_bias[first + o];
-        }
+        tiny__dots(tiny__l1_weights + first * 3, in, 3, count, acc);
         for (o = 0; o < count; ++o) {          /* requantization, branch-free */
             int32_t r;
+            acc[o] += tiny__l1_bias[first + o];
             r = tiny__requantize(acc[o], tiny__l1_multiplier[first + o], tiny__l1_shift[first + o]);
             out[first + o] = (int8_t)tiny__clamp(r + -19, -128, 127);   /* linear */
         }
