@@ -10,6 +10,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "qmtik"
 
+FROM_ELSEWHERE = {"onnx_graph", "onnx_layers", "onnx_import", "calibrate", "compare", "export_onnx"}  # ONNX in, out
 STAGES = [  # (stage, its modules), lowest first
     ("base", {"errors", "version", "parsing", "output_files", "progress", "paths"}),
     ("arithmetic", {"quantization", "functions", "spatial", "conv_ops", "fused", "_fused"}),
@@ -25,7 +26,7 @@ STAGES = [  # (stage, its modules), lowest first
         "training",
         {"batch_norm", "layers", "window_layers", "passes", "optimizers", "checkpoint", "training", "network"},
     ),
-    ("extras", {"plots", "demo", "legacy", "workflow"}),  # legacy: the qmtik.h carry-over
+    ("extras", {"plots", "demo", "legacy", "workflow"} | FROM_ELSEWHERE),  # legacy: the qmtik.h carry-over
     ("public surface", {"__init__"}),
     ("command line", {"cli", "__main__"}),
 ]

@@ -26,6 +26,7 @@ from .errors import (
     ExportError,
     ModelFormatError,
     NotFittedError,
+    OnnxError,
     OutputError,
     PlotError,
     QmtikError,
@@ -37,6 +38,7 @@ from .errors import (
 from .export_c import save_header
 from .integer_model import QuantizedModel
 from .network import Network
+from .onnx_import import import_onnx
 from .qmtfile import load_model, save_model
 from .version import __version__
 
@@ -48,6 +50,7 @@ __all__ = [
     "DataConfig",
     "load_config",
     "Network",
+    "import_onnx",
     "QuantizedModel",
     "load_model",
     "save_model",
@@ -72,6 +75,7 @@ __all__ = [
     "CompilerError",
     "OutputError",
     "UsageError",
+    "OnnxError",
     "CheckFailed",
     "__version__",
 ]
