@@ -135,7 +135,8 @@ def config_toml(config: Config, source) -> str:
     lines += [f"{k} = {toml_value(v)}" for k, v in data["network"].items() if k != "layers"]
     lines.append(f"layers = {toml_value(data['network'].get('layers', []))}")
     lines += ["", "[training]"] + [f"{k} = {toml_value(v)}" for k, v in FINE_TUNING.items()]
-    lines += ["", "[data]", f"input_range = {toml_value(list(data['data']['input_range']))}"]
+    lines += ["", "[data]", '# your data: dataset = "fashion-mnist" (a named set), or dataset = "" and train = "file"']
+    lines.append(f"input_range = {toml_value(list(data['data']['input_range']))}")
     return "\n".join(lines) + "\n"
 
 

@@ -14,7 +14,7 @@ from ..data import convert_file
 from ..errors import CheckFailed, ExportError, UsageError
 from ..export_c import check_prefix, prefix_from_name
 from ..output_files import OutputError, check_rewritable, write_atomic, writes_through
-from ..paths import convert_outputs, curves_path, default_checkpoint, history_path, made_from, qmt_path, unfinished_run
+from ..paths import convert_outputs, curves_path, default_checkpoint, history_path, made_from, unfinished_run
 from ..progress import Reporter
 from ..qmtfile import save_model
 from .console import Console, data_file, distinct, output_path, plot_path, say, size_of
@@ -70,7 +70,7 @@ def cmd_train(args) -> int:
         raise UsageError(f"--plot needs a path: the checkpoint goes to {out}, which has nothing beside it")
     curves = plot_path(args.plot, curves_path(out))
     distinct(
-        [("the config", args.config), *config.data.paths()],
+        [("the config", args.config), ("--init", args.init), *config.data.paths()],
         [("output", out), ("the history", history), ("--qmt", qmt), ("--plot", curves)],
     )
     if not (args.resume or args.force) and unfinished_run(out):
@@ -79,7 +79,9 @@ def cmd_train(args) -> int:
             "to start over and overwrite it"
         )
     reporter = Reporter(Console.stream(), quiet=args.quiet, task=config.task)
-    run = workflow.train(config, out, resume=args.resume, reporter=reporter, history=history, qmt=qmt, curves=curves)
+    run = workflow.train(
+        config, out, resume=args.resume, reporter=reporter, history=history, qmt=qmt, curves=curves, init=args.init
+    )
     best = run.network.history_["best_epoch"]
     if best is not None and not args.quiet:
         say(f"kept epoch {best} of {config.training.epochs}")
@@ -89,21 +91,17 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_quantize(args) -> int:
-    """qmtik quantize CHECKPOINT: its integer model as a .qmt file."""
-    out = output_path(args.out if args.out else qmt_path(args.checkpoint))
-    distinct([("the checkpoint", args.checkpoint)], [("output", out)])
-    workflow.quantize_checkpoint(args.checkpoint, out)
-    say(f"wrote {out}{size_of(out)}")
-    return 0
-
-
 def cmd_info(args) -> int:
     """qmtik info MODEL: its description; --plot draws its layers (on --data)."""
     picture = plot_path(args.plot, made_from(args.model, ".layers.png"))
     if args.data and picture is None:
         raise UsageError("--data goes with --plot: the activations are drawn on that data")
     distinct([("the model", args.model), ("--data", data_file(args.data))], [("--plot", picture)])
+    if args.compare:
+        from .onnx_commands import compare_report, compared_network
+
+        compare_report(compared_network(args.model), args.compare)
+        return 0
     model, text = workflow.describe_file(args.model)
     say(text)
     if picture:
