@@ -63,3 +63,17 @@ def test_the_comparison_draws(calibrated, tmp_path):
     rows, summary = compare(net, x, np.zeros(len(x), np.int64))
     plot_comparison(rows, summary, tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_figures_do_not_depend_on_the_chunks(calibrated, monkeypatch):
+    import qmtik.compare
+
+    net, x = calibrated
+    y = np.random.default_rng(2).integers(0, 5, len(x))
+    whole = compare(net, x, y)
+    monkeypatch.setattr(qmtik.compare, "CHUNK", 7)
+    rows, summary = compare(net, x, y)
+    assert summary == whole[1]
+    for a, b in zip(rows, whole[0]):
+        assert a["layer"] == b["layer"] and a["clipped"] == b["clipped"]
+        assert a["sqnr_db"] == pytest.approx(b["sqnr_db"], rel=1e-9)

@@ -23,6 +23,7 @@ from .network import Network
 from .onnx_import import float_layers
 
 INFINITE_DB = 999.0  # the SQNR reported for an output quantized without error
+CHUNK = 500  # samples per pass: a convolution's float64 outputs of many samples take much memory
 
 
 def output_grid(layer) -> tuple[float, int]:
@@ -41,48 +42,59 @@ def layer_name(number: int, layer) -> str:
 def sqnr_db(reference, approximation) -> float:
     """10 log10(signal power / noise power), INFINITE_DB without noise."""
     reference = np.asarray(reference, np.float64)
-    noise = float(np.sum((reference - approximation) ** 2))
-    signal = float(np.sum(reference**2))
-    if noise == 0:
-        return INFINITE_DB
-    return 10.0 * np.log10(max(signal, 1e-300) / noise)
+    return _db(float(np.sum(reference**2)), float(np.sum((reference - approximation) ** 2)))
 
 
 def compare(net: Network, x, y=None, model: QuantizedModel | None = None) -> tuple[list, dict]:
     """([{'layer', 'sqnr_db', 'clipped'}, ...], {'samples', 'float', 'int8', 'metric'}) of the
-    integer model (net.quantize() unless given) on raw inputs x; the summary's figures are the
-    accuracy (classification) or mean squared error (regression) against y, None without y."""
+    integer model (net.quantize() unless given) on raw inputs x, CHUNK samples at a time; the
+    summary's figures are the accuracy (classification) or mean squared error (regression)
+    against y, None without y."""
     model = net.quantize() if model is None else model
-    floats = float_layers(net, x)
-    h = model.quantize_inputs(x).astype(np.float32)
-    rows = []
-    for number, (layer, reference) in enumerate(zip(model.layers, floats), 1):
-        kernel = prepare(layer)
-        h = kernel(h.astype(kernel.dtype, copy=False))
-        scale, zero = output_grid(layer)
-        reference = reference.reshape(len(x), -1)
-        approximation = scale * (h.reshape(len(x), -1).astype(np.float64) - zero)
-        low, high = scale * (q.QMIN - zero), scale * (q.QMAX - zero)
-        clipped = float(np.mean((reference < low - scale / 2) | (reference > high + scale / 2)))
-        rows.append({"layer": layer_name(number, layer), "sqnr_db": sqnr_db(reference, approximation),
-                     "clipped": clipped})  # fmt: skip
-    scores_float = floats[-1].reshape(len(x), -1)
-    last_scale, last_zero = output_grid(model.layers[-1])
-    scores_int8 = last_scale * (h.reshape(len(x), -1).astype(np.float64) - last_zero)
-    summary = {"samples": int(len(x)), "float": None, "int8": None, "metric": None}
-    if y is not None:
-        y = np.asarray(y)
-        if model.task == "classification":
-            summary["metric"] = "accuracy"
-            labels = y.astype(np.int64)
-            summary["float"] = float(np.mean(classes(scores_float) == labels))
-            summary["int8"] = float(np.mean(model.classes(h.astype(np.int8)) == labels))
-        else:
-            summary["metric"] = "mse of the scores"
-            target = y.reshape(len(x), -1)
-            summary["float"] = float(np.mean((scores_float - target) ** 2))
-            summary["int8"] = float(np.mean((scores_int8 - target) ** 2))
-    return rows, summary
+    grids = [output_grid(layer) for layer in model.layers]
+    kernels = [prepare(layer) for layer in model.layers]
+    sums = np.zeros((len(model.layers), 3))  # signal power, noise power, values clipped
+    values = np.zeros(len(model.layers))
+    scores_float, codes_int8 = [], []
+    for start in range(0, len(x), CHUNK):
+        part = x[start : start + CHUNK]
+        h = model.quantize_inputs(part).astype(np.float32)
+        for i, (kernel, reference, (scale, zero)) in enumerate(zip(kernels, float_layers(net, part), grids)):
+            h = kernel(h.astype(kernel.dtype, copy=False))
+            reference = reference.reshape(len(part), -1)
+            approximation = scale * (h.reshape(len(part), -1).astype(np.float64) - zero)
+            low, high = scale * (q.QMIN - zero - 0.5), scale * (q.QMAX - zero + 0.5)
+            sums[i] += (np.sum(reference**2), np.sum((reference - approximation) ** 2),
+                        np.count_nonzero((reference < low) | (reference > high)))  # fmt: skip
+            values[i] += reference.size
+        scores_float.append(reference)
+        codes_int8.append(h.reshape(len(part), -1))
+    rows = [
+        {"layer": layer_name(number, layer), "sqnr_db": _db(signal, noise), "clipped": float(clipped / count)}
+        for number, (layer, (signal, noise, clipped), count) in enumerate(zip(model.layers, sums, values), 1)
+    ]
+    return rows, _summary(model, np.concatenate(scores_float), np.concatenate(codes_int8), y, grids[-1])
+
+
+def _db(signal: float, noise: float) -> float:
+    return INFINITE_DB if noise == 0 else 10.0 * np.log10(max(signal, 1e-300) / noise)
+
+
+def _summary(model, scores_float, codes, y, grid) -> dict:
+    summary = {"samples": int(len(codes)), "float": None, "int8": None, "metric": None}
+    if y is None:
+        return summary
+    y = np.asarray(y)
+    if model.task == "classification":
+        labels = y.astype(np.int64)
+        summary.update(metric="accuracy", float=float(np.mean(classes(scores_float) == labels)),
+                       int8=float(np.mean(model.classes(codes.astype(np.int8)) == labels)))  # fmt: skip
+    else:
+        target = y.reshape(len(codes), -1)
+        scores_int8 = grid[0] * (codes.astype(np.float64) - grid[1])
+        summary.update(metric="mse of the scores", float=float(np.mean((scores_float - target) ** 2)),
+                       int8=float(np.mean((scores_int8 - target) ** 2)))  # fmt: skip
+    return summary
 
 
 def report_lines(rows, summary) -> list[str]:
