@@ -44,6 +44,7 @@ def imported(capsys, *extra):
 def test_import_then_quantize_with_calibration_and_comparison(work, capsys):
     out = imported(capsys, "--config", "m.toml", "--input-range", "0", "10")
     assert "imported 3 layers, input range [0, 10]: dense -> dense -> dense" in out
+    assert "against onnxruntime's on 8 random inputs" in out and "the same classes" in out
     assert (work / "m.toml").exists()
     code, _, err = run(capsys, "quantize", "m.ckpt.npz")
     assert code == 2 and "without observed activation ranges" in err and "--calibrate DATA" in err

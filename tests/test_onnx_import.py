@@ -137,3 +137,14 @@ def test_a_float_import_refuses_to_quantize_until_calibrated():
 def test_a_bad_input_range_is_refused():
     with pytest.raises(qmtik.OnnxError, match="input range"):
         import_onnx(DATA / "onnx_mlp.onnx", (1, 1))
+
+
+def test_the_import_checks_itself_against_onnxruntime():
+    from qmtik.onnx_import import onnxruntime_agreement
+
+    for name, input_range in (("onnx_mlp.onnx", (0, 10)), ("onnx_cnn.onnx", (0, 1))):
+        net = import_onnx(DATA / name, input_range)
+        error, same = onnxruntime_agreement(DATA / name, net)
+        assert error < 1e-5 and same
+        net.layers_[-1].bias[0] += 1.0  # a wrong import shows
+        assert onnxruntime_agreement(DATA / name, net)[0] > 1e-3

@@ -35,7 +35,8 @@ from .network import Network
 from .onnx_layers import Importer, channels_last_order, to_qmtik_inputs
 from .quantization import input_range_problem
 
-__all__ = ["channels_last_order", "import_onnx", "import_onnx_file", "float_layers", "to_qmtik_inputs"]
+__all__ = ["channels_last_order", "import_onnx", "import_onnx_file", "float_layers", "onnxruntime_agreement",
+           "to_qmtik_inputs"]  # fmt: skip
 
 
 def float_layers(net: Network, x) -> list:
@@ -144,6 +145,29 @@ def input_range_of(x) -> tuple[float, float]:
     """The raw range of calibration inputs: their min and max (a constant input widened by 1)."""
     low, high = float(np.min(x)), float(np.max(x))
     return (low, high) if high > low else (low, low + 1.0)
+
+
+def onnxruntime_agreement(path, net: Network, samples: int = 8, seed: int = 0):
+    """(largest |qmtik - onnxruntime| / max(1, max|y|), same classes) of the imported float
+    network on random inputs in its input range, run one at a time (exporters often fix the
+    batch at 1); the graph's output is taken as scores or as their softmax or sigmoid, whichever
+    it is. None without onnxruntime."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    from .head import probabilities
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    shape = og.input_shape(og.read_model(path), path)
+    x = np.random.default_rng(seed).uniform(*net.input_range_, (samples, *shape)).astype(np.float32)
+    want = np.concatenate([session.run(None, {name: x[i : i + 1]})[0].reshape(1, -1) for i in range(samples)])
+    scores = float_layers(net, to_qmtik_inputs(x, shape))[-1].reshape(samples, -1)
+    scale = max(1.0, float(np.abs(want).max()))
+    candidates = [scores, probabilities(net.config.network.output, scores)]
+    got = min(candidates, key=lambda c: float(np.abs(c - want).max()))
+    return float(np.abs(got - want).max()) / scale, bool((got.argmax(1) == want.argmax(1)).all())
 
 
 def import_onnx_file(model_path, out, input_range, config_out=None, task=None) -> Network:

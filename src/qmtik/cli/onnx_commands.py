@@ -33,7 +33,7 @@ def input_range_arg(args) -> tuple[float, float]:
 
 def cmd_import_onnx(args) -> int:
     """qmtik import-onnx MODEL.onnx: a float checkpoint (and config) of the graph."""
-    from ..onnx_import import import_onnx_file
+    from ..onnx_import import import_onnx_file, onnxruntime_agreement
 
     stem = Path(args.model).name.split(".")[0]
     out = output_path(args.out if args.out else Path(stem + ".ckpt.npz"))
@@ -46,6 +46,11 @@ def cmd_import_onnx(args) -> int:
     specs = net.config.network.shapes
     low, high = net.input_range_
     say(f"imported {len(specs)} layers, input range [{low:g}, {high:g}]: " + " -> ".join(s.spec.kind for s in specs))
+    agreement = onnxruntime_agreement(args.model, net)
+    if agreement is not None:
+        error, same = agreement
+        say(f"float outputs against onnxruntime's on 8 random inputs: largest error {error:.1e} x max(1, max|y|), "
+            f"{'the same classes' if same else 'OTHER CLASSES: please report this graph'}")  # fmt: skip
     say(f"wrote {out}{size_of(out)}" + (f", {config_out}" if config_out else ""))
     say(f"next: qmtik quantize {out} --calibrate DATA")
     return 0
