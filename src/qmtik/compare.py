@@ -108,7 +108,7 @@ def report_lines(rows, summary) -> list[str]:
         drop = 100 * (summary["float"] - summary["int8"])
         lines.append(
             f"accuracy on {summary['samples']} samples: float {100 * summary['float']:.2f}%, "
-            f"int8 {100 * summary['int8']:.2f}% ({drop:+.2f} pp lost)"
+            f"int8 {100 * summary['int8']:.2f}% ({abs(drop):.2f} pp {'lost' if drop >= 0 else 'gained'})"
         )
     elif summary["metric"]:
         lines.append(

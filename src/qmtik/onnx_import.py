@@ -134,7 +134,7 @@ def config_toml(config: Config, source) -> str:
     lines = [f"# imported from {Path(source).name} by qmtik import-onnx; add [data] dataset or train", ""]
     lines += [f"task = {toml_value(data['task'])}", "", "[network]"]
     lines += [f"{k} = {toml_value(v)}" for k, v in data["network"].items() if k != "layers"]
-    lines.append(f"layers = {toml_value(data['network'].get('layers', []))}")
+    lines += ["layers = ["] + [f"    {toml_value(t)}," for t in data["network"].get("layers", [])] + ["]"]
     lines += ["", "[training]"] + [f"{k} = {toml_value(v)}" for k, v in FINE_TUNING.items()]
     lines += ["", "[data]", '# your data: dataset = "fashion-mnist" (a named set), or dataset = "" and train = "file"']
     lines.append(f"input_range = {toml_value(list(data['data']['input_range']))}")

@@ -38,22 +38,22 @@ class Importer:
         low, high = input_range
         self.low, self.span = float(low), float(high) - float(low)
         self.flattened_from = None  # the (C, H, W) or (C, L) shape a flatten made flat, for the next dense
-        self.slope, self.head, self.last_activation = None, None, None
+        self.slope, self.head = None, None  # the one leaky slope; "Softmax" or "Sigmoid" after the last layer
 
     # --- the chain ---
 
     def run(self, steps) -> None:
         for position, step in enumerate(steps):
-            if self.head is not None:
-                raise og.unsupported(step, f"after the network's {self.head}: {self.head} must be the last node")
             op = step.op
             if op in ("Dropout", "Identity"):
                 continue
+            if self.head is not None:
+                raise og.unsupported(step, f"after the network's {self.head}: {self.head} must be the last node")
             handler = getattr(self, "_" + op, None) if op in HANDLED else None
             if op in AFFINE:
                 self._affine(step)
             elif op in MONOTONE:
-                self._activation(step, position == len(steps) - 1)
+                self._activation(step, all(later.op in ("Dropout", "Identity") for later in steps[position + 1 :]))
             elif handler is not None:
                 handler(step)
             else:
@@ -137,7 +137,6 @@ class Importer:
                 raise step.refuse(f"alpha {alpha}; qmtik's leaky slope is between 0 and 1")
             self.slope = alpha
         record.table["activation"] = MONOTONE[step.op]
-        self.last_activation = step
 
     def _Softmax(self, step: og.Step) -> None:
         if len(self.shape) != 1 or step.attrs.get("axis", -1) not in (-1, 1):
