@@ -88,6 +88,11 @@ def test_info_compare_needs_a_checkpoint_with_ranges(work, capsys):
     net.save("c.ckpt.npz")
     code, out, err = run(capsys, "info", "c.ckpt.npz", "--compare", "d.npz")
     assert code == 0 and "1 dense relu" in out and "int8" in out
+    code, _, err = run(capsys, "info", "c.ckpt.npz", "--compare-plot")
+    assert code == 2 and "give --compare DATA" in err
+    pytest.importorskip("matplotlib", reason="the plot needs the [plot] extra")
+    code, out, err = run(capsys, "info", "c.ckpt.npz", "--compare", "d.npz", "--compare-plot", "c.png")
+    assert code == 0 and "wrote c.png" in out and (work / "c.png").stat().st_size > 1000
 
 
 def test_fine_tuning_from_an_import(work, capsys):

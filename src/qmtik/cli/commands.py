@@ -97,11 +97,10 @@ def cmd_info(args) -> int:
     if args.data and picture is None:
         raise UsageError("--data goes with --plot: the activations are drawn on that data")
     distinct([("the model", args.model), ("--data", data_file(args.data))], [("--plot", picture)])
-    if args.compare:
-        from .onnx_commands import compare_report, compared_network
+    if args.compare or args.compare_plot is not None:
+        from .onnx_commands import compare_info
 
-        compare_report(compared_network(args.model), args.compare)
-        return 0
+        return compare_info(args)
     model, text = workflow.describe_file(args.model)
     say(text)
     if picture:

@@ -78,6 +78,18 @@ def compared_network(path) -> Network:
     return net
 
 
+def compare_info(args) -> int:
+    """qmtik info CHECKPOINT --compare DATA [--compare-plot [PNG]]: the report (and its picture)."""
+    if not args.compare:
+        raise UsageError("--compare-plot draws the comparison: give --compare DATA")
+    if args.plot is not None or args.data:
+        raise UsageError("--compare reports on its own: leave out --plot and --data")
+    picture = plot_path(args.compare_plot, made_from(args.model, ".compare.png"))
+    distinct([("the model", args.model), ("--compare", data_file(args.compare))], [("--compare-plot", picture)])
+    compare_report(compared_network(args.model), args.compare, picture)
+    return 0
+
+
 def cmd_quantize(args) -> int:
     """qmtik quantize CHECKPOINT [--calibrate DATA] [--compare DATA]: the .qmt, then the report."""
     out = output_path(args.out if args.out else qmt_path(args.checkpoint))

@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", help="data whose activations --plot draws (as eval's DATA)")
     p.add_argument("--compare", metavar="DATA", help="a checkpoint's per layer SQNR and share clipped on DATA")
+    p.add_argument("--compare-plot", nargs="?", const="", metavar="PNG", help="draw --compare ([plot] extra)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("import-onnx", help="a float checkpoint (and config) from an ONNX model (PyTorch, Keras)")
