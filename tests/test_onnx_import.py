@@ -10,7 +10,7 @@ import pytest
 import qmtik
 from onnx_helpers import Builder, conv, dense, onnx_outputs
 from qmtik.config import load_config
-from qmtik.onnx_import import float_layers, import_onnx, import_onnx_file, to_qmtik_inputs
+from qmtik.onnx_import import float_layers, import_onnx, import_onnx_file, onnxruntime_agreement, to_qmtik_inputs
 
 DATA = Path(__file__).parent / "data"
 
@@ -20,7 +20,8 @@ def agreement(path, sample, input_range, head=None, samples=16):
     net = import_onnx(path, input_range)
     x = np.random.default_rng(5).uniform(*input_range, (samples, *sample)).astype(np.float32)
     want = onnx_outputs(path, x)
-    got = float_layers(net, to_qmtik_inputs(x, sample))[-1].reshape(len(x), -1)
+    channels_last = tuple(net.config.network.input_shape) == tuple(sample) and len(sample) > 1
+    got = float_layers(net, to_qmtik_inputs(x, sample, channels_last))[-1].reshape(len(x), -1)
     if head == "softmax":
         got = np.exp(got - got.max(1, keepdims=True))
         got /= got.sum(1, keepdims=True)
@@ -99,13 +100,25 @@ def graph_cases():
     b.add("Gemm", b.weights(4, 3), b.weights(3), alpha=0.5, beta=2.0)  # B not transposed, alpha and beta
     yield "input-batchnorm-gemm-alpha-beta", b, (-3, 7), None
 
+    b = Builder((6, 5, 2), seed=5)  # Keras through tf2onnx: channels last in, Transposes around the convolutions
+    b.add("Div", b.const(np.float32(255)))
+    b.add("Transpose", perm=[0, 3, 1, 2])
+    conv(b, 2, 3, (3, 3), pads=[1, 1, 1, 1])
+    b.add("MaxPool", kernel_shape=[2, 2], strides=[2, 2])
+    b.add("Transpose", perm=[0, 2, 3, 1])
+    b.add("Reshape", b.const(np.array([-1, 3 * 2 * 3]), np.int64))
+    b.add("MatMul", b.weights(18, 4))
+    b.add("Add", b.weights(4))
+    yield "keras-channels-last", b, (0, 255), None
+
 
 @pytest.mark.parametrize("case", list(graph_cases()), ids=lambda case: case[0])
 def test_graphs_agree_with_onnxruntime(tmp_path, case):
     name, builder, input_range, head = case
     path = builder.save(tmp_path / f"{name}.onnx")
-    error, same, _ = agreement(path, builder.sample, input_range, head)
+    error, same, net = agreement(path, builder.sample, input_range, head)
     assert error < 1e-5 and same
+    assert onnxruntime_agreement(path, net)[0] < 1e-5
 
 
 def test_a_regression_graph_imports_as_regression(tmp_path):
@@ -140,8 +153,6 @@ def test_a_bad_input_range_is_refused():
 
 
 def test_the_import_checks_itself_against_onnxruntime():
-    from qmtik.onnx_import import onnxruntime_agreement
-
     for name, input_range in (("onnx_mlp.onnx", (0, 10)), ("onnx_cnn.onnx", (0, 1))):
         net = import_onnx(DATA / name, input_range)
         error, same = onnxruntime_agreement(DATA / name, net)

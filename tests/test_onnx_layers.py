@@ -57,6 +57,8 @@ def reshaped(shape) -> Builder:
          "qmtik's first layer is a Gemm, MatMul or Conv"),
         (lambda: reshaped([-1, 3, 16]), r"a reshape to \[-1, 3, 16\]: only the flatten"),
         (lambda: dense(Builder((4,)), 4, 3, activation=None).add("com.example.Mystery"), "not supported"),
+        (lambda: cnn_start().add("Transpose", perm=[0, 1, 3, 2]), r"perm \[0, 1, 3, 2\]: only channels last to first"),
+        (lambda: cnn_start().add("Transpose", perm=[0, 2, 3, 1]).add("Relu"), "must come right before a flatten"),
     ],
 )  # fmt: skip
 def test_unsupported_nodes_are_refused_by_name(tmp_path, make, wanted):

@@ -40,6 +40,7 @@ SUPPORTED = (
     "BatchNormalization",
     "Dropout",
     "Identity",
+    "Transpose (NHWC to NCHW first, back before a flatten)",
 )
 FLOAT = 1  # TensorProto.FLOAT
 

@@ -101,7 +101,7 @@ def _config_dict(shape, records, outputs, importer: Importer, task, input_range)
     cost = {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}.get(output, "mse")
     if task == "regression":
         cost = "mse"
-    channels_last = (*shape[1:], shape[0]) if len(shape) > 1 else ()
+    channels_last = importer.input_shape(shape)
     tables = [dict(r.table) for r in records[:-1]]
     for table in tables:  # layers with weights and no activation are linear
         if table["kind"] not in ("max_pool", "avg_pool", "global_avg_pool", "flatten"):
@@ -160,10 +160,14 @@ def onnxruntime_agreement(path, net: Network, samples: int = 8, seed: int = 0):
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    shape = og.input_shape(og.read_model(path), path)
+    model = og.read_model(path)
+    shape = og.input_shape(model, path)
+    importer = Importer(shape, net.input_range_)
+    importer.run(og.chain(model, path))  # which layout the input has
     x = np.random.default_rng(seed).uniform(*net.input_range_, (samples, *shape)).astype(np.float32)
     want = np.concatenate([session.run(None, {name: x[i : i + 1]})[0].reshape(1, -1) for i in range(samples)])
-    scores = float_layers(net, to_qmtik_inputs(x, shape))[-1].reshape(samples, -1)
+    rows = to_qmtik_inputs(x, shape, importer.channels_last_input)
+    scores = float_layers(net, rows)[-1].reshape(samples, -1)
     scale = max(1.0, float(np.abs(want).max()))
     candidates = [scores, probabilities(net.config.network.output, scores)]
     got = min(candidates, key=lambda c: float(np.abs(c - want).max()))

@@ -13,7 +13,7 @@ from .spatial import same_padding
 MONOTONE = {"Relu": "relu", "LeakyRelu": "leaky_relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}
 AFFINE = ("Add", "Sub", "Mul", "Div")
 HANDLED = ("BatchNormalization", "Softmax", "Flatten", "Reshape", "Gemm", "MatMul", "Conv", "MaxPool", "AveragePool",
-           "GlobalAveragePool")  # fmt: skip
+           "GlobalAveragePool", "Transpose")  # fmt: skip
 
 
 @dataclass
@@ -39,6 +39,8 @@ class Importer:
         self.low, self.span = float(low), float(high) - float(low)
         self.flattened_from = None  # the (C, H, W) or (C, L) shape a flatten made flat, for the next dense
         self.slope, self.head = None, None  # the one leaky slope; "Softmax" or "Sigmoid" after the last layer
+        self.channels_last_input = False  # a Transpose NHWC -> NCHW first (Keras through tf2onnx)
+        self.channels_last_flatten = False  # a Transpose NCHW -> NHWC right before the flatten
 
     # --- the chain ---
 
@@ -49,6 +51,8 @@ class Importer:
                 continue
             if self.head is not None:
                 raise og.unsupported(step, f"after the network's {self.head}: {self.head} must be the last node")
+            if self.channels_last_flatten and op not in ("Flatten", "Reshape"):
+                raise og.unsupported(step, "after a Transpose to channels last, which must come right before a flatten")
             handler = getattr(self, "_" + op, None) if op in HANDLED else None
             if op in AFFINE:
                 self._affine(step)
@@ -145,9 +149,32 @@ class Importer:
 
     def _flat(self, step: og.Step) -> None:
         if len(self.shape) > 1:
-            self.flattened_from = self.shape
+            self.flattened_from = None if self.channels_last_flatten else self.shape  # already qmtik's order
+            self.channels_last_flatten = False
             self.records.append(Record({"kind": "flatten"}, None, None, step, (int(np.prod(self.shape)),)))
             self.shape = (int(np.prod(self.shape)),)
+
+    def _Transpose(self, step: og.Step) -> None:
+        """NHWC -> NCHW at the input, or NCHW -> NHWC right before a flatten, as tf2onnx writes
+        Keras models: the first makes qmtik's own input order, the second its flatten order."""
+        perm, axes = list(step.attrs.get("perm", [])), len(self.shape)
+        to_first, to_last = [0, axes, *range(1, axes)], [0, *range(2, axes + 1), 1]
+        if axes > 1 and perm == to_first and not self.records and not self.channels_last_input:
+            self.shape = (self.shape[-1], *self.shape[:-1])
+            self.scale, self.offset = np.moveaxis(self.scale, -1, 0), np.moveaxis(self.offset, -1, 0)
+            self.channels_last_input = True
+        elif axes > 1 and perm == to_last and self.started():
+            self.channels_last_flatten = True
+        else:
+            raise og.unsupported(
+                step, f"perm {perm}: only channels last to first at the input, or back before a flatten"
+            )
+
+    def input_shape(self, graph_shape: tuple) -> tuple:
+        """qmtik's (channels last) input shape of a graph input of graph_shape; () when flat."""
+        if len(graph_shape) == 1:
+            return ()
+        return tuple(graph_shape) if self.channels_last_input else (*graph_shape[1:], graph_shape[0])
 
     def _Flatten(self, step: og.Step) -> None:
         if step.attrs.get("axis", 1) != 1:
@@ -300,7 +327,10 @@ def channels_last_order(shape: tuple) -> np.ndarray:
     return np.arange(int(np.prod(shape))).reshape(shape).transpose(*range(1, len(shape)), 0).reshape(-1)
 
 
-def to_qmtik_inputs(x, sample_shape: tuple) -> np.ndarray:
-    """ONNX inputs (N, C, H, W) or (N, C, L) as qmtik's flat channels-last rows."""
+def to_qmtik_inputs(x, sample_shape: tuple, channels_last: bool = False) -> np.ndarray:
+    """ONNX inputs (N, C, H, W) or (N, C, L) as qmtik's flat channels-last rows (inputs already
+    channels last, as a Keras graph takes them, only flattened)."""
     x = np.asarray(x).reshape(len(x), *sample_shape)
-    return x.transpose(0, *range(2, x.ndim), 1).reshape(len(x), -1) if x.ndim > 2 else x
+    if x.ndim > 2 and not channels_last:
+        x = x.transpose(0, *range(2, x.ndim), 1)
+    return x.reshape(len(x), -1)
