@@ -378,3 +378,18 @@ def test_the_cnn_benchmarks_main_network_is_the_flat_example():
         benchmark = cnn.config_for({"dataset": "fashion-mnist", "epochs": 10}, name, "int8", 0)
         assert example.network.layers == benchmark.network.layers
         assert example.training.epochs == 10 and example.network.input_shape == (28, 28, 1)
+
+
+def test_the_import_benchmark_table_gives_medians_and_the_seeds():
+    import_onnx = load("import_onnx")
+    figures = {"torch_ptq": 0.87, "ptq_minmax": 0.871, "ptq_percentile": 0.872, "ptq_mse": 0.873, "fine_tuned": 0.88}
+    runs = [
+        {"model": "mlp", "seed": s, "float": 0.87 + s / 1000, "float_max_error": 1e-7 * (s + 1),
+         "float_same_classes": True, **figures}
+        for s in (0, 1, 2)
+    ]  # fmt: skip
+    text = import_onnx.table(runs, "fashion-mnist")
+    row = next(line for line in text.splitlines() if line.startswith("| mlp |"))
+    assert "| 3 | 87.10 [87.00, 87.10, 87.20] | 87.00 [87.00, 87.00, 87.00] |" in row
+    assert "largest float error 3.00e-07" in text and "learning rate 0.0001" in text
+    assert "| cnn |" not in text

@@ -10,6 +10,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "qmtik"
 
+FROM_ELSEWHERE = {"onnx_graph", "onnx_layers", "onnx_import", "calibrate", "compare", "export_onnx"}  # ONNX in, out
 STAGES = [  # (stage, its modules), lowest first
     ("base", {"errors", "version", "parsing", "output_files", "progress", "paths"}),
     ("arithmetic", {"quantization", "functions", "spatial", "conv_ops", "fused", "_fused"}),
@@ -33,7 +34,8 @@ STAGES = [  # (stage, its modules), lowest first
     (
         "extras",
         {"plots", "demo", "legacy", "workflow", "budget"}  # legacy: the qmtik.h carry-over
-        | {"tune_space", "tune", "tune_front"},
+        | {"tune_space", "tune", "tune_front"}
+        | FROM_ELSEWHERE,
     ),
     ("public surface", {"__init__"}),
     ("command line", {"cli", "__main__"}),

@@ -26,6 +26,7 @@ from .errors import (
     ExportError,
     ModelFormatError,
     NotFittedError,
+    OnnxError,
     OutputError,
     PlotError,
     QmtikError,
@@ -38,6 +39,7 @@ from .errors import (
 from .export_c import save_header
 from .integer_model import QuantizedModel
 from .network import Network
+from .onnx_import import import_onnx
 from .qmtfile import load_model, save_model
 from .version import __version__
 
@@ -49,6 +51,7 @@ __all__ = [
     "DataConfig",
     "load_config",
     "Network",
+    "import_onnx",
     "QuantizedModel",
     "load_model",
     "save_model",
@@ -74,6 +77,7 @@ __all__ = [
     "OutputError",
     "TuneError",
     "UsageError",
+    "OnnxError",
     "CheckFailed",
     "__version__",
 ]

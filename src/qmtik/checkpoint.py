@@ -207,7 +207,7 @@ def _check(path, arrays: dict) -> dict:
         "history": history,
         "class_names": tuple(names) if names else None,
         "quantized": quantized,
-        "layers": _check_layers(path, arrays, "model", config),
+        "layers": _check_layers(path, arrays, "model", config, unobserved=not history["epochs"] and not quantized),
         "resume": None,
     }
     if "resume.epoch" in arrays:
@@ -344,9 +344,10 @@ def _check_optimizer(path, arrays: dict, config: Config, layers, epoch: int) -> 
     return state
 
 
-def _check_layers(path, arrays, prefix: str, config: Config) -> list[Layer]:
+def _check_layers(path, arrays, prefix: str, config: Config, unobserved: bool = False) -> list[Layer]:
     """The layers the config describes, with the checkpoint's arrays: each one present, of the
-    layer's shape, finite within float32; an observed range one that quantizes."""
+    layer's shape, finite within float32; an observed range one that quantizes (or, when
+    unobserved is allowed, for a float import that trained no epoch, none yet: NaN)."""
     layers = init_layers(config, np.random.default_rng(0))
     for i, layer in enumerate(layers):
         parts = {}
@@ -357,14 +358,15 @@ def _check_layers(path, arrays, prefix: str, config: Config) -> list[Layer]:
             value = arrays[key]
             if _float_problem(value, template.shape):
                 raise CheckpointError(f"checkpoint {path}: {key} {_float_problem(value, template.shape)}")
-            if not np.isfinite(value).all():
+            missing = unobserved and name == "observed" and np.isnan(value).all()  # an import, not calibrated
+            if not np.isfinite(value).all() and not missing:
                 raise CheckpointError(f"checkpoint {path}: {key} holds NaN or infinite values")
             if np.abs(value).max(initial=0) > F32_MAX:
                 raise CheckpointError(
                     f"checkpoint {path}: {key} holds values beyond float32 "
                     f"(up to {np.abs(value).max():g}; at most {F32_MAX:.3g})"
                 )
-            if name == "observed" and range_problem(*value):
+            if name == "observed" and not missing and range_problem(*value):
                 raise CheckpointError(f"checkpoint {path}: {key} {value.tolist()} {range_problem(*value)}")
             if name == "var" and (value < 0).any():
                 raise CheckpointError(f"checkpoint {path}: {key} holds negative values; a variance is >= 0")

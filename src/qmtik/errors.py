@@ -68,3 +68,7 @@ class TuneError(QmtikError, RuntimeError):
 
 class UsageError(QmtikError):
     """A command line that asks for something impossible (exit code 2)."""
+
+
+class OnnxError(QmtikError, ValueError):
+    """An ONNX graph that cannot be imported (an operator, a shape or a file qmtik does not take)."""

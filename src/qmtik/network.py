@@ -16,7 +16,7 @@ from . import checkpoint as ckpt
 from . import head
 from .config import Config
 from .data import check_class_names
-from .errors import DataError, NotFittedError, TrainingError
+from .errors import DataError, NotFittedError, QuantizationError, TrainingError
 from .integer_model import QuantizedModel
 from .layers import QuantSpec
 from .output_files import check_rewritable
@@ -65,12 +65,14 @@ class Network:
         resume: bool = False,
         verbose: bool = False,
         reporter: Reporter | None = None,
+        init=None,
     ) -> "Network":
         """Train on inputs x and labels y (class indices, or regression targets); returns self.
 
         validation_data=(x, y) replaces the config's validation split. class_names, one per
         class, are what predict returns. checkpoint names a file saved after every epoch;
-        resume=True goes on from it. verbose prints a line per epoch.
+        resume=True goes on from it. verbose prints a line per epoch. init, layers of the
+        same topology (another Network's layers_), is where training starts.
         """
         if checkpoint is not None:
             check_rewritable(checkpoint)
@@ -97,6 +99,7 @@ class Network:
             resume=resume,
             reporter=reporter,
             class_names=self.class_names_,
+            init=init,
         )
         return self
 
@@ -198,6 +201,11 @@ class Network:
         observed in training.
         """
         self._fitted()
+        if any(layer.weight.size and np.isnan(layer.observed).any() for layer in self.layers_):
+            raise QuantizationError(
+                "this network has float weights and no observed activation ranges (an import): "
+                "calibrate it first (qmtik quantize CHECKPOINT --calibrate DATA, or qmtik.calibrate)"
+            )
         return QuantizedModel(
             self.config.task, self.config.network.output, self.input_range_, self.integer_layers(), self.class_names_
         )

@@ -203,8 +203,12 @@ def train(
     resume: bool = False,
     reporter: Reporter | None = None,
     class_names=None,
+    init=None,
 ):
     """Train a network; returns (kept layers, whether they ran fake-quantized, history).
+
+    init, a list of layers of the config's topology (a float import's), is where the weights
+    start instead of random ones (their observed ranges too: none yet means the first step's).
 
     The kept epoch is the best by validation among the epochs trained in the final mode (with
     fake quantization when any epoch uses it), or the last when there is no validation data.
@@ -214,6 +218,8 @@ def train(
     tc = config.training
     spec = QuantSpec.from_config(config)
     layers = init_layers(config, np.random.default_rng(tc.seed))
+    for layer, start_from in zip(layers, init or ()):
+        layer.load_state(start_from.state())
     params, decay = parameters(layers)
     optimizer = make_optimizer(tc, params, decay)
     history, best, kept, start, reference = {"epochs": [], "best_epoch": None, "first_loss": None}, None, None, 0, []

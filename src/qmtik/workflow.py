@@ -124,19 +124,26 @@ def train(
     history=None,
     qmt=None,
     curves=None,
+    init=None,
 ) -> TrainingRun:
     """Train the network config describes on its data, saving the checkpoint after every epoch
     (resume=True goes on from it); then write the history (JSON), the integer model (.qmt) and
     the training curves (PNG) where given, and evaluate on the config's test data. Bad test
-    data is refused before training, not after; so is a network that exceeds the config's
-    [deploy] budgets, from its topology alone, before any data is read (budget.py)."""
+    data is refused before training, not after. init (a checkpoint) is where the weights
+    start (init_from says which ones fit). A network that exceeds the config's [deploy]
+    budgets is refused from its topology alone, before any data is read (budget.py)."""
+    if init is not None and resume:
+        raise UsageError("--init starts a run from other weights and --resume goes on from this one; give one")
+    start = None
+    if init is not None:
+        config, start = init_from(config, init)
     check_budget(config)
     (x, y), test = load_data(config)
     if test is not None:
         check_inputs(test[0], config.network.inputs, "test inputs")
         encode_targets(test[1], config.task, config.network.outputs, len(test[0]), "test labels")
     net = Network(config).fit(
-        x, y, class_names=class_names_of(config), checkpoint=checkpoint, resume=resume, reporter=reporter
+        x, y, class_names=class_names_of(config), checkpoint=checkpoint, resume=resume, reporter=reporter, init=start
     )
     run = TrainingRun(net, [checkpoint])
     if history:
@@ -155,11 +162,48 @@ def train(
     return run
 
 
-def quantize_checkpoint(checkpoint, out) -> QuantizedModel:
-    """The integer model of a training checkpoint, saved as a .qmt file at out."""
-    model = load_network(checkpoint).quantize()
+def quantize_checkpoint(checkpoint, out, calibrate=None, observer="minmax", samples=None) -> QuantizedModel:
+    """The integer model of a training checkpoint, saved as a .qmt file at out. With calibrate
+    (DATA), post-training quantization: every layer's activation range chosen from DATA by
+    observer (calibrate.py); a float checkpoint without observed ranges needs it."""
+    from .calibrate import calibrate as calibrate_ranges
+    from .calibrate import needs_calibration
+
+    net = load_network(checkpoint)
+    if calibrate:
+        calibrate_ranges(net, load_inputs(calibrate, net)[0], observer, samples)
+    elif needs_calibration(net):
+        raise UsageError(
+            f"checkpoint {checkpoint} holds float weights without observed activation ranges (an import); "
+            f"calibrate them: qmtik quantize {checkpoint} --calibrate DATA"
+        )
+    model = net.quantize()
     save_model(out, model)
     return model
+
+
+def init_from(config: Config, checkpoint) -> tuple[Config, list]:
+    """(config, layers) to start training from a checkpoint's weights (train --init): its
+    topology must be the config's, and so its input range (an import's first layer takes it
+    in): the config's data.input_range 'auto' becomes the checkpoint's."""
+    from .checkpoint import load as load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    saved = state["config"].network
+    if saved.shapes != config.network.shapes or saved.leaky_slope != config.network.leaky_slope:
+        raise UsageError(
+            f"--init {checkpoint}: its network (layers, shapes, activations) differs from the config's; "
+            "start from a checkpoint of the same topology"
+        )
+    wanted = config.data.input_range
+    if wanted == "auto":
+        config = config.replace("data.input_range", list(state["input_range"]))
+    elif tuple(float(v) for v in wanted) != tuple(state["input_range"]):
+        raise UsageError(
+            f"--init {checkpoint}: its input range {list(state['input_range'])} differs from the config's "
+            f"data.input_range {list(wanted)}; its first layer takes that range in"
+        )
+    return config, state["layers"]
 
 
 def describe_file(path) -> tuple[QuantizedModel, str]:

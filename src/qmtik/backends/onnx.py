@@ -178,12 +178,19 @@ def _session(nodes, initializers, inputs, output, dtype, outputs):
 # --- the few ONNX protobuf messages needed, written by hand ------------------------------------
 # ModelProto: ir_version 1, producer_name 2, graph 7, opset_import 8 (version 2); GraphProto:
 # node 1, name 2, initializer 5, input 11, output 12; NodeProto: input 1, output 2, op_type 4,
-# attribute 5 (name 1, i 3, type 20 = INT); TensorProto: dims 1, data_type 2, name 8, raw_data 9;
+# attribute 5 (name 1, i 3, s 4, ints 8, type 20 = INT 2, STRING 3, INTS 7); TensorProto: dims 1,
+# data_type 2, name 8, raw_data 9;
 # ValueInfoProto: name 1, type 2 -> tensor_type 1 -> elem_type 1, shape 2 -> dim 1 ->
 # dim_value 1 or dim_param 2. Protobuf: a key (field << 3 | wire type) then a varint (wire
 # type 0) or a length and bytes (wire type 2).
 
-_DTYPES = {np.dtype(np.uint8): 2, np.dtype(np.int8): 3, np.dtype(np.int32): 6, np.dtype(np.float64): 11}
+_DTYPES = {
+    np.dtype(np.uint8): 2,
+    np.dtype(np.int8): 3,
+    np.dtype(np.int32): 6,
+    np.dtype(np.int64): 7,
+    np.dtype(np.float64): 11,
+}
 
 
 def _varint(n: int) -> bytes:
@@ -219,8 +226,16 @@ def _value_info(name: str, dtype, columns: int) -> bytes:
     return _field(1, name) + _field(2, _field(1, _varint_field(1, _DTYPES[np.dtype(dtype)]) + _field(2, shape)))
 
 
+def _attribute(name: str, value) -> bytes:
+    """An AttributeProto: an int (i 3, type INT 2), a list of ints >= 0 (ints 8, type INTS 7)
+    or bytes (s 4, type STRING 3)."""
+    if isinstance(value, bytes):
+        return _field(1, name) + _field(4, value) + _varint_field(20, 3)
+    if isinstance(value, (list, tuple)):
+        return _field(1, name) + b"".join(_varint_field(8, v) for v in value) + _varint_field(20, 7)
+    return _field(1, name) + _varint_field(3, value) + _varint_field(20, 2)
+
+
 def _node(op: str, inputs, outputs, **attributes) -> bytes:
-    attrs = b"".join(
-        _field(5, _field(1, k) + _varint_field(3, v) + _varint_field(20, 2)) for k, v in attributes.items()
-    )
+    attrs = b"".join(_field(5, _attribute(k, v)) for k, v in attributes.items())
     return b"".join(_field(1, i) for i in inputs) + b"".join(_field(2, o) for o in outputs) + _field(4, op) + attrs

@@ -14,7 +14,7 @@ from ..data import convert_file
 from ..errors import CheckFailed, ExportError, UsageError
 from ..export_c import check_prefix, prefix_from_name
 from ..output_files import OutputError, check_rewritable, write_atomic, writes_through
-from ..paths import convert_outputs, curves_path, default_checkpoint, history_path, made_from, qmt_path, unfinished_run
+from ..paths import convert_outputs, curves_path, default_checkpoint, history_path, made_from, unfinished_run
 from ..progress import Reporter
 from ..qmtfile import save_model
 from . import deploy
@@ -71,7 +71,7 @@ def cmd_train(args) -> int:
         raise UsageError(f"--plot needs a path: the checkpoint goes to {out}, which has nothing beside it")
     curves = plot_path(args.plot, curves_path(out))
     distinct(
-        [("the config", args.config), *config.data.paths()],
+        [("the config", args.config), ("--init", args.init), *config.data.paths()],
         [("output", out), ("the history", history), ("--qmt", qmt), ("--plot", curves)],
     )
     if not (args.resume or args.force) and unfinished_run(out):
@@ -80,22 +80,15 @@ def cmd_train(args) -> int:
             "to start over and overwrite it"
         )
     reporter = Reporter(Console.stream(), quiet=args.quiet, task=config.task)
-    run = workflow.train(config, out, resume=args.resume, reporter=reporter, history=history, qmt=qmt, curves=curves)
+    run = workflow.train(
+        config, out, resume=args.resume, reporter=reporter, history=history, qmt=qmt, curves=curves, init=args.init
+    )
     best = run.network.history_["best_epoch"]
     if best is not None and not args.quiet:
         say(f"kept epoch {best} of {config.training.epochs}")
     if run.test is not None:
         say("test " + figures_line(run.test, config.task))
     say("wrote " + ", ".join(map(str, run.written)))
-    return 0
-
-
-def cmd_quantize(args) -> int:
-    """qmtik quantize CHECKPOINT: its integer model as a .qmt file."""
-    out = output_path(args.out if args.out else qmt_path(args.checkpoint))
-    distinct([("the checkpoint", args.checkpoint)], [("output", out)])
-    workflow.quantize_checkpoint(args.checkpoint, out)
-    say(f"wrote {out}{size_of(out)}")
     return 0
 
 
@@ -107,6 +100,10 @@ def cmd_info(args) -> int:
     distinct([("the model", args.model), ("--data", data_file(args.data))], [("--plot", picture)])
     if args.target is not None:  # estimates for a microcontroller (cli/deploy.py)
         return deploy.info_target(args.model, deploy.target_of(args.target))
+    if args.compare or args.compare_plot is not None:
+        from .onnx_commands import compare_info
+
+        return compare_info(args)
     model, text = workflow.describe_file(args.model)
     say(text)
     if picture:

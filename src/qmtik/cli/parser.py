@@ -18,10 +18,10 @@ from .commands import (
     cmd_info,
     cmd_init,
     cmd_predict,
-    cmd_quantize,
     cmd_train,
 )
 from .tune_command import cmd_tune
+from .onnx_commands import cmd_export_onnx, cmd_import_onnx, cmd_quantize
 
 
 def add_plot_option(parser, what: str, default: str) -> None:
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start over, overwriting the checkpoint of an unfinished run (without it, train refuses to)",
     )
+    p.add_argument("--init", metavar="CHECKPOINT", help="start from these weights (an import's) instead of random")
     p.add_argument("--qmt", metavar="PATH", help="also write the integer model (.qmt) there")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     add_plot_option(p, "the training curves", "beside the checkpoint, NAME.curves.png")
@@ -77,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="turn a training checkpoint into an integer model file (.qmt)")
     p.add_argument("checkpoint", help="a checkpoint written by qmtik train")
     p.add_argument("-o", "--out", help="where to write it (default: beside the checkpoint, NAME.qmt)")
+    p.add_argument("--calibrate", metavar="DATA", help="post-training quantization: activation ranges from DATA")
+    p.add_argument("--observer", choices=("minmax", "percentile", "mse"), default="minmax",
+                   help="how --calibrate picks each range (default: minmax)")  # fmt: skip
+    p.add_argument("--samples", type=int, help="calibrate on at most N samples of DATA (a seeded choice)")
+    p.add_argument("--compare", metavar="DATA", help="per layer SQNR and share clipped, float vs int8 on DATA")
+    p.add_argument("--compare-plot", nargs="?", const="", metavar="PNG", help="draw --compare ([plot] extra)")
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("info", help="topology, sizes, scales and memory needs of a model")
@@ -90,7 +97,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="estimate flash and RAM per layer on this microcontroller before compiling (cortex-m0, cortex-m4, "
         "cortex-m7, cortex-m33); MODEL may then be a config (.toml)",
     )
+    p.add_argument("--compare", metavar="DATA", help="a checkpoint's per layer SQNR and share clipped on DATA")
+    p.add_argument("--compare-plot", nargs="?", const="", metavar="PNG", help="draw --compare ([plot] extra)")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("import-onnx", help="a float checkpoint (and config) from an ONNX model (PyTorch, Keras)")
+    p.add_argument("model", help="the .onnx file (one chain of supported operators; see docs/import.md)")
+    p.add_argument("-o", "--out", help="the checkpoint to write (default: NAME.ckpt.npz, here)")
+    p.add_argument("--config", metavar="TOML", help="also write the network's config there (for train --init)")
+    p.add_argument("--input-range", nargs=2, type=float, metavar=("LOW", "HIGH"), help="the raw inputs' range")
+    p.add_argument("--calibrate", metavar="DATA", help="take the input range from DATA's min and max")
+    p.add_argument("--task", choices=("classification", "regression"), help="default: from the graph's head")
+    p.set_defaults(func=cmd_import_onnx)
+
+    p = sub.add_parser("export-onnx", help="the integer model as ONNX that onnxruntime runs to the same bytes")
+    p.add_argument("model", help="a .qmt model or a training checkpoint")
+    p.add_argument("-o", "--out", help="the .onnx to write (default: NAME.int8.onnx, here)")
+    p.set_defaults(func=cmd_export_onnx)
 
     data_help = (
         "a named set ('digits', 'mnist', 'fashion-mnist'; their test part, or 'NAME:train'), or a file: "
