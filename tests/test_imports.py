@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "qmtik"
 
 STAGES = [  # (stage, its modules), lowest first
     ("base", {"errors", "version", "parsing", "output_files", "progress", "paths"}),
-    ("arithmetic", {"quantization", "functions", "spatial", "conv_ops", "fused", "_fused"}),
+    ("arithmetic", {"quantization", "functions", "spatial", "conv_ops", "fused", "fused_windows", "_fused"}),
     ("spec", {"intref", "intref_windows", "backends"}),  # a package's modules are on its stage
     ("prediction", {"validate", "head"}),
     (
@@ -23,7 +23,8 @@ STAGES = [  # (stage, its modules), lowest first
     ("data", {"download", "data"}),
     (
         "training",
-        {"batch_norm", "layers", "window_layers", "passes", "optimizers", "checkpoint", "training", "network"},
+        {"batch_norm", "layers", "conv_step", "window_layers", "passes", "optimizers", "checkpoint", "training"}
+        | {"network"},
     ),
     ("extras", {"plots", "demo", "legacy", "workflow"}),  # legacy: the qmtik.h carry-over
     ("public surface", {"__init__"}),
