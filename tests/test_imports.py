@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "qmtik"
 FROM_ELSEWHERE = {"onnx_graph", "onnx_layers", "onnx_import", "calibrate", "compare", "export_onnx"}  # ONNX in, out
 STAGES = [  # (stage, its modules), lowest first
     ("base", {"errors", "version", "parsing", "output_files", "progress", "paths"}),
-    ("arithmetic", {"quantization", "functions", "spatial", "conv_ops", "fused", "_fused"}),
+    ("arithmetic", {"quantization", "functions", "spatial", "conv_ops", "fused", "fused_windows", "_fused"}),
     ("spec", {"intref", "intref_windows", "backends"}),  # a package's modules are on its stage
     ("prediction", {"validate", "head", "limits"}),
     (
@@ -29,7 +29,8 @@ STAGES = [  # (stage, its modules), lowest first
     ("data", {"download", "data"}),
     (
         "training",
-        {"batch_norm", "layers", "window_layers", "passes", "optimizers", "checkpoint", "training", "network"},
+        {"batch_norm", "layers", "conv_step", "window_layers", "passes", "optimizers", "checkpoint", "training"}
+        | {"network"},
     ),
     (
         "extras",

@@ -14,6 +14,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -316,6 +317,228 @@ static void requantize_loop(const float *restrict acc, const double *restrict sc
     for (Py_ssize_t i = 0; i < rows * outputs; i++) inside[i] = (float)((a[i] >= lower) & (a[i] <= upper));
 }
 
+/* --- the layers over windows (fused_windows.py holds their NumPy definitions) ------------------ */
+
+/* A window op over an NHWC batch: n, in height and width, channels, kernel, stride, the top and
+   left padding, and the output height and width (spatial.Geometry's). */
+typedef struct {
+    Py_ssize_t n, h, w, c, kh, kw, sh, sw, top, left, oh, ow;
+} Geo;
+
+/* Max pooling: each output the first (row-major) tap of the largest value of its window, a NaN
+   counting as the largest (np.argmax's rule), and that tap's number; taps in the padding are
+   -inf, which never wins over tap 0. */
+QMTIK_WIDE static void max_pool_loop(const float *restrict x, const Geo *g, float *restrict y, int16_t *restrict where) {
+    const Py_ssize_t C = g->c;
+    for (Py_ssize_t b = 0; b < g->n; b++)
+        for (Py_ssize_t oy = 0; oy < g->oh; oy++)
+            for (Py_ssize_t ox = 0; ox < g->ow; ox++) {
+                Py_ssize_t at = ((b * g->oh + oy) * g->ow + ox) * C;
+                float *restrict best = y + at;
+                int16_t *restrict wh = where + at;
+                int16_t k = 0;
+                for (Py_ssize_t i = 0; i < g->kh; i++)
+                    for (Py_ssize_t j = 0; j < g->kw; j++, k++) {
+                        Py_ssize_t iy = oy * g->sh + i - g->top, ix = ox * g->sw + j - g->left;
+                        int inside = iy >= 0 && iy < g->h && ix >= 0 && ix < g->w;
+                        const float *restrict v = inside ? x + ((b * g->h + iy) * g->w + ix) * C : x;
+                        if (k == 0) {
+                            for (Py_ssize_t c = 0; c < C; c++) {
+                                best[c] = inside ? v[c] : -INFINITY;
+                                wh[c] = 0;
+                            }
+                            continue;
+                        }
+                        if (!inside) continue; /* -inf wins over nothing */
+                        for (Py_ssize_t c = 0; c < C; c++) {
+                            float value = v[c], now = best[c];
+                            int take = (value > now) | ((value != value) & (now == now));
+                            best[c] = take ? value : now;
+                            wh[c] = take ? k : wh[c];
+                        }
+                    }
+            }
+}
+
+/* Which output row (or column) reads input row (column) `at` as its tap t, for every at and t:
+   table[at * k + t], -1 where none does. */
+static void window_table(Py_ssize_t size, Py_ssize_t k, Py_ssize_t stride, Py_ssize_t before, Py_ssize_t outs,
+                         Py_ssize_t *table) {
+    for (Py_ssize_t at = 0; at < size; at++)
+        for (Py_ssize_t t = 0; t < k; t++) {
+            Py_ssize_t p = at + before - t;
+            table[at * k + t] = p >= 0 && p % stride == 0 && p / stride < outs ? p / stride : -1;
+        }
+}
+
+/* The adjoint of a window op, gathered: each input element the sum, from 0.0 in tap order, of
+   what the windows that read it send back; NumPy adds the same terms tap by tap. With where
+   (max pooling), a window sends its gradient through the tap it took, 0.0 through the others;
+   without (col2im), cols holds each window's row of kh * kw * c values. Returns 0, or -1 when
+   out of memory. */
+QMTIK_WIDE static int gather_loop(const float *restrict from, const int16_t *restrict where, const Geo *g,
+                                  float *restrict dx) {
+    const Py_ssize_t C = g->c, K = g->kh * g->kw * C;
+    Py_ssize_t *rows = malloc(sizeof(Py_ssize_t) * (g->h * g->kh + g->w * g->kw));
+    if (!rows) return -1;
+    Py_ssize_t *cols = rows + g->h * g->kh;
+    window_table(g->h, g->kh, g->sh, g->top, g->oh, rows);
+    window_table(g->w, g->kw, g->sw, g->left, g->ow, cols);
+    for (Py_ssize_t b = 0; b < g->n; b++)
+        for (Py_ssize_t iy = 0; iy < g->h; iy++)
+            for (Py_ssize_t ix = 0; ix < g->w; ix++) {
+                float *restrict d = dx + ((b * g->h + iy) * g->w + ix) * C;
+                for (Py_ssize_t c = 0; c < C; c++) d[c] = 0.0f;
+                for (Py_ssize_t i = 0; i < g->kh; i++) {
+                    Py_ssize_t oy = rows[iy * g->kh + i];
+                    if (oy < 0) continue;
+                    for (Py_ssize_t j = 0; j < g->kw; j++) {
+                        Py_ssize_t ox = cols[ix * g->kw + j];
+                        if (ox < 0) continue;
+                        Py_ssize_t o = (b * g->oh + oy) * g->ow + ox;
+                        int16_t k = (int16_t)(i * g->kw + j);
+                        if (where) {
+                            const float *restrict gr = from + o * C;
+                            const int16_t *restrict wr = where + o * C;
+                            for (Py_ssize_t c = 0; c < C; c++) d[c] += wr[c] == k ? gr[c] : 0.0f;
+                        } else {
+                            const float *restrict col = from + o * K + k * C;
+                            for (Py_ssize_t c = 0; c < C; c++) d[c] += col[c];
+                        }
+                    }
+                }
+            }
+    free(rows);
+    return 0;
+}
+
+/* im2col: every window of x as a row (kh, kw, c order), each value x - subtract, padding pad. */
+QMTIK_WIDE static void im2col_loop(const float *restrict x, const Geo *g, float subtract, float pad, float *restrict rows) {
+    const Py_ssize_t C = g->c, K = g->kh * g->kw * C;
+    for (Py_ssize_t b = 0; b < g->n; b++)
+        for (Py_ssize_t oy = 0; oy < g->oh; oy++)
+            for (Py_ssize_t ox = 0; ox < g->ow; ox++) {
+                float *restrict row = rows + ((b * g->oh + oy) * g->ow + ox) * K;
+                for (Py_ssize_t i = 0; i < g->kh; i++) {
+                    Py_ssize_t iy = oy * g->sh + i - g->top;
+                    for (Py_ssize_t j = 0; j < g->kw; j++, row += C) {
+                        Py_ssize_t ix = ox * g->sw + j - g->left;
+                        if (iy < 0 || iy >= g->h || ix < 0 || ix >= g->w) {
+                            for (Py_ssize_t c = 0; c < C; c++) row[c] = pad;
+                        } else {
+                            const float *restrict v = x + ((b * g->h + iy) * g->w + ix) * C;
+                            for (Py_ssize_t c = 0; c < C; c++) row[c] = v[c] - subtract;
+                        }
+                    }
+                }
+            }
+}
+
+/* A convolution's exact accumulators acc = acc_c + shift (integers below 2**24 in magnitude),
+   per column: the sum, the sums of h*h, h*l and l*l where acc = 4096 h + l, 0 <= l < 4096
+   (each term below 2**24, so every sum is exact in float64 and in any order), the least and
+   the largest. */
+QMTIK_WIDE static void acc_stats_loop(const float *restrict acc_c, const float *restrict shift, Py_ssize_t rows,
+                                      Py_ssize_t C, double *restrict s1, double *restrict hh, double *restrict hl,
+                                      double *restrict ll, float *restrict low, float *restrict high) {
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        const float *restrict row = acc_c + r * C;
+        for (Py_ssize_t c = 0; c < C; c++) {
+            float a = row[c] + shift[c];
+            int32_t ai = (int32_t)a, h = ai >> 12, l = ai & 4095;
+            s1[c] += (double)ai;
+            hh[c] += (double)(h * h);
+            hl[c] += (double)(h * l);
+            ll[c] += (double)(l * l);
+            low[c] = a < low[c] ? a : low[c];
+            high[c] = a > high[c] ? a : high[c];
+        }
+    }
+}
+
+#define STEP_CHUNK 256
+/* A convolution's fake-quantized step after its product, per element of the rows x C
+   accumulators acc = acc_c + shift: the normalization's zhat = acc * na + nb (when na),
+   the folded accumulator s = acc * sign, its int8 code (requantized: as requantize_loop), the
+   pre-activation z = float((s + bias) * z_scale) in float64, and the straight-through mask:
+   1 where the activation's derivative is 1 (z > 0 for relu) and lower <= act(z) <= upper. */
+QMTIK_WIDE static void conv_step_loop(const float *restrict acc_c, const float *restrict shift, Py_ssize_t rows, Py_ssize_t C,
+                           const float *restrict na, const float *restrict nb, const float *restrict sign,
+                           const double *restrict scale, const double *restrict offset, int relu, double zero_after,
+                           double floor_code, const double *restrict bias, const double *restrict z_scale,
+                           float lower, float upper, float *restrict codes, float *restrict zhat,
+                           uint8_t *restrict mask) {
+    float folded[STEP_CHUNK];
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        for (Py_ssize_t c0 = 0; c0 < C; c0 += STEP_CHUNK) {
+            Py_ssize_t width = C - c0 < STEP_CHUNK ? C - c0 : STEP_CHUNK, at = r * C + c0;
+            for (Py_ssize_t c = 0; c < width; c++) {
+                float a = acc_c[at + c] + shift[c0 + c];
+                if (na) zhat[at + c] = a * na[c0 + c] + nb[c0 + c];
+                folded[c] = a * sign[c0 + c];
+            }
+#if QMTIK_AVX2
+            if (use_avx2)
+                requantize_row_avx2(folded, scale + c0, offset + c0, width, relu, zero_after, floor_code, codes + at);
+            else
+#endif
+                for (Py_ssize_t c = 0; c < width; c++)
+                    codes[at + c] = requantized(folded[c], scale[c0 + c], offset[c0 + c], relu, zero_after, floor_code);
+            for (Py_ssize_t c = 0; c < width; c++) {
+                float z = (float)(((double)folded[c] + bias[c0 + c]) * z_scale[c0 + c]);
+                float act = relu && !(z > 0.0f) ? 0.0f : z;
+                mask[at + c] = (uint8_t)(((!relu) | (z > 0.0f)) & (act >= lower) & (act <= upper));
+            }
+        }
+    }
+}
+
+/* The backward's first pass: g = grad * mask (in place), and per column the float64 sums
+   (row after row, as NumPy sums down a column) of g and, when zhat, of float(g * zhat). */
+QMTIK_WIDE static void masked_sums_loop(float *restrict g, const uint8_t *restrict mask, const float *restrict zhat,
+                                        Py_ssize_t rows, Py_ssize_t C, double *restrict sum_g,
+                                        double *restrict sum_gz) {
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        float *restrict row = g + r * C;
+        const uint8_t *restrict m = mask + r * C;
+        for (Py_ssize_t c = 0; c < C; c++) {
+            float v = row[c] * (float)m[c];
+            row[c] = v;
+            sum_g[c] += (double)v;
+        }
+        if (zhat) {
+            const float *restrict zr = zhat + r * C;
+            for (Py_ssize_t c = 0; c < C; c++) sum_gz[c] += (double)(row[c] * zr[c]);
+        }
+    }
+}
+
+/* The normalization's backward, in place: with the batch's statistics
+   d = ((g * n - d_beta) - zhat * d_gamma) * k, else d = g * k (k: factor / n, or factor);
+   and each column's float64 sum of d. */
+QMTIK_WIDE static void norm_backward_loop(float *restrict g, const float *restrict zhat, Py_ssize_t rows,
+                                          Py_ssize_t C, int batch, float n, const float *restrict d_beta,
+                                          const float *restrict d_gamma, const float *restrict k,
+                                          double *restrict sum_d) {
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        float *restrict row = g + r * C;
+        const float *restrict zr = zhat + r * C;
+        for (Py_ssize_t c = 0; c < C; c++) {
+            float d;
+            if (batch) {
+                d = row[c] * n;
+                d = d - d_beta[c];
+                d = d - zr[c] * d_gamma[c];
+                d = d * k[c];
+            } else {
+                d = row[c] * k[c];
+            }
+            row[c] = d;
+            sum_d[c] += (double)d;
+        }
+    }
+}
+
 /* --- the Python side: buffers in, counts out ------------------------------------------------ */
 
 static int float_count(Py_buffer *b, Py_ssize_t n, const char *what) {
@@ -456,6 +679,202 @@ static PyObject *requantize(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* The window ops' arguments: the geometry as a tuple of 12 sizes, buffers checked by size. */
+#define GEO_FORMAT "(nnnnnnnnnnnn)"
+#define GEO_ARGS(g) &g.n, &g.h, &g.w, &g.c, &g.kh, &g.kw, &g.sh, &g.sw, &g.top, &g.left, &g.oh, &g.ow
+
+static int sized(Py_buffer *b, Py_ssize_t n, Py_ssize_t item, const char *what) {
+    if (b->len != n * item) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd bytes, expected %zd values of %zd bytes", what, b->len, n, item);
+        return 0;
+    }
+    return 1;
+}
+
+static void release(Py_buffer **buffers, int count) {
+    for (int i = 0; i < count; i++)
+        if (buffers[i]->obj || buffers[i]->buf) PyBuffer_Release(buffers[i]);
+}
+
+static int geo_ok(const Geo *g) {
+    if (g->n < 0 || g->h < 1 || g->w < 1 || g->c < 1 || g->kh < 1 || g->kw < 1 || g->sh < 1 || g->sw < 1 ||
+        g->oh < 1 || g->ow < 1 || g->kh * g->kw > 32767) {
+        PyErr_SetString(PyExc_ValueError, "not a window geometry");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *max_pool(PyObject *self, PyObject *args) {
+    Py_buffer x = {0}, y = {0}, where = {0};
+    Py_buffer *all[] = {&x, &y, &where};
+    Geo g;
+    int ok = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*" GEO_FORMAT "w*w*", &x, GEO_ARGS(g), &y, &where)) return NULL;
+    Py_ssize_t outs = g.n * g.oh * g.ow * g.c;
+    if (geo_ok(&g) && sized(&x, g.n * g.h * g.w * g.c, 4, "x") && sized(&y, outs, 4, "y") &&
+        sized(&where, outs, 2, "where")) {
+        Py_BEGIN_ALLOW_THREADS max_pool_loop(x.buf, &g, y.buf, where.buf);
+        Py_END_ALLOW_THREADS ok = 1;
+    }
+    release(all, 3);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* gather(from, where or None, geo, dx): max pooling's backward (with where) or col2im. */
+static PyObject *gather(PyObject *self, PyObject *args) {
+    Py_buffer from = {0}, where = {0}, dx = {0};
+    Py_buffer *all[] = {&from, &where, &dx};
+    PyObject *where_obj;
+    Geo g;
+    int ok = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*O" GEO_FORMAT "w*", &from, &where_obj, GEO_ARGS(g), &dx)) return NULL;
+    Py_ssize_t outs = g.n * g.oh * g.ow;
+    int pooled = where_obj != Py_None;
+    if (pooled && PyObject_GetBuffer(where_obj, &where, PyBUF_SIMPLE) < 0) {
+        release(all, 3);
+        return NULL;
+    }
+    if (geo_ok(&g) && sized(&dx, g.n * g.h * g.w * g.c, 4, "dx") &&
+        sized(&from, outs * g.c * (pooled ? 1 : g.kh * g.kw), 4, "from") &&
+        (!pooled || sized(&where, outs * g.c, 2, "where"))) {
+        int status;
+        Py_BEGIN_ALLOW_THREADS status = gather_loop(from.buf, pooled ? where.buf : NULL, &g, dx.buf);
+        Py_END_ALLOW_THREADS ok = status == 0;
+        if (!ok) PyErr_NoMemory();
+    }
+    release(all, 3);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *im2col(PyObject *self, PyObject *args) {
+    Py_buffer x = {0}, rows = {0};
+    Py_buffer *all[] = {&x, &rows};
+    Geo g;
+    float subtract, pad;
+    int ok = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*" GEO_FORMAT "ffw*", &x, GEO_ARGS(g), &subtract, &pad, &rows)) return NULL;
+    if (geo_ok(&g) && sized(&x, g.n * g.h * g.w * g.c, 4, "x") &&
+        sized(&rows, g.n * g.oh * g.ow * g.kh * g.kw * g.c, 4, "rows")) {
+        Py_BEGIN_ALLOW_THREADS im2col_loop(x.buf, &g, subtract, pad, rows.buf);
+        Py_END_ALLOW_THREADS ok = 1;
+    }
+    release(all, 2);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* acc_stats(acc_c, shift, rows, C, s1, hh, hl, ll, low, high): adds into the sums, and into
+   low / high (which the caller starts at +inf / -inf). */
+static PyObject *acc_stats(PyObject *self, PyObject *args) {
+    Py_buffer acc = {0}, shift = {0}, s1 = {0}, hh = {0}, hl = {0}, ll = {0}, low = {0}, high = {0};
+    Py_buffer *all[] = {&acc, &shift, &s1, &hh, &hl, &ll, &low, &high};
+    Py_ssize_t rows, C;
+    int ok = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*nnw*w*w*w*w*w*", &acc, &shift, &rows, &C, &s1, &hh, &hl, &ll, &low, &high))
+        return NULL;
+    if (sized(&acc, rows * C, 4, "acc") && sized(&shift, C, 4, "shift") && sized(&s1, C, 8, "s1") &&
+        sized(&hh, C, 8, "hh") && sized(&hl, C, 8, "hl") && sized(&ll, C, 8, "ll") && sized(&low, C, 4, "low") &&
+        sized(&high, C, 4, "high")) {
+        Py_BEGIN_ALLOW_THREADS acc_stats_loop(acc.buf, shift.buf, rows, C, s1.buf, hh.buf, hl.buf, ll.buf, low.buf,
+                                              high.buf);
+        Py_END_ALLOW_THREADS ok = 1;
+    }
+    release(all, 8);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* conv_step(acc_c, shift, rows, C, na or None, nb or None, sign, scale, offset, relu, zero_after,
+   floor, bias, z_scale, lower, upper, codes, zhat or None, mask) */
+static PyObject *conv_step(PyObject *self, PyObject *args) {
+    Py_buffer acc = {0}, shift = {0}, na = {0}, nb = {0}, sign = {0}, scale = {0}, offset = {0}, bias = {0};
+    Py_buffer z_scale = {0}, codes = {0}, zhat = {0}, mask = {0};
+    Py_buffer *all[] = {&acc, &shift, &na, &nb, &sign, &scale, &offset, &bias, &z_scale, &codes, &zhat, &mask};
+    PyObject *na_obj, *nb_obj, *zhat_obj;
+    Py_ssize_t rows, C;
+    int relu, ok = 0;
+    double zero_after, floor_code;
+    float lower, upper;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*nnOOy*y*y*pddy*y*ffw*Ow*", &acc, &shift, &rows, &C, &na_obj, &nb_obj, &sign,
+                          &scale, &offset, &relu, &zero_after, &floor_code, &bias, &z_scale, &lower, &upper, &codes,
+                          &zhat_obj, &mask))
+        return NULL;
+    int normed = na_obj != Py_None;
+    if (normed && (PyObject_GetBuffer(na_obj, &na, PyBUF_SIMPLE) < 0 || PyObject_GetBuffer(nb_obj, &nb, PyBUF_SIMPLE) < 0 ||
+                   PyObject_GetBuffer(zhat_obj, &zhat, PyBUF_WRITABLE) < 0)) {
+        release(all, 12);
+        return NULL;
+    }
+    Py_ssize_t n = rows * C;
+    if (sized(&acc, n, 4, "acc") && sized(&shift, C, 4, "shift") && sized(&sign, C, 4, "sign") &&
+        sized(&scale, C, 8, "scale") && sized(&offset, C, 8, "offset") && sized(&bias, C, 8, "bias") &&
+        sized(&z_scale, C, 8, "z_scale") && sized(&codes, n, 4, "codes") && sized(&mask, n, 1, "mask") &&
+        (!normed || (sized(&na, C, 4, "na") && sized(&nb, C, 4, "nb") && sized(&zhat, n, 4, "zhat")))) {
+        Py_BEGIN_ALLOW_THREADS conv_step_loop(acc.buf, shift.buf, rows, C, normed ? na.buf : NULL,
+                                              normed ? nb.buf : NULL, sign.buf, scale.buf, offset.buf, relu,
+                                              zero_after, floor_code, bias.buf, z_scale.buf, lower, upper, codes.buf,
+                                              normed ? zhat.buf : NULL, mask.buf);
+        Py_END_ALLOW_THREADS ok = 1;
+    }
+    release(all, 12);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* masked_sums(g, mask, zhat or None, rows, C, sum_g, sum_gz) */
+static PyObject *masked_sums(PyObject *self, PyObject *args) {
+    Py_buffer g = {0}, mask = {0}, zhat = {0}, sum_g = {0}, sum_gz = {0};
+    Py_buffer *all[] = {&g, &mask, &zhat, &sum_g, &sum_gz};
+    PyObject *zhat_obj;
+    Py_ssize_t rows, C;
+    int ok = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "w*y*Onnw*w*", &g, &mask, &zhat_obj, &rows, &C, &sum_g, &sum_gz)) return NULL;
+    int normed = zhat_obj != Py_None;
+    if (normed && PyObject_GetBuffer(zhat_obj, &zhat, PyBUF_SIMPLE) < 0) {
+        release(all, 5);
+        return NULL;
+    }
+    if (sized(&g, rows * C, 4, "g") && sized(&mask, rows * C, 1, "mask") && sized(&sum_g, C, 8, "sum_g") &&
+        sized(&sum_gz, C, 8, "sum_gz") && (!normed || sized(&zhat, rows * C, 4, "zhat"))) {
+        Py_BEGIN_ALLOW_THREADS masked_sums_loop(g.buf, mask.buf, normed ? zhat.buf : NULL, rows, C, sum_g.buf,
+                                                sum_gz.buf);
+        Py_END_ALLOW_THREADS ok = 1;
+    }
+    release(all, 5);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* norm_backward(g, zhat, rows, C, batch, n, d_beta, d_gamma, k, sum_d) */
+static PyObject *norm_backward(PyObject *self, PyObject *args) {
+    Py_buffer g = {0}, zhat = {0}, d_beta = {0}, d_gamma = {0}, k = {0}, sum_d = {0};
+    Py_buffer *all[] = {&g, &zhat, &d_beta, &d_gamma, &k, &sum_d};
+    Py_ssize_t rows, C;
+    int batch, ok = 0;
+    float n;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "w*y*nnpfy*y*y*w*", &g, &zhat, &rows, &C, &batch, &n, &d_beta, &d_gamma, &k, &sum_d))
+        return NULL;
+    if (sized(&g, rows * C, 4, "g") && sized(&zhat, rows * C, 4, "zhat") && sized(&d_beta, C, 4, "d_beta") &&
+        sized(&d_gamma, C, 4, "d_gamma") && sized(&k, C, 4, "k") && sized(&sum_d, C, 8, "sum_d")) {
+        Py_BEGIN_ALLOW_THREADS norm_backward_loop(g.buf, zhat.buf, rows, C, batch, n, d_beta.buf, d_gamma.buf, k.buf,
+                                                  sum_d.buf);
+        Py_END_ALLOW_THREADS ok = 1;
+    }
+    release(all, 6);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 /* wide([flag]) -> whether the AVX2 forms were in use (and sets it): tests run both forms. */
 static PyObject *wide(PyObject *self, PyObject *args) {
     int flag = -1, before = use_avx2;
@@ -476,6 +895,15 @@ static PyMethodDef methods[] = {
      "preactivate(acc, bias, z_scale, rows, outputs, relu, watch_z, z, a, range) -> count of non-finite z"},
     {"requantize", requantize, METH_VARARGS,
      "requantize(acc, scale, offset, rows, outputs, relu, zero_after, floor, a, lower, upper, codes, inside)"},
+    {"max_pool", max_pool, METH_VARARGS, "max_pool(x, geo, y, where)"},
+    {"gather", gather, METH_VARARGS, "gather(from, where or None, geo, dx): max pooling's backward, or col2im"},
+    {"im2col", im2col, METH_VARARGS, "im2col(x, geo, subtract, pad, rows)"},
+    {"acc_stats", acc_stats, METH_VARARGS, "acc_stats(acc_c, shift, rows, C, s1, hh, hl, ll, low, high)"},
+    {"conv_step", conv_step, METH_VARARGS,
+     "conv_step(acc_c, shift, rows, C, na, nb, sign, scale, offset, relu, zero_after, floor, bias, z_scale, lower, "
+     "upper, codes, zhat, mask)"},
+    {"masked_sums", masked_sums, METH_VARARGS, "masked_sums(g, mask, zhat, rows, C, sum_g, sum_gz)"},
+    {"norm_backward", norm_backward, METH_VARARGS, "norm_backward(g, zhat, rows, C, batch, n, d_beta, d_gamma, k, sum_d)"},
     {"wide", wide, METH_VARARGS, "wide([flag]) -> whether the AVX2 forms were in use (before setting them to flag)"},
     {NULL, NULL, 0, NULL},
 };

@@ -4,9 +4,9 @@ Every forward returns (output, cache) and every backward takes (d output, cache)
 the input gradient (and, for layers with parameters, (d input, d weights, d bias)). Arrays are
 NHWC (see spatial.py); any float dtype works and the result keeps the input's (training uses
 float32, the gradient checks float64). No Python loop runs over samples or pixels: a
-convolution is one BLAS product on im2col's matrix, and depthwise convolution and pooling are
-one vectorised operation per kernel tap (kh * kw of them), which reads the input in place
-instead of copying every window.
+convolution is one BLAS product on im2col's matrix, depthwise convolution and average pooling
+are one vectorised operation per kernel tap (kh * kw of them), which reads the input in place
+instead of copying every window, and max pooling is one pass each way (fused_windows.py).
 
 Pooling takes "valid" padding (the default) or, for max pooling only, padding that leaves a
 real element in every window ("same" does); average pooling refuses any padding ("same"
@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import fused_windows
 from .errors import ShapeError
-from .spatial import Geometry, col2im, geometry, geometry_1d, im2col, pad, unpad
+from .spatial import Geometry, geometry, geometry_1d, im2col, pad, unpad
 
 TAP_PRODUCTS_FROM = 8  # input channels from which conv2d_backward computes d x tap by tap
 
@@ -69,7 +70,7 @@ def conv2d_backward(grad, cache):
     g = grad.reshape(-1, out_c)
     d_weights = (g.T @ cols).reshape(weights.shape)
     if in_c < TAP_PRODUCTS_FROM or geo.kernel == (1, 1):
-        d_x = col2im(g @ weights.reshape(out_c, -1), geo, in_c)
+        d_x = fused_windows.col2im(g @ weights.reshape(out_c, -1), geo, in_c)
     else:
         d_xp = np.zeros((grad.shape[0], *geo.padded_hw, in_c), g.dtype)
         for i, j, rows, columns in geo.offsets():
@@ -148,68 +149,19 @@ def pool_geometry(x, size, stride, padding, average: bool) -> Geometry:
     return geo
 
 
-def tiles(geo: Geometry) -> bool:
-    """Whether the windows tile the input without overlap or padding (stride = size), the
-    common case, which max pooling computes with one reshape instead of a pass per tap."""
-    return geo.stride == geo.kernel and not any(geo.pads)
-
-
 def max_pool_forward(x, size, stride=None, padding="valid"):
     """The largest value of each window; backward sends the gradient to its first (row-major)
-    position, as PyTorch and TensorFlow do, so equal values do not share it."""
+    position, as PyTorch and TensorFlow do, so equal values do not share it. One pass
+    (fused_windows.max_pool: a NaN counts as the largest, as np.argmax has it)."""
     geo = pool_geometry(x, size, stride, padding, average=False)
-    if tiles(geo):
-        return _tiled_max_pool(x, geo)
-    xp = pad(x, geo, -np.inf)
-    y = np.full((x.shape[0], *geo.out_hw, x.shape[3]), -np.inf, x.dtype)
-    where = np.zeros(y.shape, np.int16 if geo.kernel[0] * geo.kernel[1] < 2**15 else np.int64)
-    for tap, (_, _, rows, columns) in enumerate(geo.offsets()):
-        candidate = xp[:, rows, columns]
-        larger = candidate > y  # strictly: a tie keeps the earlier tap
-        np.copyto(y, candidate, where=larger)
-        where[larger] = tap
+    y, where = fused_windows.max_pool(x, geo)
     return y, (where, x.shape, geo)
-
-
-def _tap(x, geo: Geometry, i: int, j: int):
-    """The (i, j) element of every window, when the windows tile x: a strided view."""
-    (oh, ow), (kh, kw) = geo.out_hw, geo.kernel
-    return x[:, i : oh * kh : kh, j : ow * kw : kw]
-
-
-def _tiled_max_pool(x, geo: Geometry):
-    """max_pool_forward where the windows tile the input: a maximum per tap, in place, then
-    which tap each maximum came from (the first, in row-major order: the taps are visited
-    last to first, each overwriting the ones after it)."""
-    kh, kw = geo.kernel
-    taps = [(i, j) for i in range(kh) for j in range(kw)]
-    y = _tap(x, geo, 0, 0).copy()
-    for i, j in taps[1:]:
-        np.maximum(y, _tap(x, geo, i, j), out=y)
-    where = np.zeros(y.shape, np.int16)
-    for number in reversed(range(1, len(taps))):
-        np.copyto(where, number, where=_tap(x, geo, *taps[number]) == y)
-    np.copyto(where, 0, where=_tap(x, geo, 0, 0) == y)
-    return y, (where, x.shape, geo)
-
-
-def _tiled_max_pool_backward(grad, where, shape, geo: Geometry):
-    """Each window's gradient to the tap its maximum came from."""
-    d_x = np.zeros(shape, grad.dtype)
-    for number, (i, j) in enumerate((i, j) for i in range(geo.kernel[0]) for j in range(geo.kernel[1])):
-        np.copyto(_tap(d_x, geo, i, j), grad, where=where == number)
-    return d_x
 
 
 def max_pool_backward(grad, cache):
     """d x of max_pool_forward: each output's gradient added to the input it took its value from."""
     where, shape, geo = cache
-    if tiles(geo):
-        return _tiled_max_pool_backward(grad, where, shape, geo)
-    d_xp = np.zeros((shape[0], *geo.padded_hw, shape[3]), grad.dtype)
-    for tap, (_, _, rows, columns) in enumerate(geo.offsets()):
-        d_xp[:, rows, columns] += np.where(where == tap, grad, 0)
-    return unpad(d_xp, geo)
+    return fused_windows.max_pool_backward(grad, where, geo, shape)
 
 
 def avg_pool_forward(x, size, stride=None, padding="valid"):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import conv_ops, intref_windows
+from . import conv_ops, conv_step, fused_windows, intref_windows
 from . import quantization as q
 from .layers import (
     Layer,
@@ -34,7 +34,7 @@ from .layers import (
     pre_activation_gradient,
     quantized_layer_forward,
 )
-from .spatial import col2im, im2col, pad
+from .spatial import pad
 
 CONVOLUTIONS = ("conv2d", "depthwise_conv2d")  # conv1d and pointwise are conv2d with a (1, k) or 1 x 1 window
 EXACT_FLOAT32_TAPS = 2**24 // (255 * 127)  # a depthwise window sums (code - zero) * weight exactly in float32
@@ -72,7 +72,7 @@ def float_forward(layer: Layer, a, spec: QuantSpec, training: bool):
         out, cache = float_layer_forward(layer, x, spec, training, z=z.reshape(-1, z.shape[3]))
         return out.reshape(len(a), *output_shape(layer)), (cache, x.shape)
     if layer.kind in CONVOLUTIONS:
-        rows = im2col(spatial(a, layer), layer.window, 0)
+        rows = fused_windows.im2col(spatial(a, layer), layer.window)
         out, cache = float_layer_forward(layer, rows, spec, training)
         return out.reshape(len(a), *output_shape(layer)), (cache, a.shape)
     return pool_forward(layer, spatial(a, layer))
@@ -120,9 +120,13 @@ def quantized_forward(layer: Layer, codes, scale: float, zero: int, spec: QuantS
         )
         out = out.reshape(len(codes), *output_shape(layer))
         return out, (fields["output_scale"], fields["output_offset"]), (cache, x.shape)
+    if conv_step.applies(layer, training):  # the common case, fused
+        x = spatial(np.asarray(codes, np.float32), layer)
+        out, fields, cache = conv_step.forward(layer, x, scale, zero, spec)
+        return out, (fields["output_scale"], fields["output_offset"]), cache
     if layer.kind in CONVOLUTIONS:
         x = spatial(np.asarray(codes, np.float32), layer)
-        rows = im2col(x, layer.window, zero)  # padded with the zero point: real 0
+        rows = fused_windows.im2col(x, layer.window, 0.0, zero)  # padded with the zero point: real 0
         out, fields, cache = quantized_layer_forward(layer, rows, scale, zero, spec, training)
         out = out.reshape(len(codes), *output_shape(layer))
         return out, (fields["output_scale"], fields["output_offset"]), (cache, x.shape)
@@ -173,13 +177,15 @@ def layer_gradients(layer: Layer, cache, grad, spec: QuantSpec, need_input: bool
     if layer.kind == "dense":
         return layer_backward(layer, cache, grad.reshape(len(grad), -1), spec, need_input)
     grad = grad.reshape(len(grad), *output_shape(layer))  # a dense layer after it passes back flat rows
+    if isinstance(cache, conv_step.StepCache):
+        return conv_step.backward(layer, cache, grad, need_input)
     if layer.kind == "depthwise_conv2d":
         return depthwise_gradients(layer, cache, grad, spec)
     if layer.kind in CONVOLUTIONS:
         dense_cache, in_shape = cache
         rows = grad.reshape(-1, grad.shape[-1])
         grads, d_rows = layer_backward(layer, dense_cache, rows, spec, need_input)
-        d_in = None if d_rows is None else col2im(d_rows, layer.window, in_shape[3])
+        d_in = None if d_rows is None else fused_windows.col2im(d_rows, layer.window, in_shape[3])
         return grads, d_in
     if layer.kind == "max_pool":
         return [], conv_ops.max_pool_backward(grad, cache)

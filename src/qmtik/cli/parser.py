@@ -20,8 +20,8 @@ from .commands import (
     cmd_predict,
     cmd_train,
 )
-from .tune_command import cmd_tune
 from .onnx_commands import cmd_export_onnx, cmd_import_onnx, cmd_quantize
+from .tune_command import cmd_tune
 
 
 def add_plot_option(parser, what: str, default: str) -> None:
