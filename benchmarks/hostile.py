@@ -179,7 +179,8 @@ def main(argv=None) -> int:
     run_id = args.run or time.strftime("%Y%m%d-%H%M%S")
     path = Path(args.json) if args.json else RUNS / f"{run_id}.json"
     record = json.loads(path.read_text()) if path.exists() else {"run": run_id, "cases": cases, "areas": {}}
-    record["areas"] = {area: record["areas"].get(area, {"done": 0, "counts": {}, "examples": {}}) for area in areas}
+    for area in areas:  # a resumed run keeps the areas it has, adding those asked for
+        record["areas"].setdefault(area, {"done": 0, "counts": {}, "examples": {}})
     lock = threading.Lock()
 
     def save():

@@ -527,3 +527,12 @@ def test_a_member_declaring_8_tib_is_refused_by_its_header(saved):
     assert (
         "model.0.weight is float32 of shape (1099511627776,); expected float32 or float64 of shape (8, 64)" in message
     )
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    """A checkpoint is read twice (its scalars, then its arrays): a FIFO's second open would wait
+    for another writer for ever."""
+    import os
+
+    os.mkfifo(tmp_path / "c.npz")
+    assert "a FIFO or pipe; a checkpoint is read from a regular file" in refused(tmp_path / "c.npz")

@@ -107,3 +107,6 @@ def test_a_key_holding_a_newline_is_named_on_one_line():
     with pytest.raises(ConfigError) as info:
         Config().replace_many({"n\x00twork\n.hidden": 3})
     assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError) as info:  # escapes count: the key is cut after repr()
+        Config().replace_many({"training." + "\x00" * 500: 3})
+    assert len(str(info.value)) < 1000 and "\\x00\\x00" in str(info.value)

@@ -9,7 +9,9 @@ name and renamed, so a crash never leaves half a file in place of a good one.
 from __future__ import annotations
 
 import json
+import os
 import reprlib
+import stat
 from functools import partial
 from pathlib import Path
 
@@ -67,6 +69,8 @@ def load(path) -> dict:
     Each member's array header is read before its data (parsing.load_npz): a member of no
     checkpoint, or one whose shape is not the one its config gives it, is refused uninflated."""
     path = Path(path)
+    if path.exists() and stat.S_ISFIFO(path.stat().st_mode):  # read twice below: a FIFO would block
+        raise CheckpointError(f"checkpoint {path}: a FIFO or pipe; a checkpoint is read from a regular file")
     if _starts_with(path, QMT_MAGIC):
         raise CheckpointError(
             f"checkpoint {path}: an integer model (.qmt), not a training checkpoint; load it with qmtik.load_model"
@@ -137,6 +141,8 @@ def _starts_with(path, magic: bytes) -> bool:
     """Whether the file at path begins with magic (False when it cannot be read: load_npz then
     says why)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a device is not opened here: load_npz refuses it
+            return False
         with open(path, "rb") as f:
             return f.read(len(magic)) == magic
     except OSError:

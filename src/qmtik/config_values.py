@@ -165,8 +165,8 @@ def unknown(key: str, allowed, prefix: str = ""):
     name = key[len(prefix) :] if prefix else key
     close = difflib.get_close_matches(name, allowed, n=1)
     hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
-    short = key if len(key) <= 80 else key[:80] + "..."  # a hostile file's key can be 100 kB
-    short = short if short.isprintable() else repr(short)  # a newline in a key stays on one line
+    short = key if key.isprintable() else repr(key)  # a newline in a key stays on one line
+    short = short if len(short) <= 80 else short[:80] + "..."  # a hostile file's key can be 100 kB
     raise ConfigError(f"config key {short}: unknown key{hint} (allowed: {', '.join(allowed)})")
 
 
