@@ -63,9 +63,7 @@ _DSP = {
 _V6M = {**_V7M, "code_first": {**_FIRST, "dense": 525}, "stack": 245, "stack_dense": 232, "stack_table": 24}
 
 TARGETS = {
-    "cortex-m0": Target(
-        "cortex-m0", "cortex-m0", "UC_CPU_ARM_CORTEX_M0", None, *_BOARD, **_V6M
-    ),
+    "cortex-m0": Target("cortex-m0", "cortex-m0", "UC_CPU_ARM_CORTEX_M0", None, *_BOARD, **_V6M),
     "cortex-m4": Target("cortex-m4", "cortex-m4", "UC_CPU_ARM_CORTEX_M4", "mps2-an386", *_BOARD, **_DSP),
     "cortex-m7": Target("cortex-m7", "cortex-m7", "UC_CPU_ARM_CORTEX_M7", "mps2-an500", *_BOARD, **_DSP),
     "cortex-m33": Target(  # mps2-an505 boots secure: SSRAM1's secure alias, SSRAM2's
