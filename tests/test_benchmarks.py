@@ -378,3 +378,14 @@ def test_the_cnn_benchmarks_main_network_is_the_flat_example():
         benchmark = cnn.config_for({"dataset": "fashion-mnist", "epochs": 10}, name, "int8", 0)
         assert example.network.layers == benchmark.network.layers
         assert example.training.epochs == 10 and example.network.input_shape == (28, 28, 1)
+
+
+def test_the_targets_benchmark_counts_the_fashion_models_macs():
+    """benchmarks/targets_dots.py: 268,800 multiply-accumulates in the 784-256-256-10 model it
+    emulates, its layers a relu model's; its float32 reference has a hole for every layer."""
+    dots = load("targets_dots")
+    model = dots.fashion_model()
+    assert dots.macs_of(model) == {"dense": dots.MACS} and dots.MACS == 268_800
+    assert [layer.activation for layer in model.layers] == ["relu", "relu", "linear"]
+    text = (BENCHMARKS / "float_reference.c.in").read_text()
+    assert all(f"${{{hole}}}" in text for hole in ("w0", "b0", "w1", "b1", "w2", "b2", "x"))

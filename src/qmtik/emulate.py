@@ -219,6 +219,7 @@ def check(
     timeout: float | None = None,
     optimize: str = "-Os",
     counted: int | None = 16,
+    extra=(),
 ) -> dict:
     """Build the header for target, run it in the emulator on raw inputs x (or int8 codes) and
     compare every score byte and class with the spec (intref.reference_scores); with the
@@ -235,7 +236,7 @@ def check(
     codes = model.quantize_inputs(x) if codes is None else np.asarray(codes, dtype=np.int8)
     timeout = timeout_for(model, len(codes)) if timeout is None else timeout
     with tempfile.TemporaryDirectory() as tmp:
-        built = build(model, codes, target, Path(tmp), prefix, optimize)
+        built = build(model, codes, target, Path(tmp), prefix, optimize, extra=extra)
         sizes = model_sizes(built)
         if emulator == "unicorn":
             got = run_unicorn(built, target, timeout, counted=counted)
