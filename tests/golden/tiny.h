@@ -13,7 +13,8 @@
    Memory: 81 bytes of constants (flash): weights 21, biases 20,
    requantization 40, tables 0; RAM: TINY_SCRATCH_BYTES bytes of scratch
    (6) that the caller provides, and a few dozen bytes of stack. No malloc, no static
-   mutable state: tiny_predict is reentrant.
+   mutable state: tiny_predict is reentrant. tiny_selftest (below) needs
+   TINY_SELFTEST_SCRATCH_BYTES more after the scratch (its flash: docs/c-api.md).
 
    Arithmetic (docs/quantization.md): int8 weights and activations, int32 accumulators, the
    input zero point folded into the int32 bias; each layer requantizes with an integer
