@@ -7,6 +7,9 @@
     python benchmarks/run.py --profile       # only where one int8 epoch's time goes
     python benchmarks/run.py --side-by-side  # only training beside PyTorch's float and QAT
                                              # (benchmarks/torch_side_by_side.py; torch==2.13.0 installed)
+    python benchmarks/run.py --targets       # only the emulated Cortex-M instruction counts per MAC,
+                                             # the self-test's cost, the float32 reference
+                                             # (benchmarks/targets_dots.py; arm-none-eabi-gcc, unicorn)
 
 On Fashion-MNIST (Debian's dataset-fashion-mnist) and on MNIST when qmtik's cache holds it
 (`qmtik data get mnist`): 784-256-256-10 trained int8 (fake quantization from the first epoch)
@@ -482,6 +485,9 @@ def parse(argv) -> argparse.Namespace:
     parser.add_argument(
         "--side-by-side", action="store_true", help="only training beside PyTorch (torch==2.13.0 installed)"
     )
+    parser.add_argument(
+        "--targets", action="store_true", help="only the emulated Cortex-M figures (benchmarks/targets_dots.py)"
+    )
     parser.add_argument("--seeds", type=int, help="seeds of each arithmetic (default 3; --quick 1)")
     parser.add_argument("--epochs", type=int, help="default 8; --quick 2")
     parser.add_argument("--samples", type=int, help="use only this many training samples (--quick 10000)")
@@ -513,6 +519,10 @@ def main(argv=None) -> int:
     args = parse(argv)
     if args.side_by_side:
         return side_by_side(args, whole_run=False)
+    if args.targets:
+        import targets_dots  # beside this file
+
+        return targets_dots.main(["--no-cnn"] if args.quick else [])
     settings = settings_of(args)
     parts = [p for p, only in (("inference", args.inference), ("profile", args.profile)) if only] or list(PARTS)
     try:

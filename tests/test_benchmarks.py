@@ -393,3 +393,14 @@ def test_the_import_benchmark_table_gives_medians_and_the_seeds():
     assert "| 3 | 87.10 [87.00, 87.10, 87.20] | 87.00 [87.00, 87.00, 87.00] |" in row
     assert "largest float error 3.00e-07" in text and "learning rate 0.0001" in text
     assert "| cnn |" not in text
+
+
+def test_the_targets_benchmark_counts_the_fashion_models_macs():
+    """benchmarks/targets_dots.py: 268,800 multiply-accumulates in the 784-256-256-10 model it
+    emulates, its layers a relu model's; its float32 reference has a hole for every layer."""
+    dots = load("targets_dots")
+    model = dots.fashion_model()
+    assert dots.macs_of(model) == {"dense": dots.MACS} and dots.MACS == 268_800
+    assert [layer.activation for layer in model.layers] == ["relu", "relu", "linear"]
+    text = (BENCHMARKS / "float_reference.c.in").read_text()
+    assert all(f"${{{hole}}}" in text for hole in ("w0", "b0", "w1", "b1", "w2", "b2", "x"))

@@ -710,6 +710,8 @@ def test_the_templates_are_package_data():
         "templates/link.ld.in",
         "templates/outputs.h.in",
         "templates/requantize.h.in",
+        "templates/selftest.h.in",
+        "templates/selftest_harness.c.in",
         "templates/startup.c.in",
         "templates/windows.h.in",
     ]
@@ -737,9 +739,10 @@ def test_every_template_is_used_and_every_hole_filled(monkeypatch):
     every = {
         (name, section)
         for name in ("header.h.in", "requantize.h.in", "dense.h.in", "dots.h.in", "outputs.h.in", "windows.h.in")
+        + ("selftest.h.in",)
         for section in ex.templates(name)
     }
-    assert used == every and len(every) == 41  # windows.h.in: 5 kinds, 2 fused kernels and their 5 pool steps
+    assert used == every and len(every) == 46  # windows.h.in: 5 kinds, 2 fused kernels and their 5 pool steps
     with pytest.raises(ExportError, match=r"^template dense.h.in, layer: no value for inputs$"):
         real("dense.h.in", "layer", p="p", n="n", outputs=1, requantize="", activate="", activation="")
 

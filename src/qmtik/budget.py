@@ -82,6 +82,7 @@ def estimate(what, target: str | Target = "cortex-m4") -> dict:
     need = memory_needs(model)
     code = target.code_base + sum(row["code"] for row in rows)
     stack = target.stack_dense if all(layer.kind == "dense" for layer in layers) else target.stack
+    stack += target.stack_table if any(getattr(layer, "table", None) is not None for layer in layers) else 0
     return {
         "target": target.name,
         "layers": rows,

@@ -68,10 +68,20 @@ def _rows(codes: np.ndarray) -> str:
 
 
 def build(
-    model: QuantizedModel, codes, target: Target, folder, prefix: str = "net", optimize: str = "-Os", extra=()
+    model: QuantizedModel,
+    codes,
+    target: Target,
+    folder,
+    prefix: str = "net",
+    optimize: str = "-Os",
+    extra=(),
+    harness: str = "harness.c.in",
+    header: str | None = None,
 ) -> Build:
     """Link the model's header (the very text export-c writes) with the harness for target,
-    its inputs (int8 codes, one row a sample) compiled in; extra: more compiler flags."""
+    its inputs (int8 codes, one row a sample) compiled in; extra: more compiler flags.
+    harness: the harness's template (selftest_emulate.py has its own); header: another
+    header text than export_c's (the tests' deliberately broken kernels)."""
     problem = toolchain_problem()
     if problem:
         raise CompilerError(problem)
@@ -80,11 +90,9 @@ def build(
     codes = np.asarray(codes, dtype=np.int8).reshape(-1, model.inputs)
     if len(codes) == 0:
         raise CompilerError("the emulated check needs at least one input")
-    (folder / f"{prefix}.h").write_text(export_c(model, prefix))
-    harness = Template(_template("harness.c.in")).substitute(
-        p=prefix, P=prefix.upper(), samples=len(codes), inputs=_rows(codes)
-    )
-    (folder / "harness.c").write_text(harness)
+    (folder / f"{prefix}.h").write_text(export_c(model, prefix) if header is None else header)
+    text = Template(_template(harness)).substitute(p=prefix, P=prefix.upper(), samples=len(codes), inputs=_rows(codes))
+    (folder / "harness.c").write_text(text)
     (folder / "startup.c").write_text(_template("startup.c.in"))
     (folder / "link.ld").write_text(
         Template(_template("link.ld.in")).substitute(

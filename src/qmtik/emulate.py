@@ -97,12 +97,14 @@ def run_unicorn(
     marks=("qm_mark",),
     counted: int | None = 16,
     per_instruction: bool = False,
+    on_mark=None,
 ) -> dict:
     """Run the harness on unicorn's model of target's core until it reaches qm_exit: the scores,
     classes and stack it left in RAM, and the instruction count at each entry to a function of
     marks ({name: [counts]}). Counting costs a Python call per block: the first `counted`
     inferences are counted (None: all; 0: none), the rest run at unicorn's full speed.
-    per_instruction: count with a hook on every instruction instead (slow: the tests' oracle)."""
+    per_instruction: count with a hook on every instruction instead (slow: the tests' oracle).
+    on_mark(uc, k): called at the k-th counted call of qm_mark (selftest_emulate.py flips bits)."""
     import unicorn
     from unicorn import arm_const
 
@@ -126,6 +128,8 @@ def run_unicorn(
             n = seen[(address, size)] = 1 if per_instruction else _thumb_count(bytes(uc.mem_read(address, size)))
         if address in watched:
             at[watched[address]].append(counts[0])
+            if on_mark is not None and watched[address] == "qm_mark":
+                on_mark(uc, len(at["qm_mark"]) - 1)
             if stop_after is not None and len(at["qm_mark"]) == stop_after:
                 uc.emu_stop()
         counts[0] += n
@@ -215,6 +219,7 @@ def check(
     timeout: float | None = None,
     optimize: str = "-Os",
     counted: int | None = 16,
+    extra=(),
 ) -> dict:
     """Build the header for target, run it in the emulator on raw inputs x (or int8 codes) and
     compare every score byte and class with the spec (intref.reference_scores); with the
@@ -231,7 +236,7 @@ def check(
     codes = model.quantize_inputs(x) if codes is None else np.asarray(codes, dtype=np.int8)
     timeout = timeout_for(model, len(codes)) if timeout is None else timeout
     with tempfile.TemporaryDirectory() as tmp:
-        built = build(model, codes, target, Path(tmp), prefix, optimize)
+        built = build(model, codes, target, Path(tmp), prefix, optimize, extra=extra)
         sizes = model_sizes(built)
         if emulator == "unicorn":
             got = run_unicorn(built, target, timeout, counted=counted)

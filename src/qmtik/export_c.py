@@ -20,7 +20,7 @@ from string import Template
 
 import numpy as np
 
-from . import intref, intref_windows
+from . import intref, intref_windows, selftest
 from .errors import ExportError
 from .integer_model import QuantizedModel, arena_plan, memory_needs
 from .output_files import write_atomic
@@ -124,13 +124,15 @@ def export_c(model: QuantizedModel, prefix: str = "model") -> str:
     steps = _steps(model.layers)
     parts = [_step(p, model.layers, step, order) for step, _, order in steps]
     values = _document(model, p)
+    kind = "scratch" if _dense_only(model.layers) else "arena"
     return (
         fill(
             "header.h.in",
             "header",
             **values,
             **_outputs(model, p),
-            **_workspace(steps, p, values, "scratch" if _dense_only(model.layers) else "arena"),
+            **_workspace(steps, p, values, kind),
+            **selftest.holes(model, p, kind, fill),
             arrays="\n".join(constants for constants, _ in parts if constants),
             arithmetic=_arithmetic(model, p),
             layers="\n\n".join(function for _, function in parts),

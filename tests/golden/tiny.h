@@ -13,7 +13,8 @@
    Memory: 81 bytes of constants (flash): weights 21, biases 20,
    requantization 40, tables 0; RAM: TINY_SCRATCH_BYTES bytes of scratch
    (6) that the caller provides, and a few dozen bytes of stack. No malloc, no static
-   mutable state: tiny_predict is reentrant.
+   mutable state: tiny_predict is reentrant. tiny_selftest (below) needs
+   TINY_SELFTEST_SCRATCH_BYTES more after the scratch (its flash: docs/c-api.md).
 
    Arithmetic (docs/quantization.md): int8 weights and activations, int32 accumulators, the
    input zero point folded into the int32 bias; each layer requantizes with an integer
@@ -37,6 +38,8 @@
 #define TINY_SCRATCH_BYTES 6
 #define TINY_CONSTANT_BYTES 81
 #define TINY_CRC32 0x4d8aa29au
+#define TINY_CONSTANTS_CRC32 0x68a3a281u
+#define TINY_SELFTEST_SCRATCH_BYTES 7
 
 #ifdef __cplusplus
 extern "C" {
@@ -52,6 +55,18 @@ int tiny_predict(const int8_t *input, int8_t *scores, void *scratch);
 void tiny_quantize_input(const float *raw, int8_t *input);
 /* The real scores' softmax (softmax), as floats. */
 void tiny_probabilities(const int8_t *scores, float *out);
+#endif
+
+#ifndef TINY_NO_SELFTEST
+/* Proves at boot that the flashed constants and the compiled kernels are the ones qmtik
+   verified. Returns 0, or TINY_SELFTEST_CONSTANTS when the constants' CRC-32 is not
+   TINY_CONSTANTS_CRC32, plus TINY_SELFTEST_OUTPUTS when the scores of its 4 generated
+   inputs are not the spec's (their CRC-32). scratch: TINY_SCRATCH_BYTES
+   + TINY_SELFTEST_SCRATCH_BYTES bytes, any alignment (the inputs and scores after the scratch).
+   Define TINY_NO_SELFTEST to leave it out. */
+#define TINY_SELFTEST_CONSTANTS 1
+#define TINY_SELFTEST_OUTPUTS 2
+int tiny_selftest(void *scratch);
 #endif
 
 #ifdef __cplusplus
@@ -219,7 +234,7 @@ static void tiny__dots(const int8_t *weights, const int8_t *in, int32_t inputs, 
 }
 #elif !defined(TINY_PORTABLE_DOTS) && defined(__ARM_ARCH_6M__)
 /* The ARMv6-M path: four rows share each input load and one negative index walks the five
-   arrays up to zero (LDRSB's register-offset form), the sums in r8-r11 (ADD reaches them): 15
+   arrays up to zero (LDRSB's register-offset form), the sums in high registers (ADD reaches them): 15
    instructions per 4 products. A naked function, so that no register allocator is involved
    (gcc -Os finds no room for such an asm statement); arguments: the ends of the input and of
    row 0 (the rows follow each other), the row length (> 0), where the four sums go. */
@@ -228,21 +243,20 @@ static __attribute__((naked, noinline)) void tiny__dot4(const int8_t *x TINY__UN
                                                         int32_t n TINY__UNUSED, int32_t *acc TINY__UNUSED)
 {
     __asm(".syntax unified\n\t"               /* gcc reads Thumb-1 inline assembly as divided */
-          "push {r3, r4, r5, r6, r7, lr}\n\t"
+          "push {r3, r4, r5, r6, r7}\n\t"
           "mov r4, r8\n\t"
           "mov r5, r9\n\t"
           "mov r6, r10\n\t"
-          "mov r7, r11\n\t"
-          "push {r4, r5, r6, r7}\n\t"
+          "push {r4, r5, r6}\n\t"
           "adds r3, r1, r2\n\t"                /* r1, r3, r4, r5: the ends of rows 0 to 3 */
           "adds r4, r3, r2\n\t"
           "adds r5, r4, r2\n\t"
           "rsbs r2, r2, #0\n\t"                /* the index, -n up to -1 */
           "movs r6, #0\n\t"
-          "mov r8, r6\n\t"
+          "mov r8, r6\n\t"                     /* the sums: r8, r9, r10 and r12 */
           "mov r9, r6\n\t"
           "mov r10, r6\n\t"
-          "mov r11, r6\n"
+          "mov r12, r6\n"
           "1:\n\t"
           "ldrsb r6, [r0, r2]\n\t"
           "ldrsb r7, [r1, r2]\n\t"
@@ -256,21 +270,21 @@ static __attribute__((naked, noinline)) void tiny__dot4(const int8_t *x TINY__UN
           "add r10, r7\n\t"
           "ldrsb r7, [r5, r2]\n\t"
           "muls r7, r6, r7\n\t"
-          "add r11, r7\n\t"
+          "add r12, r7\n\t"
           "adds r2, #1\n\t"
           "bne 1b\n\t"
-          "pop {r4, r5, r6, r7}\n\t"           /* r8-r11 back, the sums to acc */
-          "mov r0, r8\n\t"
+          "mov r0, r8\n\t"                     /* the sums to r0-r3, r8-r10 back, acc */
           "mov r1, r9\n\t"
           "mov r2, r10\n\t"
-          "mov r3, r11\n\t"
+          "mov r3, r12\n\t"
+          "pop {r4, r5, r6}\n\t"
           "mov r8, r4\n\t"
           "mov r9, r5\n\t"
           "mov r10, r6\n\t"
-          "mov r11, r7\n\t"
           "pop {r4}\n\t"
           "stmia r4!, {r0, r1, r2, r3}\n\t"
-          "pop {r4, r5, r6, r7, pc}");
+          "pop {r4, r5, r6, r7}\n\t"
+          "bx lr");
 }
 
 static void tiny__dots(const int8_t *weights, const int8_t *in, int32_t inputs, int32_t count, int32_t *acc)
@@ -352,6 +366,107 @@ int tiny_predict(const int8_t *input, int8_t *scores, void *scratch)
     tiny__l1(buffers[0], scores);
     return tiny__classify(scores);
 }
+
+#ifndef TINY_NO_SELFTEST
+#define TINY__SELFTEST_CRC32 0xe8ba9b72u  /* the spec's scores of the cases below */
+
+static const uint32_t tiny__crc_nibbles[16] = {
+    0x00000000u, 0x1db71064u, 0x3b6e20c8u, 0x26d930acu,
+    0x76dc4190u, 0x6b6b51f4u, 0x4db26158u, 0x5005713cu,
+    0xedb88320u, 0xf00f9344u, 0xd6d6a3e8u, 0xcb61b38cu,
+    0x9b64c2b0u, 0x86d3d2d4u, 0xa00ae278u, 0xbdbdf21cu
+};
+
+/* The cases: (pattern, seed): 0 fills with seed - 128, 1 draws uniform codes, 2 draws -128 or
+   127, each from xorshift32 started at seed. */
+static const uint32_t tiny__selftest_cases[4][2] = {
+    {0, 0x00000000u},
+    {0, 0x000000ffu},
+    {1, 0x9f37782au},
+    {2, 0x9f37782au}
+};
+
+/* The constant arrays in the header's order, each with its size in bytes (int32 arrays marked:
+   read as little-endian words), so that one loop reads them all. */
+#define TINY__WORDS 0x80000000u
+static const struct {
+    const void *array;
+    uint32_t size;
+} tiny__selftest_arrays[10] = {
+    {tiny__l0_weights, sizeof tiny__l0_weights},
+    {tiny__l0_bias, sizeof tiny__l0_bias | TINY__WORDS},
+    {tiny__l0_multiplier, sizeof tiny__l0_multiplier | TINY__WORDS},
+    {tiny__l0_shift, sizeof tiny__l0_shift},
+    {tiny__l0_neg_multiplier, sizeof tiny__l0_neg_multiplier | TINY__WORDS},
+    {tiny__l0_neg_shift, sizeof tiny__l0_neg_shift},
+    {tiny__l1_weights, sizeof tiny__l1_weights},
+    {tiny__l1_bias, sizeof tiny__l1_bias | TINY__WORDS},
+    {tiny__l1_multiplier, sizeof tiny__l1_multiplier | TINY__WORDS},
+    {tiny__l1_shift, sizeof tiny__l1_shift}
+};
+
+static uint32_t tiny__crc(uint32_t crc, const uint8_t *bytes, uint32_t count)
+{
+    while (count-- > 0) {
+        crc ^= *bytes++;
+        crc = (crc >> 4) ^ tiny__crc_nibbles[crc & 15u];
+        crc = (crc >> 4) ^ tiny__crc_nibbles[crc & 15u];
+    }
+    return crc;
+}
+
+/* int32 arrays as their little-endian bytes, whatever the machine's order. */
+static uint32_t tiny__crc_words(uint32_t crc, const int32_t *words, uint32_t count)
+{
+    uint8_t le[4];
+    while (count-- > 0) {
+        const uint32_t word = (uint32_t)*words++;
+        le[0] = (uint8_t)word;
+        le[1] = (uint8_t)(word >> 8);
+        le[2] = (uint8_t)(word >> 16);
+        le[3] = (uint8_t)(word >> 24);
+        crc = tiny__crc(crc, le, 4);
+    }
+    return crc;
+}
+
+static void tiny__selftest_input(int8_t *input, uint32_t pattern, uint32_t seed)
+{
+    uint32_t x = seed;
+    int32_t i;
+    for (i = 0; i < TINY_INPUTS; ++i) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        input[i] = (int8_t)(pattern == 0 ? (int32_t)seed - 128
+                            : pattern == 1 ? (int32_t)(x >> 24) - 128 : (x >> 31) ? 127 : -128);
+    }
+}
+
+int tiny_selftest(void *scratch)
+{
+    int8_t *input = (int8_t *)scratch + TINY_SCRATCH_BYTES, *scores = input + TINY_INPUTS;
+    uint32_t crc = 0xFFFFFFFFu;
+    int k, result = 0;
+    for (k = 0; k < 10; ++k) {
+        const uint32_t size = tiny__selftest_arrays[k].size & ~TINY__WORDS;
+        const void *array = tiny__selftest_arrays[k].array;
+        crc = tiny__selftest_arrays[k].size & TINY__WORDS ? tiny__crc_words(crc, (const int32_t *)array, size / 4)
+                                                       : tiny__crc(crc, (const uint8_t *)array, size);
+    }
+    if ((crc ^ 0xFFFFFFFFu) != TINY_CONSTANTS_CRC32)
+        result |= TINY_SELFTEST_CONSTANTS;
+    crc = 0xFFFFFFFFu;
+    for (k = 0; k < 4; ++k) {
+        tiny__selftest_input(input, tiny__selftest_cases[k][0], tiny__selftest_cases[k][1]);
+        (void)tiny_predict(input, scores, scratch);
+        crc = tiny__crc(crc, (const uint8_t *)scores, TINY_OUTPUTS);
+    }
+    if ((crc ^ 0xFFFFFFFFu) != TINY__SELFTEST_CRC32)
+        result |= TINY_SELFTEST_OUTPUTS;
+    return result;
+}
+#endif
 
 #ifndef TINY_NO_FLOAT
 void tiny_quantize_input(const float *raw, int8_t *input)
