@@ -31,7 +31,9 @@ from .tune_space import Budget, Unfit, candidate, fits, network_line, space_prob
 
 EXTRA = "qmtik tune needs the [tune] extra (Optuna): pip install 'qmtik[tune]'"
 COUNTED = ("COMPLETE", "PRUNED")
-PATH_KEYS = ("train", "train_labels", "test", "test_labels")  # trained trials, unless marked rejected
+PATH_KEYS = ("train", "train_labels", "test", "test_labels")
+RACES = 5  # attempts at opening a storage whose tables another worker is creating at once
+RACE_WORDS = ("unique", "duplicate", "already exists")  # trained trials, unless marked rejected
 
 
 def engine():
@@ -70,19 +72,24 @@ def open_storage(url: str, config: Config):
     tune = config.tune
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # heartbeats are 'experimental' in Optuna's words
-        try:
-            return storages.RDBStorage(
-                driver_url(url),
-                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else {},
-                heartbeat_interval=tune.heartbeat,
-                grace_period=tune.grace,
-                heartbeat_stale_trial_callback=retry(max_retry=3),
-            )
-        except Exception as exc:  # sqlalchemy's and the drivers' errors, unknown dialects
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TuneError(f"storage {shown_url(url)}: cannot be opened ({reason[:200]})") from None
+    for attempt in range(RACES):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # heartbeats are 'experimental' in Optuna's words
+            try:
+                return storages.RDBStorage(
+                    driver_url(url),
+                    engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else {},
+                    heartbeat_interval=tune.heartbeat,
+                    grace_period=tune.grace,
+                    heartbeat_stale_trial_callback=retry(max_retry=3),
+                )
+            except Exception as exc:  # sqlalchemy's and the drivers' errors, unknown dialects
+                text = str(exc).strip()
+                if attempt + 1 < RACES and any(word in text.lower() for word in RACE_WORDS):
+                    time.sleep(0.5 + attempt)  # another worker is creating the tables this moment
+                    continue
+                reason = text.splitlines()[0] if text else type(exc).__name__
+                raise TuneError(f"storage {shown_url(url)}: cannot be opened ({reason[:200]})") from None
 
 
 def fingerprint(config: Config, budget: Budget) -> dict:
