@@ -84,3 +84,12 @@ def test_the_config_refuses_a_bad_deploy_section(tmp_path):
     path.write_text('[deploy]\nmax_flash = "256 kB"\n')
     with pytest.raises(ConfigError, match="^config key deploy.max_flash: got '256 kB'"):
         load_config(path)
+
+
+def test_an_emulator_that_cannot_run_is_one_line_before_anything_is_written(trained, capsys):
+    line = fails(capsys, ["export-c", str(trained), "-o", "net.h", "--target", "cortex-m0", "--emulator", "qemu"], 1)
+    assert line in (
+        "qmtik: error: qemu has no cortex-m0 board; use the unicorn emulator",
+        f"qmtik: error: {problem('cortex-m0', 'qemu')}",
+    )
+    assert not (trained.parent / "net.h").exists()

@@ -53,3 +53,18 @@ def test_a_missing_toolchain_says_what_to_install(monkeypatch, tmp_path):
     model = MODELS["relu-17-3"]
     with pytest.raises(CompilerError, match="^arm-none-eabi-gcc is not installed"):
         build(model, np.zeros((1, model.inputs)), TARGETS["cortex-m4"], tmp_path)
+
+
+def test_a_missing_newlib_says_what_to_install(monkeypatch):
+    class Done:
+        stdout = "nano.specs\n"  # what gcc -print-file-name prints for a file it does not find
+
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(cross.subprocess, "run", lambda *args, **kwargs: Done())
+    cross._newlib_problem.cache_clear()
+    try:
+        assert toolchain_problem() == (
+            "newlib for arm-none-eabi-gcc is not installed (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi)"
+        )
+    finally:
+        cross._newlib_problem.cache_clear()

@@ -128,3 +128,13 @@ def test_what_cannot_run_is_one_line(monkeypatch):
     )
     with pytest.raises(CompilerError, match="host target runs no emulator"):
         check(KINDS["relu-17-3"], target_name="host", codes=np.zeros((1, 17)))
+
+
+def test_the_timeout_grows_with_the_work():
+    from test_export_c import build as dense
+
+    model = dense((784, 256, 256, 10))
+    assert emulate.timeout_for(model, 0) == emulate.TIMEOUT
+    macs = 784 * 256 + 256 * 256 + 256 * 10
+    assert emulate.timeout_for(model, 10) == emulate.TIMEOUT + 10 * macs / emulate.SLOWEST
+    assert emulate.timeout_for(NETWORKS["2d"], 10) > emulate.timeout_for(NETWORKS["2d"], 1)

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -48,7 +49,14 @@ def toolchain_problem() -> str | None:
     """Why the cross toolchain cannot be used here (what to install), or None."""
     if shutil.which(CC) is None or shutil.which("arm-none-eabi-nm") is None:
         return f"{CC} is not installed ({INSTALL})"
-    return None
+    return _newlib_problem()
+
+
+@lru_cache(maxsize=1)
+def _newlib_problem() -> str | None:
+    """Whether the cross compiler finds newlib's nano.specs (libnewlib-arm-none-eabi)."""
+    found = subprocess.run([CC, "-print-file-name=nano.specs"], capture_output=True, text=True).stdout.strip()
+    return None if Path(found).is_absolute() else f"newlib for {CC} is not installed ({INSTALL})"
 
 
 def _template(name: str) -> str:

@@ -26,7 +26,19 @@ from .integer_model import QuantizedModel
 from .targets import TARGETS, Target, get_target
 
 EMULATORS = ("unicorn", "qemu")
-TIMEOUT = 120.0  # seconds a run may take: a miscompiled kernel may loop
+TIMEOUT = 120.0  # seconds a run may take besides its inferences': a miscompiled kernel may loop
+SLOWEST = 2e6  # multiply-accumulates per second an inference is allowed at least (a loaded machine)
+
+
+def timeout_for(model: QuantizedModel, samples: int) -> float:
+    """A run's timeout: TIMEOUT plus its inferences at SLOWEST (a Cortex-M0 takes about 11
+    instructions per multiply-accumulate; unicorn runs tens of millions a second)."""
+    macs = 0
+    for layer in model.layers:
+        weights = getattr(layer, "weights", None)
+        channels = len(getattr(layer, "bias", ())) or 1
+        macs += layer.inputs if weights is None else weights.size * max(1, layer.outputs // channels)
+    return TIMEOUT + samples * macs / SLOWEST
 
 
 def emulator_problem(emulator: str, target: Target) -> str | None:
@@ -200,7 +212,7 @@ def check(
     emulator: str = "unicorn",
     prefix: str = "net",
     codes=None,
-    timeout: float = TIMEOUT,
+    timeout: float | None = None,
     optimize: str = "-Os",
     counted: int | None = 16,
 ) -> dict:
@@ -209,7 +221,7 @@ def check(
     instructions per inference (unicorn; min, median, max over the first `counted`, the call
     included), the model's
     flash (code and constants, from the linked ELF) and RAM (scratch, and the stack measured by
-    painting)."""
+    painting). timeout: seconds (None: timeout_for the model and the inputs)."""
     target = get_target(target_name)
     if target is None:
         raise CompilerError("the host target runs no emulator (c_check.py compiles for the host)")
@@ -217,6 +229,7 @@ def check(
     if why:
         raise CompilerError(why)
     codes = model.quantize_inputs(x) if codes is None else np.asarray(codes, dtype=np.int8)
+    timeout = timeout_for(model, len(codes)) if timeout is None else timeout
     with tempfile.TemporaryDirectory() as tmp:
         built = build(model, codes, target, Path(tmp), prefix, optimize)
         sizes = model_sizes(built)

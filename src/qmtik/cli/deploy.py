@@ -12,7 +12,8 @@ from ..c_check import code_size
 from ..config import load_config
 from ..config_deploy import parse_size
 from ..emulate import check as emulated_check
-from ..errors import CheckFailed, ConfigError, UsageError
+from ..emulate import problem as emulation_problem
+from ..errors import CheckFailed, CompilerError, ConfigError, UsageError
 from ..network import Network
 from ..targets import HOST, TARGETS, target_problem
 from .console import say
@@ -41,7 +42,11 @@ def budgets_of(args, model_path) -> tuple[str, int, int]:
         ram = deploy.max_ram if ram is None else ram
         if target is None and (deploy.max_flash or deploy.max_ram):
             target = deploy.target
-    return target or HOST, flash or 0, ram or 0
+    target = target or HOST
+    why = None if target == HOST else emulation_problem(target, args.emulator)
+    if why:  # before anything is written
+        raise CompilerError(why)
+    return target, flash or 0, ram or 0
 
 
 def on_target(model, x, prefix: str, target: str, emulator: str, max_flash: int, max_ram: int) -> int:
