@@ -203,7 +203,7 @@ def trial_config(chosen: Config, epochs: int) -> Config:
     )
 
 
-def objective(config: Config, budget: Budget, data: TrialData, optuna, log=None):
+def objective(config: Config, budget: Budget, data: TrialData, optuna):
     """Optuna's objective: draw a candidate, reject it over budget, else train and score it."""
 
     def run(trial) -> float:
@@ -241,11 +241,24 @@ def objective(config: Config, budget: Budget, data: TrialData, optuna, log=None)
                 raise optuna.TrialPruned() from None
         accuracy = float(net.quantize().score(data.val_x, data.val_y))
         trial.set_user_attr("seconds", round(time.monotonic() - started, 3))
-        if log:
-            log(f"trial {trial.number}: {network_line(chosen)}  int8 val {100 * accuracy:.2f}%")
         return accuracy
 
     return run
+
+
+def trial_line(trial) -> str:
+    """What became of a trial, in one line."""
+    attrs = trial.user_attrs
+    if "rejected" in attrs:
+        return f"trial {trial.number}: rejected before training: {attrs['rejected']}"
+    what = f"trial {trial.number}: {attrs.get('network', '?')}"
+    if trial.state.name == "COMPLETE":
+        return f"{what}  int8 val {100 * trial.value:.2f}%  flash {attrs['flash']:,} B  RAM {attrs['ram']:,} B"
+    if "error" in attrs:
+        return f"{what}  stopped: {attrs['error']}"
+    if trial.state.name == "PRUNED":
+        return f"{what}  pruned after epoch {attrs.get('pruned_at_epoch', '?')}"
+    return f"{what}  {trial.state.name.lower()}"
 
 
 @dataclass
@@ -290,8 +303,10 @@ def search(
             run.rejected += 1
         elif trial.state.name in COUNTED:
             run.trained += 1
-        if run.rejected >= tune.max_rejected and not run.trained:
-            run.gave_up = True
+        if log:
+            log(trial_line(trial))
+        if run.rejected >= tune.max_rejected:
+            run.gave_up = not run.trained
             study.stop()
         elif sum(counted(t) for t in study.get_trials(deepcopy=False)) >= trials:
             study.stop()
@@ -301,7 +316,7 @@ def search(
     if done < trials:
         with _threads(threads):
             study.optimize(
-                objective(config, budget, data, optuna, log),
+                objective(config, budget, data, optuna),
                 timeout=timeout,
                 callbacks=[stop_when_done],
                 gc_after_trial=False,
