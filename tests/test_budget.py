@@ -128,6 +128,7 @@ def test_an_overshoot_is_one_line_naming_the_heaviest_layer():
     assert check_config(config.replace("deploy.max_ram", "2K"))["ram"] == 1_501
     assert overshoot({"flash": 10, "ram": 10}, 10, 10) is None  # at the budget is within it
     assert overshoot({"flash": 10, "ram": 10}) is None  # 0: no budget
+    assert check_config(Config.from_dict({"network": MLP})) is None
 
 
 def test_train_refuses_an_oversized_network_before_reading_data(tmp_path, monkeypatch, capsys):

@@ -118,10 +118,12 @@ def overshoot(figures: dict, max_flash: int = 0, max_ram: int = 0, exact: bool =
     return None
 
 
-def check_config(config: Config) -> dict:
+def check_config(config: Config) -> dict | None:
     """estimate() of the config on its [deploy] target; a ConfigError (one line) when it exceeds
-    [deploy]'s max_flash or max_ram."""
+    [deploy]'s max_flash or max_ram. None when [deploy] sets no budget (nothing is laid out)."""
     deploy = config.deploy
+    if not (deploy.max_flash or deploy.max_ram):
+        return None
     figures = estimate(config, deploy.target)
     problem = overshoot(figures, deploy.max_flash, deploy.max_ram)
     if problem:
