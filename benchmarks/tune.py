@@ -122,7 +122,7 @@ def winner(out: Path, name: str, records: list) -> dict:
     }
 
 
-def run_part(out: Path, name: str, trials: int, quick: bool, fresh: bool) -> dict:
+def run_part(out: Path, name: str, trials: int, quick: bool, fresh: bool, search_only: bool = False) -> dict:
     from qmtik import tune_front
 
     path = out / f"{name}.json"
@@ -147,8 +147,14 @@ def run_part(out: Path, name: str, trials: int, quick: bool, fresh: bool) -> dic
             for r in tune_front.front(found["records"])
         ],
     }
-    log(f"{name}: training the winner fully")
-    result["winner"] = winner(out, name, found["records"])
+    result["best_trial"] = {
+        k: tune_front.best(found["records"])[k] for k in ("number", "accuracy", "flash", "ram", "network")
+    }
+    if search_only:
+        result["winner"] = None
+    else:
+        log(f"{name}: training the winner fully")
+        result["winner"] = winner(out, name, found["records"])
     path.write_text(json.dumps(result, indent=1) + "\n")
     return result
 
@@ -169,11 +175,16 @@ def table(results: list) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
-        w = r["winner"]
+        w = r["winner"] or r["best_trial"]
+        score = (
+            f"{100 * w['test_accuracy_int8']:.2f}%"
+            if r["winner"]
+            else f"not trained fully (trial: {100 * w['accuracy']:.2f}% val)"
+        )
         lines.append(
             f"| {r['part']} | {r['budget']['flash'] // 1024} / {r['budget']['ram'] // 1024} KiB | {r['workers']} | "
             f"{r['trials_per_hour']} | {100 * r['rejected_share']:.0f}% | {r['search_seconds'] / 60:.1f} min | "
-            f"{w['network']} | {w['flash']:,} / {w['ram']:,} B | {100 * w['test_accuracy_int8']:.2f}% |"
+            f"{w['network']} | {w['flash']:,} / {w['ram']:,} B | {score} |"
         )
     lines.append(
         f"| hand-designed CNN (cnn.py main) | - | - | - | - | - | conv32-pool-conv64-pool-flatten-10 | "
@@ -189,6 +200,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "tune_runs")
     parser.add_argument("--quick", action="store_true", help="digits, 4 trials, MLPs only")
     parser.add_argument("--fresh", action="store_true", help="run every part again")
+    parser.add_argument("--search-only", action="store_true", help="leave the winners untrained (the trials' figures)")
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = [p for p in parts if p not in PARTS]
@@ -196,7 +208,7 @@ def main(argv=None) -> int:
         parser.error(f"unknown parts {unknown}; known: {', '.join(PARTS)}")
     trials = 4 if args.quick else args.trials
     args.out.mkdir(parents=True, exist_ok=True)
-    results = [run_part(args.out, part, trials, args.quick, args.fresh) for part in parts]
+    results = [run_part(args.out, part, trials, args.quick, args.fresh, args.search_only) for part in parts]
     print(table(results))
     return 0
 

@@ -196,3 +196,17 @@ def test_the_fingerprint_names_data_files_not_where_a_machine_keeps_them(tmp_pat
     configs = [DIGITS.replace_many({"data.dataset": "", "data.train": str(f / "train.npz")}) for f in (a, b)]
     assert fingerprint(configs[0], BUDGET) == fingerprint(configs[1], BUDGET)
     assert fingerprint(configs[0], BUDGET)["data"]["train"] == "train.npz"
+
+
+def test_a_line_per_trial_says_what_became_of_it(tmp_path):
+    lines = []
+    run = search(DIGITS, 4, url(tmp_path), "s", BUDGET, log=lines.append)
+    assert len(lines) == len(run.trials)
+    for line, trial in zip(lines, run.trials):
+        assert line.startswith(f"trial {trial.number}: ")
+        if "rejected" in trial.user_attrs:
+            assert "rejected before training: needs" in line
+        elif trial.state.name == "COMPLETE":
+            assert f"int8 val {100 * trial.value:.2f}%" in line and "flash" in line
+        else:
+            assert "pruned after epoch" in line

@@ -31,7 +31,9 @@ from .tune_space import Budget, Unfit, candidate, fits, network_line, space_prob
 
 EXTRA = "qmtik tune needs the [tune] extra (Optuna): pip install 'qmtik[tune]'"
 COUNTED = ("COMPLETE", "PRUNED")
-PATH_KEYS = ("train", "train_labels", "test", "test_labels")  # trained trials, unless marked rejected
+PATH_KEYS = ("train", "train_labels", "test", "test_labels")
+RACES = 5  # attempts at opening a storage whose tables another worker is creating at once
+RACE_WORDS = ("unique", "duplicate", "already exists")  # trained trials, unless marked rejected
 
 
 def engine():
@@ -70,19 +72,24 @@ def open_storage(url: str, config: Config):
     tune = config.tune
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # heartbeats are 'experimental' in Optuna's words
-        try:
-            return storages.RDBStorage(
-                driver_url(url),
-                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else {},
-                heartbeat_interval=tune.heartbeat,
-                grace_period=tune.grace,
-                heartbeat_stale_trial_callback=retry(max_retry=3),
-            )
-        except Exception as exc:  # sqlalchemy's and the drivers' errors, unknown dialects
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TuneError(f"storage {shown_url(url)}: cannot be opened ({reason[:200]})") from None
+    for attempt in range(RACES):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # heartbeats are 'experimental' in Optuna's words
+            try:
+                return storages.RDBStorage(
+                    driver_url(url),
+                    engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else {},
+                    heartbeat_interval=tune.heartbeat,
+                    grace_period=tune.grace,
+                    heartbeat_stale_trial_callback=retry(max_retry=3),
+                )
+            except Exception as exc:  # sqlalchemy's and the drivers' errors, unknown dialects
+                text = str(exc).strip()
+                if attempt + 1 < RACES and any(word in text.lower() for word in RACE_WORDS):
+                    time.sleep(0.5 + attempt)  # another worker is creating the tables this moment
+                    continue
+                reason = text.splitlines()[0] if text else type(exc).__name__
+                raise TuneError(f"storage {shown_url(url)}: cannot be opened ({reason[:200]})") from None
 
 
 def fingerprint(config: Config, budget: Budget) -> dict:
@@ -196,7 +203,7 @@ def trial_config(chosen: Config, epochs: int) -> Config:
     )
 
 
-def objective(config: Config, budget: Budget, data: TrialData, optuna, log=None):
+def objective(config: Config, budget: Budget, data: TrialData, optuna):
     """Optuna's objective: draw a candidate, reject it over budget, else train and score it."""
 
     def run(trial) -> float:
@@ -234,11 +241,24 @@ def objective(config: Config, budget: Budget, data: TrialData, optuna, log=None)
                 raise optuna.TrialPruned() from None
         accuracy = float(net.quantize().score(data.val_x, data.val_y))
         trial.set_user_attr("seconds", round(time.monotonic() - started, 3))
-        if log:
-            log(f"trial {trial.number}: {network_line(chosen)}  int8 val {100 * accuracy:.2f}%")
         return accuracy
 
     return run
+
+
+def trial_line(trial) -> str:
+    """What became of a trial, in one line."""
+    attrs = trial.user_attrs
+    if "rejected" in attrs:
+        return f"trial {trial.number}: rejected before training: {attrs['rejected']}"
+    what = f"trial {trial.number}: {attrs.get('network', '?')}"
+    if trial.state.name == "COMPLETE":
+        return f"{what}  int8 val {100 * trial.value:.2f}%  flash {attrs['flash']:,} B  RAM {attrs['ram']:,} B"
+    if "error" in attrs:
+        return f"{what}  stopped: {attrs['error']}"
+    if trial.state.name == "PRUNED":
+        return f"{what}  pruned after epoch {attrs.get('pruned_at_epoch', '?')}"
+    return f"{what}  {trial.state.name.lower()}"
 
 
 @dataclass
@@ -283,8 +303,10 @@ def search(
             run.rejected += 1
         elif trial.state.name in COUNTED:
             run.trained += 1
-        if run.rejected >= tune.max_rejected and not run.trained:
-            run.gave_up = True
+        if log:
+            log(trial_line(trial))
+        if run.rejected >= tune.max_rejected:
+            run.gave_up = not run.trained
             study.stop()
         elif sum(counted(t) for t in study.get_trials(deepcopy=False)) >= trials:
             study.stop()
@@ -294,7 +316,7 @@ def search(
     if done < trials:
         with _threads(threads):
             study.optimize(
-                objective(config, budget, data, optuna, log),
+                objective(config, budget, data, optuna),
                 timeout=timeout,
                 callbacks=[stop_when_done],
                 gc_after_trial=False,
