@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", metavar="DATA", help="post-training quantization: activation ranges from DATA")
     p.add_argument("--observer", choices=("minmax", "percentile", "mse"), default="minmax",
                    help="how --calibrate picks each range (default: minmax)")  # fmt: skip
-    p.add_argument("--samples", type=int, help="calibrate on at most N samples of DATA (a seeded choice)")
+    p.add_argument("--samples", type=int, metavar="N", help="calibrate on at most N samples of DATA (a seeded choice)")
     p.add_argument("--compare", metavar="DATA", help="per layer SQNR and share clipped, float vs int8 on DATA")
     p.add_argument("--compare-plot", nargs="?", const="", metavar="PNG", help="draw --compare ([plot] extra)")
     p.set_defaults(func=cmd_quantize)
