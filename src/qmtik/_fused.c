@@ -6,8 +6,9 @@
    passes -ffp-contract=off), so a model trains to the same bits either way; the tests in
    tests/test_fused.py compare the two forms bit for bit.
 
-   Arrays come in as buffers that fused.py has checked: C-contiguous, float32 unless said,
-   of the sizes given. Nothing here allocates. */
+   Arrays come in as buffers that fused.py (and fused_windows.py, for the layers over windows)
+   have checked: C-contiguous, float32 unless said, of the sizes given. Nothing here allocates
+   but col2im's and max pooling's small tables of which window reads which input row. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
