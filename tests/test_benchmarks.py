@@ -404,3 +404,21 @@ def test_the_targets_benchmark_counts_the_fashion_models_macs():
     assert [layer.activation for layer in model.layers] == ["relu", "relu", "linear"]
     text = (BENCHMARKS / "float_reference.c.in").read_text()
     assert all(f"${{{hole}}}" in text for hole in ("w0", "b0", "w1", "b1", "w2", "b2", "x"))
+
+
+def test_the_cnn_benchmarks_speed_table_quotes_the_timing_runs_beside_pytorchs():
+    """The "torch" part's qmtik runs (two epochs each, back to back with PyTorch's) give the
+    speed table its int8 and float rows, and stay out of the accuracy tables."""
+    cnn = load("cnn")
+
+    def run(mode, seconds, **extra):
+        sizes = {"trained_samples": 1000, "weight_bytes": 10, "activation_bytes": 4}
+        return {"size": "main", "mode": mode, "seed": 0, "epoch_seconds": [seconds + 1, seconds],
+                "test_accuracy": 0.5, **sizes, **extra}  # fmt: skip
+
+    runs = [run("int8", 9.0), run("int8", 2.0, timing=True), run("float", 1.0, timing=True)]
+    runs += [run("torch-qat", 4.0), run("torch-float", 1.0)]
+    table = cnn.tables(runs, {"dataset": "fashion-mnist", "epochs": 10, "seeds": 1})
+    assert "| int8 | 2.0 s | 2000 µs | 0.50x |" in table
+    assert "| float | 1.0 s | 1000 µs | 0.25x |" in table and "| torch-qat | 4.0 s | 4000 µs | 1.00x |" in table
+    assert "| float | 50.00%" not in table and "| int8 | 50.00% | 50.00 |" in table  # seed 0's accuracy only

@@ -206,3 +206,41 @@ def test_the_backward_passes_compiled_equal_their_definitions(monkeypatch, norme
         monkeypatch.setenv("QMTIK_FUSED", "")
         fw.norm_backward(g_c, zhat, batch, d_beta, d_gamma, k)
         assert_same_bits(g_c, g_n2)
+
+
+@NOT_BUILT
+def test_the_loops_give_the_same_bits_in_any_number_of_threads(monkeypatch):
+    """Large enough to be split: samples, rows and columns in parts, the same results."""
+    rng = np.random.default_rng(10)
+    x = pool_input(rng, (300, 8, 8, 32))
+    geo, conv_geo = geometry((8, 8), 2, 2), geometry((8, 8), 3, 1, "same")
+    acc_c, shift = accumulators(rng, 40000, 40, 2**14)
+    shift = (shift / 64).round().astype(np.float32)
+    kernel = kernel_of(rng, 40, "relu", 14)
+    zhat = rng.standard_normal(acc_c.shape).astype(np.float32)
+    k = rng.uniform(-1, 1, 40).astype(np.float32)
+
+    def everything():
+        y, where = fw.max_pool(x, geo)
+        rows = fw.im2col(x, conv_geo, -1.0, 0.0)
+        step = fw.conv_step(acc_c, shift, (k, k), np.sign(k), kernel, k.astype(np.float64), np.abs(k) + 0.5, True,
+                            -1.0, 3.0)  # fmt: skip
+        g = zhat * 3
+        sums = fw.masked_sums(g, step[2], zhat)
+        sum_d = fw.norm_backward(g, zhat, True, k, k, k)
+        return [y, where, fw.max_pool_backward(y, where, geo, x.shape), rows, fw.col2im(rows, conv_geo, 32),
+                *fw.acc_stats(acc_c, shift), *step, *sums, g, sum_d]  # fmt: skip
+
+    monkeypatch.setenv("QMTIK_FUSED", "")
+    results = []
+    for count in (1, 3):
+        monkeypatch.setenv("QMTIK_THREADS", str(count))
+        assert fw.set_threads() == count
+        results.append(everything())
+    monkeypatch.setenv("QMTIK_THREADS", "many")
+    assert fw.set_threads() == 1
+    monkeypatch.setenv("QMTIK_FUSED", "numpy")
+    results.append(everything())
+    for got, expected, defined in zip(*results):
+        assert_same_bits(got, expected)
+        assert_same_bits(got, np.ascontiguousarray(defined))

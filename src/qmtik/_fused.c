@@ -6,8 +6,9 @@
    passes -ffp-contract=off), so a model trains to the same bits either way; the tests in
    tests/test_fused.py compare the two forms bit for bit.
 
-   Arrays come in as buffers that fused.py has checked: C-contiguous, float32 unless said,
-   of the sizes given. Nothing here allocates. */
+   Arrays come in as buffers that fused.py (and fused_windows.py, for the layers over windows)
+   have checked: C-contiguous, float32 unless said, of the sizes given. Nothing here allocates
+   but col2im's and max pooling's small tables of which window reads which input row. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -319,18 +320,76 @@ static void requantize_loop(const float *restrict acc, const double *restrict sc
 
 /* --- the layers over windows (fused_windows.py holds their NumPy definitions) ------------------ */
 
+/* The loops below run in up to `threads` threads (POSIX threads; one elsewhere), each on its
+   own part: samples, rows or columns. No part's result depends on another's, and the sums
+   down a column stay in one thread, row after row: the results are the same for any count. */
+#if defined(_WIN32) || !defined(__GNUC__)
+#define QMTIK_THREADS 0
+#else
+#define QMTIK_THREADS 1
+#include <pthread.h>
+#endif
+#define MAX_THREADS 8
+
+static int threads = 1; /* fused_windows.py sets it from QMTIK_THREADS */
+
+typedef void (*part_fn)(void *args, Py_ssize_t begin, Py_ssize_t end);
+typedef struct {
+    part_fn fn;
+    void *args;
+    Py_ssize_t total, parts;
+    Py_ssize_t next; /* the next part to take (atomically) */
+} Parts;
+
+/* Take parts until none is left: a thread the system does not run meanwhile leaves its share
+   to the others, so a busy machine costs no more than one thread would. */
+static void *take_parts(void *p) {
+    Parts *work = p;
+    for (;;) {
+#if QMTIK_THREADS
+        Py_ssize_t k = __atomic_fetch_add(&work->next, 1, __ATOMIC_RELAXED);
+#else
+        Py_ssize_t k = work->next++;
+#endif
+        if (k >= work->parts) return NULL;
+        work->fn(work->args, work->total * k / work->parts, work->total * (k + 1) / work->parts);
+    }
+}
+
+/* fn(args, begin, end) over [0, total), in parts of at least `least`, by up to `threads` threads. */
+static void in_parts(part_fn fn, void *args, Py_ssize_t total, Py_ssize_t least) {
+    Py_ssize_t count = threads, parts = least > 0 ? total / least : total;
+    if (parts > 4 * count) parts = 4 * count;
+    if (parts < 1) parts = 1;
+    if (count > parts) count = parts;
+    Parts work = {fn, args, total, parts, 0};
+#if QMTIK_THREADS
+    pthread_t ids[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (Py_ssize_t t = 1; t < count; t++) started[t] = pthread_create(&ids[t], NULL, take_parts, &work) == 0;
+    take_parts(&work);
+    for (Py_ssize_t t = 1; t < count; t++)
+        if (started[t]) pthread_join(ids[t], NULL);
+#else
+    take_parts(&work);
+#endif
+}
+
+#define WORK_PER_THREAD 32768 /* elements: below that a thread costs more than it saves */
+
 /* A window op over an NHWC batch: n, in height and width, channels, kernel, stride, the top and
    left padding, and the output height and width (spatial.Geometry's). */
 typedef struct {
     Py_ssize_t n, h, w, c, kh, kw, sh, sw, top, left, oh, ow;
 } Geo;
 
-/* Max pooling: each output the first (row-major) tap of the largest value of its window, a NaN
-   counting as the largest (np.argmax's rule), and that tap's number; taps in the padding are
-   -inf, which never wins over tap 0. */
-QMTIK_WIDE static void max_pool_loop(const float *restrict x, const Geo *g, float *restrict y, int16_t *restrict where) {
+/* Max pooling of samples [b0, b1): each output the first (row-major) tap of the largest value
+   of its window, a NaN counting as the largest (np.argmax's rule), and that tap's number; taps
+   in the padding are -inf, which never wins over tap 0. */
+QMTIK_WIDE static void max_pool_loop(const float *restrict x, const Geo *g, float *restrict y, int16_t *restrict where,
+                                     Py_ssize_t b0, Py_ssize_t b1) {
     const Py_ssize_t C = g->c;
-    for (Py_ssize_t b = 0; b < g->n; b++)
+    for (Py_ssize_t b = b0; b < b1; b++)
         for (Py_ssize_t oy = 0; oy < g->oh; oy++)
             for (Py_ssize_t ox = 0; ox < g->ow; ox++) {
                 Py_ssize_t at = ((b * g->oh + oy) * g->ow + ox) * C;
@@ -371,20 +430,16 @@ static void window_table(Py_ssize_t size, Py_ssize_t k, Py_ssize_t stride, Py_ss
         }
 }
 
-/* The adjoint of a window op, gathered: each input element the sum, from 0.0 in tap order, of
-   what the windows that read it send back; NumPy adds the same terms tap by tap. With where
-   (max pooling), a window sends its gradient through the tap it took, 0.0 through the others;
-   without (col2im), cols holds each window's row of kh * kw * c values. Returns 0, or -1 when
-   out of memory. */
-QMTIK_WIDE static int gather_loop(const float *restrict from, const int16_t *restrict where, const Geo *g,
-                                  float *restrict dx) {
+/* The adjoint of a window op, gathered, for samples [b0, b1): each input element the sum, from
+   0.0 in tap order, of what the windows that read it send back; NumPy adds the same terms tap
+   by tap. With where (max pooling), a window sends its gradient through the tap it took, 0.0
+   through the others; without (col2im), `from` holds each window's row of kh * kw * c values.
+   rows and cols: window_table's of the height and the width. */
+QMTIK_WIDE static void gather_loop(const float *restrict from, const int16_t *restrict where, const Geo *g,
+                                   const Py_ssize_t *rows, const Py_ssize_t *cols, float *restrict dx, Py_ssize_t b0,
+                                   Py_ssize_t b1) {
     const Py_ssize_t C = g->c, K = g->kh * g->kw * C;
-    Py_ssize_t *rows = malloc(sizeof(Py_ssize_t) * (g->h * g->kh + g->w * g->kw));
-    if (!rows) return -1;
-    Py_ssize_t *cols = rows + g->h * g->kh;
-    window_table(g->h, g->kh, g->sh, g->top, g->oh, rows);
-    window_table(g->w, g->kw, g->sw, g->left, g->ow, cols);
-    for (Py_ssize_t b = 0; b < g->n; b++)
+    for (Py_ssize_t b = b0; b < b1; b++)
         for (Py_ssize_t iy = 0; iy < g->h; iy++)
             for (Py_ssize_t ix = 0; ix < g->w; ix++) {
                 float *restrict d = dx + ((b * g->h + iy) * g->w + ix) * C;
@@ -408,26 +463,37 @@ QMTIK_WIDE static int gather_loop(const float *restrict from, const int16_t *res
                     }
                 }
             }
-    free(rows);
-    return 0;
 }
 
-/* im2col: every window of x as a row (kh, kw, c order), each value x - subtract, padding pad. */
-QMTIK_WIDE static void im2col_loop(const float *restrict x, const Geo *g, float subtract, float pad, float *restrict rows) {
-    const Py_ssize_t C = g->c, K = g->kh * g->kw * C;
-    for (Py_ssize_t b = 0; b < g->n; b++)
+/* im2col of samples [b0, b1): every window of x as a row (kh, kw, c order), each value
+   x - subtract, padding pad. A window's row of kw taps inside the input is kw * c values in a
+   row of x, read at once. */
+QMTIK_WIDE static void im2col_loop(const float *restrict x, const Geo *g, float subtract, float pad,
+                                   float *restrict rows, Py_ssize_t b0, Py_ssize_t b1) {
+    const Py_ssize_t C = g->c, K = g->kh * g->kw * C, run = g->kw * C;
+    for (Py_ssize_t b = b0; b < b1; b++)
         for (Py_ssize_t oy = 0; oy < g->oh; oy++)
             for (Py_ssize_t ox = 0; ox < g->ow; ox++) {
                 float *restrict row = rows + ((b * g->oh + oy) * g->ow + ox) * K;
-                for (Py_ssize_t i = 0; i < g->kh; i++) {
+                Py_ssize_t ix0 = ox * g->sw - g->left;
+                int whole = ix0 >= 0 && ix0 + g->kw <= g->w;
+                for (Py_ssize_t i = 0; i < g->kh; i++, row += run) {
                     Py_ssize_t iy = oy * g->sh + i - g->top;
-                    for (Py_ssize_t j = 0; j < g->kw; j++, row += C) {
-                        Py_ssize_t ix = ox * g->sw + j - g->left;
-                        if (iy < 0 || iy >= g->h || ix < 0 || ix >= g->w) {
-                            for (Py_ssize_t c = 0; c < C; c++) row[c] = pad;
-                        } else {
-                            const float *restrict v = x + ((b * g->h + iy) * g->w + ix) * C;
-                            for (Py_ssize_t c = 0; c < C; c++) row[c] = v[c] - subtract;
+                    if (iy < 0 || iy >= g->h) {
+                        for (Py_ssize_t e = 0; e < run; e++) row[e] = pad;
+                    } else if (whole) {
+                        const float *restrict v = x + ((b * g->h + iy) * g->w + ix0) * C;
+                        for (Py_ssize_t e = 0; e < run; e++) row[e] = v[e] - subtract;
+                    } else {
+                        for (Py_ssize_t j = 0; j < g->kw; j++) {
+                            Py_ssize_t ix = ix0 + j;
+                            float *restrict out = row + j * C;
+                            if (ix < 0 || ix >= g->w) {
+                                for (Py_ssize_t c = 0; c < C; c++) out[c] = pad;
+                            } else {
+                                const float *restrict v = x + ((b * g->h + iy) * g->w + ix) * C;
+                                for (Py_ssize_t c = 0; c < C; c++) out[c] = v[c] - subtract;
+                            }
                         }
                     }
                 }
@@ -435,15 +501,16 @@ QMTIK_WIDE static void im2col_loop(const float *restrict x, const Geo *g, float 
 }
 
 /* A convolution's exact accumulators acc = acc_c + shift (integers below 2**24 in magnitude),
-   per column: the sum, the sums of h*h, h*l and l*l where acc = 4096 h + l, 0 <= l < 4096
-   (each term below 2**24, so every sum is exact in float64 and in any order), the least and
-   the largest. */
+   rows x C, for columns [c0, c1): the sum, the sums of h*h, h*l and l*l where acc = 4096 h + l,
+   0 <= l < 4096 (each term below 2**24, so every sum is exact in float64 and in any order),
+   the least and the largest (added into, from the caller's zeros and +-inf). */
 QMTIK_WIDE static void acc_stats_loop(const float *restrict acc_c, const float *restrict shift, Py_ssize_t rows,
                                       Py_ssize_t C, double *restrict s1, double *restrict hh, double *restrict hl,
-                                      double *restrict ll, float *restrict low, float *restrict high) {
+                                      double *restrict ll, float *restrict low, float *restrict high, Py_ssize_t c0,
+                                      Py_ssize_t c1) {
     for (Py_ssize_t r = 0; r < rows; r++) {
         const float *restrict row = acc_c + r * C;
-        for (Py_ssize_t c = 0; c < C; c++) {
+        for (Py_ssize_t c = c0; c < c1; c++) {
             float a = row[c] + shift[c];
             int32_t ai = (int32_t)a, h = ai >> 12, l = ai & 4095;
             s1[c] += (double)ai;
@@ -457,19 +524,20 @@ QMTIK_WIDE static void acc_stats_loop(const float *restrict acc_c, const float *
 }
 
 #define STEP_CHUNK 256
-/* A convolution's fake-quantized step after its product, per element of the rows x C
-   accumulators acc = acc_c + shift: the normalization's zhat = acc * na + nb (when na),
-   the folded accumulator s = acc * sign, its int8 code (requantized: as requantize_loop), the
-   pre-activation z = float((s + bias) * z_scale) in float64, and the straight-through mask:
-   1 where the activation's derivative is 1 (z > 0 for relu) and lower <= act(z) <= upper. */
-QMTIK_WIDE static void conv_step_loop(const float *restrict acc_c, const float *restrict shift, Py_ssize_t rows, Py_ssize_t C,
-                           const float *restrict na, const float *restrict nb, const float *restrict sign,
-                           const double *restrict scale, const double *restrict offset, int relu, double zero_after,
-                           double floor_code, const double *restrict bias, const double *restrict z_scale,
-                           float lower, float upper, float *restrict codes, float *restrict zhat,
-                           uint8_t *restrict mask) {
+/* A convolution's fake-quantized step after its product, rows [r0, r1) of the rows x C
+   accumulators acc = acc_c + shift, per element: the normalization's zhat = acc * na + nb
+   (when na), the folded accumulator s = acc * sign, its int8 code (requantized: as
+   requantize_loop), the pre-activation z = float((s + bias) * z_scale) in float64, and the
+   straight-through mask: 1 where the activation's derivative is 1 (z > 0 for relu) and
+   lower <= act(z) <= upper. */
+QMTIK_WIDE static void conv_step_loop(const float *restrict acc_c, const float *restrict shift, Py_ssize_t C,
+                                      const float *restrict na, const float *restrict nb, const float *restrict sign,
+                                      const double *restrict scale, const double *restrict offset, int relu,
+                                      double zero_after, double floor_code, const double *restrict bias,
+                                      const double *restrict z_scale, float lower, float upper, float *restrict codes,
+                                      float *restrict zhat, uint8_t *restrict mask, Py_ssize_t r0, Py_ssize_t r1) {
     float folded[STEP_CHUNK];
-    for (Py_ssize_t r = 0; r < rows; r++) {
+    for (Py_ssize_t r = r0; r < r1; r++) {
         for (Py_ssize_t c0 = 0; c0 < C; c0 += STEP_CHUNK) {
             Py_ssize_t width = C - c0 < STEP_CHUNK ? C - c0 : STEP_CHUNK, at = r * C + c0;
             for (Py_ssize_t c = 0; c < width; c++) {
@@ -493,37 +561,38 @@ QMTIK_WIDE static void conv_step_loop(const float *restrict acc_c, const float *
     }
 }
 
-/* The backward's first pass: g = grad * mask (in place), and per column the float64 sums
-   (row after row, as NumPy sums down a column) of g and, when zhat, of float(g * zhat). */
+/* The backward's first pass, columns [c0, c1) of rows x C: g = grad * mask (in place), and per
+   column the float64 sums (row after row, as NumPy sums down a column) of g and, when zhat,
+   of float(g * zhat). */
 QMTIK_WIDE static void masked_sums_loop(float *restrict g, const uint8_t *restrict mask, const float *restrict zhat,
                                         Py_ssize_t rows, Py_ssize_t C, double *restrict sum_g,
-                                        double *restrict sum_gz) {
+                                        double *restrict sum_gz, Py_ssize_t c0, Py_ssize_t c1) {
     for (Py_ssize_t r = 0; r < rows; r++) {
         float *restrict row = g + r * C;
         const uint8_t *restrict m = mask + r * C;
-        for (Py_ssize_t c = 0; c < C; c++) {
+        for (Py_ssize_t c = c0; c < c1; c++) {
             float v = row[c] * (float)m[c];
             row[c] = v;
             sum_g[c] += (double)v;
         }
         if (zhat) {
             const float *restrict zr = zhat + r * C;
-            for (Py_ssize_t c = 0; c < C; c++) sum_gz[c] += (double)(row[c] * zr[c]);
+            for (Py_ssize_t c = c0; c < c1; c++) sum_gz[c] += (double)(row[c] * zr[c]);
         }
     }
 }
 
-/* The normalization's backward, in place: with the batch's statistics
+/* The normalization's backward, in place, columns [c0, c1): with the batch's statistics
    d = ((g * n - d_beta) - zhat * d_gamma) * k, else d = g * k (k: factor / n, or factor);
    and each column's float64 sum of d. */
 QMTIK_WIDE static void norm_backward_loop(float *restrict g, const float *restrict zhat, Py_ssize_t rows,
                                           Py_ssize_t C, int batch, float n, const float *restrict d_beta,
                                           const float *restrict d_gamma, const float *restrict k,
-                                          double *restrict sum_d) {
+                                          double *restrict sum_d, Py_ssize_t c0, Py_ssize_t c1) {
     for (Py_ssize_t r = 0; r < rows; r++) {
         float *restrict row = g + r * C;
         const float *restrict zr = zhat + r * C;
-        for (Py_ssize_t c = 0; c < C; c++) {
+        for (Py_ssize_t c = c0; c < c1; c++) {
             float d;
             if (batch) {
                 d = row[c] * n;
@@ -537,6 +606,61 @@ QMTIK_WIDE static void norm_backward_loop(float *restrict g, const float *restri
             sum_d[c] += (double)d;
         }
     }
+}
+
+/* Each loop's arguments, and the part of it a thread runs. */
+typedef struct {
+    const float *x, *from, *acc, *shift, *na, *nb, *sign, *zhat_in, *d_beta, *d_gamma, *k;
+    const int16_t *where_in;
+    const double *scale, *offset, *bias, *z_scale;
+    const Py_ssize_t *rows_table, *cols_table;
+    const Geo *g;
+    float *y, *dx, *out, *codes, *zhat, *low, *high, *grad;
+    int16_t *where;
+    uint8_t *mask;
+    const uint8_t *mask_in;
+    double *s1, *hh, *hl, *ll, *sum_a, *sum_b;
+    Py_ssize_t rows, C;
+    float subtract, pad, lower, upper, n;
+    int relu, batch;
+    double zero_after, floor_code;
+} Job;
+
+static void max_pool_part(void *a, Py_ssize_t b0, Py_ssize_t b1) {
+    Job *j = a;
+    max_pool_loop(j->x, j->g, j->y, j->where, b0, b1);
+}
+static void gather_part(void *a, Py_ssize_t b0, Py_ssize_t b1) {
+    Job *j = a;
+    gather_loop(j->from, j->where_in, j->g, j->rows_table, j->cols_table, j->dx, b0, b1);
+}
+static void im2col_part(void *a, Py_ssize_t b0, Py_ssize_t b1) {
+    Job *j = a;
+    im2col_loop(j->x, j->g, j->subtract, j->pad, j->out, b0, b1);
+}
+static void acc_stats_part(void *a, Py_ssize_t c0, Py_ssize_t c1) {
+    Job *j = a;
+    acc_stats_loop(j->acc, j->shift, j->rows, j->C, j->s1, j->hh, j->hl, j->ll, j->low, j->high, c0, c1);
+}
+static void conv_step_part(void *a, Py_ssize_t r0, Py_ssize_t r1) {
+    Job *j = a;
+    conv_step_loop(j->acc, j->shift, j->C, j->na, j->nb, j->sign, j->scale, j->offset, j->relu, j->zero_after,
+                   j->floor_code, j->bias, j->z_scale, j->lower, j->upper, j->codes, j->zhat, j->mask, r0, r1);
+}
+static void masked_sums_part(void *a, Py_ssize_t c0, Py_ssize_t c1) {
+    Job *j = a;
+    masked_sums_loop(j->grad, j->mask_in, j->zhat_in, j->rows, j->C, j->sum_a, j->sum_b, c0, c1);
+}
+static void norm_backward_part(void *a, Py_ssize_t c0, Py_ssize_t c1) {
+    Job *j = a;
+    norm_backward_loop(j->grad, j->zhat_in, j->rows, j->C, j->batch, j->n, j->d_beta, j->d_gamma, j->k, j->sum_a, c0,
+                       c1);
+}
+
+/* Columns in parts of at least 8 (an AVX2 register's floats) and of WORK_PER_THREAD elements. */
+static Py_ssize_t columns_per_part(Py_ssize_t rows) {
+    Py_ssize_t least = rows > 0 ? (WORK_PER_THREAD + rows - 1) / rows : 1;
+    return least < 8 ? 8 : least;
 }
 
 /* --- the Python side: buffers in, counts out ------------------------------------------------ */
@@ -715,7 +839,8 @@ static PyObject *max_pool(PyObject *self, PyObject *args) {
     Py_ssize_t outs = g.n * g.oh * g.ow * g.c;
     if (geo_ok(&g) && sized(&x, g.n * g.h * g.w * g.c, 4, "x") && sized(&y, outs, 4, "y") &&
         sized(&where, outs, 2, "where")) {
-        Py_BEGIN_ALLOW_THREADS max_pool_loop(x.buf, &g, y.buf, where.buf);
+        Job job = {.x = x.buf, .g = &g, .y = y.buf, .where = where.buf};
+        Py_BEGIN_ALLOW_THREADS in_parts(max_pool_part, &job, g.n, 1 + WORK_PER_THREAD / (g.oh * g.ow * g.c));
         Py_END_ALLOW_THREADS ok = 1;
     }
     release(all, 3);
@@ -741,10 +866,18 @@ static PyObject *gather(PyObject *self, PyObject *args) {
     if (geo_ok(&g) && sized(&dx, g.n * g.h * g.w * g.c, 4, "dx") &&
         sized(&from, outs * g.c * (pooled ? 1 : g.kh * g.kw), 4, "from") &&
         (!pooled || sized(&where, outs * g.c, 2, "where"))) {
-        int status;
-        Py_BEGIN_ALLOW_THREADS status = gather_loop(from.buf, pooled ? where.buf : NULL, &g, dx.buf);
-        Py_END_ALLOW_THREADS ok = status == 0;
-        if (!ok) PyErr_NoMemory();
+        Py_ssize_t *tables = malloc(sizeof(Py_ssize_t) * (g.h * g.kh + g.w * g.kw));
+        if (!tables) {
+            PyErr_NoMemory();
+        } else {
+            window_table(g.h, g.kh, g.sh, g.top, g.oh, tables);
+            window_table(g.w, g.kw, g.sw, g.left, g.ow, tables + g.h * g.kh);
+            Job job = {.from = from.buf, .where_in = pooled ? where.buf : NULL, .g = &g, .rows_table = tables,
+                       .cols_table = tables + g.h * g.kh, .dx = dx.buf};
+            Py_BEGIN_ALLOW_THREADS in_parts(gather_part, &job, g.n, 1 + WORK_PER_THREAD / (g.h * g.w * g.c));
+            Py_END_ALLOW_THREADS ok = 1;
+            free(tables);
+        }
     }
     release(all, 3);
     if (!ok) return NULL;
@@ -761,7 +894,8 @@ static PyObject *im2col(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*" GEO_FORMAT "ffw*", &x, GEO_ARGS(g), &subtract, &pad, &rows)) return NULL;
     if (geo_ok(&g) && sized(&x, g.n * g.h * g.w * g.c, 4, "x") &&
         sized(&rows, g.n * g.oh * g.ow * g.kh * g.kw * g.c, 4, "rows")) {
-        Py_BEGIN_ALLOW_THREADS im2col_loop(x.buf, &g, subtract, pad, rows.buf);
+        Job job = {.x = x.buf, .g = &g, .subtract = subtract, .pad = pad, .out = rows.buf};
+        Py_BEGIN_ALLOW_THREADS in_parts(im2col_part, &job, g.n, 1 + WORK_PER_THREAD / (g.oh * g.ow * g.kh * g.kw * g.c));
         Py_END_ALLOW_THREADS ok = 1;
     }
     release(all, 2);
@@ -782,8 +916,9 @@ static PyObject *acc_stats(PyObject *self, PyObject *args) {
     if (sized(&acc, rows * C, 4, "acc") && sized(&shift, C, 4, "shift") && sized(&s1, C, 8, "s1") &&
         sized(&hh, C, 8, "hh") && sized(&hl, C, 8, "hl") && sized(&ll, C, 8, "ll") && sized(&low, C, 4, "low") &&
         sized(&high, C, 4, "high")) {
-        Py_BEGIN_ALLOW_THREADS acc_stats_loop(acc.buf, shift.buf, rows, C, s1.buf, hh.buf, hl.buf, ll.buf, low.buf,
-                                              high.buf);
+        Job job = {.acc = acc.buf, .shift = shift.buf, .rows = rows, .C = C, .s1 = s1.buf, .hh = hh.buf, .hl = hl.buf,
+                   .ll = ll.buf, .low = low.buf, .high = high.buf};
+        Py_BEGIN_ALLOW_THREADS in_parts(acc_stats_part, &job, C, columns_per_part(rows));
         Py_END_ALLOW_THREADS ok = 1;
     }
     release(all, 8);
@@ -818,10 +953,12 @@ static PyObject *conv_step(PyObject *self, PyObject *args) {
         sized(&scale, C, 8, "scale") && sized(&offset, C, 8, "offset") && sized(&bias, C, 8, "bias") &&
         sized(&z_scale, C, 8, "z_scale") && sized(&codes, n, 4, "codes") && sized(&mask, n, 1, "mask") &&
         (!normed || (sized(&na, C, 4, "na") && sized(&nb, C, 4, "nb") && sized(&zhat, n, 4, "zhat")))) {
-        Py_BEGIN_ALLOW_THREADS conv_step_loop(acc.buf, shift.buf, rows, C, normed ? na.buf : NULL,
-                                              normed ? nb.buf : NULL, sign.buf, scale.buf, offset.buf, relu,
-                                              zero_after, floor_code, bias.buf, z_scale.buf, lower, upper, codes.buf,
-                                              normed ? zhat.buf : NULL, mask.buf);
+        Job job = {.acc = acc.buf, .shift = shift.buf, .C = C, .na = normed ? na.buf : NULL,
+                   .nb = normed ? nb.buf : NULL, .sign = sign.buf, .scale = scale.buf, .offset = offset.buf,
+                   .relu = relu, .zero_after = zero_after, .floor_code = floor_code, .bias = bias.buf,
+                   .z_scale = z_scale.buf, .lower = lower, .upper = upper, .codes = codes.buf,
+                   .zhat = normed ? zhat.buf : NULL, .mask = mask.buf};
+        Py_BEGIN_ALLOW_THREADS in_parts(conv_step_part, &job, rows, 1 + WORK_PER_THREAD / C);
         Py_END_ALLOW_THREADS ok = 1;
     }
     release(all, 12);
@@ -845,8 +982,9 @@ static PyObject *masked_sums(PyObject *self, PyObject *args) {
     }
     if (sized(&g, rows * C, 4, "g") && sized(&mask, rows * C, 1, "mask") && sized(&sum_g, C, 8, "sum_g") &&
         sized(&sum_gz, C, 8, "sum_gz") && (!normed || sized(&zhat, rows * C, 4, "zhat"))) {
-        Py_BEGIN_ALLOW_THREADS masked_sums_loop(g.buf, mask.buf, normed ? zhat.buf : NULL, rows, C, sum_g.buf,
-                                                sum_gz.buf);
+        Job job = {.grad = g.buf, .mask_in = mask.buf, .zhat_in = normed ? zhat.buf : NULL, .rows = rows, .C = C,
+                   .sum_a = sum_g.buf, .sum_b = sum_gz.buf};
+        Py_BEGIN_ALLOW_THREADS in_parts(masked_sums_part, &job, C, columns_per_part(rows));
         Py_END_ALLOW_THREADS ok = 1;
     }
     release(all, 5);
@@ -866,8 +1004,9 @@ static PyObject *norm_backward(PyObject *self, PyObject *args) {
         return NULL;
     if (sized(&g, rows * C, 4, "g") && sized(&zhat, rows * C, 4, "zhat") && sized(&d_beta, C, 4, "d_beta") &&
         sized(&d_gamma, C, 4, "d_gamma") && sized(&k, C, 4, "k") && sized(&sum_d, C, 8, "sum_d")) {
-        Py_BEGIN_ALLOW_THREADS norm_backward_loop(g.buf, zhat.buf, rows, C, batch, n, d_beta.buf, d_gamma.buf, k.buf,
-                                                  sum_d.buf);
+        Job job = {.grad = g.buf, .zhat_in = zhat.buf, .rows = rows, .C = C, .batch = batch, .n = n,
+                   .d_beta = d_beta.buf, .d_gamma = d_gamma.buf, .k = k.buf, .sum_a = sum_d.buf};
+        Py_BEGIN_ALLOW_THREADS in_parts(norm_backward_part, &job, C, columns_per_part(rows));
         Py_END_ALLOW_THREADS ok = 1;
     }
     release(all, 6);
@@ -884,6 +1023,15 @@ static PyObject *wide(PyObject *self, PyObject *args) {
     if (flag >= 0) use_avx2 = flag && __builtin_cpu_supports("avx2");
 #endif
     return PyBool_FromLong(before);
+}
+
+/* threads([count]) -> how many threads the window loops used (and sets it, 1 to MAX_THREADS). */
+static PyObject *threads_of(PyObject *self, PyObject *args) {
+    int count = 0, before = threads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "|i", &count)) return NULL;
+    if (count > 0) threads = count < MAX_THREADS ? count : MAX_THREADS;
+    return PyLong_FromLong(before);
 }
 
 static PyMethodDef methods[] = {
@@ -904,6 +1052,7 @@ static PyMethodDef methods[] = {
      "upper, codes, zhat, mask)"},
     {"masked_sums", masked_sums, METH_VARARGS, "masked_sums(g, mask, zhat, rows, C, sum_g, sum_gz)"},
     {"norm_backward", norm_backward, METH_VARARGS, "norm_backward(g, zhat, rows, C, batch, n, d_beta, d_gamma, k, sum_d)"},
+    {"threads", threads_of, METH_VARARGS, "threads([count]) -> the window loops' thread count (before setting it)"},
     {"wide", wide, METH_VARARGS, "wide([flag]) -> whether the AVX2 forms were in use (before setting them to flag)"},
     {NULL, NULL, 0, NULL},
 };

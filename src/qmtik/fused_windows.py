@@ -8,9 +8,15 @@ float64 operations in the same order, and tests/test_fused_windows.py checks the
 The compiled forms take float32 arrays; float64 ones (the gradient checks) take the NumPy forms.
 
 A window op's geometry goes to C as (n, h, w, c, kh, kw, sh, sw, top, left, out_h, out_w).
+
+QMTIK_THREADS=k in the environment runs the compiled window loops in up to k threads (1 by
+default: on a machine other work keeps busy, threads wait for each other longer than they save).
+Each sum down a column stays in one thread, so the results are the same for any k.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -21,6 +27,18 @@ from .spatial import im2col as im2col_numpy
 
 FLOAT32 = np.dtype(np.float32)
 WHERE = np.int16  # max pooling's tap numbers: kernels of fewer than 2**15 taps
+
+
+def set_threads(environ=os.environ) -> int:
+    """The compiled loops' thread count from QMTIK_THREADS (a whole number from 1; else 1)."""
+    text = environ.get("QMTIK_THREADS", "1").strip()
+    count = int(text) if text.isdigit() and int(text) >= 1 else 1
+    if fused.compiled is not None:
+        fused.compiled.threads(count)
+    return count
+
+
+set_threads()
 
 
 def _compiled(*arrays) -> bool:
@@ -173,6 +191,7 @@ def conv_step(acc_c, shift, norm, sign, kernel, bias, z_scale, relu: bool, lower
         na, nb = (None, None) if norm is None else norm
         scale = np.ascontiguousarray(np.broadcast_to(kernel.scale, columns), dtype=np.float64)
         offset = np.ascontiguousarray(np.broadcast_to(kernel.offset, columns), dtype=np.float64)
+        bias, z_scale = (np.ascontiguousarray(a, dtype=np.float64) for a in (bias, z_scale))
         fused.compiled.conv_step(acc_c, shift, rows, columns, na, nb, sign, scale, offset, relu, kernel.zero_after,
                                  kernel.floor, bias, z_scale, lower, upper, codes, zhat, mask)  # fmt: skip
         return codes, zhat, mask
