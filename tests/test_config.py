@@ -757,3 +757,13 @@ def test_a_config_file_over_1_mib_is_refused_unread(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "none.toml")
+
+
+def test_an_unknown_section_in_a_change_is_named_with_the_closest_key_and_the_sections():
+    """A change to a key of no section suggests the closest full key and lists the sections,
+    not every key of every section (a line of over a thousand characters)."""
+    with pytest.raises(ConfigError) as err:
+        Config().replace_many({"trainig.epochs": 3})
+    message = str(err.value)
+    assert "did you mean 'training.epochs'?" in message and "allowed: network.*, quantization.*" in message
+    assert len(message) < 300 and "\n" not in message

@@ -163,7 +163,8 @@ class Config:
                     f"config key {name}: a section, not a key; set its keys one by one, such as {name}.{first}=..."
                 )
             if section and section not in SECTIONS:
-                check.unknown(key, [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)])
+                every_key = [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)]
+                check.unknown(key, every_key, listed=[f"{s}.*" for s in SECTIONS])
             (data[section] if section else data)[name] = value
         return Config.from_dict(data)
 

@@ -160,14 +160,17 @@ def text(key, value):
     return value
 
 
-def unknown(key: str, allowed, prefix: str = ""):
-    """Raise the ConfigError of an unknown key, naming the closest allowed one."""
+def unknown(key: str, allowed, prefix: str = "", listed=None):
+    """Raise the ConfigError of an unknown key, naming the closest allowed one, then listing
+    the allowed keys (or listed, a shorter summary of them: every key of every section would
+    make a line over a thousand characters)."""
     name = key[len(prefix) :] if prefix else key
     close = difflib.get_close_matches(name, allowed, n=1)
     hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
     short = key if key.isprintable() else repr(key)  # a newline in a key stays on one line
     short = short if len(short) <= 80 else short[:80] + "..."  # a hostile file's key can be 100 kB
-    raise ConfigError(f"config key {short}: unknown key{hint} (allowed: {', '.join(allowed)})")
+    shown = ", ".join(allowed if listed is None else listed)
+    raise ConfigError(f"config key {short}: unknown key{hint} (allowed: {shown})")
 
 
 def input_range(key, value):
