@@ -160,9 +160,12 @@ def main(argv=None) -> int:
     parser.add_argument("--run", help="resume this run (its JSON in benchmarks/hostile_runs/)")
     parser.add_argument("--jobs", type=int, default=2, help="workers at once (default 2)")
     parser.add_argument("--json", help="write the run's JSON here instead")
+    parser.add_argument("--hang-seconds", type=float, default=HANG_SECONDS, help="a hang's threshold (default 10)")
     parser.add_argument("--replay", nargs=2, metavar=("AREA", "N"), help="run one case in this process")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    global HANG_SECONDS
+    HANG_SECONDS = args.hang_seconds
     if args.worker:
         worker()
         return 0
