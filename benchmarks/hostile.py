@@ -153,6 +153,7 @@ def table(record: dict) -> str:
 
 
 def main(argv=None) -> int:
+    global HANG_SECONDS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=2000, help="cases per area (default 2000)")
     parser.add_argument("--quick", action="store_true", help="40 cases per area")
@@ -164,7 +165,6 @@ def main(argv=None) -> int:
     parser.add_argument("--replay", nargs=2, metavar=("AREA", "N"), help="run one case in this process")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    global HANG_SECONDS
     HANG_SECONDS = args.hang_seconds
     if args.worker:
         worker()
