@@ -37,6 +37,30 @@ def test_export_c_on_a_target_compares_counts_and_measures(trained, capsys):
 
 
 @needs_m0
+def test_export_c_report_on_a_target_says_each_layers_estimate_under_the_measured_totals(trained, capsys):
+    """--report with --target printed only the target's total line, not the per-layer lines it prints for the host."""
+    from qmtik.budget import estimate
+    from qmtik.workflow import load_integer_model
+
+    assert main(["export-c", str(trained), "-o", "net.h", "--target", "cortex-m0", "--report"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    total = next(i for i, line in enumerate(lines) if line.startswith("cortex-m0 (unicorn): flash "))
+    assert lines[total + 1] == (
+        "cortex-m0 (unicorn) per layer, estimated (constants and RAM exact, code an allowance for "
+        "arm-none-eabi-gcc -Os; the totals above are measured):"
+    )
+    rows = estimate(load_integer_model(trained), "cortex-m0")["layers"]
+    assert len(rows) == 2  # the starter's hidden layer and its output layer
+    assert lines[total + 2 :] == [
+        f"  layer {row['layer']} dense: flash ≈ {row['flash']:,} bytes (constants {row['constants']:,}, "
+        f"code ≈ {row['code']:,}); RAM {row['ram']:,} bytes"
+        for row in rows
+    ]
+    assert main(["export-c", str(trained), "-o", "net.h", "--target", "cortex-m0"]) == 0  # without --report: totals
+    assert not any(" per layer" in line or line.startswith("  layer ") for line in capsys.readouterr().out.splitlines())
+
+
+@needs_m0
 def test_a_budget_overshoot_exits_1_and_the_flags_override_the_config(trained, capsys):
     line = fails(capsys, ["export-c", str(trained), "-o", "net.h", "--target", "cortex-m0", "--max-flash", "1K"], 1)
     assert line.startswith("qmtik: error: on cortex-m0: the header needs ")

@@ -134,7 +134,7 @@ def cmd_export_c(args) -> int:
     size = workflow.write_header(model, out, prefix)
     say(f"wrote {out} ({size:,} bytes), prefix {prefix}")
     if target != "host":  # built for a Cortex-M and run in an emulator (cli/deploy.py)
-        return deploy.on_target(model, x, prefix, target, args.emulator, max_flash, max_ram)
+        return deploy.on_target(model, x, prefix, target, args.emulator, max_flash, max_ram, args.report)
     if max_flash or max_ram:
         deploy.host_budgets(model, prefix, max_flash, max_ram)
     if args.report:
