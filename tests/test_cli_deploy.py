@@ -2,13 +2,18 @@
 compared and measured), `--max-flash/--max-ram` (exit 1 on an overshoot; the flags override a
 checkpoint's [deploy]) and `info --target` (estimates, labelled so, from a config before training)."""
 
+import os
+
 import numpy as np
 import pytest
 
 from qmtik.cli import main
 from qmtik.emulate import problem
 from qmtik.errors import ConfigError
+from qmtik.qmtfile import save_model
+from qmtik.workflow import load_integer_model
 from test_cli import TINY, fails
+from test_workflow import through_fifo
 
 needs_m0 = pytest.mark.skipif(problem("cortex-m0") is not None, reason=str(problem("cortex-m0")))
 
@@ -22,6 +27,19 @@ def trained(tmp_path, monkeypatch, capsys):
     np.savez("few.npz", x=np.random.default_rng(0).uniform(0, 16, (12, 64)), y=np.arange(12) % 10)
     capsys.readouterr()
     return tmp_path / "net.ckpt.npz"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system (os.mkfifo)")
+def test_export_c_reads_its_model_once_so_it_can_come_through_a_pipe(trained, capsys):
+    """budgets_of loaded the model for its [deploy], then export-c loaded it again: from a pipe
+    the second read found nothing ('checkpoint /dev/stdin: a FIFO or pipe')."""
+    save_model(trained.parent / "net.qmt", load_integer_model(trained))
+    blob = (trained.parent / "net.qmt").read_bytes()
+    out = through_fifo(trained.parent / "model.pipe", blob, lambda path: main(["export-c", str(path), "-o", "p.h"]))
+    assert out == {"value": 0}, out
+    piped = (trained.parent / "p.h").read_bytes()
+    assert main(["export-c", str(trained.parent / "net.qmt"), "-o", "p.h"]) == 0
+    assert piped == (trained.parent / "p.h").read_bytes()
 
 
 @needs_m0

@@ -69,7 +69,11 @@ def load_network(path) -> Network:
 
 def load_integer_model(path) -> QuantizedModel:
     """The integer model of either file: a .qmt as it is, a checkpoint quantized."""
-    model = load_any(path)
+    return integer_model(load_any(path))
+
+
+def integer_model(model: QuantizedModel | Network) -> QuantizedModel:
+    """The integer model of what load_any gave: a QuantizedModel as it is, a Network quantized."""
     return model.quantize() if isinstance(model, Network) else model
 
 

@@ -126,8 +126,9 @@ def cmd_export_c(args) -> int:
     except ExportError as exc:
         raise UsageError(str(exc)) from None
     deploy.target_of(args.target)
-    target, max_flash, max_ram = deploy.budgets_of(args, args.model)  # flags, else a checkpoint's [deploy]
-    model = workflow.load_integer_model(args.model)
+    loaded = workflow.load_any(args.model)  # once: it may come through a FIFO or a pipe
+    target, max_flash, max_ram = deploy.budgets_of(args, loaded)  # flags, else a checkpoint's [deploy]
+    model = workflow.integer_model(loaded)
     x = None
     if args.check:  # read and check DATA first: nothing is written on a bad one
         x, _ = workflow.load_inputs(args.check, model, args.labels or "", args.label_column)

@@ -26,16 +26,16 @@ def target_of(name: str | None) -> str | None:
     return name
 
 
-def budgets_of(args, model_path) -> tuple[str, int, int]:
+def budgets_of(args, loaded) -> tuple[str, int, int]:
     """(target, max_flash, max_ram) for export-c: the flags, else a checkpoint's [deploy] (its
-    target only when it sets a budget and --target is not given); host and no budgets else."""
+    target only when it sets a budget and --target is not given); host and no budgets else.
+    loaded: what workflow.load_any gave (the model is read once: it may come through a pipe)."""
     try:
         flash = parse_size(args.max_flash, "--max-flash") if args.max_flash is not None else None
         ram = parse_size(args.max_ram, "--max-ram") if args.max_ram is not None else None
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     target = args.target
-    loaded = workflow.load_any(model_path) if Path(model_path).suffix != ".qmt" else None
     if isinstance(loaded, Network):
         deploy = loaded.config.deploy
         flash = deploy.max_flash if flash is None else flash
