@@ -2,13 +2,18 @@
 compared and measured), `--max-flash/--max-ram` (exit 1 on an overshoot; the flags override a
 checkpoint's [deploy]) and `info --target` (estimates, labelled so, from a config before training)."""
 
+import os
+
 import numpy as np
 import pytest
 
 from qmtik.cli import main
 from qmtik.emulate import problem
 from qmtik.errors import ConfigError
+from qmtik.qmtfile import save_model
+from qmtik.workflow import load_integer_model
 from test_cli import TINY, fails
+from test_workflow import through_fifo
 
 needs_m0 = pytest.mark.skipif(problem("cortex-m0") is not None, reason=str(problem("cortex-m0")))
 
@@ -24,6 +29,19 @@ def trained(tmp_path, monkeypatch, capsys):
     return tmp_path / "net.ckpt.npz"
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system (os.mkfifo)")
+def test_export_c_reads_its_model_once_so_it_can_come_through_a_pipe(trained, capsys):
+    """budgets_of loaded the model for its [deploy], then export-c loaded it again: from a pipe
+    the second read found nothing ('checkpoint /dev/stdin: a FIFO or pipe')."""
+    save_model(trained.parent / "net.qmt", load_integer_model(trained))
+    blob = (trained.parent / "net.qmt").read_bytes()
+    out = through_fifo(trained.parent / "model.pipe", blob, lambda path: main(["export-c", str(path), "-o", "p.h"]))
+    assert out == {"value": 0}, out
+    piped = (trained.parent / "p.h").read_bytes()
+    assert main(["export-c", str(trained.parent / "net.qmt"), "-o", "p.h"]) == 0
+    assert piped == (trained.parent / "p.h").read_bytes()
+
+
 @needs_m0
 def test_export_c_on_a_target_compares_counts_and_measures(trained, capsys):
     assert main(["export-c", str(trained), "-o", "net.h", "--check", "few.npz", "--target", "cortex-m0"]) == 0
@@ -34,6 +52,30 @@ def test_export_c_on_a_target_compares_counts_and_measures(trained, capsys):
     )
     assert "instructions per inference (min " in lines[2] and "counted exactly)" in lines[2]
     assert lines[3].startswith("cortex-m0 (unicorn): flash ") and "stack " in lines[3] and "painted" in lines[3]
+
+
+@needs_m0
+def test_export_c_report_on_a_target_says_each_layers_estimate_under_the_measured_totals(trained, capsys):
+    """--report with --target printed only the target's total line, not the per-layer lines it prints for the host."""
+    from qmtik.budget import estimate
+    from qmtik.workflow import load_integer_model
+
+    assert main(["export-c", str(trained), "-o", "net.h", "--target", "cortex-m0", "--report"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    total = next(i for i, line in enumerate(lines) if line.startswith("cortex-m0 (unicorn): flash "))
+    assert lines[total + 1] == (
+        "cortex-m0 (unicorn) per layer, estimated (constants and RAM exact, code an allowance for "
+        "arm-none-eabi-gcc -Os; the totals above are measured):"
+    )
+    rows = estimate(load_integer_model(trained), "cortex-m0")["layers"]
+    assert len(rows) == 2  # the starter's hidden layer and its output layer
+    assert lines[total + 2 :] == [
+        f"  layer {row['layer']} dense: flash ≈ {row['flash']:,} bytes (constants {row['constants']:,}, "
+        f"code ≈ {row['code']:,}); RAM {row['ram']:,} bytes"
+        for row in rows
+    ]
+    assert main(["export-c", str(trained), "-o", "net.h", "--target", "cortex-m0"]) == 0  # without --report: totals
+    assert not any(" per layer" in line or line.startswith("  layer ") for line in capsys.readouterr().out.splitlines())
 
 
 @needs_m0

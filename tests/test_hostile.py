@@ -9,11 +9,13 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+RSS_PARENT = 320 << 20  # above the worker's bound, RSS_BASE
 sys.path.insert(0, str(BENCHMARKS))
 cases = pytest.importorskip("hostile_cases")
 
@@ -90,6 +92,21 @@ def test_the_quick_run_prints_one_table_of_zeros(tmp_path, capsys):
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["areas"]["model"]["done"] == 40
     assert runner.main(["--quick", "--areas", "model", "--json", str(tmp_path / "run.json")]) == 0  # resumed: done
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="no /proc: the peak is ru_maxrss alone")
+def test_a_workers_peak_is_its_own_not_its_parents():
+    """Run in the full suite (a 450 MB parent), every case of the quick run was an over-allocation:
+    ru_maxrss, which the worker read, keeps the parent's peak across exec."""
+    runner = load_runner()
+    ballast = np.ones(RSS_PARENT // 8)  # the parent's peak, touched
+    worker = runner.Worker()
+    try:
+        answer = worker.ask("model", 0)
+    finally:
+        worker.close()
+    assert ballast.sum() == RSS_PARENT // 8
+    assert answer["outcome"] == "valid" and answer["peak_mb"] < runner.RSS_BASE >> 20 < RSS_PARENT >> 20, answer
 
 
 def test_a_long_override_is_named_in_a_short_line():

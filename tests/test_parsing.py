@@ -234,8 +234,49 @@ def test_a_file_past_the_read_limit_is_refused_by_its_size(tmp_path, monkeypatch
         "d: 5,368,709,120 bytes, more than the 4,294,967,296 qmtik reads (raise it with QMTIK_MAX_READ_BYTES=BYTES)"
     )
     monkeypatch.setenv("QMTIK_MAX_READ_BYTES", "lots")
-    with pytest.raises(ConfigError, match="QMTIK_MAX_READ_BYTES='lots': expected a whole number of bytes"):
+    with pytest.raises(ConfigError) as info:
         read_input(path, "d", DataError)
+    assert message(info) == (
+        "environment variable QMTIK_MAX_READ_BYTES: got 'lots'; allowed: an integer from 1 to 9223372036854775807"
+    )
+
+
+@pytest.mark.parametrize("value", ["lots", "-1", "0", "1e9", "²", "1.5", "9" * 40, "0x10"])
+def test_every_max_variable_refuses_a_bad_value_in_the_same_line(monkeypatch, value):
+    """One parser (parsing.env_count) reads the byte limits here and limits.py's network limits."""
+    from qmtik import limits
+    from qmtik.parsing import READ_LIMIT, STREAM_LIMIT, limit
+
+    for name, read in [
+        (READ_LIMIT[0], lambda: limit(READ_LIMIT)),
+        (STREAM_LIMIT[0], lambda: limit(STREAM_LIMIT)),
+        ("QMTIK_MAX_MACS", limits.in_force),
+        ("QMTIK_MAX_PARAMETERS", limits.in_force),
+    ]:
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ConfigError) as info:
+            read()
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        assert message(info) == f"environment variable {name}: got {shown}; allowed: an integer from 1 to {2**63 - 1}"
+        monkeypatch.delenv(name)
+
+
+def test_every_max_variable_reads_underscores_and_blanks_alike(monkeypatch):
+    from qmtik import limits
+    from qmtik.parsing import READ_LIMIT, env_count, limit
+
+    monkeypatch.setenv("QMTIK_MAX_READ_BYTES", " 16_777_216 ")
+    monkeypatch.setenv("QMTIK_MAX_MACS", " 16_777_216 ")
+    assert limit(READ_LIMIT) == limits.in_force()["macs"][0] == 16_777_216
+    monkeypatch.setenv("QMTIK_MAX_READ_BYTES", "  ")
+    assert limit(READ_LIMIT) == 4 << 30 and env_count("QMTIK_MAX_READ_BYTES") is None
+    monkeypatch.setenv("QMTIK_MAX_LAYERS", "256")
+    with pytest.raises(
+        ConfigError,
+        match=r"^environment variable QMTIK_MAX_LAYERS: got '256'; allowed: an integer "
+        r"from 1 to 255 \(the \.qmt format's most\)$",
+    ):
+        limits.in_force()
 
 
 def test_gunzip_stops_at_the_read_limit(monkeypatch):

@@ -1,6 +1,8 @@
 """workflow.py: each command's steps as library functions, called from Python without the command line."""
 
 import json
+import os
+import threading
 
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ import pytest
 import qmtik
 from qmtik import workflow
 from qmtik.c_check import find_compiler
-from qmtik.errors import DataError, ModelFormatError, UsageError
+from qmtik.errors import CheckpointError, DataError, ModelFormatError, UsageError
 from qmtik.paths import history_path, qmt_path
 from qmtik.qmtfile import encode
 
@@ -64,6 +66,58 @@ def test_either_file_is_told_by_its_content_not_its_name(run, tmp_path):
     (tmp_path / "bad.qmt").write_bytes(b"not a model")
     with pytest.raises(ModelFormatError):
         workflow.load_any(tmp_path / "bad.qmt")
+
+
+def through_fifo(path, blob: bytes, call):
+    """call(path) on a new FIFO at path while a writer thread writes blob into it once: what call
+    returns or raises. Fails, rather than hangs, when call opens the FIFO a second time."""
+    os.mkfifo(path)
+
+    def write():
+        try:
+            with open(path, "wb") as f:
+                f.write(blob)
+        except OSError:  # the reader closed early
+            pass
+
+    out = {}
+
+    def read():
+        try:
+            out["value"] = call(path)
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            out["error"] = exc
+
+    writer, reader = threading.Thread(target=write, daemon=True), threading.Thread(target=read, daemon=True)
+    writer.start(), reader.start()
+    reader.join(60)
+    if reader.is_alive():  # blocked opening the FIFO again, the first bytes used up: free it, then fail
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(10)
+        pytest.fail(f"{call.__name__} opened the FIFO a second time; it got {out}")
+    writer.join(10)
+    if writer.is_alive():  # the reader never opened it
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    return out
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system (os.mkfifo)")
+def test_either_file_is_read_once_from_a_fifo(run, tmp_path):
+    """load_any probed a FIFO's first 8 bytes, then opened it again for the reader: the model's
+    first bytes were gone (or the second open waited for a writer that had finished)."""
+    folder, _ = run
+    blob = (folder / "net.qmt").read_bytes()
+    out = through_fifo(tmp_path / "model.pipe", blob, workflow.load_any)  # told by content, not name
+    assert "error" not in out, out
+    assert encode(out["value"]) == blob
+    out = through_fifo(tmp_path / "net.ckpt.npz", (folder / "net.ckpt.npz").read_bytes(), workflow.load_any)
+    assert isinstance(out.get("error"), CheckpointError), out
+    assert (
+        str(out["error"])
+        == f"checkpoint {tmp_path / 'net.ckpt.npz'}: a FIFO or pipe; a checkpoint is read from a regular file"
+    )
+    out = through_fifo(tmp_path / "short.qmt", blob[:20], workflow.load_any)
+    assert isinstance(out.get("error"), ModelFormatError), out
 
 
 def test_a_qmt_is_no_training_checkpoint(run):

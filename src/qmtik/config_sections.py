@@ -1,6 +1,7 @@
-"""The four sections of a config ([network], [quantization], [training], [data]) as frozen
-dataclasses, each value checked as the section is built (config_values.py); the fifth,
-[limits], is limits.py's (it is read below the configuration, by the .qmt reader too).
+"""The seven sections of a config (SECTIONS, in this order) as frozen dataclasses, each value
+checked as the section is built (config_values.py). Four are defined here: [network],
+[quantization], [training], [data]; [limits] is limits.py's (it is read below the
+configuration, by the .qmt reader too), [deploy] config_deploy.py's, [tune] config_tune.py's.
 
 Every field carries a help text and the values it allows (`documented`): the starter config
 and docs/config.md are generated from them (config_docs.py). config.py puts the sections

@@ -20,10 +20,10 @@ figure, its value, the limit and how to raise it.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field, fields
 
 from .errors import ConfigError
+from .parsing import env_count
 
 FORMAT_LAYERS = 255  # the .qmt header's layer count is a u8
 INT64_MAX = 2**63 - 1
@@ -112,11 +112,12 @@ def in_force(section: LimitsConfig | None = None) -> dict:
     QMTIK_MAX_* when set, else the section's key when it differs from the default, else the default."""
     out = {}
     for figure, (key, _, default, _) in LIMITS.items():
-        text = os.environ.get(env_name(key))
-        if text is not None and text.strip():
-            raw = text.strip().replace("_", "")
-            value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 19 else text.strip()
-            out[figure] = (limit_value(f"environment variable {env_name(key)}", value, figure == "layers"), "env")
+        if figure == "layers":
+            value = env_count(env_name(key), FORMAT_LAYERS, " (the .qmt format's most)")
+        else:
+            value = env_count(env_name(key), INT64_MAX)
+        if value is not None:
+            out[figure] = (value, "env")
         elif section is not None and getattr(section, key) != default:
             out[figure] = (getattr(section, key), "config")
         else:

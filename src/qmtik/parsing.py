@@ -107,17 +107,28 @@ DEFLATE_RATIO = 1032  # deflate (gzip, zip) inflates one byte to at most 1032
 CHUNK = 1 << 20
 
 
+def env_count(name: str, most: int = 2**63 - 1, most_said: str = "") -> int | None:
+    """Environment variable `name` as a whole number from 1 to `most` (underscores may group its
+    digits: 16_777_216), or None when it is unset or blank; any other value is one ConfigError line
+    naming the variable, the value and what is allowed. Every QMTIK_MAX_* variable is read here
+    (these byte limits, and limits.py's network limits)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    digits = text.replace("_", "")
+    if digits.isascii() and digits.isdigit() and len(digits) <= 20 and 1 <= int(digits) <= most:
+        return int(digits)
+    from .errors import ConfigError
+
+    shown = repr(text) if len(repr(text)) <= 40 else repr(text)[:40] + "..."
+    raise ConfigError(f"environment variable {name}: got {shown}; allowed: an integer from 1 to {most}{most_said}")
+
+
 def limit(setting: tuple) -> int:
     """A limit's value: its environment variable (a whole number of bytes) when set, else its default."""
     name, default = setting
-    text = os.environ.get(name, "").strip().replace("_", "")  # 16_777_216, as limits.py reads them
-    if not text:
-        return default
-    if not (text.isascii() and text.isdigit() and len(text) <= 20):
-        from .errors import ConfigError
-
-        raise ConfigError(f"{name}={text[:40]!r}: expected a whole number of bytes")
-    return int(text)
+    value = env_count(name)
+    return default if value is None else value
 
 
 def over_limit(what: str, amount: str, setting: tuple) -> str:

@@ -8,6 +8,8 @@ Where an output goes by default is paths.py's business; refusing an output befor
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,14 +20,15 @@ from .c_check import check, code_size, find_compiler
 from .config import DIGITS_STARTER, Config
 from .config_docs import starter_toml
 from .data import class_names_of, data_name, load_data, load_named_or_path, read_inputs
-from .errors import UsageError
+from .errors import CheckpointError, ModelFormatError, UsageError
 from .export_c import export_c
 from .head import classes as predicted_classes
 from .integer_model import QuantizedModel, memory_needs
 from .network import Network
 from .output_files import write_atomic, write_json
+from .parsing import read_input
 from .progress import Reporter
-from .qmtfile import MAGIC, load_model, save_model
+from .qmtfile import MAGIC, decode, load_model, save_model
 from .validate import check_inputs, encode_targets
 
 # --- either file: a .qmt integer model or a training checkpoint ---------------------------------
@@ -34,13 +37,26 @@ from .validate import check_inputs, encode_targets
 def load_any(path) -> QuantizedModel | Network:
     """A QuantizedModel from a .qmt file, or a Network from a training checkpoint, told apart
     by their first bytes (a name ending in .qmt counts as a .qmt, so that its reader names
-    what is wrong with it)."""
+    what is wrong with it). A FIFO or a pipe (/dev/stdin) is read once, bounded by the stream
+    limit, and told apart by the bytes read: a probe would use up the bytes it looks at."""
+    if _is_fifo(path):
+        blob = read_input(path, f"model file {path}", ModelFormatError)
+        if blob[: len(MAGIC)] == MAGIC or str(path).endswith(".qmt"):
+            return decode(blob, str(path))
+        raise CheckpointError(f"checkpoint {path}: a FIFO or pipe; a checkpoint is read from a regular file")
     try:
         with open(path, "rb") as f:
             start = f.read(len(MAGIC))
     except OSError:
         start = b""
     return load_model(path) if start == MAGIC or str(path).endswith(".qmt") else Network.load(path)
+
+
+def _is_fifo(path) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def load_network(path) -> Network:
@@ -53,7 +69,11 @@ def load_network(path) -> Network:
 
 def load_integer_model(path) -> QuantizedModel:
     """The integer model of either file: a .qmt as it is, a checkpoint quantized."""
-    model = load_any(path)
+    return integer_model(load_any(path))
+
+
+def integer_model(model: QuantizedModel | Network) -> QuantizedModel:
+    """The integer model of what load_any gave: a QuantizedModel as it is, a Network quantized."""
     return model.quantize() if isinstance(model, Network) else model
 
 

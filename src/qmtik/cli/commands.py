@@ -126,15 +126,16 @@ def cmd_export_c(args) -> int:
     except ExportError as exc:
         raise UsageError(str(exc)) from None
     deploy.target_of(args.target)
-    target, max_flash, max_ram = deploy.budgets_of(args, args.model)  # flags, else a checkpoint's [deploy]
-    model = workflow.load_integer_model(args.model)
+    loaded = workflow.load_any(args.model)  # once: it may come through a FIFO or a pipe
+    target, max_flash, max_ram = deploy.budgets_of(args, loaded)  # flags, else a checkpoint's [deploy]
+    model = workflow.integer_model(loaded)
     x = None
     if args.check:  # read and check DATA first: nothing is written on a bad one
         x, _ = workflow.load_inputs(args.check, model, args.labels or "", args.label_column)
     size = workflow.write_header(model, out, prefix)
     say(f"wrote {out} ({size:,} bytes), prefix {prefix}")
     if target != "host":  # built for a Cortex-M and run in an emulator (cli/deploy.py)
-        return deploy.on_target(model, x, prefix, target, args.emulator, max_flash, max_ram)
+        return deploy.on_target(model, x, prefix, target, args.emulator, max_flash, max_ram, args.report)
     if max_flash or max_ram:
         deploy.host_budgets(model, prefix, max_flash, max_ram)
     if args.report:

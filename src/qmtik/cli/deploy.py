@@ -26,16 +26,16 @@ def target_of(name: str | None) -> str | None:
     return name
 
 
-def budgets_of(args, model_path) -> tuple[str, int, int]:
+def budgets_of(args, loaded) -> tuple[str, int, int]:
     """(target, max_flash, max_ram) for export-c: the flags, else a checkpoint's [deploy] (its
-    target only when it sets a budget and --target is not given); host and no budgets else."""
+    target only when it sets a budget and --target is not given); host and no budgets else.
+    loaded: what workflow.load_any gave (the model is read once: it may come through a pipe)."""
     try:
         flash = parse_size(args.max_flash, "--max-flash") if args.max_flash is not None else None
         ram = parse_size(args.max_ram, "--max-ram") if args.max_ram is not None else None
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     target = args.target
-    loaded = workflow.load_any(model_path) if Path(model_path).suffix != ".qmt" else None
     if isinstance(loaded, Network):
         deploy = loaded.config.deploy
         flash = deploy.max_flash if flash is None else flash
@@ -49,9 +49,10 @@ def budgets_of(args, model_path) -> tuple[str, int, int]:
     return target, flash or 0, ram or 0
 
 
-def on_target(model, x, prefix: str, target: str, emulator: str, max_flash: int, max_ram: int) -> int:
+def on_target(model, x, prefix: str, target: str, emulator: str, max_flash: int, max_ram: int, report=False) -> int:
     """export-c on a Cortex-M target: build, run in the emulator on DATA's inputs (x; without
-    DATA one input of zeros, for the stack and the count), compare, measure, check the budgets."""
+    DATA one input of zeros, for the stack and the count), compare, measure, check the budgets;
+    report: each layer's estimated flash and RAM too (budget.estimate), under the measured totals."""
     codes = None if x is not None else [[0] * model.inputs]
     result = emulated_check(model, x, target, emulator, prefix, codes=codes)
     where = f"{target} ({emulator})"
@@ -69,7 +70,14 @@ def on_target(model, x, prefix: str, target: str, emulator: str, max_flash: int,
         f"linked, -Os); RAM {result['ram']:,} bytes (scratch {result['scratch']:,}, stack {result['stack']:,} "
         "painted)"
     )
-    figures = {**result, "arena": result["scratch"], "layers": estimate(model, target)["layers"]}  # exact per layer
+    rows = estimate(model, target)["layers"]
+    if report:
+        say(
+            f"{where} per layer, estimated (constants and RAM exact, code an allowance for arm-none-eabi-gcc "
+            "-Os; the totals above are measured):"
+        )
+        say("\n".join(_layer_estimate(row) for row in rows))
+    figures = {**result, "arena": result["scratch"], "layers": rows}  # exact per layer
     problem = overshoot(figures, max_flash, max_ram, exact=True)
     if result["mismatched_samples"]:
         raise CheckFailed(f"the emulated header disagrees with Python on {result['mismatched_samples']} samples")
@@ -105,12 +113,15 @@ def estimate_lines(what, target: str) -> list:
         f"  flash ≈ {figures['flash']:,} bytes (constants {figures['constants']:,}, code ≈ {figures['code']:,}); "
         f"RAM ≈ {figures['ram']:,} bytes (arena {figures['arena']:,}, stack ≈ {figures['stack']:,})",
     ]
-    for row in figures["layers"]:
-        lines.append(
-            f"  layer {row['layer']} {row['kind']}: flash ≈ {row['flash']:,} bytes (constants "
-            f"{row['constants']:,}, code ≈ {row['code']:,}); RAM {row['ram']:,} bytes"
-        )
-    return lines
+    return lines + [_layer_estimate(row) for row in figures["layers"]]
+
+
+def _layer_estimate(row: dict) -> str:
+    """One layer's estimate line (a row of budget.estimate)."""
+    return (
+        f"  layer {row['layer']} {row['kind']}: flash ≈ {row['flash']:,} bytes (constants "
+        f"{row['constants']:,}, code ≈ {row['code']:,}); RAM {row['ram']:,} bytes"
+    )
 
 
 def info_target(model_path, target: str) -> int:
