@@ -17,8 +17,8 @@ from ..output_files import OutputError, check_rewritable, write_atomic, writes_t
 from ..paths import convert_outputs, curves_path, default_checkpoint, history_path, made_from, unfinished_run
 from ..progress import Reporter
 from ..qmtfile import save_model
-from . import deploy
 from .console import Console, data_file, distinct, output_path, plot_path, say, size_of
+from .deploy import budgets_of, host_budgets, info_target, on_target, target_of
 
 TRAIN_FLAGS = {  # command-line flag -> config key
     "epochs": "training.epochs",
@@ -99,7 +99,7 @@ def cmd_info(args) -> int:
         raise UsageError("--data goes with --plot: the activations are drawn on that data")
     distinct([("the model", args.model), ("--data", data_file(args.data))], [("--plot", picture)])
     if args.target is not None:  # estimates for a microcontroller (cli/deploy.py)
-        return deploy.info_target(args.model, deploy.target_of(args.target))
+        return info_target(args.model, target_of(args.target))
     if args.compare or args.compare_plot is not None:
         from .onnx_commands import compare_info
 
@@ -125,9 +125,9 @@ def cmd_export_c(args) -> int:
         check_prefix(prefix)
     except ExportError as exc:
         raise UsageError(str(exc)) from None
-    deploy.target_of(args.target)
+    target_of(args.target)
     loaded = workflow.load_any(args.model)  # once: it may come through a FIFO or a pipe
-    target, max_flash, max_ram = deploy.budgets_of(args, loaded)  # flags, else a checkpoint's [deploy]
+    target, max_flash, max_ram = budgets_of(args, loaded)  # flags, else a checkpoint's [deploy]
     model = workflow.integer_model(loaded)
     x = None
     if args.check:  # read and check DATA first: nothing is written on a bad one
@@ -135,9 +135,9 @@ def cmd_export_c(args) -> int:
     size = workflow.write_header(model, out, prefix)
     say(f"wrote {out} ({size:,} bytes), prefix {prefix}")
     if target != "host":  # built for a Cortex-M and run in an emulator (cli/deploy.py)
-        return deploy.on_target(model, x, prefix, target, args.emulator, max_flash, max_ram, args.report)
+        return on_target(model, x, prefix, target, args.emulator, max_flash, max_ram, args.report)
     if max_flash or max_ram:
-        deploy.host_budgets(model, prefix, max_flash, max_ram)
+        host_budgets(model, prefix, max_flash, max_ram)
     if args.report:
         needs = workflow.header_needs(model, prefix)
         say("\n".join([needs_line(needs), *layer_lines(needs.get("layers", []))]))
