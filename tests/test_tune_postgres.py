@@ -130,25 +130,31 @@ def test_two_workers_share_a_study_and_no_trial_is_lost_or_counted_twice(server,
 
 
 def test_a_worker_killed_mid_trial_leaves_the_study_consistent(server, tmp_path):
+    # The victim is asked for far more trials than it can train, so it is always in one when
+    # killed; a trial is about a second long, the poll a fraction of that.
     config = tmp_path / "net.toml"
-    config.write_text(CONFIG.format(epochs=25))
-    victim = worker(config, server, "killed", 2)
+    config.write_text(CONFIG.format(epochs=60))
+    victim = worker(config, server, "killed", 500)
     deadline = time.monotonic() + 120
     running = []
-    while not running and time.monotonic() < deadline:
-        time.sleep(0.5)
+    while not running and time.monotonic() < deadline and victim.poll() is None:
+        time.sleep(0.2)
         try:
             running = [
                 t for t in trials_of(server, "killed") if t.state.name == "RUNNING" and "network" in t.user_attrs
             ]
         except KeyError:  # the study is not created yet
             continue
+    if victim.poll() is not None:
+        pytest.fail(f"the first worker exited ({victim.returncode}) before it was killed: {victim.communicate()}")
     assert running, "the first worker never started training a trial"
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    killed = running[0]
+    before = trials_of(server, "killed")
+    [killed] = [t for t in before if t.state.name == "RUNNING"]  # one worker: one trial in flight
+    done_before = sum(counted(t) for t in before)
     time.sleep(5)  # longer than tune.grace (4 s): its heartbeat is stale
-    rescuer = worker(config, server, "killed", 2)
+    rescuer = worker(config, server, "killed", done_before + 1)  # room for the retried trial alone
     out, err = rescuer.communicate(timeout=600)
     assert rescuer.returncode == 0, err
     trials = {t.number: t for t in trials_of(server, "killed")}
@@ -156,5 +162,6 @@ def test_a_worker_killed_mid_trial_leaves_the_study_consistent(server, tmp_path)
     retried = [t for t in trials.values() if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
     assert retried[0].params == killed.params == trials[killed.number].params
-    assert sum(counted(t) for t in trials.values()) == 2
+    assert sum(counted(t) for t in trials.values()) == done_before + 1
+    assert trained_by(out) == 1
     assert not [t for t in trials.values() if t.state.name in ("RUNNING", "WAITING")]
