@@ -8,8 +8,9 @@
 Each part runs `qmtik tune` in worker processes (one BLAS thread each) on a SQLite study in
 --out, then trains the winner fully (the config's 10 epochs on all the training data) and
 scores its integer model on the test set. Each part is one JSON file in --out
-(benchmarks/tune_runs/ by default); a part whose file exists is read, not run again, and an
-interrupted search goes on from its study (--resume). The table compares the winners with the
+(benchmarks/tune_runs/ by default); a part whose file exists is read, not run again, an
+interrupted search goes on from its study (--resume), and a finished search (NAME.search.json)
+is not run again when only its winner's training was stopped. The table compares the winners with the
 hand-designed CNN of benchmarks/cnn.py ("main"), whose flash and RAM budget.estimate gives.
 """
 
@@ -123,16 +124,36 @@ def winner(out: Path, name: str, records: list) -> dict:
 
 
 def run_part(out: Path, name: str, trials: int, quick: bool, fresh: bool, search_only: bool = False) -> dict:
-    from qmtik import tune_front
-
-    path = out / f"{name}.json"
+    """The part's JSON: its search's figures, then its winner trained fully. The search is saved
+    on its own first (NAME.search.json), so a run stopped while training the winner goes on with
+    the winner, keeping the search's wall time."""
+    path, searched = out / f"{name}.json", out / f"{name}.search.json"
     if path.exists() and not fresh:
         return json.loads(path.read_text())
+    if searched.exists() and not fresh:
+        result = json.loads(searched.read_text())
+    else:
+        result = search_figures(out, name, trials, quick)
+        searched.write_text(json.dumps(result, indent=1) + "\n")
+    if search_only:
+        result["winner"] = None
+    else:
+        log(f"{name}: training the winner fully")
+        result["winner"] = winner(out, name, result["records"])
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def search_figures(out: Path, name: str, trials: int, quick: bool) -> dict:
+    """Run the part's search; its wall time, rate, rejected share, front and trial records."""
+    from qmtik import tune_front
+
     log(f"{name}: searching ({trials} trials, {PARTS[name][3]} worker(s))")
     found = search(out, name, trials, quick)
     counts = tune_front.counts(found["records"])
     trained = counts["complete"] + counts["pruned"]
-    result = {
+    best = tune_front.best(found["records"])
+    return {
         "part": name,
         "trials": trials,
         "budget": {"flash": PARTS[name][1], "ram": PARTS[name][2], "target": "cortex-m4"},
@@ -146,17 +167,9 @@ def run_part(out: Path, name: str, trials: int, quick: bool, fresh: bool, search
             {k: r[k] for k in ("number", "accuracy", "flash", "ram", "network")}
             for r in tune_front.front(found["records"])
         ],
+        "best_trial": {k: best[k] for k in ("number", "accuracy", "flash", "ram", "network")},
+        "records": found["records"],
     }
-    result["best_trial"] = {
-        k: tune_front.best(found["records"])[k] for k in ("number", "accuracy", "flash", "ram", "network")
-    }
-    if search_only:
-        result["winner"] = None
-    else:
-        log(f"{name}: training the winner fully")
-        result["winner"] = winner(out, name, found["records"])
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    return result
 
 
 def cnn_main_sizes() -> dict:
