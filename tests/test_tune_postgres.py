@@ -106,7 +106,7 @@ def trained_by(output: str) -> int:
 
 def test_two_workers_share_a_study_and_no_trial_is_lost_or_counted_twice(server, tmp_path):
     config = tmp_path / "net.toml"
-    config.write_text(CONFIG.format(epochs=3))
+    config.write_text(CONFIG.format(epochs=12))  # trials long enough that both workers get some
     server = fresh_database(server, "shared")  # both workers create the tables at once
     procs = [worker(config, server, "shared", 12) for _ in range(2)]
     outputs = [p.communicate(timeout=600) for p in procs]
