@@ -9,9 +9,9 @@
 Each part runs `qmtik tune` in worker processes (one BLAS thread each) on a SQLite study in
 --out, then trains the winner fully (the config's 10 epochs on all the training data) and
 scores its integer model on the test set. Each part is one JSON file in --out
-(benchmarks/tune_runs/ by default); a part whose file exists is read, not run again, an
-interrupted search goes on from its study (--resume), and a finished search (NAME.search.json)
-is not run again when only its winner's training was stopped. The table compares the winners with the
+(benchmarks/tune_runs/ by default), written when the search ends and again with the winner; a
+part whose file exists is not searched again (only its winner is trained, if it has none yet),
+and an interrupted search goes on from its study (--resume). The table compares the winners with the
 hand-designed CNN of benchmarks/cnn.py ("main"), whose flash and RAM budget.estimate gives.
 """
 
@@ -143,23 +143,19 @@ def winner(out: Path, name: str, records: list) -> dict:
 
 
 def run_part(out: Path, name: str, trials: int, quick: bool, fresh: bool, search_only: bool = False) -> dict:
-    """The part's JSON: its search's figures, then its winner trained fully. The search is saved
-    on its own first (NAME.search.json), so a run stopped while training the winner goes on with
-    the winner, keeping the search's wall time."""
-    path, searched = out / f"{name}.json", out / f"{name}.search.json"
+    """The part's JSON: its search's figures, written as soon as the search ends, then its winner
+    trained fully. A part whose winner is missing (--search-only, or a run stopped in the
+    winner's training) goes on with the winner, keeping the search's wall time."""
+    path = out / f"{name}.json"
     if path.exists() and not fresh:
-        return json.loads(path.read_text())
-    if searched.exists() and not fresh:
-        result = json.loads(searched.read_text())
+        result = json.loads(path.read_text())
     else:
-        result = search_figures(out, name, trials, quick)
-        searched.write_text(json.dumps(result, indent=1) + "\n")
-    if search_only:
-        result["winner"] = None
-    else:
+        result = search_figures(out, name, trials, quick) | {"winner": None}
+        path.write_text(json.dumps(result, indent=1) + "\n")
+    if result["winner"] is None and not search_only:
         log(f"{name}: training the winner fully")
         result["winner"] = winner(out, name, result["records"])
-    path.write_text(json.dumps(result, indent=1) + "\n")
+        path.write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
