@@ -7,6 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+import qmtik
 from qmtik import fused
 from qmtik import fused_windows as fw
 from qmtik import quantization as q
@@ -238,9 +239,19 @@ def test_the_loops_give_the_same_bits_in_any_number_of_threads(monkeypatch):
         assert fw.set_threads() == count
         results.append(everything())
     monkeypatch.setenv("QMTIK_THREADS", "many")
-    assert fw.set_threads() == 1
+    assert fw.set_threads() == 1  # at import: a bad value must not break `import qmtik`
     monkeypatch.setenv("QMTIK_FUSED", "numpy")
     results.append(everything())
     for got, expected, defined in zip(*results):
         assert_same_bits(got, expected)
         assert_same_bits(got, np.ascontiguousarray(defined))
+
+
+@pytest.mark.parametrize("value", ["many", "0", "-2", "1.5", "257"])
+def test_a_bad_thread_count_is_one_line_where_training_starts(monkeypatch, value):
+    monkeypatch.setenv("QMTIK_THREADS", value)
+    with pytest.raises(qmtik.ConfigError) as caught:
+        fw.set_threads(strict=True)
+    assert str(caught.value) == (
+        f"environment variable QMTIK_THREADS: got {value!r}; allowed: an integer from 1 to 256"
+    )

@@ -434,3 +434,10 @@ def test_a_cnn_trains_its_batch_norm_then_freezes_it_and_the_kept_model_is_the_i
     assert norm is not None and norm.frozen and not np.allclose(norm.var, 1.0)
     model = net.quantize()
     np.testing.assert_array_equal(model.predict(x), net.predict(x))
+
+
+def test_a_bad_qmtik_threads_is_refused_before_training(digits, monkeypatch):
+    (x, y), _ = digits
+    monkeypatch.setenv("QMTIK_THREADS", "lots")
+    with pytest.raises(qmtik.ConfigError, match=r"^environment variable QMTIK_THREADS: got 'lots'; allowed: an "):
+        qmtik.Network(digits_config(**{"training.epochs": 1})).fit(x, y)

@@ -9,18 +9,19 @@ The compiled forms take float32 arrays; float64 ones (the gradient checks) take 
 
 A window op's geometry goes to C as (n, h, w, c, kh, kw, sh, sw, top, left, out_h, out_w).
 
-QMTIK_THREADS=k in the environment runs the compiled window loops in up to k threads (1 by
-default: on a machine other work keeps busy, threads wait for each other longer than they save).
+QMTIK_THREADS=k in the environment (1 to 256) runs the compiled window loops in up to k threads
+(1 by default: on a machine other work keeps busy, threads wait for each other longer than they
+save).
 Each sum down a column stays in one thread, so the results are the same for any k.
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from . import fused
+from .errors import ConfigError
+from .parsing import env_count
 from .spatial import Geometry, pad, unpad
 from .spatial import col2im as col2im_numpy
 from .spatial import im2col as im2col_numpy
@@ -29,10 +30,20 @@ FLOAT32 = np.dtype(np.float32)
 WHERE = np.int16  # max pooling's tap numbers: kernels of fewer than 2**15 taps
 
 
-def set_threads(environ=os.environ) -> int:
-    """The compiled loops' thread count from QMTIK_THREADS (a whole number from 1; else 1)."""
-    text = environ.get("QMTIK_THREADS", "1").strip()
-    count = int(text) if text.isdigit() and int(text) >= 1 else 1
+THREADS = "QMTIK_THREADS"
+MOST_THREADS = 256
+
+
+def set_threads(strict: bool = False) -> int:
+    """Set and return the compiled loops' thread count, QMTIK_THREADS (a whole number from 1 to
+    256; 1 when unset). A bad value is one ConfigError line when strict (training starts with a
+    strict call); at import it means 1, since `import qmtik` must not fail on the environment."""
+    try:
+        count = env_count(THREADS, MOST_THREADS) or 1
+    except ConfigError:
+        if strict:
+            raise
+        count = 1
     if fused.compiled is not None:
         fused.compiled.threads(count)
     return count

@@ -14,6 +14,7 @@ from . import checkpoint as ckpt
 from .config import Config
 from .errors import CheckpointError, QuantizationError, TrainingError
 from .functions import cost, process_output
+from .fused_windows import set_threads
 from .head import accuracy
 from .layers import QuantSpec, init_layers
 from .optimizers import learning_rate, make_optimizer
@@ -214,6 +215,7 @@ def train(
     fake quantization when any epoch uses it), or the last when there is no validation data.
     With a checkpoint path, the state is saved after every epoch; resume goes on from it.
     """
+    set_threads(strict=True)  # a bad QMTIK_THREADS is refused before any work
     reporter = reporter or Silent()
     tc = config.training
     spec = QuantSpec.from_config(config)
